@@ -1,0 +1,40 @@
+# `make demo` and `make test` work on a fresh Debian machine: they install what is missing
+# (Debian packages with apt, the Python package into .venv) and then run.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+# prosody + lua-dbi-sqlite3: the XMPP servers of the demo and integration tests (SQLite pubsub storage)
+# xmlsec1: signature interoperability tests; trang: converts the Atom RELAX NG schemas for feed tests
+DEBIAN_PACKAGES := prosody lua-dbi-sqlite3 xmlsec1 trang
+
+.PHONY: demo test lint system-packages clean
+
+demo: system-packages $(VENV)/.installed
+	$(PY) -m xmppbridge.cli demo --workdir var/demo
+
+test: system-packages $(VENV)/.installed
+	$(PY) -m ruff check xmppbridge tests
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check xmppbridge tests
+
+system-packages:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) var build *.egg-info

@@ -1,0 +1,182 @@
+"""One YAML file per bridge -> typed, validated settings.
+
+Every problem is reported as ``<file>: <key>: <what is wrong>`` so that an operator can fix it without
+reading code. Relative paths are resolved against the directory of the config file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from xmppbridge.errors import ConfigError
+from xmppbridge.iodef.parse import DEFAULT_MAX_BYTES
+from xmppbridge.policy import RESTRICTIONS
+
+
+@dataclass(frozen=True)
+class Subscription:
+    service: str  # remote pubsub service JID, e.g. pubsub.b.test
+    nodes: tuple[str, ...] | None  # None = "all": discover the service's IODEF nodes
+
+
+@dataclass(frozen=True)
+class Config:
+    file: Path
+    jid: str
+    secret: str
+    server_host: str
+    server_port: int
+    pubsub_service: str
+    node_prefix: str
+    node_whitelist: tuple[str, ...]  # JIDs made members of the non-open nodes we create
+    signing_key: Path
+    signing_cert: Path
+    trust_anchors: tuple[Path, ...]
+    subscriptions: tuple[Subscription, ...]
+    store_path: Path
+    feed_listen_host: str
+    feed_listen_port: int
+    feed_base_url: str
+    feed_anonymous_restrictions: frozenset[str]
+    max_document_bytes: int = DEFAULT_MAX_BYTES
+    schema_mode: str = "strict"
+    discovery_interval: float = 60.0
+
+
+class _Reader:
+    """Walks the YAML mapping, remembering the dotted key for error messages."""
+
+    def __init__(self, file: Path, data: dict[str, Any]) -> None:
+        self.file, self.data = file, data
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(str(self.file), key, problem)
+
+    def get(self, key: str, default: Any = ..., kind: type | tuple[type, ...] = str) -> Any:
+        node: Any = self.data
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node or node[part] is None:
+                if default is ...:
+                    raise self.error(key, "is required")
+                return default
+            node = node[part]
+        if kind is int and isinstance(node, bool) or not isinstance(node, kind):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise self.error(key, f"must be a {names}, got {type(node).__name__} {node!r}")
+        return node
+
+    def path(self, key: str, value: str, *, must_exist: bool = True) -> Path:
+        path = Path(value)
+        if not path.is_absolute():
+            path = self.file.parent / path
+        if must_exist and not path.exists():
+            raise self.error(key, f"{path} does not exist")
+        return path
+
+
+def load_config(file: str | Path) -> Config:
+    file = Path(file)
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(str(file), "(file)", f"cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(file), "(file)", f"not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(str(file), "(file)", "must be a YAML mapping of sections")
+    r = _Reader(file, data)
+
+    jid = r.get("component.jid")
+    if "@" in jid or "/" in jid:
+        raise r.error("component.jid", "must be a bare domain JID such as bridge.a.test")
+    secret = r.get("component.secret", None)
+    secret_file = r.get("component.secret_file", None)
+    if (secret is None) == (secret_file is None):
+        raise r.error("component.secret", "give exactly one of secret or secret_file")
+    if secret_file is not None:
+        secret = r.path("component.secret_file", secret_file).read_text(encoding="utf-8").strip()
+    port = r.get("component.server.port", 5347, int)
+    if not 0 < port < 65536:
+        raise r.error("component.server.port", "must be a TCP port number")
+
+    anchors = r.get("trust.anchors", [], list)
+    trust = tuple(r.path(f"trust.anchors[{i}]", str(a)) for i, a in enumerate(anchors))
+
+    subscriptions = []
+    for i, sub in enumerate(r.get("subscriptions", [], list)):
+        key = f"subscriptions[{i}]"
+        if not isinstance(sub, dict) or not isinstance(sub.get("service"), str):
+            raise r.error(key, "must be a mapping with a 'service' JID and 'nodes' (a list or 'all')")
+        nodes = sub.get("nodes", "all")
+        if nodes == "all":
+            subscriptions.append(Subscription(sub["service"], None))
+        elif isinstance(nodes, list) and nodes and all(isinstance(n, str) for n in nodes):
+            subscriptions.append(Subscription(sub["service"], tuple(nodes)))
+        else:
+            raise r.error(f"{key}.nodes", "must be 'all' or a non-empty list of node names")
+    if subscriptions and not trust:
+        raise r.error("trust.anchors", "subscriptions need at least one trust anchor to verify items")
+
+    host, _, listen_port = r.get("feed.listen", "127.0.0.1:8080").rpartition(":")
+    if not host or not listen_port.isdigit():
+        raise r.error("feed.listen", "must be host:port, e.g. 127.0.0.1:8080")
+    base_url = r.get("feed.base_url", f"http://{host}:{listen_port}/")
+    if urlsplit(base_url).scheme not in ("http", "https"):
+        raise r.error("feed.base_url", "must be an http:// or https:// URL")
+    if not base_url.endswith("/"):
+        base_url += "/"
+    anonymous = frozenset(r.get("feed.anonymous_restrictions", ["public"], list))
+    unknown = anonymous - set(RESTRICTIONS)
+    if unknown:
+        raise r.error("feed.anonymous_restrictions", f"unknown restriction(s) {sorted(unknown)}")
+    if anonymous - {"public"} and not _is_loopback(host):
+        # Anonymous HTTP reading of need-to-know or private items would leak them to anyone who
+        # can reach the port; only tolerate it where nobody else can connect.
+        raise r.error("feed.anonymous_restrictions",
+                      "non-public restrictions may be readable anonymously only on a loopback listen address")
+
+    schema_mode = r.get("iodef.schema_mode", "strict")
+    if schema_mode not in ("strict", "warn"):
+        raise r.error("iodef.schema_mode", "must be 'strict' or 'warn'")
+    max_bytes = r.get("limits.max_document_bytes", DEFAULT_MAX_BYTES, int)
+    if not 1024 <= max_bytes <= 480_000:
+        raise r.error("limits.max_document_bytes",
+                      "must be between 1024 and 480000 (Prosody closes component streams near 512 KB)")
+
+    return Config(
+        file=file,
+        jid=jid,
+        secret=secret,
+        server_host=r.get("component.server.host", "127.0.0.1"),
+        server_port=port,
+        pubsub_service=r.get("pubsub.service"),
+        node_prefix=r.get("pubsub.node_prefix", "iodef").strip("/"),
+        node_whitelist=tuple(r.get("pubsub.whitelist", [], list)),
+        signing_key=r.path("signing.key", r.get("signing.key")),
+        signing_cert=r.path("signing.cert", r.get("signing.cert")),
+        trust_anchors=trust,
+        subscriptions=tuple(subscriptions),
+        store_path=r.path("store.path", r.get("store.path", "xmppbridge.sqlite"), must_exist=False),
+        feed_listen_host=host,
+        feed_listen_port=int(listen_port),
+        feed_base_url=base_url,
+        feed_anonymous_restrictions=anonymous,
+        max_document_bytes=max_bytes,
+        schema_mode=schema_mode,
+        discovery_interval=float(r.get("pubsub.discovery_interval", 60, (int, float))),
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

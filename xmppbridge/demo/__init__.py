@@ -1,0 +1,1 @@
+"""Run a local consortium on loopback: Prosody servers, bridges and sample incidents (``make demo``)."""

@@ -1,0 +1,181 @@
+"""A consortium on one machine: one Prosody and one bridge process per member, federated over s2s.
+
+``make demo`` and the integration tests both run this, so what the tests prove is what a user sees.
+Each member gets its own loopback address; everything generated lives under ``workdir``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from xmppbridge.demo.prosody import ProsodyServer
+from xmppbridge.signing.keys import generate_identity_files
+
+
+@dataclass
+class Member:
+    name: str  # "a" -> domain a.test
+    ip: str
+    feed_port: int
+    workdir: Path
+    prosody: ProsodyServer = field(init=False)
+    bridge: subprocess.Popen[bytes] | None = None
+
+    @property
+    def domain(self) -> str:
+        return f"{self.name}.test"
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / f"{self.name}.yaml"
+
+    @property
+    def feed_url(self) -> str:
+        return f"http://127.0.0.1:{self.feed_port}/"
+
+    @property
+    def bridge_jid(self) -> str:
+        return f"bridge.{self.domain}"
+
+    @property
+    def pubsub_jid(self) -> str:
+        return f"pubsub.{self.domain}"
+
+
+class Consortium:
+    def __init__(self, workdir: Path, members: dict[str, str], *, feed_port_base: int = 8081,
+                 secret: str = "demo-component-secret", discovery_interval: float = 2.0) -> None:
+        """``members`` maps a short name ("a") to its loopback address ("127.0.0.2")."""
+        self.workdir = workdir.resolve()
+        self.discovery_interval = discovery_interval
+        self.members = {
+            name: Member(name, ip, feed_port_base + i, self.workdir)
+            for i, (name, ip) in enumerate(members.items())
+        }
+        for member in self.members.values():
+            peers = {m.domain: m.ip for m in self.members.values() if m is not member}
+            member.prosody = ProsodyServer(member.domain, member.ip, self.workdir / "prosody" / member.name,
+                                           secret, peers=peers)
+        self.secret = secret
+
+    def __getitem__(self, name: str) -> Member:
+        return self.members[name]
+
+    # -- setup -------------------------------------------------------------------------------------
+
+    def write_files(self, *, subscriptions: dict[str, list[str]] | None = None,
+                    anonymous_restrictions: list[str] | None = None) -> None:
+        """Keys, trust anchors and one bridge config per member.
+
+        ``subscriptions`` maps a member to the members whose nodes it subscribes to (default: every
+        other member, all nodes). Every member trusts every other member's signing certificate and
+        whitelists every other member's bridge on its non-public nodes.
+        """
+        keys = self.workdir / "keys"
+        trust = self.workdir / "trust"
+        keys.mkdir(parents=True, exist_ok=True)
+        for member in self.members.values():
+            key, cert = keys / f"{member.name}.key", keys / f"{member.name}.crt"
+            if not key.exists():
+                common_name = f"CSIRT {member.name.upper()} signing key ({member.domain})"
+                generate_identity_files(common_name, key, cert)
+        for member in self.members.values():
+            (trust / member.name).mkdir(parents=True, exist_ok=True)
+            for other in self.members.values():
+                if other is not member:
+                    pem = (keys / f"{other.name}.crt").read_bytes()
+                    (trust / member.name / f"{other.name}.crt").write_bytes(pem)
+        for member in self.members.values():
+            others = [m for m in self.members.values() if m is not member]
+            sources = (subscriptions or {}).get(member.name, [m.name for m in others])
+            config = {
+                "component": {"jid": member.bridge_jid, "secret": self.secret,
+                              "server": {"host": member.ip, "port": member.prosody.component_port}},
+                "pubsub": {"service": member.pubsub_jid, "node_prefix": "iodef",
+                           "whitelist": [m.bridge_jid for m in others],
+                           "discovery_interval": self.discovery_interval},
+                "signing": {"key": f"keys/{member.name}.key", "cert": f"keys/{member.name}.crt"},
+                "trust": {"anchors": [f"trust/{member.name}"]},
+                "subscriptions": [{"service": self.members[s].pubsub_jid, "nodes": "all"} for s in sources],
+                "store": {"path": f"data/{member.name}.sqlite"},
+                "feed": {"listen": f"127.0.0.1:{member.feed_port}", "base_url": member.feed_url,
+                         "anonymous_restrictions": anonymous_restrictions or ["public"]},
+            }
+            (self.workdir / "data").mkdir(exist_ok=True)
+            member.config_path.write_text(
+                f"# Generated by xmppbridge for the {member.domain} member of a local consortium.\n"
+                + yaml.safe_dump(config, sort_keys=False))
+
+    # -- processes ---------------------------------------------------------------------------------
+
+    def start_servers(self) -> None:
+        for member in self.members.values():
+            member.prosody.start()
+
+    def start_bridge(self, name: str, timeout: float = 30.0) -> None:
+        member = self.members[name]
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        member.bridge = subprocess.Popen(
+            [sys.executable, "-m", "xmppbridge.cli", "run", "-c", str(member.config_path)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        self.wait_ready(name, timeout)
+
+    def wait_ready(self, name: str, timeout: float = 30.0) -> None:
+        member = self.members[name]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if member.bridge is not None and member.bridge.poll() is not None:
+                raise RuntimeError(f"bridge {name} exited:\n{self.log_tail(name)}")
+            if self.health(name).get("ready"):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"bridge {name} not ready within {timeout} s:\n{self.log_tail(name)}")
+
+    def health(self, name: str) -> dict[str, object]:
+        try:
+            with urllib.request.urlopen(self.members[name].feed_url + "healthz", timeout=2) as response:
+                return json.load(response)
+        except OSError:
+            return {}
+
+    def stop_bridge(self, name: str, *, kill: bool = False) -> None:
+        member = self.members[name]
+        if member.bridge is None or member.bridge.poll() is not None:
+            return
+        member.bridge.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            member.bridge.wait(15)
+        except subprocess.TimeoutExpired:
+            member.bridge.kill()
+            member.bridge.wait()
+
+    def stop(self) -> None:
+        for name in self.members:
+            self.stop_bridge(name)
+        for member in self.members.values():
+            member.prosody.stop()
+
+    def log_tail(self, name: str, size: int = 4000) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace")[-size:] if path.exists() else "(no log)"
+
+    def publish(self, name: str, *files: Path, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run ``xmppbridge publish`` against member ``name``'s running bridge."""
+        return subprocess.run(
+            [sys.executable, "-m", "xmppbridge.cli", "publish", "-c", str(self.members[name].config_path),
+             "--timeout", str(timeout), *map(str, files)],
+            capture_output=True, text=True, timeout=timeout * max(1, len(files)) + 30,
+        )

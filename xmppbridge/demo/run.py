@@ -1,0 +1,72 @@
+"""``make demo``: two federated members on loopback, sample incidents published at A, mirrored at B."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+from xmppbridge.demo.consortium import Consortium
+from xmppbridge.demo.prosody import REPO_ROOT
+from xmppbridge.policy import RESTRICTIONS
+
+SAMPLES = REPO_ROOT / "config" / "samples"
+
+
+def run_demo(workdir: Path) -> int:
+    if shutil.which("prosody") is None:
+        print("prosody is not installed: run `make demo` (it installs it) or apt-get install prosody "
+              "lua-dbi-sqlite3", file=sys.stderr)
+        return 2
+    consortium = Consortium(workdir, {"a": "127.0.0.2", "b": "127.0.0.3"})
+    stop_requested = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        # B is a member trusted with everything A publishes, and reads its whole mirror anonymously on
+        # loopback; nothing else can reach these ports.
+        consortium.write_files(anonymous_restrictions=list(RESTRICTIONS))
+        print(f"configs, keys and data: {consortium.workdir}")
+        consortium.start_servers()
+        print("Prosody: a.test on 127.0.0.2, b.test on 127.0.0.3 (federated over s2s)")
+        for name in ("a", "b"):
+            consortium.start_bridge(name)
+        print("bridges: bridge.a.test and bridge.b.test connected")
+        samples = sorted(SAMPLES.glob("*.xml"))
+        result = consortium.publish("a", *samples)
+        print(result.stdout, end="")
+        if result.returncode != 0:
+            print(result.stderr, file=sys.stderr, end="")
+            return 1
+        expected = result.stdout.count(": published to ")
+        deadline = time.monotonic() + 60
+        while consortium.health("b").get("entries", 0) < expected and time.monotonic() < deadline:
+            time.sleep(0.2)
+        mirrored = consortium.health("b").get("entries", 0)
+        a, b = consortium["a"], consortium["b"]
+        print(f"\nB mirrored {mirrored} of {expected} incidents published at A, signatures verified.")
+        print(f"A's feeds: {a.feed_url}.well-known/rolie/servicedocument")
+        print(f"B's feeds: {b.feed_url}.well-known/rolie/servicedocument")
+        print(f"try:       xmppbridge publish -c {a.config_path} FILE.xml")
+        print("Ctrl-C stops everything.")
+        print(f"READY {a.feed_url} {b.feed_url}", flush=True)
+        while not stop_requested:
+            for name in ("a", "b"):
+                bridge = consortium[name].bridge
+                if bridge is not None and bridge.poll() is not None:
+                    print(f"bridge {name} stopped unexpectedly:\n{consortium.log_tail(name)}",
+                          file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        print("stopping bridges and servers...", flush=True)
+        consortium.stop()
+        print("stopped.")

@@ -1,0 +1,64 @@
+"""Exception classes. Messages are written for the operator: they say what is wrong and what to do."""
+
+
+class BridgeError(Exception):
+    """Base class for every error xmppbridge raises on purpose."""
+
+
+class ConfigError(BridgeError):
+    """The configuration file is unusable; the message names the file, the key and the problem."""
+
+    def __init__(self, file: str, key: str, problem: str) -> None:
+        self.file, self.key, self.problem = file, key, problem
+        super().__init__(f"{file}: {key}: {problem}")
+
+
+class InputRejected(BridgeError):
+    """An IODEF document (file, pubsub item, HTTP body) was refused. ``reason`` is a short stable code
+    (``malformed-xml``, ``doctype-forbidden``, ``too-large``, ``wrong-namespace``, ``schema-invalid``,
+    ``bad-signature``, ``unknown-signer``, ...) and the message explains it."""
+
+    reason = "rejected"
+
+    def __init__(self, message: str, *, reason: str | None = None, details: list[str] | None = None) -> None:
+        super().__init__(message)
+        if reason:
+            self.reason = reason
+        self.details = details or []
+
+
+class UnsafeXML(InputRejected):
+    reason = "unsafe-xml"
+
+
+class MalformedXML(InputRejected):
+    reason = "malformed-xml"
+
+
+class TooLarge(InputRejected):
+    reason = "too-large"
+
+
+class NotIodef(InputRejected):
+    reason = "wrong-namespace"
+
+
+class SchemaInvalid(InputRejected):
+    reason = "schema-invalid"
+
+
+class SignatureRejected(InputRejected):
+    reason = "bad-signature"
+
+
+class UnknownSigner(SignatureRejected):
+    reason = "unknown-signer"
+
+
+class PublishFailed(BridgeError):
+    """The XMPP server refused or did not answer a publish. ``transient`` failures (timeouts, lost
+    connection) are retried from the outbox; a refusal is recorded on the outbox item."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient

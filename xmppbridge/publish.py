@@ -1,0 +1,53 @@
+"""The publish path's core: bytes from a user -> signed wire-form items, each with its node and id.
+
+Shared by every entry point (CLI, AtomPub, watched folder). Nothing here touches the network: the
+result goes into the store's outbox, which the XMPP shell drains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from xmppbridge.errors import TooLarge
+from xmppbridge.iodef.document import incident_item_id, read_document, split_document
+from xmppbridge.iodef.model import NS_V1, NS_V2, Incident
+from xmppbridge.policy import node_name
+from xmppbridge.signing.keys import SigningIdentity
+from xmppbridge.signing.sign import sign_document
+
+
+@dataclass(frozen=True)
+class Prepared:
+    node: str
+    item_id: str
+    payload: bytes  # signed, in wire form
+    incident: Incident  # the first Incident; all Incidents in one item share restriction and purpose
+    version: str
+
+
+def prepare(data: bytes, *, prefix: str, identity: SigningIdentity, max_bytes: int,
+            schema_mode: str = "strict") -> list[Prepared]:
+    """Validate, split per category, sign. Raises ``InputRejected`` with the reason for the user."""
+    document = read_document(data, max_bytes=max_bytes, schema_mode=schema_mode)
+    prepared = []
+    for piece in split_document(document):
+        # Stored and shown under the restriction it is routed on (see Incident.effective_restriction).
+        first = piece.incidents[0]
+        incident = replace(first, restriction=first.effective_restriction)
+        payload = sign_document(piece.root, identity)
+        if len(payload) > max_bytes:
+            raise TooLarge(f"the signed document for incident {incident.id} is {len(payload)} bytes, over "
+                           f"the limit of {max_bytes}")
+        prepared.append(Prepared(
+            node=node_name(prefix, incident.restriction, incident.purpose),
+            item_id=incident_item_id(incident),
+            payload=payload,
+            incident=incident,
+            version=piece.version,
+        ))
+    return prepared
+
+
+def payload_namespace(payload: bytes) -> str:
+    """The IODEF namespace of a wire-form payload (its root declares it first, see wireform)."""
+    return NS_V2 if NS_V2.encode() in payload[:160] else NS_V1

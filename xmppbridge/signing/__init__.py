@@ -1,0 +1,1 @@
+"""Object-level signatures: the wire form both ends agree on, signing and verification."""

@@ -1,0 +1,190 @@
+"""SQLite connection, schema and the few helpers every table module shares.
+
+Concurrency model: one long-lived connection in the asyncio process plus short-lived connections from
+CLI processes. WAL mode lets readers run beside one writer; ``busy_timeout`` makes a second writer wait
+(up to 5 s) instead of failing at once. Connections run in autocommit mode (``isolation_level=None``):
+every write is either a single statement or an explicit ``BEGIN IMMEDIATE`` ... ``COMMIT`` block
+(see :func:`transaction`), so nothing stays uncommitted between calls.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 5000
+
+# One statement per entry; all idempotent so that concurrent openers cannot trip over each other.
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS schema_version (
+        version INTEGER NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS entries (
+        id INTEGER PRIMARY KEY,
+        service TEXT NOT NULL,
+        node TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        origin TEXT NOT NULL CHECK (origin IN ('local', 'remote')),
+        version TEXT NOT NULL,
+        xml BLOB NOT NULL,
+        signer_subject TEXT NOT NULL,
+        signer_fingerprint TEXT NOT NULL,
+        -- Incident, one column per field
+        id_name TEXT NOT NULL,
+        incident_id TEXT NOT NULL,
+        instance TEXT,
+        restriction_raw TEXT NOT NULL,
+        restriction TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        report_time TEXT,
+        generation_time TEXT,
+        detect_time TEXT,
+        start_time TEXT,
+        end_time TEXT,
+        title TEXT NOT NULL,
+        alternative_ids TEXT NOT NULL,  -- JSON [[name, id], ...]
+        related_ids TEXT NOT NULL,  -- JSON [[name, id], ...]
+        narrowest_restriction TEXT,
+        -- bookkeeping
+        effective_restriction TEXT NOT NULL,  -- incidents.audience(): the feed collection it is filed in
+        published_at TEXT,  -- ReportTime/GenerationTime of the first version seen; never changes
+        received_at TEXT NOT NULL,  -- first time this item was stored; never changes
+        updated_at TEXT NOT NULL,  -- bumped on every change
+        deleted_at TEXT,
+        UNIQUE (service, node, item_id)
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS entries_restriction_updated ON entries (effective_restriction, updated_at)",
+    "CREATE INDEX IF NOT EXISTS entries_updated ON entries (updated_at)",
+    """
+    CREATE TABLE IF NOT EXISTS entry_versions (
+        id INTEGER PRIMARY KEY,
+        entry_id INTEGER NOT NULL REFERENCES entries (id),
+        version TEXT NOT NULL,
+        xml BLOB NOT NULL,
+        signer_subject TEXT NOT NULL,
+        signer_fingerprint TEXT NOT NULL,
+        updated_at TEXT NOT NULL,  -- when the superseded version had been stored
+        superseded_at TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS entry_versions_entry ON entry_versions (entry_id)",
+    """
+    CREATE TABLE IF NOT EXISTS outbox (
+        id INTEGER PRIMARY KEY,
+        node TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        incident TEXT NOT NULL,  -- JSON, same fields as the entries columns
+        version TEXT NOT NULL,
+        signer_subject TEXT NOT NULL,
+        signer_fingerprint TEXT NOT NULL,
+        source TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'published', 'failed')),
+        reason TEXT,
+        service TEXT,
+        created_at TEXT NOT NULL,
+        published_at TEXT
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS outbox_status ON outbox (status, id)",
+    """
+    CREATE TABLE IF NOT EXISTS rejects (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        service TEXT,
+        node TEXT,
+        item_id TEXT,
+        reason TEXT NOT NULL,
+        message TEXT NOT NULL,
+        raw BLOB NOT NULL,
+        received_at TEXT NOT NULL
+    )
+    """,
+)
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """Open ``path`` in WAL mode with a busy timeout and make sure the schema exists."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA synchronous = NORMAL")  # durable at each commit in WAL mode except on power loss
+    _ensure_schema(conn)
+    return conn
+
+
+def _ensure_schema(conn: sqlite3.Connection) -> None:
+    with transaction(conn):
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
+        if row is None:
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+        elif row["version"] > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"store schema version {row['version']} is newer than this xmppbridge ({SCHEMA_VERSION});"
+                " upgrade xmppbridge"
+            )
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` (take the write lock up front, waiting up to busy_timeout) ... ``COMMIT``."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def inserted_id(cursor: sqlite3.Cursor) -> int:
+    if cursor.lastrowid is None:
+        raise RuntimeError("INSERT did not report a row id")
+    return cursor.lastrowid
+
+
+# Times are stored as fixed-width UTC ISO strings so that text order equals time order. isoformat, not
+# strftime: glibc's %Y does not pad years below 1000 to four digits.
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_time(value: datetime) -> str:
+    """Aware datetime -> ``2024-05-01T12:00:00.000000Z``; a naive value is read as UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def to_text(value: datetime | None) -> str | None:
+    return None if value is None else format_time(value)
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.removesuffix("Z")).replace(tzinfo=UTC)
+
+
+def from_text(value: str | None) -> datetime | None:
+    return None if value is None else parse_time(value)
+
+
+def later_than(previous: str | None) -> str:
+    """Now, or a microsecond after ``previous`` when the clock has not moved past it (keeps order strict)."""
+    current = now()
+    before = from_text(previous)
+    if before is not None and current <= before:
+        current = before + timedelta(microseconds=1)
+    return format_time(current)

@@ -1,0 +1,126 @@
+"""Outbox: signed items waiting to be published, written by the CLI, drained by the XMPP shell.
+
+Functions take an open connection and run plain SQL; the ``Store`` facade owns transactions.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+
+from xmppbridge.iodef.model import Incident
+from xmppbridge.store import entries, incidents
+from xmppbridge.store.db import from_text, inserted_id, later_than, parse_time
+
+PENDING, PUBLISHED, FAILED = "pending", "published", "failed"
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    node: str
+    item_id: str
+    payload: bytes
+    status: str  # "pending" | "published" | "failed"
+    reason: str | None  # why it failed
+    created_at: datetime
+    published_at: datetime | None
+    source: str  # e.g. "cli:<file>"
+    incident: Incident | None = None
+    version: str = ""
+    service: str | None = None  # where it was published
+
+
+def _item(row: sqlite3.Row) -> OutboxItem:
+    return OutboxItem(
+        id=row["id"],
+        node=row["node"],
+        item_id=row["item_id"],
+        payload=bytes(row["payload"]),
+        status=row["status"],
+        reason=row["reason"],
+        created_at=parse_time(row["created_at"]),
+        published_at=from_text(row["published_at"]),
+        source=row["source"],
+        incident=incidents.from_json(row["incident"]),
+        version=row["version"],
+        service=row["service"],
+    )
+
+
+def enqueue(
+    conn: sqlite3.Connection,
+    *,
+    node: str,
+    item_id: str,
+    payload: bytes,
+    incident: Incident,
+    version: str,
+    source: str,
+    signer_subject: str,
+    signer_fingerprint: str,
+) -> int:
+    cursor = conn.execute(
+        "INSERT INTO outbox (node, item_id, payload, incident, version, signer_subject, signer_fingerprint,"
+        " source, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            node,
+            item_id,
+            payload,
+            incidents.to_json(incident),
+            version,
+            signer_subject,
+            signer_fingerprint,
+            source,
+            PENDING,
+            later_than(None),
+        ),
+    )
+    return inserted_id(cursor)
+
+
+def pending(conn: sqlite3.Connection, limit: int) -> list[OutboxItem]:
+    rows = conn.execute(
+        "SELECT * FROM outbox WHERE status = ? ORDER BY id LIMIT ?", (PENDING, limit)
+    ).fetchall()
+    return [_item(row) for row in rows]
+
+
+def get(conn: sqlite3.Connection, item: int) -> OutboxItem | None:
+    row = conn.execute("SELECT * FROM outbox WHERE id = ?", (item,)).fetchone()
+    return None if row is None else _item(row)
+
+
+def mark_published(conn: sqlite3.Connection, item: int, *, service: str) -> None:
+    """Mark published and upsert our own entry (origin "local"). Call inside a transaction so that
+    both happen or neither does."""
+    row = conn.execute("SELECT * FROM outbox WHERE id = ?", (item,)).fetchone()
+    if row is None:
+        raise LookupError(f"outbox item {item} does not exist")
+    conn.execute(
+        "UPDATE outbox SET status = ?, reason = NULL, service = ?, published_at = ? WHERE id = ?",
+        (PUBLISHED, service, later_than(None), item),
+    )
+    entries.upsert(
+        conn,
+        service=service,
+        node=row["node"],
+        item_id=row["item_id"],
+        origin="local",
+        incident=incidents.from_json(row["incident"]),
+        version=row["version"],
+        xml=bytes(row["payload"]),
+        signer_subject=row["signer_subject"],
+        signer_fingerprint=row["signer_fingerprint"],
+    )
+
+
+def mark_failed(conn: sqlite3.Connection, item: int, reason: str) -> None:
+    cursor = conn.execute("UPDATE outbox SET status = ?, reason = ? WHERE id = ?", (FAILED, reason, item))
+    if cursor.rowcount == 0:
+        raise LookupError(f"outbox item {item} does not exist")
+
+
+def depth(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT count(*) FROM outbox WHERE status = ?", (PENDING,)).fetchone()[0]
