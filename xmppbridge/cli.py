@@ -8,10 +8,9 @@ import json
 import logging
 import signal
 import sys
-import time
 from pathlib import Path
 
-from xmppbridge.config import Config, load_config
+from xmppbridge.config import load_config
 from xmppbridge.errors import BridgeError, InputRejected
 
 EXIT_OK, EXIT_INVALID, EXIT_ERROR = 0, 1, 2
@@ -73,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
 
     sub = command("demo", cmd_demo, "run a two-domain consortium on loopback (what `make demo` runs)")
     sub.add_argument("--workdir", type=Path, default=Path("var/demo"))
+    sub.add_argument("--addresses", default="127.0.0.2,127.0.0.3",
+                     help="loopback addresses of a.test and b.test (default 127.0.0.2,127.0.0.3)")
+    sub.add_argument("--feed-port", type=int, default=8081, help="A's feed port; B's is the next one")
     return parser
 
 
@@ -175,19 +177,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from xmppbridge.publish import prepare
+    from xmppbridge.publish import Publisher
     from xmppbridge.signing.keys import load_identity
     from xmppbridge.store import Store
 
     config = load_config(args.config)
-    identity = load_identity(config.signing_key, config.signing_cert)
     store = Store(config.store_path)
+    publisher = Publisher(store, load_identity(config.signing_key, config.signing_cert),
+                          prefix=config.node_prefix, max_bytes=config.max_document_bytes,
+                          schema_mode=config.schema_mode)
     exit_code = EXIT_OK
     try:
         for file in args.files:
             try:
-                items = prepare(file.read_bytes(), prefix=config.node_prefix, identity=identity,
-                                max_bytes=config.max_document_bytes, schema_mode=config.schema_mode)
+                # Committed to the outbox before we report anything: the bridge publishes it even if
+                # this command is interrupted now.
+                accepted = publisher.submit(file.read_bytes(), source=f"cli:{file}")
             except OSError as exc:
                 print(f"{file}: cannot read: {exc.strerror}", file=sys.stderr)
                 exit_code = EXIT_INVALID
@@ -198,35 +203,22 @@ def cmd_publish(args: argparse.Namespace) -> int:
                     print(f"  {detail}", file=sys.stderr)
                 exit_code = EXIT_INVALID
                 continue
-            # Committed to the outbox before we report anything: the bridge publishes it even if this
-            # command is interrupted now.
-            ids = [store.enqueue(node=i.node, item_id=i.item_id, payload=i.payload, incident=i.incident,
-                                 version=i.version, source=f"cli:{file}", signer_subject=identity.subject,
-                                 signer_fingerprint=identity.fingerprint) for i in items]
-            for outbox_id, item in zip(ids, items, strict=True):
-                if not _await_outbox(store, config, outbox_id, file, item.node, item.item_id, args.timeout):
-                    exit_code = EXIT_INVALID if exit_code == EXIT_OK else exit_code
+            for each in accepted:
+                outcome = publisher.wait(each.outbox_id, args.timeout)
+                if outcome is None:
+                    print(f"{file}: queued in the outbox of {config.store_path} but not published within "
+                          f"{args.timeout:.0f} s; is the bridge running (xmppbridge run -c {config.file})? "
+                          "It will publish it when it runs.", file=sys.stderr)
+                    exit_code = EXIT_INVALID
+                elif outcome.status == "failed":
+                    print(f"{file}: not published: {outcome.reason}", file=sys.stderr)
+                    exit_code = EXIT_INVALID
+                else:
+                    print(f"{file}: published to {each.item.node} on {config.pubsub_service} "
+                          f"as item {each.item.item_id}")
     finally:
         store.close()
     return exit_code
-
-
-def _await_outbox(store: object, config: Config, outbox_id: int, file: Path, node: str, item_id: str,
-                  timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        item = store.outbox_item(outbox_id)  # type: ignore[attr-defined]
-        if item.status == "published":
-            print(f"{file}: published to {node} on {config.pubsub_service} as item {item_id}")
-            return True
-        if item.status == "failed":
-            print(f"{file}: not published: {item.reason}", file=sys.stderr)
-            return False
-        time.sleep(0.1)
-    print(f"{file}: queued in the outbox of {config.store_path} but not published within {timeout:.0f} s; "
-          f"is the bridge running (xmppbridge run -c {config.file})? It will publish it when it runs.",
-          file=sys.stderr)
-    return False
 
 
 def cmd_rejects(args: argparse.Namespace) -> int:
@@ -245,7 +237,8 @@ def cmd_rejects(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from xmppbridge.demo.run import run_demo
 
-    return run_demo(args.workdir)
+    a, _, b = args.addresses.partition(",")
+    return run_demo(args.workdir, addresses=(a, b), feed_port=args.feed_port)
 
 
 if __name__ == "__main__":

@@ -49,8 +49,9 @@ class Config:
     discovery_interval: float = 60.0
 
 
-class _Reader:
-    """Walks the YAML mapping, remembering the dotted key for error messages."""
+class ConfigReader:
+    """Walks the YAML mapping, remembering the dotted key for error messages. Sections owned by other
+    packages (e.g. the feed's) are parsed with one of these, so every error names file and key."""
 
     def __init__(self, file: Path, data: dict[str, Any]) -> None:
         self.file, self.data = file, data
@@ -90,7 +91,7 @@ def load_config(file: str | Path) -> Config:
         raise ConfigError(str(file), "(file)", f"not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(str(file), "(file)", "must be a YAML mapping of sections")
-    r = _Reader(file, data)
+    r = ConfigReader(file, data)
 
     jid = r.get("component.jid")
     if "@" in jid or "/" in jid:

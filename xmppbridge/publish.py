@@ -6,6 +6,8 @@ result goes into the store's outbox, which the XMPP shell drains.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, replace
 
 from xmppbridge.errors import TooLarge
@@ -14,6 +16,7 @@ from xmppbridge.iodef.model import NS_V1, NS_V2, Incident
 from xmppbridge.policy import node_name
 from xmppbridge.signing.keys import SigningIdentity
 from xmppbridge.signing.sign import sign_document
+from xmppbridge.store import OutboxItem, Store
 
 
 @dataclass(frozen=True)
@@ -51,3 +54,55 @@ def prepare(data: bytes, *, prefix: str, identity: SigningIdentity, max_bytes: i
 def payload_namespace(payload: bytes) -> str:
     """The IODEF namespace of a wire-form payload (its root declares it first, see wireform)."""
     return NS_V2 if NS_V2.encode() in payload[:160] else NS_V1
+
+
+@dataclass(frozen=True)
+class Accepted:
+    outbox_id: int
+    item: Prepared
+
+
+class Publisher:
+    """Accepts documents for publishing and tells the caller how each one went.
+
+    ``submit`` commits every piece to the outbox before returning, so an accepted document is
+    published even if the caller goes away; ``wait``/``wait_async`` report the outcome once the
+    bridge's outbox drain has published (or failed) it.
+    """
+
+    POLL = 0.1
+
+    def __init__(self, store: Store, identity: SigningIdentity, *, prefix: str, max_bytes: int,
+                 schema_mode: str = "strict") -> None:
+        self.store, self.identity = store, identity
+        self.prefix, self.max_bytes, self.schema_mode = prefix, max_bytes, schema_mode
+
+    def submit(self, data: bytes, *, source: str) -> list[Accepted]:
+        items = prepare(data, prefix=self.prefix, identity=self.identity, max_bytes=self.max_bytes,
+                        schema_mode=self.schema_mode)
+        return [
+            Accepted(self.store.enqueue(node=item.node, item_id=item.item_id, payload=item.payload,
+                                        incident=item.incident, version=item.version, source=source,
+                                        signer_subject=self.identity.subject,
+                                        signer_fingerprint=self.identity.fingerprint), item)
+            for item in items
+        ]
+
+    def outcome(self, outbox_id: int) -> OutboxItem | None:
+        """The outbox item once it is published or failed; None while still pending."""
+        item = self.store.outbox_item(outbox_id)
+        if item is None:
+            raise LookupError(f"outbox item {outbox_id} does not exist")
+        return None if item.status == "pending" else item
+
+    def wait(self, outbox_id: int, timeout: float) -> OutboxItem | None:
+        deadline = time.monotonic() + timeout
+        while (item := self.outcome(outbox_id)) is None and time.monotonic() < deadline:
+            time.sleep(self.POLL)
+        return item
+
+    async def wait_async(self, outbox_id: int, timeout: float) -> OutboxItem | None:
+        deadline = time.monotonic() + timeout
+        while (item := self.outcome(outbox_id)) is None and time.monotonic() < deadline:
+            await asyncio.sleep(self.POLL)
+        return item

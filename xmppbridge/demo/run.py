@@ -15,12 +15,13 @@ from xmppbridge.policy import RESTRICTIONS
 SAMPLES = REPO_ROOT / "config" / "samples"
 
 
-def run_demo(workdir: Path) -> int:
+def run_demo(workdir: Path, *, addresses: tuple[str, str] = ("127.0.0.2", "127.0.0.3"),
+             feed_port: int = 8081) -> int:
     if shutil.which("prosody") is None:
         print("prosody is not installed: run `make demo` (it installs it) or apt-get install prosody "
               "lua-dbi-sqlite3", file=sys.stderr)
         return 2
-    consortium = Consortium(workdir, {"a": "127.0.0.2", "b": "127.0.0.3"})
+    consortium = Consortium(workdir, dict(zip("ab", addresses, strict=True)), feed_port_base=feed_port)
     stop_requested = False
 
     def request_stop(*_: object) -> None:
@@ -35,7 +36,7 @@ def run_demo(workdir: Path) -> int:
         consortium.write_files(anonymous_restrictions=list(RESTRICTIONS))
         print(f"configs, keys and data: {consortium.workdir}")
         consortium.start_servers()
-        print("Prosody: a.test on 127.0.0.2, b.test on 127.0.0.3 (federated over s2s)")
+        print(f"Prosody: a.test on {addresses[0]}, b.test on {addresses[1]} (federated over s2s)")
         for name in ("a", "b"):
             consortium.start_bridge(name)
         print("bridges: bridge.a.test and bridge.b.test connected")
@@ -54,7 +55,7 @@ def run_demo(workdir: Path) -> int:
         print(f"\nB mirrored {mirrored} of {expected} incidents published at A, signatures verified.")
         print(f"A's feeds: {a.feed_url}.well-known/rolie/servicedocument")
         print(f"B's feeds: {b.feed_url}.well-known/rolie/servicedocument")
-        print(f"try:       xmppbridge publish -c {a.config_path} FILE.xml")
+        print(f"try:       {Path(sys.executable).parent / 'xmppbridge'} publish -c {a.config_path} FILE.xml")
         print("Ctrl-C stops everything.")
         print(f"READY {a.feed_url} {b.feed_url}", flush=True)
         while not stop_requested:

@@ -1,0 +1,60 @@
+"""Drain the store's outbox into PubSub: the publish path's XMPP end.
+
+Items are committed to the outbox before anyone is told "accepted" (CLI, AtomPub, watched folder);
+this loop publishes them with their deterministic item ids, so publishing one twice only overwrites it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from xmppbridge.config import Config
+from xmppbridge.errors import PublishFailed
+from xmppbridge.policy import node_access, parse_node_name
+from xmppbridge.publish import payload_namespace
+from xmppbridge.store import OutboxItem, Store
+from xmppbridge.xmpp.component import BridgeComponent
+
+log = logging.getLogger(__name__)
+
+OUTBOX_POLL = 0.2  # seconds between outbox scans; other processes (the CLI) write there too
+RETRY_DELAY = 5.0
+
+
+class OutboxDrain:
+    def __init__(self, config: Config, store: Store, xmpp: BridgeComponent) -> None:
+        self.config, self.store, self.xmpp = config, store, xmpp
+
+    async def run(self) -> None:
+        retry_after: dict[int, float] = {}
+        while True:
+            for item in self.store.pending():
+                if retry_after.get(item.id, 0) > time.monotonic():
+                    continue
+                if not self.xmpp.online.is_set():
+                    break
+                try:
+                    await self._publish(item)
+                except PublishFailed as exc:
+                    if not exc.transient and self.xmpp.online.is_set():
+                        # The server answered with an error: retrying the same bytes will not help.
+                        self.store.mark_failed(item.id, str(exc))
+                        log.error("publishing outbox item %d failed: %s", item.id, exc)
+                    else:
+                        retry_after[item.id] = time.monotonic() + RETRY_DELAY
+                else:
+                    retry_after.pop(item.id, None)
+            await asyncio.sleep(OUTBOX_POLL)
+
+    async def _publish(self, item: OutboxItem) -> None:
+        service = self.config.pubsub_service
+        category = parse_node_name(self.config.node_prefix, item.node)
+        access = node_access(category[0] if category else "private").access_model
+        await self.xmpp.ensure_node(service, item.node, access_model=access,
+                                    payload_type=payload_namespace(item.payload),
+                                    members=self.config.node_whitelist)
+        await self.xmpp.publish_bytes(service, item.node, item.item_id, item.payload)
+        self.store.mark_published(item.id, service=service)
+        log.info("published %s to %s on %s", item.item_id, item.node, service)
