@@ -17,7 +17,9 @@ from xmppbridge.signing.keys import SigningIdentity, generate_identity_files, se
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data" / "signing"
-REFERENCE_EXAMPLES = Path("/work/shared/reference/examples")
+# Copies of the reference set's examples (shared/ is not part of the repository).
+REFERENCE_EXAMPLES = Path(__file__).resolve().parent / "data" / "iodef"
+REFERENCE_EXAMPLE_NAMES = ("iodef1-minimal.xml", "iodef2-minimal.xml", "iodef2-signature-placement-skeleton.xml")
 XMLSEC1 = Path("/usr/bin/xmlsec1")
 
 RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
@@ -52,7 +54,7 @@ def identity_valid_between(kind: str, not_before: datetime.datetime, days: int) 
 
 def signing_samples() -> list[Path]:
     """Every sample document the signer must handle: reference examples, demo samples, our own odd ones."""
-    paths = sorted(REFERENCE_EXAMPLES.glob("*.xml")) + sorted((REPO / "config" / "samples").glob("*.xml"))
+    paths = [REFERENCE_EXAMPLES / name for name in REFERENCE_EXAMPLE_NAMES] + sorted((REPO / "config" / "samples").glob("*.xml"))
     paths += [DATA / "iodef2-xsi-rich.xml", DATA / "iodef1-two-incidents.xml"]
     return [p for p in paths if p.is_file()]
 

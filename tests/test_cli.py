@@ -1,0 +1,104 @@
+"""The `xmppbridge` command as a user runs it: validate, sign, verify, check-config."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SAMPLES
+from xmppbridge.signing.keys import generate_identity_files
+
+DATA = Path(__file__).resolve().parent / "data" / "iodef"
+
+
+def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "xmppbridge.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_validate_json_prints_one_object_per_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.xml"
+    bad.write_text('<IODEF-Document version="2.0" xmlns="urn:ietf:params:xml:ns:iodef-2.0"/>')
+    junk = tmp_path / "junk.xml"
+    junk.write_text("<<not xml")
+    result = run("validate", "--json", DATA / "iodef1-minimal.xml", SAMPLES / "07-mixed-white-red-v2.xml",
+                 bad, junk)
+    assert result.returncode == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["file"] for line in lines] == [str(DATA / "iodef1-minimal.xml"),
+                                                  str(SAMPLES / "07-mixed-white-red-v2.xml"), str(bad), str(junk)]
+    v1, mixed, invalid, malformed = lines
+    assert v1 == {"file": str(DATA / "iodef1-minimal.xml"), "valid": True, "version": "1.0", "errors": [],
+                  "incidents": [{"id_name": "csirt.example.org", "id": "2024-0001",
+                                 "restriction": "need-to-know", "purpose": "reporting",
+                                 "node": "iodef/need-to-know/reporting"}]}
+    assert [(i["restriction"], i["node"]) for i in mixed["incidents"]] == [
+        ("white", "iodef/public/reporting"), ("red", "iodef/private/mitigation")]
+    assert invalid["valid"] is False and invalid["errors"]
+    assert malformed["valid"] is False and malformed["version"] is None
+    assert "malformed-xml" in malformed["errors"][0]
+
+
+def test_validate_exit_zero_only_when_all_valid() -> None:
+    assert run("validate", *sorted(SAMPLES.glob("*.xml"))).returncode == 0
+
+
+def test_absent_restriction_is_reported_as_private() -> None:
+    result = run("validate", "--json", SAMPLES / "06-bruteforce-absent-v1.xml")
+    [incident] = json.loads(result.stdout)["incidents"]
+    assert incident["restriction"] == "private" and incident["node"].startswith("iodef/private/")
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ec"])
+def test_sign_then_verify_and_xmlsec1_agrees(tmp_path: Path, kind: str) -> None:
+    generate_identity_files("CSIRT A", tmp_path / "k.pem", tmp_path / "c.pem", kind=kind)
+    signed = tmp_path / "signed.xml"
+    result = run("sign", "--key", tmp_path / "k.pem", "--cert", tmp_path / "c.pem",
+                 SAMPLES / "03-malware-need-to-know-v1.xml", "-o", signed)
+    assert result.returncode == 0, result.stderr
+
+    verified = run("verify", "--trust", tmp_path / "c.pem", signed)
+    assert verified.returncode == 0, verified.stdout
+    assert "valid signature by CN=CSIRT A" in verified.stdout
+    assert run("validate", signed).returncode == 0  # still schema-valid with the signature in place
+
+    if shutil.which("xmlsec1"):
+        xmlsec = subprocess.run(["xmlsec1", "--verify", "--trusted-pem", tmp_path / "c.pem", signed],
+                                capture_output=True, text=True)
+        assert xmlsec.returncode == 0, xmlsec.stderr
+
+    tampered = tmp_path / "tampered.xml"
+    tampered.write_bytes(signed.read_bytes().replace(b"192.0.2", b"192.0.9"))
+    rejected = run("verify", "--trust", tmp_path / "c.pem", tampered)
+    assert rejected.returncode == 1 and "INVALID: bad-digest" in rejected.stdout
+
+    generate_identity_files("Someone else", tmp_path / "o.key", tmp_path / "o.pem")
+    unknown = run("verify", "--trust", tmp_path / "o.pem", signed)
+    assert unknown.returncode == 1 and "unknown-signer" in unknown.stdout
+
+
+def test_sign_refuses_an_invalid_document(tmp_path: Path) -> None:
+    generate_identity_files("CSIRT A", tmp_path / "k.pem", tmp_path / "c.pem")
+    bad = tmp_path / "bad.xml"
+    bad.write_text('<IODEF-Document version="2.0" xmlns="urn:ietf:params:xml:ns:iodef-2.0"/>')
+    result = run("sign", "--key", tmp_path / "k.pem", "--cert", tmp_path / "c.pem", bad)
+    assert result.returncode == 1 and "schema-invalid" in result.stderr and not result.stdout
+
+
+def test_check_config_reports_errors_with_file_and_key(tmp_path: Path) -> None:
+    config = tmp_path / "bridge.yaml"
+    config.write_text("component: {jid: bridge.a.test, secret: s}\npubsub: {service: pubsub.a.test}\n"
+                      "signing: {key: k.pem, cert: c.pem}\n")
+    result = run("check-config", "-c", config)
+    assert result.returncode == 2
+    assert f"{config}: signing.key: " in result.stderr and "does not exist" in result.stderr
+
+    generate_identity_files("CSIRT A", tmp_path / "k.pem", tmp_path / "c.pem")
+    result = run("check-config", "-c", config)
+    assert result.returncode == 0, result.stderr
+    assert "OK: bridge.a.test publishes to pubsub.a.test" in result.stdout

@@ -1,0 +1,79 @@
+"""Config errors name the file, the key and what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from xmppbridge.config import load_config
+from xmppbridge.errors import ConfigError
+from xmppbridge.signing.keys import generate_identity_files
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> dict:
+    generate_identity_files("test", tmp_path / "k.pem", tmp_path / "c.pem")
+    return {
+        "component": {"jid": "bridge.a.test", "secret": "s", "server": {"host": "127.0.0.1", "port": 5347}},
+        "pubsub": {"service": "pubsub.a.test"},
+        "signing": {"key": "k.pem", "cert": "c.pem"},
+        "trust": {"anchors": ["c.pem"]},
+        "subscriptions": [{"service": "pubsub.b.test", "nodes": "all"}],
+        "store": {"path": "data/x.sqlite"},
+        "feed": {"listen": "127.0.0.1:8080"},
+    }
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "bridge.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_a_complete_config_loads_with_paths_relative_to_the_file(tmp_path: Path, base: dict) -> None:
+    config = load_config(write(tmp_path, base))
+    assert config.jid == "bridge.a.test" and config.node_prefix == "iodef"
+    assert config.signing_key == tmp_path / "k.pem"
+    assert config.store_path == tmp_path / "data/x.sqlite"
+    assert config.subscriptions[0].nodes is None  # "all"
+
+
+def test_secret_from_file(tmp_path: Path, base: dict) -> None:
+    (tmp_path / "secret").write_text("from-file\n")
+    del base["component"]["secret"]
+    base["component"]["secret_file"] = "secret"
+    assert load_config(write(tmp_path, base)).secret == "from-file"
+
+
+@pytest.mark.parametrize(("change", "key", "problem"), [
+    (lambda c: c["component"].pop("jid"), "component.jid", "is required"),
+    (lambda c: c["component"].update(jid="user@bridge.a.test"), "component.jid", "bare domain"),
+    (lambda c: c["component"]["server"].update(port="5347x"), "component.server.port", "must be a int"),
+    (lambda c: c["component"]["server"].update(port=70000), "component.server.port", "TCP port"),
+    (lambda c: c["component"].update(secret_file="x"), "component.secret", "exactly one"),
+    (lambda c: c["signing"].update(key="missing.pem"), "signing.key", "does not exist"),
+    (lambda c: c["subscriptions"][0].update(nodes=[]), "subscriptions[0].nodes", "'all' or a non-empty list"),
+    (lambda c: c.update(subscriptions=["pubsub.b.test"]), "subscriptions[0]", "mapping"),
+    (lambda c: c["feed"].update(listen="8080"), "feed.listen", "host:port"),
+    (lambda c: c.update(iodef={"schema_mode": "lenient"}), "iodef.schema_mode", "strict"),
+    (lambda c: c.update(limits={"max_document_bytes": 10_000_000}), "limits.max_document_bytes", "512 KB"),
+])
+def test_errors_name_file_key_and_problem(tmp_path: Path, base: dict, change, key: str, problem: str) -> None:
+    change(base)
+    path = write(tmp_path, base)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: {key}: "), message
+    assert problem in message
+
+
+def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("component: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yaml")
