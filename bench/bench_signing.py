@@ -1,0 +1,102 @@
+"""Sign and verify a typical (3 KB) and a large (500 KB) IODEF document: ours (signxml, wire form) vs
+libxmlsec1 in process (python `xmlsec`) vs the `xmlsec1` CLI verifying a batch of files in one call.
+
+Each figure is the median of 3 runs' per-document medians. Target (BENCHMARKS.md): ours <= 1.25x
+libxmlsec1 for sign and verify.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import xmlsec
+from lxml import etree
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import large_document, median_of_runs, ms, table, typical_document  # noqa: E402
+from xmppbridge.signing.keys import generate_identity_files, load_identity  # noqa: E402
+from xmppbridge.signing.sign import sign_document  # noqa: E402
+from xmppbridge.signing.verify import TrustStore, verify_document  # noqa: E402
+
+DS = "http://www.w3.org/2000/09/xmldsig#"
+IODEF2 = "urn:ietf:params:xml:ns:iodef-2.0"
+CLI_BATCH = 200
+
+
+def xmlsec_template(document: bytes, kind: str) -> etree._Element:
+    """The same placement ours uses, as a template python-xmlsec / xmlsec1 fill in."""
+    root = etree.fromstring(document)
+    holder = etree.SubElement(root, f"{{{IODEF2}}}AdditionalData", dtype="xml", meaning="signature")
+    method = xmlsec.Transform.RSA_SHA256 if kind == "rsa" else xmlsec.Transform.ECDSA_SHA256
+    signature = xmlsec.template.create(root, xmlsec.Transform.EXCL_C14N, method)
+    holder.append(signature)
+    ref = xmlsec.template.add_reference(signature, xmlsec.Transform.SHA256, uri="")
+    xmlsec.template.add_transform(ref, xmlsec.Transform.ENVELOPED)
+    xmlsec.template.add_transform(ref, xmlsec.Transform.EXCL_C14N)
+    xmlsec.template.add_x509_data(xmlsec.template.ensure_key_info(signature))
+    return root
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="bench-sign-"))
+    rows = []
+    for kind in ("rsa", "ec"):
+        key_path, cert_path = work / f"{kind}.key", work / f"{kind}.crt"
+        generate_identity_files(f"bench {kind}", key_path, cert_path, kind=kind)
+        identity = load_identity(key_path, cert_path)
+        trust = TrustStore.from_paths([cert_path])
+        key = xmlsec.Key.from_file(str(key_path), xmlsec.constants.KeyDataFormatPem)
+        key.load_cert_from_file(str(cert_path), xmlsec.constants.KeyDataFormatPem)
+        # Verification pinned to the signer's certificate, as ours is (trust store of pinned certs).
+        pinned = xmlsec.Key.from_file(str(cert_path), xmlsec.constants.KeyDataFormatCertPem)
+        for label, document, ops in (("3 KB", typical_document(), 300), ("500 KB", large_document(), 10)):
+            root = etree.fromstring(document)
+            ours_signed = sign_document(root, identity)
+            template = xmlsec_template(document, kind)
+
+            def theirs_sign(template: etree._Element = template) -> bytes:
+                copy = etree.fromstring(etree.tostring(template))
+                context = xmlsec.SignatureContext()
+                context.key = key
+                context.sign(copy.find(f".//{{{DS}}}Signature"))
+                return etree.tostring(copy)
+
+            theirs_signed = theirs_sign()
+
+            def theirs_verify(data: bytes = theirs_signed) -> None:
+                parsed = etree.fromstring(data)
+                context = xmlsec.SignatureContext()
+                context.key = pinned
+                context.verify(parsed.find(f".//{{{DS}}}Signature"))
+
+            ours_s, ours_s_runs = median_of_runs(lambda root=root: sign_document(root, identity), ops)
+            theirs_s, _ = median_of_runs(theirs_sign, ops)
+            ours_v, ours_v_runs = median_of_runs(
+                lambda data=ours_signed: verify_document(data, trust, max_bytes=10_000_000), ops)
+            theirs_v, _ = median_of_runs(theirs_verify, ops)
+
+            count = CLI_BATCH if ops > 10 else 20
+            batch = [work / f"{kind}-{label.replace(' ', '')}-{i}.xml" for i in range(count)]
+            for path in batch:
+                path.write_bytes(ours_signed)
+            cli_runs = []
+            for _ in range(3):
+                start = time.perf_counter()
+                subprocess.run(["xmlsec1", "--verify", "--trusted-pem", str(cert_path), *map(str, batch)],
+                               check=True, capture_output=True)
+                cli_runs.append((time.perf_counter() - start) / len(batch))
+            cli_v = sorted(cli_runs)[1]
+            rows.append([kind.upper(), label, ms(ours_s), ms(theirs_s), f"{ours_s / theirs_s:.2f}",
+                         ms(ours_v), ms(theirs_v), f"{ours_v / theirs_v:.2f}", ms(cli_v)])
+    print("Sign/verify, ms per document (median of 3 runs); ratio = ours / libxmlsec1 in process")
+    print(table(rows, ["key", "doc", "ours sign", "xmlsec sign", "ratio", "ours verify", "xmlsec verify",
+                       "ratio", "xmlsec1 CLI verify (batch)"]))
+
+
+if __name__ == "__main__":
+    main()

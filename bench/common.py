@@ -1,0 +1,65 @@
+"""Shared pieces of the benchmarks: timing, medians, documents and a results table."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "config" / "samples" / "04-ddos-amber-v2.xml"
+RUNS = 3
+
+
+def per_op_seconds(operation: Callable[[], object], ops: int) -> float:
+    """Median seconds per call over ``ops`` calls."""
+    times = []
+    for _ in range(ops):
+        start = time.perf_counter()
+        operation()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def median_of_runs(operation: Callable[[], object], ops: int, runs: int = RUNS) -> tuple[float, list[float]]:
+    """(median of the per-run medians, the per-run medians), seconds."""
+    results = [per_op_seconds(operation, ops) for _ in range(runs)]
+    return statistics.median(results), results
+
+
+def typical_document() -> bytes:
+    return SAMPLE.read_bytes()
+
+
+def large_document(target_bytes: int = 500_000) -> bytes:
+    """A valid IODEF 2.0 document of about ``target_bytes``: one Incident with many EventData."""
+    event = """
+    <EventData>
+      <Description>Scanning from {n} against the web farm; see the attached flow records</Description>
+      <Flow><System category="source"><Node><Address category="ipv4-addr">192.0.2.{host}</Address></Node>
+      </System></Flow>
+    </EventData>"""
+    head = """<?xml version="1.0" encoding="UTF-8"?>
+<IODEF-Document version="2.00" xml:lang="en" xmlns="urn:ietf:params:xml:ns:iodef-2.0">
+  <Incident purpose="reporting" restriction="amber">
+    <IncidentID name="csirt.a.test">BENCH-LARGE</IncidentID>
+    <GenerationTime>2026-11-20T08:30:00Z</GenerationTime>
+    <Description>Large benchmark document</Description>
+    <Contact role="creator" type="organization"><Email><EmailTo>csirt@a.test</EmailTo></Email></Contact>"""
+    tail = "\n  </Incident>\n</IODEF-Document>\n"
+    events, n = [], 0
+    while len(head) + sum(map(len, events)) + len(tail) < target_bytes:
+        events.append(event.format(n=n, host=n % 250 + 1))
+        n += 1
+    return (head + "".join(events) + tail).encode()
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f}"
