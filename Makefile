@@ -6,7 +6,10 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # prosody + lua-dbi-sqlite3: the XMPP servers of the demo and integration tests (SQLite pubsub storage)
 # xmlsec1: signature interoperability tests; trang: converts the Atom RELAX NG schemas for feed tests
-DEBIAN_PACKAGES := prosody lua-dbi-sqlite3 xmlsec1 trang
+# chromium: headless browser test of the feed's HTML views
+# ejabberd: the second XMPP server the bridge supports (mixed-federation tests);
+# profanity + tmux: a real chat client, driven like a person, for the chat tests
+DEBIAN_PACKAGES := prosody lua-dbi-sqlite3 xmlsec1 trang chromium ejabberd profanity tmux
 
 .PHONY: demo test lint system-packages clean
 

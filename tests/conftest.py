@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from xmppbridge.demo.consortium import Consortium
-from xmppbridge.policy import RESTRICTIONS
+
+if TYPE_CHECKING:
+    from tests.test_feed_support import AtomSchemas
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "config" / "samples"
@@ -22,9 +26,17 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consortium]
     """
     if shutil.which("prosody") is None:
         pytest.fail("prosody is not installed: run `make test`, which installs it")
-    consortium = Consortium(tmp_path_factory.mktemp("consortium"), {"a": "127.0.0.12", "b": "127.0.0.13"},
-                            feed_port_base=18081, discovery_interval=1.0)
-    consortium.write_files(anonymous_restrictions=list(RESTRICTIONS))
+    # XMPPBRIDGE_TEST_SLOT=N moves addresses and ports, so that test runs of several working copies on
+    # one machine do not meet each other's servers.
+    slot = int(os.environ.get("XMPPBRIDGE_TEST_SLOT", "0"))
+    consortium = Consortium(tmp_path_factory.mktemp("consortium"),
+                            {"a": f"127.0.{slot}.12", "b": f"127.0.{slot}.13"},
+                            feed_port_base=18081 + 10 * slot, discovery_interval=1.0)
+    # Anonymous readers see public collections only, as in the demo; the feed tests sign in as
+    # "analyst" (everything), "member" (consortium restrictions but private) or "outsider" (no rights).
+    # Small archives, so that the feed tests see RFC 5005 archives close.
+    consortium.write_files(users={"member": {"read": ["public", "partner", "need-to-know", "default"]},
+                                  "outsider": {"read": []}}, feed={"archive_size": 5})
     try:
         consortium.start_servers()
         consortium.start_bridge("a")
@@ -32,3 +44,11 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consortium]
         yield consortium
     finally:
         consortium.stop()
+
+
+@pytest.fixture(scope="session")
+def schemas(tmp_path_factory: pytest.TempPathFactory) -> AtomSchemas:
+    """The Atom, AtomPub and ROLIE RELAX NG schemas, converted from the RFCs' compact syntax with trang."""
+    from tests.test_feed_support import convert_schemas
+
+    return convert_schemas(tmp_path_factory.mktemp("rng"))

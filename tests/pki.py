@@ -11,15 +11,26 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import NameOID
 
-from xmppbridge.signing.keys import SigningIdentity, generate_identity_files, self_signed_certificate
+from xmppbridge.signing.keys import (
+    PrivateKey,
+    SigningIdentity,
+    fingerprint,
+    generate_identity_files,
+    self_signed_certificate,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data" / "signing"
 # Copies of the reference set's examples (shared/ is not part of the repository).
 REFERENCE_EXAMPLES = Path(__file__).resolve().parent / "data" / "iodef"
-REFERENCE_EXAMPLE_NAMES = ("iodef1-minimal.xml", "iodef2-minimal.xml", "iodef2-signature-placement-skeleton.xml")
+REFERENCE_EXAMPLE_NAMES = (
+    "iodef1-minimal.xml", "iodef2-minimal.xml", "iodef2-signature-placement-skeleton.xml"
+)
 XMLSEC1 = Path("/usr/bin/xmlsec1")
 
 RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
@@ -54,7 +65,8 @@ def identity_valid_between(kind: str, not_before: datetime.datetime, days: int) 
 
 def signing_samples() -> list[Path]:
     """Every sample document the signer must handle: reference examples, demo samples, our own odd ones."""
-    paths = [REFERENCE_EXAMPLES / name for name in REFERENCE_EXAMPLE_NAMES] + sorted((REPO / "config" / "samples").glob("*.xml"))
+    paths = [REFERENCE_EXAMPLES / name for name in REFERENCE_EXAMPLE_NAMES]
+    paths += sorted((REPO / "config" / "samples").glob("*.xml"))
     paths += [DATA / "iodef2-xsi-rich.xml", DATA / "iodef1-two-incidents.xml"]
     return [p for p in paths if p.is_file()]
 
@@ -79,3 +91,117 @@ def xmlsec1_sign(template: bytes, member: Member, workdir: Path, name: str) -> b
     result = xmlsec1("--sign", "--privkey-pem", keys, "--output", out_path, template_path)
     assert result.returncode == 0, result.stderr
     return out_path.read_bytes()
+
+
+# --- a consortium CA -------------------------------------------------------------------------------------
+
+NOW = datetime.datetime.now(datetime.UTC)
+DAY = datetime.timedelta(days=1)
+_SHA256_WITH_RSA = bytes.fromhex("06092a864886f70d01010b")
+_SHA1_WITH_RSA = bytes.fromhex("06092a864886f70d010105")
+
+
+@dataclass(frozen=True)
+class Authority:
+    key: PrivateKey
+    certificate: x509.Certificate
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Test Consortium"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _usage(*, sign: bool = False, encipher: bool = False, ca: bool = False) -> x509.KeyUsage:
+    return x509.KeyUsage(digital_signature=sign, content_commitment=False, key_encipherment=encipher,
+                         data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
+                         encipher_only=False, decipher_only=False)
+
+
+def make_ca(common_name: str = "Consortium Root CA", *, parent: Authority | None = None,
+            not_before: datetime.datetime | None = None, days: int = 3650) -> Authority:
+    """A root CA (RSA, so that SHA-1 certificates can be made below it), or an intermediate of ``parent``."""
+    key = rsa.generate_private_key(65537, 2048)
+    start = not_before or NOW - 365 * DAY
+    issuer_key = parent.key if parent else key
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(parent.certificate.subject if parent else _name(common_name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + days * DAY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None if parent is None else 0),
+                       critical=True)
+        .add_extension(_usage(ca=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+                       critical=False)
+        .sign(issuer_key, hashes.SHA256())
+    )
+    return Authority(key, certificate)
+
+
+def issue(ca: Authority, common_name: str, *, kind: str = "ec", domains: tuple[str, ...] = (),
+          usage: str | None = "sign", not_before: datetime.datetime | None = None, days: int = 365,
+          key: PrivateKey | None = None, sha1: bool = False) -> SigningIdentity:
+    """A member certificate issued by ``ca``: ``domains`` become subjectAltName dNSNames; ``usage`` is
+    "sign" (digitalSignature), "encipher" (keyEncipherment only) or None (no KeyUsage extension)."""
+    if key is None:
+        key = (rsa.generate_private_key(65537, 2048) if kind == "rsa"
+               else ec.generate_private_key(ec.SECP256R1()))
+    start = not_before or NOW - DAY
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(ca.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + days * DAY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
+                       critical=False)
+    )
+    if usage is not None:
+        builder = builder.add_extension(_usage(sign=usage == "sign", encipher=usage == "encipher"),
+                                        critical=True)
+    if domains:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in domains]),
+                                        critical=False)
+    certificate = builder.sign(ca.key, hashes.SHA256())
+    if sha1:
+        certificate = _resigned_with_sha1(certificate, ca)
+    return SigningIdentity(private_key=key, certificate=certificate,  # no key-strength check: tests need
+                           cert_pem=b"", fingerprint=fingerprint(certificate))  # weak keys too
+
+
+def _resigned_with_sha1(certificate: x509.Certificate, ca: Authority) -> x509.Certificate:
+    """The same certificate signed with SHA-1: cryptography refuses to build one, so swap the algorithm
+    identifier in the DER (same length) and re-sign the to-be-signed part with the low-level API."""
+    assert isinstance(ca.key, rsa.RSAPrivateKey)
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    tbs = certificate.tbs_certificate_bytes
+    weak_tbs = tbs.replace(_SHA256_WITH_RSA, _SHA1_WITH_RSA)
+    signature = ca.key.sign(weak_tbs, padding.PKCS1v15(), hashes.SHA1())
+    assert len(signature) == len(certificate.signature)
+    der = der.replace(tbs, weak_tbs).replace(_SHA256_WITH_RSA, _SHA1_WITH_RSA).replace(
+        certificate.signature, signature)
+    return x509.load_der_x509_certificate(der)
+
+
+def make_crl(ca: Authority, revoked: list[x509.Certificate], *, last_update: datetime.datetime | None = None,
+             days: int = 7) -> x509.CertificateRevocationList:
+    start = last_update or NOW - DAY
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.certificate.subject)
+               .last_update(start).next_update(start + days * DAY))
+    for certificate in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(certificate.serial_number)
+            .revocation_date(NOW - datetime.timedelta(hours=1)).build())
+    return builder.sign(ca.key, hashes.SHA256())
+
+
+def pem(*objects: x509.Certificate | x509.CertificateRevocationList) -> bytes:
+    return b"".join(o.public_bytes(serialization.Encoding.PEM) for o in objects)

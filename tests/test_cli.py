@@ -30,8 +30,8 @@ def test_validate_json_prints_one_object_per_file(tmp_path: Path) -> None:
                  bad, junk)
     assert result.returncode == 1
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [line["file"] for line in lines] == [str(DATA / "iodef1-minimal.xml"),
-                                                  str(SAMPLES / "07-mixed-white-red-v2.xml"), str(bad), str(junk)]
+    expected_files = [DATA / "iodef1-minimal.xml", SAMPLES / "07-mixed-white-red-v2.xml", bad, junk]
+    assert [line["file"] for line in lines] == [str(f) for f in expected_files]
     v1, mixed, invalid, malformed = lines
     assert v1 == {"file": str(DATA / "iodef1-minimal.xml"), "valid": True, "version": "1.0", "errors": [],
                   "incidents": [{"id_name": "csirt.example.org", "id": "2024-0001",

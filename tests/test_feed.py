@@ -1,263 +1,117 @@
-"""The ROLIE HTTP shell against the Atom / AtomPub RELAX NG schemas, feedparser and the access rules."""
+"""The ROLIE feed over HTTP, in process: discovery, feeds, paging, archives, entries, history, conditional
+GET and the HTML views, checked against the Atom / AtomPub RELAX NG schemas and feedparser."""
 
 from __future__ import annotations
 
-import dataclasses
-import re
-import shutil
-import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import feedparser
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
-from lxml import etree, isoschematron
+from aiohttp.test_utils import TestClient
+from lxml import etree
 
-from xmppbridge.feed.app import FeedSettings, make_app
-from xmppbridge.iodef.model import Incident
-from xmppbridge.policy import RESTRICTIONS
-from xmppbridge.store import Store
-
-REPO = Path(__file__).resolve().parents[1]
-ATOM_SCHEMAS = REPO / "schemas" / "atom"
-DATA = Path(__file__).parent / "data" / "feed"
-
-ATOM = "http://www.w3.org/2005/Atom"
-APP = "http://www.w3.org/2007/app"
-ROLIE = "urn:ietf:params:xml:ns:rolie-1.0"
-NS = {"atom": ATOM, "app": APP, "rolie": ROLIE}
-RESTRICTION_SCHEME = "urn:ietf:params:rolie:category:csirt:iodef:restriction"
-PURPOSE_SCHEME = "urn:ietf:params:rolie:category:csirt:iodef:purpose"
-INFO_TYPE_SCHEME = "urn:ietf:params:rolie:category:information-type"
-
-# A base URL with a path and another host than the test server: links must come from it, not from Host.
-BASE = "https://feeds.example.org/rolie/"
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-PER_RESTRICTION = 3
-EXTRA_PUBLIC = 8  # public gets 11 entries: several pages at page size 4
-
-# RFC 4151: "tag:" DNSname "," date ":" specific, specific = *( pchar / "/" / "?" ) per RFC 3986.
-_DNS = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
-TAG_URI = re.compile(
-    rf"tag:{_DNS},\d{{4}}(?:-\d{{2}}(?:-\d{{2}})?)?:(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-F]{{2}})*"
+from tests.test_feed_support import (
+    ANALYST,
+    APP,
+    ATOM,
+    BASE,
+    INFO_TYPE_SCHEME,
+    NS,
+    PURPOSE_SCHEME,
+    RESTRICTION_SCHEME,
+    SERVICE,
+    AtomSchemas,
+    categories,
+    client_for,
+    iodef2,
+    link,
+    path_of,
+    settings,
+    store_document,
+    utc,
 )
+from xmppbridge.feed.atom import rfc3339
+from xmppbridge.policy import PURPOSES, RESTRICTIONS
+from xmppbridge.store import Entry, Store
 
-
-# -- schemas -------------------------------------------------------------------------------------------
-
-
-@dataclass
-class AtomSchemas:
-    rolie: etree.RelaxNG  # feeds and entries (rolie.rng includes atomsynd.rng)
-    service: etree.RelaxNG
-    categories: etree.RelaxNG
-    rolie_elements: etree.RelaxNG  # start = rolieFormat | rolieProperty: rolie.rng defines, never references
-    rules: isoschematron.Schematron  # the Schematron asserts embedded in atomsynd (RELAX NG ignores them)
-
-    def check_atom(self, body: bytes) -> etree._Element:
-        doc = etree.fromstring(body)
-        assert self.rolie.validate(doc), self.rolie.error_log
-        assert self.rules.validate(doc), self.rules.error_log
-        for element in doc.iter(f"{{{ROLIE}}}*"):
-            standalone = etree.fromstring(etree.tostring(element))
-            assert self.rolie_elements.validate(standalone), self.rolie_elements.error_log
-        return doc
-
-    def check_service(self, body: bytes) -> etree._Element:
-        doc = etree.fromstring(body)
-        assert self.service.validate(doc), self.service.error_log
-        for element in doc.iter(f"{{{APP}}}categories"):
-            standalone = etree.fromstring(etree.tostring(element))
-            assert self.categories.validate(standalone), self.categories.error_log
-        return doc
-
-
-def _schematron_from(rng: etree._ElementTree) -> isoschematron.Schematron:
-    """Collect the old-style (ascc.net) Schematron rules trang carried over into an ISO schema, one
-    pattern per rule: within one pattern only the first rule matching a node fires, and atomsynd has two
-    rules with the same context."""
-    old = "http://www.ascc.net/xml/schematron"
-    iso = isoschematron.SCHEMATRON_NS
-    schema = etree.Element(f"{{{iso}}}schema", nsmap={"sch": iso})
-    etree.SubElement(schema, f"{{{iso}}}ns", prefix="atom", uri=ATOM)
-    rules = rng.getroot().iter(f"{{{old}}}rule")
-    for rule in rules:
-        pattern = etree.SubElement(schema, f"{{{iso}}}pattern")
-        new_rule = etree.SubElement(pattern, f"{{{iso}}}rule", context=rule.get("context"))
-        for assertion in rule.iter(f"{{{old}}}assert"):
-            etree.SubElement(new_rule, f"{{{iso}}}assert", test=assertion.get("test")).text = assertion.text
-    assert len(schema.findall(f"{{{iso}}}pattern")) == 3
-    return isoschematron.Schematron(schema)
-
-
-@pytest.fixture(scope="session")
-def schemas(tmp_path_factory: pytest.TempPathFactory) -> AtomSchemas:
-    trang = shutil.which("trang")
-    if trang is None:
-        pytest.skip("trang is not installed (Debian package 'trang'): cannot convert the Atom .rnc schemas")
-    out = tmp_path_factory.mktemp("rng")
-    for name in ("atomsynd", "app-service", "app-categories", "rolie"):
-        subprocess.run(
-            [trang, "-I", "rnc", "-O", "rng", str(ATOM_SCHEMAS / f"{name}.rnc"), str(out / f"{name}.rng")],
-            check=True,
-            capture_output=True,
-        )
-    # libxml2 refuses to override a start that comes from a nested include, so add to it instead.
-    wrapper = out / "rolie-elements.rng"
-    wrapper.write_text(
-        '<grammar xmlns="http://relaxng.org/ns/structure/1.0"><include href="rolie.rng"/>'
-        '<start combine="choice"><choice><ref name="rolieFormat"/><ref name="rolieProperty"/></choice>'
-        "</start></grammar>"
-    )
-    return AtomSchemas(
-        rolie=etree.RelaxNG(etree.parse(str(out / "rolie.rng"))),
-        service=etree.RelaxNG(etree.parse(str(out / "app-service.rng"))),
-        categories=etree.RelaxNG(etree.parse(str(out / "app-categories.rng"))),
-        rolie_elements=etree.RelaxNG(etree.parse(str(wrapper))),
-        rules=_schematron_from(etree.parse(str(out / "atomsynd.rng"))),
-    )
-
-
-def test_schemas_are_not_vacuous(schemas: AtomSchemas) -> None:
-    """The checks used below do reject what they should."""
-    entry = (
-        f'<entry xmlns="{ATOM}"><id>urn:x</id><title>t</title><updated>2024-05-01T12:00:00Z</updated>'
-        "<author><name>a</name></author>{}</entry>"
-    )
-    ok = entry.format('<content type="application/xml" src="http://x/"/>')
-    schemas.check_atom(ok.encode())
-    assert not schemas.rolie.validate(
-        etree.fromstring(entry.format("<foo/>").replace("<updated>", "<x>").replace("</updated>", "</x>"))
-    )
-    assert not schemas.rules.validate(etree.fromstring(entry.format("")))  # neither content nor alternate
-    assert not schemas.rolie.validate(etree.fromstring(ok.replace("12:00:00Z", "12:00")))  # not a dateTime
-    bad_format = f'<format xmlns="{ROLIE}" version="2.0"/>'  # ns missing
-    assert not schemas.rolie_elements.validate(etree.fromstring(bad_format))
-    # ... which rolie.rng alone accepts, since it never references its own definitions:
-    assert schemas.rolie.validate(etree.fromstring(ok.replace("</entry>", bad_format + "</entry>")))
-    assert not schemas.service.validate(etree.fromstring(f'<service xmlns="{APP}"/>'))  # no workspace
-
-
-# -- fixtures ------------------------------------------------------------------------------------------
-
-
-def make_incident(n: int, restriction: str, **changes: object) -> Incident:
-    base = Incident(
-        id_name="csirt.example.org",
-        id=f"2024-{n:04d}",
-        instance=None,
-        restriction_raw=restriction,
-        restriction=restriction,
-        purpose=["traceback", "mitigation", "reporting", "watch", "other"][n % 5],
-        report_time=T0 + timedelta(hours=n),
-        title=f"Incident number {n}" if n % 2 else "",
-    )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+PER_RESTRICTION = 3
+EXTRA_PUBLIC = 8  # public gets 11 entries: several pages at count 4
+ARCHIVE_SIZE = 4
+AUTH = ANALYST.headers  # reads everything
 
 
 @dataclass
 class Filled:
     store: Store
-    ids: dict[str, list[int]]  # restriction -> entry ids
-    xml: dict[int, bytes]
+    ids: dict[str, list[int]]  # restriction -> entry ids, oldest first
 
 
 @pytest.fixture
-def filled(tmp_path: Path) -> Iterator[Filled]:
-    documents = [(DATA / "iodef1-minimal.xml").read_bytes(), (DATA / "iodef2-minimal.xml").read_bytes()]
+def filled(tmp_path: Path) -> Store:
     with Store(tmp_path / "feed.sqlite") as store:
         ids: dict[str, list[int]] = {r: [] for r in RESTRICTIONS}
-        xml: dict[int, bytes] = {}
         n = 0
         for restriction in RESTRICTIONS:
-            count = PER_RESTRICTION + (EXTRA_PUBLIC if restriction == "public" else 0)
-            for _ in range(count):
+            for _ in range(PER_RESTRICTION + (EXTRA_PUBLIC if restriction == "public" else 0)):
                 n += 1
-                version = "1.0" if n % 2 else "2.0"
-                body = documents[n % 2 == 0].replace(b"2024-000", f"2024-{n:03d}".encode())
-                store.upsert_entry(
-                    service="pubsub.a.test",
-                    node=f"iodef/{restriction}/other",
-                    item_id=f"item-{n}",
-                    origin="remote" if n % 3 else "local",
-                    incident=make_incident(n, restriction),
-                    version=version,
-                    xml=body,
-                    signer_subject="CN=csirt.example.org,O=Example",
-                    signer_fingerprint=f"{n:02x}" * 32,
+                xml = iodef2(
+                    f"2024-{n:04d}",
+                    restriction=restriction,
+                    purpose=PURPOSES[n % 5],
+                    description=f"Incident number {n}",
+                    report=f"2024-05-{n:02d}T12:00:00Z",
+                    related="2023-0099" if n == 2 else None,
                 )
-                entry = store.find_entry("pubsub.a.test", f"iodef/{restriction}/other", f"item-{n}")
-                assert entry is not None
-                ids[restriction].append(entry.id)
-                xml[entry.id] = body
-        yield Filled(store, ids, xml)
-
-
-async def _client(store: Store, **settings: object) -> TestClient:
-    app = make_app(store, FeedSettings(base_url=BASE, **settings))  # type: ignore[arg-type]
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    return client
+                ids[restriction].append(
+                    store_document(store, xml, origin="local" if n % 3 == 0 else "remote").id
+                )
+        yield Filled(store, ids)
 
 
 @pytest.fixture
-async def anonymous(filled: Filled) -> AsyncIterator[TestClient]:
-    client = await _client(filled.store)
+async def client(filled: Filled) -> AsyncIterator[TestClient]:
+    client = await client_for(filled.store, archive_size=ARCHIVE_SIZE)
     yield client
     await client.close()
 
 
-@pytest.fixture
-async def insider(filled: Filled) -> AsyncIterator[TestClient]:
-    client = await _client(filled.store, anonymous_restrictions=frozenset(RESTRICTIONS), page_size=4)
-    yield client
-    await client.close()
-
-
-def path_of(url: str) -> str:
-    assert url.startswith(BASE), url
-    return "/" + url[len(BASE) :]
-
-
-async def get_ok(client: TestClient, url_or_path: str, media_type: str) -> bytes:
+async def get_ok(client: TestClient, url_or_path: str, media_type: str, **headers: str) -> bytes:
     path = path_of(url_or_path) if url_or_path.startswith("http") else url_or_path
-    response = await client.get(path)
-    assert response.status == 200, (path, response.status)
+    response = await client.get(path, headers={**AUTH, **headers})
+    assert response.status == 200, (path, response.status, await response.text())
     assert response.headers["Content-Type"].split(";")[0] == media_type
     return await response.read()
 
 
-def categories(element: etree._Element) -> set[tuple[str, str]]:
-    return {(c.get("scheme"), c.get("term")) for c in element.findall("atom:category", NS)}
+def entries_of(doc: etree._Element) -> list[str]:
+    return [link(e, "self") for e in doc.findall("atom:entry", NS)]
 
 
-def link(element: etree._Element, rel: str) -> str | None:
-    found = element.find(f"atom:link[@rel='{rel}']", NS)
-    return None if found is None else found.get("href")
-
-
-# -- service document ----------------------------------------------------------------------------------
+# -- discovery -----------------------------------------------------------------------------------------
 
 
 async def test_service_document_for_anonymous_lists_only_public(
-    anonymous: TestClient, schemas: AtomSchemas
+    client: TestClient, schemas: AtomSchemas
 ) -> None:
-    body = await get_ok(anonymous, "/.well-known/rolie/servicedocument", "application/atomsvc+xml")
+    response = await client.get("/.well-known/rolie/servicedocument")
+    assert response.status == 200 and response.headers["Content-Type"].startswith("application/atomsvc+xml")
+    body = await response.read()
     doc = schemas.check_service(body)
     assert [w.findtext("atom:title", namespaces=NS) for w in doc.findall("app:workspace", NS)] == ["Public"]
     [collection] = doc.findall(".//app:collection", NS)
     assert collection.get("href") == BASE + "feeds/public"
-    assert collection.findtext("atom:title", namespaces=NS) == "Incidents (public)"
     assert b"partner" not in body and b"need-to-know" not in body and b"private" not in body
 
 
-async def test_service_document_for_insider(insider: TestClient, schemas: AtomSchemas) -> None:
-    body = await get_ok(insider, "/.well-known/rolie/servicedocument", "application/atomsvc+xml")
-    doc = schemas.check_service(body)
+async def test_service_document_for_an_analyst(client: TestClient, schemas: AtomSchemas) -> None:
+    doc = schemas.check_service(
+        await get_ok(client, "/.well-known/rolie/servicedocument", "application/atomsvc+xml")
+    )
     layout = {
         w.findtext("atom:title", namespaces=NS): [c.get("href") for c in w.findall("app:collection", NS)]
         for w in doc.findall("app:workspace", NS)
@@ -270,34 +124,35 @@ async def test_service_document_for_insider(insider: TestClient, schemas: AtomSc
         restriction = collection.get("href").rsplit("/", 1)[1]
         assert collection.findtext("atom:title", namespaces=NS) == f"Incidents ({restriction})"
         accept = collection.find("app:accept", NS)
-        assert accept is not None and not (accept.text or "").strip()  # read-only collection
+        assert accept is not None and not (accept.text or "").strip()  # no publisher: read-only
         [cats] = collection.findall("app:categories", NS)
         assert cats.get("fixed") == "yes"
         found = categories(cats)
         assert [t for s, t in found if s == INFO_TYPE_SCHEME] == ["incident"]  # exactly one (RFC 8322 §5.1.2)
         assert {t for s, t in found if s == RESTRICTION_SCHEME} == {restriction}
-        assert {t for s, t in found if s == PURPOSE_SCHEME} == {
-            "traceback",
-            "mitigation",
-            "reporting",
-            "watch",
-            "other",
+        assert {t for s, t in found if s == PURPOSE_SCHEME} == set(PURPOSES)
+        formats = {(f.get("ns"), f.get("version")) for f in collection.findall("rolie:format", NS)}
+        assert formats == {
+            ("urn:ietf:params:xml:ns:iodef-1.0", "1.0"),
+            ("urn:ietf:params:xml:ns:iodef-2.0", "2.0"),
         }
-        await get_ok(insider, collection.get("href"), "application/atom+xml")
+        assert link(collection, "search") == BASE + "search/description"
+        await get_ok(client, collection.get("href"), "application/atom+xml")
 
 
-async def test_service_document_with_nothing_readable_is_still_valid(
-    filled: Filled, schemas: AtomSchemas
-) -> None:
-    client = await _client(filled.store, anonymous_restrictions=frozenset())
-    try:
-        doc = schemas.check_service(
-            await get_ok(client, "/.well-known/rolie/servicedocument", "application/atomsvc+xml")
-        )
-        assert doc.findall(".//app:collection", NS) == []
-        assert (await client.get("/feeds/public")).status == 404
-    finally:
-        await client.close()
+async def test_category_document(client: TestClient, schemas: AtomSchemas) -> None:
+    doc = schemas.check_categories(
+        await get_ok(client, "/.well-known/rolie/categorydocument", "application/atomcat+xml")
+    )
+    assert doc.get("fixed") == "yes"
+    found = categories(doc)
+    assert {t for s, t in found if s == RESTRICTION_SCHEME} == set(RESTRICTIONS)
+    assert {t for s, t in found if s == PURPOSE_SCHEME} == set(PURPOSES)
+    assert (INFO_TYPE_SCHEME, "incident") in found
+    anonymous = schemas.check_categories(
+        await (await client.get("/.well-known/rolie/categorydocument")).read()
+    )
+    assert {t for s, t in categories(anonymous) if s == RESTRICTION_SCHEME} == {"public"}
 
 
 # -- feeds ---------------------------------------------------------------------------------------------
@@ -305,55 +160,47 @@ async def test_service_document_with_nothing_readable_is_still_valid(
 
 @pytest.mark.parametrize("restriction", RESTRICTIONS)
 async def test_each_feed_validates_and_parses(
-    insider: TestClient, filled: Filled, schemas: AtomSchemas, restriction: str
+    client: TestClient, filled: Filled, schemas: AtomSchemas, restriction: str
 ) -> None:
-    response = await insider.get(f"/feeds/{restriction}")
+    response = await client.get(f"/feeds/{restriction}", headers=AUTH)
     assert response.status == 200
     assert response.headers["Content-Type"] == "application/atom+xml;type=feed;charset=utf-8"
     body = await response.read()
     doc = schemas.check_atom(body)
-    assert doc.tag == f"{{{ATOM}}}feed"
     assert (
         doc.findtext("atom:id", namespaces=NS)
         == uuid.uuid5(uuid.NAMESPACE_URL, f"{BASE}feeds/{restriction}").urn
     )
     assert doc.findtext("atom:title", namespaces=NS) == f"Incidents ({restriction})"
-    assert (INFO_TYPE_SCHEME, "incident") in categories(doc)
+    assert categories(doc) == {(INFO_TYPE_SCHEME, "incident"), (RESTRICTION_SCHEME, restriction)}
     assert link(doc, "self") == f"{BASE}feeds/{restriction}"
     assert link(doc, "service") == f"{BASE}.well-known/rolie/servicedocument"
+    assert link(doc, "search") == f"{BASE}search/description"
     assert link(doc, "first") == f"{BASE}feeds/{restriction}"
-
-    entries = doc.findall("atom:entry", NS)
-    stored = filled.store.entries(restrictions=[restriction], limit=4)
-    assert [link(e, "self") for e in entries] == [f"{BASE}entries/{s.id}" for s in stored]
-    updated = [e.findtext("atom:updated", namespaces=NS) for e in entries]
-    assert updated == sorted(updated, reverse=True)  # newest first
-    assert doc.findtext("atom:updated", namespaces=NS) == updated[0]
-    for entry in entries:
-        assert (RESTRICTION_SCHEME, restriction) in categories(entry)
+    assert link(doc, "last") == f"{BASE}feeds/{restriction}?after=0"
+    # newest change first
+    assert entries_of(doc) == [f"{BASE}entries/{i}" for i in reversed(filled.ids[restriction])]
+    updated = [utc(e.findtext("atom:updated", namespaces=NS)) for e in doc.findall("atom:entry", NS)]
+    assert updated == sorted(updated, reverse=True)  # as times: "…00.5Z" sorts after "…00.51Z" as text
+    assert utc(doc.findtext("atom:updated", namespaces=NS)) == updated[0]
 
     parsed = feedparser.parse(body, response_headers={"content-type": response.headers["Content-Type"]})
     assert parsed.bozo == 0, parsed.get("bozo_exception")
     assert parsed.version == "atom10"
-    assert [e.id for e in parsed.entries] == [e.findtext("atom:id", namespaces=NS) for e in entries]
     assert all(e.summary and e.title and e.author == "csirt.example.org" for e in parsed.entries)
 
 
-async def test_feed_entries_are_complete_rolie_entries(insider: TestClient, filled: Filled) -> None:
-    doc = etree.fromstring(await get_ok(insider, "/feeds/partner", "application/atom+xml"))
+async def test_feed_entries_are_complete_rolie_entries(client: TestClient, filled: Filled) -> None:
+    doc = etree.fromstring(await get_ok(client, "/feeds/partner", "application/atom+xml"))
     for element in doc.findall("atom:entry", NS):
         entry_id = int(link(element, "self").rsplit("/", 1)[1])
         stored = filled.store.entry(entry_id)
         assert stored is not None
-        atom_id = element.findtext("atom:id", namespaces=NS)
-        assert TAG_URI.fullmatch(atom_id), atom_id
-        assert atom_id == f"tag:csirt.example.org,2024:{stored.incident.id}"
-        assert element.findtext("atom:published", namespaces=NS) == stored.incident.report_time.strftime(
-            "%Y-%m-%dT%H:%M:%SZ"
+        assert (
+            element.findtext("atom:id", namespaces=NS) == f"tag:csirt.example.org,2024:{stored.incident.id}"
         )
-        assert element.findtext("atom:title", namespaces=NS) == (
-            stored.incident.title or f"Incident {stored.incident.id} from csirt.example.org"
-        )
+        assert utc(element.findtext("atom:published", namespaces=NS)) == stored.incident.published_time
+        assert element.findtext("atom:title", namespaces=NS) == stored.incident.title
         assert "signed by CN=csirt.example.org,O=Example" in element.findtext("atom:summary", namespaces=NS)
         assert categories(element) == {
             (INFO_TYPE_SCHEME, "incident"),
@@ -361,211 +208,275 @@ async def test_feed_entries_are_complete_rolie_entries(insider: TestClient, fill
             (PURPOSE_SCHEME, stored.incident.purpose),
         }
         assert link(element, "collection") == f"{BASE}feeds/partner"
+        assert link(element, "history") == f"{BASE}entries/{entry_id}/history"
+        assert (link(element, "edit") is not None) == (stored.origin == "local")
         content = element.find("atom:content", NS)
-        assert content is not None and content.get("type") == "application/xml" and len(content) == 0
-        assert content.get("src") == f"{BASE}entries/{entry_id}/iodef.xml"
-        fmt = element.find("rolie:format", NS)
-        assert fmt is not None
-        assert fmt.get("ns") == f"urn:ietf:params:xml:ns:iodef-{stored.version}"
+        assert content.get("type") == "application/xml" and len(content) == 0
+        assert content.get("src") == f"{BASE}entries/{entry_id}/revisions/1/iodef.xml"
+        assert element.find("rolie:format", NS).get("ns") == "urn:ietf:params:xml:ns:iodef-2.0"
         props = {p.get("name"): p.get("value") for p in element.findall("rolie:property", NS)}
         assert props["urn:ietf:params:rolie:property:content-id"] == stored.incident.id
-        assert props["urn:ietf:params:rolie:property:content-published-date"].startswith("2024-05-")
-        assert props["urn:xmppbridge:property:signer"] == "CN=csirt.example.org,O=Example"
-        assert props["urn:xmppbridge:property:signer-fingerprint"] == stored.signer_fingerprint
         assert props["urn:xmppbridge:property:source"] == (
-            f"xmpp:pubsub.a.test?;node=iodef/partner/other;item={stored.item_id}"
+            f"xmpp:{SERVICE}?;node={stored.node};item={quote(stored.item_id, safe='')}"
         )
 
 
-async def test_paging_walk_visits_every_entry_once(
-    insider: TestClient, filled: Filled, schemas: AtomSchemas
-) -> None:
-    url: str | None = f"{BASE}feeds/public"
+async def test_related_activity_links_to_a_search(client: TestClient, filled: Filled) -> None:
+    doc = etree.fromstring(
+        await get_ok(client, f"/entries/{filled.ids['public'][1]}", "application/atom+xml")
+    )
+    assert link(doc, "related") == f"{BASE}search?incident=2023-0099"
+
+
+async def walk(
+    client: TestClient, url: str | None, rel: str, schemas: AtomSchemas
+) -> tuple[list[str], list[str]]:
     seen: list[str] = []
     pages: list[str] = []
-    last = None
     while url is not None:
-        doc = schemas.check_atom(await get_ok(insider, url, "application/atom+xml"))
-        assert feedparser.parse(etree.tostring(doc)).bozo == 0
+        body = await get_ok(client, url, "application/atom+xml")
+        doc = schemas.check_atom(body)
+        assert feedparser.parse(body).bozo == 0
         assert link(doc, "self") == url
-        assert link(doc, "first") == f"{BASE}feeds/public"
-        last = last or link(doc, "last")
-        assert link(doc, "last") == last
         assert link(doc, "prev") is None  # we emit RFC 5005's "previous"
-        if pages:
-            assert link(doc, "previous") == pages[-1]
-        else:
-            assert link(doc, "previous") is None
         pages.append(url)
-        seen += [link(e, "self") for e in doc.findall("atom:entry", NS)]
-        url = link(doc, "next")
-    total = PER_RESTRICTION + EXTRA_PUBLIC
-    assert len(pages) == -(-total // 4) == 3
-    assert pages[-1] == last == f"{BASE}feeds/public?page=3"
-    assert sorted(seen) == sorted(f"{BASE}entries/{i}" for i in filled.ids["public"])
-    assert len(seen) == len(set(seen)) == total
+        seen += entries_of(doc)
+        url = link(doc, rel)
+        assert len(pages) < 50
+    return seen, pages
 
 
-async def test_page_out_of_range_or_malformed(insider: TestClient) -> None:
-    assert (await insider.get("/feeds/public?page=4")).status == 404
-    assert (await insider.get("/feeds/partner?page=2")).status == 404
-    for bad in ("0", "-1", "x", "1.5", "", "٣"):
-        assert (await insider.get("/feeds/public", params={"page": bad})).status == 400, bad
-    assert (await insider.get("/feeds/public?page=1")).status == 200
+async def test_paging_walk_visits_every_entry_once(
+    client: TestClient, filled: Filled, schemas: AtomSchemas
+) -> None:
+    expected = sorted(f"{BASE}entries/{i}" for i in filled.ids["public"])
+    seen, pages = await walk(client, f"{BASE}feeds/public?count=4", "next", schemas)
+    assert len(pages) == 3 and len(seen) == len(set(seen)) and sorted(seen) == expected
+    # and backwards from the last page
+    back, back_pages = await walk(client, f"{BASE}feeds/public?after=0&count=4", "previous", schemas)
+    assert len(back) == len(set(back)) and sorted(back) == expected
+    assert back_pages[-1] != back_pages[0]
+
+
+async def test_page_links_keep_the_count(client: TestClient) -> None:
+    doc = etree.fromstring(await get_ok(client, "/feeds/public?count=4", "application/atom+xml"))
+    assert link(doc, "first") == f"{BASE}feeds/public?count=4"
+    assert link(doc, "last") == f"{BASE}feeds/public?after=0&count=4"
+    assert link(doc, "next").endswith("&count=4") and link(doc, "previous") is None
+    assert len(doc.findall("atom:entry", NS)) == 4
+
+
+@pytest.mark.parametrize(
+    "query", ["count=0", "count=501", "count=x", "before=-1", "after=1.5", "before=1&after=2", "before=٣"]
+)
+async def test_bad_paging_parameters(client: TestClient, query: str) -> None:
+    assert (await client.get(f"/feeds/public?{query}", headers=AUTH)).status == 400
 
 
 async def test_empty_feed_is_valid(tmp_path: Path, schemas: AtomSchemas) -> None:
     with Store(tmp_path / "empty.sqlite") as store:
-        client = await _client(store)
+        client = await client_for(store)
         try:
-            before = datetime.now(UTC).replace(microsecond=0)
             body = await get_ok(client, "/feeds/public", "application/atom+xml")
             doc = schemas.check_atom(body)
             assert doc.findall("atom:entry", NS) == []
-            updated = datetime.fromisoformat(doc.findtext("atom:updated", namespaces=NS))
-            assert updated >= before
-            assert link(doc, "last") == link(doc, "first") == f"{BASE}feeds/public"
-            assert link(doc, "next") is None
+            assert (
+                link(doc, "next") is None
+                and link(doc, "previous") is None
+                and link(doc, "prev-archive") is None
+            )
             assert feedparser.parse(body).bozo == 0
         finally:
             await client.close()
 
 
-# -- entries -------------------------------------------------------------------------------------------
+# -- archives ------------------------------------------------------------------------------------------
+
+
+async def test_archives_are_complete_and_never_change(
+    client: TestClient, filled: Filled, schemas: AtomSchemas
+) -> None:
+    current = schemas.check_atom(await get_ok(client, "/feeds/public", "application/atom+xml"))
+    newest = link(current, "prev-archive")
+    assert newest == f"{BASE}feeds/public/archive/2"  # 11 changes, 4 per archive: 2 closed
+    snapshots: dict[str, bytes] = {}
+    changes: list[str] = []
+    url: str | None = newest
+    while url is not None:
+        body = await get_ok(client, url, "application/atom+xml")
+        doc = schemas.check_atom(body)
+        assert feedparser.parse(body).bozo == 0
+        assert doc.find("fh:archive", NS) is not None
+        assert link(doc, "current") == f"{BASE}feeds/public"
+        assert doc.findtext("atom:id", namespaces=NS) == current.findtext("atom:id", namespaces=NS)
+        snapshots[url] = body
+        changes += entries_of(doc)
+        url = link(doc, "prev-archive")
+    assert list(snapshots) == [f"{BASE}feeds/public/archive/2", f"{BASE}feeds/public/archive/1"]
+    assert sorted(changes) == sorted(f"{BASE}entries/{i}" for i in filled.ids["public"][:8])
+    assert (await client.get("/feeds/public/archive/3", headers=AUTH)).status == 404  # still open
+    assert (await client.get("/feeds/public/archive/0", headers=AUTH)).status == 404
+
+    # Changes later on: new versions, deletions. Closed archives keep their bytes; the third closes.
+    first = filled.store.entry(filled.ids["public"][0])
+    store_document(filled.store, iodef2("2024-0001", description="Revised"), origin=first.origin)
+    filled.store.mark_deleted(first.service, first.node, first.item_id)
+    store_document(filled.store, iodef2("2024-0900", description="new"))
+    for archive_url, body in snapshots.items():
+        assert await get_ok(client, archive_url, "application/atom+xml") == body
+    third = schemas.check_atom(await get_ok(client, "/feeds/public/archive/3", "application/atom+xml"))
+    assert link(third, "prev-archive") == f"{BASE}feeds/public/archive/2"
+    assert len(third.findall("atom:entry", NS)) + len(third.findall("at:deleted-entry", NS)) == ARCHIVE_SIZE
+    response = await client.get("/feeds/public/archive/1", headers=AUTH)
+    assert "max-age" in response.headers["Cache-Control"]
+
+
+# -- entries, versions, deletion -----------------------------------------------------------------------
 
 
 async def test_each_entry_validates_standalone(
-    insider: TestClient, filled: Filled, schemas: AtomSchemas
+    client: TestClient, filled: Filled, schemas: AtomSchemas
 ) -> None:
     for restriction, ids in filled.ids.items():
         for entry_id in ids:
-            response = await insider.get(f"/entries/{entry_id}")
+            response = await client.get(f"/entries/{entry_id}", headers=AUTH)
             assert response.status == 200
             assert response.headers["Content-Type"] == "application/atom+xml;type=entry;charset=utf-8"
             doc = schemas.check_atom(await response.read())
             assert doc.tag == f"{{{ATOM}}}entry"
             assert link(doc, "self") == f"{BASE}entries/{entry_id}"
             assert link(doc, "collection") == f"{BASE}feeds/{restriction}"  # RFC 8322 §6.2.5
-            assert (INFO_TYPE_SCHEME, "incident") in categories(doc)
 
 
-async def test_iodef_document_is_returned_as_stored(insider: TestClient, filled: Filled) -> None:
-    for entry_id, stored in filled.xml.items():
-        doc = etree.fromstring(await get_ok(insider, f"/entries/{entry_id}", "application/atom+xml"))
+async def test_iodef_documents_are_returned_as_stored(client: TestClient, filled: Filled) -> None:
+    for entry_id in filled.ids["need-to-know"]:
+        stored = filled.store.entry(entry_id)
+        doc = etree.fromstring(await get_ok(client, f"/entries/{entry_id}", "application/atom+xml"))
         src = doc.find("atom:content", NS).get("src")
-        response = await insider.get(path_of(src))
-        assert response.status == 200
+        assert await get_ok(client, src, "application/xml") == stored.xml
+        response = await client.get(f"/entries/{entry_id}/iodef.xml", headers=AUTH)
         assert response.headers["Content-Type"] == "application/xml"
         assert response.headers["X-Content-Type-Options"] == "nosniff"
-        assert await response.read() == stored
+        assert await response.read() == stored.xml
 
 
-async def test_odd_bytes_are_served_untouched(filled: Filled, insider: TestClient) -> None:
-    raw = b'<?xml version="1.0" encoding="ISO-8859-1"?>\r\n<x>\xe9</x>\r\n'
-    filled.store.upsert_entry(
-        service="s",
-        node="n",
-        item_id="odd",
-        origin="remote",
-        incident=make_incident(99, "public"),
-        version="2.0",
-        xml=raw,
-        signer_subject="",
-        signer_fingerprint="",
+async def test_new_versions_keep_history(client: TestClient, filled: Filled, schemas: AtomSchemas) -> None:
+    entry_id = filled.ids["partner"][0]
+    old = filled.store.entry(entry_id)
+    store_document(
+        filled.store,
+        iodef2(
+            old.incident.id, restriction="partner", purpose=old.incident.purpose, description="Second look"
+        ),
+        origin=old.origin,
     )
-    entry = filled.store.find_entry("s", "n", "odd")
-    assert await get_ok(insider, f"/entries/{entry.id}/iodef.xml", "application/xml") == raw
+    doc = etree.fromstring(await get_ok(client, f"/entries/{entry_id}", "application/atom+xml"))
+    assert doc.find("atom:content", NS).get("src") == f"{BASE}entries/{entry_id}/revisions/2/iodef.xml"
+    assert doc.findtext("atom:title", namespaces=NS) == "Second look"
+    assert doc.findtext("atom:published", namespaces=NS) == rfc3339(old.published_at)  # fixed
+
+    history = schemas.check_atom(await get_ok(client, link(doc, "history"), "application/atom+xml"))
+    assert history.find("fh:complete", NS) is not None
+    versions = history.findall("atom:entry", NS)
+    assert [v.findtext("atom:title", namespaces=NS) for v in versions] == ["Second look", old.incident.title]
+    assert len({v.findtext("atom:id", namespaces=NS) for v in versions}) == 1  # one entry, two versions
+    srcs = [v.find("atom:content", NS).get("src") for v in versions]
+    assert await get_ok(client, srcs[1], "application/xml") == old.xml
+    assert await get_ok(client, srcs[0], "application/xml") == filled.store.entry(entry_id).xml
+    assert (await client.get(f"/entries/{entry_id}/revisions/3/iodef.xml", headers=AUTH)).status == 404
 
 
-# -- access --------------------------------------------------------------------------------------------
-
-
-async def test_anonymous_sees_only_public(
-    anonymous: TestClient, filled: Filled, schemas: AtomSchemas
+async def test_deleted_entries_become_tombstones(
+    client: TestClient, filled: Filled, schemas: AtomSchemas
 ) -> None:
-    doc = schemas.check_atom(await get_ok(anonymous, "/feeds/public", "application/atom+xml"))
-    assert len(doc.findall("atom:entry", NS)) == PER_RESTRICTION + EXTRA_PUBLIC  # page size 50
-    assert link(doc, "next") is None
-    for restriction in RESTRICTIONS:
-        feed_status = (await anonymous.get(f"/feeds/{restriction}")).status
-        assert feed_status == (200 if restriction == "public" else 404)
-        for entry_id in filled.ids[restriction]:
-            expected = 200 if restriction == "public" else 404
-            assert (await anonymous.get(f"/entries/{entry_id}")).status == expected
-            assert (await anonymous.get(f"/entries/{entry_id}/iodef.xml")).status == expected
-
-
-async def test_need_to_know_becomes_visible_when_allowed(filled: Filled) -> None:
-    entry_id = filled.ids["need-to-know"][0]
-    anonymous = await _client(filled.store)
-    widened = await _client(filled.store, anonymous_restrictions={"public", "need-to-know"})
-    try:
-        hidden = await anonymous.get(f"/entries/{entry_id}")
-        missing = await anonymous.get("/entries/999999")
-        assert hidden.status == missing.status == 404
-        assert await hidden.read() == await missing.read()  # nothing tells hidden from absent
-        assert (await widened.get(f"/entries/{entry_id}")).status == 200
-        assert (await widened.get(f"/entries/{entry_id}/iodef.xml")).status == 200
-        assert (await widened.get("/feeds/need-to-know")).status == 200
-        assert (await widened.get("/feeds/private")).status == 404
-        service = await (await widened.get("/.well-known/rolie/servicedocument")).read()
-        assert b"feeds/need-to-know" in service and b"feeds/partner" not in service
-    finally:
-        await anonymous.close()
-        await widened.close()
-
-
-async def test_entry_with_a_narrower_part_is_filed_narrower(filled: Filled, schemas: AtomSchemas) -> None:
-    mixed = make_incident(77, "public", narrowest_restriction="need-to-know")
-    filled.store.upsert_entry(
-        service="s",
-        node="iodef/public/other",
-        item_id="mixed",
-        origin="remote",
-        incident=mixed,
-        version="2.0",
-        xml=b"<secret/>",
-        signer_subject="",
-        signer_fingerprint="",
-    )
-    entry = filled.store.find_entry("s", "iodef/public/other", "mixed")
-    anonymous = await _client(filled.store)
-    widened = await _client(filled.store, anonymous_restrictions={"public", "need-to-know"})
-    try:
-        assert (await anonymous.get(f"/entries/{entry.id}")).status == 404
-        assert (await anonymous.get(f"/entries/{entry.id}/iodef.xml")).status == 404
-        public = await get_ok(anonymous, "/feeds/public", "application/atom+xml")
-        assert f"entries/{entry.id}<".encode() not in public and b"2024-0077" not in public
-        doc = schemas.check_atom(await get_ok(widened, f"/entries/{entry.id}", "application/atom+xml"))
-        assert (RESTRICTION_SCHEME, "need-to-know") in categories(doc)
-        assert link(doc, "collection") == f"{BASE}feeds/need-to-know"
-        assert "Incident marked public" in doc.findtext("atom:summary", namespaces=NS)
-        feed = await get_ok(widened, "/feeds/need-to-know", "application/atom+xml")
-        assert f"{BASE}entries/{entry.id}".encode() in feed
-    finally:
-        await anonymous.close()
-        await widened.close()
-
-
-async def test_deleted_entries_disappear(insider: TestClient, filled: Filled) -> None:
-    entry_id = filled.ids["public"][0]
-    entry = filled.store.entry(entry_id)
+    entry_id = filled.ids["public"][-1]
+    entry: Entry = filled.store.entry(entry_id)
     assert filled.store.mark_deleted(entry.service, entry.node, entry.item_id)
-    assert (await insider.get(f"/entries/{entry_id}")).status == 404
-    assert (await insider.get(f"/entries/{entry_id}/iodef.xml")).status == 404
-    seen = []
-    for page in (1, 2, 3):
-        doc = etree.fromstring(await get_ok(insider, f"/feeds/public?page={page}", "application/atom+xml"))
-        seen += [link(e, "self") for e in doc.findall("atom:entry", NS)]
-    assert f"{BASE}entries/{entry_id}" not in seen and len(seen) == PER_RESTRICTION + EXTRA_PUBLIC - 1
+    for path in (f"/entries/{entry_id}", f"/entries/{entry_id}/iodef.xml", f"/entries/{entry_id}/history"):
+        assert (await client.get(path, headers=AUTH)).status == 410, path
+    assert (await client.get(f"/entries/{entry_id}")).status == 410  # public: anonymous readers may know
+    doc = schemas.check_atom(await get_ok(client, "/feeds/public", "application/atom+xml"))
+    assert f"{BASE}entries/{entry_id}" not in entries_of(doc)
+    [tombstone] = doc.findall("at:deleted-entry", NS)
+    assert tombstone.get("ref") == f"tag:csirt.example.org,2024:{entry.incident.id}"
+    assert feedparser.parse(etree.tostring(doc)).bozo == 0
+
+
+# -- conditional GET and negotiation -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["feed", "entry"])
+async def test_conditional_get(client: TestClient, filled: Filled, which: str) -> None:
+    entry_id = filled.ids["public"][0]
+    path = "/feeds/public" if which == "feed" else f"/entries/{entry_id}"
+    first = await client.get(path, headers=AUTH)
+    etag, modified = first.headers["ETag"], first.headers["Last-Modified"]
+    assert etag.startswith('"') and first.headers["Vary"] == "Accept, Authorization"
+    assert (await client.get(path, headers={**AUTH, "If-None-Match": etag})).status == 304
+    assert (await client.get(path, headers={**AUTH, "If-None-Match": f'"x", W/{etag}'})).status == 304
+    assert (await client.get(path, headers={**AUTH, "If-Modified-Since": modified})).status == 304
+    assert (await client.get(path, headers={**AUTH, "If-None-Match": '"other"'})).status == 200
+    # a change makes both validators stale
+    entry = filled.store.entry(entry_id)
+    store_document(
+        filled.store,
+        iodef2(entry.incident.id, purpose=entry.incident.purpose, description="New"),
+        origin=entry.origin,
+    )
+    again = await client.get(path, headers={**AUTH, "If-None-Match": etag})
+    assert again.status == 200 and again.headers["ETag"] != etag
+    past = format_datetime(utc("2020-01-01T00:00:00Z"), usegmt=True)
+    assert (await client.get(path, headers={**AUTH, "If-Modified-Since": past})).status == 200
+
+
+async def test_browsers_get_html(client: TestClient, filled: Filled) -> None:
+    browser = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+    for path in (
+        "/.well-known/rolie/servicedocument",
+        "/feeds/public",
+        f"/entries/{filled.ids['public'][0]}",
+        f"/entries/{filled.ids['public'][0]}/history",
+        "/search?q=incident",
+        "/feeds/public/archive/1",
+    ):
+        response = await client.get(path, headers={**AUTH, **browser})
+        assert response.status == 200, path
+        assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert (
+            "script-src" not in response.headers["Content-Security-Policy"]
+        )  # default-src 'none' forbids it
+        assert (await response.text()).startswith("<!DOCTYPE html>")
+    for accept in ("*/*", "application/atom+xml", "text/html;q=0.5, application/atom+xml"):
+        response = await client.get("/feeds/public", headers={**AUTH, "Accept": accept})
+        assert response.headers["Content-Type"].startswith("application/atom+xml"), accept
+
+
+async def test_html_escapes_untrusted_text(filled: Filled) -> None:
+    evil = iodef2(
+        "EVIL-1",
+        description='<script>alert(1)</script> "quoted" &amp; <b>bold</b>'.replace("<", "&lt;").replace(
+            ">", "&gt;"
+        ),
+    )
+    entry = store_document(filled.store, evil)
+    client = await client_for(filled.store)
+    try:
+        response = await client.get(f"/entries/{entry.id}", headers={"Accept": "text/html"})
+        text = await response.text()
+        assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+        assert "<b>bold" not in text
+        feed = await (await client.get("/feeds/public", headers={"Accept": "text/html"})).text()
+        assert "<script>" not in feed
+    finally:
+        await client.close()
 
 
 # -- odds and ends -------------------------------------------------------------------------------------
 
 
-async def test_root_is_405(anonymous: TestClient) -> None:
+async def test_root_is_405(client: TestClient) -> None:
     for method in ("GET", "POST", "PUT", "DELETE"):
-        response = await anonymous.request(method, "/")
+        response = await client.request(method, "/")
         assert response.status == 405, method
         assert "Allow" in response.headers
 
@@ -582,50 +493,47 @@ async def test_root_is_405(anonymous: TestClient) -> None:
         "/entries/99999999999999999999999",
         "/entries/1/other.xml",
         "/.well-known/rolie/other",
+        "/feeds/public/archive/x",
     ],
 )
-async def test_unknown_is_404(insider: TestClient, path: str) -> None:
-    assert (await insider.get(path)).status == 404
+async def test_unknown_is_404(client: TestClient, path: str) -> None:
+    assert (await client.get(path, headers=AUTH)).status == 404
 
 
-async def test_feeds_are_read_only(insider: TestClient) -> None:
-    assert (await insider.post("/feeds/public", data=b"<entry/>")).status == 405
+async def test_read_only_without_a_publisher(client: TestClient, filled: Filled) -> None:
+    assert (await client.post("/feeds/public", data=b"<x/>", headers=AUTH)).status == 405
+    assert (await client.put(f"/entries/{filled.ids['public'][0]}", data=b"<x/>", headers=AUTH)).status == 405
 
 
-async def test_healthz(anonymous: TestClient, filled: Filled) -> None:
-    filled.store.add_reject(
-        source="xmpp",
-        service=None,
-        node=None,
-        item_id=None,
-        reason="malformed-xml",
-        message="broken",
-        raw=b"<",
-    )
-    response = await anonymous.get("/healthz")
-    assert response.status == 200
-    assert await response.json() == {
+async def test_healthz(filled: Filled) -> None:
+    client = await client_for(filled.store, health={"ready": True, "outbox": 0})
+    try:
+        body = await (await client.get("/healthz")).json()
+    finally:
+        await client.close()
+    assert body == {
         "status": "ok",
         "entries": len(RESTRICTIONS) * PER_RESTRICTION + EXTRA_PUBLIC,
-        "rejects": 1,
+        "rejects": 0,
+        "ready": True,
+        "outbox": 0,
     }
 
 
-async def test_healthz_takes_extra_fields_from_the_shell(filled: Filled) -> None:
-    app = make_app(filled.store, FeedSettings(base_url=BASE), health=lambda: {"ready": True, "outbox": 0})
-    async with TestClient(TestServer(app)) as client:
-        body = await (await client.get("/healthz")).json()
-    assert body["ready"] is True and body["outbox"] == 0 and body["status"] == "ok"
-
-
 def test_settings_validation() -> None:
-    assert FeedSettings(base_url=BASE).anonymous_restrictions == frozenset({"public"})
-    names = ["public", "partner"]  # e.g. straight from YAML
-    from_list = FeedSettings(base_url=BASE, anonymous_restrictions=names)  # type: ignore[arg-type]
-    assert from_list.anonymous_restrictions == frozenset(names)
-    with pytest.raises(ValueError, match="amber"):
-        FeedSettings(base_url=BASE, anonymous_restrictions=frozenset({"amber"}))
-    with pytest.raises(ValueError):
-        FeedSettings(base_url=BASE, page_size=0)
-    with pytest.raises(ValueError):
-        FeedSettings(base_url="feeds.example.org")
+    assert settings().anonymous_restrictions == frozenset({"public"})
+    assert settings(anonymous_restrictions=["public", "partner"]).anonymous_restrictions == {
+        "public",
+        "partner",
+    }
+    for bad in (
+        {"anonymous_restrictions": frozenset({"amber"})},
+        {"page_size": 0},
+        {"page_size": 600},
+        {"base_url": "feeds.example.org"},
+        {"archive_size": 0},
+    ):
+        with pytest.raises(ValueError):
+            settings(**bad)
+    with pytest.raises(ValueError, match="name"):
+        settings(users=(ANALYST.user(), ANALYST.user()))

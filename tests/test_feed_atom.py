@@ -16,7 +16,8 @@ from xmppbridge.store import Entry
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 URLS = FeedUrls("http://127.0.0.1:8081")
-NS = {"atom": atom.ATOM_NS, "app": atom.APP_NS, "rolie": atom.ROLIE_NS}
+NS = {"atom": atom.ATOM_NS, "app": atom.APP_NS, "rolie": atom.ROLIE_NS, "fh": atom.FH_NS, "at": atom.AT_NS,
+      "os": atom.OPENSEARCH_NS}
 TAG_URI = re.compile(
     r"tag:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*,\d{4}:"
     r"(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-F]{2})*"
@@ -158,7 +159,7 @@ def test_text_xml_cannot_carry_is_replaced_not_fatal() -> None:
 
 
 def test_entry_structure() -> None:
-    doc = etree.fromstring(atom.entry_document(entry(incident(purpose="ext-value")), URLS))
+    doc = etree.fromstring(atom.entry_document(entry(incident(purpose="ext-value"), revision=3), URLS))
     assert doc.nsmap == {None: atom.ATOM_NS, "rolie": atom.ROLIE_NS}
     assert doc.findtext("atom:published", namespaces=NS) == "2024-05-01T12:00:00Z"
     assert doc.findtext("atom:updated", namespaces=NS) == "2024-05-03T12:00:00Z"
@@ -166,8 +167,39 @@ def test_entry_structure() -> None:
     terms = {(c.get("scheme"), c.get("term")) for c in doc.findall("atom:category", NS)}
     assert (atom.PURPOSE_SCHEME, "other") in terms  # ext-value is filed under other
     content = doc.find("atom:content", NS)
-    assert content.attrib == {"type": "application/xml", "src": "http://127.0.0.1:8081/entries/7/iodef.xml"}
+    # the document of this revision, so that archives keep pointing at what they describe
+    assert content.attrib == {"type": "application/xml",
+                              "src": "http://127.0.0.1:8081/entries/7/revisions/3/iodef.xml"}
     assert doc.find("rolie:format", NS).attrib == {"ns": "urn:ietf:params:xml:ns:iodef-2.0", "version": "2.0"}
+    props = {p.get("name"): p.get("value") for p in doc.findall("rolie:property", NS)}
+    assert props[atom.PROPERTY_REVISION] == "3"
+
+
+def links(doc: etree._Element) -> dict[str, list[tuple[str, str]]]:
+    found: dict[str, list[tuple[str, str]]] = {}
+    for element in doc.findall("atom:link", NS):
+        found.setdefault(element.get("rel"), []).append((element.get("href"), element.get("type")))
+    return found
+
+
+def test_entry_links() -> None:
+    related = incident(related_ids=(("csirt.example.org", "2023-99"), ("other.example", "X 1")))
+    doc = etree.fromstring(atom.entry_document(entry(related, origin="remote"), URLS))
+    base = "http://127.0.0.1:8081/"
+    assert links(doc) == {
+        "self": [(base + "entries/7", atom.ENTRY_MEDIA_TYPE)],
+        "alternate": [(base + "entries/7", "text/html")],
+        "collection": [(base + "feeds/public", atom.FEED_MEDIA_TYPE)],
+        "service": [(base + ".well-known/rolie/servicedocument", atom.SERVICE_MEDIA_TYPE)],
+        "history": [(base + "entries/7/history", atom.FEED_MEDIA_TYPE)],
+        "search": [(base + "search/description", atom.OPENSEARCH_MEDIA_TYPE)],
+        "related": [(base + "search?incident=2023-99", atom.FEED_MEDIA_TYPE),
+                    (base + "search?incident=X+1", atom.FEED_MEDIA_TYPE)],
+    }
+    assert [e.get("title") for e in doc.findall("atom:link[@rel='related']", NS)] == [
+        "csirt.example.org 2023-99", "other.example X 1"]
+    ours = etree.fromstring(atom.entry_document(entry(origin="local"), URLS))
+    assert links(ours)["edit"] == [(base + "entries/7", atom.ENTRY_MEDIA_TYPE)]  # only our own are editable
 
 
 def test_entry_without_published_time_omits_published() -> None:
@@ -180,42 +212,52 @@ def test_entry_without_published_time_omits_published() -> None:
     assert atom.PROPERTY_CONTENT_PUBLISHED not in names
 
 
+def view(**changes: object) -> atom.FeedView:
+    values: dict[str, object] = {"atom_id": "urn:x", "title": "t", "self_url": URLS.feed("public"),
+                                 "updated": T0, "entries": [entry(), entry(id=8)]}
+    return atom.FeedView(**(values | changes))  # type: ignore[arg-type]
+
+
 def test_entries_in_a_feed_do_not_redeclare_namespaces() -> None:
-    body = atom.feed_document(
-        URLS, "public", [entry(), entry(id=8)], page=atom.Page(1, 1), updated=T0, author="us"
-    )
+    body = atom.feed_document(view(), URLS, author="us")
     assert body.count(b"xmlns=") == 1 and body.count(b"xmlns:rolie=") == 1
 
 
-@pytest.mark.parametrize(
-    ("number", "last", "links"),
-    [
-        (1, 1, [("first", 1), ("last", 1)]),
-        (1, 3, [("first", 1), ("next", 2), ("last", 3)]),
-        (2, 3, [("first", 1), ("previous", 1), ("next", 3), ("last", 3)]),
-        (3, 3, [("first", 1), ("previous", 2), ("last", 3)]),
-    ],
-)
-def test_paging_links(number: int, last: int, links: list[tuple[str, int]]) -> None:
-    assert atom.paging_links(atom.Page(number, last)) == links
+def test_deleted_entries_become_tombstones() -> None:
+    gone = entry(id=8, deleted=True, updated_at=T0 + timedelta(days=9))
+    doc = etree.fromstring(atom.feed_document(view(entries=[entry(), gone]), URLS, author="us"))
+    assert len(doc.findall("atom:entry", NS)) == 1
+    [tombstone] = doc.findall("at:deleted-entry", NS)
+    assert tombstone.attrib == {"ref": "tag:csirt.example.org,2024:2024-0001", "when": "2024-05-10T12:00:00Z"}
 
 
-def test_page_count() -> None:
-    assert atom.Page.of(1, 0, 50) == atom.Page(1, 1)
-    assert atom.Page.of(1, 50, 50).last == 1
-    assert atom.Page.of(2, 51, 50).last == 2
+def test_feed_marks_archives_complete_feeds_and_search_results() -> None:
+    archived = etree.fromstring(atom.feed_document(view(archive=True, links=[("current", "u")]), URLS,
+                                                   author="us"))
+    assert archived.find("fh:archive", NS) is not None and archived.find("fh:complete", NS) is None
+    assert links(archived)["current"] == [("u", atom.FEED_MEDIA_TYPE)]
+    complete = etree.fromstring(atom.feed_document(view(complete=True), URLS, author="us"))
+    assert complete.find("fh:complete", NS) is not None
+    found = etree.fromstring(atom.feed_document(view(search=atom.SearchInfo(42, 11, 10)), URLS, author="us"))
+    names = ("totalResults", "startIndex", "itemsPerPage")
+    assert [found.findtext(f"os:{n}", namespaces=NS) for n in names] == ["42", "11", "10"]
+    uncounted = etree.fromstring(atom.feed_document(view(search=atom.SearchInfo(None, 1, 10)), URLS,
+                                                    author="us"))
+    assert uncounted.find("os:totalResults", NS) is None
 
 
 def test_urls() -> None:
     urls = FeedUrls("https://x.example/rolie")
     assert urls.service_document() == "https://x.example/rolie/.well-known/rolie/servicedocument"
-    assert (
-        urls.feed("need-to-know")
-        == urls.feed("need-to-know", 1)
-        == "https://x.example/rolie/feeds/need-to-know"
-    )
-    assert urls.feed("public", 3) == "https://x.example/rolie/feeds/public?page=3"
+    assert urls.category_document() == "https://x.example/rolie/.well-known/rolie/categorydocument"
+    assert urls.feed("need-to-know") == "https://x.example/rolie/feeds/need-to-know"
+    assert urls.feed("public", before=30, count=5) == "https://x.example/rolie/feeds/public?before=30&count=5"
+    assert urls.feed("public", after=0) == "https://x.example/rolie/feeds/public?after=0"
+    assert urls.archive("public", 3) == "https://x.example/rolie/feeds/public/archive/3"
     assert urls.iodef(5) == "https://x.example/rolie/entries/5/iodef.xml"
+    assert urls.revision(5, 2) == "https://x.example/rolie/entries/5/revisions/2/iodef.xml"
+    assert urls.history(5) == "https://x.example/rolie/entries/5/history"
+    assert urls.search([("q", "a b"), ("incident", "x&y")]) == "https://x.example/rolie/search?q=a+b&incident=x%26y"
 
 
 def test_service_document_hides_empty_workspaces() -> None:
@@ -229,3 +271,10 @@ def test_service_document_hides_empty_workspaces() -> None:
         "Public"
     ]
     assert nothing.find(".//app:collection", NS) is None
+
+
+def test_writable_collections_list_what_they_accept() -> None:
+    doc = etree.fromstring(atom.service_document(URLS, {"public", "partner"}, {"partner"}))
+    accepts = {c.get("href"): [a.text for a in c.findall("app:accept", NS)]
+               for c in doc.iter(f"{{{atom.APP_NS}}}collection")}
+    assert accepts == {URLS.feed("public"): [None], URLS.feed("partner"): list(atom.ACCEPTED_MEDIA_TYPES)}

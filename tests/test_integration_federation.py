@@ -59,13 +59,15 @@ def test_published_incident_is_verified_and_mirrored_at_b(federation: Consortium
     assert entry.incident.restriction == "need-to-know" and entry.incident.purpose == "mitigation"
 
     # B's feed serves it, with a link to the signed IODEF document as received.
-    with urllib.request.urlopen(federation["b"].feed_url + "feeds/need-to-know") as response:
+    b = federation["b"]
+    with urllib.request.urlopen(urllib.request.Request(b.feed_url + "feeds/need-to-know",
+                                                       headers=b.basic_auth())) as response:
         feed = etree.fromstring(response.read())
     titles = [e.findtext(f"{ATOM}title") for e in feed.iter(f"{ATOM}entry")]
     assert any("Botnet C2" in (t or "") for t in titles), titles
     content = next(e for e in feed.iter(f"{ATOM}entry") if "Botnet" in e.findtext(f"{ATOM}title"))
     src = content.find(f"{ATOM}content").get("src")
-    with urllib.request.urlopen(src) as response:
+    with urllib.request.urlopen(urllib.request.Request(src, headers=b.basic_auth())) as response:
         assert response.read() == entry.xml
 
 

@@ -1,7 +1,7 @@
 """Interoperability with the real xmlsec1 binary (libxmlsec1, OpenSSL), in both directions.
 
-(a) documents we sign verify with ``xmlsec1 --verify``; (b) documents xmlsec1 signs from a ``ds:``-prefixed
-template verify with ``verify_document`` on the bytes as they are.
+(a) documents we sign verify with ``xmlsec1 --verify``, relay signatures included; (b) documents xmlsec1
+signs from a ``ds:``-prefixed template verify with ``verify_document`` on the bytes as they are.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from tests.pki import (
 )
 from xmppbridge.errors import SignatureRejected
 from xmppbridge.iodef.schema import schema_errors
+from xmppbridge.signing.relay import relay_sign
 from xmppbridge.signing.sign import sign_document
 from xmppbridge.signing.verify import TrustStore, verify_document, verify_wire
 
@@ -122,3 +123,23 @@ def test_rsa_sha1_from_xmlsec1_is_weak(
     with pytest.raises(SignatureRejected, match="too weak") as excinfo:
         verify_document(signed, trust)
     assert excinfo.value.reason == "weak-algorithm"
+
+
+@pytest.mark.parametrize(("originator", "relay"), [("rsa", "ec"), ("ec", "rsa")])
+def test_xmlsec1_verifies_each_signature_of_a_relayed_document(
+    originator: str, relay: str, members: dict[str, Member], workdir: Path
+) -> None:
+    document = etree.parse(str(SAMPLES["iodef2-minimal.xml"])).getroot()
+    signed = sign_document(document, members[originator].identity)
+    relayed = relay_sign(signed, members[relay].identity)
+    path = workdir / f"relayed-{originator}-{relay}.xml"
+    path.write_bytes(relayed)
+    # The relay signature covers the whole document, the originator's signature included.
+    result = xmlsec1("--verify", "--trusted-pem", members[relay].cert_path,
+                     "--node-xpath", "(//*[local-name()='Signature'])[2]", path)
+    assert result.returncode == 0, result.stderr
+    # The originator's covers the document as it was before the relay added its AdditionalData.
+    root = etree.fromstring(relayed)
+    root.remove(root[-1])
+    path.write_bytes(etree.tostring(root))
+    assert xmlsec1("--verify", "--trusted-pem", members[originator].cert_path, path).returncode == 0

@@ -7,15 +7,27 @@ import logging
 
 from aiohttp import web
 
+from xmppbridge.chat.service import ChatService
+from xmppbridge.chat.state import ChatState
 from xmppbridge.config import Config
-from xmppbridge.feed.app import FeedSettings, make_app
-from xmppbridge.signing.verify import TrustStore
+from xmppbridge.feed.app import make_app
+from xmppbridge.feed.layout import FeedUrls
+from xmppbridge.feed.tls import server_context
+from xmppbridge.metrics import BridgeMetrics, metrics_routes
+from xmppbridge.publish import Publisher
+from xmppbridge.signing.keys import load_identity
 from xmppbridge.store import Store
+from xmppbridge.xmpp.adhoc import attach_adhoc, operator_actions
+from xmppbridge.xmpp.chat import attach_chat
 from xmppbridge.xmpp.component import BridgeComponent
 from xmppbridge.xmpp.mirror import Mirror
 from xmppbridge.xmpp.outbox import OutboxDrain
+from xmppbridge.xmpp.rooms import attach_rooms
 
 log = logging.getLogger(__name__)
+
+KEEPALIVE_INTERVAL = 30.0  # seconds between liveness probes of the server link
+KEEPALIVE_TIMEOUT = 10.0
 
 
 class Bridge:
@@ -24,40 +36,73 @@ class Bridge:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store = Store(config.store_path)
-        self.mirror = Mirror(config, self.store, TrustStore.from_paths(list(config.trust_anchors)))
+        self.mirror = Mirror(config, self.store, config.trust)  # loaded and checked by load_config
+        self.metrics = BridgeMetrics(str(config.store_path), connected=lambda: self.xmpp.online.is_set())
         self.xmpp = BridgeComponent(config.jid, config.secret, config.server_host, config.server_port,
-                                    self.mirror)
+                                    self.metrics.timed_sink(self.mirror))
+        # People and operators: chat commands and notices, rooms, ad-hoc commands for admins.
+        ops = config.operators
+        self.chat_state = ChatState(str(config.store_path))
+        self.rooms = attach_rooms(self.xmpp, ops.rooms) if ops.rooms else None
+        self.chat = attach_chat(self.xmpp, ChatService(ops, self.store, self.chat_state,
+                                                       FeedUrls(config.feed_base_url)), self.rooms)
+        attach_adhoc(self.xmpp, ops.admins, operator_actions(config, self.store, self.chat_state))
         self.outbox = OutboxDrain(config, self.store, self.xmpp)
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()  # set once connected, subscribed and serving HTTP
 
     async def run(self) -> None:
-        runner = web.AppRunner(make_app(self.store, FeedSettings(
-            base_url=self.config.feed_base_url,
-            anonymous_restrictions=self.config.feed_anonymous_restrictions,
-        ), health=lambda: {"ready": self.ready.is_set(), "outbox": self.store.outbox_depth()}))
+        config = self.config
+        # AtomPub writes go through the same Publisher as `xmppbridge publish`, into this outbox.
+        publisher = Publisher(self.store, load_identity(config.signing_key, config.signing_cert),
+                              prefix=config.node_prefix, max_bytes=config.max_document_bytes,
+                              schema_mode=config.schema_mode, service=config.pubsub_service)
+        app = make_app(
+            self.store, config.feed, publisher=publisher,
+            health=lambda: {"ready": self.ready.is_set(), "connected": self.xmpp.online.is_set(),
+                            "outbox": self.store.outbox_depth()})
+        if config.operators.metrics:
+            app.add_routes(metrics_routes(self.metrics))
+        runner = web.AppRunner(app)
         await runner.setup()
-        site = web.TCPSite(runner, self.config.feed_listen_host, self.config.feed_listen_port)
+        tls = server_context(config.feed.tls) if config.feed.tls else None
+        site = web.TCPSite(runner, config.feed_listen_host, config.feed_listen_port, ssl_context=tls)
         await site.start()
         log.info("feed at %s", self.config.feed_base_url)
         self.xmpp.connect()
-        tasks: list[asyncio.Task[None]] = []
+        tasks = [asyncio.create_task(coro) for coro in (
+            self._sessions(),
+            self.outbox.run(),
+            self.mirror.rediscover(self.xmpp),
+            self.xmpp.keepalive(self.config.pubsub_service, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT),
+            self.chat.watch(),
+            *([self.rooms.run()] if self.rooms else []),
+        )]
         try:
-            await asyncio.wait_for(self.xmpp.online.wait(), 30)
-            log.info("connected to %s:%s as %s", self.config.server_host, self.config.server_port,
-                     self.config.jid)
-            await self.mirror.subscribe_all(self.xmpp)
-            self.ready.set()
-            tasks = [asyncio.create_task(self.outbox.run()),
-                     asyncio.create_task(self.mirror.rediscover(self.xmpp))]
             await self._stopping.wait()
         finally:
+            self.xmpp.stopping = True
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self.xmpp.disconnect()
             await runner.cleanup()
+            self.store.set_state("connection", "stopped")
+            self.chat_state.close()
+            self.metrics.close()
             self.store.close()
+
+    async def _sessions(self) -> None:
+        """Every time the component (re)connects: resubscribe and catch up, then wait for the next gap."""
+        while True:
+            await self.xmpp.online.wait()
+            log.info("connected to %s:%s as %s", self.config.server_host, self.config.server_port,
+                     self.config.jid)
+            self.store.set_state("connection", "online")
+            await self.mirror.sync_all(self.xmpp)
+            self.ready.set()
+            await self.xmpp.offline.wait()
+            self.store.set_state("connection", "offline")
 
     def stop(self) -> None:
         self._stopping.set()

@@ -9,9 +9,13 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xmppbridge.config import load_config
 from xmppbridge.errors import BridgeError, InputRejected
+
+if TYPE_CHECKING:
+    from xmppbridge.store import Store
 
 EXIT_OK, EXIT_INVALID, EXIT_ERROR = 0, 1, 2
 
@@ -57,8 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("-o", "--output", type=Path, help="default: standard output")
 
     sub = command("verify", cmd_verify, "verify a signed IODEF document against trusted certificates")
-    sub.add_argument("--trust", required=True, type=Path, action="append",
+    sub.add_argument("--trust", type=Path, action="append", default=[],
                      help="PEM file or directory of trusted signer certificates (repeatable)")
+    sub.add_argument("--ca", type=Path, action="append", default=[],
+                     help="PEM file of a consortium CA whose member certificates are trusted (repeatable)")
+    sub.add_argument("--crl", type=Path, action="append", default=[], help="CRL of such a CA (repeatable)")
     sub.add_argument("input", type=Path)
 
     sub = command("publish", cmd_publish, "hand documents to the running bridge and wait until published")
@@ -66,9 +73,33 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("files", nargs="+", type=Path)
     sub.add_argument("--timeout", type=float, default=60.0, help="seconds to wait per document (default 60)")
 
-    sub = command("rejects", cmd_rejects, "list received items that were rejected, with their reasons")
-    sub.add_argument("-c", "--config", required=True, type=Path)
-    sub.add_argument("--limit", type=int, default=50)
+    sub = command("rejects", cmd_quarantine_list, "list quarantined items (same as `quarantine list`)")
+    _quarantine_list_arguments(sub)
+
+    what = "inspect, release or purge received items that were refused"
+    actions = commands.add_parser("quarantine", help=what, description=what).add_subparsers(
+        required=True, metavar="ACTION")
+
+    def action(name: str, func: object, help: str) -> argparse.ArgumentParser:
+        parser = actions.add_parser(name, help=help, description=help)
+        parser.set_defaults(func=func)
+        parser.add_argument("-c", "--config", required=True, type=Path)
+        return parser
+
+    _quarantine_list_arguments(action("list", cmd_quarantine_list, "list held items, newest first"),
+                               config=False)
+    sub = action("show", cmd_quarantine_show, "show one item: its source, why it was refused, its bytes")
+    sub.add_argument("id", type=int)
+    sub.add_argument("--raw", action="store_true", help="write only the raw bytes as received")
+    sub = action("release", cmd_quarantine_release,
+                 "verify items again with the current config and mirror what now passes")
+    sub.add_argument("ids", type=int, nargs="*", metavar="ID")
+    sub.add_argument("--all", action="store_true", help="every held item")
+    sub.add_argument("--reason", help="every held item refused for this reason (e.g. unknown-signer)")
+    sub = action("purge", cmd_quarantine_purge, "delete items from the quarantine")
+    sub.add_argument("ids", type=int, nargs="*", metavar="ID")
+    sub.add_argument("--older-than", metavar="AGE", help="received more than AGE ago, e.g. 30d, 12h, 2w")
+    sub.add_argument("--released", action="store_true", help="only items already released")
 
     sub = command("demo", cmd_demo, "run a two-domain consortium on loopback (what `make demo` runs)")
     sub.add_argument("--workdir", type=Path, default=Path("var/demo"))
@@ -96,14 +127,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from xmppbridge.signing.keys import load_identity
-    from xmppbridge.signing.verify import TrustStore
 
-    config = load_config(args.config)
+    config = load_config(args.config)  # loads and checks the trust section too
     load_identity(config.signing_key, config.signing_cert)
-    trust = TrustStore.from_paths(list(config.trust_anchors))
+    trust = config.trust
     print(f"{args.config}: OK: {config.jid} publishes to {config.pubsub_service} under "
-          f"'{config.node_prefix}/', {len(trust)} trusted signer(s), "
-          f"{len(config.subscriptions)} subscription(s), feed {config.feed_base_url}")
+          f"'{config.node_prefix}/', {len(trust)} pinned signer(s), {len(trust.authorities)} CA(s), "
+          f"{len(trust.crls)} CRL(s), {len(config.subscriptions)} subscription(s), "
+          f"feed {config.feed_base_url}")
     return EXIT_OK
 
 
@@ -163,9 +194,17 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from xmppbridge.signing.certfiles import load_certificates, load_crl
     from xmppbridge.signing.verify import TrustStore, verify_document
 
-    trust = TrustStore.from_paths(args.trust)
+    if not args.trust and not args.ca:
+        print("error: give --trust (pinned certificates) and/or --ca (consortium CA)", file=sys.stderr)
+        return EXIT_ERROR
+    trust = replace(TrustStore.from_paths(args.trust),
+                    authorities=tuple(c for path in args.ca for c in load_certificates(path, "--ca")),
+                    crls=tuple(load_crl(path, "--crl") for path in args.crl))
     try:
         verified = verify_document(args.input.read_bytes(), trust)
     except InputRejected as exc:
@@ -173,6 +212,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     print(f"{args.input}: valid signature by {verified.signer_subject} "
           f"(SHA-256 {verified.signer_fingerprint})")
+    for relay in verified.relays:
+        print(f"  relayed by {relay.subject} (SHA-256 {relay.fingerprint})")
     return EXIT_OK
 
 
@@ -221,16 +262,97 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return exit_code
 
 
-def cmd_rejects(args: argparse.Namespace) -> int:
+def _quarantine_list_arguments(sub: argparse.ArgumentParser, *, config: bool = True) -> None:
+    if config:
+        sub.add_argument("-c", "--config", required=True, type=Path)
+    sub.add_argument("--limit", type=int, default=50)
+    sub.add_argument("--all", action="store_true", help="include items already released")
+    sub.add_argument("--reason", help="only items refused for this reason")
+
+
+def _open_store(args: argparse.Namespace) -> Store:
     from xmppbridge.store import Store
 
-    store = Store(load_config(args.config).store_path)
+    return Store(load_config(args.config).store_path)
+
+
+def cmd_quarantine_list(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        for record in store.rejects(limit=args.limit, held_only=not args.all, reason=args.reason):
+            seen = f" (seen {record.seen_count}x)" if record.seen_count > 1 else ""
+            state = "" if record.held else f" [released: {record.resolution}]"
+            print(f"{record.id} {record.received_at:%Y-%m-%dT%H:%M:%SZ} {record.source} "
+                  f"{record.service}/{record.node} item {record.item_id}: {record.reason}: "
+                  f"{record.message.splitlines()[0] if record.message else ''}{seen}{state}")
+    return EXIT_OK
+
+
+def cmd_quarantine_show(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        record = store.reject(args.id)
+    if record is None:
+        print(f"error: no quarantined item {args.id}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.raw:
+        sys.stdout.buffer.write(record.raw)
+        return EXIT_OK
+    last_seen = record.last_seen_at or record.received_at
+    for label, value in (
+        ("id", record.id), ("source", record.source), ("service", record.service), ("node", record.node),
+        ("item", record.item_id), ("received", f"{record.received_at:%Y-%m-%dT%H:%M:%SZ}"),
+        ("last seen", f"{last_seen:%Y-%m-%dT%H:%M:%SZ} ({record.seen_count} time(s))"),
+        ("state", "held" if record.held else f"released {record.released_at:%Y-%m-%dT%H:%M:%SZ}: "
+                                              f"{record.resolution}"),
+        ("reason", record.reason), ("size", f"{record.raw_size} bytes"),
+    ):
+        print(f"{label + ':':10} {value}")
+    print(f"\n{record.message}\n")
+    print(record.raw.decode("utf-8", errors="replace"))
+    return EXIT_OK
+
+
+def cmd_quarantine_release(args: argparse.Namespace) -> int:
+    from xmppbridge.quarantine import held, release
+    from xmppbridge.store import Store
+
+    if bool(args.ids) + args.all + (args.reason is not None) != 1:
+        print("error: give item IDs, --all or --reason REASON", file=sys.stderr)
+        return EXIT_ERROR
+    config = load_config(args.config)
+    with Store(config.store_path) as store:
+        if args.ids:
+            records = [store.reject(i) for i in args.ids]
+            missing = [i for i, r in zip(args.ids, records, strict=True) if r is None]
+            if missing:
+                print(f"error: no quarantined item {', '.join(map(str, missing))}", file=sys.stderr)
+                return EXIT_INVALID
+        else:
+            records = held(store, reason=args.reason)
+        results = release(store, config.trust, [r for r in records if r is not None],
+                          max_bytes=config.max_document_bytes, schema_mode=config.schema_mode)
+    for result in results:
+        state = "released" if result.released else "still held"
+        record = result.record
+        print(f"{record.id} {record.service}/{record.node} item {record.item_id}: {state}: {result.outcome}")
+    return EXIT_OK if all(r.released for r in results) else EXIT_INVALID
+
+
+def cmd_quarantine_purge(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from xmppbridge.quarantine import parse_age
+
+    if not (args.ids or args.older_than or args.released):
+        print("error: give item IDs, --older-than AGE and/or --released", file=sys.stderr)
+        return EXIT_ERROR
     try:
-        for reject in store.rejects(limit=args.limit):
-            print(f"{reject.received_at:%Y-%m-%dT%H:%M:%SZ} {reject.service}/{reject.node} "
-                  f"item {reject.item_id}: {reject.reason}: {reject.message.splitlines()[0]}")
-    finally:
-        store.close()
+        before = datetime.now(UTC) - parse_age(args.older_than) if args.older_than else None
+    except ValueError as exc:
+        print(f"error: --older-than: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    with _open_store(args) as store:
+        count = store.purge_rejects(ids=args.ids or None, before=before, released_only=args.released)
+    print(f"purged {count} item(s) from the quarantine")
     return EXIT_OK
 
 

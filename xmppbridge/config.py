@@ -6,23 +6,27 @@ reading code. Relative paths are resolved against the directory of the config fi
 
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 
+from xmppbridge.chat.settings import OperatorSettings, operator_settings
 from xmppbridge.errors import ConfigError
+from xmppbridge.feed.settings import FeedSettings, feed_settings
 from xmppbridge.iodef.parse import DEFAULT_MAX_BYTES
-from xmppbridge.policy import RESTRICTIONS
+from xmppbridge.signing.trust import NO_TRUST, TrustStore
+from xmppbridge.signing.trustconfig import anchor_paths, read_trust
 
 
 @dataclass(frozen=True)
 class Subscription:
     service: str  # remote pubsub service JID, e.g. pubsub.b.test
     nodes: tuple[str, ...] | None  # None = "all": discover the service's IODEF nodes
+    # The remote nodes' max_items. Below it, an item missing at catch-up was retracted; at it, the
+    # node may have evicted old items on its own (see xmpp.mirror.retracted_while_away).
+    max_items: int = 5000
 
 
 @dataclass(frozen=True)
@@ -40,13 +44,24 @@ class Config:
     trust_anchors: tuple[Path, ...]
     subscriptions: tuple[Subscription, ...]
     store_path: Path
-    feed_listen_host: str
-    feed_listen_port: int
-    feed_base_url: str
-    feed_anonymous_restrictions: frozenset[str]
+    feed: FeedSettings  # the HTTP feed: listen address, base URL, users, TLS (see feed.settings)
     max_document_bytes: int = DEFAULT_MAX_BYTES
     schema_mode: str = "strict"
     discovery_interval: float = 60.0
+    trust: TrustStore = NO_TRUST  # trust: + subscriptions[].signers/allow_domains (signing.trustconfig)
+    operators: OperatorSettings = field(default_factory=OperatorSettings)  # chat:, rooms:, admins:, ...
+
+    @property
+    def feed_listen_host(self) -> str:
+        return self.feed.listen_host
+
+    @property
+    def feed_listen_port(self) -> int:
+        return self.feed.listen_port
+
+    @property
+    def feed_base_url(self) -> str:
+        return self.feed.base_url
 
 
 class ConfigReader:
@@ -106,8 +121,7 @@ def load_config(file: str | Path) -> Config:
     if not 0 < port < 65536:
         raise r.error("component.server.port", "must be a TCP port number")
 
-    anchors = r.get("trust.anchors", [], list)
-    trust = tuple(r.path(f"trust.anchors[{i}]", str(a)) for i, a in enumerate(anchors))
+    trust = anchor_paths(r)
 
     subscriptions = []
     for i, sub in enumerate(r.get("subscriptions", [], list)):
@@ -115,32 +129,17 @@ def load_config(file: str | Path) -> Config:
         if not isinstance(sub, dict) or not isinstance(sub.get("service"), str):
             raise r.error(key, "must be a mapping with a 'service' JID and 'nodes' (a list or 'all')")
         nodes = sub.get("nodes", "all")
+        max_items = sub.get("max_items", 5000)
+        if not isinstance(max_items, int) or isinstance(max_items, bool) or max_items < 1:
+            raise r.error(f"{key}.max_items", "must be a positive whole number (the remote nodes' max_items)")
         if nodes == "all":
-            subscriptions.append(Subscription(sub["service"], None))
+            subscriptions.append(Subscription(sub["service"], None, max_items))
         elif isinstance(nodes, list) and nodes and all(isinstance(n, str) for n in nodes):
-            subscriptions.append(Subscription(sub["service"], tuple(nodes)))
+            subscriptions.append(Subscription(sub["service"], tuple(nodes), max_items))
         else:
             raise r.error(f"{key}.nodes", "must be 'all' or a non-empty list of node names")
-    if subscriptions and not trust:
-        raise r.error("trust.anchors", "subscriptions need at least one trust anchor to verify items")
 
-    host, _, listen_port = r.get("feed.listen", "127.0.0.1:8080").rpartition(":")
-    if not host or not listen_port.isdigit():
-        raise r.error("feed.listen", "must be host:port, e.g. 127.0.0.1:8080")
-    base_url = r.get("feed.base_url", f"http://{host}:{listen_port}/")
-    if urlsplit(base_url).scheme not in ("http", "https"):
-        raise r.error("feed.base_url", "must be an http:// or https:// URL")
-    if not base_url.endswith("/"):
-        base_url += "/"
-    anonymous = frozenset(r.get("feed.anonymous_restrictions", ["public"], list))
-    unknown = anonymous - set(RESTRICTIONS)
-    if unknown:
-        raise r.error("feed.anonymous_restrictions", f"unknown restriction(s) {sorted(unknown)}")
-    if anonymous - {"public"} and not _is_loopback(host):
-        # Anonymous HTTP reading of need-to-know or private items would leak them to anyone who
-        # can reach the port; only tolerate it where nobody else can connect.
-        raise r.error("feed.anonymous_restrictions",
-                      "non-public restrictions may be readable anonymously only on a loopback listen address")
+    feed = feed_settings(r)
 
     schema_mode = r.get("iodef.schema_mode", "strict")
     if schema_mode not in ("strict", "warn"):
@@ -164,20 +163,10 @@ def load_config(file: str | Path) -> Config:
         trust_anchors=trust,
         subscriptions=tuple(subscriptions),
         store_path=r.path("store.path", r.get("store.path", "xmppbridge.sqlite"), must_exist=False),
-        feed_listen_host=host,
-        feed_listen_port=int(listen_port),
-        feed_base_url=base_url,
-        feed_anonymous_restrictions=anonymous,
+        feed=feed,
         max_document_bytes=max_bytes,
         schema_mode=schema_mode,
         discovery_interval=float(r.get("pubsub.discovery_interval", 60, (int, float))),
+        trust=read_trust(r),
+        operators=operator_settings(r),
     )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

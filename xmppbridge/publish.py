@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from xmppbridge.errors import TooLarge
@@ -67,19 +68,25 @@ class Publisher:
 
     ``submit`` commits every piece to the outbox before returning, so an accepted document is
     published even if the caller goes away; ``wait``/``wait_async`` report the outcome once the
-    bridge's outbox drain has published (or failed) it.
+    bridge's outbox drain has published (or failed) it. Callers that must look at the pieces before
+    committing to them (AtomPub checks the collection and conflicts) call ``prepare`` and ``enqueue``.
+    ``service`` is the pubsub service the bridge publishes to, where the entries will appear.
     """
 
     POLL = 0.1
 
     def __init__(self, store: Store, identity: SigningIdentity, *, prefix: str, max_bytes: int,
-                 schema_mode: str = "strict") -> None:
+                 schema_mode: str = "strict", service: str | None = None) -> None:
         self.store, self.identity = store, identity
         self.prefix, self.max_bytes, self.schema_mode = prefix, max_bytes, schema_mode
+        self.service = service
 
-    def submit(self, data: bytes, *, source: str) -> list[Accepted]:
-        items = prepare(data, prefix=self.prefix, identity=self.identity, max_bytes=self.max_bytes,
-                        schema_mode=self.schema_mode)
+    def prepare(self, data: bytes) -> list[Prepared]:
+        """Validate, split and sign, committing nothing. Raises ``InputRejected``."""
+        return prepare(data, prefix=self.prefix, identity=self.identity, max_bytes=self.max_bytes,
+                       schema_mode=self.schema_mode)
+
+    def enqueue(self, items: Sequence[Prepared], *, source: str) -> list[Accepted]:
         return [
             Accepted(self.store.enqueue(node=item.node, item_id=item.item_id, payload=item.payload,
                                         incident=item.incident, version=item.version, source=source,
@@ -87,6 +94,14 @@ class Publisher:
                                         signer_fingerprint=self.identity.fingerprint), item)
             for item in items
         ]
+
+    def submit(self, data: bytes, *, source: str) -> list[Accepted]:
+        return self.enqueue(self.prepare(data), source=source)
+
+    def retract(self, *, node: str, item_id: str, incident: Incident, version: str, source: str) -> int:
+        """Queue the retraction of one of our items; the entry is marked deleted once it is done."""
+        return self.store.enqueue(node=node, item_id=item_id, payload=b"", incident=incident, version=version,
+                                  source=source, action="retract")
 
     def outcome(self, outbox_id: int) -> OutboxItem | None:
         """The outbox item once it is published or failed; None while still pending."""

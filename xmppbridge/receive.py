@@ -1,7 +1,9 @@
-"""The receive path's core: an item from a remote node -> a verified mirror entry, or a kept reject.
+"""The receive path's core: an item from a remote node -> a verified mirror entry, or a quarantined one.
 
-Order matters: the signature is checked first and only signxml's ``signed_xml`` is used afterwards,
-so nothing outside the signature can influence classification (no signature wrapping).
+Order matters: the signature is checked first and only signxml's ``signed_xml`` is used afterwards, so
+nothing outside the signature can influence classification (no signature wrapping). Then the signers
+must be allowed to say what the document says (``TrustStore.authorize``: the subscription's signers,
+the originator's IncidentID domains), and the node it came from must not be wider than its marking.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from dataclasses import dataclass, replace
 
 from xmppbridge.errors import InputRejected, TooLarge
 from xmppbridge.iodef.document import document_from_root
-from xmppbridge.iodef.model import Incident
-from xmppbridge.policy import is_wider
-from xmppbridge.signing.verify import TrustStore, verify_document
+from xmppbridge.iodef.model import Document, Incident
+from xmppbridge.policy import check_publishable, is_wider, node_restriction
+from xmppbridge.signing.verify import TrustStore, Verified, verify_document
 from xmppbridge.store import Store
 
 log = logging.getLogger(__name__)
@@ -22,35 +24,74 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Outcome:
     accepted: bool
-    status: str  # "new" | "updated" | "unchanged" when accepted, else the reject reason
+    status: str  # "new" | "updated" | "unchanged" when accepted, else the quarantine reason
     message: str = ""
 
 
+@dataclass(frozen=True)
+class Checked:
+    """An item that passed every check: what the originator signed, classified."""
+
+    verified: Verified
+    document: Document
+    incident: Incident  # the representative Incident (narrowest restriction of all)
+
+
+def check_item(trust: TrustStore, *, service: str, node: str, payload: bytes | None, max_bytes: int,
+               schema_mode: str = "strict") -> Checked:
+    """Verify, classify and authorise one item without storing anything; raises ``InputRejected``."""
+    if payload is None:
+        raise InputRejected("the item carries no payload", reason="payload-missing")
+    if len(payload) > max_bytes:
+        raise TooLarge(f"payload is {len(payload)} bytes, over the limit of {max_bytes}")
+    verified = verify_document(payload, trust, max_bytes=max_bytes)
+    document = document_from_root(verified.signed_root, schema_mode=schema_mode)
+    trust.authorize(verified.originator, verified.presenter, [i.id_name for i in document.incidents], service)
+    incident = representative(document.incidents)
+    if node_restriction(node) is not None:
+        # The peer put it on a node readable more widely than the document allows: mirroring it would
+        # endorse the leak. Nodes named otherwise (other implementations) say nothing we can check.
+        check_publishable(node, incident)
+    return Checked(verified, document, incident)
+
+
+def mirror_item(store: Store, trust: TrustStore, *, service: str, node: str, item_id: str,
+                payload: bytes | None, max_bytes: int, schema_mode: str = "strict") -> str:
+    """Check one item and store it as a mirror entry: "new", "updated" or "unchanged". Raises
+    ``InputRejected``; quarantining is the caller's business (``receive_item``, quarantine release)."""
+    checked = check_item(trust, service=service, node=node, payload=payload, max_bytes=max_bytes,
+                         schema_mode=schema_mode)
+    assert payload is not None  # check_item refuses a missing payload
+    verified = checked.verified
+    status = store.upsert_entry(
+        service=service, node=node, item_id=item_id, origin="remote", incident=checked.incident,
+        version=checked.document.version, xml=payload, signer_subject=verified.signer_subject,
+        signer_fingerprint=verified.signer_fingerprint,
+    )
+    if verified.relays:
+        log.info("item %s on %s/%s: created by %s, relayed by %s", item_id, service, node,
+                 verified.signer_subject, " -> ".join(s.subject for s in verified.relays))
+    return status
+
+
 def receive_item(store: Store, trust: TrustStore, *, service: str, node: str, item_id: str,
-                 payload: bytes | None, max_bytes: int, schema_mode: str = "strict") -> Outcome:
-    """Verify and mirror one item. Never raises for bad input: rejects are stored with their reason."""
+                 payload: bytes | None, max_bytes: int, schema_mode: str = "strict",
+                 source: str = "xmpp") -> Outcome:
+    """Verify and mirror one item. Never raises for bad input: refused items go to the quarantine with
+    their source, time, reason and raw bytes (``xmppbridge quarantine list``)."""
     try:
-        if payload is None:
-            raise InputRejected("the item carries no payload", reason="payload-missing")
-        if len(payload) > max_bytes:
-            raise TooLarge(f"payload is {len(payload)} bytes, over the limit of {max_bytes}")
-        verified = verify_document(payload, trust, max_bytes=max_bytes)
-        document = document_from_root(verified.signed_root, schema_mode=schema_mode)
-        status = store.upsert_entry(
-            service=service, node=node, item_id=item_id, origin="remote",
-            incident=_representative(document.incidents), version=document.version, xml=payload,
-            signer_subject=verified.signer_subject, signer_fingerprint=verified.signer_fingerprint,
-        )
+        status = mirror_item(store, trust, service=service, node=node, item_id=item_id, payload=payload,
+                             max_bytes=max_bytes, schema_mode=schema_mode)
     except InputRejected as exc:
-        store.add_reject(source="xmpp", service=service, node=node, item_id=item_id, reason=exc.reason,
-                         message=_message(exc), raw=payload or b"")
-        log.warning("rejected item %s on %s/%s: %s: %s", item_id, service, node, exc.reason, exc)
+        store.add_reject(source=source, service=service, node=node, item_id=item_id, reason=exc.reason,
+                         message=message_of(exc), raw=payload or b"")
+        log.warning("quarantined item %s on %s/%s: %s: %s", item_id, service, node, exc.reason, exc)
         return Outcome(False, exc.reason, str(exc))
     log.info("mirrored item %s from %s/%s (%s)", item_id, service, node, status)
     return Outcome(True, status)
 
 
-def _representative(incidents: list[Incident]) -> Incident:
+def representative(incidents: list[Incident]) -> Incident:
     """One Incident stands for the item; its restriction is the narrowest of all of them, so an entry is
     never shown more widely than its most restricted part (DIGEST §5)."""
     narrowest = incidents[0].effective_restriction
@@ -60,7 +101,8 @@ def _representative(incidents: list[Incident]) -> Incident:
     return replace(incidents[0], restriction=narrowest, narrowest_restriction=narrowest)
 
 
-def _message(exc: InputRejected) -> str:
+def message_of(exc: InputRejected) -> str:
+    """The operator's message: the error and up to 20 details (e.g. schema errors)."""
     if not exc.details:
         return str(exc)
     return str(exc) + "\n" + "\n".join(exc.details[:20])

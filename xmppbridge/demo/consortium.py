@@ -6,8 +6,10 @@ Each member gets its own loopback address; everything generated lives under ``wo
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -17,9 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from cryptography.x509 import load_pem_x509_certificate
 
 from xmppbridge.demo.prosody import ProsodyServer
-from xmppbridge.signing.keys import generate_identity_files
+from xmppbridge.feed.auth import hash_password
+from xmppbridge.signing.keys import fingerprint, generate_identity_files
 
 
 @dataclass
@@ -30,6 +34,7 @@ class Member:
     workdir: Path
     prosody: ProsodyServer = field(init=False)
     bridge: subprocess.Popen[bytes] | None = None
+    passwords: dict[str, str] = field(default_factory=dict)  # feed user -> password, set by write_files
 
     @property
     def domain(self) -> str:
@@ -50,6 +55,11 @@ class Member:
     @property
     def pubsub_jid(self) -> str:
         return f"pubsub.{self.domain}"
+
+    def basic_auth(self, user: str = "analyst") -> dict[str, str]:
+        """The HTTP header that signs ``user`` in to this member's feed."""
+        token = base64.b64encode(f"{user}:{self.passwords[user]}".encode()).decode("ascii")
+        return {"Authorization": f"Basic {token}"}
 
 
 class Consortium:
@@ -74,12 +84,19 @@ class Consortium:
     # -- setup -------------------------------------------------------------------------------------
 
     def write_files(self, *, subscriptions: dict[str, list[str]] | None = None,
-                    anonymous_restrictions: list[str] | None = None) -> None:
+                    anonymous_restrictions: list[str] | None = None,
+                    users: dict[str, dict[str, list[str]]] | None = None,
+                    feed: dict[str, object] | None = None) -> None:
         """Keys, trust anchors and one bridge config per member.
 
         ``subscriptions`` maps a member to the members whose nodes it subscribes to (default: every
         other member, all nodes). Every member trusts every other member's signing certificate and
         whitelists every other member's bridge on its non-public nodes.
+
+        Each feed gets the user ``analyst``, who may read and write everything, plus ``users`` (name ->
+        ``read``/``write`` rights), each with a fresh random password (``Member.passwords``); the
+        analysts' credentials go to ``<workdir>/credentials``, one ``<member> <user>:<password>`` line
+        per member, for HTTP Basic. ``feed`` adds settings to every feed section (e.g. archive_size).
         """
         keys = self.workdir / "keys"
         trust = self.workdir / "trust"
@@ -88,7 +105,8 @@ class Consortium:
             key, cert = keys / f"{member.name}.key", keys / f"{member.name}.crt"
             if not key.exists():
                 common_name = f"CSIRT {member.name.upper()} signing key ({member.domain})"
-                generate_identity_files(common_name, key, cert)
+                # subjectAltName: the IncidentID domain the member speaks for (signing.trust).
+                generate_identity_files(common_name, key, cert, domains=(member.domain,))
         for member in self.members.values():
             (trust / member.name).mkdir(parents=True, exist_ok=True)
             for other in self.members.values():
@@ -105,16 +123,37 @@ class Consortium:
                            "whitelist": [m.bridge_jid for m in others],
                            "discovery_interval": self.discovery_interval},
                 "signing": {"key": f"keys/{member.name}.key", "cert": f"keys/{member.name}.crt"},
-                "trust": {"anchors": [f"trust/{member.name}"]},
+                # domains: also bind each member's domain by fingerprint, for keys made before the SAN.
+                "trust": {"anchors": [f"trust/{member.name}"], "domains": {
+                    fingerprint(load_pem_x509_certificate((keys / f"{m.name}.crt").read_bytes())): [m.domain]
+                    for m in others}},
                 "subscriptions": [{"service": self.members[s].pubsub_jid, "nodes": "all"} for s in sources],
                 "store": {"path": f"data/{member.name}.sqlite"},
                 "feed": {"listen": f"127.0.0.1:{member.feed_port}", "base_url": member.feed_url,
-                         "anonymous_restrictions": anonymous_restrictions or ["public"]},
+                         "anonymous_restrictions": anonymous_restrictions or ["public"],
+                         "users": self._feed_users(member, users or {}), **(feed or {})},
+                # People: every member's analyst may read everything in chat; the domain's incident
+                # room gets public summaries; the analyst administers the bridge (ad-hoc commands).
+                "chat": {"readers": {"all": [f"analyst@{m.domain}" for m in self.members.values()]}},
+                "rooms": [{"room": f"incidents@rooms.{member.domain}", "post": ["public"]}],
+                "admins": [f"analyst@{member.domain}"],
             }
             (self.workdir / "data").mkdir(exist_ok=True)
             member.config_path.write_text(
                 f"# Generated by xmppbridge for the {member.domain} member of a local consortium.\n"
                 + yaml.safe_dump(config, sort_keys=False))
+        credentials = self.workdir / "credentials"
+        credentials.write_text("".join(f"{m.name} analyst:{m.passwords['analyst']}\n"
+                                       for m in self.members.values()))
+        credentials.chmod(0o600)
+
+    @staticmethod
+    def _feed_users(member: Member, users: dict[str, dict[str, list[str]]]) -> dict[str, object]:
+        """The feed's ``users`` section: hashed passwords only; the passwords stay in ``member``."""
+        rights = {"analyst": {"read": ["all"], "write": ["all"]}, **users}
+        member.passwords = {name: secrets.token_urlsafe(12) for name in rights}
+        return {name: {"password_hash": hash_password(member.passwords[name]), **grants}
+                for name, grants in rights.items()}
 
     # -- processes ---------------------------------------------------------------------------------
 
@@ -122,7 +161,9 @@ class Consortium:
         for member in self.members.values():
             member.prosody.start()
 
-    def start_bridge(self, name: str, timeout: float = 30.0) -> None:
+    def start_bridge(self, name: str, timeout: float = 120.0) -> None:
+        """Start member ``name``'s bridge and wait until it is ready: connected, subscribed and caught
+        up with what its peers hold (which takes longer the more they hold)."""
         member = self.members[name]
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
         member.bridge = subprocess.Popen(

@@ -40,7 +40,7 @@ class ProsodyServer:
     component_port: int = 5347
     c2s_port: int = 5222
     s2s_port: int = 5269
-    max_items: int = 10000
+    max_items: int = 5000  # see deploy/prosody/domain.cfg.lua.in
     process: subprocess.Popen[bytes] | None = None
 
     @property

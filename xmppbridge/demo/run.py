@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+from xmppbridge.demo.accounts import ProsodyAccounts, create_accounts, write_credentials
 from xmppbridge.demo.consortium import Consortium
 from xmppbridge.demo.prosody import REPO_ROOT
-from xmppbridge.policy import RESTRICTIONS
 
 SAMPLES = REPO_ROOT / "config" / "samples"
 
@@ -31,12 +31,15 @@ def run_demo(workdir: Path, *, addresses: tuple[str, str] = ("127.0.0.2", "127.0
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        # B is a member trusted with everything A publishes, and reads its whole mirror anonymously on
-        # loopback; nothing else can reach these ports.
-        consortium.write_files(anonymous_restrictions=list(RESTRICTIONS))
+        # B is a member trusted with everything A publishes. Anonymous readers see the public collections;
+        # the demo analyst (var/demo/credentials) may read and write everything.
+        consortium.write_files()
         print(f"configs, keys and data: {consortium.workdir}")
         consortium.start_servers()
         print(f"Prosody: a.test on {addresses[0]}, b.test on {addresses[1]} (federated over s2s)")
+        accounts = create_accounts(ProsodyAccounts(consortium["a"].prosody), ["analyst"])
+        accounts += create_accounts(ProsodyAccounts(consortium["b"].prosody), ["analyst", "guest"])
+        write_credentials(consortium.workdir / "xmpp-credentials", accounts)
         for name in ("a", "b"):
             consortium.start_bridge(name)
         print("bridges: bridge.a.test and bridge.b.test connected")
@@ -55,6 +58,9 @@ def run_demo(workdir: Path, *, addresses: tuple[str, str] = ("127.0.0.2", "127.0
         print(f"\nB mirrored {mirrored} of {expected} incidents published at A, signatures verified.")
         print(f"A's feeds: {a.feed_url}.well-known/rolie/servicedocument")
         print(f"B's feeds: {b.feed_url}.well-known/rolie/servicedocument")
+        print(f"sign in:   analyst passwords (HTTP Basic) are in {consortium.workdir / 'credentials'}")
+        print(f"chat:      accounts {', '.join(a.jid for a in accounts)} are in "
+              f"{consortium.workdir / 'xmpp-credentials'}; message bridge.b.test 'help'")
         print(f"try:       {Path(sys.executable).parent / 'xmppbridge'} publish -c {a.config_path} FILE.xml")
         print("Ctrl-C stops everything.")
         print(f"READY {a.feed_url} {b.feed_url}", flush=True)

@@ -1,16 +1,25 @@
-"""The ROLIE HTTP shell: aiohttp routes around the pure renderer in ``feed.atom``.
+"""The ROLIE HTTP shell: aiohttp routes around the pure renderers (``atom``, ``html``, ``opensearch``).
 
-Every handler asks :func:`readable_restrictions` what the reader may see and treats anything else as
-absent (404), so that access control can later be extended in that one place.
+Every handler asks the request's ``Principal`` (``http.authenticate``) what the reader may see and treats
+anything else as absent (404). Browsers (Accept: text/html) get HTML views of the same URLs.
 
 URL layout (relative to ``FeedSettings.base_url``)::
 
-    /                                   405 (draft-ietf-mile-rolie-02 §5.17: no RID service here)
-    /.well-known/rolie/servicedocument  application/atomsvc+xml
-    /feeds/{restriction}[?page=N]       application/atom+xml;type=feed
-    /entries/{id}                       application/atom+xml;type=entry
-    /entries/{id}/iodef.xml             the stored signed IODEF document, application/xml
-    /healthz                            JSON status
+    /                                     405 (draft-ietf-mile-rolie-02 §5.17: no RID service here)
+    /.well-known/rolie/servicedocument    application/atomsvc+xml
+    /.well-known/rolie/categorydocument   application/atomcat+xml
+    /feeds/{restriction}                  the newest page of a collection; ?before=SEQ / ?after=SEQ page
+                                          through it (after=0: the oldest page), ?count=N sets the size;
+                                          POST publishes (write.py)
+    /feeds/{restriction}/archive/{n}      RFC 5005 archive n: changes (n-1)*size+1 .. n*size, immutable
+    /entries/{id}                         application/atom+xml;type=entry; PUT, DELETE (write.py)
+    /entries/{id}/iodef.xml               the entry's current signed IODEF document, application/xml
+    /entries/{id}/revisions/{n}/iodef.xml one version of it
+    /entries/{id}/history                 every version, as a complete feed
+    /search/description                   OpenSearch 1.1 description
+    /search?...                           results as a paged feed (see opensearch.py for parameters)
+    /login                                asks a browser for credentials, then goes to the service document
+    /healthz                              JSON status
 
 ``application/xml`` is used for IODEF because no IODEF media type is registered.
 Store calls are synchronous: SQLite reads in WAL mode are short and never wait for other processes'
@@ -24,110 +33,319 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from xmppbridge.feed import atom
-from xmppbridge.feed.layout import COLLECTION_BY_RESTRICTION, ENTRIES_PATH, FEEDS_PATH, SERVICE_PATH, FeedUrls
+from xmppbridge.feed import atom, html, opensearch, write
+from xmppbridge.feed.auth import Authenticator
+from xmppbridge.feed.http import (
+    AUTH,
+    SETTINGS,
+    STORE,
+    authenticate,
+    may_read,
+    principal,
+    readable_collection,
+    readable_entry,
+    respond,
+    security_headers,
+    unauthorized,
+    wants_html,
+)
+from xmppbridge.feed.layout import (
+    CATEGORY_PATH,
+    ENTRIES_PATH,
+    FEEDS_PATH,
+    LOGIN_PATH,
+    SEARCH_DESCRIPTION_PATH,
+    SEARCH_PATH,
+    SERVICE_PATH,
+    FeedUrls,
+)
 from xmppbridge.feed.settings import FeedSettings
+from xmppbridge.policy import canonical_purpose
+from xmppbridge.publish import Publisher
 from xmppbridge.store import Entry, Store
 
-__all__ = ["FeedSettings", "make_app", "readable_restrictions"]
+__all__ = ["FeedSettings", "make_app"]
 
-STORE = web.AppKey("store", Store)
-SETTINGS = web.AppKey("settings", FeedSettings)
 URLS = web.AppKey("urls", FeedUrls)
 HealthProbe = Callable[[], Mapping[str, object]]
 HEALTH = web.AppKey("health", HealthProbe)
+SEARCH_COUNT_CAP = 10_000  # beyond this many results the total is not counted (opensearch:totalResults)
+_ENTRY = "{entry_id:[0-9]+}"
 
-_MAX_ROW_ID = 2**63 - 1  # SQLite INTEGER; larger ids cannot exist
 
-
-def make_app(store: Store, settings: FeedSettings, *, health: HealthProbe | None = None) -> web.Application:
-    """The feed application. ``health`` adds fields to ``/healthz`` (e.g. the bridge's ``ready`` flag)."""
-    app = web.Application()
-    app.on_response_prepare.append(_no_sniffing)
+def make_app(store: Store, settings: FeedSettings, *, health: HealthProbe | None = None,
+             publisher: Publisher | None = None) -> web.Application:
+    """The feed application. ``health`` adds fields to ``/healthz`` (e.g. the bridge's ``ready`` flag);
+    with a ``publisher``, users with write rights may POST, PUT and DELETE (AtomPub)."""
+    app = web.Application(middlewares=[authenticate], client_max_size=write.MAX_BODY_BYTES)
+    app.on_response_prepare.append(security_headers)
     app[STORE] = store
     app[SETTINGS] = settings
+    app[AUTH] = Authenticator(settings.users)
     app[URLS] = FeedUrls(settings.base_url)
     app[HEALTH] = health or dict
-    app.router.add_route("*", "/", root)
-    app.router.add_get("/" + SERVICE_PATH, service_document)
-    app.router.add_get("/" + FEEDS_PATH + "{restriction}", feed)
-    app.router.add_get("/" + ENTRIES_PATH + "{entry_id:[0-9]+}", entry)
-    app.router.add_get("/" + ENTRIES_PATH + "{entry_id:[0-9]+}/iodef.xml", iodef)
-    app.router.add_get("/healthz", healthz)
+    if publisher is not None:
+        app[write.PUBLISHER] = publisher
+    router = app.router
+    router.add_route("*", "/", root)
+    router.add_get("/" + SERVICE_PATH, service_document)
+    router.add_get("/" + CATEGORY_PATH, category_document)
+    router.add_get("/" + FEEDS_PATH + "{restriction}", feed)
+    router.add_post("/" + FEEDS_PATH + "{restriction}", write.post)
+    router.add_get("/" + FEEDS_PATH + "{restriction}/archive/{number:[0-9]+}", archive)
+    router.add_get("/" + ENTRIES_PATH + _ENTRY, entry)
+    router.add_put("/" + ENTRIES_PATH + _ENTRY, write.put)
+    router.add_delete("/" + ENTRIES_PATH + _ENTRY, write.delete)
+    router.add_get("/" + ENTRIES_PATH + _ENTRY + "/iodef.xml", iodef)
+    router.add_get("/" + ENTRIES_PATH + _ENTRY + "/revisions/{number:[0-9]+}/iodef.xml", revision)
+    router.add_get("/" + ENTRIES_PATH + _ENTRY + "/history", history)
+    router.add_get("/" + SEARCH_DESCRIPTION_PATH, search_description)
+    router.add_get("/" + SEARCH_PATH, search)
+    router.add_get("/" + LOGIN_PATH, login)
+    router.add_get("/healthz", healthz)
     return app
 
 
-def readable_restrictions(request: web.Request) -> frozenset[str]:
-    """The restrictions whose collections and entries this reader may see.
-
-    The single access decision of the feed: today every reader is anonymous; authentication (client
-    certificates, users) will map an authenticated identity to its own set here.
-    """
-    return request.app[SETTINGS].anonymous_restrictions
+def _viewer(request: web.Request) -> html.Viewer:
+    return html.Viewer(principal(request).name)
 
 
-async def _no_sniffing(request: web.Request, response: web.StreamResponse) -> None:
-    """Browsers must not second-guess our media types (an IODEF document is not HTML)."""
-    response.headers["X-Content-Type-Options"] = "nosniff"
-
-
-def _xml(body: bytes, media_type: str) -> web.Response:
-    return web.Response(body=body, headers={"Content-Type": media_type})
+def _writable(request: web.Request) -> frozenset[str]:
+    return principal(request).write.restrictions() if write.PUBLISHER in request.app else frozenset()
 
 
 async def root(request: web.Request) -> web.Response:
     raise web.HTTPMethodNotAllowed(request.method, [])
 
 
+async def login(request: web.Request) -> web.Response:
+    if principal(request).anonymous:
+        raise unauthorized("sign in to see the collections you may read")
+    raise web.HTTPSeeOther(request.app[URLS].service_document())
+
+
+# -- discovery -----------------------------------------------------------------------------------------
+
+
 async def service_document(request: web.Request) -> web.Response:
-    body = atom.service_document(request.app[URLS], readable_restrictions(request))
-    return _xml(body, atom.SERVICE_MEDIA_TYPE + ";charset=utf-8")
+    urls, readable = request.app[URLS], principal(request).read.restrictions()
+    if wants_html(request):
+        body = html.service_page(urls, _viewer(request), readable, _writable(request))
+        return respond(request, body, "text/html; charset=utf-8")
+    body = atom.service_document(urls, readable, _writable(request))
+    return respond(request, body, atom.SERVICE_MEDIA_TYPE + ";charset=utf-8")
 
 
-def _page_number(request: web.Request) -> int:
-    raw = request.query.get("page", "1")
-    if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
-        raise web.HTTPBadRequest(text=f"page must be a positive integer, not {raw!r}")
+async def category_document(request: web.Request) -> web.Response:
+    body = atom.category_document(principal(request).read.restrictions())
+    return respond(request, body, atom.CATEGORIES_MEDIA_TYPE + ";charset=utf-8")
+
+
+async def search_description(request: web.Request) -> web.Response:
+    body = opensearch.description_document(request.app[URLS])
+    return respond(request, body, atom.OPENSEARCH_MEDIA_TYPE + ";charset=utf-8")
+
+
+# -- feeds ---------------------------------------------------------------------------------------------
+
+
+def _feed_response(request: web.Request, view: atom.FeedView, *, max_age: int = 0,
+                   form: bool = False) -> web.Response:
+    urls = request.app[URLS]
+    if wants_html(request):
+        search_form = None
+        if form:
+            readable = principal(request).read.restrictions()
+            search_form = html.search_form(urls, _criteria(request), readable)
+        body = html.feed_page(view, urls, _viewer(request), form=search_form)
+        return respond(request, body, "text/html; charset=utf-8", last_modified=view.updated, max_age=max_age)
+    body = atom.feed_document(view, urls, author=request.app[SETTINGS].author)
+    return respond(request, body, atom.FEED_MEDIA_TYPE + ";charset=utf-8", last_modified=view.updated,
+                   max_age=max_age)
+
+
+def _whole_number(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise web.HTTPBadRequest(text=f"{name} must be a whole number, not {raw!r}\n")
     return int(raw)
 
 
+def _count(request: web.Request) -> int:
+    settings = request.app[SETTINGS]
+    count = _whole_number(request, "count")
+    if count is None:
+        return settings.page_size
+    if not 1 <= count <= settings.max_page_size:
+        raise web.HTTPBadRequest(text=f"count must be between 1 and {settings.max_page_size}\n")
+    return count
+
+
 async def feed(request: web.Request) -> web.Response:
-    restriction = request.match_info["restriction"]
-    if restriction not in COLLECTION_BY_RESTRICTION or restriction not in readable_restrictions(request):
-        raise web.HTTPNotFound()
-    store, settings = request.app[STORE], request.app[SETTINGS]
-    number = _page_number(request)
-    page = atom.Page.of(number, store.count_entries([restriction]), settings.page_size)
-    if number > page.last:
-        raise web.HTTPNotFound(text=f"there are only {page.last} page(s)")
-    entries = store.entries(
-        restrictions=[restriction], limit=settings.page_size, offset=(number - 1) * settings.page_size
+    """One page of a collection's current state (RFC 5005 §3 paging by change sequence number)."""
+    restriction = readable_collection(request)
+    store, urls, settings = request.app[STORE], request.app[URLS], request.app[SETTINGS]
+    purposes = principal(request).read.purposes(restriction)
+    count = _count(request)
+    before, after = _whole_number(request, "before"), _whole_number(request, "after")
+    if before is not None and after is not None:
+        raise web.HTTPBadRequest(text="give before or after, not both\n")
+    changes = store.current_page(restriction, purposes, limit=count, before=before, after=after)
+
+    size = None if count == settings.page_size else count  # keep the client's page size in every link
+    links = [("first", urls.feed(restriction, count=size))]
+    if changes:
+        top, bottom = changes[0].seq, changes[-1].seq
+        if store.has_current(restriction, purposes, above=top):
+            links.append(("previous", urls.feed(restriction, after=top, count=size)))
+        if store.has_current(restriction, purposes, below=bottom):
+            links.append(("next", urls.feed(restriction, before=bottom, count=size)))
+    links.append(("last", urls.feed(restriction, after=0, count=size)))
+    if before is None and after is None:  # the subscription document: RFC 5005 §4 archives behind it
+        closed = store.last_seq(restriction) // settings.archive_size
+        if closed:
+            links.append(("prev-archive", urls.archive(restriction, closed)))
+
+    first_page = before is None and after is None
+    newest = changes if first_page else store.current_page(restriction, purposes, limit=1)
+    view = atom.FeedView(
+        atom_id=atom.feed_atom_id(urls, restriction),
+        title=f"Incidents ({restriction})",
+        self_url=urls.feed(restriction, before=before, after=after, count=size),
+        # RFC 8322 §6.1.3: the newest change in the collection; an empty one was never changed
+        updated=newest[0].entry.updated_at if newest else datetime.now(UTC),
+        entries=[change.entry for change in changes],
+        links=links,
+        restriction=restriction,
     )
-    newest = entries[:1] if number == 1 else store.entries(restrictions=[restriction], limit=1)
-    updated = newest[0].updated_at if newest else datetime.now(UTC)
-    body = atom.feed_document(
-        request.app[URLS], restriction, entries, page=page, updated=updated, author=settings.author
-    )
-    return _xml(body, atom.FEED_MEDIA_TYPE + ";charset=utf-8")
+    return _feed_response(request, view)
 
 
-def _readable_entry(request: web.Request) -> Entry:
-    """The entry named in the URL, or 404 when it does not exist, is deleted or may not be read."""
-    entry_id = int(request.match_info["entry_id"])
-    found = request.app[STORE].entry(entry_id) if entry_id <= _MAX_ROW_ID else None
-    if found is None or found.deleted or found.restriction not in readable_restrictions(request):
-        raise web.HTTPNotFound()
-    return found
+async def archive(request: web.Request) -> web.Response:
+    """RFC 5005 §4 archive document: a fixed range of change sequence numbers, complete once the
+    collection has gone past it, and from then on the same bytes for the same reader forever."""
+    restriction = readable_collection(request)
+    store, urls, size = request.app[STORE], request.app[URLS], request.app[SETTINGS].archive_size
+    number = int(request.match_info["number"][:18])
+    if not 1 <= number <= store.last_seq(restriction) // size:
+        raise web.HTTPNotFound(text="no such archive (yet): archives close when full\n")
+    changes = store.archive(restriction, None, (number - 1) * size + 1, number * size)
+    purposes = principal(request).read.purposes(restriction)
+    visible = [c.entry for c in changes if purposes is None or _purpose(c.entry) in purposes]
+    links = [("current", urls.feed(restriction))]
+    if number > 1:
+        links.append(("prev-archive", urls.archive(restriction, number - 1)))
+    view = atom.FeedView(
+        atom_id=atom.feed_atom_id(urls, restriction),
+        title=f"Incidents ({restriction}), archive {number}",
+        self_url=urls.archive(restriction, number),
+        updated=changes[0].entry.updated_at,  # the range is full, so this never changes either
+        entries=visible,
+        links=links,
+        restriction=restriction,
+        archive=True,
+    )
+    return _feed_response(request, view, max_age=86400)
+
+
+def _purpose(entry: Entry) -> str:
+    return canonical_purpose(entry.incident.purpose)
+
+
+# -- entries -------------------------------------------------------------------------------------------
 
 
 async def entry(request: web.Request) -> web.Response:
-    body = atom.entry_document(_readable_entry(request), request.app[URLS])
-    return _xml(body, atom.ENTRY_MEDIA_TYPE + ";charset=utf-8")
+    found = readable_entry(request)
+    urls = request.app[URLS]
+    if wants_html(request):
+        writable = found.origin == "local" and principal(request).may_write(found.restriction,
+                                                                            _purpose(found))
+        body = html.entry_page(found, urls, _viewer(request), writable=writable)
+        return respond(request, body, "text/html; charset=utf-8", last_modified=found.updated_at)
+    return respond(request, atom.entry_document(found, urls), atom.ENTRY_MEDIA_TYPE + ";charset=utf-8",
+                   last_modified=found.updated_at)
 
 
 async def iodef(request: web.Request) -> web.Response:
     """The signed document exactly as stored; no charset parameter, since its own XML declaration rules."""
-    return _xml(_readable_entry(request).xml, atom.IODEF_MEDIA_TYPE)
+    found = readable_entry(request)
+    return respond(request, found.xml, atom.IODEF_MEDIA_TYPE, last_modified=found.updated_at)
+
+
+async def revision(request: web.Request) -> web.Response:
+    """One version: readable only if both the entry and that version are, so a version written for a
+    narrower audience never leaks through an entry that is wider now (or the other way round)."""
+    found = readable_entry(request)
+    number = int(request.match_info["number"][:18])
+    versions = request.app[STORE].revisions(found.id)
+    version = next((r.entry for r in versions if r.entry.revision == number), None)
+    if version is None or not may_read(request, version):
+        raise web.HTTPNotFound()
+    # A revision never changes: cache it for a day.
+    return respond(request, version.xml, atom.IODEF_MEDIA_TYPE, last_modified=version.updated_at,
+                   max_age=86400)
+
+
+async def history(request: web.Request) -> web.Response:
+    """Every version of the entry, newest first, as a complete feed (RFC 5005 §2)."""
+    found = readable_entry(request)
+    urls = request.app[URLS]
+    versions = [r.entry for r in request.app[STORE].revisions(found.id) if may_read(request, r.entry)]
+    view = atom.FeedView(
+        atom_id=atom.url_atom_id(urls.history(found.id)),
+        title=f"History of {atom.entry_title(found.incident)}",
+        self_url=urls.history(found.id),
+        updated=found.updated_at,
+        entries=versions,
+        links=[("current", urls.entry(found.id))],
+        complete=True,
+    )
+    return _feed_response(request, view)
+
+
+# -- search --------------------------------------------------------------------------------------------
+
+
+def _criteria(request: web.Request) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in request.query.items() if k in opensearch.QUERY_NAMES]
+
+
+async def search(request: web.Request) -> web.Response:
+    settings, store, urls = request.app[SETTINGS], request.app[STORE], request.app[URLS]
+    try:
+        wanted = opensearch.parse_request(list(request.query.items()), default_count=settings.page_size,
+                                          max_count=settings.max_page_size)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"{exc}\n") from None
+    readable = principal(request).read.readable()
+    found = store.search(wanted.query, readable, limit=wanted.count, offset=wanted.offset)
+    total = store.count_matches(wanted.query, readable, cap=SEARCH_COUNT_CAP)
+    known = total if total <= SEARCH_COUNT_CAP else None
+    size = [] if wanted.count == settings.page_size else [("count", wanted.count)]
+
+    def page(number: int) -> str:
+        return urls.search([*wanted.criteria, *size, *([("startPage", number)] if number > 1 else [])])
+
+    links = [("first", page(1))]
+    if wanted.start_page > 1:
+        links.append(("previous", page(wanted.start_page - 1)))
+    if wanted.offset + len(found) < total:
+        links.append(("next", page(wanted.start_page + 1)))
+    if known is not None:
+        links.append(("last", page(max(1, -(-known // wanted.count)))))
+    view = atom.FeedView(
+        atom_id=atom.url_atom_id(urls.search(wanted.criteria)),
+        title="Search results",
+        self_url=page(wanted.start_page),
+        updated=max((e.updated_at for e in found), default=datetime.now(UTC)),
+        entries=found,
+        links=links,
+        search=atom.SearchInfo(known, wanted.offset + 1, wanted.count),
+    )
+    return _feed_response(request, view, form=True)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -2,7 +2,8 @@
 
 Entries follow RFC 8322 (out-of-line content, ``rolie:format``, ``rolie:property``, information-type
 category, ``collection`` link) and keep the draft-ietf-mile-rolie-02 restriction and purpose categories
-(schemes from the expired draft-ietf-mile-rolie-csirt-03), which the access model keys on.
+(schemes from the expired draft-ietf-mile-rolie-csirt-03), which the access model keys on. Deleted
+entries appear as RFC 6721 tombstones; archives carry RFC 5005's ``fh:archive``.
 """
 
 from __future__ import annotations
@@ -19,18 +20,26 @@ from lxml import etree
 from xmppbridge import __version__
 from xmppbridge.feed.layout import COLLECTIONS, PUBLIC_WORKSPACE, WORKSPACES, CollectionInfo, FeedUrls
 from xmppbridge.iodef.model import NS_V1, NS_V2, Incident
-from xmppbridge.policy import PURPOSES, canonical_purpose
+from xmppbridge.policy import PURPOSES, RESTRICTIONS, canonical_purpose
 from xmppbridge.store.entries import Entry
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 APP_NS = "http://www.w3.org/2007/app"
 ROLIE_NS = "urn:ietf:params:xml:ns:rolie-1.0"
+FH_NS = "http://purl.org/syndication/history/1.0"  # RFC 5005
+AT_NS = "http://purl.org/atompub/tombstones/1.0"  # RFC 6721
+OPENSEARCH_NS = "http://a9.com/-/spec/opensearch/1.1/"
 
 FEED_MEDIA_TYPE = "application/atom+xml;type=feed"
 ENTRY_MEDIA_TYPE = "application/atom+xml;type=entry"
 SERVICE_MEDIA_TYPE = "application/atomsvc+xml"
+CATEGORIES_MEDIA_TYPE = "application/atomcat+xml"
+OPENSEARCH_MEDIA_TYPE = "application/opensearchdescription+xml"
+HTML_MEDIA_TYPE = "text/html"
 # No media type is registered for IODEF; RFC 7303's generic XML type is the honest choice.
 IODEF_MEDIA_TYPE = "application/xml"
+# What a collection accepts by POST (app:accept): an IODEF document, or an Atom entry carrying one inline.
+ACCEPTED_MEDIA_TYPES = (IODEF_MEDIA_TYPE, "text/xml", ENTRY_MEDIA_TYPE)
 
 INFORMATION_TYPE_SCHEME = "urn:ietf:params:rolie:category:information-type"
 INFORMATION_TYPE = "incident"
@@ -40,6 +49,7 @@ PURPOSE_SCHEME = "urn:ietf:params:rolie:category:csirt:iodef:purpose"
 PROPERTY_CONTENT_ID = "urn:ietf:params:rolie:property:content-id"
 PROPERTY_CONTENT_AUTHOR = "urn:ietf:params:rolie:property:content-author-name"
 PROPERTY_CONTENT_PUBLISHED = "urn:ietf:params:rolie:property:content-published-date"
+PROPERTY_REVISION = "urn:xmppbridge:property:revision"
 PROPERTY_SIGNER = "urn:xmppbridge:property:signer"
 PROPERTY_SIGNER_FINGERPRINT = "urn:xmppbridge:property:signer-fingerprint"
 PROPERTY_SOURCE = "urn:xmppbridge:property:source"
@@ -52,8 +62,12 @@ TAG_FALLBACK_YEAR = 2000
 _A = f"{{{ATOM_NS}}}"
 _APP = f"{{{APP_NS}}}"
 _ROLIE = f"{{{ROLIE_NS}}}"
+_FH = f"{{{FH_NS}}}"
+_AT = f"{{{AT_NS}}}"
+_OS = f"{{{OPENSEARCH_NS}}}"
 _NSMAP_ATOM = {None: ATOM_NS, "rolie": ROLIE_NS}
-_NSMAP_SERVICE = {None: APP_NS, "atom": ATOM_NS}
+_NSMAP_FEED = {**_NSMAP_ATOM, "fh": FH_NS, "at": AT_NS, "opensearch": OPENSEARCH_NS}
+_NSMAP_SERVICE = {None: APP_NS, "atom": ATOM_NS, "rolie": ROLIE_NS}
 
 # XML 1.0 Char production; everything else (C0 controls, lone surrogates, U+FFFE/F) cannot be serialised.
 _NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -65,6 +79,8 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
 def xml_text(value: str) -> str:
     """``value`` with characters XML 1.0 cannot carry replaced by U+FFFD (signer subjects are untrusted)."""
+    if value.isprintable():  # the common case, decided in C: printable characters are all XML Chars
+        return value
     return _NOT_XML_CHAR.sub("\ufffd", value)
 
 
@@ -90,11 +106,18 @@ def _category(parent: etree._Element, scheme: str, term: str) -> etree._Element:
     return _sub(parent, _A + "category", scheme=scheme, term=term)
 
 
+def _link(parent: etree._Element, rel: str, href: str, media_type: str, title: str | None = None) -> None:
+    attrs = {"rel": rel, "href": href, "type": media_type}
+    if title is not None:
+        attrs["title"] = title
+    _sub(parent, _A + "link", **attrs)
+
+
 def _serialise(root: etree._Element) -> bytes:
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
-# -- identifiers ---------------------------------------------------------------------------------------
+# -- identifiers and text ------------------------------------------------------------------------------
 
 
 def dns_tagging_name(name: str) -> str | None:
@@ -126,9 +149,14 @@ def entry_atom_id(incident: Incident, published: datetime | None) -> str:
     return f"tag:{authority},{year:04d}:{specific}"
 
 
+def url_atom_id(url: str) -> str:
+    """A stable feed id for a feed that lives at ``url`` (uuid5 of it): same deployment, same id."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, url).urn
+
+
 def feed_atom_id(urls: FeedUrls, restriction: str) -> str:
-    """Stable per deployment and collection: uuid5 of the collection's URL (base URL + restriction)."""
-    return uuid.uuid5(uuid.NAMESPACE_URL, urls.feed(restriction)).urn
+    """One id per collection, shared by its pages and archives (RFC 5005: one logical feed)."""
+    return url_atom_id(urls.feed(restriction))
 
 
 def entry_title(incident: Incident) -> str:
@@ -136,15 +164,20 @@ def entry_title(incident: Incident) -> str:
     return title or f"Incident {incident.id} from {incident.id_name}"
 
 
+def restriction_label(entry: Entry) -> str:
+    """The collection's restriction, and how the Incident was marked when that says more."""
+    incident = entry.incident
+    if entry.restriction != incident.restriction:
+        return f"{entry.restriction} (Incident marked {incident.restriction_raw}, parts of it narrower)"
+    if incident.restriction_raw != entry.restriction:
+        return f"{entry.restriction} (marked {incident.restriction_raw})"
+    return entry.restriction
+
+
 def entry_summary(entry: Entry) -> str:
     """One human-readable line; content itself is out of line, so RFC 4287 §4.1.2 requires a summary."""
     incident = entry.incident
-    restriction = entry.restriction
-    if entry.restriction != incident.restriction:
-        restriction += f" (Incident marked {incident.restriction_raw}, parts of it narrower)"
-    elif incident.restriction_raw != restriction:
-        restriction += f" (marked {incident.restriction_raw})"
-    parts = [f"Restriction {restriction}", f"purpose {incident.purpose}"]
+    parts = [f"Restriction {restriction_label(entry)}", f"purpose {incident.purpose}"]
     for label, moment in (
         ("reported", incident.report_time),
         ("generated", incident.generation_time),
@@ -166,11 +199,35 @@ def source_uri(entry: Entry) -> str:
     return f"xmpp:{entry.service}?;node={quote(entry.node, safe='/')};item={quote(entry.item_id, safe='')}"
 
 
+def related_links(entry: Entry, urls: FeedUrls) -> list[tuple[str, str]]:
+    """RelatedActivity as links (draft-02 §5.13.1): (title, search URL for that IncidentID). A search,
+    not an entry URL, so that the link neither reveals nor depends on what the reader may see."""
+    return [(f"{name} {value}", urls.search([("incident", value)]))
+            for name, value in entry.incident.related_ids]
+
+
+def properties(entry: Entry) -> list[tuple[str, str]]:
+    incident = entry.incident
+    found = [(PROPERTY_CONTENT_ID, incident.id), (PROPERTY_CONTENT_AUTHOR, incident.id_name)]
+    if incident.published_time is not None:
+        found.append((PROPERTY_CONTENT_PUBLISHED, rfc3339(incident.published_time)))
+    return found + [
+        (PROPERTY_REVISION, str(entry.revision)),
+        (PROPERTY_SIGNER, entry.signer_subject),
+        (PROPERTY_SIGNER_FINGERPRINT, entry.signer_fingerprint),
+        (PROPERTY_SOURCE, source_uri(entry)),
+    ]
+
+
 # -- entries -------------------------------------------------------------------------------------------
 
 
 def entry_element(entry: Entry, urls: FeedUrls, parent: etree._Element | None = None) -> etree._Element:
-    """One ``atom:entry``: appended to ``parent`` (a feed), or standalone with its own declarations."""
+    """One ``atom:entry``: appended to ``parent`` (a feed), or standalone with its own declarations.
+
+    The content links to this revision's document, so a feed or archive that shows an older revision
+    keeps pointing at what it describes.
+    """
     incident = entry.incident
     if parent is None:
         root = etree.Element(_A + "entry", nsmap=_NSMAP_ATOM)
@@ -189,25 +246,30 @@ def entry_element(entry: Entry, urls: FeedUrls, parent: etree._Element | None = 
     _category(root, RESTRICTION_SCHEME, entry.restriction)
     _category(root, PURPOSE_SCHEME, canonical_purpose(incident.purpose))
 
-    _sub(root, _A + "link", rel="self", href=urls.entry(entry.id), type=ENTRY_MEDIA_TYPE)
-    _sub(root, _A + "link", rel="collection", href=urls.feed(entry.restriction), type=FEED_MEDIA_TYPE)
-    _sub(root, _A + "content", type=IODEF_MEDIA_TYPE, src=urls.iodef(entry.id))
+    _link(root, "self", urls.entry(entry.id), ENTRY_MEDIA_TYPE)
+    _link(root, "alternate", urls.entry(entry.id), HTML_MEDIA_TYPE)
+    if entry.origin == "local":  # ours to change (RFC 5023 §9.1); mirrored entries belong to their publisher
+        _link(root, "edit", urls.entry(entry.id), ENTRY_MEDIA_TYPE)
+    _link(root, "collection", urls.feed(entry.restriction), FEED_MEDIA_TYPE)
+    _link(root, "service", urls.service_document(), SERVICE_MEDIA_TYPE)
+    _link(root, "history", urls.history(entry.id), FEED_MEDIA_TYPE)
+    _link(root, "search", urls.search_description(), OPENSEARCH_MEDIA_TYPE)
+    for title, href in related_links(entry, urls):
+        _link(root, "related", href, FEED_MEDIA_TYPE, title)
+    _sub(root, _A + "content", type=IODEF_MEDIA_TYPE, src=urls.revision(entry.id, entry.revision))
 
     _sub(root, _ROLIE + "format", ns=IODEF_NS_BY_VERSION.get(entry.version, NS_V2), version=entry.version)
-    properties = [
-        (PROPERTY_CONTENT_ID, incident.id),
-        (PROPERTY_CONTENT_AUTHOR, incident.id_name),
-    ]
-    if incident.published_time is not None:
-        properties.append((PROPERTY_CONTENT_PUBLISHED, rfc3339(incident.published_time)))
-    properties += [
-        (PROPERTY_SIGNER, entry.signer_subject),
-        (PROPERTY_SIGNER_FINGERPRINT, entry.signer_fingerprint),
-        (PROPERTY_SOURCE, source_uri(entry)),
-    ]
-    for name, value in properties:
+    for name, value in properties(entry):
         _sub(root, _ROLIE + "property", name=name, value=value)
     return root
+
+
+def tombstone_element(entry: Entry, parent: etree._Element) -> etree._Element:
+    """RFC 6721 ``at:deleted-entry`` for an entry no longer in this collection (retracted or moved)."""
+    element = _sub(parent, _AT + "deleted-entry", ref=entry_atom_id(entry.incident, entry.published_at),
+                   when=rfc3339(entry.updated_at))
+    _sub(element, _AT + "comment", "Removed from this collection.")
+    return element
 
 
 def entry_document(entry: Entry, urls: FeedUrls) -> bytes:
@@ -218,79 +280,98 @@ def entry_document(entry: Entry, urls: FeedUrls) -> bytes:
 
 
 @dataclass(frozen=True)
-class Page:
-    """Page ``number`` (1-based) of ``last`` pages (``last`` is 1 for an empty feed)."""
+class SearchInfo:
+    """OpenSearch 1.1 response elements of a search results feed."""
 
-    number: int
-    last: int
-
-    @classmethod
-    def of(cls, number: int, total: int, size: int) -> Page:
-        return cls(number, max(1, -(-total // size)))
+    total: int | None  # None when too many to count
+    start_index: int  # 1-based index of the first result on this page
+    per_page: int
 
 
-def paging_links(page: Page) -> list[tuple[str, int]]:
-    """RFC 5005 §3 rels -> page numbers. ``previous``, not the ``prev`` of RFC 8322's example."""
-    links = [("first", 1)]
-    if page.number > 1:
-        links.append(("previous", page.number - 1))
-    if page.number < page.last:
-        links.append(("next", page.number + 1))
-    links.append(("last", page.last))
-    return links
+@dataclass(frozen=True)
+class FeedView:
+    """What a feed document shows; ``entries`` with ``deleted`` set become tombstones."""
+
+    atom_id: str
+    title: str
+    self_url: str
+    updated: datetime
+    entries: Sequence[Entry]
+    links: Sequence[tuple[str, str]] = ()  # (rel, href) of further feed documents: paging, archives
+    restriction: str | None = None  # the collection, for its category
+    archive: bool = False  # an RFC 5005 archive document (fh:archive)
+    complete: bool = False  # every entry there is, in one document (RFC 5005 fh:complete)
+    search: SearchInfo | None = None
 
 
-def feed_document(
-    urls: FeedUrls,
-    restriction: str,
-    entries: Sequence[Entry],
-    *,
-    page: Page,
-    updated: datetime,
-    author: str,
-) -> bytes:
-    """One page of a collection's feed, with RFC 5005 paging links. ``updated`` is the newest entry
-    change in the whole collection (RFC 8322 §6.1.3), or the time of rendering when it is empty."""
-    root = etree.Element(_A + "feed", nsmap=_NSMAP_ATOM)
-    _sub(root, _A + "id", feed_atom_id(urls, restriction))
-    _sub(root, _A + "title", f"Incidents ({restriction})", type="text")
-    _sub(root, _A + "updated", rfc3339(updated))
+def feed_document(view: FeedView, urls: FeedUrls, *, author: str) -> bytes:
+    root = etree.Element(_A + "feed", nsmap=_NSMAP_FEED)
+    _sub(root, _A + "id", view.atom_id)
+    _sub(root, _A + "title", view.title, type="text")
+    _sub(root, _A + "updated", rfc3339(view.updated))
     person = _sub(root, _A + "author")
     _sub(person, _A + "name", author)
     _sub(root, _A + "generator", "xmppbridge", version=__version__)
-    _category(root, INFORMATION_TYPE_SCHEME, INFORMATION_TYPE)
-    _category(root, RESTRICTION_SCHEME, restriction)
+    _category(root, INFORMATION_TYPE_SCHEME, INFORMATION_TYPE)  # RFC 8322 §6.1
+    if view.restriction is not None:
+        _category(root, RESTRICTION_SCHEME, view.restriction)
+    if view.archive:
+        _sub(root, _FH + "archive")
+    if view.complete:
+        _sub(root, _FH + "complete")
+    if view.search is not None:
+        if view.search.total is not None:
+            _sub(root, _OS + "totalResults", str(view.search.total))
+        _sub(root, _OS + "startIndex", str(view.search.start_index))
+        _sub(root, _OS + "itemsPerPage", str(view.search.per_page))
 
-    _sub(root, _A + "link", rel="self", href=urls.feed(restriction, page.number), type=FEED_MEDIA_TYPE)
-    _sub(root, _A + "link", rel="service", href=urls.service_document(), type=SERVICE_MEDIA_TYPE)
-    for rel, number in paging_links(page):
-        _sub(root, _A + "link", rel=rel, href=urls.feed(restriction, number), type=FEED_MEDIA_TYPE)
+    _link(root, "self", view.self_url, FEED_MEDIA_TYPE)
+    _link(root, "alternate", view.self_url, HTML_MEDIA_TYPE)
+    _link(root, "service", urls.service_document(), SERVICE_MEDIA_TYPE)  # RFC 8322 §6.1.2: MUST
+    _link(root, "search", urls.search_description(), OPENSEARCH_MEDIA_TYPE)
+    for rel, href in view.links:
+        _link(root, rel, href, FEED_MEDIA_TYPE)
 
-    for entry in entries:
-        entry_element(entry, urls, parent=root)
+    for entry in view.entries:
+        if entry.deleted:
+            tombstone_element(entry, root)
+        else:
+            entry_element(entry, urls, parent=root)
     return _serialise(root)
 
 
-# -- service document ----------------------------------------------------------------------------------
+# -- discovery -----------------------------------------------------------------------------------------
 
 
-def _collection(workspace: etree._Element, info: CollectionInfo, urls: FeedUrls) -> None:
+def _categories(parent: etree._Element, restrictions: Collection[str]) -> None:
+    _category(parent, INFORMATION_TYPE_SCHEME, INFORMATION_TYPE)  # exactly one (RFC 8322 §5.1.2)
+    for restriction in restrictions:
+        _category(parent, RESTRICTION_SCHEME, restriction)
+    for purpose in PURPOSES:
+        _category(parent, PURPOSE_SCHEME, purpose)
+
+
+def _collection(workspace: etree._Element, info: CollectionInfo, urls: FeedUrls, writable: bool) -> None:
     collection = _sub(workspace, _APP + "collection", href=urls.feed(info.restriction))
     _sub(collection, _A + "title", info.title, type="text")
-    # An empty app:accept means no media may be POSTed: the collection is read-only (RFC 5023 §8.3.4).
-    _sub(collection, _APP + "accept")
-    categories = _sub(collection, _APP + "categories", fixed="yes")
-    _category(categories, INFORMATION_TYPE_SCHEME, INFORMATION_TYPE)
-    _category(categories, RESTRICTION_SCHEME, info.restriction)
-    for purpose in PURPOSES:
-        _category(categories, PURPOSE_SCHEME, purpose)
+    if writable:
+        for media_type in ACCEPTED_MEDIA_TYPES:
+            _sub(collection, _APP + "accept", media_type)
+    else:
+        # An empty app:accept means nothing may be POSTed here: read-only (RFC 5023 §8.3.4).
+        _sub(collection, _APP + "accept")
+    _categories(_sub(collection, _APP + "categories", fixed="yes"), [info.restriction])
+    for version, namespace in IODEF_NS_BY_VERSION.items():
+        _sub(collection, _ROLIE + "format", ns=namespace, version=version)
+    _link(collection, "search", urls.search_description(), OPENSEARCH_MEDIA_TYPE)
 
 
-def service_document(urls: FeedUrls, readable: Collection[str]) -> bytes:
+def service_document(urls: FeedUrls, readable: Collection[str], writable: Collection[str] = ()) -> bytes:
     """AtomPub service document listing only the collections whose restriction is in ``readable``.
 
     Workspaces without a readable collection are left out (rolie-csirt-03 §8); RFC 5023 needs at least
-    one workspace, so a reader who may read nothing gets an empty Public workspace.
+    one workspace, so a reader who may read nothing gets an empty Public workspace. Collections in
+    ``writable`` list the media types they accept by POST.
     """
     root = etree.Element(_APP + "service", nsmap=_NSMAP_SERVICE)
     listed = [c for c in COLLECTIONS if c.restriction in readable]
@@ -301,5 +382,12 @@ def service_document(urls: FeedUrls, readable: Collection[str]) -> bytes:
         workspace = _sub(root, _APP + "workspace")
         _sub(workspace, _A + "title", name, type="text")
         for info in visible:
-            _collection(workspace, info, urls)
+            _collection(workspace, info, urls, info.restriction in writable)
+    return _serialise(root)
+
+
+def category_document(readable: Collection[str]) -> bytes:
+    """The RFC 5023 §7 category document: every category a reader may meet here."""
+    root = etree.Element(_APP + "categories", nsmap={None: APP_NS, "atom": ATOM_NS}, fixed="yes")
+    _categories(root, [r for r in RESTRICTIONS if r in readable])
     return _serialise(root)

@@ -2,6 +2,12 @@
 
 Every path by which a document enters the bridge (files, pubsub items, HTTP bodies) goes through
 ``parse_untrusted``; nothing else in the package calls ``etree.fromstring`` on outside bytes.
+
+What is refused, and why it is safe to let libxml2 see the bytes first: the parser never loads a DTD,
+never resolves an entity and never touches the network, and libxml2 itself stops entity amplification
+(billion laughs, quadratic blow-up) and nesting beyond 256 levels. A document that declares a DOCTYPE
+at all is then refused, whatever it declares, so no entity ever reaches the rest of the bridge.
+XInclude and ``xsi:schemaLocation`` are never processed (validation uses the local XSDs only).
 """
 
 from __future__ import annotations
@@ -13,7 +19,15 @@ from xmppbridge.errors import MalformedXML, TooLarge, UnsafeXML
 # Prosody closes the whole component stream for a stanza over ~512 KB (LAB-NOTES §1); a signed
 # document plus the publish IQ around it must stay well below that.
 DEFAULT_MAX_BYTES = 400_000
+# IODEF nests about a dozen levels deep; 64 leaves room for AdditionalData payloads without letting
+# recursive code anywhere downstream (C14N, schema validation, wire form) run deep.
 MAX_DEPTH = 64
+# Markers of a DTD in the encodings an XML document may start in without a declaration (XML 1.0 App. F).
+_DTD_MARKERS = tuple(
+    marker.encode(encoding)
+    for marker in ("<!DOCTYPE", "<!ENTITY")
+    for encoding in ("utf-8", "utf-16-le", "utf-16-be")
+)
 
 
 def _parser() -> etree.XMLParser:
@@ -38,13 +52,7 @@ def parse_untrusted(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> etree
     try:
         tree = etree.fromstring(data, parser=_parser()).getroottree()
     except etree.XMLSyntaxError as exc:
-        # libxml2 stops some DOCTYPE attacks (billion laughs: "entity amplification factor exceeded")
-        # before we get to see the DOCTYPE; report those as what they are, not as a typo.
-        if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
-            raise UnsafeXML(
-                f"documents with a DOCTYPE are refused ({exc})", reason="doctype-forbidden"
-            ) from None
-        raise MalformedXML(f"not well-formed XML: {exc}") from None
+        raise _classify_syntax_error(data, exc) from None
     if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
         raise UnsafeXML("documents with a DOCTYPE are refused (no DTDs or entity declarations)",
                         reason="doctype-forbidden")
@@ -56,6 +64,18 @@ def parse_untrusted(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> etree
     if depth > MAX_DEPTH:
         raise UnsafeXML(f"element nesting depth {depth} exceeds {MAX_DEPTH}", reason="too-deep")
     return root
+
+
+def _classify_syntax_error(data: bytes, exc: etree.XMLSyntaxError) -> UnsafeXML | MalformedXML:
+    # libxml2 stops some attacks before we get to see the parsed tree (billion laughs: "entity
+    # amplification factor exceeded"; deep nesting: "Excessive depth"); report those as what they are,
+    # not as a typo.
+    if any(marker in data for marker in _DTD_MARKERS):
+        return UnsafeXML(f"documents with a DOCTYPE are refused ({exc})", reason="doctype-forbidden")
+    if "Excessive depth" in str(exc):
+        return UnsafeXML(f"element nesting deeper than libxml2's limit, over {MAX_DEPTH} ({exc})",
+                         reason="too-deep")
+    return MalformedXML(f"not well-formed XML: {exc}")
 
 
 def _depth(root: etree._Element) -> int:

@@ -45,6 +45,9 @@ class SigningIdentity:
     certificate: x509.Certificate
     cert_pem: bytes
     fingerprint: str  # SHA-256 of the certificate DER, lowercase hex without separators
+    # CA certificates between ours and a consortium CA, embedded in every signature so that receivers
+    # can build the chain; empty for a pinned (self-signed) certificate.
+    intermediates: tuple[x509.Certificate, ...] = ()
 
     @property
     def subject(self) -> str:
@@ -56,7 +59,8 @@ class SigningIdentity:
         return RSA_SHA256 if isinstance(self.private_key, rsa.RSAPrivateKey) else ECDSA_SHA256
 
     @classmethod
-    def from_objects(cls, private_key: PrivateKey, certificate: x509.Certificate) -> SigningIdentity:
+    def from_objects(cls, private_key: PrivateKey, certificate: x509.Certificate,
+                     intermediates: tuple[x509.Certificate, ...] = ()) -> SigningIdentity:
         """An identity from already loaded objects; checks key strength and that key and certificate match,
         but not the validity period (tests build expired identities this way)."""
         problem = key_strength_problem(private_key.public_key())
@@ -69,6 +73,7 @@ class SigningIdentity:
             certificate=certificate,
             cert_pem=certificate.public_bytes(serialization.Encoding.PEM),
             fingerprint=fingerprint(certificate),
+            intermediates=intermediates,
         )
 
 
@@ -122,12 +127,13 @@ def load_identity(
             f"(use RSA >= {MIN_RSA_BITS} bits or EC P-256+)"
         )
     try:
-        certificate = x509.load_pem_x509_certificate(cert_data)
+        # Our certificate first, then any intermediates of a consortium CA (a usual PEM chain file).
+        certificate, *intermediates = x509.load_pem_x509_certificates(cert_data)
     except ValueError as exc:
         raise IdentityError(f"{cert_path}: not a PEM certificate: {exc}") from None
 
     try:
-        identity = SigningIdentity.from_objects(private_key, certificate)
+        identity = SigningIdentity.from_objects(private_key, certificate, tuple(intermediates))
     except IdentityError as exc:
         raise IdentityError(f"{key_path} / {cert_path}: {exc}") from None
     _check_usable_for_signing(certificate, cert_path, as_utc(now))
@@ -163,8 +169,11 @@ def generate_identity_files(
     kind: Literal["rsa", "ec"] = "rsa",
     days: int = 365,
     overwrite: bool = False,
+    domains: tuple[str, ...] = (),
 ) -> SigningIdentity:
     """Write a new private key (PKCS#8 PEM, mode 0600) and a self-signed certificate for it.
+
+    ``domains`` go into the certificate's subjectAltName: the IncidentID domains this member speaks for.
 
     Refuses to overwrite existing files unless ``overwrite``: a replaced key silently breaks every
     member that pinned the old certificate.
@@ -180,7 +189,7 @@ def generate_identity_files(
         private_key = ec.generate_private_key(ec.SECP256R1())
     else:
         raise ValueError(f"kind must be 'rsa' or 'ec', not {kind!r}")
-    certificate = self_signed_certificate(private_key, common_name, days=days)
+    certificate = self_signed_certificate(private_key, common_name, days=days, domains=domains)
 
     for path in (key_path, cert_path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,6 +207,7 @@ def self_signed_certificate(
     *,
     days: int = 365,
     not_before: datetime.datetime | None = None,
+    domains: tuple[str, ...] = (),
 ) -> x509.Certificate:
     """A self-signed end-entity certificate for document signing (members pin it; no CA involved)."""
     # Backdate a little so a receiver whose clock is slightly behind does not see "not yet valid".
@@ -229,6 +239,10 @@ def self_signed_certificate(
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     )
+    if domains:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(domain) for domain in domains]), critical=False
+        )
     return builder.sign(private_key, hashes.SHA256())
 
 

@@ -29,11 +29,22 @@ def sign_document(root: etree._Element, identity: SigningIdentity) -> bytes:
     """
     # Sign exactly what a receiver rebuilds from the namespace-aware tree (wireform.py): prefixes and
     # indentation do not survive XMPP, so they must not be part of what we sign.
-    doc = etree.fromstring(wire_bytes(root), _PARSER)
+    doc = wire_tree(root)
     ns = _iodef_namespace(doc)
     _remove_document_signatures(doc, ns)
     _insert_placeholder(doc, ns)
 
+    return sign_at_placeholder(doc, identity)
+
+
+def wire_tree(root: etree._Element) -> etree._Element:
+    """A fresh tree of ``root``'s wire form: what gets signed, so what a receiver can rebuild."""
+    return etree.fromstring(wire_bytes(root), _PARSER)
+
+
+def sign_at_placeholder(doc: etree._Element, identity: SigningIdentity) -> bytes:
+    """Sign ``doc`` (modified in place) with an enveloped, whole-document signature that replaces its
+    ``<Signature Id="placeholder"/>``; the result in wire form."""
     signer = XMLSigner(
         method=SignatureConstructionMethod.enveloped,
         signature_algorithm=identity.signature_method,
@@ -43,12 +54,18 @@ def sign_document(root: etree._Element, identity: SigningIdentity) -> bytes:
     # Default-namespace ds elements: a ds: prefix would be rewritten by Prosody and, being rendered by
     # exclusive C14N inside SignedInfo, break the signature in transit.
     signer.namespaces = {None: DS_NS}
-    signed = signer.sign(doc, key=identity.private_key, cert=[identity.certificate])
+    signed = signer.sign(doc, key=identity.private_key, cert=[identity.certificate, *identity.intermediates])
 
     # With {None: ds} signxml builds the Signature's children as un-namespaced elements that only land in
     # the ds namespace once serialised; wire_bytes reads the in-memory tags, so round-trip first.
     signed = etree.fromstring(etree.tostring(signed), _PARSER)
     return wire_bytes(signed)
+
+
+def add_placeholder(parent: etree._Element, ns: str, meaning: str) -> None:
+    """Append ``AdditionalData dtype="xml" meaning=...`` holding the placeholder signxml replaces."""
+    holder = etree.SubElement(parent, f"{{{ns}}}AdditionalData", dtype="xml", meaning=meaning)
+    etree.SubElement(holder, DS_SIGNATURE, Id="placeholder", nsmap={None: DS_NS})
 
 
 def _iodef_namespace(doc: etree._Element) -> str:
@@ -89,6 +106,4 @@ def _insert_placeholder(doc: etree._Element, ns: str) -> None:
             raise SchemaInvalid("IODEF 1.0 document has no Incident to carry the signature")
         # AdditionalData is last in the Incident sequence, so appending keeps the document schema-valid.
         parent = incidents[-1]
-    holder = etree.SubElement(parent, f"{{{ns}}}AdditionalData", dtype="xml", meaning="signature")
-    # signxml replaces an element <ds:Signature Id="placeholder"/> with the signature.
-    etree.SubElement(holder, DS_SIGNATURE, Id="placeholder", nsmap={None: DS_NS})
+    add_placeholder(parent, ns, "signature")

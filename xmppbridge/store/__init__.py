@@ -1,5 +1,7 @@
 """SQLite store: entries (+ versions), outbox, rejects. Use the ``Store`` facade; the table modules
-(``entries``, ``outbox``, ``rejects``) hold the SQL, ``db`` the connection and schema."""
+(``entries``, ``outbox``, ``rejects``) hold the SQL, ``db`` the connection and schema, ``migrations`` the
+upgrades. The feed's side: ``changelog`` (per-collection change sequence), ``feedviews`` (pages,
+archives, revisions), ``searchindex`` and ``search``."""
 
 from xmppbridge.store.entries import Entry, EntryVersion
 from xmppbridge.store.facade import Store

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3  # each step above 1 is a function in store.migrations
 BUSY_TIMEOUT_MS = 5000
 
 # One statement per entry; all idempotent so that concurrent openers cannot trip over each other.
@@ -95,6 +95,23 @@ _SCHEMA = (
     """,
     "CREATE INDEX IF NOT EXISTS outbox_status ON outbox (status, id)",
     """
+    CREATE TABLE IF NOT EXISTS subscriptions (  -- remote nodes we mirror, for catch-up and `status`
+        service TEXT NOT NULL,
+        node TEXT NOT NULL,
+        subscribed_at TEXT NOT NULL,
+        last_item_at TEXT,  -- last time an item (event or fetch) arrived from the node
+        last_sync_at TEXT,  -- last completed catch-up
+        PRIMARY KEY (service, node)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS bridge_state (  -- what the running bridge reports about itself
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )
+    """,
+    """
     CREATE TABLE IF NOT EXISTS rejects (
         id INTEGER PRIMARY KEY,
         source TEXT NOT NULL,
@@ -128,12 +145,17 @@ def _ensure_schema(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
         row = conn.execute("SELECT version FROM schema_version").fetchone()
         if row is None:
-            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            # A new file has the version 1 tables above; the migrations bring it to SCHEMA_VERSION like
+            # any existing store, so there is one way to each schema version.
+            conn.execute("INSERT INTO schema_version (version) VALUES (1)")
         elif row["version"] > SCHEMA_VERSION:
             raise RuntimeError(
                 f"store schema version {row['version']} is newer than this xmppbridge ({SCHEMA_VERSION});"
                 " upgrade xmppbridge"
             )
+        from xmppbridge.store import migrations  # imports the table modules, which import this one
+
+        migrations.upgrade(conn, SCHEMA_VERSION)
 
 
 @contextmanager

@@ -1,5 +1,9 @@
 """Entries: mirrored remote items and our own published ones, one row per (service, node, item_id).
 
+Every change also goes to the feed's change log (``changelog``) and the search index (``searchindex``)
+in the same transaction. Document versions are numbered (``revision``): the current one is in
+``entries``, superseded ones in ``entry_versions`` with the Incident as it was.
+
 Functions take an open connection and run plain SQL; the ``Store`` facade owns transactions.
 """
 
@@ -12,8 +16,9 @@ from datetime import datetime
 from typing import Literal
 
 from xmppbridge.iodef.model import Incident
-from xmppbridge.store import incidents
-from xmppbridge.store.db import from_text, later_than, parse_time, to_text
+from xmppbridge.policy import canonical_purpose
+from xmppbridge.store import changelog, incidents, searchindex
+from xmppbridge.store.db import from_text, inserted_id, later_than, parse_time, to_text
 
 Origin = Literal["local", "remote"]
 UpsertResult = Literal["new", "updated", "unchanged"]
@@ -35,6 +40,7 @@ class Entry:
     updated_at: datetime  # last change
     deleted: bool
     published_at: datetime | None = None  # ReportTime/GenerationTime of the first version; fixed
+    revision: int = 1  # number of this document version, 1 for the first
 
     @property
     def restriction(self) -> str:
@@ -53,9 +59,11 @@ class EntryVersion:
     signer_fingerprint: str
     updated_at: datetime  # when this version had been stored
     superseded_at: datetime
+    number: int = 0  # its revision number (Entry.revision when it was current)
 
 
-def _entry(row: sqlite3.Row) -> Entry:
+def from_row(row: sqlite3.Row) -> Entry:
+    """An ``entries`` row as an Entry; ``xml`` is empty when the query left the document out."""
     return Entry(
         id=row["id"],
         service=row["service"],
@@ -64,13 +72,14 @@ def _entry(row: sqlite3.Row) -> Entry:
         origin=row["origin"],
         incident=incidents.from_columns(row),
         version=row["version"],
-        xml=bytes(row["xml"]),
+        xml=bytes(row["xml"]) if "xml" in row.keys() else b"",  # noqa: SIM118 - `in row` tests values
         signer_subject=row["signer_subject"],
         signer_fingerprint=row["signer_fingerprint"],
         received_at=parse_time(row["received_at"]),
         updated_at=parse_time(row["updated_at"]),
         deleted=row["deleted_at"] is not None,
         published_at=from_text(row["published_at"]),
+        revision=row["revision"],
     )
 
 
@@ -88,19 +97,24 @@ def upsert(
     signer_fingerprint: str,
 ) -> UpsertResult:
     """Insert, replace (keeping the old document in entry_versions) or leave alone. Call inside a
-    transaction. A deleted entry that comes back is undeleted and counts as updated."""
+    transaction. A deleted entry that comes back is undeleted and counts as updated.
+
+    Changes are logged in the collection of the entry's audience; an entry whose audience changes
+    leaves a tombstone in its old collection, so that readers of that feed learn it is gone there."""
     if origin not in ("local", "remote"):
         raise ValueError(f"origin must be 'local' or 'remote', not {origin!r}")
     row = conn.execute(
         "SELECT * FROM entries WHERE service = ? AND node = ? AND item_id = ?", (service, node, item_id)
     ).fetchone()
+    collection, purpose = incidents.audience(incident), canonical_purpose(incident.purpose)
     fields = {
         "origin": origin,
         "version": version,
         "xml": xml,
         "signer_subject": signer_subject,
         "signer_fingerprint": signer_fingerprint,
-        "effective_restriction": incidents.audience(incident),
+        "effective_restriction": collection,
+        "purpose_key": purpose,
         **incidents.to_columns(incident),
     }
     if row is None:
@@ -115,17 +129,21 @@ def upsert(
         }
         names = ", ".join(fields)
         marks = ", ".join(f":{name}" for name in fields)
-        conn.execute(f"INSERT INTO entries ({names}) VALUES ({marks})", fields)
+        entry_id = inserted_id(conn.execute(f"INSERT INTO entries ({names}) VALUES ({marks})", fields))
+        changelog.append(conn, entry_id=entry_id, collection=collection, revision=1, purpose=purpose,
+                         deleted=False, changed_at=stamp)
+        searchindex.index(conn, entry_id, xml, incident)
         return "new"
 
     same_xml = bytes(row["xml"]) == xml
     if same_xml and row["deleted_at"] is None:
         return "unchanged"
     stamp = later_than(row["updated_at"])
+    revision = row["revision"]
     if not same_xml:
         conn.execute(
             "INSERT INTO entry_versions (entry_id, version, xml, signer_subject, signer_fingerprint,"
-            " updated_at, superseded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " updated_at, superseded_at, number, incident) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 row["id"],
                 row["version"],
@@ -134,25 +152,36 @@ def upsert(
                 row["signer_fingerprint"],
                 row["updated_at"],
                 stamp,
+                revision,
+                incidents.to_json(incidents.from_columns(row)),
             ),
         )
-    fields |= {"updated_at": stamp, "deleted_at": None, "id": row["id"]}
+        revision += 1
+    fields |= {"updated_at": stamp, "deleted_at": None, "revision": revision, "id": row["id"]}
     assignments = ", ".join(f"{name} = :{name}" for name in fields if name != "id")
     conn.execute(f"UPDATE entries SET {assignments} WHERE id = :id", fields)
+    if row["effective_restriction"] != collection and row["deleted_at"] is None:
+        changelog.append(conn, entry_id=row["id"], collection=row["effective_restriction"],
+                         revision=row["revision"], purpose=row["purpose_key"], deleted=True, changed_at=stamp)
+    changelog.append(conn, entry_id=row["id"], collection=collection, revision=revision, purpose=purpose,
+                     deleted=False, changed_at=stamp)
+    searchindex.index(conn, row["id"], xml, incident)
     return "updated"
 
 
 def mark_deleted(conn: sqlite3.Connection, service: str, node: str, item_id: str) -> bool:
     """Hide an entry (retracted upstream). True when a visible entry was hidden."""
     row = conn.execute(
-        "SELECT id, updated_at FROM entries WHERE service = ? AND node = ? AND item_id = ?"
-        " AND deleted_at IS NULL",
+        "SELECT id, updated_at, effective_restriction, revision, purpose_key FROM entries"
+        " WHERE service = ? AND node = ? AND item_id = ? AND deleted_at IS NULL",
         (service, node, item_id),
     ).fetchone()
     if row is None:
         return False
     stamp = later_than(row["updated_at"])
     conn.execute("UPDATE entries SET deleted_at = ?, updated_at = ? WHERE id = ?", (stamp, stamp, row["id"]))
+    changelog.append(conn, entry_id=row["id"], collection=row["effective_restriction"],
+                     revision=row["revision"], purpose=row["purpose_key"], deleted=True, changed_at=stamp)
     return True
 
 
@@ -175,7 +204,7 @@ def list_entries(
         f"SELECT * FROM entries WHERE {where} ORDER BY updated_at DESC, id DESC LIMIT ? OFFSET ?",
         [*params, limit, offset],
     ).fetchall()
-    return [_entry(row) for row in rows]
+    return [from_row(row) for row in rows]
 
 
 def count(conn: sqlite3.Connection, *, restrictions: Collection[str] | None) -> int:
@@ -186,14 +215,14 @@ def count(conn: sqlite3.Connection, *, restrictions: Collection[str] | None) -> 
 def get(conn: sqlite3.Connection, entry_id: int) -> Entry | None:
     """By row id, deleted or not (callers decide what a deleted entry means to them)."""
     row = conn.execute("SELECT * FROM entries WHERE id = ?", (entry_id,)).fetchone()
-    return None if row is None else _entry(row)
+    return None if row is None else from_row(row)
 
 
 def find(conn: sqlite3.Connection, service: str, node: str, item_id: str) -> Entry | None:
     row = conn.execute(
         "SELECT * FROM entries WHERE service = ? AND node = ? AND item_id = ?", (service, node, item_id)
     ).fetchone()
-    return None if row is None else _entry(row)
+    return None if row is None else from_row(row)
 
 
 def versions(conn: sqlite3.Connection, entry_id: int) -> list[EntryVersion]:
@@ -208,6 +237,7 @@ def versions(conn: sqlite3.Connection, entry_id: int) -> list[EntryVersion]:
             signer_fingerprint=row["signer_fingerprint"],
             updated_at=parse_time(row["updated_at"]),
             superseded_at=parse_time(row["superseded_at"]),
+            number=row["number"],
         )
         for row in rows
     ]

@@ -10,14 +10,18 @@ import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
 from xmppbridge.iodef.model import Incident
-from xmppbridge.store import db, entries, outbox, rejects
+from xmppbridge.store import db, entries, feedviews, outbox, rejects, search, subscriptions
 from xmppbridge.store.entries import Entry, EntryVersion, Origin, UpsertResult
+from xmppbridge.store.feedviews import Change, Revision
 from xmppbridge.store.outbox import OutboxItem
 from xmppbridge.store.rejects import Reject
+from xmppbridge.store.search import Readable, SearchQuery
+from xmppbridge.store.subscriptions import ItemState, SubscriptionState
 
 T = TypeVar("T")
 
@@ -70,8 +74,10 @@ class Store:
         source: str,
         signer_subject: str = "",
         signer_fingerprint: str = "",
+        action: str = "publish",
     ) -> int:
-        """Queue a signed item for publishing; the signer is copied into the entry once published."""
+        """Queue a signed item for publishing (or, with ``action="retract"``, an item to retract); the
+        signer is copied into the entry once published."""
         with self._write() as conn:
             return outbox.enqueue(
                 conn,
@@ -83,6 +89,7 @@ class Store:
                 source=source,
                 signer_subject=signer_subject,
                 signer_fingerprint=signer_fingerprint,
+                action=action,
             )
 
     def pending(self, limit: int = 64) -> list[OutboxItem]:
@@ -163,6 +170,38 @@ class Store:
         """Superseded documents, oldest first."""
         return self._read(lambda conn: entries.versions(conn, entry_id))
 
+    # -- feed views and search (see feedviews, search) -------------------------------------------------
+
+    def current_page(self, collection: str, purposes: Collection[str] | None, *, limit: int,
+                     before: int | None = None, after: int | None = None) -> list[Change]:
+        return self._read(lambda conn: feedviews.current_page(conn, collection, purposes, limit=limit,
+                                                              before=before, after=after))
+
+    def has_current(self, collection: str, purposes: Collection[str] | None, *, above: int | None = None,
+                    below: int | None = None) -> bool:
+        return self._read(lambda conn: feedviews.has_current(conn, collection, purposes, above=above,
+                                                             below=below))
+
+    def archive(self, collection: str, purposes: Collection[str] | None, first: int,
+                last: int) -> list[Change]:
+        return self._read(lambda conn: feedviews.archive(conn, collection, purposes, first, last))
+
+    def last_seq(self, collection: str) -> int:
+        return self._read(lambda conn: feedviews.last_seq(conn, collection))
+
+    def revisions(self, entry_id: int) -> list[Revision]:
+        """Every document version of an entry, newest first."""
+        return self._read(lambda conn: feedviews.revisions(conn, entry_id))
+
+    def revision_xml(self, entry_id: int, number: int) -> bytes | None:
+        return self._read(lambda conn: feedviews.revision_xml(conn, entry_id, number))
+
+    def search(self, query: SearchQuery, readable: Readable, *, limit: int, offset: int = 0) -> list[Entry]:
+        return self._read(lambda conn: search.search(conn, query, readable, limit=limit, offset=offset))
+
+    def count_matches(self, query: SearchQuery, readable: Readable, *, cap: int) -> int:
+        return self._read(lambda conn: search.count(conn, query, readable, cap=cap))
+
     # -- rejects ------------------------------------------------------------------------------------
 
     def add_reject(
@@ -188,9 +227,56 @@ class Store:
                 raw=raw,
             )
 
-    def rejects(self, limit: int = 100) -> list[Reject]:
-        """Newest first."""
-        return self._read(lambda conn: rejects.recent(conn, limit))
+    def rejects(self, limit: int = 100, *, held_only: bool = False,
+                reason: str | None = None) -> list[Reject]:
+        """Quarantined items, newest first; ``held_only`` leaves out released ones."""
+        return self._read(lambda conn: rejects.recent(conn, limit, held_only=held_only, reason=reason))
 
-    def count_rejects(self) -> int:
-        return self._read(rejects.count)
+    def count_rejects(self, *, held_only: bool = False) -> int:
+        return self._read(lambda conn: rejects.count(conn, held_only=held_only))
+
+    def reject(self, reject_id: int) -> Reject | None:
+        return self._read(lambda conn: rejects.get(conn, reject_id))
+
+    def release_reject(self, reject_id: int, resolution: str) -> None:
+        """Stop holding it (it was mirrored, or is superseded); the record stays until purged."""
+        with self._write() as conn:
+            rejects.mark_released(conn, reject_id, resolution)
+
+    def refuse_reject_again(self, reject_id: int, reason: str, message: str) -> None:
+        with self._write() as conn:
+            rejects.mark_refused_again(conn, reject_id, reason, message)
+
+    def purge_rejects(self, *, ids: list[int] | None = None, before: datetime | None = None,
+                      released_only: bool = False) -> int:
+        """Delete quarantine records by id and/or received before ``before``; how many were deleted."""
+        with self._write() as conn:
+            return rejects.purge(conn, ids=ids, before=before, released_only=released_only)
+
+    # -- subscriptions and bridge state (catch-up, `xmppbridge status`) -------------------------------
+
+    def record_subscribed(self, service: str, node: str) -> None:
+        with self._write() as conn:
+            subscriptions.record_subscribed(conn, service, node)
+
+    def record_item(self, service: str, node: str) -> None:
+        with self._write() as conn:
+            subscriptions.record_item(conn, service, node)
+
+    def record_sync(self, service: str, node: str) -> None:
+        with self._write() as conn:
+            subscriptions.record_sync(conn, service, node)
+
+    def subscriptions(self) -> list[SubscriptionState]:
+        return self._read(subscriptions.subscriptions)
+
+    def item_states(self, service: str, node: str) -> list[ItemState]:
+        """The mirror's remote items of one node, deleted ones included."""
+        return self._read(lambda conn: subscriptions.item_states(conn, service, node))
+
+    def set_state(self, key: str, value: str) -> None:
+        with self._write() as conn:
+            subscriptions.set_state(conn, key, value)
+
+    def state(self) -> dict[str, tuple[str, datetime]]:
+        return self._read(subscriptions.get_state)

@@ -1,4 +1,5 @@
-"""Outbox: signed items waiting to be published, written by the CLI, drained by the XMPP shell.
+"""Outbox: signed items waiting to be published (or items to retract), written by the CLI and the
+AtomPub handlers, drained by the XMPP shell.
 
 Functions take an open connection and run plain SQL; the ``Store`` facade owns transactions.
 """
@@ -14,6 +15,7 @@ from xmppbridge.store import entries, incidents
 from xmppbridge.store.db import from_text, inserted_id, later_than, parse_time
 
 PENDING, PUBLISHED, FAILED = "pending", "published", "failed"
+PUBLISH, RETRACT = "publish", "retract"
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class OutboxItem:
     incident: Incident | None = None
     version: str = ""
     service: str | None = None  # where it was published
+    action: str = PUBLISH  # "publish" | "retract" (payload empty: remove the item from its node)
 
 
 def _item(row: sqlite3.Row) -> OutboxItem:
@@ -46,6 +49,7 @@ def _item(row: sqlite3.Row) -> OutboxItem:
         incident=incidents.from_json(row["incident"]),
         version=row["version"],
         service=row["service"],
+        action=row["action"],
     )
 
 
@@ -60,10 +64,13 @@ def enqueue(
     source: str,
     signer_subject: str,
     signer_fingerprint: str,
+    action: str = PUBLISH,
 ) -> int:
+    if action not in (PUBLISH, RETRACT):
+        raise ValueError(f"action must be {PUBLISH!r} or {RETRACT!r}, not {action!r}")
     cursor = conn.execute(
         "INSERT INTO outbox (node, item_id, payload, incident, version, signer_subject, signer_fingerprint,"
-        " source, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " source, status, created_at, action) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             node,
             item_id,
@@ -75,6 +82,7 @@ def enqueue(
             source,
             PENDING,
             later_than(None),
+            action,
         ),
     )
     return inserted_id(cursor)
@@ -93,8 +101,8 @@ def get(conn: sqlite3.Connection, item: int) -> OutboxItem | None:
 
 
 def mark_published(conn: sqlite3.Connection, item: int, *, service: str) -> None:
-    """Mark published and upsert our own entry (origin "local"). Call inside a transaction so that
-    both happen or neither does."""
+    """Mark published and upsert our own entry (origin "local"), or for a retraction mark it deleted.
+    Call inside a transaction so that both happen or neither does."""
     row = conn.execute("SELECT * FROM outbox WHERE id = ?", (item,)).fetchone()
     if row is None:
         raise LookupError(f"outbox item {item} does not exist")
@@ -102,6 +110,9 @@ def mark_published(conn: sqlite3.Connection, item: int, *, service: str) -> None
         "UPDATE outbox SET status = ?, reason = NULL, service = ?, published_at = ? WHERE id = ?",
         (PUBLISHED, service, later_than(None), item),
     )
+    if row["action"] == RETRACT:
+        entries.mark_deleted(conn, service, row["node"], row["item_id"])
+        return
     entries.upsert(
         conn,
         service=service,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 from xml.etree import ElementTree as ET
@@ -16,6 +18,7 @@ from xml.sax.saxutils import quoteattr
 
 from slixmpp import ComponentXMPP
 from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.plugins.xep_0004 import Form
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatcherId
 
@@ -27,6 +30,10 @@ log = logging.getLogger(__name__)
 PUBSUB_NS = "http://jabber.org/protocol/pubsub"
 IODEF_TYPES = (NS_V1, NS_V2)
 IQ_TIMEOUT = 30.0
+RECONNECT_MAX_DELAY = 30.0
+# Errors that say "try again later" rather than "no": the s2s link or the peer is down for now.
+TRANSIENT_CONDITIONS = ("remote-server-timeout", "remote-server-not-found", "recipient-unavailable",
+                        "service-unavailable", "resource-constraint")
 
 
 class ItemSink(Protocol):
@@ -43,12 +50,17 @@ class BridgeComponent(ComponentXMPP):
         # <error> arrives in the jabber:component:accept namespace (LAB-NOTES §5).
         super().__init__(jid, secret, host, port, fix_error_ns=True)
         self.sink = sink
+        self.stopping = False  # set by the owner before disconnecting on purpose
+        self._outage_since: float | None = None
+        self._attempts = 0
         # xep_0128 reads the pubsub#meta-data form in a node's disco#info (RFC 8600 discovery).
         for plugin in ("xep_0030", "xep_0004", "xep_0128", "xep_0060"):
             self.register_plugin(plugin)
         self.online = asyncio.Event()
-        self.add_event_handler("session_start", lambda _: self.online.set())
-        self.add_event_handler("disconnected", lambda _: self.online.clear())
+        self.offline = asyncio.Event()
+        self.offline.set()
+        self.add_event_handler("session_start", self._on_session_start)
+        self.add_event_handler("disconnected", self._on_disconnected)
         self.add_event_handler("pubsub_publish", self._on_publish)
         self.add_event_handler("pubsub_retract", self._on_retract)
         self._known_nodes: set[tuple[str, str]] = set()
@@ -56,6 +68,47 @@ class BridgeComponent(ComponentXMPP):
     @property
     def pubsub(self) -> Any:
         return self.plugin["xep_0060"]
+
+    # -- connection --------------------------------------------------------------------------------
+
+    def _on_session_start(self, _: Any) -> None:
+        if self._outage_since is not None:
+            log.info("reconnected to %s:%s after %.1f s (%d attempts)", self.server_host, self.server_port,
+                     time.monotonic() - self._outage_since, self._attempts)
+        self._outage_since, self._attempts = None, 0
+        self.offline.clear()
+        self.online.set()
+
+    def _on_disconnected(self, reason: Any) -> None:
+        self.online.clear()
+        self.offline.set()
+        if self.stopping:
+            return
+        if self._outage_since is None:
+            # One line per outage, not one per attempt.
+            self._outage_since = time.monotonic()
+            log.warning("lost the connection to %s:%s (%s); reconnecting", self.server_host,
+                        self.server_port, reason or "closed")
+        asyncio.get_running_loop().call_later(self._next_delay(), self._reconnect)
+
+    def _reconnect(self) -> None:
+        if not self.stopping and not self.online.is_set():
+            self.connect()
+
+    def reschedule_connection_attempt(self) -> asyncio.Future[Any] | None:
+        """slixmpp's own retry after a refused TCP connect, with our backoff (its own grows to 300 s)."""
+        if self._current_connection_attempt is None or self.stopping:
+            return None
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            log.warning("cannot connect to %s:%s; retrying", self.server_host, self.server_port)
+        self._connect_loop_wait = self._next_delay()
+        self._current_connection_attempt = asyncio.ensure_future(self._connect_loop())
+        return self._current_connection_attempt
+
+    def _next_delay(self) -> float:
+        self._attempts += 1
+        return backoff_delay(self._attempts)
 
     # -- receiving ---------------------------------------------------------------------------------
 
@@ -134,7 +187,8 @@ class BridgeComponent(ComponentXMPP):
             self.remove_handler(f"publish-{iq_id}")
         if reply["type"] == "error":
             error = reply["error"]
-            raise PublishFailed(f"{service} refused the item on {node}: {error['condition']} {error['text']}")
+            raise PublishFailed(f"{service} refused the item on {node}: {error['condition']} {error['text']}",
+                                transient=error["condition"] in TRANSIENT_CONDITIONS)
 
     async def retract(self, service: str, node: str, item_id: str) -> None:
         await self.pubsub.retract(service, node, item_id, notify=True, ifrom=self.boundjid.bare,
@@ -155,20 +209,79 @@ class BridgeComponent(ComponentXMPP):
             if not node:
                 continue
             info = await disco.get_info(jid=service, node=node, ifrom=self.boundjid.bare, timeout=IQ_TIMEOUT)
-            form = info["disco_info"]["form"]
-            if form["values"].get("pubsub#type") in IODEF_TYPES:
+            # A disco#info may carry several forms (ejabberd adds an empty serverinfo form after
+            # pubsub#meta-data), and slixmpp's info["disco_info"]["form"] is only the last of them.
+            types = {form["values"].get("pubsub#type") for form in info["disco_info"].iterables
+                     if isinstance(form, Form)}
+            if types & set(IODEF_TYPES):
                 found.append(node)
         return found
 
-    async def fetch_items(self, service: str, node: str) -> int:
-        """Hand every item currently on ``node`` to the sink; returns how many there were."""
-        reply = await self.pubsub.get_items(service, node, ifrom=self.boundjid.bare, timeout=IQ_TIMEOUT)
-        count = 0
-        for item in reply["pubsub"]["items"]:
-            payload = item.xml[0] if len(item.xml) else None
-            self.sink.on_item(service, node, item["id"], payload)
-            count += 1
-        return count
+    async def list_item_ids(self, service: str, node: str) -> list[str]:
+        """Ids of the items on ``node`` (disco#items on the node, XEP-0060 §5.5): small replies, unlike
+        fetching every item at once, which can exceed the 512 KB s2s stanza limit."""
+        reply = await self.plugin["xep_0030"].get_items(jid=service, node=node, ifrom=self.boundjid.bare,
+                                                        timeout=IQ_TIMEOUT)
+        return [name for _jid, _node, name in reply["disco_items"]["items"] if name]
+
+    async def fetch_item(self, service: str, node: str, item_id: str) -> bool:
+        """Fetch one item and hand it to the sink; False when the node no longer has it.
+
+        The sink is called from the reply's stanza handler, i.e. in stream order with event
+        notifications, so a fetch answered before an update can never overwrite that update.
+        """
+        iq_id = self.new_id()
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def on_reply(stanza: Any) -> None:
+            if done.done() or stanza["from"].bare != service:
+                return
+            if stanza["type"] == "error":
+                condition = stanza["error"]["condition"]
+                done.set_exception(PublishFailed(f"{service} refused item {item_id} of {node}: {condition}",
+                                                 transient=condition in TRANSIENT_CONDITIONS))
+                return
+            items = stanza.xml.find(f"{{{PUBSUB_NS}}}pubsub/{{{PUBSUB_NS}}}items")
+            found = [] if items is None else list(items)
+            for item in found:
+                self.sink.on_item(service, node, item.get("id", item_id), item[0] if len(item) else None)
+            done.set_result(bool(found))
+
+        self.register_handler(Callback(f"fetch-{iq_id}", MatcherId(iq_id), on_reply, once=True))
+        self.send_raw(
+            f"<iq type='get' id={quoteattr(iq_id)} from={quoteattr(self.boundjid.bare)} "
+            f"to={quoteattr(service)}><pubsub xmlns='{PUBSUB_NS}'><items node={quoteattr(node)}>"
+            f"<item id={quoteattr(item_id)}/></items></pubsub></iq>"
+        )
+        try:
+            return await asyncio.wait_for(done, IQ_TIMEOUT)
+        except TimeoutError:
+            raise PublishFailed(f"{service} did not answer for item {item_id}", transient=True) from None
+        finally:
+            self.remove_handler(f"fetch-{iq_id}")
+
+    async def keepalive(self, service: str, interval: float, timeout: float) -> None:
+        """Detect a dead server link: a disco#info round trip every ``interval``; on no answer, drop the
+        connection so that the reconnect logic takes over. (Components do not get mod_ping's answers
+        for component hosts, LAB-NOTES §5, but every pubsub service answers disco#info.)"""
+        while True:
+            await asyncio.sleep(interval)
+            if not self.online.is_set():
+                continue
+            try:
+                await self.plugin["xep_0030"].get_info(jid=service, ifrom=self.boundjid.bare, timeout=timeout,
+                                                       cached=False)
+            except IqTimeout:
+                log.warning("no answer from %s within %.0f s; dropping the connection", service, timeout)
+                self.abort()
+            except IqError:
+                pass  # an error reply is still an answer: the link is alive
+
+
+def backoff_delay(attempt: int) -> float:
+    """Capped exponential backoff with jitter, so that bridges restarted together do not reconnect in
+    lockstep: 0.5-1 s after the first failure, doubling up to 15-30 s."""
+    return random.uniform(0.5, 1.0) * min(RECONNECT_MAX_DELAY, 2.0 ** min(attempt - 1, 10))
 
 
 def _describe(exc: IqError | IqTimeout) -> str:

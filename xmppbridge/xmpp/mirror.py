@@ -1,23 +1,60 @@
-"""Keep subscriptions to remote nodes and hand what arrives to the receive path.
+"""Keep subscriptions to remote nodes, catch up after every gap, and hand items to the receive path.
 
-Discovery (RFC 8600 §5: disco#items, then ``pubsub#type`` per node) runs at start and every
-``discovery_interval``, so nodes a peer creates later are picked up.
+After each (re)connection every subscribed node is reconciled with the remote node: its item ids are
+listed (disco#items), every item is fetched by id and re-verified (the store absorbs what it already
+has), and items that disappeared while we were away are marked deleted. Discovery (RFC 8600 §5) runs at
+start and every ``discovery_interval`` so that nodes a peer creates later are picked up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from xml.etree import ElementTree as ET
 
-from xmppbridge.config import Config
+from xmppbridge.config import Config, Subscription
 from xmppbridge.receive import receive_item
 from xmppbridge.signing.verify import TrustStore
 from xmppbridge.signing.wireform import wire_bytes
 from xmppbridge.store import Store
+from xmppbridge.store.subscriptions import ItemState
 from xmppbridge.xmpp.component import BridgeComponent
 
 log = logging.getLogger(__name__)
+
+# Item fetches in flight per node during catch-up: enough to hide the s2s round trip, few enough that
+# slixmpp's per-reply handler matching stays cheap (LAB-NOTES §1: keep windows at 16-64).
+FETCH_WINDOW = 16
+CONTACT_NOTE_INTERVAL = 5.0
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    listed: int
+    fetched: int
+    retracted: int
+
+
+def retracted_while_away(states: Iterable[ItemState], remote_ids: Iterable[str], *,
+                         remote_capacity: int) -> list[str]:
+    """Mirrored items that are gone from the remote node because they were retracted.
+
+    A node below its ``max_items`` has dropped nothing on its own, so everything missing was retracted.
+    A full node may have evicted its oldest items (XEP-0060 §12.15); then only items newer than the
+    oldest one still there can have been retracted, and older missing ones are kept.
+    """
+    states = list(states)
+    present = set(remote_ids)
+    missing = [s for s in states if not s.deleted and s.item_id not in present]
+    if len(present) < remote_capacity:
+        return [s.item_id for s in missing]
+    oldest_present = min((s.updated_at for s in states if s.item_id in present), default=None)
+    if oldest_present is None:
+        return []
+    return [s.item_id for s in missing if s.updated_at > oldest_present]
 
 
 class Mirror:
@@ -25,16 +62,36 @@ class Mirror:
 
     def __init__(self, config: Config, store: Store, trust: TrustStore) -> None:
         self.config, self.store, self.trust = config, store, trust
-        self._subscribed: set[tuple[str, str]] = set()
+        self._synced: set[tuple[str, str]] = set()  # subscribed and caught up in this session
+        self._last_noted: dict[tuple[str, str], float] = {}
 
     def on_item(self, service: str, node: str, item_id: str, payload: ET.Element | None) -> None:
-        receive_item(self.store, self.trust, service=service, node=node, item_id=item_id,
-                     payload=None if payload is None else wire_bytes(payload),
+        data = None if payload is None else wire_bytes(payload)
+        self._note_contact(service, node)
+        existing = self.store.find_entry(service, node, item_id)
+        if data is not None and existing is not None and not existing.deleted and existing.xml == data:
+            # Exactly the bytes already verified and mirrored: a catch-up refetch or a duplicate
+            # notification. Skipping it keeps catch-up cheap and changes nothing.
+            return
+        receive_item(self.store, self.trust, service=service, node=node, item_id=item_id, payload=data,
                      max_bytes=self.config.max_document_bytes, schema_mode=self.config.schema_mode)
+
+    def _note_contact(self, service: str, node: str) -> None:
+        """Record when a node last sent something, at most every few seconds (a write per item would
+        double the cost of a burst)."""
+        now = time.monotonic()
+        if now - self._last_noted.get((service, node), -CONTACT_NOTE_INTERVAL) >= CONTACT_NOTE_INTERVAL:
+            self._last_noted[(service, node)] = now
+            self.store.record_item(service, node)
 
     def on_retract(self, service: str, node: str, item_id: str) -> None:
         if self.store.mark_deleted(service, node, item_id):
             log.info("retracted item %s on %s/%s", item_id, service, node)
+
+    async def sync_all(self, xmpp: BridgeComponent) -> None:
+        """After a (re)connection: subscribe again (idempotent) and catch up on every node."""
+        self._synced.clear()
+        await self.subscribe_all(xmpp)
 
     async def subscribe_all(self, xmpp: BridgeComponent) -> None:
         for subscription in self.config.subscriptions:
@@ -44,24 +101,73 @@ class Mirror:
                 log.warning("cannot discover nodes of %s: %s", subscription.service, exc)
                 continue
             for node in nodes:
-                await self._subscribe(xmpp, subscription.service, node)
+                await self._subscribe(xmpp, subscription, node)
 
-    async def _subscribe(self, xmpp: BridgeComponent, service: str, node: str) -> None:
-        if (service, node) in self._subscribed:
+    async def _subscribe(self, xmpp: BridgeComponent, subscription: Subscription, node: str) -> None:
+        service = subscription.service
+        if (service, node) in self._synced:
             return
         try:
             await xmpp.subscribe(service, node)
-            # Subscribe first, then fetch: an item published in between arrives twice, which the
+            self.store.record_subscribed(service, node)
+            # Subscribe first, then catch up: an item published in between arrives twice, which the
             # store absorbs (same item id, same bytes -> "unchanged"); the other order could miss it.
-            count = await xmpp.fetch_items(service, node)
+            result = await self.catch_up(xmpp, service, node, remote_capacity=subscription.max_items)
         except Exception as exc:  # noqa: BLE001 - logged; retried at the next discovery round
             log.warning("cannot subscribe to %s on %s: %s", node, service, exc)
             return
-        self._subscribed.add((service, node))
-        log.info("subscribed to %s on %s (%d items already there)", node, service, count)
+        self._synced.add((service, node))
+        log.info("subscribed to %s on %s: %d items there, %d retracted while away", node, service,
+                 result.listed, result.retracted)
+
+    async def catch_up(self, xmpp: BridgeComponent, service: str, node: str, *,
+                       remote_capacity: int, only_missing: bool = False) -> CatchUp:
+        """Reconcile with the remote node. ``only_missing`` fetches just the ids we do not hold (the
+        periodic check); otherwise every item is fetched again, which also picks up items republished
+        with new content while we were away."""
+        ids = await xmpp.list_item_ids(service, node)
+        states = self.store.item_states(service, node)
+        if only_missing:
+            held = {s.item_id for s in states if not s.deleted}
+            to_fetch = [item_id for item_id in ids if item_id not in held]
+        else:
+            to_fetch = ids
+        window = asyncio.Semaphore(FETCH_WINDOW)
+
+        async def fetch(item_id: str) -> None:
+            async with window:
+                await xmpp.fetch_item(service, node, item_id)
+
+        await asyncio.gather(*(fetch(item_id) for item_id in to_fetch))
+        gone = retracted_while_away(states, ids, remote_capacity=remote_capacity)
+        for item_id in gone:
+            self.on_retract(service, node, item_id)
+        self.store.record_sync(service, node)
+        return CatchUp(len(ids), len(to_fetch), len(gone))
 
     async def rediscover(self, xmpp: BridgeComponent) -> None:
-        """Pick up nodes a peer created after we started, and retry failed subscriptions."""
+        """Every ``discovery_interval``: pick up new nodes, retry failed subscriptions, and check the
+        nodes we follow. The check matters when the *remote* server restarted: our own link never
+        dropped, so nothing else tells us that notifications may have been lost or subscriptions
+        forgotten. Re-subscribing is idempotent; only ids we do not hold are fetched."""
         while True:
             await asyncio.sleep(self.config.discovery_interval)
+            if not xmpp.online.is_set():
+                continue
             await self.subscribe_all(xmpp)
+            for subscription in self.config.subscriptions:
+                for service, node in sorted(self._synced):
+                    if service == subscription.service:
+                        await self._check(xmpp, subscription, node)
+
+    async def _check(self, xmpp: BridgeComponent, subscription: Subscription, node: str) -> None:
+        try:
+            await xmpp.subscribe(subscription.service, node)
+            result = await self.catch_up(xmpp, subscription.service, node,
+                                         remote_capacity=subscription.max_items, only_missing=True)
+        except Exception as exc:  # noqa: BLE001 - a peer being away is normal; try again next round
+            log.debug("checking %s on %s failed: %s", node, subscription.service, exc)
+            return
+        if result.fetched or result.retracted:
+            log.info("caught up on %s on %s: %d missing items fetched, %d retracted", node,
+                     subscription.service, result.fetched, result.retracted)

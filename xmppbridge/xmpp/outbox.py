@@ -2,6 +2,8 @@
 
 Items are committed to the outbox before anyone is told "accepted" (CLI, AtomPub, watched folder);
 this loop publishes them with their deterministic item ids, so publishing one twice only overwrites it.
+Retractions (AtomPub DELETE) go the same way; retracting an item twice, or one the node no longer has,
+is done, not failed.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ import asyncio
 import logging
 import time
 
+from slixmpp.exceptions import IqError, IqTimeout
+
 from xmppbridge.config import Config
 from xmppbridge.errors import PublishFailed
 from xmppbridge.policy import node_access, parse_node_name
 from xmppbridge.publish import payload_namespace
 from xmppbridge.store import OutboxItem, Store
+from xmppbridge.store.outbox import RETRACT
 from xmppbridge.xmpp.component import BridgeComponent
 
 log = logging.getLogger(__name__)
@@ -36,7 +41,7 @@ class OutboxDrain:
                 if not self.xmpp.online.is_set():
                     break
                 try:
-                    await self._publish(item)
+                    await (self._retract(item) if item.action == RETRACT else self._publish(item))
                 except PublishFailed as exc:
                     if not exc.transient and self.xmpp.online.is_set():
                         # The server answered with an error: retrying the same bytes will not help.
@@ -58,3 +63,16 @@ class OutboxDrain:
         await self.xmpp.publish_bytes(service, item.node, item.item_id, item.payload)
         self.store.mark_published(item.id, service=service)
         log.info("published %s to %s on %s", item.item_id, item.node, service)
+
+    async def _retract(self, item: OutboxItem) -> None:
+        service = self.config.pubsub_service
+        try:
+            await self.xmpp.retract(service, item.node, item.item_id)
+        except IqTimeout:
+            raise PublishFailed(f"{service} did not answer the retraction", transient=True) from None
+        except IqError as exc:
+            if exc.condition != "item-not-found":  # already gone: what we wanted
+                raise PublishFailed(f"{service} refused to retract {item.item_id} from {item.node}: "
+                                    f"{exc.condition} {exc.text}".strip()) from None
+        self.store.mark_published(item.id, service=service)  # marks the entry deleted
+        log.info("retracted %s from %s on %s", item.item_id, item.node, service)

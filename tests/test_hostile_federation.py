@@ -1,0 +1,129 @@
+"""The hostile corpus through real Prosody servers: A's bridge publishes whatever its outbox holds, so that
+is where the cases are injected; B must quarantine each with its reason and keep serving, in bounded
+memory. Cases XMPP cannot carry (DOCTYPEs, malformed bytes) and cases that need more trust configuration
+at B than A's pinned certificate run in-process only (``test_hostile.py``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from lxml import etree
+
+from tests.hostile_corpus import NODE, SERVICE, build_corpus, build_world, ec_identity, iodef2
+from tests.integration import eventually
+from xmppbridge.demo.consortium import Consortium
+from xmppbridge.publish import prepare
+from xmppbridge.signing.keys import load_identity
+from xmppbridge.signing.relay import relay_sign
+from xmppbridge.signing.sign import sign_document
+from xmppbridge.store import Store
+
+pytestmark = pytest.mark.integration
+
+
+def store_of(federation: Consortium, name: str) -> Store:
+    return Store(federation[name].workdir / "data" / f"{name}.sqlite")
+
+
+def rss_kb(federation: Consortium, name: str) -> int:
+    bridge = federation[name].bridge
+    assert bridge is not None
+    status = Path(f"/proc/{bridge.pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
+
+
+def inject(federation: Consortium, items: dict[str, bytes]) -> None:
+    """Put raw payloads into A's outbox under the need-to-know/mitigation node."""
+    a = federation["a"]
+    identity = load_identity(a.workdir / "keys/a.key", a.workdir / "keys/a.crt")
+    [good] = prepare(iodef2("H-TEMPLATE"), prefix="iodef", identity=identity, max_bytes=400_000)
+    with closing(store_of(federation, "a")) as store:
+        for item_id, payload in items.items():
+            store.enqueue(node=good.node, item_id=item_id, payload=payload, incident=good.incident,
+                          version="2.0", source="test")
+
+
+def quarantined_at_b(federation: Consortium, item_ids: set[str]) -> dict[str, object]:
+    with closing(store_of(federation, "b")) as store:
+        found = {r.item_id: r for r in store.rejects(limit=100_000) if r.item_id in item_ids}
+    return found if found.keys() == item_ids else {}
+
+
+def test_the_corpus_over_xmpp_is_quarantined_and_b_keeps_serving(federation: Consortium,
+                                                                  tmp_path: Path) -> None:
+    a = federation["a"]
+    world = build_world(load_identity(a.workdir / "keys/a.key", a.workdir / "keys/a.crt"))
+    cases = {f"hostile-{c.name}": c for c in build_corpus(world)
+             if c.over_xmpp and c.pinned_only and (c.service, c.node) == (SERVICE, NODE)}
+    assert len(cases) >= 30
+    rss_before = rss_kb(federation, "b")
+
+    inject(federation, {item_id: case.wire for item_id, case in cases.items()})
+    found = eventually(lambda: quarantined_at_b(federation, set(cases)), timeout=60,
+                       what=f"{len(cases)} hostile items quarantined at B")
+    wrong = {item_id: (case.reason, found[item_id].reason) for item_id, case in cases.items()
+             if found[item_id].reason != case.reason}
+    assert not wrong, wrong
+    for item_id, case in cases.items():
+        assert found[item_id].raw == case.wire and found[item_id].service == "pubsub.a.test"
+    with closing(store_of(federation, "b")) as store:
+        assert not [e for e in store.entries(limit=100_000) if e.item_id in cases]
+
+    # Still running, still serving, still mirroring, and no memory blow-up from any of it.
+    assert federation["b"].bridge.poll() is None
+    assert federation.health("b").get("ready")
+    assert rss_kb(federation, "b") - rss_before < 60_000
+    document = tmp_path / "after.xml"
+    document.write_bytes(iodef2("H-AFTER-CORPUS"))
+    assert federation.publish("a", document).returncode == 0
+
+    def mirrored() -> bool:
+        with closing(store_of(federation, "b")) as store:
+            return any(e.incident.id == "H-AFTER-CORPUS" for e in store.entries(limit=100_000))
+
+    eventually(mirrored, what="a good item mirrored at B after the corpus")
+
+
+def test_release_after_adding_a_trust_anchor_over_xmpp(federation: Consortium) -> None:
+    b = federation["b"]
+    carol = ec_identity("CSIRT C", domains=("c.test",))
+    payload = sign_document(etree.fromstring(iodef2("H-CAROL", name="csirt.c.test")), carol)
+    inject(federation, {"carol": payload})
+    found = eventually(lambda: quarantined_at_b(federation, {"carol"}), what="Carol's item quarantined at B")
+    record = found["carol"]
+    assert record.reason == "unknown-signer"
+
+    anchor = b.workdir / "trust" / "b" / "carol.crt"
+    anchor.write_bytes(carol.certificate.public_bytes(serialization.Encoding.PEM))
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "xmppbridge.cli", "quarantine", "release", "-c", str(b.config_path),
+             str(record.id)], capture_output=True, text=True, timeout=60)
+    finally:
+        anchor.unlink()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "released: mirrored: new" in result.stdout
+    with closing(store_of(federation, "b")) as store:
+        [entry] = [e for e in store.entries(limit=100_000) if e.item_id == "carol"]
+        assert entry.signer_subject == "CN=CSIRT C" and entry.service == "pubsub.a.test"
+
+
+def test_a_relayed_item_survives_xmpp(federation: Consortium) -> None:
+    # B trusts only A, so A relays its own item here; what matters is that both signatures, each in its
+    # own AdditionalData, come through Prosody intact and verify at B.
+    a = federation["a"]
+    identity = load_identity(a.workdir / "keys/a.key", a.workdir / "keys/a.crt")
+    original = sign_document(etree.fromstring(iodef2("H-RELAYED")), identity)
+    inject(federation, {"relayed": relay_sign(original, identity)})
+
+    def mirrored() -> list[object]:
+        with closing(store_of(federation, "b")) as store:
+            return [e for e in store.entries(limit=100_000) if e.item_id == "relayed"]
+
+    [entry] = eventually(mirrored, what="the relayed item mirrored at B")
+    assert entry.xml.count(b'meaning="relay-signature"') == 1

@@ -1,0 +1,65 @@
+"""/metrics: what the store says, in Prometheus text format, parsed with the official parser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.test_chat import add
+from xmppbridge.metrics import BridgeMetrics, metrics_routes
+from xmppbridge.store import Store
+from xmppbridge.xmpp.component import ItemSink
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+async def test_metrics_endpoint_reports_the_store(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    add(store, "R-1", "need-to-know")
+    add(store, "R-1", "need-to-know", title="revised")  # a second received version
+    entry = store.find_entry("pubsub.a.test", "iodef/need-to-know/mitigation", "R-1")
+    for reason in ("bad-signature", "bad-signature", "unknown-signer"):
+        store.add_reject(source="xmpp", service="pubsub.b.test", node="n", item_id=reason, reason=reason,
+                         message="m", raw=reason.encode())
+    store.set_state("connection", "online")
+    metrics = BridgeMetrics(store.path)
+    queued = store.enqueue(node="iodef/public/reporting", item_id="L-1", payload=b"<x/>",
+                           incident=entry.incident, version="2.0", source="test")
+    store.enqueue(node="iodef/public/reporting", item_id="L-2", payload=b"<y/>", incident=entry.incident,
+                  version="2.0", source="test")
+    store.mark_published(queued, service="pubsub.a.test")
+
+    class Sink(ItemSink):
+        def on_item(self, *args: object) -> None: ...
+        def on_retract(self, *args: object) -> None: ...
+
+    metrics.timed_sink(Sink()).on_item("pubsub.b.test", "n", "i", None)
+
+    app = web.Application()
+    app.add_routes(metrics_routes(metrics))
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/metrics")
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain; version=")
+        found = samples(await response.text())
+    metrics.close()
+    store.close()
+
+    assert found[("xmppbridge_received_total", ())] == 2
+    assert found[("xmppbridge_published_total", (("action", "publish"),))] == 1
+    assert found[("xmppbridge_outbox_depth", ())] == 1
+    assert found[("xmppbridge_rejected_total", (("reason", "bad-signature"),))] == 2
+    assert found[("xmppbridge_rejected_total", (("reason", "unknown-signer"),))] == 1
+    assert found[("xmppbridge_quarantine_held", ())] == 2  # the same bytes twice are one record
+    assert found[("xmppbridge_entries", (("origin", "remote"), ("restriction", "need-to-know")))] == 1
+    assert found[("xmppbridge_connection_state", (("state", "online"),))] == 1
+    assert found[("xmppbridge_connection_state", (("state", "offline"),))] == 0
+    assert found[("xmppbridge_connected", ())] == 1
+    assert found[("xmppbridge_publish_latency_seconds_count", ())] == 1
+    assert found[("xmppbridge_receive_seconds_count", ())] == 1

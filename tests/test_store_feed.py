@@ -1,0 +1,251 @@
+"""The store's feed side: change log, current pages, archives, revisions, search, schema migration."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from xmppbridge.iodef.model import Incident
+from xmppbridge.store import Store
+from xmppbridge.store.db import _SCHEMA, SCHEMA_VERSION
+from xmppbridge.store.search import SearchQuery, TimeRange
+from xmppbridge.store.searchindex import description_text
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+ALL: dict[str, None] = {r: None for r in ("public", "partner", "need-to-know", "private", "default")}
+
+
+def incident(n: int, restriction: str = "public", **changes: object) -> Incident:
+    base = Incident(id_name="csirt.example.org", id=f"INC-{n}", instance=None, restriction_raw=restriction,
+                    restriction=restriction, purpose="mitigation", report_time=T0 + timedelta(hours=n))
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def document(description: str) -> bytes:
+    return (f'<IODEF-Document xmlns="urn:ietf:params:xml:ns:iodef-2.0"><Incident>'
+            f"<Description>{description}</Description><EventData><Description>nested words</Description>"
+            f"</EventData></Incident></IODEF-Document>").encode()
+
+
+def put(store: Store, n: int, *, xml: bytes | None = None, **changes: object) -> str:
+    inc = incident(n, **changes)  # type: ignore[arg-type]
+    return store.upsert_entry(service="pubsub.a.test", node=f"iodef/{inc.restriction}/mitigation",
+                              item_id=f"item-{n}", origin="remote", incident=inc, version="2.0",
+                              xml=xml if xml is not None else document(f"incident {n}"),
+                              signer_subject="CN=a", signer_fingerprint="00")
+
+
+def entry_id(store: Store, n: int, restriction: str = "public") -> int:
+    found = store.find_entry("pubsub.a.test", f"iodef/{restriction}/mitigation", f"item-{n}")
+    assert found is not None
+    return found.id
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    with Store(tmp_path / "s.sqlite") as opened:
+        yield opened
+
+
+# -- change log ----------------------------------------------------------------------------------------
+
+
+def test_every_change_gets_the_next_sequence_number_of_its_collection(store: Store) -> None:
+    for n in range(1, 4):
+        put(store, n)
+    put(store, 9, restriction="private")
+    put(store, 1, xml=document("changed"))  # new revision of 1
+    store.mark_deleted("pubsub.a.test", "iodef/public/mitigation", "item-2")
+
+    assert store.last_seq("public") == 5 and store.last_seq("private") == 1 and store.last_seq("partner") == 0
+    page = store.current_page("public", None, limit=10)
+    assert [(c.seq, c.entry.incident.id, c.entry.deleted, c.entry.revision) for c in page] == [
+        (5, "INC-2", True, 1),
+        (4, "INC-1", False, 2),
+        (3, "INC-3", False, 1),
+    ]
+    assert page[1].entry.xml == b""  # listings never load documents
+    assert page[0].entry.updated_at > page[1].entry.updated_at
+
+
+def test_archive_ranges_keep_every_change_as_it_was(store: Store) -> None:
+    put(store, 1, title="first title")
+    put(store, 2)
+    put(store, 1, xml=document("v2"), title="second title")
+    archive = store.archive("public", None, 1, 3)
+    assert [(c.seq, c.entry.revision, c.entry.incident.title) for c in archive] == [
+        (3, 2, "second title"),
+        (2, 1, ""),
+        (1, 1, "first title"),  # the Incident as it was, from entry_versions
+    ]
+    before = store.archive("public", None, 1, 2)
+    put(store, 2, xml=document("v2 of 2"))
+    store.mark_deleted("pubsub.a.test", "iodef/public/mitigation", "item-1")
+    assert store.archive("public", None, 1, 2) == before  # closed ranges never change
+
+
+def test_paging_cursors_and_purpose_filter(store: Store) -> None:
+    for n in range(1, 8):
+        put(store, n, purpose="watch" if n % 2 else "mitigation")
+    seqs = [c.seq for c in store.current_page("public", None, limit=3)]
+    assert seqs == [7, 6, 5]
+    assert [c.seq for c in store.current_page("public", None, limit=3, before=5)] == [4, 3, 2]
+    assert [c.seq for c in store.current_page("public", None, limit=3, after=2)] == [5, 4, 3]
+    assert [c.seq for c in store.current_page("public", None, limit=3, after=0)] == [3, 2, 1]
+    assert store.has_current("public", None, below=2) and not store.has_current("public", None, below=1)
+    assert not store.has_current("public", None, above=7)
+    assert [c.seq for c in store.current_page("public", {"watch"}, limit=10)] == [7, 5, 3, 1]
+    assert store.current_page("public", set(), limit=10) == []
+
+
+def test_moving_to_another_collection_leaves_a_tombstone(store: Store) -> None:
+    put(store, 1)
+    narrower = incident(1, narrowest_restriction="need-to-know")
+    store.upsert_entry(service="pubsub.a.test", node="iodef/public/mitigation", item_id="item-1",
+                       origin="remote", incident=narrower, version="2.0", xml=document("now with a secret"),
+                       signer_subject="CN=a", signer_fingerprint="00")
+    [gone] = store.current_page("public", None, limit=10)
+    assert gone.entry.deleted and gone.entry.revision == 1
+    [moved] = store.current_page("need-to-know", None, limit=10)
+    assert not moved.entry.deleted and moved.entry.revision == 2
+
+
+def test_revisions_are_numbered_and_keep_their_documents(store: Store) -> None:
+    put(store, 1, xml=b"<v1/>")
+    put(store, 1, xml=b"<v2/>", title="two")
+    put(store, 1, xml=b"<v2/>", title="two")  # unchanged: no new revision
+    ident = entry_id(store, 1)
+    found = store.revisions(ident)
+    assert [(r.entry.revision, r.entry.xml, r.superseded_at is None) for r in found] == [
+        (2, b"<v2/>", True),
+        (1, b"<v1/>", False),
+    ]
+    assert found[0].entry.incident.title == "two" and found[1].entry.incident.title == ""
+    assert store.revision_xml(ident, 1) == b"<v1/>" and store.revision_xml(ident, 2) == b"<v2/>"
+    assert store.revision_xml(ident, 3) is None and store.revisions(999) == []
+    assert [v.number for v in store.entry_versions(ident)] == [1]
+
+
+# -- search --------------------------------------------------------------------------------------------
+
+
+def test_description_text_takes_every_description() -> None:
+    assert description_text(document("Scan  from\n192.0.2.1")) == "Scan from 192.0.2.1\nnested words"
+    assert description_text(b"<not xml") == ""
+
+
+def test_search_criteria(store: Store) -> None:
+    put(store, 1, alternative_ids=(("other.example", "ALT-1"),), detect_time=T0)
+    put(store, 2, related_ids=(("csirt.example.org", "INC-1"),), purpose="watch",
+        xml=document("Phishing wave against résumé portals"))
+    put(store, 3, restriction="private", xml=document("Phishing in private"))
+
+    def ids(readable: dict = ALL, **criteria: object) -> list[str]:  # type: ignore[type-arg]
+        found = store.search(SearchQuery(**criteria), readable, limit=50)  # type: ignore[arg-type]
+        return sorted(e.incident.id for e in found)
+
+    assert ids() == ["INC-1", "INC-2", "INC-3"]
+    assert ids(text="phishing") == ["INC-2", "INC-3"]
+    assert ids(text="RESUME portals") == ["INC-2"]  # case and accents folded, all words required
+    assert ids(text='phishing" OR "x') == []  # quotes are data, not query syntax
+    assert ids(text="***") == []
+    assert ids(incident_id="INC-2") == ["INC-2"]
+    assert ids(alternative_id="ALT-1") == ["INC-1"]
+    assert ids(related_id="INC-1") == ["INC-2"]
+    assert ids(restrictions=frozenset({"private"})) == ["INC-3"]
+    assert ids(purposes=frozenset({"watch"})) == ["INC-2"]
+    assert ids(times=(TimeRange("detect_time", T0, T0),)) == ["INC-1"]
+    assert ids(times=(TimeRange("report_time", start=T0 + timedelta(hours=2)),)) == ["INC-2", "INC-3"]
+    assert ids(times=(TimeRange("report_time", end=T0 + timedelta(hours=1)),)) == ["INC-1"]
+    # what the reader may not see is never found
+    assert ids({"public": None}, text="phishing") == ["INC-2"]
+    assert ids({"public": {"mitigation"}}) == ["INC-1"]
+    assert ids({}) == []
+    store.mark_deleted("pubsub.a.test", "iodef/public/mitigation", "item-1")
+    assert ids() == ["INC-2", "INC-3"]
+    assert store.count_matches(SearchQuery(), ALL, cap=10) == 2
+    assert store.count_matches(SearchQuery(), ALL, cap=1) == 2  # counts at most cap + 1
+
+
+def test_time_range_field_is_checked() -> None:
+    with pytest.raises(ValueError, match="report_time"):
+        TimeRange("updated_at")
+
+
+def test_queries_use_indexes(store: Store) -> None:
+    """Issue 7 benchmarks a million entries: every feed and search query must be answered by an index."""
+    plans = {
+        "current page": "SELECT * FROM changes AS c WHERE c.collection = 'public' AND c.current = 1"
+                        " AND c.seq < 10 ORDER BY c.seq DESC LIMIT 50",
+        "incident id": "SELECT * FROM entries WHERE incident_id = 'x'",
+        "report time": "SELECT * FROM entries WHERE report_time >= 'a' AND report_time <= 'b'",
+        "alternative": "SELECT entry_id FROM entry_ids WHERE kind = 'alternative' AND value = 'x'",
+    }
+    for name, sql in plans.items():
+        plan = " ".join(row[3] for row in store.conn.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "USING" in plan and "SCAN" not in plan.replace("USING INDEX", ""), (name, plan)
+
+
+# -- migration from schema version 1 -------------------------------------------------------------------
+
+
+def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "v1.sqlite"
+    conn = sqlite3.connect(path)
+    for statement in _SCHEMA:
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_version VALUES (1)")
+    columns = ("service, node, item_id, origin, version, xml, signer_subject, signer_fingerprint, id_name,"
+               " incident_id, restriction_raw, restriction, purpose, title, alternative_ids, related_ids,"
+               " effective_restriction, received_at, updated_at, deleted_at")
+    rows = [
+        ("s", "n", "i1", "remote", "2.0", document("old phishing"), "", "", "x.example", "A", "public",
+         "public", "ext-value", "", '[["y.example", "ALT"]]', "[]", "public", "2024-01-01T00:00:00.000000Z",
+         "2024-01-02T00:00:00.000000Z", None),
+        ("s", "n", "i2", "remote", "2.0", b"<x/>", "", "", "x.example", "B", "private", "private", "watch",
+         "", "[]", "[]", "private", "2024-01-01T00:00:00.000000Z", "2024-01-03T00:00:00.000000Z",
+         "2024-01-03T00:00:00.000000Z"),
+    ]
+    conn.executemany(f"INSERT INTO entries ({columns}) VALUES ({', '.join('?' * 20)})", rows)
+    conn.execute("INSERT INTO entry_versions (entry_id, version, xml, signer_subject, signer_fingerprint,"
+                 " updated_at, superseded_at) VALUES (1, '2.0', x'00', '', '', '2023-12-01T00:00:00.000000Z',"
+                 " '2024-01-02T00:00:00.000000Z')")
+    conn.commit()
+    conn.close()
+
+    with Store(path) as store:
+        assert store.conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+        [public] = store.current_page("public", None, limit=10)
+        assert public.entry.revision == 2 and not public.entry.deleted
+        assert store.current_page("public", {"other"}, limit=10) == [public]  # ext-value -> other
+        [private] = store.current_page("private", None, limit=10)
+        assert private.entry.deleted
+        assert [e.incident.id for e in store.search(SearchQuery(text="phishing"), ALL, limit=5)] == ["A"]
+        assert [e.incident.id for e in store.search(SearchQuery(alternative_id="ALT"), ALL, limit=5)] == ["A"]
+        assert store.revision_xml(1, 1) == b"\x00"
+        assert [r.entry.revision for r in store.revisions(1)] == [2, 1]
+    with Store(path) as again:  # reopening migrates nothing twice
+        assert again.last_seq("public") == 1
+
+
+@pytest.mark.parametrize("query", [
+    SearchQuery(),
+    SearchQuery(text="phishing"),
+    SearchQuery(text="phishing", times=(TimeRange("report_time", T0),)),
+    SearchQuery(times=(TimeRange("detect_time", T0, T0),)),
+    SearchQuery(restrictions=frozenset({"private"}), purposes=frozenset({"watch"})),
+])
+def test_search_plans_need_no_statistics(store: Store, query: SearchQuery) -> None:
+    """Searches walk an index in result order and stop at the page size: no sorting of every match,
+    and no reliance on ANALYZE (a new store has no statistics)."""
+    from xmppbridge.store.search import _source_and_order, _where
+
+    where, params = _where(query, {"public": None, "private": {"watch"}})
+    source, order = _source_and_order(query)
+    sql = f"SELECT e.id FROM {source} WHERE {where} ORDER BY {order} LIMIT 50"
+    plan = " | ".join(row[3] for row in store.conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+    assert "TEMP B-TREE" not in plan and "entries_restriction_updated" not in plan, plan

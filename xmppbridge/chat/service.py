@@ -1,0 +1,192 @@
+"""The chat core: answer a person's command, and decide who hears about a new or updated incident.
+
+Every answer goes through ``ChatAccess`` (the feed's rights, keyed by JID) and the store's readable
+filter, so a person never learns of an entry, not even that it exists, outside their rights.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from xmppbridge.chat.access import may_see
+from xmppbridge.chat.commands import HELP, Command, CommandError, parse
+from xmppbridge.chat.ratelimit import RateLimiter
+from xmppbridge.chat.settings import OperatorSettings
+from xmppbridge.chat.state import ChatState
+from xmppbridge.chat.summary import one_line, summary
+from xmppbridge.feed.access import Rights
+from xmppbridge.feed.layout import FeedUrls
+from xmppbridge.policy import PURPOSES, RESTRICTIONS, canonical_purpose
+from xmppbridge.store import Store
+from xmppbridge.store.entries import Entry
+from xmppbridge.store.search import SearchQuery
+
+# A burst of changes (a bulk publish) gives each recipient this many summaries, then one line with the rest.
+SUMMARIES_PER_ROUND = 5
+CHANGES_PER_ROUND = 500
+MAX_COMMAND = 1000  # characters; anything longer is not a command
+
+
+@dataclass(frozen=True)
+class Notice:
+    to: str  # a person's bare JID, or a room's JID
+    body: str
+    room: bool = False
+
+
+class ChatService:
+    def __init__(self, settings: OperatorSettings, store: Store, state: ChatState, urls: FeedUrls, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings, self.store, self.state, self.urls = settings, store, state, urls
+        self.limiter = RateLimiter(settings.rate, clock)
+
+    # -- commands ---------------------------------------------------------------------------------------
+
+    def handle(self, jid: str, text: str) -> str | None:
+        """The reply to ``text`` from bare ``jid``; None when the sender is over the rate limit again."""
+        verdict = self.limiter.check(jid)
+        if verdict == "drop":
+            return None
+        if verdict == "warn":
+            return "Slow down: too many commands. Try again in a minute."
+        if len(text) > MAX_COMMAND:
+            return "That is too long to be a command. Send 'help' for the list of commands."
+        try:
+            command = parse(text)
+        except CommandError as exc:
+            return str(exc)
+        rights = self.settings.access.rights(jid)
+        handler = getattr(self, f"_{command.name}")
+        return handler(jid, rights, command)
+
+    def _help(self, _jid: str, rights: Rights, _command: Command) -> str:
+        return f"{HELP}\n\nYou may see: {describe(rights.pairs)}."
+
+    def _latest(self, _jid: str, rights: Rights, command: Command) -> str:
+        entries = self.store.search(SearchQuery(), rights.readable(), limit=command.count)
+        if not entries:
+            return "No incidents that you may see yet."
+        return "\n".join(one_line(entry) for entry in entries)
+
+    def _show(self, jid: str, rights: Rights, command: Command) -> str:
+        found = [self._full(entry) for entry in self._lookup(rights, command.argument)]
+        found = [entry for entry in found if entry is not None and may_see(rights, entry)]
+        if not found:
+            # The same answer whether it does not exist or is not for this person: no existence oracle.
+            return f"No incident {command.argument} that you may see."
+        return "\n\n".join(summary(e, status="current", link=self.urls.entry(e.id)) for e in found)
+
+    def _lookup(self, rights: Rights, reference: str) -> list[Entry]:
+        if reference.startswith("#") and reference[1:].isdigit():
+            entry = self.store.entry(int(reference[1:]))
+            return [] if entry is None or entry.deleted else [entry]
+        return self.store.search(SearchQuery(incident_id=reference), rights.readable(),
+                                 limit=self.settings.max_results)
+
+    def _full(self, entry: Entry) -> Entry | None:
+        """Search results leave the document out; summaries need it for the addresses."""
+        return self.store.entry(entry.id) if not entry.xml else entry
+
+    def _search(self, _jid: str, rights: Rights, command: Command) -> str:
+        query, readable = SearchQuery(text=command.argument), rights.readable()
+        limit = self.settings.max_results
+        entries = self.store.search(query, readable, limit=limit)
+        if not entries:
+            return f"Nothing that you may see matches {command.argument!r}."
+        total = self.store.count_matches(query, readable, cap=limit)
+        more = f"\n(more than {limit}; narrow the search)" if total > limit else ""
+        return "\n".join(one_line(entry) for entry in entries) + more
+
+    def _subscribe(self, jid: str, rights: Rights, command: Command) -> str:
+        try:
+            wanted = Rights.parse([command.argument]).pairs
+        except ValueError as exc:
+            return f"Cannot subscribe: {exc}."
+        granted = wanted & rights.pairs
+        if not granted:
+            return f"You may not see {command.argument}. You may see: {describe(rights.pairs)}."
+        self.state.subscribe(jid, granted)
+        note = f" (not {describe(wanted - granted)}, which you may not see)" if wanted - granted else ""
+        return (f"Subscribed to {describe(granted)}{note}. You will get a message for each new or updated "
+                "incident.")
+
+    def _unsubscribe(self, jid: str, _rights: Rights, command: Command) -> str:
+        try:
+            wanted = Rights.parse([command.argument]).pairs
+        except ValueError as exc:
+            return f"Cannot unsubscribe: {exc}."
+        removed = self.state.unsubscribe(jid, wanted)
+        left = self.state.subscriptions(jid)
+        return (f"Unsubscribed from {removed} categor{'y' if removed == 1 else 'ies'}. "
+                f"Still subscribed to: {describe(left) if left else 'nothing'}.")
+
+    def _subscriptions(self, jid: str, _rights: Rights, _command: Command) -> str:
+        pairs = self.state.subscriptions(jid)
+        paused = " (paused by an operator)" if self.state.is_paused(jid) else ""
+        return f"Subscribed to: {describe(pairs)}{paused}." if pairs else "You have no subscriptions."
+
+    # -- notifications ----------------------------------------------------------------------------------
+
+    def notices(self, changes: Iterable[tuple[Entry, str]]) -> list[Notice]:
+        """Messages for a batch of changed entries (status "new" or "updated"), in order. A recipient who
+        would get more than SUMMARIES_PER_ROUND gets the first ones and one line about the rest."""
+        by_recipient: dict[tuple[str, bool], list[str]] = {}
+        for entry, status in changes:
+            body = summary(entry, status=status, link=self.urls.entry(entry.id))
+            for recipient in self._recipients(entry):
+                by_recipient.setdefault(recipient, []).append(body)
+        notices = []
+        for (to, room), bodies in by_recipient.items():
+            notices += [Notice(to, body, room) for body in bodies[:SUMMARIES_PER_ROUND]]
+            if len(bodies) > SUMMARIES_PER_ROUND:
+                notices.append(Notice(to, f"... and {len(bodies) - SUMMARIES_PER_ROUND} more new or updated "
+                                          f"incidents: {self.urls.service_document()}", room))
+        return notices
+
+    def _recipients(self, entry: Entry) -> list[tuple[str, bool]]:
+        purpose = canonical_purpose(entry.incident.purpose)
+        # Rights are checked again now, not only at subscribe time: an allowlist may have shrunk since.
+        people = [(jid, False) for jid in self.state.subscribers(entry.restriction, purpose)
+                  if self.settings.access.may_see(jid, entry)]
+        rooms = [(room.room, True) for room in self.settings.rooms
+                 if may_see(room.rights, entry) and not self.state.is_paused(room.room)]
+        return people + rooms
+
+    def changes(self) -> list[tuple[Entry, str]]:
+        """New and updated entries since the last call, oldest first, from the store's change log.
+
+        The log covers every way an entry changes (mirrored from a peer, published here, released from
+        quarantine by another process), and the cursor is kept in the store, so nothing is announced
+        twice or lost across a restart. A fresh store starts at the end: history is not announced."""
+        found: list[tuple[int, Entry, str]] = []
+        for collection in RESTRICTIONS:
+            cursor = self.state.cursor(collection)
+            if cursor is None:
+                self.state.set_cursor(collection, self.store.last_seq(collection))
+                continue
+            page = sorted(self.store.current_page(collection, None, limit=CHANGES_PER_ROUND, after=cursor),
+                          key=lambda change: change.seq)
+            for change in page:
+                entry = None if change.entry.deleted else self.store.entry(change.entry.id)
+                if entry is not None and not entry.deleted:
+                    status = "new" if change.entry.revision == 1 else "updated"
+                    found.append((change.seq, entry, status))
+            if page:
+                self.state.set_cursor(collection, page[-1].seq)
+        return [(entry, status) for _seq, entry, status in sorted(found, key=lambda f: f[1].updated_at)]
+
+
+def describe(pairs: Iterable[tuple[str, str]]) -> str:
+    """Categories the way people write them: a restriction alone when it has every purpose."""
+    pairs = set(pairs)
+    parts = []
+    for restriction in RESTRICTIONS:
+        purposes = [p for p in PURPOSES if (restriction, p) in pairs]
+        if len(purposes) == len(PURPOSES):
+            parts.append(restriction)
+        else:
+            parts += [f"{restriction}/{p}" for p in purposes]
+    return ", ".join(parts) or "nothing"
+

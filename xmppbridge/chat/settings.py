@@ -1,0 +1,114 @@
+"""The ``chat:``, ``rooms:``, ``admins:``, ``metrics:`` and ``logging:`` sections of a bridge config.
+
+Parsed with the config's ``ConfigReader`` so that every error names the file and the key. Rooms follow
+one safety rule: a room gets public summaries only, unless its ``allow`` list names the restriction
+(people join rooms without anyone checking the consortium's allowlists).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from xmppbridge.chat.access import ChatAccess
+from xmppbridge.feed.access import Rights
+from xmppbridge.policy import RESTRICTIONS
+
+if TYPE_CHECKING:
+    from xmppbridge.config import ConfigReader
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    burst: int = 10  # commands a JID may send at once
+    per_minute: float = 30.0  # and then, on average
+
+
+@dataclass(frozen=True)
+class RoomSettings:
+    room: str  # bare room JID, e.g. incidents@rooms.a.test
+    nick: str
+    rights: Rights  # what to post: the filter, narrowed to public + ``allow`` (see room_rights)
+    password: str | None = None
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """Everything issue 6 adds to a bridge config, in one value for ``bridge.py``."""
+
+    access: ChatAccess = field(default_factory=lambda: ChatAccess({}))
+    rate: RateLimit = field(default_factory=RateLimit)
+    max_results: int = 10
+    rooms: tuple[RoomSettings, ...] = ()
+    admins: frozenset[str] = frozenset()
+    metrics: bool = True  # serve /metrics beside /healthz on the feed listener
+    log_format: str = "text"  # or "json": one JSON object per line (logging_setup)
+
+
+def room_rights(post: Rights, allow: frozenset[str]) -> Rights:
+    """The filter, without any restriction other than public that ``allow`` does not name: ``post: [all]``
+    alone never lets need-to-know or private summaries into a room."""
+    permitted = allow | {"public"}
+    return Rights(frozenset((r, p) for r, p in post.pairs if r in permitted))
+
+
+def operator_settings(r: ConfigReader) -> OperatorSettings:
+    grants: dict[str, Rights] = {}
+    for grant, jids in r.get("chat.readers", {}, dict).items():
+        key = f"chat.readers.{grant}"
+        rights = _rights(r, key, [grant])
+        if not isinstance(jids, list) or not all(isinstance(j, str) and "@" in j for j in jids):
+            raise r.error(key, "must be a list of bare JIDs (user@domain) or *@domain")
+        for jid in jids:
+            jid = jid.lower()
+            grants[jid] = grants.get(jid, Rights()) | rights
+    rate = RateLimit(burst=r.get("chat.rate_limit.burst", 10, int),
+                     per_minute=float(r.get("chat.rate_limit.per_minute", 30, (int, float))))
+    if rate.burst < 1 or rate.per_minute <= 0:
+        raise r.error("chat.rate_limit", "burst must be at least 1 and per_minute positive")
+    max_results = r.get("chat.max_results", 10, int)
+    if not 1 <= max_results <= 50:
+        raise r.error("chat.max_results", "must be between 1 and 50")
+    log_format = r.get("logging.format", "text")
+    if log_format not in ("text", "json"):
+        raise r.error("logging.format", "must be 'text' or 'json'")
+    admins = r.get("admins", [], list)
+    if not all(isinstance(a, str) and "@" in a and "/" not in a for a in admins):
+        raise r.error("admins", "must be a list of bare JIDs (user@domain)")
+    return OperatorSettings(
+        access=ChatAccess(grants),
+        rate=rate,
+        max_results=max_results,
+        rooms=tuple(_room(r, i, spec) for i, spec in enumerate(r.get("rooms", [], list))),
+        admins=frozenset(a.lower() for a in admins),
+        metrics=r.get("metrics.enabled", True, bool),
+        log_format=log_format,
+    )
+
+
+def _room(r: ConfigReader, index: int, spec: Any) -> RoomSettings:
+    key = f"rooms[{index}]"
+    if not isinstance(spec, dict) or not isinstance(spec.get("room"), str) or "@" not in spec["room"]:
+        raise r.error(key, "must be a mapping with 'room' (a room JID such as incidents@rooms.a.test),"
+                           " 'post' (what to post, e.g. [public]) and optionally 'nick', 'allow', 'password'")
+    allow = spec.get("allow", [])
+    if not isinstance(allow, list) or not set(allow) <= set(RESTRICTIONS):
+        raise r.error(f"{key}.allow", f"must be a list of restrictions ({', '.join(RESTRICTIONS)})")
+    post = _rights(r, f"{key}.post", spec.get("post", ["public"]))
+    named = {grant.partition("/")[0] for grant in spec.get("post", ["public"])}
+    refused = sorted(named & set(RESTRICTIONS) - set(allow) - {"public"})
+    if refused:
+        # Said out loud rather than silently posting nothing of them.
+        raise r.error(f"{key}.post", f"names {', '.join(refused)}, which this room may only receive when "
+                                     f"listed in {key}.allow")
+    return RoomSettings(room=spec["room"].lower(), nick=str(spec.get("nick", "xmppbridge")),
+                        rights=room_rights(post, frozenset(allow)), password=spec.get("password"))
+
+
+def _rights(r: ConfigReader, key: str, grants: Any) -> Rights:
+    if not isinstance(grants, list):
+        raise r.error(key, "must be a list of grants such as public, need-to-know/mitigation or all")
+    try:
+        return Rights.parse(grants)
+    except ValueError as exc:
+        raise r.error(key, str(exc)) from None

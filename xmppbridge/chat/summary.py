@@ -1,0 +1,84 @@
+"""Short human-readable texts about incidents, for chat messages and room posts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from lxml import etree
+
+from xmppbridge.iodef.model import NS_V1, NS_V2
+from xmppbridge.iodef.parse import parse_untrusted
+from xmppbridge.policy import canonical_purpose
+from xmppbridge.store.entries import Entry
+
+MAX_INDICATORS = 8
+# Where IODEF names hosts: Node/Address (1.0 and 2.0), Node/NodeName (1.0), Node/DomainData/Name (2.0).
+_HOST_PATHS = {("Node", "Address"), ("Node", "NodeName"), ("DomainData", "Name")}
+_NAMESPACES = (NS_V1, NS_V2)
+
+
+def indicators(xml: bytes, limit: int = MAX_INDICATORS) -> tuple[list[str], int]:
+    """The distinct addresses and domain names in a document, in document order: (first ``limit``, total).
+
+    The document is the verified one from the store; it is still parsed with the safe parser, as any
+    bytes from a peer are."""
+    if not xml:
+        return [], 0
+    try:
+        root = parse_untrusted(xml)
+    except Exception:  # noqa: BLE001 - a summary without indicators beats no summary
+        return [], 0
+    found: dict[str, None] = {}
+    for element in root.iter():
+        parent = element.getparent()
+        if parent is None or not isinstance(element.tag, str) or not isinstance(parent.tag, str):
+            continue
+        name, parent_name = etree.QName(element), etree.QName(parent)
+        if name.namespace in _NAMESPACES and (parent_name.localname, name.localname) in _HOST_PATHS:
+            value = " ".join((element.text or "").split())
+            if value:
+                found.setdefault(value, None)
+    return list(found)[:limit], len(found)
+
+
+def category(entry: Entry) -> str:
+    return f"{entry.restriction}/{canonical_purpose(entry.incident.purpose)}"
+
+
+def summary(entry: Entry, *, status: str, link: str) -> str:
+    """Several lines: what, who, when, which hosts, where to read more. ``status``: "new" or "updated"
+    for a notification, anything else for an answer to `show`."""
+    incident = entry.incident
+    word = {"new": "New ", "updated": f"Updated (revision {entry.revision}) "}.get(status, "")
+    lines = [f"{word}[{category(entry)}] {incident.title or '(no description)'}",
+             f"Incident {incident.id_name}:{incident.id} (#{entry.id}), reported by {incident.id_name}"
+             f" ({_signer(entry.signer_subject)})"]
+    times = [(label, value) for label, value in (
+        ("detected", incident.detect_time), ("started", incident.start_time), ("ended", incident.end_time),
+        ("reported", incident.report_time or incident.generation_time)) if value is not None]
+    if times:
+        lines.append("Times: " + ", ".join(f"{label} {_time(value)}" for label, value in times))
+    found, total = indicators(entry.xml)
+    if found:
+        more = f" (+{total - len(found)} more)" if total > len(found) else ""
+        lines.append("Hosts: " + ", ".join(found) + more)
+    lines.append(f"Feed: {link}")
+    return "\n".join(lines)
+
+
+def one_line(entry: Entry) -> str:
+    stamp = _time(entry.updated_at)
+    return f"#{entry.id} {entry.incident.id} [{category(entry)}] {stamp} {entry.incident.title[:80]}"
+
+
+def _time(value: datetime) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _signer(subject: str) -> str:
+    """The CN of an RFC 4514 subject, which is what a person recognises; the whole subject otherwise."""
+    for part in subject.split(","):
+        name, _, value = part.strip().partition("=")
+        if name.upper() == "CN" and value:
+            return f"signed by {value}"
+    return f"signed by {subject}" if subject else "unsigned"

@@ -1,0 +1,257 @@
+"""HTML views of the service document, feeds, entries and incidents, for people with a browser.
+
+Pure functions to bytes, built as lxml trees: every string goes in as text or an attribute value and
+is escaped on serialisation, so nothing from an IODEF document (untrusted) can become markup. Links
+only ever point at our own URLs; URLs inside incidents are shown as text, never as links. The shell adds
+a Content-Security-Policy that forbids scripts altogether.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+
+import lxml.html
+from lxml import etree
+
+from xmppbridge.errors import InputRejected
+from xmppbridge.feed import atom
+from xmppbridge.feed.layout import COLLECTIONS, WORKSPACES, FeedUrls
+from xmppbridge.feed.opensearch import TIME_PARAMETERS
+from xmppbridge.iodef.parse import parse_untrusted
+from xmppbridge.policy import PURPOSES, RESTRICTIONS, canonical_purpose
+from xmppbridge.store.entries import Entry
+
+NS_DSIG = "http://www.w3.org/2000/09/xmldsig#"
+MAX_RENDERED_ELEMENTS = 5000  # a readable page, not a dump: beyond this the raw document is the way
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+header{background:#1d3557;color:#fff;padding:.6em 1.2em;display:flex;gap:1.5em;align-items:baseline}
+header a{color:#fff}main{padding:1em 1.2em;max-width:72em}
+table{border-collapse:collapse;width:100%;background:#fff}th,td{border:1px solid #d5d9e0;padding:.3em .5em;
+text-align:left;vertical-align:top}th{background:#e9edf3}nav.paging a{margin-right:1em}
+dl.iodef{margin:.2em 0 .2em 1em;border-left:3px solid #d5d9e0;padding-left:.6em}dl.iodef dt{font-weight:600}
+dl.iodef dd{margin:0 0 .3em 0;white-space:pre-wrap}.attrs{font-weight:400;color:#5a6270;font-size:.9em}
+.deleted{color:#8a1c1c}form.search{background:#fff;padding:.6em;border:1px solid #d5d9e0;margin:1em 0}
+form.search label{display:inline-block;margin:.2em 1em .2em 0}
+"""
+_LINK_LABELS = {
+    "first": "« first", "previous": "‹ newer", "next": "older ›", "last": "last »",
+    "current": "current feed", "prev-archive": "older archive", "next-archive": "newer archive",
+}
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is looking, for the header: a user name or None for an anonymous reader."""
+
+    name: str | None
+
+
+def _text(value: str) -> str:
+    return atom.xml_text(value)
+
+
+Child = etree._Element | str | None
+
+
+def _el(tag: str, attrs: dict[str, str] | None = None, *children: Child) -> etree._Element:
+    element = etree.Element(tag, {k: _text(v) for k, v in (attrs or {}).items()})
+    for child in children:
+        _append(element, child)
+    return element
+
+
+def _append(parent: etree._Element, child: Child) -> None:
+    if child is None:
+        return
+    if isinstance(child, str):
+        if len(parent):
+            parent[-1].tail = (parent[-1].tail or "") + _text(child)
+        else:
+            parent.text = (parent.text or "") + _text(child)
+    else:
+        parent.append(child)
+
+
+def _a(href: str, label: str, **attrs: str) -> etree._Element:
+    return _el("a", {"href": href, **attrs}, label)
+
+
+def _page(title: str, urls: FeedUrls, viewer: Viewer, *content: Child) -> bytes:
+    search = {"rel": "search", "type": atom.OPENSEARCH_MEDIA_TYPE, "href": urls.search_description(),
+              "title": "Incidents"}
+    head = _el("head", None, _el("meta", {"charset": "utf-8"}), _el("title", None, title),
+               _el("link", search), _el("style", None, _STYLE))
+    who = (f"signed in as {viewer.name}" if viewer.name else None)
+    header = _el("header", None, _el("strong", None, "xmppbridge"),
+                 _a(urls.service_document(), "Collections"), _a(urls.search(), "Search"),
+                 _el("span", None, who) if who else _a(urls.login(), "Sign in"))
+    body = _el("body", None, header, _el("main", None, _el("h1", None, title), *content))
+    html = _el("html", {"lang": "en"}, head, body)
+    return lxml.html.tostring(html, doctype="<!DOCTYPE html>", encoding="utf-8")
+
+
+# -- discovery -----------------------------------------------------------------------------------------
+
+
+def service_page(urls: FeedUrls, viewer: Viewer, readable: Collection[str],
+                 writable: Collection[str]) -> bytes:
+    sections: list[etree._Element] = []
+    for workspace in WORKSPACES:
+        listed = [c for c in COLLECTIONS if c.workspace == workspace and c.restriction in readable]
+        if not listed:
+            continue
+        items = _el("ul")
+        for info in listed:
+            note = " (you may publish here)" if info.restriction in writable else ""
+            items.append(_el("li", None, _a(urls.feed(info.restriction), info.title), note))
+        sections += [_el("h2", None, workspace), items]
+    if not sections:
+        sections.append(_el("p", None, "Nothing here is readable without signing in."))
+    return _page("Incident collections", urls, viewer, *sections, search_form(urls, (), readable))
+
+
+def search_form(urls: FeedUrls, given: Sequence[tuple[str, str]],
+                readable: Collection[str]) -> etree._Element:
+    """A GET form for /search; ``given`` pre-fills it (the criteria of the shown results)."""
+    values = dict(given)
+    form = _el("form", {"class": "search", "method": "get", "action": urls.search()})
+
+    def field(label: str, name: str, placeholder: str = "") -> None:
+        attrs = {"name": name, "value": values.get(name, ""), "placeholder": placeholder}
+        form.append(_el("label", None, label + " ", _el("input", attrs)))
+
+    field("Text in Description", "q", "words")
+    field("IncidentID", "incident")
+    field("AlternativeID", "alternative")
+    field("RelatedActivity", "related")
+    select = _el("select", {"name": "category"}, _el("option", {"value": ""}, "any category"))
+    options = [(f"{atom.RESTRICTION_SCHEME} {r}", f"restriction {r}") for r in RESTRICTIONS if r in readable]
+    options += [(f"{atom.PURPOSE_SCHEME} {p}", f"purpose {p}") for p in PURPOSES]
+    for value, label in options:
+        attrs = {"value": value, **({"selected": "selected"} if values.get("category") == value else {})}
+        select.append(_el("option", attrs, label))
+    form.append(_el("label", None, "Category ", select))
+    for name, (param, _) in TIME_PARAMETERS.items():
+        field(param.removeprefix("iodef:"), name, "start/end")
+    form.append(_el("button", {"type": "submit"}, "Search"))
+    return form
+
+
+# -- feeds ---------------------------------------------------------------------------------------------
+
+
+def _entry_row(entry: Entry, urls: FeedUrls) -> etree._Element:
+    incident = entry.incident
+    if entry.deleted:
+        return _el("tr", {"class": "deleted"}, _el("td", None, f"{atom.entry_title(incident)} (removed)"),
+                   _el("td", None, incident.id), _el("td"), _el("td"),
+                   _el("td", None, atom.rfc3339(entry.updated_at)))
+    return _el("tr", None,
+               _el("td", None, _a(urls.entry(entry.id), atom.entry_title(incident))),
+               _el("td", None, incident.id),
+               _el("td", None, entry.restriction),
+               _el("td", None, canonical_purpose(incident.purpose)),
+               _el("td", None, atom.rfc3339(entry.updated_at)))
+
+
+def _link_nav(links: Iterable[tuple[str, str]]) -> etree._Element | None:
+    shown = [(rel, href) for rel, href in links if rel in _LINK_LABELS]
+    if not shown:
+        return None
+    nav = _el("nav", {"class": "paging"})
+    for rel, href in shown:
+        nav.append(_a(href, _LINK_LABELS[rel], rel=rel))
+    return nav
+
+
+def feed_page(view: atom.FeedView, urls: FeedUrls, viewer: Viewer, *,
+              form: etree._Element | None = None) -> bytes:
+    table = _el("table", None, _el("tr", None, *(_el("th", None, h) for h in (
+        "Incident", "IncidentID", "Restriction", "Purpose", "Updated"))))
+    for entry in view.entries:
+        table.append(_entry_row(entry, urls))
+    notes = []
+    if view.archive:
+        notes.append(_el("p", None, "An archive: this page never changes."))
+    if view.search is not None:
+        total = "many" if view.search.total is None else str(view.search.total)
+        notes.append(_el("p", None, f"{total} result(s); showing from number {view.search.start_index}."))
+    nav = _link_nav(view.links)
+    return _page(view.title, urls, viewer, form, *notes, nav,
+                 table if view.entries else _el("p", None, "No entries."), _link_nav(view.links))
+
+
+# -- entries -------------------------------------------------------------------------------------------
+
+
+def entry_page(entry: Entry, urls: FeedUrls, viewer: Viewer, *, writable: bool = False) -> bytes:
+    incident = entry.incident
+    facts = [
+        ("IncidentID", f"{incident.id} ({incident.id_name})"),
+        ("Restriction", atom.restriction_label(entry)),
+        ("Purpose", incident.purpose),
+        *((label, atom.rfc3339(moment)) for label, moment in (
+            ("Report time", incident.report_time), ("Generation time", incident.generation_time),
+            ("Detect time", incident.detect_time), ("Start time", incident.start_time),
+            ("End time", incident.end_time)) if moment is not None),
+        ("AlternativeID", ", ".join(f"{v} ({n})" for n, v in incident.alternative_ids)),
+        ("Signed by", f"{entry.signer_subject or 'unknown'} {entry.signer_fingerprint}".strip()),
+        ("Source", atom.source_uri(entry)),
+        ("Version", f"IODEF {entry.version}, revision {entry.revision},"
+                    f" updated {atom.rfc3339(entry.updated_at)}"),
+    ]
+    table = _el("table")
+    for label, value in facts:
+        if value:
+            table.append(_el("tr", None, _el("th", None, label), _el("td", None, value)))
+    links = _el("ul", None,
+                _el("li", None, _a(urls.revision(entry.id, entry.revision), "The signed IODEF document")),
+                _el("li", None, _a(urls.history(entry.id), "Every version (history)")),
+                _el("li", None, _a(urls.feed(entry.restriction), f"Collection {entry.restriction}")))
+    for title, href in atom.related_links(entry, urls):
+        links.append(_el("li", None, "Related: ", _a(href, title)))
+    if writable:
+        links.append(_el("li", None, "You may replace (PUT) or retract (DELETE) this entry over AtomPub."))
+    return _page(atom.entry_title(incident), urls, viewer, table, links,
+                 _el("h2", None, "The incident"), incident_view(entry.xml))
+
+
+def incident_view(xml: bytes) -> etree._Element:
+    """A readable rendering of an IODEF document: every element with its attributes and text."""
+    try:
+        root = parse_untrusted(xml, max_bytes=max(len(xml), 1))
+    except InputRejected as exc:
+        return _el("p", None, f"The document cannot be shown: {exc}")
+    budget = [MAX_RENDERED_ELEMENTS]
+    container = _el("dl", {"class": "iodef"})
+    _render(root, container, budget)
+    if budget[0] <= 0:
+        cut = _el("p", None, "(cut short: open the IODEF document for the rest)")
+        return _el("div", None, container, cut)
+    return container
+
+
+def _render(element: etree._Element, parent: etree._Element, budget: list[int]) -> None:
+    if not isinstance(element.tag, str) or budget[0] <= 0:
+        return
+    budget[0] -= 1
+    name = etree.QName(element).localname
+    if etree.QName(element).namespace == NS_DSIG:
+        parent.append(_el("dt", None, "Signature"))
+        parent.append(_el("dd", None, "XML signature, checked when the document was received or published."))
+        return
+    attrs = " ".join(f"{etree.QName(k).localname}={v}" for k, v in element.attrib.items())
+    parent.append(_el("dt", None, name, " ", _el("span", {"class": "attrs"}, attrs) if attrs else None))
+    holder = _el("dd")
+    text = " ".join((element.text or "").split())
+    if text:
+        holder.text = _text(text)
+    children = [child for child in element if isinstance(child.tag, str)]
+    if children:
+        nested = _el("dl", {"class": "iodef"})
+        for child in children:
+            _render(child, nested, budget)
+        holder.append(nested)
+    parent.append(holder)

@@ -1,0 +1,221 @@
+"""Shell helpers shared by the feed's handlers: who is asking, what they accept, conditional responses.
+
+Everything that reads request headers or the TLS session is here; renderers never see a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
+
+from aiohttp import web
+from cryptography import x509
+from multidict import CIMultiDict
+
+from xmppbridge.feed.access import Principal, User
+from xmppbridge.feed.auth import Authenticator
+from xmppbridge.feed.layout import COLLECTION_BY_RESTRICTION
+from xmppbridge.feed.settings import FeedSettings
+from xmppbridge.policy import canonical_purpose
+from xmppbridge.store import Entry, Store
+
+log = logging.getLogger(__name__)
+
+STORE = web.AppKey("store", Store)
+SETTINGS = web.AppKey("settings", FeedSettings)
+AUTH = web.AppKey("auth", Authenticator)
+PRINCIPAL = web.RequestKey("principal", Principal)
+
+CHALLENGES = ('Basic realm="xmppbridge", charset="UTF-8"', 'Bearer realm="xmppbridge"')
+# No scripts at all; inline style only; forms only to ourselves. HTML views embed untrusted text.
+CSP = ("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none';"
+       " frame-ancestors 'none'")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# -- who is asking -------------------------------------------------------------------------------------
+
+
+def unauthorized(message: str = "authentication required") -> web.HTTPUnauthorized:
+    headers: CIMultiDict[str] = CIMultiDict()
+    for challenge in CHALLENGES:
+        headers.add("WWW-Authenticate", challenge)
+    return web.HTTPUnauthorized(text=message + "\n", headers=headers)
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Resolve the request's principal once: Authorization header first, then a client certificate.
+
+    Wrong credentials are refused outright (401), never treated as anonymous, so that a typo does not
+    quietly show a user less than they expect.
+    """
+    settings, auth = request.app[SETTINGS], request.app[AUTH]
+    user = await _user(request, auth)
+    anonymous = settings.anonymous_rights
+    request[PRINCIPAL] = (Principal(None, anonymous) if user is None
+                          else Principal(user.name, user.read | anonymous, user.write))
+    return await handler(request)
+
+
+async def _user(request: web.Request, auth: Authenticator) -> User | None:
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                name, colon, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                raise unauthorized("malformed Basic credentials") from None
+            # scrypt takes ~50 ms on a miss: keep the event loop free for other requests meanwhile.
+            user = await asyncio.to_thread(auth.basic, name, password) if colon else None
+        elif scheme.lower() == "bearer":
+            user = auth.bearer(value.strip())
+        else:
+            raise unauthorized(f"unsupported authorization scheme {scheme!r}; use Basic or Bearer")
+        if user is None:
+            raise unauthorized("wrong user name, password or token")
+        return user
+    subject = _client_subject(request)
+    if subject is None:
+        return None
+    user = auth.certificate(subject)
+    if user is None:
+        log.info("client certificate %s maps to no user; treated as anonymous", subject)
+    return user
+
+
+def _client_subject(request: web.Request) -> str | None:
+    """RFC 4514 subject of the client's certificate; only a verified one reaches us (CERT_OPTIONAL)."""
+    transport = request.transport
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    if not der:
+        return None
+    return x509.load_der_x509_certificate(der).subject.rfc4514_string()
+
+
+def principal(request: web.Request) -> Principal:
+    return request[PRINCIPAL]  # type: ignore[no-any-return]
+
+
+def readable_collection(request: web.Request) -> str:
+    """The collection named in the URL, if this reader may see it: anonymous readers are asked to log
+    in (collection names are no secret), users without rights get 404 as if it did not exist."""
+    restriction = request.match_info["restriction"]
+    if restriction not in COLLECTION_BY_RESTRICTION:
+        raise web.HTTPNotFound()
+    who = principal(request)
+    if restriction not in who.read.restrictions():
+        raise unauthorized() if who.anonymous else web.HTTPNotFound()
+    return restriction
+
+
+def readable_entry(request: web.Request, *, allow_deleted: bool = False) -> Entry:
+    """The entry named in the URL, or 404 when it does not exist or may not be read (indistinguishable),
+    or 410 when it was deleted (retracted) and the reader could see it."""
+    raw = request.match_info["entry_id"]
+    entry_id = int(raw) if len(raw) < 19 else None  # larger than any SQLite row id
+    found = request.app[STORE].entry(entry_id) if entry_id is not None else None
+    if found is None or not may_read(request, found):
+        raise web.HTTPNotFound()
+    if found.deleted and not allow_deleted:
+        raise web.HTTPGone(text="this entry was retracted\n")
+    return found
+
+
+def may_read(request: web.Request, entry: Entry) -> bool:
+    return principal(request).may_read(entry.restriction, canonical_purpose(entry.incident.purpose))
+
+
+# -- what they accept ----------------------------------------------------------------------------------
+
+
+def _quality(accept: str, ranges: tuple[str, ...]) -> float:
+    """The q of the most specific range in ``accept`` that matches one of ``ranges`` (0 if none)."""
+    best, best_specificity = 0.0, -1
+    for part in accept.split(","):
+        media, *params = (piece.strip() for piece in part.split(";"))
+        media = media.lower()
+        if media not in ranges:
+            continue
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        specificity = 0 if media == "*/*" else 1 if media.endswith("/*") else 2
+        if specificity > best_specificity:
+            best, best_specificity = q, specificity
+    return best
+
+
+def wants_html(request: web.Request) -> bool:
+    """True when the client prefers HTML to the XML representation (a browser); ties go to XML."""
+    accept = request.headers.get("Accept", "*/*")
+    html = _quality(accept, ("text/html", "text/*", "*/*"))
+    xml = _quality(accept, ("application/atom+xml", "application/atomsvc+xml", "application/atomcat+xml",
+                            "application/opensearchdescription+xml", "application/xml", "application/*",
+                            "*/*"))
+    return html > xml
+
+
+# -- conditional responses -----------------------------------------------------------------------------
+
+
+def etag_of(body: bytes) -> str:
+    """A strong validator: the same bytes, the same tag, whichever request made them."""
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def _matches(header: str, etag: str) -> bool:
+    tags = [tag.strip().removeprefix("W/") for tag in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+def _not_modified(request: web.Request, etag: str, last_modified: datetime | None) -> bool:
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None:  # RFC 9110 §13.2.2: If-None-Match wins over If-Modified-Since
+        return _matches(if_none_match, etag)
+    since = request.headers.get("If-Modified-Since")
+    if since is None or last_modified is None:
+        return False
+    try:
+        threshold = parsedate_to_datetime(since)
+    except (TypeError, ValueError):
+        return False
+    return last_modified.replace(microsecond=0) <= threshold
+
+
+def respond(request: web.Request, body: bytes, content_type: str, *, last_modified: datetime | None = None,
+            max_age: int = 0) -> web.Response:
+    """200 with validators, or 304 when the client's copy is current. Responses depend on who asks, so
+    they vary by Authorization, and authenticated ones are private to that user's cache."""
+    etag = etag_of(body)
+    cache = "no-cache" if max_age == 0 else f"max-age={max_age}"
+    if not principal(request).anonymous:
+        cache = "private, " + cache
+    headers = {"ETag": etag, "Vary": "Accept, Authorization", "Cache-Control": cache}
+    if last_modified is not None:
+        headers["Last-Modified"] = format_datetime(last_modified.astimezone(UTC), usegmt=True)
+    if request.method in ("GET", "HEAD") and _not_modified(request, etag, last_modified):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, headers={**headers, "Content-Type": content_type})
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Browsers must not second-guess our media types (an IODEF document is not HTML), run scripts or
+    frame our pages."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["Referrer-Policy"] = "no-referrer"

@@ -1,0 +1,152 @@
+"""Prometheus metrics (prometheus-client) and the ``/metrics`` route for the feed's HTTP server.
+
+Counts come from the store at scrape time (published, received, rejected by reason, outbox depth,
+connection state), so they are right across restarts and include what other processes (the CLI) did.
+Two latency histograms are observed in the process: publish latency (queued in the outbox -> published,
+read from the outbox as items complete) and receive processing time (verify + store one item).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from xml.etree import ElementTree as ET
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from xmppbridge.store.db import BUSY_TIMEOUT_MS, parse_time
+from xmppbridge.xmpp.component import ItemSink
+
+CONNECTION_STATES = ("online", "offline", "stopped")
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class StoreCollector(Collector):
+    """Reads the store on each scrape, through a read-only connection of its own."""
+
+    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock,
+                 connected: Callable[[], bool] | None) -> None:
+        self.conn, self.lock, self.connected = conn, lock, connected
+
+    def collect(self) -> Iterator[Metric]:
+        with self.lock:
+            rows = {name: self.conn.execute(sql).fetchall() for name, sql in _QUERIES.items()}
+        published = CounterMetricFamily("xmppbridge_published", "Items published (or retracted) to our pubsub"
+                                        " service", labels=["action"])
+        for action, count in rows["published"]:
+            published.add_metric([action], count)
+        yield published
+        failed = CounterMetricFamily("xmppbridge_publish_failed", "Outbox items the server refused")
+        failed.add_metric([], rows["failed"][0][0])
+        yield failed
+        received = CounterMetricFamily("xmppbridge_received", "Item versions received from peers, verified"
+                                       " and mirrored")
+        received.add_metric([], rows["received"][0][0])
+        yield received
+        rejected = CounterMetricFamily("xmppbridge_rejected", "Items refused and quarantined, by reason",
+                                       labels=["reason"])
+        for reason, count in rows["rejected"]:
+            rejected.add_metric([reason], count)
+        yield rejected
+        yield GaugeMetricFamily("xmppbridge_quarantine_held", "Quarantined items not released",
+                                value=rows["held"][0][0])
+        yield GaugeMetricFamily("xmppbridge_outbox_depth", "Outbox items waiting to be published",
+                                value=rows["depth"][0][0])
+        entries = GaugeMetricFamily("xmppbridge_entries", "Live entries in the mirror",
+                                    labels=["origin", "restriction"])
+        for origin, restriction, count in rows["entries"]:
+            entries.add_metric([origin, restriction], count)
+        yield entries
+        recorded = rows["connection"][0][0] if rows["connection"] else "never started"
+        state = GaugeMetricFamily("xmppbridge_connection_state", "1 for the component link's current state",
+                                  labels=["state"])
+        for name in (*CONNECTION_STATES, "never started"):
+            state.add_metric([name], float(name == recorded))
+        yield state
+        connected = self.connected() if self.connected is not None else recorded == "online"
+        yield GaugeMetricFamily("xmppbridge_connected", "1 while the component is connected to its server",
+                                value=float(connected))
+
+
+_QUERIES = {
+    "published": "SELECT action, count(*) FROM outbox WHERE status = 'published' GROUP BY action",
+    "failed": "SELECT count(*) FROM outbox WHERE status = 'failed'",
+    "depth": "SELECT count(*) FROM outbox WHERE status = 'pending'",
+    # Each accepted version of a remote item is one revision of its entry.
+    "received": "SELECT coalesce(sum(revision), 0) FROM entries WHERE origin = 'remote'",
+    "rejected": "SELECT reason, sum(seen_count) FROM rejects GROUP BY reason",
+    "held": "SELECT count(*) FROM rejects WHERE released_at IS NULL",
+    "entries": "SELECT origin, effective_restriction, count(*) FROM entries WHERE deleted_at IS NULL"
+               " GROUP BY origin, effective_restriction",
+    "connection": "SELECT value FROM bridge_state WHERE key = 'connection'",
+}
+
+
+class BridgeMetrics:
+    def __init__(self, store_path: str, *, connected: Callable[[], bool] | None = None) -> None:
+        self.registry = CollectorRegistry()
+        # Read-only: metrics must never write to (or lock) the store.
+        self._conn = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True, check_same_thread=False)
+        self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self._lock = threading.Lock()
+        self.registry.register(StoreCollector(self._conn, self._lock, connected))
+        self.publish_latency = Histogram(
+            "xmppbridge_publish_latency_seconds", "From queued in the outbox to published",
+            buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.receive_seconds = Histogram(
+            "xmppbridge_receive_seconds", "Time to verify, classify and store one received item",
+            buckets=LATENCY_BUCKETS, registry=self.registry)
+        with self._lock:
+            # Only items published from now on: a histogram describes this process's lifetime.
+            self._last_outbox_id = self._conn.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0]
+
+    def refresh(self) -> None:
+        """Observe the publish latency of outbox items completed since the last call."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, created_at, published_at FROM outbox WHERE id > ? AND status != 'pending'"
+                " ORDER BY id", (self._last_outbox_id,)).fetchall()
+        for outbox_id, created, published in rows:
+            self._last_outbox_id = outbox_id
+            if published is not None:
+                self.publish_latency.observe((parse_time(published) - parse_time(created)).total_seconds())
+
+    def exposition(self) -> bytes:
+        self.refresh()
+        return generate_latest(self.registry)
+
+    def timed_sink(self, sink: ItemSink) -> ItemSink:
+        return _TimedSink(sink, self.receive_seconds)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class _TimedSink:
+    """An ItemSink that times the one it wraps."""
+
+    def __init__(self, inner: ItemSink, histogram: Histogram) -> None:
+        self.inner, self.histogram = inner, histogram
+
+    def on_item(self, service: str, node: str, item_id: str, payload: ET.Element | None) -> None:
+        started = time.perf_counter()
+        try:
+            self.inner.on_item(service, node, item_id, payload)
+        finally:
+            self.histogram.observe(time.perf_counter() - started)
+
+    def on_retract(self, service: str, node: str, item_id: str) -> None:
+        self.inner.on_retract(service, node, item_id)
+
+
+def metrics_routes(metrics: BridgeMetrics) -> list[web.RouteDef]:
+    async def handler(_request: web.Request) -> web.Response:
+        return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return [web.get("/metrics", handler)]

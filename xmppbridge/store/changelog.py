@@ -1,0 +1,62 @@
+"""The feed's change log: an append-only sequence of changes per collection (restriction).
+
+Every change to an entry (new, new document version, deleted, undeleted, moved to another collection)
+appends one row with the next sequence number of its collection. Rows are never updated except for
+the ``current`` flag, which marks the latest row of an entry within a collection. That gives the feed
+two views at no extra cost:
+
+* the current state of a collection: the rows with ``current = 1`` (live entries and tombstones);
+* RFC 5005 archives: fixed ranges of sequence numbers, whose content never changes once the range is
+  full, because the rows in it never change (see ``feedviews.archive``).
+
+Functions take an open connection inside the caller's transaction; ``entries`` calls ``append``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS changes (
+        collection TEXT NOT NULL,  -- the entry's effective restriction at the time
+        seq INTEGER NOT NULL,  -- 1, 2, 3 ... per collection
+        entry_id INTEGER NOT NULL REFERENCES entries (id),
+        revision INTEGER NOT NULL,  -- the entry's document version at the time (entries.revision)
+        purpose TEXT NOT NULL,  -- canonical purpose at the time: with collection, the access key
+        deleted INTEGER NOT NULL,  -- 1: a tombstone (deleted, or moved to another collection)
+        changed_at TEXT NOT NULL,
+        current INTEGER NOT NULL DEFAULT 1,  -- 1 until a later change of the entry in this collection
+        PRIMARY KEY (collection, seq)
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX IF NOT EXISTS changes_current ON changes (collection, seq) WHERE current = 1",
+    "CREATE INDEX IF NOT EXISTS changes_entry ON changes (entry_id, collection) WHERE current = 1",
+)
+
+
+def append(
+    conn: sqlite3.Connection,
+    *,
+    entry_id: int,
+    collection: str,
+    revision: int,
+    purpose: str,
+    deleted: bool,
+    changed_at: str,
+) -> int:
+    """Append a change and make it the entry's current row in ``collection``; returns its sequence
+    number. Call inside a transaction (BEGIN IMMEDIATE), which makes max(seq) + 1 safe."""
+    seq = conn.execute(
+        "SELECT coalesce(max(seq), 0) + 1 FROM changes WHERE collection = ?", (collection,)
+    ).fetchone()[0]
+    conn.execute(
+        "UPDATE changes SET current = 0 WHERE entry_id = ? AND collection = ? AND current = 1",
+        (entry_id, collection),
+    )
+    conn.execute(
+        "INSERT INTO changes (collection, seq, entry_id, revision, purpose, deleted, changed_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (collection, seq, entry_id, revision, purpose, int(deleted), changed_at),
+    )
+    return seq

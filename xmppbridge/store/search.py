@@ -1,0 +1,125 @@
+"""Search over live entries: by category, IncidentID, AlternativeID, RelatedActivity, IODEF times (ranges)
+and Description text, never finding what ``readable`` hides.
+
+Every query must stay fast on a million entries without relying on ANALYZE statistics, so the SQL
+decides the plan itself: text search walks the FTS index newest entry first, a time range walks that
+time's index (results newest time first), anything else walks entries newest first; the access and
+category filters are prefixed with ``+`` so that SQLite never prefers their low-selectivity index.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from xmppbridge.store.db import to_text
+from xmppbridge.store.entries import Entry, from_row
+from xmppbridge.store.incidents import TIME_FIELDS
+
+# restriction -> the purposes a reader may see in it (None: all of them)
+Readable = Mapping[str, Collection[str] | None]
+
+_COLUMNS = (
+    "e.id, e.service, e.node, e.item_id, e.origin, e.version, e.signer_subject, e.signer_fingerprint,"
+    " e.received_at, e.updated_at, e.deleted_at, e.published_at, e.revision, e.id_name, e.incident_id,"
+    " e.instance, e.restriction_raw, e.restriction, e.purpose, e.report_time, e.generation_time,"
+    " e.detect_time, e.start_time, e.end_time, e.title, e.alternative_ids, e.related_ids,"
+    " e.narrowest_restriction"
+)
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    field: str  # one of store.incidents.TIME_FIELDS, e.g. "report_time"
+    start: datetime | None = None  # inclusive
+    end: datetime | None = None  # inclusive
+
+    def __post_init__(self) -> None:
+        if self.field not in TIME_FIELDS:
+            raise ValueError(f"unknown time field {self.field!r}; use one of {', '.join(TIME_FIELDS)}")
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """All given criteria must hold. ``text`` matches whole words of any Description, all of them."""
+
+    restrictions: frozenset[str] | None = None
+    purposes: frozenset[str] | None = None
+    incident_id: str | None = None
+    alternative_id: str | None = None
+    related_id: str | None = None
+    times: tuple[TimeRange, ...] = ()
+    text: str | None = None
+
+
+def _where(query: SearchQuery, readable: Readable) -> tuple[str, list[object]]:
+    conditions, params = ["e.deleted_at IS NULL"], []
+    allowed: list[str] = []
+    for restriction, purposes in sorted(readable.items()):
+        if purposes is None:
+            allowed.append("+e.effective_restriction = ?")
+            params.append(restriction)
+        elif purposes:
+            marks = ", ".join("?" for _ in purposes)
+            allowed.append(f"(+e.effective_restriction = ? AND e.purpose_key IN ({marks}))")
+            params += [restriction, *sorted(purposes)]
+    conditions.append(f"({' OR '.join(allowed)})" if allowed else "0")
+
+    for column, values in (("effective_restriction", query.restrictions), ("purpose_key", query.purposes)):
+        if values is not None:
+            conditions.append(f"+e.{column} IN ({', '.join('?' for _ in values)})")
+            params += sorted(values)
+    if query.incident_id is not None:
+        conditions.append("e.incident_id = ?")
+        params.append(query.incident_id)
+    for kind, value in (("alternative", query.alternative_id), ("related", query.related_id)):
+        if value is not None:
+            conditions.append("e.id IN (SELECT entry_id FROM entry_ids WHERE kind = ? AND value = ?)")
+            params += [kind, value]
+    for span in query.times:
+        if span.start is not None:
+            conditions.append(f"e.{span.field} >= ?")
+            params.append(to_text(span.start))
+        if span.end is not None:
+            conditions.append(f"e.{span.field} <= ?")
+            params.append(to_text(span.end))
+    if query.text is not None:
+        words = _WORD.findall(query.text)
+        # Each word quoted: the user's text is data, never FTS5 query syntax (NEAR, *, column:...).
+        conditions.append("f.entries_fts MATCH ?" if words else "0")
+        params += [" ".join(f'"{word}"' for word in words)] if words else []
+    return " AND ".join(conditions), params
+
+
+def _source_and_order(query: SearchQuery) -> tuple[str, str]:
+    if query.text is not None:
+        return "entries_fts AS f JOIN entries AS e ON e.id = f.rowid", "f.rowid DESC"
+    if query.times:
+        return "entries AS e", f"e.{query.times[0].field} DESC, e.id DESC"
+    return "entries AS e", "e.id DESC"
+
+
+def search(conn: sqlite3.Connection, query: SearchQuery, readable: Readable, *, limit: int,
+           offset: int = 0) -> list[Entry]:
+    """Matching live entries (documents not loaded): newest entry first, or newest first by the first
+    time searched for."""
+    where, params = _where(query, readable)
+    source, order = _source_and_order(query)
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM {source} WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+        [*params, limit, offset],
+    ).fetchall()
+    return [from_row(row) for row in rows]
+
+
+def count(conn: sqlite3.Connection, query: SearchQuery, readable: Readable, *, cap: int) -> int:
+    """How many entries match, counting at most ``cap + 1`` (so that huge results stay cheap)."""
+    where, params = _where(query, readable)
+    source, _ = _source_and_order(query)
+    return conn.execute(
+        f"SELECT count(*) FROM (SELECT 1 FROM {source} WHERE {where} LIMIT ?)", [*params, cap + 1]
+    ).fetchone()[0]

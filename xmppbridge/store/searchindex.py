@@ -1,0 +1,58 @@
+"""Search index maintenance: full text of the Description elements, AlternativeID and RelatedActivity ids.
+
+Kept beside ``entries`` and written in the same transaction as the entry, so the index never lags.
+The queries are in ``store.search``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from xmppbridge.errors import InputRejected
+from xmppbridge.iodef.model import NS_V1, NS_V2, Incident
+from xmppbridge.iodef.parse import parse_untrusted
+
+SCHEMA = (
+    # Text of every IODEF Description in the document; rowid = entries.id. unicode61 folds case and,
+    # with remove_diacritics, accents, so "resume" finds "Résumé".
+    "CREATE VIRTUAL TABLE IF NOT EXISTS entries_fts USING fts5"
+    " (description, tokenize = 'unicode61 remove_diacritics 2')",
+    """
+    CREATE TABLE IF NOT EXISTS entry_ids (  -- IncidentIDs an entry refers to, one row each
+        entry_id INTEGER NOT NULL REFERENCES entries (id),
+        kind TEXT NOT NULL CHECK (kind IN ('alternative', 'related')),
+        name TEXT NOT NULL,
+        value TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS entry_ids_value ON entry_ids (kind, value)",
+    "CREATE INDEX IF NOT EXISTS entry_ids_entry ON entry_ids (entry_id)",
+)
+# Stored documents are at most a few hundred kB; the limit only guards the parser.
+_MAX_INDEXED_BYTES = 4_000_000
+_DESCRIPTIONS = (f"{{{NS_V1}}}Description", f"{{{NS_V2}}}Description")
+
+
+def description_text(xml: bytes) -> str:
+    """The text of every Description element, one per line; "" for a document that does not parse
+    (the entry is still stored and listed, only not found by text)."""
+    try:
+        root = parse_untrusted(xml, max_bytes=_MAX_INDEXED_BYTES)
+    except InputRejected:
+        return ""
+    texts = (" ".join(str(element.xpath("string()")).split()) for element in root.iter(*_DESCRIPTIONS))
+    return "\n".join(text for text in texts if text)
+
+
+def index(conn: sqlite3.Connection, entry_id: int, xml: bytes, incident: Incident) -> None:
+    """(Re)index one entry. Call inside the transaction that stores it."""
+    conn.execute("DELETE FROM entries_fts WHERE rowid = ?", (entry_id,))
+    conn.execute("INSERT INTO entries_fts (rowid, description) VALUES (?, ?)",
+                 (entry_id, description_text(xml)))
+    conn.execute("DELETE FROM entry_ids WHERE entry_id = ?", (entry_id,))
+    conn.executemany(
+        "INSERT INTO entry_ids (entry_id, kind, name, value) VALUES (?, ?, ?, ?)",
+        [(entry_id, "alternative", name, value) for name, value in incident.alternative_ids]
+        + [(entry_id, "related", name, value) for name, value in incident.related_ids],
+    )
+

@@ -1,0 +1,109 @@
+"""Operator commands over XMPP (XEP-0050 ad-hoc commands on the component JID), for admin JIDs only.
+
+- ``status``: what ``xmppbridge status`` prints (``status.status_report``).
+- ``pause`` / ``resume``: silence a chat subscriber or a room, and let it speak again.
+- ``quarantine-release``: verify every held item again with the current trust configuration and mirror
+  what now passes (``quarantine.release``), as ``xmppbridge quarantine release --all`` does.
+
+Any XMPP client with ad-hoc support (Gajim, Psi, Profanity ``/cmd``) runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+from slixmpp.exceptions import XMPPError
+
+from xmppbridge.chat.state import ChatState
+from xmppbridge.config import Config
+from xmppbridge.quarantine import held, release
+from xmppbridge.status import format_status, status_report
+from xmppbridge.store import Store
+from xmppbridge.xmpp.component import BridgeComponent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OperatorActions:
+    status: Callable[[], str]
+    set_paused: Callable[[str, bool], bool]  # (JID, paused) -> whether that changed anything
+    release_quarantine: Callable[[], str]
+
+
+def operator_actions(config: Config, store: Store, state: ChatState) -> OperatorActions:
+    def release_all() -> str:
+        results = release(store, config.trust, held(store), max_bytes=config.max_document_bytes,
+                          schema_mode=config.schema_mode)
+        released = sum(r.released for r in results)
+        lines = [f"{released} of {len(results)} held item(s) released"]
+        lines += [f"#{r.record.id} {r.record.service}/{r.record.node} {r.record.item_id}: "
+                  f"{'released' if r.released else 'still held'}: {r.outcome}" for r in results[:20]]
+        return "\n".join(lines)
+
+    return OperatorActions(status=lambda: format_status(status_report(config, store)),
+                           set_paused=state.set_paused, release_quarantine=release_all)
+
+
+class AdhocCommands:
+    def __init__(self, component: BridgeComponent, admins: Collection[str], actions: OperatorActions) -> None:
+        self.component, self.admins, self.actions = component, frozenset(admins), actions
+        component.register_plugin("xep_0050")
+        adhoc, me = component.plugin["xep_0050"], component.boundjid.bare
+        adhoc.add_command(jid=me, node="status", name="Bridge status", handler=self._status)
+        adhoc.add_command(jid=me, node="pause", name="Pause a subscriber or room", handler=self._pause)
+        adhoc.add_command(jid=me, node="resume", name="Resume a subscriber or room", handler=self._resume)
+        adhoc.add_command(jid=me, node="quarantine-release", name="Re-verify the quarantine",
+                          handler=self._release)
+
+    def _check(self, iq: Any) -> None:
+        if iq["from"].bare.lower() not in self.admins:
+            log.warning("refused ad-hoc command %s from %s", iq["command"]["node"], iq["from"])
+            raise XMPPError("forbidden", text="only the bridge's admins may run this command")
+
+    def _status(self, iq: Any, session: dict[str, Any]) -> dict[str, Any]:
+        self._check(iq)
+        return _done(session, self.actions.status())
+
+    async def _release(self, iq: Any, session: dict[str, Any]) -> dict[str, Any]:
+        self._check(iq)
+        # Verifying many items takes a while; the store is safe to use from a worker thread.
+        return _done(session, await asyncio.to_thread(self.actions.release_quarantine))
+
+    def _pause(self, iq: Any, session: dict[str, Any]) -> dict[str, Any]:
+        return self._ask_jid(iq, session, paused=True)
+
+    def _resume(self, iq: Any, session: dict[str, Any]) -> dict[str, Any]:
+        return self._ask_jid(iq, session, paused=False)
+
+    def _ask_jid(self, iq: Any, session: dict[str, Any], *, paused: bool) -> dict[str, Any]:
+        self._check(iq)
+        form = self.component.plugin["xep_0004"].make_form(
+            ftype="form", title="Pause notifications" if paused else "Resume notifications")
+        form.add_field(var="jid", ftype="jid-single", label="Subscriber or room JID", required=True)
+
+        def submit(payload: Any, session: dict[str, Any]) -> dict[str, Any]:
+            jid = str(payload["values"].get("jid") or "").strip().lower()
+            if not jid:
+                raise XMPPError("bad-request", text="give a JID")
+            changed = self.actions.set_paused(jid, paused)
+            word = "paused" if paused else "resumed"
+            log.info("%s %s notifications for %s", session["from"].bare, word, jid)
+            return _done(session, f"{jid}: {word}" if changed else f"{jid}: already {word}")
+
+        session.update(payload=form, next=submit, has_next=False, allow_complete=True)
+        return session
+
+
+def _done(session: dict[str, Any], text: str) -> dict[str, Any]:
+    session.update(payload=None, next=None, has_next=False, notes=[("info", text)])
+    return session
+
+
+def attach_adhoc(component: BridgeComponent, admins: Collection[str],
+                 actions: OperatorActions) -> AdhocCommands:
+    return AdhocCommands(component, admins, actions)
