@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # profanity + tmux: a real chat client, driven like a person, for the chat tests
 DEBIAN_PACKAGES := prosody lua-dbi-sqlite3 xmlsec1 trang chromium ejabberd profanity tmux
 
-.PHONY: demo test lint system-packages clean
+.PHONY: demo test bench lint system-packages clean
 
 demo: system-packages $(VENV)/.installed
 	$(PY) -m xmppbridge.cli demo --workdir var/demo
@@ -19,6 +19,11 @@ demo: system-packages $(VENV)/.installed
 test: system-packages $(VENV)/.installed
 	$(PY) -m ruff check xmppbridge tests
 	$(PY) -m pytest -q
+
+# Benchmarks print their figures and comparisons; not part of `make test` or CI.
+bench: system-packages $(VENV)/.installed
+	$(PY) -m pip install -q xmlsec
+	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check xmppbridge tests

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,9 +19,11 @@ ATOM = "http://www.w3.org/2005/Atom"
 
 def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
+    slot = int(os.environ.get("XMPPBRIDGE_TEST_SLOT", "0"))  # as in conftest: several working copies
+    port = 28181 + 20 * slot
     demo = subprocess.Popen(
         [sys.executable, "-m", "xmppbridge.cli", "demo", "--workdir", str(workdir),
-         "--addresses", "127.0.0.32,127.0.0.33", "--feed-port", "28181"],
+         "--addresses", f"127.0.{slot}.32,127.0.{slot}.33", "--feed-port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     output: list[str] = []
@@ -35,16 +38,16 @@ def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
             if line.startswith("READY "):
                 break
         ready = [line for line in output if line.startswith("READY ")]
-        assert ready == ["READY http://127.0.0.1:28181/ http://127.0.0.1:28182/\n"], "".join(output)
+        assert ready == [f"READY http://127.0.0.1:{port}/ http://127.0.0.1:{port + 1}/\n"], "".join(output)
 
         for name in ("a.yaml", "b.yaml"):
             assert (workdir / name).exists()
-        with urllib.request.urlopen("http://127.0.0.1:28182/healthz") as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port + 1}/healthz") as response:
             health = json.load(response)
         published = sum(": published to " in line for line in output)
         assert health["entries"] == published >= 7  # B mirrored everything A published
         assert health["rejects"] == 0
-        with urllib.request.urlopen("http://127.0.0.1:28182/feeds/public") as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port + 1}/feeds/public") as response:
             assert f'xmlns="{ATOM}"'.encode() in response.read()
     finally:
         demo.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process

@@ -1,8 +1,5 @@
 """People on real XMPP clients: Profanity (not slixmpp) in tmux chats with the bridge on real Prosody
 servers; a MUC room gets summaries; an admin runs ad-hoc commands; /metrics parses.
-
-Until chat is wired into ``bridge.py`` (``Config.operators`` exists), ``run_bridge`` below attaches it
-exactly as the wiring notes say, in a bridge process of its own; afterwards the product runs.
 """
 
 from __future__ import annotations
@@ -10,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +18,6 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REPO
 from tests.integration import eventually
 from tests.test_integration_federation import iodef2
 from xmppbridge.demo.accounts import Account, ProsodyAccounts, create_accounts, write_credentials
@@ -38,104 +32,6 @@ CHAT_SECTIONS = {
                "allow": ["need-to-know"]}],
     "admins": ["analyst@b.test"],
 }
-
-
-async def discover_iodef_nodes(self: Any, service: str) -> list[str]:
-    """``BridgeComponent.discover_iodef_nodes`` as it must read on ejabberd (patched in by run_bridge
-    until the lead applies it to component.py): a node's disco#info may carry several forms (ejabberd
-    adds an empty serverinfo form after pubsub#meta-data), and slixmpp's ``["form"]`` is the last one."""
-    from slixmpp.plugins.xep_0004 import Form
-
-    from xmppbridge.xmpp.component import IODEF_TYPES, IQ_TIMEOUT
-
-    disco = self.plugin["xep_0030"]
-    reply = await disco.get_items(jid=service, ifrom=self.boundjid.bare, timeout=IQ_TIMEOUT)
-    found = []
-    for _jid, node, _name in reply["disco_items"]["items"]:
-        if not node:
-            continue
-        info = await disco.get_info(jid=service, node=node, ifrom=self.boundjid.bare, timeout=IQ_TIMEOUT)
-        types = {form["values"].get("pubsub#type") for form in info["disco_info"].iterables
-                 if isinstance(form, Form)}
-        if types & set(IODEF_TYPES):
-            found.append(node)
-    return found
-
-
-def run_bridge(config_file: str) -> None:
-    """``xmppbridge run`` plus the issue-6 wiring (chat, rooms, ad-hoc, metrics, logging)."""
-    from xmppbridge import bridge as bridge_module
-    from xmppbridge.bridge import Bridge
-    from xmppbridge.chat.service import ChatService
-    from xmppbridge.chat.settings import operator_settings
-    from xmppbridge.chat.state import ChatState
-    from xmppbridge.config import ConfigReader, load_config
-    from xmppbridge.feed.layout import FeedUrls
-    from xmppbridge.logging_setup import configure_logging
-    from xmppbridge.metrics import BridgeMetrics, metrics_routes
-    from xmppbridge.xmpp.adhoc import attach_adhoc, operator_actions
-    from xmppbridge.xmpp.chat import attach_chat
-    from xmppbridge.xmpp.component import BridgeComponent
-    from xmppbridge.xmpp.rooms import attach_rooms
-
-    BridgeComponent.discover_iodef_nodes = discover_iodef_nodes  # type: ignore[method-assign]
-
-    path = Path(config_file)
-    config = load_config(path)
-    ops = operator_settings(ConfigReader(path, yaml.safe_load(path.read_text())))
-    configure_logging(json_lines=ops.log_format == "json")
-
-    async def main() -> None:
-        bridge = Bridge(config)
-        metrics = BridgeMetrics(str(config.store_path), connected=bridge.xmpp.online.is_set)
-        bridge.xmpp.sink = metrics.timed_sink(bridge.mirror)
-        state = ChatState(str(config.store_path))
-        rooms = attach_rooms(bridge.xmpp, ops.rooms)
-        chat = attach_chat(bridge.xmpp, ChatService(ops, bridge.store, state, FeedUrls(config.feed_base_url)),
-                           rooms)
-        attach_adhoc(bridge.xmpp, ops.admins, operator_actions(config, bridge.store, state))
-        make_app = bridge_module.make_app
-
-        def make_app_with_metrics(*args: Any, **kwargs: Any) -> Any:
-            app = make_app(*args, **kwargs)
-            app.add_routes(metrics_routes(metrics))
-            return app
-
-        bridge_module.make_app = make_app_with_metrics  # type: ignore[assignment]
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, bridge.stop)
-        tasks = [asyncio.create_task(chat.watch()), asyncio.create_task(rooms.run())]
-        try:
-            await bridge.run()
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            state.close()
-            metrics.close()
-
-    asyncio.run(main())
-
-
-def start_chat_bridge(consortium: Consortium, name: str) -> None:
-    from xmppbridge.config import Config
-
-    if "operators" in Config.__dataclass_fields__:
-        # The wiring is in the product: test `xmppbridge run` itself (then run_bridge and
-        # discover_iodef_nodes above can go).
-        consortium.start_bridge(name, 60)
-        return
-    member = consortium[name]
-    log = open(consortium.workdir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-    member.bridge = subprocess.Popen(
-        [sys.executable, "-c", f"from tests.test_integration_chat import run_bridge; "
-                               f"run_bridge({str(member.config_path)!r})"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)},
-    )
-    log.close()
-    consortium.wait_ready(name, 60)
 
 
 class Profanity:
@@ -215,8 +111,8 @@ def chat_consortium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runnin
         accounts = create_accounts(ProsodyAccounts(consortium["a"].prosody), ["analyst"])
         accounts += create_accounts(ProsodyAccounts(consortium["b"].prosody), ["analyst", "guest"])
         write_credentials(workdir / "xmpp-credentials", accounts)
-        start_chat_bridge(consortium, "a")
-        start_chat_bridge(consortium, "b")
+        consortium.start_bridge("a", 60)
+        consortium.start_bridge("b", 60)
         yield consortium, {a.jid: a for a in accounts}
     finally:
         consortium.stop()

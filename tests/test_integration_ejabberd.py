@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.integration import eventually
-from tests.test_integration_chat import Profanity, start_chat_bridge
+from tests.test_integration_chat import Profanity
 from tests.test_integration_federation import iodef2
 from xmppbridge.demo.accounts import Account, create_accounts
 from xmppbridge.demo.consortium import Consortium
@@ -46,8 +46,8 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Consortium
     try:
         consortium.start_servers()
         [analyst] = create_accounts(consortium["e"].prosody, ["analyst"])  # type: ignore[arg-type]
-        start_chat_bridge(consortium, "a")
-        start_chat_bridge(consortium, "e")
+        consortium.start_bridge("a", 60)
+        consortium.start_bridge("e", 60)
         yield consortium, analyst
     finally:
         consortium.stop()

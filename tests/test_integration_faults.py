@@ -7,6 +7,7 @@ A's bridge process drains the outbox, B's bridge process mirrors.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -29,8 +30,10 @@ Key = tuple[str, str]  # (node, item id)
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consortium]:
-    consortium = Consortium(tmp_path_factory.mktemp("faults"), {"a": "127.0.0.52", "b": "127.0.0.53"},
-                            feed_port_base=18281, discovery_interval=2.0)
+    slot = int(os.environ.get("XMPPBRIDGE_TEST_SLOT", "0"))  # as in conftest: several working copies
+    consortium = Consortium(tmp_path_factory.mktemp("faults"),
+                            {"a": f"127.0.{slot}.52", "b": f"127.0.{slot}.53"},
+                            feed_port_base=18281 + 20 * slot, discovery_interval=2.0)
     consortium.write_files(subscriptions={"a": [], "b": ["a"]})
     try:
         consortium.start_servers()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 import urllib.request
 from contextlib import closing
 from pathlib import Path
@@ -143,3 +146,18 @@ def test_every_sample_is_published_and_mirrored(federation: Consortium) -> None:
     eventually(mirrored, timeout=30, what="all samples mirrored at B")
     with closing(store_of(federation, "b")) as store:
         assert not [r for r in store.rejects(limit=1000) if (r.node, r.item_id) in published]
+
+
+def test_status_reports_connection_subscriptions_and_peers(federation: Consortium) -> None:
+    result = subprocess.run([sys.executable, "-m", "xmppbridge.cli", "status", "--json", "-c",
+                             str(federation["b"].config_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["jid"] == "bridge.b.test" and report["connection"] == "online"
+    assert report["outbox_depth"] == 0
+    nodes = {(s["service"], s["node"]) for s in report["subscriptions"]}
+    assert ("pubsub.a.test", "iodef/need-to-know/mitigation") in nodes
+    assert report["seconds_since_contact"]["pubsub.a.test"] is not None
+    text = subprocess.run([sys.executable, "-m", "xmppbridge.cli", "status", "-c",
+                           str(federation["b"].config_path)], capture_output=True, text=True, timeout=60)
+    assert "bridge bridge.b.test: online" in text.stdout and "peer pubsub.a.test: last contact" in text.stdout

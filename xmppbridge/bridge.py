@@ -16,6 +16,7 @@ from xmppbridge.feed.tls import server_context
 from xmppbridge.metrics import BridgeMetrics, metrics_routes
 from xmppbridge.publish import Publisher
 from xmppbridge.signing.keys import load_identity
+from xmppbridge.spool import Spool
 from xmppbridge.store import Store
 from xmppbridge.xmpp.adhoc import attach_adhoc, operator_actions
 from xmppbridge.xmpp.chat import attach_chat
@@ -64,6 +65,9 @@ class Bridge:
         if config.operators.metrics:
             app.add_routes(metrics_routes(self.metrics))
         runner = web.AppRunner(app)
+        spool = None
+        if config.spool_dir:
+            spool = Spool(config.spool_dir, publisher, interval=config.spool_interval)
         await runner.setup()
         tls = server_context(config.feed.tls) if config.feed.tls else None
         site = web.TCPSite(runner, config.feed_listen_host, config.feed_listen_port, ssl_context=tls)
@@ -77,6 +81,7 @@ class Bridge:
             self.xmpp.keepalive(self.config.pubsub_service, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT),
             self.chat.watch(),
             *([self.rooms.run()] if self.rooms else []),
+            *([spool.run()] if spool else []),
         )]
         try:
             await self._stopping.wait()

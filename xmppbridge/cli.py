@@ -101,6 +101,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--older-than", metavar="AGE", help="received more than AGE ago, e.g. 30d, 12h, 2w")
     sub.add_argument("--released", action="store_true", help="only items already released")
 
+    sub = command("status", cmd_status, "connection, outbox, quarantine and peers of a bridge")
+    sub.add_argument("-c", "--config", required=True, type=Path)
+    sub.add_argument("--json", action="store_true", help="print the report as one JSON object")
+
     sub = command("demo", cmd_demo, "run a two-domain consortium on loopback (what `make demo` runs)")
     sub.add_argument("--workdir", type=Path, default=Path("var/demo"))
     sub.add_argument("--addresses", default="127.0.0.2,127.0.0.3",
@@ -111,8 +115,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from xmppbridge.bridge import Bridge
+    from xmppbridge.logging_setup import configure_logging
 
     config = load_config(args.config)
+    configure_logging(level=logging.DEBUG if args.verbose else logging.INFO,
+                      json_lines=config.operators.log_format == "json")
 
     async def main() -> None:
         bridge = Bridge(config)
@@ -218,6 +225,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from xmppbridge.publish import Publisher
     from xmppbridge.signing.keys import load_identity
     from xmppbridge.store import Store
@@ -228,36 +237,41 @@ def cmd_publish(args: argparse.Namespace) -> int:
                           prefix=config.node_prefix, max_bytes=config.max_document_bytes,
                           schema_mode=config.schema_mode)
     exit_code = EXIT_OK
+    # A progress bar on a terminal when there are several files (tqdm hides itself elsewhere, e.g. in
+    # scripts and CI); per-file lines go through tqdm.write so that they do not tear the bar.
+    files = tqdm(args.files, desc="publishing", unit="file",
+                 disable=None if len(args.files) > 1 else True)
     try:
-        for file in args.files:
+        for file in files:
             try:
                 # Committed to the outbox before we report anything: the bridge publishes it even if
                 # this command is interrupted now.
                 accepted = publisher.submit(file.read_bytes(), source=f"cli:{file}")
             except OSError as exc:
-                print(f"{file}: cannot read: {exc.strerror}", file=sys.stderr)
+                tqdm.write(f"{file}: cannot read: {exc.strerror}", file=sys.stderr)
                 exit_code = EXIT_INVALID
                 continue
             except InputRejected as exc:
-                print(f"{file}: rejected: {exc.reason}: {exc}", file=sys.stderr)
+                tqdm.write(f"{file}: rejected: {exc.reason}: {exc}", file=sys.stderr)
                 for detail in exc.details[:20]:
-                    print(f"  {detail}", file=sys.stderr)
+                    tqdm.write(f"  {detail}", file=sys.stderr)
                 exit_code = EXIT_INVALID
                 continue
             for each in accepted:
                 outcome = publisher.wait(each.outbox_id, args.timeout)
                 if outcome is None:
-                    print(f"{file}: queued in the outbox of {config.store_path} but not published within "
-                          f"{args.timeout:.0f} s; is the bridge running (xmppbridge run -c {config.file})? "
-                          "It will publish it when it runs.", file=sys.stderr)
+                    tqdm.write(f"{file}: queued in the outbox of {config.store_path} but not published "
+                               f"within {args.timeout:.0f} s; is the bridge running (xmppbridge run -c "
+                               f"{config.file})? It will publish it when it runs.", file=sys.stderr)
                     exit_code = EXIT_INVALID
                 elif outcome.status == "failed":
-                    print(f"{file}: not published: {outcome.reason}", file=sys.stderr)
+                    tqdm.write(f"{file}: not published: {outcome.reason}", file=sys.stderr)
                     exit_code = EXIT_INVALID
                 else:
-                    print(f"{file}: published to {each.item.node} on {config.pubsub_service} "
-                          f"as item {each.item.item_id}")
+                    tqdm.write(f"{file}: published to {each.item.node} on {config.pubsub_service} "
+                               f"as item {each.item.item_id}", file=sys.stdout)
     finally:
+        files.close()
         store.close()
     return exit_code
 
@@ -353,6 +367,17 @@ def cmd_quarantine_purge(args: argparse.Namespace) -> int:
     with _open_store(args) as store:
         count = store.purge_rejects(ids=args.ids or None, before=before, released_only=args.released)
     print(f"purged {count} item(s) from the quarantine")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from xmppbridge.status import format_status, status_report
+    from xmppbridge.store import Store
+
+    config = load_config(args.config)
+    with Store(config.store_path) as store:
+        report = status_report(config, store)
+    print(json.dumps(report) if args.json else format_status(report))
     return EXIT_OK
 
 

@@ -50,6 +50,8 @@ class Config:
     discovery_interval: float = 60.0
     trust: TrustStore = NO_TRUST  # trust: + subscriptions[].signers/allow_domains (signing.trustconfig)
     operators: OperatorSettings = field(default_factory=OperatorSettings)  # chat:, rooms:, admins:, ...
+    spool_dir: Path | None = None  # watched folder: files dropped here are published (xmppbridge.spool)
+    spool_interval: float = 2.0
 
     @property
     def feed_listen_host(self) -> str:
@@ -149,6 +151,7 @@ def load_config(file: str | Path) -> Config:
         raise r.error("limits.max_document_bytes",
                       "must be between 1024 and 480000 (Prosody closes component streams near 512 KB)")
 
+    spool = r.get("spool.dir", None)
     return Config(
         file=file,
         jid=jid,
@@ -169,4 +172,6 @@ def load_config(file: str | Path) -> Config:
         discovery_interval=float(r.get("pubsub.discovery_interval", 60, (int, float))),
         trust=read_trust(r),
         operators=operator_settings(r),
+        spool_dir=None if spool is None else r.path("spool.dir", spool, must_exist=False),
+        spool_interval=float(r.get("spool.interval", 2, (int, float))),
     )

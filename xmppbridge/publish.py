@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from xmppbridge.errors import TooLarge
 from xmppbridge.iodef.document import incident_item_id, read_document, split_document
 from xmppbridge.iodef.model import NS_V1, NS_V2, Incident
-from xmppbridge.policy import node_name
+from xmppbridge.policy import check_publishable, node_name
 from xmppbridge.signing.keys import SigningIdentity
 from xmppbridge.signing.sign import sign_document
 from xmppbridge.store import OutboxItem, Store
@@ -42,8 +42,10 @@ def prepare(data: bytes, *, prefix: str, identity: SigningIdentity, max_bytes: i
         if len(payload) > max_bytes:
             raise TooLarge(f"the signed document for incident {incident.id} is {len(payload)} bytes, over "
                            f"the limit of {max_bytes}")
+        node = node_name(prefix, incident.restriction, incident.purpose)
+        check_publishable(node, incident)  # never publish wider than the document's marking
         prepared.append(Prepared(
-            node=node_name(prefix, incident.restriction, incident.purpose),
+            node=node,
             item_id=incident_item_id(incident),
             payload=payload,
             incident=incident,

@@ -99,6 +99,10 @@ class Store:
     def outbox_item(self, outbox_id: int) -> OutboxItem | None:
         return self._read(lambda conn: outbox.get(conn, outbox_id))
 
+    def outbox_ids_for_source(self, source: str) -> list[int]:
+        """Outbox items submitted under ``source`` (e.g. a watched-folder file), oldest first."""
+        return self._read(lambda conn: outbox.ids_for_source(conn, source))
+
     def mark_published(self, outbox_id: int, *, service: str) -> None:
         """Mark published and upsert the matching local entry, in one transaction. LookupError if unknown."""
         with self._write() as conn:

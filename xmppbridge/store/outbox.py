@@ -95,6 +95,11 @@ def pending(conn: sqlite3.Connection, limit: int) -> list[OutboxItem]:
     return [_item(row) for row in rows]
 
 
+def ids_for_source(conn: sqlite3.Connection, source: str) -> list[int]:
+    rows = conn.execute("SELECT id FROM outbox WHERE source = ? ORDER BY id", (source,))
+    return [row["id"] for row in rows]
+
+
 def get(conn: sqlite3.Connection, item: int) -> OutboxItem | None:
     row = conn.execute("SELECT * FROM outbox WHERE id = ?", (item,)).fetchone()
     return None if row is None else _item(row)

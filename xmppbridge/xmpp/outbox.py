@@ -15,9 +15,11 @@ import time
 from slixmpp.exceptions import IqError, IqTimeout
 
 from xmppbridge.config import Config
-from xmppbridge.errors import PublishFailed
-from xmppbridge.policy import node_access, parse_node_name
+from xmppbridge.errors import InputRejected, PublishFailed
+from xmppbridge.iodef.parse import parse_untrusted
+from xmppbridge.policy import check_publishable, node_access, parse_node_name
 from xmppbridge.publish import payload_namespace
+from xmppbridge.signing.wireform import wire_bytes
 from xmppbridge.store import OutboxItem, Store
 from xmppbridge.store.outbox import RETRACT
 from xmppbridge.xmpp.component import BridgeComponent
@@ -35,13 +37,20 @@ class OutboxDrain:
     async def run(self) -> None:
         retry_after: dict[int, float] = {}
         while True:
+            worked = False
             for item in self.store.pending():
                 if retry_after.get(item.id, 0) > time.monotonic():
                     continue
                 if not self.xmpp.online.is_set():
                     break
+                worked = True
                 try:
                     await (self._retract(item) if item.action == RETRACT else self._publish(item))
+                except InputRejected as exc:
+                    # Not publishable at all (restriction wider than the node, payload not XML):
+                    # the outbox is a file on disk, so it is checked again here, not only when filled.
+                    self.store.mark_failed(item.id, f"{exc.reason}: {exc}")
+                    log.error("outbox item %d refused: %s: %s", item.id, exc.reason, exc)
                 except PublishFailed as exc:
                     if not exc.transient and self.xmpp.online.is_set():
                         # The server answered with an error: retrying the same bytes will not help.
@@ -51,16 +60,24 @@ class OutboxDrain:
                         retry_after[item.id] = time.monotonic() + RETRY_DELAY
                 else:
                     retry_after.pop(item.id, None)
-            await asyncio.sleep(OUTBOX_POLL)
+            if not worked:
+                # Idle (or only items waiting out a retry delay): poll, since other processes (the
+                # CLI) write to the outbox. After a busy batch, go straight on to the next one.
+                await asyncio.sleep(OUTBOX_POLL)
 
     async def _publish(self, item: OutboxItem) -> None:
+        if item.incident is not None:
+            check_publishable(item.node, item.incident)
+        # The payload is written into the stream verbatim (publish_bytes); re-deriving its wire form
+        # guarantees one well-formed element, so no outbox content can inject stanzas.
+        payload = wire_bytes(parse_untrusted(item.payload, max_bytes=self.config.max_document_bytes))
         service = self.config.pubsub_service
         category = parse_node_name(self.config.node_prefix, item.node)
         access = node_access(category[0] if category else "private").access_model
         await self.xmpp.ensure_node(service, item.node, access_model=access,
-                                    payload_type=payload_namespace(item.payload),
+                                    payload_type=payload_namespace(payload),
                                     members=self.config.node_whitelist)
-        await self.xmpp.publish_bytes(service, item.node, item.item_id, item.payload)
+        await self.xmpp.publish_bytes(service, item.node, item.item_id, payload)
         self.store.mark_published(item.id, service=service)
         log.info("published %s to %s on %s", item.item_id, item.node, service)
 

@@ -1,0 +1,133 @@
+"""Benchmark 3: federated end to end, A -> B, until the entry is in B's store.
+
+Bridge: ``Publisher.submit`` in this process into A's outbox (A's bridge process publishes), B's bridge
+process mirrors into B's store; latency = B's ``received_at`` minus the submit time. Raw: a slixmpp
+component as bridge.a.test publishing the same signed bytes to the same nodes, and one as bridge.b.test
+receiving the event notifications over the same s2s link (both bridges stopped); latency = arrival
+minus send time. Offered rate 50/s, and saturation (bridge: submit as fast as possible; raw: W=16).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import RUNS, table  # noqa: E402
+from bench.lab import (  # noqa: E402
+    RESTRICTIONS,
+    BenchConsortium,
+    close,
+    connect,
+    consortium,
+    document,
+    epoch,
+    percentile,
+    publish_all,
+    sql,
+    wait_for,
+)
+
+RATE = 50.0
+N_RATE = 250  # items per paced run (5 s)
+N_SAT = 400  # items per saturation run
+Result = tuple[float, float, float]  # items/s, p50 s, p99 s
+
+
+def bridge_run(lab: BenchConsortium, tag: str, count: int, rate: float | None) -> Result:
+    submitted: dict[str, float] = {}
+    with lab.store("a") as store:
+        publisher = lab.publisher(store)
+        t0 = time.time()
+        for i in range(count):
+            if rate is not None and (delay := t0 + i / rate - time.time()) > 0:
+                time.sleep(delay)
+            now = time.time()
+            for accepted in publisher.submit(document(f"{tag}-{i:05d}", RESTRICTIONS[i % 4]), source="bench"):
+                submitted[accepted.item.item_id] = now
+    query = "SELECT item_id, received_at FROM entries WHERE incident_id LIKE ?"
+    db_b = lab.db_path("b")
+    wait_for(lambda: len(sql(db_b, query, f"{tag}-%")) >= count, 300, f"B to mirror {tag}", 0.1)
+    arrived = {row["item_id"]: epoch(row["received_at"]) for row in sql(db_b, query, f"{tag}-%")}
+    latencies = [arrived[item_id] - start for item_id, start in submitted.items()]
+    return count / (max(arrived.values()) - t0), percentile(latencies, 50), percentile(latencies, 99)
+
+
+async def raw_runs(lab: BenchConsortium, items: list[tuple[str, str, bytes]],
+                   rate: float | None) -> list[Result]:
+    publisher, subscriber = await connect(lab, "a"), await connect(lab, "b")
+    service = lab["a"].pubsub_jid
+    results = []
+    try:
+        for run in range(RUNS):
+            batch = [(node, f"raw-{rate}-r{run}-{item_id}", payload) for node, item_id, payload in items]
+            sent: dict[str, float] = {}
+            t0 = time.time()
+            if rate is None:
+                for _, item_id, _ in batch:
+                    sent[item_id] = t0
+                await publish_all(publisher, service, batch, 16)
+            else:
+                tasks = []
+                for i, (node, item_id, payload) in enumerate(batch):
+                    if (delay := t0 + i / rate - time.time()) > 0:
+                        await asyncio.sleep(delay)
+                    sent[item_id] = time.time()
+                    tasks.append(asyncio.ensure_future(publisher.publish(service, node, item_id, payload)))
+                await asyncio.gather(*tasks)
+            deadline = time.monotonic() + 120
+            while not all(item_id in subscriber.arrivals for item_id in sent):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("raw subscriber did not get every item")
+                await asyncio.sleep(0.02)
+            latencies = [subscriber.arrivals[i] - s for i, s in sent.items()]
+            last = max(subscriber.arrivals[i] for i in sent)
+            results.append((len(batch) / (last - t0), percentile(latencies, 50), percentile(latencies, 99)))
+    finally:
+        await close(publisher)
+        await close(subscriber)
+    return results
+
+
+def medians(results: list[Result]) -> Result:
+    return (statistics.median(r[0] for r in results), statistics.median(r[1] for r in results),
+            statistics.median(r[2] for r in results))
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, consortium(Path(tmp)) as lab:
+        lab.start_bridge("a")
+        lab.start_bridge("b")
+        # Creates the four nodes; B discovers and subscribes to them (discovery_interval 1 s).
+        bridge_run(lab, "WARM", 8, None)
+        paced = [bridge_run(lab, f"E{run}", N_RATE, RATE) for run in range(RUNS)]
+        saturated = [bridge_run(lab, f"S{run}", N_SAT, None) for run in range(RUNS)]
+        rows = sql(lab.db_path("a"), "SELECT node, item_id, payload FROM outbox WHERE item_id LIKE '%S0-%'")
+        items = [(row["node"], row["item_id"], bytes(row["payload"])) for row in rows]
+        lab.stop_bridge("a")
+        lab.stop_bridge("b")
+        raw_paced = asyncio.run(raw_runs(lab, items[:N_RATE], RATE))
+        raw_saturated = asyncio.run(raw_runs(lab, items, None))
+    print(f"End to end A -> B (federated Prosody, s2s), median of {RUNS} runs; "
+          f"N={N_RATE} at {RATE:.0f}/s, N={N_SAT} at saturation")
+    rows_out = []
+    for label, ours, raw in (("50/s offered", paced, raw_paced), ("saturation", saturated, raw_saturated)):
+        o, r = medians(ours), medians(raw)
+        rows_out.append([label, f"{o[0]:.1f}", f"{o[1] * 1000:.1f}", f"{o[2] * 1000:.1f}",
+                         f"{r[0]:.1f}", f"{r[1] * 1000:.1f}", f"{r[2] * 1000:.1f}", f"{o[0] / r[0]:.2f}"])
+    print(table(rows_out, ["load", "bridge items/s", "p50 ms", "p99 ms", "raw items/s", "raw p50 ms",
+                           "raw p99 ms", "ratio"]))
+    print("runs (items/s): " + "; ".join(
+        f"{name} [{', '.join(f'{r[0]:.0f}' for r in results)}]"
+        for name, results in (("bridge 50/s", paced), ("bridge sat", saturated),
+                              ("raw 50/s", raw_paced), ("raw sat", raw_saturated))))
+    print("targets: ratio >= 0.7 at saturation; p99 < 200 ms at 50/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""The XMPP side of the benchmarks: a private two-domain consortium and raw slixmpp peers to compare with.
+
+Servers listen on 127.0.9.x only and feeds on 29081+, so the benchmarks can run beside the test suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import statistics
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import quoteattr
+
+import yaml
+from slixmpp import ComponentXMPP
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatcherId
+
+from xmppbridge.demo.consortium import Consortium
+from xmppbridge.publish import Publisher
+from xmppbridge.signing.keys import load_identity
+from xmppbridge.store import Store
+from xmppbridge.store.db import parse_time
+
+PUBSUB_NS = "http://jabber.org/protocol/pubsub"
+IPS = {"a": "127.0.9.2", "b": "127.0.9.3"}
+FEED_PORT_BASE = 29081
+RESTRICTIONS = ("public", "partner", "need-to-know", "private")
+
+
+class BenchConsortium(Consortium):
+    """The demo consortium with its feeds moved off 127.0.0.1 to the members' own 127.0.9.x addresses."""
+
+    def write_files(self, **kwargs: Any) -> None:  # type: ignore[override]
+        super().write_files(**kwargs)
+        for member in self.members.values():
+            config = yaml.safe_load(member.config_path.read_text())
+            config["feed"]["listen"] = f"{member.ip}:{member.feed_port}"
+            config["feed"]["base_url"] = self.feed_url(member.name)
+            member.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def feed_url(self, name: str) -> str:
+        member = self.members[name]
+        return f"http://{member.ip}:{member.feed_port}/"
+
+    def health(self, name: str) -> dict[str, object]:
+        import json
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(self.feed_url(name) + "healthz", timeout=2) as response:
+                return json.load(response)
+        except OSError:
+            return {}
+
+    def store(self, name: str) -> Store:
+        return Store(self.members[name].workdir / "data" / f"{name}.sqlite")
+
+    def db_path(self, name: str) -> Path:
+        return self.members[name].workdir / "data" / f"{name}.sqlite"
+
+    def publisher(self, store: Store) -> Publisher:
+        a = self.members["a"]
+        identity = load_identity(a.workdir / "keys/a.key", a.workdir / "keys/a.crt")
+        return Publisher(store, identity, prefix="iodef", max_bytes=400_000)
+
+
+@contextmanager
+def consortium(workdir: Path, names: tuple[str, ...] = ("a", "b")) -> Iterator[BenchConsortium]:
+    """Prosody per member started, no bridges yet; everything stopped on the way out."""
+    lab = BenchConsortium(workdir, {n: IPS[n] for n in names}, feed_port_base=FEED_PORT_BASE,
+                          discovery_interval=1.0)
+    subscriptions = {"a": [], "b": ["a"]} if "b" in names else {"a": []}
+    lab.write_files(subscriptions=subscriptions)
+    try:
+        lab.start_servers()
+        yield lab
+    finally:
+        lab.stop()
+
+
+def document(incident_id: str, restriction: str) -> bytes:
+    """A small valid IODEF 2.0 document (about 3 KB once signed), as the fault-injection tests use."""
+    return f"""<IODEF-Document version="2.00" xml:lang="en" xmlns="urn:ietf:params:xml:ns:iodef-2.0">
+  <Incident purpose="mitigation" restriction="{restriction}">
+    <IncidentID name="csirt.a.test">{incident_id}</IncidentID>
+    <GenerationTime>2026-11-20T08:30:00Z</GenerationTime>
+    <Description>Block 192.0.2.{len(incident_id) % 250} (benchmark burst)</Description>
+    <Contact role="creator" type="organization"><Email><EmailTo>csirt@a.test</EmailTo></Email></Contact>
+  </Incident>
+</IODEF-Document>""".encode()
+
+
+def sql(path: Path, query: str, *args: object) -> list[sqlite3.Row]:
+    conn = sqlite3.connect(path, timeout=30)
+    conn.row_factory = sqlite3.Row
+    try:
+        return conn.execute(query, args).fetchall()
+    finally:
+        conn.close()
+
+
+def epoch(text: str) -> float:
+    return parse_time(text).timestamp()
+
+
+def wait_for(condition: Any, timeout: float, what: str, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+class RawComponent(ComponentXMPP):
+    """A bare slixmpp XEP-0114 component: publishes given bytes, records event arrivals."""
+
+    def __init__(self, jid: str, secret: str, host: str, port: int) -> None:
+        super().__init__(jid, secret, host, port, fix_error_ns=True)
+        self.register_plugin("xep_0060")
+        self.arrivals: dict[str, float] = {}  # item id -> time.time() of its event notification
+        self.ready = asyncio.Event()
+        self.add_event_handler("session_start", lambda _: self.ready.set())
+        self.add_event_handler("pubsub_publish", self._on_publish)
+
+    def _on_publish(self, msg: Any) -> None:
+        self.arrivals[msg["pubsub_event"]["items"]["item"]["id"]] = time.time()
+
+    async def publish(self, service: str, node: str, item_id: str, payload: bytes) -> None:
+        """One publish IQ around ``payload``, written verbatim, awaited until its result."""
+        iq_id = self.new_id()
+        result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def on_reply(stanza: Any) -> None:
+            if not result.done():
+                result.set_result(stanza)
+
+        self.register_handler(Callback(f"pub-{iq_id}", MatcherId(iq_id), on_reply, once=True))
+        self.send_raw(
+            f"<iq type='set' id={quoteattr(iq_id)} from={quoteattr(self.boundjid.bare)} "
+            f"to={quoteattr(service)}><pubsub xmlns='{PUBSUB_NS}'><publish node={quoteattr(node)}>"
+            f"<item id={quoteattr(item_id)}>{payload.decode('utf-8')}</item></publish></pubsub></iq>"
+        )
+        try:
+            reply = await asyncio.wait_for(result, 30)
+        finally:
+            self.remove_handler(f"pub-{iq_id}")
+        if reply["type"] == "error":
+            raise RuntimeError(f"publish refused: {reply['error']['condition']}")
+
+    async def fetch(self, service: str, node: str, item_id: str) -> bytes:
+        """One items IQ for one item id; the raw reply bytes."""
+        iq_id = self.new_id()
+        result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def on_reply(stanza: Any) -> None:
+            if not result.done():
+                result.set_result(stanza)
+
+        self.register_handler(Callback(f"get-{iq_id}", MatcherId(iq_id), on_reply, once=True))
+        self.send_raw(
+            f"<iq type='get' id={quoteattr(iq_id)} from={quoteattr(self.boundjid.bare)} "
+            f"to={quoteattr(service)}><pubsub xmlns='{PUBSUB_NS}'><items node={quoteattr(node)}>"
+            f"<item id={quoteattr(item_id)}/></items></pubsub></iq>"
+        )
+        try:
+            reply = await asyncio.wait_for(result, 30)
+        finally:
+            self.remove_handler(f"get-{iq_id}")
+        if reply["type"] == "error":
+            raise RuntimeError(f"fetch refused: {reply['error']['condition']}")
+        return str(reply).encode()
+
+
+async def connect(lab: BenchConsortium, name: str) -> RawComponent:
+    """A raw component under member ``name``'s bridge JID (its bridge must be stopped)."""
+    member = lab[name]
+    raw = RawComponent(member.bridge_jid, lab.secret, member.ip, member.prosody.component_port)
+    raw.connect()
+    await asyncio.wait_for(raw.ready.wait(), 15)
+    return raw
+
+
+async def close(raw: RawComponent) -> None:
+    raw.disconnect()
+    await asyncio.sleep(0.2)
+
+
+async def publish_all(raw: RawComponent, service: str, items: list[tuple[str, str, bytes]],
+                      window: int) -> list[float]:
+    """Publish ``(node, item id, payload)`` with up to ``window`` IQs in flight; per-IQ latencies."""
+    latencies: list[float] = []
+    gate = asyncio.Semaphore(window)
+
+    async def one(node: str, item_id: str, payload: bytes) -> None:
+        async with gate:
+            start = time.perf_counter()
+            await raw.publish(service, node, item_id, payload)
+            latencies.append(time.perf_counter() - start)
+
+    if window == 1:
+        for item in items:
+            await one(*item)
+    else:
+        await asyncio.gather(*(one(*item) for item in items))
+    return latencies
