@@ -11,7 +11,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 from xml.etree import ElementTree as ET
 from xml.sax.saxutils import quoteattr
@@ -165,30 +165,42 @@ class BridgeComponent(ComponentXMPP):
         slixmpp would re-serialise an ElementTree payload and silently drop attributes in namespaces
         it has no prefix for, so the publish IQ is written by hand around the wire-form bytes.
         """
-        iq_id = self.new_id()
-        result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-        def on_reply(stanza: Any) -> None:
-            if not result.done() and stanza["from"].bare == service:
-                result.set_result(stanza)
-
-        self.register_handler(Callback(f"publish-{iq_id}", MatcherId(iq_id), on_reply, once=True))
-        self.send_raw(
-            f"<iq type='set' id={quoteattr(iq_id)} from={quoteattr(self.boundjid.bare)} "
-            f"to={quoteattr(service)}><pubsub xmlns='{PUBSUB_NS}'><publish node={quoteattr(node)}>"
-            f"<item id={quoteattr(item_id)}>{payload.decode('utf-8')}</item></publish></pubsub></iq>"
-        )
-        try:
-            reply = await asyncio.wait_for(result, IQ_TIMEOUT)
-        except TimeoutError:
-            raise PublishFailed(f"no answer from {service} within {IQ_TIMEOUT:.0f} s",
-                                transient=True) from None
-        finally:
-            self.remove_handler(f"publish-{iq_id}")
+        reply = await self._pubsub_iq("set", service, f"<publish node={quoteattr(node)}><item "
+                                      f"id={quoteattr(item_id)}>{payload.decode('utf-8')}</item></publish>")
         if reply["type"] == "error":
             error = reply["error"]
             raise PublishFailed(f"{service} refused the item on {node}: {error['condition']} {error['text']}",
                                 transient=error["condition"] in TRANSIENT_CONDITIONS)
+
+    async def _pubsub_iq(self, iq_type: str, service: str, body: str,
+                         in_order: Callable[[Any], None] | None = None) -> Any:
+        """Send a hand-written pubsub IQ and return the reply (a result or an error stanza).
+
+        ``in_order`` runs on a result inside the reply's stanza handler, i.e. in stream order with event
+        notifications, rather than later when the awaiting coroutine resumes.
+        """
+        iq_id = self.new_id()
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def on_reply(stanza: Any) -> None:
+            if reply.done() or stanza["from"].bare != service:
+                return
+            if in_order is not None and stanza["type"] != "error":
+                in_order(stanza)
+            reply.set_result(stanza)
+
+        self.register_handler(Callback(f"pubsub-{iq_id}", MatcherId(iq_id), on_reply, once=True))
+        self.send_raw(
+            f"<iq type={quoteattr(iq_type)} id={quoteattr(iq_id)} from={quoteattr(self.boundjid.bare)} "
+            f"to={quoteattr(service)}><pubsub xmlns='{PUBSUB_NS}'>{body}</pubsub></iq>"
+        )
+        try:
+            return await asyncio.wait_for(reply, IQ_TIMEOUT)
+        except TimeoutError:
+            raise PublishFailed(f"no answer from {service} within {IQ_TIMEOUT:.0f} s",
+                                transient=True) from None
+        finally:
+            self.remove_handler(f"pubsub-{iq_id}")
 
     async def retract(self, service: str, node: str, item_id: str) -> None:
         await self.pubsub.retract(service, node, item_id, notify=True, ifrom=self.boundjid.bare,
@@ -227,38 +239,24 @@ class BridgeComponent(ComponentXMPP):
     async def fetch_item(self, service: str, node: str, item_id: str) -> bool:
         """Fetch one item and hand it to the sink; False when the node no longer has it.
 
-        The sink is called from the reply's stanza handler, i.e. in stream order with event
-        notifications, so a fetch answered before an update can never overwrite that update.
+        The sink is called in stream order with event notifications (see ``_pubsub_iq``), so a fetch
+        answered before an update can never overwrite that update.
         """
-        iq_id = self.new_id()
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        found: list[Any] = []
 
-        def on_reply(stanza: Any) -> None:
-            if done.done() or stanza["from"].bare != service:
-                return
-            if stanza["type"] == "error":
-                condition = stanza["error"]["condition"]
-                done.set_exception(PublishFailed(f"{service} refused item {item_id} of {node}: {condition}",
-                                                 transient=condition in TRANSIENT_CONDITIONS))
-                return
+        def hand_over(stanza: Any) -> None:
             items = stanza.xml.find(f"{{{PUBSUB_NS}}}pubsub/{{{PUBSUB_NS}}}items")
-            found = [] if items is None else list(items)
+            found.extend([] if items is None else items)
             for item in found:
                 self.sink.on_item(service, node, item.get("id", item_id), item[0] if len(item) else None)
-            done.set_result(bool(found))
 
-        self.register_handler(Callback(f"fetch-{iq_id}", MatcherId(iq_id), on_reply, once=True))
-        self.send_raw(
-            f"<iq type='get' id={quoteattr(iq_id)} from={quoteattr(self.boundjid.bare)} "
-            f"to={quoteattr(service)}><pubsub xmlns='{PUBSUB_NS}'><items node={quoteattr(node)}>"
-            f"<item id={quoteattr(item_id)}/></items></pubsub></iq>"
-        )
-        try:
-            return await asyncio.wait_for(done, IQ_TIMEOUT)
-        except TimeoutError:
-            raise PublishFailed(f"{service} did not answer for item {item_id}", transient=True) from None
-        finally:
-            self.remove_handler(f"fetch-{iq_id}")
+        reply = await self._pubsub_iq("get", service, f"<items node={quoteattr(node)}>"
+                                      f"<item id={quoteattr(item_id)}/></items>", in_order=hand_over)
+        if reply["type"] == "error":
+            condition = reply["error"]["condition"]
+            raise PublishFailed(f"{service} refused item {item_id} of {node}: {condition}",
+                                transient=condition in TRANSIENT_CONDITIONS)
+        return bool(found)
 
     async def keepalive(self, service: str, interval: float, timeout: float) -> None:
         """Detect a dead server link: a disco#info round trip every ``interval``; on no answer, drop the
