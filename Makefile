@@ -22,7 +22,7 @@ test: system-packages $(VENV)/.installed
 
 # Benchmarks print their figures and comparisons; not part of `make test` or CI.
 bench: system-packages $(VENV)/.installed
-	$(PY) -m pip install -q xmlsec
+	$(PY) -m pip install -q -e '.[bench]'
 	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 lint: $(VENV)/.installed

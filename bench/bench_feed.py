@@ -4,9 +4,16 @@ Four real entries are mirrored through ``Store.upsert_entry`` (one per restricti
 the rest are bulk copies of them with their own item id, IncidentID, title, times, change-log row and
 full-text row, so every table the feed reads (entries, changes, entries_fts) stays consistent. The feed
 app (``make_app``, no publisher, anonymous readers see every collection) runs in a child process on
-127.0.9.2; this process times HTTP requests and reads the child's resident memory.
+127.0.9.3; this process times HTTP requests and reads the child's resident memory.
 
     python3 bench/bench_feed.py [ENTRIES]        # default 1,000,000
+
+Generating 1,000,000 entries takes minutes and 4.4 GB, so ``BENCH_FEED_STORE=DIR`` keeps the generated
+consortium (configs, keys, store) in ``DIR/ENTRIES`` (the benchmark's own; it deletes an unfinished one)
+and reuses it on later runs, regenerating it when missing or unfinished. The feed upgrades an older
+cached store's schema in place when it first opens it, before any request is timed.
+
+    BENCH_FEED_STORE=/var/tmp/bench-feed python3 bench/bench_feed.py
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -84,6 +92,23 @@ def generate(lab: BenchConsortium, total: int) -> Path:
     return db
 
 
+def prepare(workdir: Path, total: int) -> tuple[BenchConsortium, Path, str]:
+    """The lab in ``workdir``, its store generated unless a finished one is already there."""
+    # Member a only provides the signing key of the four real entries; b's store and feed are measured.
+    lab = BenchConsortium(workdir, IPS, feed_port_base=PORT - 1)
+    done = workdir / "generated"
+    if done.exists():
+        return lab, lab.db_path("b"), f"reused from {workdir}, generated in {done.read_text().strip()} s"
+    shutil.rmtree(workdir, ignore_errors=True)  # an unfinished earlier attempt
+    workdir.mkdir(parents=True)
+    lab.write_files(subscriptions={"a": [], "b": []}, anonymous_restrictions=list(RESTRICTIONS))
+    started = time.perf_counter()
+    db = generate(lab, total)
+    seconds = f"{time.perf_counter() - started:.0f}"
+    done.write_text(seconds + "\n")
+    return lab, db, f"generated in {seconds} s"
+
+
 def serve(config_path: str, db: str) -> None:
     """Child process: the feed app alone, until killed."""
     from aiohttp import web
@@ -131,13 +156,10 @@ def main() -> None:
         "text search, rare word (1/1000)": lambda: f"{base}/search?q={rng.choice(WORDS)}",
         "text search, word in every entry": lambda: f"{base}/search?q=scanning",
     }
+    cache = os.environ.get("BENCH_FEED_STORE")
     with tempfile.TemporaryDirectory(prefix="bench-feed-") as tmp:
-        # Member a only provides the signing key of the four real entries; b's store and feed are measured.
-        lab = BenchConsortium(Path(tmp), IPS, feed_port_base=PORT - 1)
-        lab.write_files(subscriptions={"a": [], "b": []}, anonymous_restrictions=list(RESTRICTIONS))
-        started = time.perf_counter()
-        db = generate(lab, total)
-        generated = time.perf_counter() - started
+        workdir = Path(cache) / str(total) if cache else Path(tmp)
+        lab, db, generation = prepare(workdir, total)
         size = os.path.getsize(db) / 2**20
         child = subprocess.Popen([sys.executable, __file__, "--serve", str(lab["b"].config_path), str(db)],
                                  stdout=subprocess.PIPE, text=True)
@@ -153,7 +175,7 @@ def main() -> None:
         finally:
             child.kill()
             child.wait()
-    print(f"Feed over {total:,} mirrored entries (store {size:.0f} MB, generated in {generated:.0f} s); "
+    print(f"Feed over {total:,} mirrored entries (store {size:.0f} MB, {generation}); "
           f"{REQUESTS} requests per query per run, median of {RUNS} runs")
     rows = []
     for name, runs in results.items():

@@ -83,10 +83,10 @@ def consortium(workdir: Path, names: tuple[str, ...] = ("a", "b")) -> Iterator[B
         lab.stop()
 
 
-def document(incident_id: str, restriction: str) -> bytes:
+def document(incident_id: str, restriction: str, purpose: str = "mitigation") -> bytes:
     """A small valid IODEF 2.0 document (about 3 KB once signed), as the fault-injection tests use."""
     return f"""<IODEF-Document version="2.00" xml:lang="en" xmlns="urn:ietf:params:xml:ns:iodef-2.0">
-  <Incident purpose="mitigation" restriction="{restriction}">
+  <Incident purpose="{purpose}" restriction="{restriction}">
     <IncidentID name="csirt.a.test">{incident_id}</IncidentID>
     <GenerationTime>2026-11-20T08:30:00Z</GenerationTime>
     <Description>Block 192.0.2.{len(incident_id) % 250} (benchmark burst)</Description>

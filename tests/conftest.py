@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.integration import loopback_consortium, running
 from xmppbridge.demo.consortium import Consortium
 
 if TYPE_CHECKING:
@@ -26,24 +26,15 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consortium]
     """
     if shutil.which("prosody") is None:
         pytest.fail("prosody is not installed: run `make test`, which installs it")
-    # XMPPBRIDGE_TEST_SLOT=N moves addresses and ports, so that test runs of several working copies on
-    # one machine do not meet each other's servers.
-    slot = int(os.environ.get("XMPPBRIDGE_TEST_SLOT", "0"))
-    consortium = Consortium(tmp_path_factory.mktemp("consortium"),
-                            {"a": f"127.0.{slot}.12", "b": f"127.0.{slot}.13"},
-                            feed_port_base=18081 + 10 * slot, discovery_interval=1.0)
+    consortium = loopback_consortium(tmp_path_factory.mktemp("consortium"), {"a": 12, "b": 13},
+                                     feed_port_base=18081, discovery_interval=1.0)
     # Anonymous readers see public collections only, as in the demo; the feed tests sign in as
     # "analyst" (everything), "member" (consortium restrictions but private) or "outsider" (no rights).
     # Small archives, so that the feed tests see RFC 5005 archives close.
     consortium.write_files(users={"member": {"read": ["public", "partner", "need-to-know", "default"]},
                                   "outsider": {"read": []}}, feed={"archive_size": 5})
-    try:
-        consortium.start_servers()
-        consortium.start_bridge("a")
-        consortium.start_bridge("b")
+    with running(consortium):
         yield consortium
-    finally:
-        consortium.stop()
 
 
 @pytest.fixture(scope="session")

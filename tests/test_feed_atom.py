@@ -124,6 +124,9 @@ def test_rfc3339() -> None:
     )
     assert atom.rfc3339(datetime(2024, 5, 1, 12, 0)) == "2024-05-01T12:00:00Z"  # naive = UTC
     assert atom.rfc3339(datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC)) == "0999-01-02T03:04:05Z"
+    assert atom.rfc3339(datetime(2024, 5, 1, 12, 0, 0, 120)) == "2024-05-01T12:00:00.00012Z"
+    assert atom.rfc3339(datetime(2024, 5, 1, 12, 0, 0, 100000, tzinfo=timezone(timedelta(hours=-3)))) == (
+        "2024-05-01T15:00:00.1Z")
 
 
 def test_title_falls_back_and_is_one_line() -> None:
@@ -153,6 +156,31 @@ def test_text_xml_cannot_carry_is_replaced_not_fatal() -> None:
     assert doc.findtext("atom:title", namespaces=NS) == "t x"  # vertical tab is whitespace to str.split
     props = {p.get("name"): p.get("value") for p in doc.findall("rolie:property", NS)}
     assert props[atom.PROPERTY_SIGNER] == "CN=evil\ufffd\ufffd[31m"
+
+
+@pytest.mark.parametrize("nasty", ['a & b <c> "d" \'e\' ]]>', "cr\rlf\n tab\t", "ünï©ødé 😀"])
+def test_markup_in_untrusted_text_comes_back_unchanged(nasty: str) -> None:
+    """Entries are written as text, so every untrusted value must be escaped, in elements and attributes
+    alike (an attribute value keeps its CR, LF and tab only as character references)."""
+    inc = incident(id_name=nasty, title="t " + nasty.strip(), related_ids=((nasty, nasty),))
+    found = entry(inc, signer_subject=nasty, signer_fingerprint=nasty, item_id=nasty, node=nasty)
+    bodies = [atom.entry_document(found, URLS), atom.feed_document(view(entries=[found], title=nasty), URLS,
+                                                                   author=nasty)]
+    for body in bodies:  # exactly what lxml writes for the same tree (escapes, quotes, declarations)
+        assert etree.tostring(etree.fromstring(body), xml_declaration=True, encoding="UTF-8") == body
+    for doc in (etree.fromstring(bodies[0]), etree.fromstring(bodies[1]).find("atom:entry", NS)):
+        assert doc.findtext("atom:author/atom:name", namespaces=NS) == nasty
+        assert doc.findtext("atom:title", namespaces=NS) == " ".join(("t " + nasty).split())
+        assert nasty in doc.findtext("atom:summary", namespaces=NS)
+        props = {p.get("name"): p.get("value") for p in doc.findall("rolie:property", NS)}
+        assert props[atom.PROPERTY_SIGNER] == props[atom.PROPERTY_SIGNER_FINGERPRINT] == nasty
+        assert props[atom.PROPERTY_SOURCE] == atom.source_uri(found)
+        [related] = [link for link in doc.findall("atom:link", NS) if link.get("rel") == "related"]
+        assert related.get("title") == f"{nasty} {nasty}"
+        assert related.get("href") == URLS.search([("incident", nasty)])  # has & and = in it
+    feed = etree.fromstring(atom.feed_document(view(title=nasty), URLS, author=nasty))
+    assert feed.findtext("atom:title", namespaces=NS) == nasty
+    assert feed.findtext("atom:author/atom:name", namespaces=NS) == nasty
 
 
 # -- structure -----------------------------------------------------------------------------------------

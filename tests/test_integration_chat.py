@@ -18,7 +18,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration import eventually
+from tests.integration import eventually, loopback_consortium, running
 from tests.test_integration_federation import iodef2
 from xmppbridge.demo.accounts import Account, ProsodyAccounts, create_accounts, write_credentials
 from xmppbridge.demo.consortium import Consortium
@@ -59,7 +59,8 @@ class Profanity:
                    what=f"{a.jid} to log in:\n{self.screen()}")
 
     def type(self, text: str) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "send-keys", "-t", "p", "-l", text], check=True)
+        # "--": generated passwords may start with "-", which tmux would read as an option.
+        subprocess.run(["tmux", "-L", self.socket, "send-keys", "-t", "p", "-l", "--", text], check=True)
         subprocess.run(["tmux", "-L", self.socket, "send-keys", "-t", "p", "Enter"], check=True)
 
     def screen(self) -> str:
@@ -99,23 +100,21 @@ def chat_consortium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runnin
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is not installed: run `make test`, which installs it")
     workdir = tmp_path_factory.mktemp("chat")
-    slot = int(os.environ.get("XMPPBRIDGE_TEST_SLOT", "0"))  # as in conftest: several working copies
-    consortium = Consortium(workdir, {"a": f"127.0.{slot}.62", "b": f"127.0.{slot}.63"},
-                            feed_port_base=18381 + 20 * slot, discovery_interval=1.0)
+    consortium = loopback_consortium(workdir, {"a": 62, "b": 63}, feed_port_base=18381,
+                                     discovery_interval=1.0)
     consortium.write_files()
     for member in consortium.members.values():
         config = yaml.safe_load(member.config_path.read_text())
         member.config_path.write_text(yaml.safe_dump({**config, **CHAT_SECTIONS}, sort_keys=False))
-    try:
-        consortium.start_servers()
-        accounts = create_accounts(ProsodyAccounts(consortium["a"].prosody), ["analyst"])
-        accounts += create_accounts(ProsodyAccounts(consortium["b"].prosody), ["analyst", "guest"])
+    accounts: list[Account] = []
+
+    def create() -> None:
+        accounts.extend(create_accounts(ProsodyAccounts(consortium["a"].prosody), ["analyst"]))
+        accounts.extend(create_accounts(ProsodyAccounts(consortium["b"].prosody), ["analyst", "guest"]))
         write_credentials(workdir / "xmpp-credentials", accounts)
-        consortium.start_bridge("a", 60)
-        consortium.start_bridge("b", 60)
+
+    with running(consortium, before_bridges=create, timeout=60):
         yield consortium, {a.jid: a for a in accounts}
-    finally:
-        consortium.stop()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ wiring, so people on ejabberd get summaries too."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from contextlib import closing
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration import eventually
+from tests.integration import eventually, loopback_consortium, running
 from tests.test_integration_chat import Profanity
 from tests.test_integration_federation import iodef2
 from xmppbridge.demo.accounts import Account, create_accounts
@@ -32,25 +31,22 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Consortium
     for tool in ("prosody", "ejabberdctl"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is not installed: run `make test`, which installs it")
-    slot = int(os.environ.get("XMPPBRIDGE_TEST_SLOT", "0"))  # as in conftest: several working copies
-    members = {"a": f"127.0.{slot}.64", "e": f"127.0.{slot}.66"}
-    # Feed ports 18391+20*slot and the next; the chat suite uses 18381+20*slot, conftest 18581 and up.
-    consortium = Consortium(tmp_path_factory.mktemp("mixed"), members, feed_port_base=18391 + 20 * slot,
-                            discovery_interval=1.0)
+    # Feed ports 18391+20*slot and the next; the chat suite uses 18381+20*slot.
+    consortium = loopback_consortium(tmp_path_factory.mktemp("mixed"), {"a": 64, "e": 66},
+                                     feed_port_base=18391, discovery_interval=1.0)
     prosody = consortium["e"].prosody
     consortium["e"].prosody = EjabberdServer(prosody.domain, prosody.ip, prosody.workdir, prosody.secret,  # type: ignore[assignment]
                                              peers=prosody.peers)
     consortium.write_files()
     config = consortium["e"].config_path
     config.write_text(yaml.safe_dump({**yaml.safe_load(config.read_text()), **CHAT}, sort_keys=False))
-    try:
-        consortium.start_servers()
-        [analyst] = create_accounts(consortium["e"].prosody, ["analyst"])  # type: ignore[arg-type]
-        consortium.start_bridge("a", 60)
-        consortium.start_bridge("e", 60)
-        yield consortium, analyst
-    finally:
-        consortium.stop()
+    accounts: list[Account] = []
+
+    def create() -> None:
+        accounts.extend(create_accounts(consortium["e"].prosody, ["analyst"]))  # type: ignore[arg-type]
+
+    with running(consortium, before_bridges=create, timeout=60):
+        yield consortium, accounts[0]
 
 
 def entries(consortium: Consortium, name: str, incident_id: str) -> list:

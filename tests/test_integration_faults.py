@@ -7,7 +7,6 @@ A's bridge process drains the outbox, B's bridge process mirrors.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration import eventually
+from tests.integration import eventually, loopback_consortium, running
 from xmppbridge.demo.consortium import Consortium
 from xmppbridge.publish import Publisher
 from xmppbridge.signing.keys import load_identity
@@ -30,18 +29,11 @@ Key = tuple[str, str]  # (node, item id)
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consortium]:
-    slot = int(os.environ.get("XMPPBRIDGE_TEST_SLOT", "0"))  # as in conftest: several working copies
-    consortium = Consortium(tmp_path_factory.mktemp("faults"),
-                            {"a": f"127.0.{slot}.52", "b": f"127.0.{slot}.53"},
-                            feed_port_base=18281 + 20 * slot, discovery_interval=2.0)
+    consortium = loopback_consortium(tmp_path_factory.mktemp("faults"), {"a": 52, "b": 53},
+                                     feed_port_base=18281, discovery_interval=2.0)
     consortium.write_files(subscriptions={"a": [], "b": ["a"]})
-    try:
-        consortium.start_servers()
-        consortium.start_bridge("a")
-        consortium.start_bridge("b")
+    with running(consortium):
         yield consortium
-    finally:
-        consortium.stop()
 
 
 def document(incident_id: str, restriction: str) -> bytes:
@@ -150,3 +142,31 @@ def test_items_published_while_receiver_was_down(pair: Consortium, tmp_path: Pat
     wait_until_published(pair, 0)
     pair.start_bridge("b")
     assert_converged(pair, "D5", expected)
+
+
+def deleted_at_b(pair: Consortium, keys: set[Key]) -> set[Key]:
+    """Which of ``keys`` B holds as deleted (``entries()`` lists only what is not)."""
+    with closing(store(pair, "b")) as s:
+        found = {key: s.find_entry("pubsub.a.test", *key) for key in keys}
+    assert None not in found.values(), "B lost entries altogether"
+    return {key for key, entry in found.items() if entry is not None and entry.deleted}
+
+
+def test_items_retracted_while_receiver_was_down(pair: Consortium) -> None:
+    published = submit_burst(pair, "X6", 400)
+    assert_converged(pair, "X6", published)
+    pair.stop_bridge("b")
+    a = pair["a"]
+    identity = load_identity(a.workdir / "keys/a.key", a.workdir / "keys/a.crt")
+    with closing(store(pair, "a")) as outbox:
+        publisher = Publisher(outbox, identity, prefix="iodef", max_bytes=400_000)
+        gone = [e for e in outbox.entries(limit=1_000_000) if e.origin == "local"
+                and e.incident.id.startswith("X6") and int(e.incident.id.rsplit("-", 1)[1]) % 3 == 0]
+        for entry in gone:
+            publisher.retract(node=entry.node, item_id=entry.item_id, incident=entry.incident,
+                              version=entry.version, source="test")
+    retracted = {(e.node, e.item_id) for e in gone}
+    wait_until_published(pair, 0)
+    pair.start_bridge("b")  # ready = subscribed and caught up, retractions included
+    assert deleted_at_b(pair, published) == retracted
+    assert set(mirrored_at_b(pair, "X6")) == published - retracted  # the rest untouched

@@ -1,12 +1,20 @@
-"""Catch-up decisions that need no network: which missing items were retracted, and reconnect timing."""
+"""Catch-up decisions that need no network: which missing items were retracted, which to fetch, and
+reconnect timing."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
 
+from tests.test_feed_support import SERVICE, iodef2, store_document
+from xmppbridge.config import Subscription
+from xmppbridge.store import Store
 from xmppbridge.store.subscriptions import ItemState
 from xmppbridge.xmpp.component import RECONNECT_MAX_DELAY, backoff_delay
-from xmppbridge.xmpp.mirror import retracted_while_away
+from xmppbridge.xmpp.mirror import Mirror, retracted_while_away
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -44,3 +52,132 @@ def test_reconnect_backoff_grows_is_capped_and_jittered() -> None:
     assert max(delays) <= RECONNECT_MAX_DELAY
     assert min(delays[-5:]) >= RECONNECT_MAX_DELAY / 2
     assert len(set(delays[-5:])) > 1  # jitter: bridges restarted together spread out
+
+
+# -- catch-up against a scripted remote node -------------------------------------------------------------
+
+
+class ScriptedNode:
+    """What Mirror.catch_up needs of BridgeComponent, for one remote node whose items the test sets."""
+
+    def __init__(self, mirror: Mirror, ids: list[str]) -> None:
+        self.mirror, self.ids = mirror, ids
+        self.fetched: list[str] = []
+        self.while_listing: Callable[[], None] = lambda: None
+
+    async def list_item_ids(self, service: str, node: str) -> list[str]:
+        listed = list(self.ids)
+        self.while_listing()  # e.g. a notification handled while the listing is on its way back
+        await asyncio.sleep(0)
+        return listed
+
+    async def fetch_item(self, service: str, node: str, item_id: str) -> bool:
+        self.fetched.append(item_id)
+        return True
+
+
+NODE = "iodef/public/mitigation"
+
+
+def mirrored(store: Store, incident_id: str) -> str:
+    entry = store_document(store, iodef2(incident_id), service=SERVICE)
+    return entry.item_id
+
+
+async def test_an_item_arriving_during_the_listing_is_not_taken_for_retracted(tmp_path: Path) -> None:
+    with Store(tmp_path / "m.sqlite") as store:
+        mirror = Mirror(SimpleNamespace(), store, None)  # type: ignore[arg-type]
+        old = mirrored(store, "OLD")
+        remote = ScriptedNode(mirror, [old])
+        late: list[str] = []
+        remote.while_listing = lambda: late.append(mirrored(store, "LATE"))  # published after the listing
+        result = await mirror.catch_up(remote, SERVICE, NODE, remote_capacity=100)  # type: ignore[arg-type]
+        assert result.retracted == 0
+        assert not store.find_entry(SERVICE, NODE, late[0]).deleted  # type: ignore[union-attr]
+        remote.ids = []  # now OLD really was retracted
+        assert (await mirror.catch_up(remote, SERVICE, NODE, remote_capacity=100)).retracted == 2  # type: ignore[arg-type]
+
+
+async def test_the_periodic_check_fetches_an_item_missing_at_two_checks_in_a_row(tmp_path: Path) -> None:
+    with Store(tmp_path / "m.sqlite") as store:
+        mirror = Mirror(SimpleNamespace(), store, None)  # type: ignore[arg-type]
+        remote = ScriptedNode(mirror, ["in-flight", "lost"])
+
+        async def check() -> list[str]:
+            remote.fetched = []
+            await mirror.catch_up(remote, SERVICE, NODE, remote_capacity=100,  # type: ignore[arg-type]
+                                  only_missing=True)
+            return remote.fetched
+
+        assert await check() == []  # both may still be on their way as notifications
+        store_document(store, iodef2("in-flight"), service=SERVICE)  # its notification arrives
+        remote.ids = ["csirt.example.org/in-flight", "lost"]
+        assert await check() == ["lost"]  # missing twice: lost, fetched
+        # The fake stores nothing, so "lost" stays missing: fetched again at every second check only.
+        assert await check() == []
+        assert await check() == ["lost"]
+
+
+class ScriptedPeer:
+    """A remote service with several nodes: records subscriptions and listings, in order."""
+
+    def __init__(self, nodes: list[str]) -> None:
+        self.online = asyncio.Event()
+        self.online.set()
+        self.nodes = nodes
+        self.listed: list[str] = []
+        self.subscribed: list[str] = []
+
+    async def subscribe(self, service: str, node: str) -> None:
+        self.subscribed.append(node)
+
+    async def list_item_ids(self, service: str, node: str) -> list[str]:
+        self.listed.append(node)
+        return []
+
+    async def fetch_item(self, service: str, node: str, item_id: str) -> bool:
+        return True
+
+
+async def test_rediscovery_lists_one_node_per_round_and_renews_every_subscription(tmp_path: Path) -> None:
+    nodes = [f"iodef/public/{purpose}" for purpose in ("mitigation", "reporting", "watch")]
+    config = SimpleNamespace(subscriptions=[Subscription(SERVICE, tuple(nodes))], discovery_interval=0.01)
+    with Store(tmp_path / "m.sqlite") as store:
+        mirror = Mirror(config, store, None)  # type: ignore[arg-type]
+        peer = ScriptedPeer(nodes)
+        await mirror.sync_all(peer)  # type: ignore[arg-type]
+        assert sorted(peer.listed) == sorted(nodes)  # (re)connection: every node caught up
+        peer.listed, peer.subscribed = [], []
+        task = asyncio.create_task(mirror.rediscover(peer))  # type: ignore[arg-type]
+        try:
+            while len(peer.listed) < 6:
+                await asyncio.sleep(0.005)
+        finally:
+            task.cancel()
+        # A listing costs the remote server a load of every item: one node per round, in turn.
+        assert peer.listed[:6] == sorted(nodes) * 2
+        assert peer.subscribed.count(nodes[0]) >= 5  # renewed every round: about six rounds went by
+
+
+async def test_a_sync_waits_for_the_catch_up_already_under_way(tmp_path: Path) -> None:
+    nodes = ["iodef/public/mitigation", "iodef/public/watch"]
+    config = SimpleNamespace(subscriptions=[Subscription(SERVICE, tuple(nodes))], discovery_interval=60)
+    with Store(tmp_path / "m.sqlite") as store:
+        mirror = Mirror(config, store, None)  # type: ignore[arg-type]
+        peer = ScriptedPeer(nodes)
+        release = asyncio.Event()
+        listing = peer.list_item_ids
+
+        async def slow_listing(service: str, node: str) -> list[str]:
+            await release.wait()
+            return await listing(service, node)
+
+        peer.list_item_ids = slow_listing  # type: ignore[method-assign]
+        rediscovery = asyncio.create_task(mirror.subscribe_all(peer))  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        reconnection = asyncio.create_task(mirror.sync_all(peer))  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        assert not reconnection.done()  # "ready" would be announced before anything was caught up
+        release.set()
+        await asyncio.gather(rediscovery, reconnection)
+        assert sorted(peer.listed) == sorted(nodes)  # each node caught up once, not twice

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from xmppbridge.iodef.model import Incident
-from xmppbridge.store import Store
+from xmppbridge.store import Store, db, entries, migrations
 from xmppbridge.store.db import _SCHEMA, SCHEMA_VERSION
+from xmppbridge.store.incidents import TIME_FIELDS
 from xmppbridge.store.search import SearchQuery, TimeRange
 from xmppbridge.store.searchindex import description_text
 
@@ -190,7 +191,43 @@ def test_queries_use_indexes(store: Store) -> None:
         assert "USING" in plan and "SCAN" not in plan.replace("USING INDEX", ""), (name, plan)
 
 
-# -- migration from schema version 1 -------------------------------------------------------------------
+# -- migration from older schema versions -------------------------------------------------------------
+
+
+def test_a_version_3_store_is_upgraded_in_place(tmp_path: Path) -> None:
+    """Version 4 replaces the time indexes by covering ones and adds an access index; nothing else."""
+    path = tmp_path / "v3.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    for statement in _SCHEMA:
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_version VALUES (1)")
+    with db.transaction(conn):
+        migrations.upgrade(conn, 3)  # what a version 3 xmppbridge made of a new file
+        for n in range(1, 6):
+            inc = incident(n, "private" if n % 2 else "public")
+            entries.upsert(conn, service="pubsub.a.test", node=f"iodef/{inc.restriction}/mitigation",
+                           item_id=f"item-{n}", origin="remote", incident=inc, version="2.0",
+                           xml=document(f"incident {n}"), signer_subject="CN=a", signer_fingerprint="00")
+        entries.mark_deleted(conn, "pubsub.a.test", "iodef/private/mitigation", "item-5")
+    v3_indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    conn.close()
+    assert "entries_report_time" in v3_indexes and "entries_access" not in v3_indexes
+
+    with Store(path) as store:
+        assert store.conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 4
+        indexes = {row[0] for row in
+                   store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert indexes == v3_indexes - {f"entries_{t}" for t in TIME_FIELDS} | {
+            "entries_access", *(f"entries_{t}_covering" for t in TIME_FIELDS)}
+        in_time = SearchQuery(times=(TimeRange("report_time", T0 + timedelta(hours=2)),))
+        assert [e.incident.id for e in store.search(in_time, ALL, limit=10)] == ["INC-4", "INC-3", "INC-2"]
+        assert store.count_matches(in_time, ALL, cap=100) == 3
+        assert store.count_matches(SearchQuery(text="incident"), {"private": None}, cap=100) == 2
+        assert store.current_page("private", None, limit=10)[0].entry.deleted  # the log is untouched
+        put(store, 6)
+        assert store.count_matches(SearchQuery(text="incident"), ALL, cap=100) == 5
+        assert "COVERING INDEX entries_report_time_covering" in _count_plan(store, in_time, ALL)
 
 
 def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
@@ -230,6 +267,28 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
         assert [r.entry.revision for r in store.revisions(1)] == [2, 1]
     with Store(path) as again:  # reopening migrates nothing twice
         assert again.last_seq("public") == 1
+
+
+def _count_plan(store: Store, query: SearchQuery, readable: dict) -> str:  # type: ignore[type-arg]
+    from xmppbridge.store.search import _source_and_order, _where
+
+    where, params = _where(query, readable)
+    source, _ = _source_and_order(query, counting=True)
+    sql = f"SELECT count(*) FROM (SELECT 1 FROM {source} WHERE {where} LIMIT 10001)"
+    return " | ".join(row[3] for row in store.conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+
+
+@pytest.mark.parametrize("query", [
+    SearchQuery(),
+    SearchQuery(text="phishing"),
+    SearchQuery(restrictions=frozenset({"public"}), times=(TimeRange("report_time", T0, T0),)),
+    SearchQuery(times=(TimeRange("end_time", T0),)),
+])
+def test_counting_reads_no_entry_rows(store: Store, query: SearchQuery) -> None:
+    """Counting up to the cap meets thousands of matches: the access columns must come from an index,
+    not from the ~3 KB entry rows (issue 7)."""
+    plan = _count_plan(store, query, {"public": None, "private": {"watch"}})
+    assert "COVERING INDEX" in plan and "PRIMARY KEY" not in plan, plan
 
 
 @pytest.mark.parametrize("query", [

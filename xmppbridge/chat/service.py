@@ -134,8 +134,11 @@ class ChatService:
         would get more than SUMMARIES_PER_ROUND gets the first ones and one line about the rest."""
         by_recipient: dict[tuple[str, bool], list[str]] = {}
         for entry, status in changes:
+            recipients = self._recipients(entry)
+            if not recipients:
+                continue  # a summary reads the whole document: not for nobody (most entries, most sites)
             body = summary(entry, status=status, link=self.urls.entry(entry.id))
-            for recipient in self._recipients(entry):
+            for recipient in recipients:
                 by_recipient.setdefault(recipient, []).append(body)
         notices = []
         for (to, room), bodies in by_recipient.items():

@@ -50,11 +50,11 @@ class Member:
 
     @property
     def bridge_jid(self) -> str:
-        return f"bridge.{self.domain}"
+        return self.prosody.bridge_jid
 
     @property
     def pubsub_jid(self) -> str:
-        return f"pubsub.{self.domain}"
+        return self.prosody.pubsub_jid
 
     def basic_auth(self, user: str = "analyst") -> dict[str, str]:
         """The HTTP header that signs ``user`` in to this member's feed."""

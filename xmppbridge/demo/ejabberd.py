@@ -26,11 +26,12 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
 from xmppbridge.demo.prosody import REPO_ROOT, _names, _write_tls_cert
+from xmppbridge.demo.server import LocalServer
 
 TEMPLATES = REPO_ROOT / "deploy" / "ejabberd"
 USER = "ejabberd"
@@ -43,27 +44,9 @@ class EjabberdError(RuntimeError):
 
 
 @dataclass
-class EjabberdServer:
-    domain: str
-    ip: str
-    workdir: Path
-    secret: str
-    peers: dict[str, str] = field(default_factory=dict)  # other domains -> their loopback address
-    component_port: int = 5347
-    c2s_port: int = 5222
-    s2s_port: int = 5269
-    max_items: int = 5000
-    process: subprocess.Popen[bytes] | None = None
+class EjabberdServer(LocalServer):
     home: Path | None = None  # where the server's files are (see the module docstring)
     dns: LoopbackDns | None = None
-
-    @property
-    def bridge_jid(self) -> str:
-        return f"bridge.{self.domain}"
-
-    @property
-    def pubsub_jid(self) -> str:
-        return f"pubsub.{self.domain}"
 
     def write_config(self) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
@@ -21,6 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from xmppbridge.demo.server import LocalServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO_ROOT / "deploy" / "prosody" / "domain.cfg.lua.in"
@@ -31,25 +33,8 @@ class ProsodyError(RuntimeError):
 
 
 @dataclass
-class ProsodyServer:
-    domain: str  # e.g. "a.test"; the bridge is bridge.<domain>, pubsub is pubsub.<domain>
-    ip: str  # its own loopback address, e.g. "127.0.0.2"
-    workdir: Path
-    secret: str
-    peers: dict[str, str] = field(default_factory=dict)  # other domains -> their loopback address
-    component_port: int = 5347
-    c2s_port: int = 5222
-    s2s_port: int = 5269
-    max_items: int = 5000  # see deploy/prosody/domain.cfg.lua.in
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def bridge_jid(self) -> str:
-        return f"bridge.{self.domain}"
-
-    @property
-    def pubsub_jid(self) -> str:
-        return f"pubsub.{self.domain}"
+class ProsodyServer(LocalServer):
+    """Prosody with the shipped ``deploy/prosody/domain.cfg.lua.in``."""
 
     def write_config(self) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)

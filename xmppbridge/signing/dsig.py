@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from lxml import etree
+
 DS_NS = "http://www.w3.org/2000/09/xmldsig#"
 DS_SIGNATURE = f"{{{DS_NS}}}Signature"
 
@@ -50,3 +52,14 @@ def is_weak(algorithm: str) -> bool:
     """True for algorithm URIs built on a broken hash (SHA-1, MD5, RIPEMD)."""
     fragment = algorithm.rpartition("#")[2].lower()
     return any(marker in fragment for marker in _WEAK_MARKERS)
+
+
+def child(element: etree._Element, tag: str) -> etree._Element | None:
+    """The first child of ``element`` with ``tag`` (Clark notation): ``element.find(tag)`` without
+    lxml's path machinery, which costs more than the lookup on the verifier's hot path."""
+    return next(element.iterchildren(tag), None)
+
+
+def children(element: etree._Element, tag: str) -> list[etree._Element]:
+    """The children of ``element`` with ``tag``: ``element.findall(tag)``, see ``child``."""
+    return list(element.iterchildren(tag))

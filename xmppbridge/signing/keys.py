@@ -8,6 +8,7 @@ signer. The same key-strength policy is applied to our own key and to the member
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,7 @@ class SigningIdentity:
         )
 
 
+@functools.lru_cache(maxsize=256)  # the same few certificates sign and are checked again and again
 def fingerprint(certificate: x509.Certificate) -> str:
     """SHA-256 fingerprint of the certificate, lowercase hex: the key of the trust store."""
     return certificate.fingerprint(hashes.SHA256()).hex()

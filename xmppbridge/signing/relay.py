@@ -17,7 +17,8 @@ from xmppbridge.iodef.model import VERSION_BY_NS
 from xmppbridge.iodef.parse import DEFAULT_MAX_BYTES, parse_untrusted
 from xmppbridge.signing.keys import SigningIdentity
 from xmppbridge.signing.shape import RELAY_MEANING, signature_layout
-from xmppbridge.signing.sign import add_placeholder, sign_at_placeholder, wire_tree
+from xmppbridge.signing.sign import add_holder, parse_wire, sign_holder
+from xmppbridge.signing.wireform import wire_bytes
 
 
 def relay_sign(payload: bytes, identity: SigningIdentity, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
@@ -31,9 +32,10 @@ def relay_sign(payload: bytes, identity: SigningIdentity, *, max_bytes: int = DE
     qname = etree.QName(root)
     if qname.localname != "IODEF-Document" or qname.namespace not in VERSION_BY_NS:
         raise NotIodef(f"can only relay an IODEF-Document, not {root.tag}")
-    doc = wire_tree(root)
+    wire = wire_bytes(root)  # written once: the relay signature is spliced into it
+    doc = parse_wire(wire)
     layout = signature_layout(doc, qname.namespace)
-    holder = (layout.relays[-1] if layout.relays else layout.originator).getparent()
-    assert holder is not None and holder.getparent() is not None  # signature_layout checked the shape
-    add_placeholder(holder.getparent(), qname.namespace, RELAY_MEANING)
-    return sign_at_placeholder(doc, identity)
+    last = (layout.relays[-1] if layout.relays else layout.originator).getparent()
+    assert last is not None and last.getparent() is not None  # signature_layout checked the shape
+    holder = add_holder(last.getparent(), qname.namespace, RELAY_MEANING)
+    return sign_holder(doc, holder, identity, wire)

@@ -24,12 +24,15 @@ from xmppbridge.signing.dsig import (
     DS_NS,
     DS_SIGNATURE,
     ENVELOPED,
+    child,
+    children,
     is_weak,
 )
 
 RELAY_MEANING = "relay-signature"
-_DS = {"ds": DS_NS}
+_DS = f"{{{DS_NS}}}"  # Clark notation: lxml finds it faster than through a prefix mapping
 _SIGNATURE_CHILDREN = ("SignedInfo", "SignatureValue", "KeyInfo")
+_SIGNATURE_CHILD_TAGS = frozenset(_DS + name for name in _SIGNATURE_CHILDREN)
 
 
 @dataclass(frozen=True)
@@ -117,22 +120,22 @@ def _check_relay_holders(originator: etree._Element, relays: list[etree._Element
 
 
 def _check_signature(signature: etree._Element) -> None:
-    for child in signature:
-        if not isinstance(child.tag, str):
+    for part in signature:
+        if not isinstance(part.tag, str):
             continue  # comments and PIs are not part of the signature (wire form drops them anyway)
-        qname = etree.QName(child)
-        if qname.namespace != DS_NS or qname.localname not in _SIGNATURE_CHILDREN:
+        if part.tag not in _SIGNATURE_CHILD_TAGS:
+            qname = etree.QName(part)
             raise SignatureRejected(
                 f"unexpected {qname.localname} in ds:Signature: only SignedInfo, SignatureValue and KeyInfo "
                 "are accepted (a ds:Object could smuggle unsigned content)",
                 reason="signature-wrapping",
             )
-    signed_info = signature.find("ds:SignedInfo", _DS)
+    signed_info = child(signature, f"{_DS}SignedInfo")
     if signed_info is None:
         raise SignatureRejected("ds:Signature has no SignedInfo", reason="malformed-signature")
-    if not (signature.findtext("ds:SignatureValue", "", _DS)).strip():
+    if not _text(child(signature, f"{_DS}SignatureValue")).strip():
         raise SignatureRejected("ds:Signature has no SignatureValue", reason="malformed-signature")
-    references = signed_info.findall("ds:Reference", _DS)
+    references = children(signed_info, f"{_DS}Reference")
     if len(references) != 1 or references[0].get("URI") != "":
         uris = [r.get("URI") for r in references]
         raise SignatureRejected(
@@ -140,18 +143,24 @@ def _check_signature(signature: etree._Element) -> None:
             reason="bad-reference",
         )
     reference = references[0]
-    _check_algorithm(signed_info.find("ds:CanonicalizationMethod", _DS), C14N_METHODS, "canonicalization")
-    _check_algorithm(signed_info.find("ds:SignatureMethod", _DS), ALLOWED_SIGNATURE_METHODS, "signature")
-    _check_algorithm(reference.find("ds:DigestMethod", _DS), ALLOWED_DIGESTS, "digest")
-    transforms = reference.findall("ds:Transforms/ds:Transform", _DS)
+    _check_algorithm(child(signed_info, f"{_DS}CanonicalizationMethod"), C14N_METHODS, "canonicalization")
+    _check_algorithm(child(signed_info, f"{_DS}SignatureMethod"), ALLOWED_SIGNATURE_METHODS, "signature")
+    _check_algorithm(child(reference, f"{_DS}DigestMethod"), ALLOWED_DIGESTS, "digest")
+    transforms = [transform for holder in children(reference, f"{_DS}Transforms")
+                  for transform in children(holder, f"{_DS}Transform")]
     for transform in transforms:
         _check_algorithm(transform, ALLOWED_TRANSFORMS, "transform")
     if ENVELOPED not in [t.get("Algorithm") for t in transforms]:
         # Without it the signature would have to cover itself: it cannot verify, so say why up front.
         raise SignatureRejected("the reference lacks the enveloped-signature transform",
                                 reason="bad-reference")
-    if not (reference.findtext("ds:DigestValue", "", _DS)).strip():
+    if not _text(child(reference, f"{_DS}DigestValue")).strip():
         raise SignatureRejected("the reference has no DigestValue", reason="malformed-signature")
+
+
+def _text(element: etree._Element | None) -> str:
+    """``findtext`` semantics: "" for a missing element or one without text."""
+    return "" if element is None else element.text or ""
 
 
 def _check_algorithm(element: etree._Element | None, allowed: frozenset[str], what: str) -> None:

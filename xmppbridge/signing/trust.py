@@ -20,6 +20,7 @@ accepts from its service (``signers``). ``authorize`` applies those rules once t
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -88,7 +89,7 @@ class Signer:
 
     @property
     def subject(self) -> str:
-        return self.certificate.subject.rfc4514_string()
+        return subject_text(self.certificate)
 
     @property
     def fingerprint(self) -> str:
@@ -157,7 +158,7 @@ class TrustStore:
                     f"the certificate of {pinned.subject.rfc4514_string()} (SHA-256 {fp}) was retired on "
                     f"{until:%Y-%m-%d %H:%M} UTC (the end of its rotation overlap in {ANCHORS_KEY})",
                     reason="signer-retired")
-            _check_validity(pinned, pinned.subject.rfc4514_string(), when)
+            _check_validity(pinned, when)
             return Signer(pinned, "pinned", (pinned,))
         return None
 
@@ -178,7 +179,7 @@ class TrustStore:
                 "plus its intermediate CAs) is accepted", reason="bad-certificate")
         leaf = leaves[0]
         subject = leaf.subject.rfc4514_string()
-        _check_validity(leaf, subject, when)
+        _check_validity(leaf, when)
         # Pinned keys are checked when loaded; this one we see for the first time.
         problem = key_strength_problem(leaf.public_key())
         if problem:
@@ -225,6 +226,12 @@ class TrustStore:
 NO_TRUST = TrustStore(MappingProxyType({}))  # trusts nobody: the default before a config is loaded
 
 
+@functools.lru_cache(maxsize=256)  # messages and authorisation name the same few signers again and again
+def subject_text(certificate: x509.Certificate) -> str:
+    """The certificate's subject DN as RFC 4514 text."""
+    return certificate.subject.rfc4514_string()
+
+
 def domain_allowed(name: str, domains: Iterable[str]) -> bool:
     """``name`` is one of ``domains`` or a subdomain of one (``csirt.a.test`` under ``a.test``)."""
     name = name.strip().rstrip(".").lower()
@@ -257,14 +264,16 @@ def _is_ca(certificate: x509.Certificate) -> bool:
         return False
 
 
-def _check_validity(certificate: x509.Certificate, subject: str, when: datetime.datetime) -> None:
+def _check_validity(certificate: x509.Certificate, when: datetime.datetime) -> None:
     if when > certificate.not_valid_after_utc:
+        subject = certificate.subject.rfc4514_string()  # only now: it costs more than the check
         raise SignatureRejected(
             f"the certificate of {subject} expired on {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; "
             f"ask the member for their new certificate (and pin it in {ANCHORS_KEY} if you pin theirs)",
             reason="certificate-expired",
         )
     if when < certificate.not_valid_before_utc:
+        subject = certificate.subject.rfc4514_string()  # only now: it costs more than the check
         raise SignatureRejected(
             f"the certificate of {subject} is not valid before "
             f"{certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC (check both clocks)",

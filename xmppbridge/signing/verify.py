@@ -4,7 +4,9 @@ A document carries one originator signature and, when members relayed it, one re
 (``relay.py``). Each signature is verified over the document as its signer saw it: the originator's over
 the document without any relay signature, relay *i*'s over the document without the relays after it.
 Callers must use only ``Verified.signed_root``, the content the originator signed as signxml returns it,
-re-parsed from its canonical form.
+re-parsed from its canonical form. The cryptographic check of the shape our signer writes is
+``enveloped.py`` (signxml's steps without its copies of the document, tested equivalent); signxml's
+``XMLVerifier`` checks every other shape the structural checks let through.
 
 Rejections raise ``SignatureRejected`` (or ``UnknownSigner``) with one of these reasons:
 ``signature-missing``, ``signature-wrapping``, ``signature-misplaced``, ``bad-reference``,
@@ -20,6 +22,7 @@ import base64
 import binascii
 import copy
 import datetime
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +36,8 @@ from signxml.verifier import SignatureConfiguration
 from xmppbridge.errors import NotIodef, SignatureRejected
 from xmppbridge.iodef.model import VERSION_BY_NS
 from xmppbridge.iodef.parse import DEFAULT_MAX_BYTES, parse_untrusted
-from xmppbridge.signing.dsig import ALLOWED_DIGESTS, ALLOWED_SIGNATURE_METHODS, DS_NS
+from xmppbridge.signing import enveloped
+from xmppbridge.signing.dsig import ALLOWED_DIGESTS, ALLOWED_SIGNATURE_METHODS, DS_NS, DS_SIGNATURE, child
 from xmppbridge.signing.keys import as_utc
 from xmppbridge.signing.shape import Layout, location, signature_layout
 from xmppbridge.signing.trust import Signer, TrustStore
@@ -41,7 +45,9 @@ from xmppbridge.signing.wireform import wire_bytes
 
 __all__ = ["TrustStore", "Verified", "verify_document", "verify_wire"]
 
-_DS = {"ds": DS_NS}
+_X509_CERTIFICATES = f"{{{DS_NS}}}KeyInfo/{{{DS_NS}}}X509Data/{{{DS_NS}}}X509Certificate"
+_SIGNATURE_METHODS = frozenset(SignatureMethod(m) for m in ALLOWED_SIGNATURE_METHODS)
+_DIGESTS = frozenset(DigestAlgorithm(d) for d in ALLOWED_DIGESTS)
 
 
 @dataclass(frozen=True)
@@ -147,26 +153,20 @@ def _verify_one(doc: etree._Element, root: etree._Element, signature: etree._Ele
                 when: datetime.datetime) -> tuple[Signer, etree._Element | None]:
     """Resolve the signer of ``signature`` (an element of ``root``) and verify it over ``doc``."""
     signer = trust.resolve(_embedded_certificates(signature), when)
-    subject = signer.subject
-    config = SignatureConfiguration(
-        # Pin the signature checked to exactly this one, so signxml cannot pick another.
-        location=location(root, signature),
-        expect_references=1,
-        signature_methods=frozenset(SignatureMethod(m) for m in ALLOWED_SIGNATURE_METHODS),
-        digest_algorithms=frozenset(DigestAlgorithm(d) for d in ALLOWED_DIGESTS),
-        verification_time=when,
-    )
+    # Pin the signature checked to exactly this one, so that neither check can pick another.
+    where = location(root, signature)
     try:
-        result = XMLVerifier().verify(doc, x509_cert=signer.certificate, expect_config=config)
+        signed_xml = _check(doc, root, signature, where, signer.certificate, when)
     except InvalidDigest as exc:
         raise SignatureRejected(
-            f"the document was changed after {subject} signed it: {exc}", reason="bad-digest"
+            f"the document was changed after {signer.subject} signed it: {exc}", reason="bad-digest"
         ) from exc
     except InvalidCertificate as exc:
-        raise SignatureRejected(f"certificate of {subject} refused: {exc}", reason="bad-certificate") from exc
+        raise SignatureRejected(f"certificate of {signer.subject} refused: {exc}",
+                                reason="bad-certificate") from exc
     except InvalidSignature as exc:
         raise SignatureRejected(
-            f"signature value does not verify with the certificate of {subject}: {exc}",
+            f"signature value does not verify with the certificate of {signer.subject}: {exc}",
             reason="bad-signature",
         ) from exc
     except (InvalidInput, etree.DocumentInvalid) as exc:
@@ -176,27 +176,55 @@ def _verify_one(doc: etree._Element, root: etree._Element, signature: etree._Ele
         # whatever it trips over, the signature did not verify, and the caller must get a reason.
         raise SignatureRejected(f"signature check failed: {type(exc).__name__}: {exc}",
                                 reason="bad-signature") from exc
-    return signer, result.signed_xml  # type: ignore[union-attr]  # expect_references=1 -> one result
+    return signer, signed_xml
+
+
+def _check(doc: etree._Element, root: etree._Element, signature: etree._Element, where: str,
+           certificate: x509.Certificate, when: datetime.datetime) -> etree._Element | None:
+    """The signed content, checking the signature in ``doc`` at signxml location ``where`` (that of
+    ``signature`` in ``root``; ``doc`` is ``root`` or a copy); signxml's exceptions when it does not
+    verify. Our own check (``enveloped.py``) for the shape it knows, signxml's for any other."""
+    # What signxml picks for this location: the first ds:Signature child of the element it names.
+    if doc is root:
+        parent = signature.getparent()
+        pinned = child(parent, DS_SIGNATURE) if parent is not None else None
+    else:
+        pinned = doc.find(f"{where}{DS_SIGNATURE}")
+    if pinned is not None and enveloped.handles(doc, pinned):
+        return enveloped.verify(doc, pinned, certificate, when)
+    config = SignatureConfiguration(
+        location=where,
+        expect_references=1,
+        signature_methods=_SIGNATURE_METHODS,
+        digest_algorithms=_DIGESTS,
+        verification_time=when,
+    )
+    result = XMLVerifier().verify(doc, x509_cert=certificate, expect_config=config)
+    return result.signed_xml  # type: ignore[union-attr]  # expect_references=1 -> one result
 
 
 def _embedded_certificates(signature: etree._Element) -> list[x509.Certificate]:
-    texts = [e.text or "" for e in signature.findall("ds:KeyInfo/ds:X509Data/ds:X509Certificate", _DS)]
+    texts = [e.text or "" for e in signature.findall(_X509_CERTIFICATES)]
     if not texts:
         raise SignatureRejected(
             "the signature carries no certificate (KeyInfo/X509Data/X509Certificate); "
             "the sender must embed their signing certificate",
             reason="certificate-missing",
         )
-    certificates = []
-    for text in texts:
-        try:
-            certificate = x509.load_der_x509_certificate(base64.b64decode("".join(text.split())))
-            # Parsed lazily by cryptography: touch what the trust checks read, so that a malformed
-            # certificate is refused here rather than failing somewhere inside them.
-            certificate.extensions  # noqa: B018
-            certificate.subject.rfc4514_string()
-            certificate.public_key()
-        except (ValueError, binascii.Error, UnsupportedAlgorithm) as exc:
-            raise SignatureRejected(f"unreadable X509Certificate: {exc}", reason="bad-certificate") from None
-        certificates.append(certificate)
-    return certificates
+    return [_load_certificate("".join(text.split())) for text in texts]
+
+
+@functools.lru_cache(maxsize=256)
+def _load_certificate(text: str) -> x509.Certificate:
+    """The certificate in ``text`` (base64 DER without whitespace). Members sign with the same few
+    certificates, so parsed ones are kept (immutable objects; failures are not cached)."""
+    try:
+        certificate = x509.load_der_x509_certificate(base64.b64decode(text))
+        # Parsed lazily by cryptography: touch what the trust checks read, so that a malformed
+        # certificate is refused here rather than failing somewhere inside them.
+        certificate.extensions  # noqa: B018
+        certificate.subject.rfc4514_string()
+        certificate.public_key()
+    except (ValueError, binascii.Error, UnsupportedAlgorithm) as exc:
+        raise SignatureRejected(f"unreadable X509Certificate: {exc}", reason="bad-certificate") from None
+    return certificate

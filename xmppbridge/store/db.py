@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-SCHEMA_VERSION = 3  # each step above 1 is a function in store.migrations
+SCHEMA_VERSION = 4  # each step above 1 is a function in store.migrations
 BUSY_TIMEOUT_MS = 5000
 
 # One statement per entry; all idempotent so that concurrent openers cannot trip over each other.
@@ -196,7 +196,9 @@ def to_text(value: datetime | None) -> str | None:
 
 
 def parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value.removesuffix("Z")).replace(tzinfo=UTC)
+    if value.endswith("Z"):  # what format_time writes; fromisoformat reads the Z as UTC itself
+        return datetime.fromisoformat(value)
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 def from_text(value: str | None) -> datetime | None:

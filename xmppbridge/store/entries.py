@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Literal
 
 from xmppbridge.iodef.model import Incident
@@ -42,7 +43,7 @@ class Entry:
     published_at: datetime | None = None  # ReportTime/GenerationTime of the first version; fixed
     revision: int = 1  # number of this document version, 1 for the first
 
-    @property
+    @cached_property  # asked several times per entry of a feed page; the frozen incident cannot change it
     def restriction(self) -> str:
         """Who may see it: the narrowest marking inside the incident (its feed collection)."""
         return incidents.audience(self.incident)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -107,6 +107,12 @@ class Store:
         """Mark published and upsert the matching local entry, in one transaction. LookupError if unknown."""
         with self._write() as conn:
             outbox.mark_published(conn, outbox_id, service=service)
+
+    def mark_published_many(self, outbox_ids: Iterable[int], *, service: str) -> None:
+        """``mark_published`` for several items in one transaction: one commit, not one per item."""
+        with self._write() as conn:
+            for outbox_id in outbox_ids:
+                outbox.mark_published(conn, outbox_id, service=service)
 
     def mark_failed(self, outbox_id: int, reason: str) -> None:
         """LookupError if unknown."""

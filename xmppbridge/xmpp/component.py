@@ -64,6 +64,7 @@ class BridgeComponent(ComponentXMPP):
         self.add_event_handler("pubsub_publish", self._on_publish)
         self.add_event_handler("pubsub_retract", self._on_retract)
         self._known_nodes: set[tuple[str, str]] = set()
+        self._node_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     @property
     def pubsub(self) -> Any:
@@ -131,6 +132,15 @@ class BridgeComponent(ComponentXMPP):
         """Create ``node`` with a configuration that fits its restriction, unless it exists."""
         if (service, node) in self._known_nodes:
             return
+        # The outbox drain publishes several items at once: create (and whitelist) each node once.
+        async with self._node_locks.setdefault((service, node), asyncio.Lock()):
+            if (service, node) not in self._known_nodes:
+                await self._create_node(service, node, access_model=access_model, payload_type=payload_type,
+                                        members=list(members))
+                self._known_nodes.add((service, node))
+
+    async def _create_node(self, service: str, node: str, *, access_model: str, payload_type: str,
+                           members: list[str]) -> None:
         form = self.plugin["xep_0004"].make_form(ftype="submit")
         form.add_field(var="pubsub#persist_items", value="1")
         form.add_field(var="pubsub#max_items", value="max")
@@ -148,7 +158,6 @@ class BridgeComponent(ComponentXMPP):
                 raise PublishFailed(f"cannot create node {node} on {service}: {_describe(exc)}") from None
         except IqTimeout:
             raise PublishFailed(f"{service} did not answer create-node", transient=True) from None
-        members = list(members)
         if members and access_model == "whitelist":
             try:
                 await self.pubsub.modify_affiliations(
@@ -157,7 +166,6 @@ class BridgeComponent(ComponentXMPP):
             except (IqError, IqTimeout) as exc:
                 raise PublishFailed(f"cannot whitelist {members} on {node}: {_describe(exc)}",
                                     transient=isinstance(exc, IqTimeout)) from None
-        self._known_nodes.add((service, node))
 
     async def publish_bytes(self, service: str, node: str, item_id: str, payload: bytes) -> None:
         """Publish ``payload`` exactly as given.

@@ -25,9 +25,13 @@ from xmppbridge.xmpp.component import BridgeComponent
 
 log = logging.getLogger(__name__)
 
-# Item fetches in flight per node during catch-up: enough to hide the s2s round trip, few enough that
-# slixmpp's per-reply handler matching stays cheap (LAB-NOTES §1: keep windows at 16-64).
+# Item fetches in flight during catch-up, over all nodes together: enough to hide the s2s round trip,
+# few enough that slixmpp's per-reply handler matching stays cheap (LAB-NOTES §1: keep windows at 16-64).
 FETCH_WINDOW = 16
+# Node listings in flight. Prosody 0.12 loads every item of a node, payloads included, to list its ids
+# (a second or more for a full node); twenty at once starve the server until the IQs time out. One at a
+# time still keeps the link busy: a node's fetches overlap with the next node's listing.
+LIST_WINDOW = 1
 CONTACT_NOTE_INTERVAL = 5.0
 
 
@@ -63,7 +67,16 @@ class Mirror:
     def __init__(self, config: Config, store: Store, trust: TrustStore) -> None:
         self.config, self.store, self.trust = config, store, trust
         self._synced: set[tuple[str, str]] = set()  # subscribed and caught up in this session
+        # One catch-up per node at a time: a second caller (rediscovery, or the sync after a reconnection)
+        # waits for the one under way instead of starting another or going on as if it were done.
+        self._node_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._last_noted: dict[tuple[str, str], float] = {}
+        # Shared by every node's catch-up: nodes are caught up side by side, so that one node's
+        # tail of fetches does not leave the link idle (benchmark 5 in BENCHMARKS.md).
+        self._fetch_window = asyncio.Semaphore(FETCH_WINDOW)
+        self._list_window = asyncio.Semaphore(LIST_WINDOW)
+        self._missing: dict[tuple[str, str], set[str]] = {}  # per node: listed, not held, at the last check
+        self._rounds = 0  # rediscovery rounds so far: which node the next check lists
 
     def on_item(self, service: str, node: str, item_id: str, payload: ET.Element | None) -> None:
         data = None if payload is None else wire_bytes(payload)
@@ -94,48 +107,59 @@ class Mirror:
         await self.subscribe_all(xmpp)
 
     async def subscribe_all(self, xmpp: BridgeComponent) -> None:
-        for subscription in self.config.subscriptions:
-            try:
-                nodes = subscription.nodes or await xmpp.discover_iodef_nodes(subscription.service)
-            except Exception as exc:  # noqa: BLE001 - one unreachable peer must not stop the others
-                log.warning("cannot discover nodes of %s: %s", subscription.service, exc)
-                continue
-            for node in nodes:
-                await self._subscribe(xmpp, subscription, node)
+        await asyncio.gather(*(self._subscribe_peer(xmpp, s) for s in self.config.subscriptions))
+
+    async def _subscribe_peer(self, xmpp: BridgeComponent, subscription: Subscription) -> None:
+        try:
+            nodes = subscription.nodes or await xmpp.discover_iodef_nodes(subscription.service)
+        except Exception as exc:  # noqa: BLE001 - one unreachable peer must not stop the others
+            log.warning("cannot discover nodes of %s: %s", subscription.service, exc)
+            return
+        await asyncio.gather(*(self._subscribe(xmpp, subscription, node) for node in nodes))
 
     async def _subscribe(self, xmpp: BridgeComponent, subscription: Subscription, node: str) -> None:
         service = subscription.service
-        if (service, node) in self._synced:
-            return
-        try:
-            await xmpp.subscribe(service, node)
-            self.store.record_subscribed(service, node)
-            # Subscribe first, then catch up: an item published in between arrives twice, which the
-            # store absorbs (same item id, same bytes -> "unchanged"); the other order could miss it.
-            result = await self.catch_up(xmpp, service, node, remote_capacity=subscription.max_items)
-        except Exception as exc:  # noqa: BLE001 - logged; retried at the next discovery round
-            log.warning("cannot subscribe to %s on %s: %s", node, service, exc)
-            return
-        self._synced.add((service, node))
+        key = (service, node)
+        async with self._node_locks.setdefault(key, asyncio.Lock()):
+            if key in self._synced:
+                return
+            try:
+                await xmpp.subscribe(service, node)
+                self.store.record_subscribed(service, node)
+                # Subscribe first, then catch up: an item published in between arrives twice, which the
+                # store absorbs (same item id, same bytes -> "unchanged"); the other order could miss it.
+                result = await self.catch_up(xmpp, service, node, remote_capacity=subscription.max_items)
+            except Exception as exc:  # noqa: BLE001 - logged; retried at the next discovery round
+                log.warning("cannot subscribe to %s on %s: %s", node, service, exc)
+                return
+            self._synced.add(key)
         log.info("subscribed to %s on %s: %d items there, %d retracted while away", node, service,
                  result.listed, result.retracted)
 
     async def catch_up(self, xmpp: BridgeComponent, service: str, node: str, *,
                        remote_capacity: int, only_missing: bool = False) -> CatchUp:
-        """Reconcile with the remote node. ``only_missing`` fetches just the ids we do not hold (the
-        periodic check); otherwise every item is fetched again, which also picks up items republished
-        with new content while we were away."""
-        ids = await xmpp.list_item_ids(service, node)
-        states = self.store.item_states(service, node)
+        """Reconcile with the remote node. ``only_missing`` (the periodic check) fetches just the ids we
+        did not hold at this check and the one before; otherwise every item is fetched again, which also
+        picks up items republished with new content while we were away."""
+        async with self._list_window:
+            # What we hold is read *before* the remote listing: an item that arrives while the listing
+            # is on its way was published after the listing was made, and must not count as retracted.
+            states = self.store.item_states(service, node)
+            ids = await xmpp.list_item_ids(service, node)
         if only_missing:
             held = {s.item_id for s in states if not s.deleted}
-            to_fetch = [item_id for item_id in ids if item_id not in held]
+            missing = {item_id for item_id in ids if item_id not in held}
+            # During a burst, many listed items are still on their way as notifications; fetching them
+            # would double the work exactly when the bridge is busiest. An item missing at two checks
+            # in a row was lost (a remote restart, say) and is fetched now.
+            suspects = self._missing.get((service, node), set())
+            self._missing[(service, node)] = missing - suspects
+            to_fetch = [item_id for item_id in ids if item_id in missing & suspects]
         else:
             to_fetch = ids
-        window = asyncio.Semaphore(FETCH_WINDOW)
 
         async def fetch(item_id: str) -> None:
-            async with window:
+            async with self._fetch_window:
                 await xmpp.fetch_item(service, node, item_id)
 
         await asyncio.gather(*(fetch(item_id) for item_id in to_fetch))
@@ -146,28 +170,46 @@ class Mirror:
         return CatchUp(len(ids), len(to_fetch), len(gone))
 
     async def rediscover(self, xmpp: BridgeComponent) -> None:
-        """Every ``discovery_interval``: pick up new nodes, retry failed subscriptions, and check the
-        nodes we follow. The check matters when the *remote* server restarted: our own link never
-        dropped, so nothing else tells us that notifications may have been lost or subscriptions
-        forgotten. Re-subscribing is idempotent; only ids we do not hold are fetched."""
+        """Every ``discovery_interval``: pick up new nodes, retry failed subscriptions, renew the
+        subscriptions we hold, and check one node against its remote listing. The check matters when
+        the *remote* server restarted: our own link never dropped, so nothing else tells us that
+        notifications may have been lost or subscriptions forgotten.
+
+        One node per round, in turn, because listing a node costs its server a load of every item
+        (Prosody 0.12: about 3 s of CPU for 5000 items); listing all twenty nodes of a busy peer every
+        round kept that server at full CPU and slowed its real work to a third (BENCHMARKS.md §5)."""
         while True:
             await asyncio.sleep(self.config.discovery_interval)
             if not xmpp.online.is_set():
                 continue
             await self.subscribe_all(xmpp)
-            for subscription in self.config.subscriptions:
-                for service, node in sorted(self._synced):
-                    if service == subscription.service:
-                        await self._check(xmpp, subscription, node)
+            await self._renew_subscriptions(xmpp)
+            synced = sorted(self._synced)
+            if synced:
+                service, node = synced[self._rounds % len(synced)]
+                self._rounds += 1
+                await self._check(xmpp, service, node)
 
-    async def _check(self, xmpp: BridgeComponent, subscription: Subscription, node: str) -> None:
+    async def _renew_subscriptions(self, xmpp: BridgeComponent) -> None:
+        """Subscribe again to every node we follow: cheap, idempotent, and restores what a remote
+        server with non-persistent subscriptions forgot when it restarted."""
+        for service, node in sorted(self._synced):
+            try:
+                await xmpp.subscribe(service, node)
+            except Exception as exc:  # noqa: BLE001 - a peer being away is normal; try again next round
+                log.debug("renewing the subscription to %s on %s failed: %s", node, service, exc)
+
+    async def _check(self, xmpp: BridgeComponent, service: str, node: str) -> None:
+        subscription = next((s for s in self.config.subscriptions if s.service == service), None)
+        if subscription is None:
+            return  # no longer configured
         try:
-            await xmpp.subscribe(subscription.service, node)
-            result = await self.catch_up(xmpp, subscription.service, node,
-                                         remote_capacity=subscription.max_items, only_missing=True)
+            async with self._node_locks.setdefault((service, node), asyncio.Lock()):
+                result = await self.catch_up(xmpp, service, node, remote_capacity=subscription.max_items,
+                                             only_missing=True)
         except Exception as exc:  # noqa: BLE001 - a peer being away is normal; try again next round
-            log.debug("checking %s on %s failed: %s", node, subscription.service, exc)
+            log.debug("checking %s on %s failed: %s", node, service, exc)
             return
         if result.fetched or result.retracted:
-            log.info("caught up on %s on %s: %d missing items fetched, %d retracted", node,
-                     subscription.service, result.fetched, result.retracted)
+            log.info("caught up on %s on %s: %d missing items fetched, %d retracted", node, service,
+                     result.fetched, result.retracted)
