@@ -138,28 +138,21 @@ class RawComponent(ComponentXMPP):
 
     async def publish(self, service: str, node: str, item_id: str, payload: bytes) -> None:
         """One publish IQ around ``payload``, written verbatim, awaited until its result."""
-        iq_id = self.new_id()
-        result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-        def on_reply(stanza: Any) -> None:
-            if not result.done():
-                result.set_result(stanza)
-
-        self.register_handler(Callback(f"pub-{iq_id}", MatcherId(iq_id), on_reply, once=True))
-        self.send_raw(
-            f"<iq type='set' id={quoteattr(iq_id)} from={quoteattr(self.boundjid.bare)} "
-            f"to={quoteattr(service)}><pubsub xmlns='{PUBSUB_NS}'><publish node={quoteattr(node)}>"
-            f"<item id={quoteattr(item_id)}>{payload.decode('utf-8')}</item></publish></pubsub></iq>"
-        )
-        try:
-            reply = await asyncio.wait_for(result, 30)
-        finally:
-            self.remove_handler(f"pub-{iq_id}")
+        reply = await self._pubsub_iq("set", service, f"<publish node={quoteattr(node)}><item "
+                                      f"id={quoteattr(item_id)}>{payload.decode('utf-8')}</item></publish>")
         if reply["type"] == "error":
             raise RuntimeError(f"publish refused: {reply['error']['condition']}")
 
     async def fetch(self, service: str, node: str, item_id: str) -> bytes:
         """One items IQ for one item id; the raw reply bytes."""
+        reply = await self._pubsub_iq("get", service, f"<items node={quoteattr(node)}>"
+                                      f"<item id={quoteattr(item_id)}/></items>")
+        if reply["type"] == "error":
+            raise RuntimeError(f"fetch refused: {reply['error']['condition']}")
+        return str(reply).encode()
+
+    async def _pubsub_iq(self, iq_type: str, service: str, body: str) -> Any:
+        """A hand-written pubsub IQ, sent verbatim; its reply (result or error)."""
         iq_id = self.new_id()
         result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
@@ -167,19 +160,15 @@ class RawComponent(ComponentXMPP):
             if not result.done():
                 result.set_result(stanza)
 
-        self.register_handler(Callback(f"get-{iq_id}", MatcherId(iq_id), on_reply, once=True))
+        self.register_handler(Callback(f"iq-{iq_id}", MatcherId(iq_id), on_reply, once=True))
         self.send_raw(
-            f"<iq type='get' id={quoteattr(iq_id)} from={quoteattr(self.boundjid.bare)} "
-            f"to={quoteattr(service)}><pubsub xmlns='{PUBSUB_NS}'><items node={quoteattr(node)}>"
-            f"<item id={quoteattr(item_id)}/></items></pubsub></iq>"
+            f"<iq type={quoteattr(iq_type)} id={quoteattr(iq_id)} from={quoteattr(self.boundjid.bare)} "
+            f"to={quoteattr(service)}><pubsub xmlns='{PUBSUB_NS}'>{body}</pubsub></iq>"
         )
         try:
-            reply = await asyncio.wait_for(result, 30)
+            return await asyncio.wait_for(result, 30)
         finally:
-            self.remove_handler(f"get-{iq_id}")
-        if reply["type"] == "error":
-            raise RuntimeError(f"fetch refused: {reply['error']['condition']}")
-        return str(reply).encode()
+            self.remove_handler(f"iq-{iq_id}")
 
 
 async def connect(lab: BenchConsortium, name: str) -> RawComponent:

@@ -63,6 +63,10 @@ class Profanity:
         subprocess.run(["tmux", "-L", self.socket, "send-keys", "-t", "p", "-l", "--", text], check=True)
         subprocess.run(["tmux", "-L", self.socket, "send-keys", "-t", "p", "Enter"], check=True)
 
+    def join(self, room: str) -> None:
+        self.type(f"/join {room} nick analyst")
+        eventually(lambda: "You have joined the room" in self.screen(), what=f"joining {room}")
+
     def screen(self) -> str:
         result = subprocess.run(["tmux", "-L", self.socket, "capture-pane", "-p", "-t", "p"],
                                 capture_output=True, text=True)
@@ -146,8 +150,7 @@ def test_subscribe_summary_show_and_stranger(chat_consortium: Running,
     assert "subscribe <category>" in analyst.reply_to("bridge.b.test", "help", "Commands:")
     analyst.reply_to("bridge.b.test", "subscribe need-to-know/mitigation",
                      "Subscribed to need-to-know/mitigation.")
-    analyst.type("/join soc@rooms.b.test nick analyst")
-    eventually(lambda: "You have joined the room" in analyst.screen(), what="joining soc@rooms.b.test")
+    analyst.join("soc@rooms.b.test")
 
     document = tmp_path / "inc.xml"
     document.write_bytes(iodef2("INC-6001", description="Botnet C2 seen at 192.0.2.10"))

@@ -81,8 +81,7 @@ def test_prosody_member_publishes_and_ejabberd_member_mirrors_and_tells_people(
     try:
         person.start()
         person.reply_to("bridge.e.test", "subscribe need-to-know", "Subscribed to need-to-know.")
-        person.type("/join soc@rooms.e.test nick analyst")
-        eventually(lambda: "You have joined the room" in person.screen(), what="joining soc@rooms.e.test")
+        person.join("soc@rooms.e.test")
         document = tmp_path / "inc.xml"
         document.write_bytes(iodef2("INC-A1", description="Phishing kit at 198.51.100.7"))
         result = consortium.publish("a", document)

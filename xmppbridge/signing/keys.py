@@ -52,7 +52,7 @@ class SigningIdentity:
 
     @property
     def subject(self) -> str:
-        return self.certificate.subject.rfc4514_string()
+        return subject_text(self.certificate)
 
     @property
     def signature_method(self) -> str:
@@ -82,6 +82,12 @@ class SigningIdentity:
 def fingerprint(certificate: x509.Certificate) -> str:
     """SHA-256 fingerprint of the certificate, lowercase hex: the key of the trust store."""
     return certificate.fingerprint(hashes.SHA256()).hex()
+
+
+@functools.lru_cache(maxsize=256)  # messages and authorisation name the same few signers again and again
+def subject_text(certificate: x509.Certificate) -> str:
+    """The certificate's subject DN as RFC 4514 text."""
+    return certificate.subject.rfc4514_string()
 
 
 def as_utc(moment: datetime.datetime | None) -> datetime.datetime:

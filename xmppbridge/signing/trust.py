@@ -20,7 +20,6 @@ accepts from its service (``signers``). ``authorize`` applies those rules once t
 from __future__ import annotations
 
 import datetime
-import functools
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,7 +32,7 @@ from cryptography import x509
 from xmppbridge.errors import ConfigError, SignatureRejected, UnknownSigner
 from xmppbridge.signing.certfiles import certificate_files, load_certificates
 from xmppbridge.signing.chain import validate_chain
-from xmppbridge.signing.keys import fingerprint, key_strength_problem
+from xmppbridge.signing.keys import fingerprint, key_strength_problem, subject_text
 
 ANCHORS_KEY = "trust.anchors"
 ANY_DOMAIN = "*"
@@ -178,7 +177,7 @@ class TrustStore:
                 f"the signature carries {len(leaves)} end-entity certificates; exactly one (the signer's, "
                 "plus its intermediate CAs) is accepted", reason="bad-certificate")
         leaf = leaves[0]
-        subject = leaf.subject.rfc4514_string()
+        subject = subject_text(leaf)
         _check_validity(leaf, when)
         # Pinned keys are checked when loaded; this one we see for the first time.
         problem = key_strength_problem(leaf.public_key())
@@ -224,12 +223,6 @@ class TrustStore:
 
 
 NO_TRUST = TrustStore(MappingProxyType({}))  # trusts nobody: the default before a config is loaded
-
-
-@functools.lru_cache(maxsize=256)  # messages and authorisation name the same few signers again and again
-def subject_text(certificate: x509.Certificate) -> str:
-    """The certificate's subject DN as RFC 4514 text."""
-    return certificate.subject.rfc4514_string()
 
 
 def domain_allowed(name: str, domains: Iterable[str]) -> bool:

@@ -14,7 +14,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 from xmppbridge.iodef.model import Incident
 from xmppbridge.policy import canonical_purpose
@@ -63,25 +63,27 @@ class EntryVersion:
     number: int = 0  # its revision number (Entry.revision when it was current)
 
 
-def from_row(row: sqlite3.Row) -> Entry:
-    """An ``entries`` row as an Entry; ``xml`` is empty when the query left the document out."""
-    return Entry(
-        id=row["id"],
-        service=row["service"],
-        node=row["node"],
-        item_id=row["item_id"],
-        origin=row["origin"],
-        incident=incidents.from_columns(row),
-        version=row["version"],
-        xml=bytes(row["xml"]) if "xml" in row.keys() else b"",  # noqa: SIM118 - `in row` tests values
-        signer_subject=row["signer_subject"],
-        signer_fingerprint=row["signer_fingerprint"],
-        received_at=parse_time(row["received_at"]),
-        updated_at=parse_time(row["updated_at"]),
-        deleted=row["deleted_at"] is not None,
-        published_at=from_text(row["published_at"]),
-        revision=row["revision"],
-    )
+def from_row(row: sqlite3.Row, **overrides: Any) -> Entry:
+    """An ``entries`` row as an Entry; ``xml`` is empty when the query left the document out.
+    ``overrides`` replace fields read from the row (the change log's view of an older revision)."""
+    fields: dict[str, Any] = {
+        "id": row["id"],
+        "service": row["service"],
+        "node": row["node"],
+        "item_id": row["item_id"],
+        "origin": row["origin"],
+        "incident": incidents.from_columns(row),
+        "version": row["version"],
+        "xml": bytes(row["xml"]) if "xml" in row.keys() else b"",  # noqa: SIM118 - `in row` tests values
+        "signer_subject": row["signer_subject"],
+        "signer_fingerprint": row["signer_fingerprint"],
+        "received_at": parse_time(row["received_at"]),
+        "updated_at": parse_time(row["updated_at"]),
+        "deleted": row["deleted_at"] is not None,
+        "published_at": from_text(row["published_at"]),
+        "revision": row["revision"],
+    }
+    return Entry(**{**fields, **overrides})
 
 
 def upsert(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -103,13 +103,9 @@ class Store:
         """Outbox items submitted under ``source`` (e.g. a watched-folder file), oldest first."""
         return self._read(lambda conn: outbox.ids_for_source(conn, source))
 
-    def mark_published(self, outbox_id: int, *, service: str) -> None:
-        """Mark published and upsert the matching local entry, in one transaction. LookupError if unknown."""
-        with self._write() as conn:
-            outbox.mark_published(conn, outbox_id, service=service)
-
-    def mark_published_many(self, outbox_ids: Iterable[int], *, service: str) -> None:
-        """``mark_published`` for several items in one transaction: one commit, not one per item."""
+    def mark_published(self, *outbox_ids: int, service: str) -> None:
+        """Mark published and upsert the matching local entries, all in one transaction (one commit per
+        round of the outbox drain, not one per item). LookupError if one is unknown."""
         with self._write() as conn:
             for outbox_id in outbox_ids:
                 outbox.mark_published(conn, outbox_id, service=service)

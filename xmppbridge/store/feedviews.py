@@ -11,9 +11,10 @@ import sqlite3
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from xmppbridge.store import incidents
-from xmppbridge.store.db import from_text, parse_time
+from xmppbridge.store.db import parse_time
 from xmppbridge.store.entries import Entry, from_row
 
 
@@ -55,30 +56,16 @@ _SELECT = (
 
 
 def _change(row: sqlite3.Row) -> Change:
-    incident = incidents.from_columns(row)
-    version, subject, fingerprint = row["version"], row["signer_subject"], row["signer_fingerprint"]
+    """The entry as this change left it: its revision, time and deletion, and for an older revision the
+    version, signer and Incident stored with that revision."""
+    overrides: dict[str, Any] = {"updated_at": parse_time(row["c_changed_at"]),
+                                 "deleted": bool(row["c_deleted"]), "revision": row["c_revision"]}
     if row["v_version"] is not None:  # an older revision than the entry's current one
-        version, subject, fingerprint = row["v_version"], row["v_signer_subject"], row["v_signer_fingerprint"]
+        overrides |= {"version": row["v_version"], "signer_subject": row["v_signer_subject"],
+                      "signer_fingerprint": row["v_signer_fingerprint"]}
         if row["v_incident"] is not None:  # None: stored before schema version 2; the current one stands in
-            incident = incidents.from_json(row["v_incident"])
-    entry = Entry(
-        id=row["id"],
-        service=row["service"],
-        node=row["node"],
-        item_id=row["item_id"],
-        origin=row["origin"],
-        incident=incident,
-        version=version,
-        xml=b"",
-        signer_subject=subject,
-        signer_fingerprint=fingerprint,
-        received_at=parse_time(row["received_at"]),
-        updated_at=parse_time(row["c_changed_at"]),
-        deleted=bool(row["c_deleted"]),
-        published_at=from_text(row["published_at"]),
-        revision=row["c_revision"],
-    )
-    return Change(row["c_collection"], row["c_seq"], entry)
+            overrides["incident"] = incidents.from_json(row["v_incident"])
+    return Change(row["c_collection"], row["c_seq"], from_row(row, **overrides))
 
 
 def _purpose_filter(purposes: Collection[str] | None) -> tuple[str, list[str]]:

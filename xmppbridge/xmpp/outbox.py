@@ -109,7 +109,7 @@ class OutboxDrain:
                                        return_exceptions=True)
         if sent:
             service = self.config.pubsub_service
-            self.store.mark_published_many([item.id for item in sent], service=service)
+            self.store.mark_published(*(item.id for item in sent), service=service)
             for item in sent:
                 what = "retracted" if item.action == RETRACT else "published"
                 log.info("%s %s on %s on %s", what, item.item_id, item.node, service)
