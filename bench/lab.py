@@ -73,7 +73,7 @@ class BenchConsortium(Consortium):
 def consortium(workdir: Path, names: tuple[str, ...] = ("a", "b")) -> Iterator[BenchConsortium]:
     """Prosody per member started, no bridges yet; everything stopped on the way out."""
     lab = BenchConsortium(workdir, {n: IPS[n] for n in names}, feed_port_base=FEED_PORT_BASE,
-                          discovery_interval=1.0)
+                          discovery_interval=1.0, check_interval=60.0)
     subscriptions = {"a": [], "b": ["a"]} if "b" in names else {"a": []}
     lab.write_files(subscriptions=subscriptions)
     try:

@@ -38,6 +38,13 @@ def test_a_complete_config_loads_with_paths_relative_to_the_file(tmp_path: Path,
     assert config.signing_key == tmp_path / "k.pem"
     assert config.store_path == tmp_path / "data/x.sqlite"
     assert config.subscriptions[0].nodes is None  # "all"
+    assert (config.discovery_interval, config.check_interval) == (60, 60)
+
+
+def test_checks_have_their_own_interval(tmp_path: Path, base: dict) -> None:
+    base["pubsub"] |= {"discovery_interval": 5, "check_interval": 300}
+    config = load_config(write(tmp_path, base))
+    assert (config.discovery_interval, config.check_interval) == (5, 300)
 
 
 def test_secret_from_file(tmp_path: Path, base: dict) -> None:
@@ -59,6 +66,8 @@ def test_secret_from_file(tmp_path: Path, base: dict) -> None:
     (lambda c: c["feed"].update(listen="8080"), "feed.listen", "host:port"),
     (lambda c: c.update(iodef={"schema_mode": "lenient"}), "iodef.schema_mode", "strict"),
     (lambda c: c.update(limits={"max_document_bytes": 10_000_000}), "limits.max_document_bytes", "512 KB"),
+    (lambda c: c["pubsub"].update(check_interval=0), "pubsub.check_interval", "positive number of seconds"),
+    (lambda c: c["pubsub"].update(discovery_interval=-1), "pubsub.discovery_interval", "positive"),
 ])
 def test_errors_name_file_key_and_problem(tmp_path: Path, base: dict, change, key: str, problem: str) -> None:
     change(base)

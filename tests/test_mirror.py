@@ -139,16 +139,16 @@ class ScriptedPeer:
         return True
 
 
-async def test_rediscovery_lists_one_node_per_round_and_renews_every_subscription(tmp_path: Path) -> None:
+async def test_each_check_lists_one_node_and_renews_every_subscription(tmp_path: Path) -> None:
     nodes = [f"iodef/public/{purpose}" for purpose in ("mitigation", "reporting", "watch")]
-    config = SimpleNamespace(subscriptions=[Subscription(SERVICE, tuple(nodes))], discovery_interval=0.01)
+    config = SimpleNamespace(subscriptions=[Subscription(SERVICE, tuple(nodes))], check_interval=0.01)
     with Store(tmp_path / "m.sqlite") as store:
         mirror = Mirror(config, store, None)  # type: ignore[arg-type]
         peer = ScriptedPeer(nodes)
         await mirror.sync_all(peer)  # type: ignore[arg-type]
         assert sorted(peer.listed) == sorted(nodes)  # (re)connection: every node caught up
         peer.listed, peer.subscribed = [], []
-        task = asyncio.create_task(mirror.rediscover(peer))  # type: ignore[arg-type]
+        task = asyncio.create_task(mirror.recheck(peer))  # type: ignore[arg-type]
         try:
             while len(peer.listed) < 6:
                 await asyncio.sleep(0.005)
@@ -157,6 +157,25 @@ async def test_rediscovery_lists_one_node_per_round_and_renews_every_subscriptio
         # A listing costs the remote server a load of every item: one node per round, in turn.
         assert peer.listed[:6] == sorted(nodes) * 2
         assert peer.subscribed.count(nodes[0]) >= 5  # renewed every round: about six rounds went by
+
+
+async def test_discovery_rounds_list_nothing(tmp_path: Path) -> None:
+    """Discovery may run often (new nodes show up soon); listings cost the peer, so they wait for the
+    check interval."""
+    nodes = ["iodef/public/mitigation"]
+    config = SimpleNamespace(subscriptions=[Subscription(SERVICE, tuple(nodes))], discovery_interval=0.01,
+                             check_interval=60)
+    with Store(tmp_path / "m.sqlite") as store:
+        mirror = Mirror(config, store, None)  # type: ignore[arg-type]
+        peer = ScriptedPeer(nodes)
+        await mirror.sync_all(peer)  # type: ignore[arg-type]
+        peer.listed, peer.subscribed = [], []
+        tasks = [asyncio.create_task(mirror.rediscover(peer)),  # type: ignore[arg-type]
+                 asyncio.create_task(mirror.recheck(peer))]  # type: ignore[arg-type]
+        await asyncio.sleep(0.2)
+        for task in tasks:
+            task.cancel()
+        assert peer.listed == [] and peer.subscribed == []  # nothing new to subscribe to, nothing listed
 
 
 async def test_a_sync_waits_for_the_catch_up_already_under_way(tmp_path: Path) -> None:

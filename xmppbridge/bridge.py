@@ -78,6 +78,7 @@ class Bridge:
             self._sessions(),
             self.outbox.run(),
             self.mirror.rediscover(self.xmpp),
+            self.mirror.recheck(self.xmpp),
             self.xmpp.keepalive(self.config.pubsub_service, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT),
             self.chat.watch(),
             *([self.rooms.run()] if self.rooms else []),

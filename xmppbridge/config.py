@@ -48,6 +48,7 @@ class Config:
     max_document_bytes: int = DEFAULT_MAX_BYTES
     schema_mode: str = "strict"
     discovery_interval: float = 60.0
+    check_interval: float = 60.0  # renew subscriptions and re-check one followed node (xmpp.mirror)
     trust: TrustStore = NO_TRUST  # trust: + subscriptions[].signers/allow_domains (signing.trustconfig)
     operators: OperatorSettings = field(default_factory=OperatorSettings)  # chat:, rooms:, admins:, ...
     spool_dir: Path | None = None  # watched folder: files dropped here are published (xmppbridge.spool)
@@ -169,9 +170,18 @@ def load_config(file: str | Path) -> Config:
         feed=feed,
         max_document_bytes=max_bytes,
         schema_mode=schema_mode,
-        discovery_interval=float(r.get("pubsub.discovery_interval", 60, (int, float))),
+        discovery_interval=_seconds(r, "pubsub.discovery_interval", 60),
+        check_interval=_seconds(r, "pubsub.check_interval", 60),
         trust=read_trust(r),
         operators=operator_settings(r),
         spool_dir=None if spool is None else r.path("spool.dir", spool, must_exist=False),
-        spool_interval=float(r.get("spool.interval", 2, (int, float))),
+        spool_interval=_seconds(r, "spool.interval", 2),
     )
+
+
+def _seconds(r: ConfigReader, key: str, default: float) -> float:
+    """An interval: a positive number of seconds (0 would make its loop spin)."""
+    value = float(r.get(key, default, (int, float)))
+    if not value > 0:
+        raise r.error(key, "must be a positive number of seconds")
+    return value

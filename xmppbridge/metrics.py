@@ -12,6 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from xml.etree import ElementTree as ET
 
 from aiohttp import web
@@ -143,6 +144,9 @@ class _TimedSink:
 
     def on_retract(self, service: str, node: str, item_id: str) -> None:
         self.inner.on_retract(service, node, item_id)
+
+    def batch(self) -> AbstractContextManager[object]:
+        return self.inner.batch()
 
 
 def metrics_routes(metrics: BridgeMetrics) -> list[web.RouteDef]:

@@ -137,6 +137,10 @@ class ChatService:
             recipients = self._recipients(entry)
             if not recipients:
                 continue  # a summary reads the whole document: not for nobody (most entries, most sites)
+            if not entry.xml:  # from the change log, which leaves documents out
+                entry = self.store.entry(entry.id)
+                if entry is None or entry.deleted:
+                    continue  # retracted since
             body = summary(entry, status=status, link=self.urls.entry(entry.id))
             for recipient in recipients:
                 by_recipient.setdefault(recipient, []).append(body)
@@ -158,7 +162,8 @@ class ChatService:
         return people + rooms
 
     def changes(self) -> list[tuple[Entry, str]]:
-        """New and updated entries since the last call, oldest first, from the store's change log.
+        """New and updated entries since the last call, oldest first, from the store's change log
+        (``Entry.xml`` left empty).
 
         The log covers every way an entry changes (mirrored from a peer, published here, released from
         quarantine by another process), and the cursor is kept in the store, so nothing is announced
@@ -172,10 +177,11 @@ class ChatService:
             page = sorted(self.store.current_page(collection, None, limit=CHANGES_PER_ROUND, after=cursor),
                           key=lambda change: change.seq)
             for change in page:
-                entry = None if change.entry.deleted else self.store.entry(change.entry.id)
-                if entry is not None and not entry.deleted:
+                # A current change is the entry as it stands, without its document: enough to find the
+                # recipients; ``notices`` reads the document only for entries someone will hear about.
+                if not change.entry.deleted:
                     status = "new" if change.entry.revision == 1 else "updated"
-                    found.append((change.seq, entry, status))
+                    found.append((change.seq, change.entry, status))
             if page:
                 self.state.set_cursor(collection, page[-1].seq)
         return [(entry, status) for _seq, entry, status in sorted(found, key=lambda f: f[1].updated_at)]

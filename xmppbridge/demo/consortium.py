@@ -64,10 +64,13 @@ class Member:
 
 class Consortium:
     def __init__(self, workdir: Path, members: dict[str, str], *, feed_port_base: int = 8081,
-                 secret: str = "demo-component-secret", discovery_interval: float = 2.0) -> None:
-        """``members`` maps a short name ("a") to its loopback address ("127.0.0.2")."""
+                 secret: str = "demo-component-secret", discovery_interval: float = 2.0,
+                 check_interval: float | None = None) -> None:
+        """``members`` maps a short name ("a") to its loopback address ("127.0.0.2"). The check interval
+        is the discovery interval unless given (short ones let tests see a remote restart healed soon)."""
         self.workdir = workdir.resolve()
         self.discovery_interval = discovery_interval
+        self.check_interval = discovery_interval if check_interval is None else check_interval
         self.members = {
             name: Member(name, ip, feed_port_base + i, self.workdir)
             for i, (name, ip) in enumerate(members.items())
@@ -121,7 +124,8 @@ class Consortium:
                               "server": {"host": member.ip, "port": member.prosody.component_port}},
                 "pubsub": {"service": member.pubsub_jid, "node_prefix": "iodef",
                            "whitelist": [m.bridge_jid for m in others],
-                           "discovery_interval": self.discovery_interval},
+                           "discovery_interval": self.discovery_interval,
+                           "check_interval": self.check_interval},
                 "signing": {"key": f"keys/{member.name}.key", "cert": f"keys/{member.name}.crt"},
                 # domains: also bind each member's domain by fingerprint, for keys made before the SAN.
                 "trust": {"anchors": [f"trust/{member.name}"], "domains": {

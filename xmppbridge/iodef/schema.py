@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -36,7 +36,12 @@ class SchemaSetupError(BridgeError):
 
 def schemas_dir() -> Path:
     """``$XMPPBRIDGE_SCHEMAS`` if set, else ``<repo root>/schemas``."""
-    env = os.environ.get(SCHEMAS_ENV)
+    return _resolved_schemas_dir(os.environ.get(SCHEMAS_ENV) or None)
+
+
+@lru_cache(maxsize=8)
+def _resolved_schemas_dir(env: str | None) -> Path:
+    # Cached: resolving the path (several syscalls) cost more than validating a small document.
     if env:
         return Path(env).resolve()
     return Path(__file__).resolve().parents[2] / "schemas"
@@ -169,5 +174,8 @@ def schema_errors(root: etree._Element) -> list[str]:
     return errors
 
 
+_COUNT_ATTRIBUTES = etree.XPath("count(descendant-or-self::*/@*)")  # in libxml2, not an element walk
+
+
 def _attribute_count(root: etree._Element) -> int:
-    return sum(len(elem.attrib) for elem in root.iter(etree.Element))
+    return int(_COUNT_ATTRIBUTES(root))

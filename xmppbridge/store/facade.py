@@ -1,4 +1,5 @@
-"""``Store``: the one object the shells hold. Each method is one committed transaction (or one read).
+"""``Store``: the one object the shells hold. Each method is one committed transaction (or one read),
+except inside ``Store.batch()``, where writes are committed together at its end.
 
 The connection may be used from several threads (e.g. via ``asyncio.to_thread``); a lock serialises
 them. Other processes open their own ``Store`` on the same file; SQLite's WAL locking arbitrates.
@@ -31,6 +32,7 @@ class Store:
         self.path = str(path)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = db.connect(self.path)
+        self._batched = False  # inside batch(): writes are savepoints of one transaction
 
     # -- plumbing -----------------------------------------------------------------------------------
 
@@ -42,8 +44,39 @@ class Store:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, db.transaction(self.conn) as conn:
-            yield conn
+        with self._lock:
+            if not self._batched:
+                with db.transaction(self.conn) as conn:
+                    yield conn
+                return
+            if not self.conn.in_transaction:  # the batch's first write opens its transaction
+                self.conn.execute("BEGIN IMMEDIATE")
+            with _savepoint(self.conn) as conn:
+                yield conn
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Writes made inside share one transaction, committed on the way out (also when the body
+        raises: each write is atomic on its own, as a savepoint, so what was done is kept). Many small
+        writes, one commit: the receive path handles every item of one read from the server in a batch,
+        which at full rate saves most of the per-item commit cost (BENCHMARKS.md §3).
+
+        Meant for writes made synchronously, in one go: the write lock is held until the end, so other
+        processes' writers wait (busy_timeout). A batch inside a batch joins the outer one."""
+        with self._lock:
+            outer, self._batched = not self._batched, True
+        try:
+            yield
+        finally:
+            if outer:
+                with self._lock:
+                    self._batched = False
+                    if self.conn.in_transaction:  # a batch without writes costs nothing
+                        try:
+                            self.conn.execute("COMMIT")
+                        except sqlite3.Error:
+                            self.conn.execute("ROLLBACK")
+                            raise
 
     def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
         with self._lock:
@@ -286,3 +319,16 @@ class Store:
 
     def state(self) -> dict[str, tuple[str, datetime]]:
         return self._read(subscriptions.get_state)
+
+
+@contextmanager
+def _savepoint(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write inside a batch: undone alone if it fails, leaving the batch's other writes in place."""
+    conn.execute("SAVEPOINT write")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK TO write")
+        conn.execute("RELEASE write")
+        raise
+    conn.execute("RELEASE write")

@@ -12,6 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 from xml.etree import ElementTree as ET
 from xml.sax.saxutils import quoteattr
@@ -43,6 +44,10 @@ class ItemSink(Protocol):
 
     def on_retract(self, service: str, node: str, item_id: str) -> None: ...
 
+    def batch(self) -> AbstractContextManager[object]:
+        """Items and retractions handed over inside may be stored together, on the way out."""
+        ...
+
 
 class BridgeComponent(ComponentXMPP):
     def __init__(self, jid: str, secret: str, host: str, port: int, sink: ItemSink) -> None:
@@ -69,6 +74,12 @@ class BridgeComponent(ComponentXMPP):
     @property
     def pubsub(self) -> Any:
         return self.plugin["xep_0060"]
+
+    def data_received(self, data: bytes | str) -> None:
+        # slixmpp handles every stanza of one read from the server right here, synchronously: one sink
+        # batch per read stores a burst of items with one commit instead of one each.
+        with self.sink.batch():
+            super().data_received(data)
 
     # -- connection --------------------------------------------------------------------------------
 

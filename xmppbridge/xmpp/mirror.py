@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from xml.etree import ElementTree as ET
 
@@ -76,7 +77,7 @@ class Mirror:
         self._fetch_window = asyncio.Semaphore(FETCH_WINDOW)
         self._list_window = asyncio.Semaphore(LIST_WINDOW)
         self._missing: dict[tuple[str, str], set[str]] = {}  # per node: listed, not held, at the last check
-        self._rounds = 0  # rediscovery rounds so far: which node the next check lists
+        self._rounds = 0  # checks so far: which node the next check lists
 
     def on_item(self, service: str, node: str, item_id: str, payload: ET.Element | None) -> None:
         data = None if payload is None else wire_bytes(payload)
@@ -100,6 +101,9 @@ class Mirror:
     def on_retract(self, service: str, node: str, item_id: str) -> None:
         if self.store.mark_deleted(service, node, item_id):
             log.info("retracted item %s on %s/%s", item_id, service, node)
+
+    def batch(self) -> AbstractContextManager[None]:
+        return self.store.batch()
 
     async def sync_all(self, xmpp: BridgeComponent) -> None:
         """After a (re)connection: subscribe again (idempotent) and catch up on every node."""
@@ -170,19 +174,26 @@ class Mirror:
         return CatchUp(len(ids), len(to_fetch), len(gone))
 
     async def rediscover(self, xmpp: BridgeComponent) -> None:
-        """Every ``discovery_interval``: pick up new nodes, retry failed subscriptions, renew the
-        subscriptions we hold, and check one node against its remote listing. The check matters when
-        the *remote* server restarted: our own link never dropped, so nothing else tells us that
-        notifications may have been lost or subscriptions forgotten.
-
-        One node per round, in turn, because listing a node costs its server a load of every item
-        (Prosody 0.12: about 3 s of CPU for 5000 items); listing all twenty nodes of a busy peer every
-        round kept that server at full CPU and slowed its real work to a third (BENCHMARKS.md §5)."""
+        """Every ``discovery_interval``: pick up nodes a peer created since, and retry subscriptions that
+        failed. Nodes already followed cost one disco#info each, nothing more."""
         while True:
             await asyncio.sleep(self.config.discovery_interval)
+            if xmpp.online.is_set():
+                await self.subscribe_all(xmpp)
+
+    async def recheck(self, xmpp: BridgeComponent) -> None:
+        """Every ``check_interval``: renew the subscriptions we hold and check one node against its
+        remote listing. This matters when the *remote* server restarted: our own link never dropped, so
+        nothing else tells us that notifications may have been lost or subscriptions forgotten.
+
+        One node per round, in turn, and on its own interval rather than discovery's, because listing a
+        node costs its server a load of every item (Prosody 0.12: about 3 s of CPU for 5000 items);
+        listing all twenty nodes of a busy peer every round kept that server at full CPU and slowed its
+        real work to a third (BENCHMARKS.md §5)."""
+        while True:
+            await asyncio.sleep(self.config.check_interval)
             if not xmpp.online.is_set():
                 continue
-            await self.subscribe_all(xmpp)
             await self._renew_subscriptions(xmpp)
             synced = sorted(self._synced)
             if synced:
