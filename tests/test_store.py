@@ -72,6 +72,7 @@ def store(db_path: Path) -> Iterator[Store]:
 def test_open_sets_wal_busy_timeout_and_schema_version(store: Store, db_path: Path) -> None:
     assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.conn.execute("PRAGMA busy_timeout").fetchone()[0] == BUSY_TIMEOUT_MS
+    assert store.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1  # on once the schema is upgraded
     assert [tuple(r) for r in store.conn.execute("SELECT version FROM schema_version")] == [(SCHEMA_VERSION,)]
     Store(db_path).close()  # reopening does not add a second version row
     assert store.conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 1

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from xmppbridge.iodef.model import Incident
-from xmppbridge.store import Store, db, entries, migrations
+from xmppbridge.policy import canonical_purpose
+from xmppbridge.store import Store, changelog, db, entries, incidents, migrations, searchindex
 from xmppbridge.store.db import _SCHEMA, SCHEMA_VERSION
 from xmppbridge.store.incidents import TIME_FIELDS
 from xmppbridge.store.search import SearchQuery, TimeRange
@@ -194,28 +195,66 @@ def test_queries_use_indexes(store: Store) -> None:
 # -- migration from older schema versions -------------------------------------------------------------
 
 
-def test_a_version_3_store_is_upgraded_in_place(tmp_path: Path) -> None:
-    """Version 4 replaces the time indexes by covering ones and adds an access index; nothing else."""
-    path = tmp_path / "v3.sqlite"
+def old_store(path: Path, version: int) -> sqlite3.Connection:
+    """A new file as an xmppbridge of schema ``version`` made it; the caller closes it."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.row_factory = sqlite3.Row
     for statement in _SCHEMA:
         conn.execute(statement)
     conn.execute("INSERT INTO schema_version VALUES (1)")
     with db.transaction(conn):
-        migrations.upgrade(conn, 3)  # what a version 3 xmppbridge made of a new file
+        migrations.upgrade(conn, version)
+    return conn
+
+
+def put_before_5(conn: sqlite3.Connection, n: int, xml: bytes, restriction: str = "public",
+                 **changes: object) -> int:
+    """What ``entries.upsert`` did in schema versions 2 to 4, with the document in the entry row: store
+    entry ``n``, or a new revision of it. Its id."""
+    inc = incident(n, restriction, **changes)
+    key = ("pubsub.a.test", f"iodef/{restriction}/mitigation", f"item-{n}")
+    old = conn.execute("SELECT * FROM entries WHERE service = ? AND node = ? AND item_id = ?", key).fetchone()
+    stamp = db.later_than(None if old is None else old["updated_at"])
+    fields = {**incidents.to_columns(inc), "xml": xml, "effective_restriction": incidents.audience(inc),
+              "purpose_key": canonical_purpose(inc.purpose), "updated_at": stamp}
+    if old is None:
+        fields |= {"service": key[0], "node": key[1], "item_id": key[2], "origin": "remote", "version": "2.0",
+                   "signer_subject": "CN=a", "signer_fingerprint": "00", "received_at": stamp,
+                   "published_at": db.to_text(inc.published_time)}
+        marks = ", ".join(f":{name}" for name in fields)
+        entry_id = db.inserted_id(conn.execute(f"INSERT INTO entries ({', '.join(fields)}) VALUES ({marks})",
+                                               fields))
+        revision = 1
+    else:
+        entry_id, revision = old["id"], old["revision"] + 1
+        conn.execute("INSERT INTO entry_versions (entry_id, version, xml, signer_subject, signer_fingerprint,"
+                     " updated_at, superseded_at, number, incident)"
+                     " VALUES (?, '2.0', ?, 'CN=a', '00', ?, ?, ?, ?)",
+                     (entry_id, old["xml"], old["updated_at"], stamp, old["revision"],
+                      incidents.to_json(incidents.from_columns(old))))
+        fields |= {"revision": revision, "id": entry_id}
+        conn.execute(f"UPDATE entries SET {', '.join(f'{f} = :{f}' for f in fields)} WHERE id = :id", fields)
+    changelog.append(conn, entry_id=entry_id, collection=fields["effective_restriction"], revision=revision,
+                     purpose=fields["purpose_key"], deleted=False, changed_at=stamp)
+    searchindex.index(conn, entry_id, xml, inc)
+    return entry_id
+
+
+def test_a_version_3_store_is_upgraded_in_place(tmp_path: Path) -> None:
+    """Version 4 replaces the time indexes by covering ones and adds an access index; version 5 keeps
+    them (tests/test_store_documents.py)."""
+    path = tmp_path / "v3.sqlite"
+    conn = old_store(path, 3)
+    with db.transaction(conn):
         for n in range(1, 6):
-            inc = incident(n, "private" if n % 2 else "public")
-            entries.upsert(conn, service="pubsub.a.test", node=f"iodef/{inc.restriction}/mitigation",
-                           item_id=f"item-{n}", origin="remote", incident=inc, version="2.0",
-                           xml=document(f"incident {n}"), signer_subject="CN=a", signer_fingerprint="00")
+            put_before_5(conn, n, document(f"incident {n}"), "private" if n % 2 else "public")
         entries.mark_deleted(conn, "pubsub.a.test", "iodef/private/mitigation", "item-5")
     v3_indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     conn.close()
     assert "entries_report_time" in v3_indexes and "entries_access" not in v3_indexes
 
     with Store(path) as store:
-        assert store.conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert store.conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
         indexes = {row[0] for row in
                    store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert indexes == v3_indexes - {f"entries_{t}" for t in TIME_FIELDS} | {
@@ -264,7 +303,10 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
         assert [e.incident.id for e in store.search(SearchQuery(text="phishing"), ALL, limit=5)] == ["A"]
         assert [e.incident.id for e in store.search(SearchQuery(alternative_id="ALT"), ALL, limit=5)] == ["A"]
         assert store.revision_xml(1, 1) == b"\x00"
-        assert [r.entry.revision for r in store.revisions(1)] == [2, 1]
+        assert store.revision_xml(1, 2) == document("old phishing")  # through every step to version 5
+        assert [(r.entry.revision, r.entry.xml) for r in store.revisions(1)] == [
+            (2, document("old phishing")), (1, b"\x00")]
+        assert store.find_entry("s", "n", "i2").xml == b"<x/>"  # type: ignore[union-attr]
     with Store(path) as again:  # reopening migrates nothing twice
         assert again.last_seq("public") == 1
 
@@ -286,7 +328,7 @@ def _count_plan(store: Store, query: SearchQuery, readable: dict) -> str:  # typ
 ])
 def test_counting_reads_no_entry_rows(store: Store, query: SearchQuery) -> None:
     """Counting up to the cap meets thousands of matches: the access columns must come from an index,
-    not from the ~3 KB entry rows (issue 7)."""
+    not from entry rows spread over the table (issue 7)."""
     plan = _count_plan(store, query, {"public": None, "private": {"watch"}})
     assert "COVERING INDEX" in plan and "PRIMARY KEY" not in plan, plan
 

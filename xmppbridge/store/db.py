@@ -9,15 +9,21 @@ every write is either a single statement or an explicit ``BEGIN IMMEDIATE`` ... 
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-SCHEMA_VERSION = 4  # each step above 1 is a function in store.migrations
+SCHEMA_VERSION = 5  # each step above 1 is a function in store.migrations
 BUSY_TIMEOUT_MS = 5000
+_SLOW_UPGRADE_SECONDS = 1.0  # a new or small store upgrades in milliseconds; a longer upgrade is logged
 
-# One statement per entry; all idempotent so that concurrent openers cannot trip over each other.
+log = logging.getLogger(__name__)
+
+# The version 1 schema, which every store starts from (store.migrations brings it up to date). One
+# statement per entry; all idempotent so that concurrent openers cannot trip over each other.
 _SCHEMA = (
     """
     CREATE TABLE IF NOT EXISTS schema_version (
@@ -32,7 +38,7 @@ _SCHEMA = (
         item_id TEXT NOT NULL,
         origin TEXT NOT NULL CHECK (origin IN ('local', 'remote')),
         version TEXT NOT NULL,
-        xml BLOB NOT NULL,
+        xml BLOB NOT NULL,  -- in its own table since version 5 (entries.DOCUMENTS)
         signer_subject TEXT NOT NULL,
         signer_fingerprint TEXT NOT NULL,
         -- Incident, one column per field
@@ -133,13 +139,23 @@ def connect(path: str) -> sqlite3.Connection:
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA synchronous = NORMAL")  # durable at each commit in WAL mode except on power loss
-    _ensure_schema(conn)
+    started = time.perf_counter()
+    if _ensure_schema(conn):
+        # A large upgrade leaves a WAL file as large as what it wrote (GBs for version 5 on a big store),
+        # which keeps that size while this connection lives: copy it into the database and truncate it.
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        seconds = time.perf_counter() - started
+        if seconds >= _SLOW_UPGRADE_SECONDS:
+            log.info("store %s: schema upgraded to version %d in %.0f s", path, SCHEMA_VERSION, seconds)
+    # Only now: rebuilding a table (migrations._to_5) needs them off, and the pragma cannot change inside
+    # the upgrade's transaction.
+    conn.execute("PRAGMA foreign_keys = ON")
     return conn
 
 
-def _ensure_schema(conn: sqlite3.Connection) -> None:
+def _ensure_schema(conn: sqlite3.Connection) -> bool:
+    """Create or upgrade the schema; whether it was upgraded (a new store is, from version 1)."""
     with transaction(conn):
         for statement in _SCHEMA:
             conn.execute(statement)
@@ -155,7 +171,7 @@ def _ensure_schema(conn: sqlite3.Connection) -> None:
             )
         from xmppbridge.store import migrations  # imports the table modules, which import this one
 
-        migrations.upgrade(conn, SCHEMA_VERSION)
+        return migrations.upgrade(conn, SCHEMA_VERSION)
 
 
 @contextmanager
@@ -168,6 +184,20 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+@contextmanager
+def savepoint(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write inside a larger open transaction (``Store.batch``): undone alone if it fails, leaving
+    the transaction's other writes in place."""
+    conn.execute("SAVEPOINT write")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK TO write")
+        conn.execute("RELEASE write")
+        raise
+    conn.execute("RELEASE write")
 
 
 def inserted_id(cursor: sqlite3.Cursor) -> int:

@@ -51,7 +51,7 @@ class Store:
                 return
             if not self.conn.in_transaction:  # the batch's first write opens its transaction
                 self.conn.execute("BEGIN IMMEDIATE")
-            with _savepoint(self.conn) as conn:
+            with db.savepoint(self.conn) as conn:
                 yield conn
 
     @contextmanager
@@ -320,15 +320,3 @@ class Store:
     def state(self) -> dict[str, tuple[str, datetime]]:
         return self._read(subscriptions.get_state)
 
-
-@contextmanager
-def _savepoint(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write inside a batch: undone alone if it fails, leaving the batch's other writes in place."""
-    conn.execute("SAVEPOINT write")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK TO write")
-        conn.execute("RELEASE write")
-        raise
-    conn.execute("RELEASE write")

@@ -2,7 +2,7 @@
 
 Rows are joined with the entry as it was at that change (its revision), so a page or an archive shows
 each entry exactly as it stood then; documents themselves are not loaded (``Entry.xml`` is empty),
-since feeds only link to them.
+since feeds only link to them: a page reads entry rows, which hold no document (``entries.DOCUMENTS``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from xmppbridge.store import incidents
 from xmppbridge.store.db import parse_time
-from xmppbridge.store.entries import Entry, from_row
+from xmppbridge.store.entries import Entry, from_row, get
 
 
 @dataclass(frozen=True)
@@ -141,10 +141,9 @@ def last_seq(conn: sqlite3.Connection, collection: str) -> int:
 
 def revisions(conn: sqlite3.Connection, entry_id: int) -> list[Revision]:
     """Every document version of an entry, newest first; [] when the entry does not exist."""
-    row = conn.execute("SELECT * FROM entries WHERE id = ?", (entry_id,)).fetchone()
-    if row is None:
+    current = get(conn, entry_id)
+    if current is None:
         return []
-    current = from_row(row)
     found = [Revision(replace(current, deleted=False), None)]
     for old in conn.execute(
         "SELECT * FROM entry_versions WHERE entry_id = ? ORDER BY number DESC", (entry_id,)
@@ -168,8 +167,8 @@ def revisions(conn: sqlite3.Connection, entry_id: int) -> list[Revision]:
 def revision_xml(conn: sqlite3.Connection, entry_id: int, number: int) -> bytes | None:
     """The document of revision ``number`` of an entry, or None."""
     row = conn.execute(
-        "SELECT xml FROM entries WHERE id = ? AND revision = ?"
-        " UNION ALL SELECT xml FROM entry_versions WHERE entry_id = ? AND number = ?",
+        "SELECT d.xml FROM documents AS d JOIN entries AS e ON e.id = d.entry_id WHERE e.id = ?"
+        " AND e.revision = ? UNION ALL SELECT xml FROM entry_versions WHERE entry_id = ? AND number = ?",
         (entry_id, number, entry_id, number),
     ).fetchone()
     return None if row is None else bytes(row["xml"])

@@ -1,6 +1,7 @@
 """Incident <-> flat columns. Entries keep one column per field; the outbox keeps the same dict as JSON.
 
-A new Incident field needs a column here and in ``db._SCHEMA`` (tests/test_store.py checks coverage).
+A new Incident field needs a column here and a schema step in ``store.migrations`` that adds it to
+``entries`` (``db._SCHEMA`` is the version 1 schema); tests/test_store.py checks coverage.
 """
 
 from __future__ import annotations

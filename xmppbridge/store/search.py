@@ -31,9 +31,9 @@ _COLUMNS = (
 )
 _WORD = re.compile(r"\w+")
 
-# What ``_where`` reads to decide whether a reader may see an entry. These columns come after the
-# document in each ~3 KB row, so testing them on the table means reading the row's overflow pages; the
-# indexes below carry them, so that counting thousands of matches reads index pages only.
+# What ``_where`` reads to decide whether a reader may see an entry. Testing them on the table means
+# reading one entry row per match, thousands of them spread over the table when counting; the indexes
+# below carry them, so that counting reads index pages only.
 _ACCESS_COLUMNS = "effective_restriction, purpose_key, deleted_at"
 ACCESS_INDEX = "entries_access"  # by id: for matches found elsewhere (full-text search)
 INDEXES = (
