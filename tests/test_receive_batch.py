@@ -102,3 +102,12 @@ def test_a_batch_keeps_what_was_written_when_its_body_fails(tmp_path: Path) -> N
         assert count_elsewhere(path) == 1
         upsert(store, 2)  # the store is usable again: no transaction left open
         assert count_elsewhere(path) == 2
+
+
+def test_a_batch_ends_quietly_when_the_store_was_closed_meanwhile(tmp_path: Path) -> None:
+    """At shutdown the store closes while the server's last bytes are still being read."""
+    store = Store(tmp_path / "s.sqlite")
+    with store.batch():
+        store.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        upsert(store, 1)

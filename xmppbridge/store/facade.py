@@ -71,11 +71,14 @@ class Store:
             if outer:
                 with self._lock:
                     self._batched = False
-                    if self.conn.in_transaction:  # a batch without writes costs nothing
+                    # Nothing to commit when the batch wrote nothing (it then costs nothing), nor when
+                    # the store was closed meanwhile (at shutdown, the server's last bytes still arrive).
+                    conn = self._conn
+                    if conn is not None and conn.in_transaction:
                         try:
-                            self.conn.execute("COMMIT")
+                            conn.execute("COMMIT")
                         except sqlite3.Error:
-                            self.conn.execute("ROLLBACK")
+                            conn.execute("ROLLBACK")
                             raise
 
     def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
