@@ -322,4 +322,3 @@ class Store:
 
     def state(self) -> dict[str, tuple[str, datetime]]:
         return self._read(subscriptions.get_state)
-
