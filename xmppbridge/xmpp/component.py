@@ -20,11 +20,10 @@ from xml.sax.saxutils import quoteattr
 from slixmpp import ComponentXMPP
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.plugins.xep_0004 import Form
-from slixmpp.xmlstream.handler import Callback
-from slixmpp.xmlstream.matcher import MatcherId
 
 from xmppbridge.errors import PublishFailed
 from xmppbridge.iodef.model import NS_V1, NS_V2
+from xmppbridge.xmpp.stanzas import IQ, Published, StanzaError, bare, error_of, notification
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +34,8 @@ RECONNECT_MAX_DELAY = 30.0
 # Errors that say "try again later" rather than "no": the s2s link or the peer is down for now.
 TRANSIENT_CONDITIONS = ("remote-server-timeout", "remote-server-not-found", "recipient-unavailable",
                         "service-unavailable", "resource-constraint")
+
+InOrder = Callable[[ET.Element], None]
 
 
 class ItemSink(Protocol):
@@ -66,10 +67,10 @@ class BridgeComponent(ComponentXMPP):
         self.offline.set()
         self.add_event_handler("session_start", self._on_session_start)
         self.add_event_handler("disconnected", self._on_disconnected)
-        self.add_event_handler("pubsub_publish", self._on_publish)
-        self.add_event_handler("pubsub_retract", self._on_retract)
         self._known_nodes: set[tuple[str, str]] = set()
         self._node_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # Our hand-written pubsub IQs by id: (the service that must answer, its answer, ``in_order``).
+        self._awaiting: dict[str, tuple[str, asyncio.Future[ET.Element], InOrder | None]] = {}
 
     @property
     def pubsub(self) -> Any:
@@ -80,6 +81,44 @@ class BridgeComponent(ComponentXMPP):
         # batch per read stores a burst of items with one commit instead of one each.
         with self.sink.batch():
             super().data_received(data)
+
+    def _spawn_event(self, xml: ET.Element) -> None:
+        """Each stanza, in stream order. Notifications and answers to our pubsub IQs are handled here
+        from the XML (``stanzas.py`` says why); slixmpp's stanza objects and handlers get the rest."""
+        if xml.tag == IQ and self._answer(xml):
+            return
+        note = notification(xml)
+        if note is None:
+            super()._spawn_event(xml)
+            return
+        for change in note.changes:
+            try:
+                if isinstance(change, Published):
+                    self.sink.on_item(note.service, note.node, change.item_id, change.payload)
+                else:
+                    self.sink.on_retract(note.service, note.node, change.item_id)
+            except Exception:  # noqa: BLE001 - e.g. the store locked for too long by another process
+                # Raised from here, it would end the connection (asyncio closes a transport whose
+                # protocol raises). The item stays on the node: a later check of the node, or the
+                # catch-up after a reconnection, fetches it again.
+                log.exception("handling item %s of %s on %s failed", change.item_id, note.node, note.service)
+
+    def _answer(self, iq: ET.Element) -> bool:
+        """Hand an IQ answer to the ``_pubsub_iq`` waiting for it; False if none is."""
+        waiting = self._awaiting.get(iq.get("id", ""))
+        if waiting is None or iq.get("type") not in ("result", "error"):
+            return False
+        service, answer, in_order = waiting
+        if answer.done() or bare(iq.get("from")) != service:
+            return False  # not the answer we wait for (e.g. sent by someone else): slixmpp's business
+        try:
+            if in_order is not None and iq.get("type") == "result":
+                in_order(iq)
+        except Exception as exc:  # noqa: BLE001 - the caller's to handle, not the connection's
+            answer.set_exception(exc)
+        else:
+            answer.set_result(iq)
+        return True
 
     # -- connection --------------------------------------------------------------------------------
 
@@ -121,20 +160,6 @@ class BridgeComponent(ComponentXMPP):
     def _next_delay(self) -> float:
         self._attempts += 1
         return backoff_delay(self._attempts)
-
-    # -- receiving ---------------------------------------------------------------------------------
-
-    def _on_publish(self, msg: Any) -> None:
-        # Never iterate msg['pubsub_event']['items'] here: it shares an iterator with xep_0060's own
-        # loop and never ends (LAB-NOTES §5). xep_0060 already fires once per item.
-        items = msg["pubsub_event"]["items"]
-        item = items["item"]
-        payload = item.xml[0] if len(item.xml) else None
-        self.sink.on_item(msg["from"].bare, items["node"], item["id"], payload)
-
-    def _on_retract(self, msg: Any) -> None:
-        items = msg["pubsub_event"]["items"]
-        self.sink.on_retract(msg["from"].bare, items["node"], items["retract"]["id"])
 
     # -- publishing --------------------------------------------------------------------------------
 
@@ -184,42 +209,34 @@ class BridgeComponent(ComponentXMPP):
         slixmpp would re-serialise an ElementTree payload and silently drop attributes in namespaces
         it has no prefix for, so the publish IQ is written by hand around the wire-form bytes.
         """
-        reply = await self._pubsub_iq("set", service, f"<publish node={quoteattr(node)}><item "
-                                      f"id={quoteattr(item_id)}>{payload.decode('utf-8')}</item></publish>")
-        if reply["type"] == "error":
-            error = reply["error"]
-            raise PublishFailed(f"{service} refused the item on {node}: {error['condition']} {error['text']}",
-                                transient=error["condition"] in TRANSIENT_CONDITIONS)
+        answer = await self._pubsub_iq("set", service, f"<publish node={quoteattr(node)}><item "
+                                       f"id={quoteattr(item_id)}>{payload.decode('utf-8')}</item></publish>")
+        error = error_of(answer)
+        if error is not None:
+            raise PublishFailed(f"{service} refused the item on {node}: {_condition(error)}",
+                                transient=error.condition in TRANSIENT_CONDITIONS)
 
-    async def _pubsub_iq(self, iq_type: str, service: str, body: str,
-                         in_order: Callable[[Any], None] | None = None) -> Any:
-        """Send a hand-written pubsub IQ and return the reply (a result or an error stanza).
+    async def _pubsub_iq(self, iq_type: str, service: str, body: str, in_order: InOrder | None = None
+                         ) -> ET.Element:
+        """Send a hand-written pubsub IQ and return its answer (a result or an error, ``error_of``).
 
-        ``in_order`` runs on a result inside the reply's stanza handler, i.e. in stream order with event
+        ``in_order`` runs on a result as it is read from the stream, i.e. in stream order with event
         notifications, rather than later when the awaiting coroutine resumes.
         """
         iq_id = self.new_id()
-        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-        def on_reply(stanza: Any) -> None:
-            if reply.done() or stanza["from"].bare != service:
-                return
-            if in_order is not None and stanza["type"] != "error":
-                in_order(stanza)
-            reply.set_result(stanza)
-
-        self.register_handler(Callback(f"pubsub-{iq_id}", MatcherId(iq_id), on_reply, once=True))
+        answer: asyncio.Future[ET.Element] = asyncio.get_running_loop().create_future()
+        self._awaiting[iq_id] = (service, answer, in_order)
         self.send_raw(
             f"<iq type={quoteattr(iq_type)} id={quoteattr(iq_id)} from={quoteattr(self.boundjid.bare)} "
             f"to={quoteattr(service)}><pubsub xmlns='{PUBSUB_NS}'>{body}</pubsub></iq>"
         )
         try:
-            return await asyncio.wait_for(reply, IQ_TIMEOUT)
+            return await asyncio.wait_for(answer, IQ_TIMEOUT)
         except TimeoutError:
             raise PublishFailed(f"no answer from {service} within {IQ_TIMEOUT:.0f} s",
                                 transient=True) from None
         finally:
-            self.remove_handler(f"pubsub-{iq_id}")
+            del self._awaiting[iq_id]
 
     async def retract(self, service: str, node: str, item_id: str) -> None:
         await self.pubsub.retract(service, node, item_id, notify=True, ifrom=self.boundjid.bare,
@@ -261,20 +278,20 @@ class BridgeComponent(ComponentXMPP):
         The sink is called in stream order with event notifications (see ``_pubsub_iq``), so a fetch
         answered before an update can never overwrite that update.
         """
-        found: list[Any] = []
+        found: list[ET.Element] = []
 
-        def hand_over(stanza: Any) -> None:
-            items = stanza.xml.find(f"{{{PUBSUB_NS}}}pubsub/{{{PUBSUB_NS}}}items")
+        def hand_over(answer: ET.Element) -> None:
+            items = answer.find(f"{{{PUBSUB_NS}}}pubsub/{{{PUBSUB_NS}}}items")
             found.extend([] if items is None else items)
             for item in found:
                 self.sink.on_item(service, node, item.get("id", item_id), item[0] if len(item) else None)
 
-        reply = await self._pubsub_iq("get", service, f"<items node={quoteattr(node)}>"
-                                      f"<item id={quoteattr(item_id)}/></items>", in_order=hand_over)
-        if reply["type"] == "error":
-            condition = reply["error"]["condition"]
-            raise PublishFailed(f"{service} refused item {item_id} of {node}: {condition}",
-                                transient=condition in TRANSIENT_CONDITIONS)
+        answer = await self._pubsub_iq("get", service, f"<items node={quoteattr(node)}>"
+                                       f"<item id={quoteattr(item_id)}/></items>", in_order=hand_over)
+        error = error_of(answer)
+        if error is not None:
+            raise PublishFailed(f"{service} refused item {item_id} of {node}: {error.condition}",
+                                transient=error.condition in TRANSIENT_CONDITIONS)
         return bool(found)
 
     async def keepalive(self, service: str, interval: float, timeout: float) -> None:
@@ -305,3 +322,7 @@ def _describe(exc: IqError | IqTimeout) -> str:
     if isinstance(exc, IqTimeout):
         return "timed out"
     return f"{exc.condition} {exc.text}".strip()
+
+
+def _condition(error: StanzaError) -> str:
+    return f"{error.condition} {error.text}".strip()

@@ -1,0 +1,162 @@
+"""Notifications and IQ answers read straight from the stream (``xmpp/stanzas.py``), through the real
+slixmpp parser of the component: every item of a notification counts, nothing else sees notifications,
+and answers reach the IQ waiting for them only from the service asked."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from xmppbridge.errors import PublishFailed
+from xmppbridge.xmpp.component import BridgeComponent
+from xmppbridge.xmpp.stanzas import Published, Retracted, StanzaError, error_of, notification
+
+EVENT_NS = "http://jabber.org/protocol/pubsub#event"
+STREAM = ("<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' "
+          "from='bridge.b.test' id='s1'>")
+
+
+class RecordingSink:
+    def __init__(self, fail_on: str = "") -> None:
+        self.events: list[tuple[str, str, str, str]] = []
+        self.fail_on = fail_on
+
+    def on_item(self, service: str, node: str, item_id: str, payload: ET.Element | None) -> None:
+        if item_id == self.fail_on:
+            raise RuntimeError("store locked")
+        self.events.append(("item", service, node, item_id))
+
+    def on_retract(self, service: str, node: str, item_id: str) -> None:
+        self.events.append(("retract", service, node, item_id))
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        yield
+
+
+def parse(stanza: str) -> ET.Element:
+    return ET.fromstring(f"<stream xmlns='jabber:component:accept'>{stanza}</stream>")[0]
+
+
+def event(items: str, *, sender: str = "pubsub.a.test/x", extra: str = "", mtype: str = "") -> str:
+    kind = f" type='{mtype}'" if mtype else ""
+    return (f"<message from='{sender}' to='bridge.b.test'{kind}>{extra}<event xmlns='{EVENT_NS}'>"
+            f"<items node='iodef/public/reporting'>{items}</items></event></message>")
+
+
+def test_a_notification_lists_every_item_and_retraction_in_order() -> None:
+    note = notification(parse(event("<item id='1'><x xmlns='urn:x'/></item><retract id='0'/>"
+                                    "<item id='2'/>")))
+    assert note is not None
+    assert (note.service, note.node) == ("pubsub.a.test", "iodef/public/reporting")
+    first, retracted, empty = note.changes
+    assert isinstance(first, Published) and first.item_id == "1"
+    assert first.payload is not None and first.payload.tag == "{urn:x}x"
+    assert retracted == Retracted("0")
+    assert empty == Published("2", None)
+
+
+@pytest.mark.parametrize("stanza", [
+    event("<item id='1'/>", mtype="error"),  # a bounced notification is not one
+    event("<item id='1'/>", sender="a@@b"),  # no usable sender
+    "<message from='pubsub.a.test' to='bridge.b.test'><body>hello</body></message>",
+    f"<message from='pubsub.a.test'><event xmlns='{EVENT_NS}'><purge node='n'/></event></message>",
+    "<iq from='pubsub.a.test' type='result' id='1'/>",
+])
+def test_anything_else_is_not_a_notification(stanza: str) -> None:
+    assert notification(parse(stanza)) is None
+
+
+def test_errors_are_read_in_the_component_namespace() -> None:
+    refused = parse("<iq type='error' id='1' from='pubsub.a.test'><error type='cancel'>"
+                    "<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+                    "<text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'> gone </text></error></iq>")
+    assert error_of(refused) == StanzaError("item-not-found", "gone")
+    assert error_of(parse("<iq type='error' id='1'/>")) == StanzaError("undefined-condition", "")
+    assert error_of(parse("<iq type='result' id='1'/>")) is None
+
+
+def started(sink: RecordingSink) -> BridgeComponent:
+    component = BridgeComponent("bridge.b.test", "secret", "127.0.0.1", 5347, sink)
+    component.init_parser()
+    component.data_received(STREAM.encode())
+    return component
+
+
+async def test_every_item_of_a_notification_reaches_the_sink() -> None:
+    sink = RecordingSink()
+    component = started(sink)
+    component.data_received(event("<item id='1'><x xmlns='urn:x'/></item><item id='2'><x xmlns='urn:x'/>"
+                                  "</item><retract id='3'/>").encode())
+    node = "iodef/public/reporting"
+    assert sink.events == [("item", "pubsub.a.test", node, "1"), ("item", "pubsub.a.test", node, "2"),
+                           ("retract", "pubsub.a.test", node, "3")]
+
+
+async def test_a_notification_with_a_body_is_not_a_chat_message() -> None:
+    sink = RecordingSink()
+    component = started(sink)
+    messages: list[object] = []
+    component.add_event_handler("message", messages.append)
+    component.data_received(event("<item id='1'/>", extra="<body>New item</body>").encode())
+    component.data_received(b"<message from='alice@b.test/pc' to='bridge.b.test' type='chat'>"
+                            b"<body>help</body></message>")
+    await asyncio.sleep(0)
+    assert [e[3] for e in sink.events] == ["1"]
+    assert len(messages) == 1 and messages[0]["body"] == "help"  # type: ignore[index]
+
+
+async def test_a_failing_item_is_logged_and_the_others_still_arrive(caplog: pytest.LogCaptureFixture) -> None:
+    sink = RecordingSink(fail_on="1")
+    component = started(sink)
+    component.data_received(event("<item id='1'/><item id='2'/>").encode())  # must not raise
+    assert [e[3] for e in sink.events] == ["2"]
+    assert "handling item 1 of iodef/public/reporting on pubsub.a.test failed" in caplog.text
+
+
+def sent_id(sent: list[str]) -> str:
+    match = re.search(r"id='([^']+)'", sent[-1]) or re.search(r'id="([^"]+)"', sent[-1])
+    assert match is not None
+    return match.group(1)
+
+
+async def test_an_answer_counts_only_from_the_service_asked() -> None:
+    component = started(RecordingSink())
+    sent: list[str] = []
+    component.send_raw = sent.append  # type: ignore[method-assign]
+    payload = b"<x xmlns='urn:x'/>"
+    publishing = asyncio.ensure_future(component.publish_bytes("pubsub.a.test", "n", "1", payload))
+    await asyncio.sleep(0)
+    iq_id = sent_id(sent)
+    # Someone else answering with the same id is not the service: slixmpp gets it, the publish waits.
+    component.data_received(f"<iq type='result' id='{iq_id}' from='mallory.test'/>".encode())
+    await asyncio.sleep(0)
+    assert not publishing.done()
+    component.data_received(f"<iq type='error' id='{iq_id}' from='pubsub.a.test'><error type='wait'>"
+                            "<resource-constraint xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+                            "</error></iq>".encode())
+    with pytest.raises(PublishFailed, match="refused the item on n: resource-constraint") as refused:
+        await publishing
+    assert refused.value.transient
+    assert not component._awaiting  # nothing left waiting
+
+
+async def test_a_fetch_hands_its_item_over_in_stream_order() -> None:
+    sink = RecordingSink()
+    component = started(sink)
+    sent: list[str] = []
+    component.send_raw = sent.append  # type: ignore[method-assign]
+    fetching = asyncio.ensure_future(component.fetch_item("pubsub.a.test", "n", "7"))
+    await asyncio.sleep(0)
+    answer = (f"<iq type='result' id='{sent_id(sent)}' from='pubsub.a.test'>"
+              "<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='n'>"
+              "<item id='7'><x xmlns='urn:x'/></item></items></pubsub></iq>")
+    # The answer, then a notification, in one read: the fetched item must be handed over first.
+    component.data_received((answer + event("<item id='8'/>")).encode())
+    assert [e[3] for e in sink.events] == ["7", "8"]
+    assert await fetching is True
