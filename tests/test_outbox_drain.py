@@ -185,8 +185,8 @@ async def test_going_offline_mid_round_keeps_the_rest_pending(store: Store) -> N
     assert len({item_id for _, item_id, _ in server.arrived}) == 40
 
 
-async def test_an_unexpected_error_costs_a_round_not_the_drain(store: Store, monkeypatch: pytest.MonkeyPatch,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+async def test_an_unexpected_error_delays_its_item_not_the_drain(
+        store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(drain_module, "RETRY_DELAY", 0.05)
     ids = [enqueue(store, f"ODD-{n}") for n in range(20)]
     server = ScriptedServer()
@@ -201,4 +201,26 @@ async def test_an_unexpected_error_costs_a_round_not_the_drain(store: Store, mon
     server.publish_bytes = trip_once  # type: ignore[method-assign]
     await drain_until_done(store, server, ids)
     assert {store.outbox_item(i).status for i in ids} == {"published"}  # type: ignore[union-attr]
-    assert "outbox round failed" in caplog.text
+    assert f"outbox item {ids[7]} failed unexpectedly" in caplog.text
+    assert [item_id for _, item_id, _ in server.arrived][-1].endswith("ODD-7")  # the others went on
+
+
+async def test_a_slow_publish_holds_back_neither_later_items_nor_their_marking(store: Store) -> None:
+    slow = enqueue(store, "SLOW")
+    server = ScriptedServer(delay=lambda item_id, payload: 30.0 if b"SLOW" in payload else 0.001)
+    config = SimpleNamespace(pubsub_service=SERVICE, node_prefix="iodef", node_whitelist=(),
+                             max_document_bytes=400_000)
+    task = asyncio.create_task(OutboxDrain(config, store, server).run())  # type: ignore[arg-type]
+    try:
+        while server.in_flight == 0:
+            await asyncio.sleep(0.01)
+        later = [enqueue(store, f"LATER-{n}") for n in range(5)]  # while the slow one is on its way
+        for _ in range(500):
+            if all(store.outbox_item(i).status == "published" for i in later):  # type: ignore[union-attr]
+                break
+            await asyncio.sleep(0.01)
+        assert [store.outbox_item(i).status for i in later] == ["published"] * 5  # type: ignore[union-attr]
+        assert store.outbox_item(slow).status == "pending" and server.in_flight == 1  # type: ignore[union-attr]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

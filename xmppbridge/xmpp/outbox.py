@@ -8,9 +8,14 @@ is done, not failed.
 Up to ``PUBLISH_WINDOW`` IQs are in flight at once: one at a time, each item waits a full server round
 trip (benchmark 2 in BENCHMARKS.md). Order still matters per PubSub item: a later version of an item,
 or its retraction, must reach the server after the earlier one, so items sharing (node, item id) go one
-after the other, and none overtakes an earlier one that is waiting to be retried. Items that went out
-are marked published in one transaction per batch; if the process dies before that, they go out again
-on restart, which only overwrites them with the same bytes.
+after the other in a *chain*, and none overtakes an earlier one that is waiting to be retried.
+
+The drain never stops to wait for a round to end: new chains are started while earlier ones are still
+sending, so the window stays full under load, and items that went out are marked published in groups
+(one transaction each) beside the sending. An earlier version waited for every chain of a round of 256
+and then marked them, which left the server idle for a tenth of every round (BENCHMARKS.md §3). If the
+process dies before an item is marked, it goes out again on restart, which only overwrites it with the
+same bytes.
 """
 
 from __future__ import annotations
@@ -35,12 +40,16 @@ from xmppbridge.xmpp.component import BridgeComponent
 
 log = logging.getLogger(__name__)
 
-# Seconds between outbox scans when idle. Other processes (the CLI) write there too; an empty scan is one
+# Seconds between looks at the outbox. Other processes (the CLI) write there too; an empty look is one
 # index probe, and a short interval keeps the publish latency well below the 200 ms target at 50/s.
 OUTBOX_POLL = 0.02
 RETRY_DELAY = 5.0
 PUBLISH_WINDOW = 16  # IQs in flight; as the catch-up fetches, and the raw client in the benchmark
-BATCH = 256  # items read from the outbox per round; large enough that the window rarely runs dry
+BATCH = 256  # items read from the outbox at a time
+# New chains are started when fewer are under way: enough queued behind the window that it does not run
+# dry before the next look, few enough that the outbox is not re-read at every look under load.
+REFILL_BELOW = 2 * PUBLISH_WINDOW
+MARK_BATCH = 64  # items marked published per transaction while the window is full
 
 
 class Outcome(Enum):
@@ -56,66 +65,89 @@ class OutboxDrain:
     def __init__(self, config: Config, store: Store, xmpp: BridgeComponent) -> None:
         self.config, self.store, self.xmpp = config, store, xmpp
         self._retry_after: dict[int, float] = {}
+        self._window = asyncio.Semaphore(PUBLISH_WINDOW)
+        self._chains: dict[Key, asyncio.Task[None]] = {}  # under way, by key: later items of it wait
+        self._taken: set[int] = set()  # outbox ids in a chain, or sent and not marked yet
+        self._sent: list[OutboxItem] = []  # the server has them; not marked published yet
 
     async def run(self) -> None:
-        while True:
-            try:
-                chains = self._next_round()
-                if chains:
-                    await self._drain(chains)  # after a busy round, go straight on to the next one
+        try:
+            while True:
+                try:
+                    self._step()
+                except Exception:  # noqa: BLE001 - e.g. the store locked by another process for too long
+                    # Whatever it was, the items are still pending: log it and go on, never stop draining.
+                    log.exception("outbox round failed; trying again in %.0f s", RETRY_DELAY)
+                    await asyncio.sleep(RETRY_DELAY)
                     continue
-            except Exception:  # noqa: BLE001 - e.g. the store locked by another process for too long
-                # Whatever it was, the items are still pending: log it and go on, never stop draining.
-                log.exception("outbox round failed; trying again in %.0f s", RETRY_DELAY)
-                await asyncio.sleep(RETRY_DELAY)
-                continue
-            # Idle, offline, or only items waiting out a retry delay: poll, since other processes (the
-            # CLI) write to the outbox.
-            await asyncio.sleep(OUTBOX_POLL)
+                await asyncio.sleep(OUTBOX_POLL)
+        finally:
+            for task in self._chains.values():
+                task.cancel()
+            await asyncio.gather(*self._chains.values(), return_exceptions=True)
+            try:
+                self._mark_sent()  # spares re-sending them on restart; harmless if it cannot
+            except Exception:  # noqa: BLE001 - at shutdown the store may be closed already
+                log.debug("could not mark %d sent items at shutdown", len(self._sent))
 
-    def _next_round(self) -> list[list[OutboxItem]]:
+    def _step(self) -> None:
+        # Mark in groups while the window is full; at once when it is not (light load, or the end of a
+        # burst), so that published_at stays close to the publish.
+        if self._sent and (len(self._sent) >= MARK_BATCH or len(self._chains) < PUBLISH_WINDOW):
+            self._mark_sent()
+        if len(self._chains) < REFILL_BELOW:
+            for key, chain in self._next_chains().items():
+                self._taken.update(item.id for item in chain)
+                self._chains[key] = asyncio.create_task(self._run_chain(key, chain))
+
+    def _next_chains(self) -> dict[Key, list[OutboxItem]]:
         """Pending items that may go now, grouped per PubSub item in outbox order."""
         if not self.xmpp.online.is_set():
-            return []
+            return {}
         now = time.monotonic()
         chains: dict[Key, list[OutboxItem]] = defaultdict(list)
-        held: set[Key] = set()  # an earlier item of this key waits out its retry delay
-        for item in self.store.pending(limit=BATCH):
+        held: set[Key] = set(self._chains)  # a chain of the key under way, or a retry to wait out
+        for item in self.store.pending(limit=BATCH + len(self._taken)):
             key = (item.node, item.item_id)
-            if key in held:
+            if item.id in self._taken or key in held:
                 continue
             if self._retry_after.get(item.id, 0) > now:
                 held.add(key)
                 continue
             chains[key].append(item)
-        return list(chains.values())
+        return chains
 
-    async def _drain(self, chains: list[list[OutboxItem]]) -> None:
-        window = asyncio.Semaphore(PUBLISH_WINDOW)
-        sent: list[OutboxItem] = []
-
-        async def one_after_another(chain: list[OutboxItem]) -> None:
+    async def _run_chain(self, key: Key, chain: list[OutboxItem]) -> None:
+        sent: set[int] = set()
+        try:
             for item in chain:
-                async with window:
-                    outcome = await self._send(item)
+                try:
+                    async with self._window:
+                        outcome = await self._send(item)
+                except Exception:  # noqa: BLE001 - e.g. the store locked while marking it failed
+                    log.exception("outbox item %d failed unexpectedly; trying again in %.0f s", item.id,
+                                  RETRY_DELAY)
+                    self._retry_after[item.id] = time.monotonic() + RETRY_DELAY
+                    return
                 if outcome is Outcome.SENT:
-                    sent.append(item)
+                    sent.add(item.id)
+                    self._sent.append(item)
                 elif outcome is Outcome.RETRY:
                     return  # the rest of this chain must not overtake it
+        finally:
+            del self._chains[key]
+            self._taken.difference_update(item.id for item in chain if item.id not in sent)
 
-        # Every chain runs to its end even if another fails: none may still be sending when the next
-        # round starts with the same items (two sends of one item could arrive out of order).
-        results = await asyncio.gather(*(one_after_another(chain) for chain in chains),
-                                       return_exceptions=True)
-        if sent:
-            service = self.config.pubsub_service
-            self.store.mark_published(*(item.id for item in sent), service=service)
-            for item in sent:
-                what = "retracted" if item.action == RETRACT else "published"
-                log.info("%s %s on %s on %s", what, item.item_id, item.node, service)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+    def _mark_sent(self) -> None:
+        if not self._sent:
+            return
+        sent, service = self._sent, self.config.pubsub_service
+        self.store.mark_published(*(item.id for item in sent), service=service)  # if it raises: kept
+        self._sent = []
+        self._taken.difference_update(item.id for item in sent)
+        for item in sent:
+            what = "retracted" if item.action == RETRACT else "published"
+            log.info("%s %s on %s on %s", what, item.item_id, item.node, service)
 
     async def _send(self, item: OutboxItem) -> Outcome:
         if not self.xmpp.online.is_set():
