@@ -173,6 +173,22 @@ def test_search_criteria(store: Store) -> None:
     assert store.count_matches(SearchQuery(), ALL, cap=1) == 2  # counts at most cap + 1
 
 
+def test_an_updated_entry_is_found_by_what_it_says_now(store: Store) -> None:
+    put(store, 1, alternative_ids=(("other.example", "ALT-OLD"),), xml=document("ransomware wave"))
+    put(store, 2, xml=document("ransomware too"))
+    assert put(store, 1, alternative_ids=(("other.example", "ALT-NEW"),), xml=document("phishing wave")) == \
+        "updated"
+
+    def ids(**criteria: object) -> list[str]:
+        return sorted(e.incident.id for e in store.search(SearchQuery(**criteria), ALL, limit=50))  # type: ignore[arg-type]
+
+    assert ids(text="ransomware") == ["INC-2"]
+    assert ids(text="phishing") == ["INC-1"]
+    assert (ids(alternative_id="ALT-OLD"), ids(alternative_id="ALT-NEW")) == ([], ["INC-1"])
+    current = store.conn.execute("SELECT entry_id, revision FROM changes WHERE current = 1 ORDER BY seq")
+    assert [tuple(row) for row in current] == [(entry_id(store, 2), 1), (entry_id(store, 1), 2)]
+
+
 def test_time_range_field_is_checked() -> None:
     with pytest.raises(ValueError, match="report_time"):
         TimeRange("updated_at")

@@ -44,16 +44,19 @@ def append(
     purpose: str,
     deleted: bool,
     changed_at: str,
+    first: bool = False,
 ) -> int:
     """Append a change and make it the entry's current row in ``collection``; returns its sequence
-    number. Call inside a transaction (BEGIN IMMEDIATE), which makes max(seq) + 1 safe."""
+    number. Call inside a transaction (BEGIN IMMEDIATE), which makes max(seq) + 1 safe. ``first``: the
+    entry was just inserted, so it has no earlier row to retire (one statement less per new entry)."""
     seq = conn.execute(
         "SELECT coalesce(max(seq), 0) + 1 FROM changes WHERE collection = ?", (collection,)
     ).fetchone()[0]
-    conn.execute(
-        "UPDATE changes SET current = 0 WHERE entry_id = ? AND collection = ? AND current = 1",
-        (entry_id, collection),
-    )
+    if not first:
+        conn.execute(
+            "UPDATE changes SET current = 0 WHERE entry_id = ? AND collection = ? AND current = 1",
+            (entry_id, collection),
+        )
     conn.execute(
         "INSERT INTO changes (collection, seq, entry_id, revision, purpose, deleted, changed_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -143,8 +143,8 @@ def upsert(
         entry_id = inserted_id(conn.execute(f"INSERT INTO entries ({names}) VALUES ({marks})", fields))
         conn.execute("INSERT INTO documents (entry_id, xml) VALUES (?, ?)", (entry_id, xml))
         changelog.append(conn, entry_id=entry_id, collection=collection, revision=1, purpose=purpose,
-                         deleted=False, changed_at=stamp)
-        searchindex.index(conn, entry_id, xml, incident)
+                         deleted=False, changed_at=stamp, first=True)
+        searchindex.index(conn, entry_id, xml, incident, new=True)
         return "new"
 
     same_xml = bytes(row["xml"]) == xml

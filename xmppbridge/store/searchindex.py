@@ -44,12 +44,15 @@ def description_text(xml: bytes) -> str:
     return "\n".join(text for text in texts if text)
 
 
-def index(conn: sqlite3.Connection, entry_id: int, xml: bytes, incident: Incident) -> None:
-    """(Re)index one entry. Call inside the transaction that stores it."""
-    conn.execute("DELETE FROM entries_fts WHERE rowid = ?", (entry_id,))
+def index(conn: sqlite3.Connection, entry_id: int, xml: bytes, incident: Incident, *, new: bool = False
+          ) -> None:
+    """(Re)index one entry. Call inside the transaction that stores it. ``new``: the entry was just
+    inserted, so there is nothing of it to remove first (entries are never deleted, ids never reused)."""
+    if not new:
+        conn.execute("DELETE FROM entries_fts WHERE rowid = ?", (entry_id,))
+        conn.execute("DELETE FROM entry_ids WHERE entry_id = ?", (entry_id,))
     conn.execute("INSERT INTO entries_fts (rowid, description) VALUES (?, ?)",
                  (entry_id, description_text(xml)))
-    conn.execute("DELETE FROM entry_ids WHERE entry_id = ?", (entry_id,))
     conn.executemany(
         "INSERT INTO entry_ids (entry_id, kind, name, value) VALUES (?, ?, ?, ?)",
         [(entry_id, "alternative", name, value) for name, value in incident.alternative_ids]
