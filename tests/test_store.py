@@ -301,6 +301,7 @@ def test_outbox_lifecycle(store: Store) -> None:
     assert store.outbox_depth() == 2
     assert [i.id for i in store.pending()] == [first, second]  # oldest first
     assert [i.id for i in store.pending(limit=1)] == [first]
+    assert [i.id for i in store.pending(limit=1, exclude={first})] == [second]  # what the drain has
 
     item = store.outbox_item(first)
     assert item is not None

@@ -128,9 +128,9 @@ class Store:
                 action=action,
             )
 
-    def pending(self, limit: int = 64) -> list[OutboxItem]:
-        """Pending items, oldest first."""
-        return self._read(lambda conn: outbox.pending(conn, limit))
+    def pending(self, limit: int = 64, exclude: Collection[int] = ()) -> list[OutboxItem]:
+        """Pending items, oldest first, without those whose ids are in ``exclude``."""
+        return self._read(lambda conn: outbox.pending(conn, limit, exclude))
 
     def outbox_item(self, outbox_id: int) -> OutboxItem | None:
         return self._read(lambda conn: outbox.get(conn, outbox_id))

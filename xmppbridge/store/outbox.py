@@ -6,7 +6,9 @@ Functions take an open connection and run plain SQL; the ``Store`` facade owns t
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -88,10 +90,16 @@ def enqueue(
     return inserted_id(cursor)
 
 
-def pending(conn: sqlite3.Connection, limit: int) -> list[OutboxItem]:
-    rows = conn.execute(
-        "SELECT * FROM outbox WHERE status = ? ORDER BY id LIMIT ?", (PENDING, limit)
-    ).fetchall()
+def pending(conn: sqlite3.Connection, limit: int, exclude: Collection[int] = ()) -> list[OutboxItem]:
+    if not exclude:
+        rows = conn.execute(
+            "SELECT * FROM outbox WHERE status = ? ORDER BY id LIMIT ?", (PENDING, limit)
+        ).fetchall()
+    else:  # one parameter for any number of ids
+        rows = conn.execute(
+            "SELECT * FROM outbox WHERE status = ? AND id NOT IN (SELECT value FROM json_each(?))"
+            " ORDER BY id LIMIT ?", (PENDING, json.dumps(sorted(exclude)), limit)
+        ).fetchall()
     return [_item(row) for row in rows]
 
 
