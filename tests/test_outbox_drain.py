@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -224,3 +225,23 @@ async def test_a_slow_publish_holds_back_neither_later_items_nor_their_marking(s
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_items_sent_while_the_store_is_locked_are_marked_later(
+        store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(drain_module, "RETRY_DELAY", 0.05)
+    ids = [enqueue(store, f"LOCKED-{n}") for n in range(5)]
+    original = store.mark_published
+    locked = [sqlite3.OperationalError("database is locked")]
+
+    def mark_published(*outbox_ids: int, service: str) -> None:
+        if locked:
+            raise locked.pop()
+        original(*outbox_ids, service=service)
+
+    monkeypatch.setattr(store, "mark_published", mark_published)
+    server = ScriptedServer()
+    await drain_until_done(store, server, ids)
+    assert {store.outbox_item(i).status for i in ids} == {"published"}  # type: ignore[union-attr]
+    assert len(server.arrived) == 5  # marked later, not sent again
+    assert "reading or marking the outbox failed" in caplog.text
