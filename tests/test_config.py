@@ -47,6 +47,11 @@ def test_checks_have_their_own_interval(tmp_path: Path, base: dict) -> None:
     assert (config.discovery_interval, config.check_interval) == (5, 300)
 
 
+def test_subscribed_services_are_compared_as_stanzas_give_them(tmp_path: Path, base: dict) -> None:
+    base["subscriptions"] = [{"service": "PubSub.B.Test", "nodes": "all"}, {"service": "pep@c.test/x"}]
+    assert load_config(write(tmp_path, base)).subscribed_services == {"pubsub.b.test", "pep@c.test"}
+
+
 def test_secret_from_file(tmp_path: Path, base: dict) -> None:
     (tmp_path / "secret").write_text("from-file\n")
     del base["component"]["secret"]
@@ -63,6 +68,7 @@ def test_secret_from_file(tmp_path: Path, base: dict) -> None:
     (lambda c: c["signing"].update(key="missing.pem"), "signing.key", "does not exist"),
     (lambda c: c["subscriptions"][0].update(nodes=[]), "subscriptions[0].nodes", "'all' or a non-empty list"),
     (lambda c: c.update(subscriptions=["pubsub.b.test"]), "subscriptions[0]", "mapping"),
+    (lambda c: c["subscriptions"][0].update(service="a@@b"), "subscriptions[0].service", "not a JID"),
     (lambda c: c["feed"].update(listen="8080"), "feed.listen", "host:port"),
     (lambda c: c.update(iodef={"schema_mode": "lenient"}), "iodef.schema_mode", "strict"),
     (lambda c: c.update(limits={"max_document_bytes": 10_000_000}), "limits.max_document_bytes", "512 KB"),

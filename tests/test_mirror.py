@@ -8,6 +8,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
+from xml.etree import ElementTree as ET
+
+import pytest
 
 from tests.test_feed_support import SERVICE, iodef2, store_document
 from xmppbridge.config import Subscription
@@ -200,3 +203,19 @@ async def test_a_sync_waits_for_the_catch_up_already_under_way(tmp_path: Path) -
         release.set()
         await asyncio.gather(rediscovery, reconnection)
         assert sorted(peer.listed) == sorted(nodes)  # each node caught up once, not twice
+
+
+async def test_a_notification_from_a_service_not_subscribed_to_is_quarantined(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = SimpleNamespace(subscribed_services=frozenset({SERVICE}))
+    with Store(tmp_path / "m.sqlite") as store:
+        mirror = Mirror(config, store, None)  # type: ignore[arg-type]
+        document = ET.fromstring(iodef2("SPOOFED"))
+        mirror.on_item("mallory.example", NODE, "csirt.example.org/SPOOFED", document)
+        mirror.on_retract("mallory.example", NODE, "csirt.example.org/OTHER")
+        assert store.count_entries() == 0
+        [kept] = store.rejects()
+        assert (kept.reason, kept.service, kept.item_id) == ("unknown-source", "mallory.example",
+                                                              "csirt.example.org/SPOOFED")
+        assert b"SPOOFED" in kept.raw
+        assert "ignored the retraction of csirt.example.org/OTHER" in caplog.text

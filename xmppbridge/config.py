@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from slixmpp import JID
+from slixmpp.jid import InvalidJID
 
 from xmppbridge.chat.settings import OperatorSettings, operator_settings
 from xmppbridge.errors import ConfigError
@@ -65,6 +67,11 @@ class Config:
     @property
     def feed_base_url(self) -> str:
         return self.feed.base_url
+
+    @property
+    def subscribed_services(self) -> frozenset[str]:
+        """The subscriptions' services as bare JIDs in the form a stanza's sender takes (normalised)."""
+        return frozenset(JID(s.service).bare for s in self.subscriptions)
 
 
 class ConfigReader:
@@ -131,6 +138,10 @@ def load_config(file: str | Path) -> Config:
         key = f"subscriptions[{i}]"
         if not isinstance(sub, dict) or not isinstance(sub.get("service"), str):
             raise r.error(key, "must be a mapping with a 'service' JID and 'nodes' (a list or 'all')")
+        try:
+            JID(sub["service"])
+        except InvalidJID as exc:
+            raise r.error(f"{key}.service", f"is not a JID ({exc})") from None
         nodes = sub.get("nodes", "all")
         max_items = sub.get("max_items", 5000)
         if not isinstance(max_items, int) or isinstance(max_items, bool) or max_items < 1:

@@ -81,6 +81,15 @@ class Mirror:
 
     def on_item(self, service: str, node: str, item_id: str, payload: ET.Element | None) -> None:
         data = None if payload is None else wire_bytes(payload)
+        if not self._follows(service):
+            # Anyone can send the component a message shaped like a notification; only the services in
+            # `subscriptions` are sources. Kept, like every refused item, with its reason.
+            message = f"{service} is not one of the subscriptions (subscriptions[].service)"
+            self.store.add_reject(source="xmpp", service=service, node=node, item_id=item_id,
+                                  reason="unknown-source", message=message, raw=data or b"")
+            log.warning("quarantined item %s on %s/%s: unknown-source: not one of the subscriptions",
+                        item_id, service, node)
+            return
         self._note_contact(service, node)
         existing = self.store.find_entry(service, node, item_id)
         if data is not None and existing is not None and not existing.deleted and existing.xml == data:
@@ -99,8 +108,19 @@ class Mirror:
             self.store.record_item(service, node)
 
     def on_retract(self, service: str, node: str, item_id: str) -> None:
+        if not self._follows(service):
+            log.warning("ignored the retraction of %s on %s/%s: not one of the subscriptions", item_id,
+                        service, node)
+            return
+        self._retract(service, node, item_id)
+
+    def _retract(self, service: str, node: str, item_id: str) -> None:
         if self.store.mark_deleted(service, node, item_id):
             log.info("retracted item %s on %s/%s", item_id, service, node)
+
+    def _follows(self, service: str) -> bool:
+        """``service`` (a bare JID as the stream gives it) is one of the configured subscriptions."""
+        return service in self.config.subscribed_services
 
     def batch(self) -> AbstractContextManager[None]:
         return self.store.batch()
@@ -169,7 +189,7 @@ class Mirror:
         await asyncio.gather(*(fetch(item_id) for item_id in to_fetch))
         gone = retracted_while_away(states, ids, remote_capacity=remote_capacity)
         for item_id in gone:
-            self.on_retract(service, node, item_id)
+            self._retract(service, node, item_id)
         self.store.record_sync(service, node)
         return CatchUp(len(ids), len(to_fetch), len(gone))
 
