@@ -236,3 +236,44 @@ def test_metrics_endpoint(chat_consortium: Running) -> None:
             "xmppbridge_publish_latency_seconds", "xmppbridge_receive_seconds"} <= names
     connected = next(f for f in text_string_to_metric_families(text) if f.name == "xmppbridge_connected")
     assert connected.samples[0].value == 1
+
+
+async def test_a_notification_from_a_person_is_not_mirrored(chat_consortium: Running) -> None:
+    """Anyone can send the bridge a message shaped like a pubsub notification, here with a document A
+    really signed: it is kept in the quarantine as unknown-source, never mirrored."""
+    from contextlib import closing
+
+    from slixmpp import ClientXMPP
+
+    from xmppbridge.publish import prepare
+    from xmppbridge.signing.keys import load_identity
+    from xmppbridge.store import Store
+
+    consortium, accounts = chat_consortium
+    a = consortium["a"]
+    identity = load_identity(a.workdir / "keys/a.key", a.workdir / "keys/a.crt")
+    [item] = prepare(iodef2("SPOOFED-1"), prefix="iodef", identity=identity, max_bytes=400_000)
+    account = accounts["guest@b.test"]
+    client = ClientXMPP(account.jid, account.password)
+    client.plugin["feature_mechanisms"].unencrypted_plain = False
+    client.ssl_context.check_hostname = False
+    client.ssl_context.verify_mode = 0
+    started = asyncio.Event()
+    client.add_event_handler("session_start", lambda _: started.set())
+    client.connect(host=account.host, port=account.port)
+    try:
+        await asyncio.wait_for(started.wait(), 20)
+        client.send_raw(f"<message to='bridge.b.test'><event xmlns='http://jabber.org/protocol/pubsub#event'>"
+                        f"<items node='{item.node}'><item id='{item.item_id}'>{item.payload.decode()}</item>"
+                        f"</items></event></message>")
+
+        def kept() -> Any:
+            with closing(Store(consortium["b"].workdir / "data" / "b.sqlite")) as store:
+                return [r for r in store.rejects(limit=1000) if r.item_id == item.item_id]
+
+        [record] = await asyncio.to_thread(eventually, kept, what="the spoofed item quarantined at B")
+    finally:
+        client.disconnect()
+    assert (record.reason, record.service) == ("unknown-source", "guest@b.test")
+    with closing(Store(consortium["b"].workdir / "data" / "b.sqlite")) as store:
+        assert not [e for e in store.entries(limit=100_000) if e.incident.id == "SPOOFED-1"]
