@@ -219,3 +219,9 @@ async def test_a_notification_from_a_service_not_subscribed_to_is_quarantined(
                                                               "csirt.example.org/SPOOFED")
         assert b"SPOOFED" in kept.raw
         assert "ignored the retraction of csirt.example.org/OTHER" in caplog.text
+
+
+def test_a_subscription_is_recognised_however_its_service_is_spelled() -> None:
+    mirror = Mirror(SimpleNamespace(subscribed_services=frozenset({"pubsub.a.test"})), None, None)  # type: ignore[arg-type]
+    assert mirror._follows("pubsub.a.test") and mirror._follows("PubSub.A.Test")
+    assert not mirror._follows("pubsub.a.test.evil") and not mirror._follows("a@@b")

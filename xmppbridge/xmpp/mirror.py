@@ -23,6 +23,7 @@ from xmppbridge.signing.wireform import wire_bytes
 from xmppbridge.store import Store
 from xmppbridge.store.subscriptions import ItemState
 from xmppbridge.xmpp.component import BridgeComponent
+from xmppbridge.xmpp.stanzas import bare
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,9 @@ class Mirror:
             log.info("retracted item %s on %s/%s", item_id, service, node)
 
     def _follows(self, service: str) -> bool:
-        """``service`` (a bare JID as the stream gives it) is one of the configured subscriptions."""
-        return service in self.config.subscribed_services
+        """``service`` is one of the configured subscriptions: as the stream gives it (a normalised bare
+        JID) or as the catch-up passes it on (the configuration's spelling)."""
+        return bare(service) in self.config.subscribed_services
 
     def batch(self) -> AbstractContextManager[None]:
         return self.store.batch()
