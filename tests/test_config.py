@@ -47,9 +47,12 @@ def test_checks_have_their_own_interval(tmp_path: Path, base: dict) -> None:
     assert (config.discovery_interval, config.check_interval) == (5, 300)
 
 
-def test_subscribed_services_are_compared_as_stanzas_give_them(tmp_path: Path, base: dict) -> None:
+def test_a_subscription_is_recognised_however_its_service_is_spelled(tmp_path: Path, base: dict) -> None:
     base["subscriptions"] = [{"service": "PubSub.B.Test", "nodes": "all"}, {"service": "pep@c.test/x"}]
-    assert load_config(write(tmp_path, base)).subscribed_services == {"pubsub.b.test", "pep@c.test"}
+    config = load_config(write(tmp_path, base))
+    assert config.follows("pubsub.b.test") and config.follows("PubSub.B.Test")
+    assert config.follows("pep@c.test")
+    assert not config.follows("pubsub.b.test.evil") and not config.follows("a@@b")
 
 
 def test_secret_from_file(tmp_path: Path, base: dict) -> None:

@@ -26,6 +26,8 @@ from xmppbridge.store.db import _SCHEMA
 A = ec_identity("CSIRT A", domains=("a.test",))
 B = ec_identity("CSIRT B", domains=("b.test",))
 
+FOLLOWS = {SERVICE}.__contains__  # Config.follows of a bridge subscribed to SERVICE only
+
 
 def trusting(*identities: SigningIdentity) -> TrustStore:
     return TrustStore.from_certificates(i.certificate for i in identities)
@@ -51,24 +53,24 @@ def test_release_after_adding_a_trust_anchor(store: Store) -> None:
     assert receive(store, trusting(A), payload) == "unknown-signer"
     [record] = held(store)
 
-    [still] = release(store, trusting(A), [record], max_bytes=MAX_BYTES, sources={SERVICE})
+    [still] = release(store, trusting(A), [record], max_bytes=MAX_BYTES, follows=FOLLOWS)
     assert not still.released and still.outcome.startswith("unknown-signer")
     assert store.count_rejects(held_only=True) == 1 and store.count_entries() == 0
 
-    [done] = release(store, trusting(A, B), held(store), max_bytes=MAX_BYTES, sources={SERVICE})
+    [done] = release(store, trusting(A, B), held(store), max_bytes=MAX_BYTES, follows=FOLLOWS)
     assert done.released and done.outcome == "mirrored: new"
     [entry] = store.entries()
     assert entry.xml == payload and entry.signer_fingerprint == B.fingerprint and entry.item_id == "item-1"
     assert held(store) == []
     [kept] = store.rejects()  # the record stays, released, until purged
     assert not kept.held and kept.resolution == "mirrored: new" and kept.raw == payload
-    [again] = release(store, trusting(A, B), [kept], max_bytes=MAX_BYTES, sources={SERVICE})
+    [again] = release(store, trusting(A, B), [kept], max_bytes=MAX_BYTES, follows=FOLLOWS)
     assert not again.released and "already released" in again.outcome
 
 
 def test_a_release_that_fails_again_keeps_the_item_with_the_new_reason(store: Store) -> None:
     receive(store, trusting(A), by(B, "B-2", name="csirt.a.test"))  # B speaking for A's domain
-    [result] = release(store, trusting(A, B), held(store), max_bytes=MAX_BYTES, sources={SERVICE})
+    [result] = release(store, trusting(A, B), held(store), max_bytes=MAX_BYTES, follows=FOLLOWS)
     assert not result.released
     [record] = held(store)
     assert record.reason == "domain-not-allowed" and "csirt.a.test" in record.message
@@ -77,7 +79,7 @@ def test_a_release_that_fails_again_keeps_the_item_with_the_new_reason(store: St
 def test_a_release_never_rolls_back_a_later_version(store: Store) -> None:
     receive(store, trusting(A), by(B, "B-3", description="first"))
     assert receive(store, trusting(A, B), by(B, "B-3", description="second")) == "new"
-    [result] = release(store, trusting(A, B), held(store), max_bytes=MAX_BYTES, sources={SERVICE})
+    [result] = release(store, trusting(A, B), held(store), max_bytes=MAX_BYTES, follows=FOLLOWS)
     assert result.released and result.outcome.startswith("superseded")
     [entry] = store.entries()
     assert b"second" in entry.xml
@@ -86,7 +88,7 @@ def test_a_release_never_rolls_back_a_later_version(store: Store) -> None:
 def test_records_that_are_not_pubsub_items_stay_held(store: Store) -> None:
     store.add_reject(source="cli:x.xml", service=None, node=None, item_id=None, reason="malformed-xml",
                      message="nope", raw=b"<x")
-    [result] = release(store, trusting(A), held(store), max_bytes=MAX_BYTES, sources={SERVICE})
+    [result] = release(store, trusting(A), held(store), max_bytes=MAX_BYTES, follows=FOLLOWS)
     assert not result.released and "not an item of a pubsub node" in result.outcome
 
 
@@ -109,7 +111,7 @@ def test_purge_by_id_age_and_state(store: Store) -> None:
     first, second, third = sorted(r.id for r in store.rejects())
     assert store.purge_rejects(ids=[first]) == 1
     assert store.purge_rejects(before=datetime.now(UTC) - timedelta(days=1)) == 0
-    release(store, trusting(A, B), [store.reject(second)], max_bytes=MAX_BYTES, sources={SERVICE})
+    release(store, trusting(A, B), [store.reject(second)], max_bytes=MAX_BYTES, follows=FOLLOWS)
     assert store.purge_rejects(released_only=True) == 1
     assert store.purge_rejects(before=datetime.now(UTC) + timedelta(seconds=1)) == 1
     assert store.count_rejects() == 0
@@ -217,8 +219,8 @@ def test_the_quarantine_commands(config: Path, capsys: pytest.CaptureFixture[str
 def test_an_item_from_a_service_not_subscribed_to_is_released_only_once_it_is(store: Store) -> None:
     store.add_reject(source="xmpp", service="mallory.example", node=NODE, item_id="item-1",
                      reason="unknown-source", message="not one of the subscriptions", raw=by(B, "B-9"))
-    [still] = release(store, trusting(A, B), held(store), max_bytes=MAX_BYTES, sources={SERVICE})
+    [still] = release(store, trusting(A, B), held(store), max_bytes=MAX_BYTES, follows=FOLLOWS)
     assert not still.released and still.outcome.startswith("unknown-source")
     [done] = release(store, trusting(A, B), held(store), max_bytes=MAX_BYTES,
-                     sources={SERVICE, "mallory.example"})
+                     follows={SERVICE, "mallory.example"}.__contains__)
     assert done.released and store.find_entry("mallory.example", NODE, "item-1") is not None

@@ -7,6 +7,7 @@ reading code. Relative paths are resolved against the directory of the config fi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +69,16 @@ class Config:
     def feed_base_url(self) -> str:
         return self.feed.base_url
 
-    @property
-    def subscribed_services(self) -> frozenset[str]:
-        """The subscriptions' services as bare JIDs in the form a stanza's sender takes (normalised)."""
+    def follows(self, service: str) -> bool:
+        """``service`` is one of the subscriptions, however its JID is spelled: a stanza's sender comes
+        normalised, the catch-up and stored records carry the configuration's spelling."""
+        try:
+            return JID(service).bare in self._subscribed
+        except InvalidJID:
+            return False
+
+    @cached_property
+    def _subscribed(self) -> frozenset[str]:  # computed once: asked for every item received
         return frozenset(JID(s.service).bare for s in self.subscriptions)
 
 

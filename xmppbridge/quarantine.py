@@ -9,7 +9,7 @@ audit trail, until purged); what fails stays held with its new reason.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -31,10 +31,11 @@ class Release:
 
 
 def release(store: Store, trust: TrustStore, records: list[Reject], *, max_bytes: int,
-            sources: Collection[str], schema_mode: str = "strict") -> list[Release]:
+            follows: Callable[[str], bool], schema_mode: str = "strict") -> list[Release]:
     """Verify ``records`` again, oldest first (so that versions of one item are applied in order).
-    ``sources``: the services subscribed to now (bare JIDs); an item from any other stays held."""
-    return [_release_one(store, trust, record, max_bytes=max_bytes, sources=sources, schema_mode=schema_mode)
+    ``follows``: whether a service is subscribed to now (``Config.follows``); an item received from any
+    other stays held."""
+    return [_release_one(store, trust, record, max_bytes=max_bytes, follows=follows, schema_mode=schema_mode)
             for record in sorted(records, key=lambda r: r.id)]
 
 
@@ -44,12 +45,12 @@ def held(store: Store, *, reason: str | None = None) -> list[Reject]:
 
 
 def _release_one(store: Store, trust: TrustStore, record: Reject, *, max_bytes: int,
-                 sources: Collection[str], schema_mode: str) -> Release:
+                 follows: Callable[[str], bool], schema_mode: str) -> Release:
     if not record.held:
         return Release(record, False, f"already released ({record.resolution})")
     if record.service is None or record.node is None or record.item_id is None:
         return Release(record, False, "not an item of a pubsub node; nothing to mirror it as")
-    if record.source == "xmpp" and record.service not in sources:
+    if record.source == "xmpp" and not follows(record.service):
         return Release(record, False, f"unknown-source: {record.service} is not one of the subscriptions")
     if record.raw_size > len(record.raw):
         return Release(record, False, f"only {len(record.raw)} of its {record.raw_size} bytes were kept")

@@ -23,7 +23,6 @@ from xmppbridge.signing.wireform import wire_bytes
 from xmppbridge.store import Store
 from xmppbridge.store.subscriptions import ItemState
 from xmppbridge.xmpp.component import BridgeComponent
-from xmppbridge.xmpp.stanzas import bare
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ class Mirror:
 
     def on_item(self, service: str, node: str, item_id: str, payload: ET.Element | None) -> None:
         data = None if payload is None else wire_bytes(payload)
-        if not self._follows(service):
+        if not self.config.follows(service):
             # Anyone can send the component a message shaped like a notification; only the services in
             # `subscriptions` are sources. Kept, like every refused item, with its reason.
             message = f"{service} is not one of the subscriptions (subscriptions[].service)"
@@ -109,7 +108,7 @@ class Mirror:
             self.store.record_item(service, node)
 
     def on_retract(self, service: str, node: str, item_id: str) -> None:
-        if not self._follows(service):
+        if not self.config.follows(service):
             log.warning("ignored the retraction of %s on %s/%s: not one of the subscriptions", item_id,
                         service, node)
             return
@@ -119,10 +118,6 @@ class Mirror:
         if self.store.mark_deleted(service, node, item_id):
             log.info("retracted item %s on %s/%s", item_id, service, node)
 
-    def _follows(self, service: str) -> bool:
-        """``service`` is one of the configured subscriptions: as the stream gives it (a normalised bare
-        JID) or as the catch-up passes it on (the configuration's spelling)."""
-        return bare(service) in self.config.subscribed_services
 
     def batch(self) -> AbstractContextManager[None]:
         return self.store.batch()
