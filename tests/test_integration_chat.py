@@ -10,7 +10,8 @@ import shutil
 import sqlite3
 import subprocess
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -178,24 +179,34 @@ def test_subscribe_summary_show_and_stranger(chat_consortium: Running,
     assert "INC-6001" not in guest.reply_to("bridge.b.test", "latest", "")
 
 
-async def test_adhoc_status_for_admins_only(chat_consortium: Running) -> None:
+@asynccontextmanager
+async def signed_in(account: Account, *plugins: str) -> AsyncIterator[Any]:
+    """A slixmpp client session as ``account`` (the demo servers' self-signed TLS), closed on the way out."""
     from slixmpp import ClientXMPP
+
+    client = ClientXMPP(account.jid, account.password)
+    for plugin in plugins:
+        client.register_plugin(plugin)
+    client.plugin["feature_mechanisms"].unencrypted_plain = False
+    client.ssl_context.check_hostname = False
+    client.ssl_context.verify_mode = 0
+    started = asyncio.Event()
+    client.add_event_handler("session_start", lambda _: started.set())
+    client.connect(host=account.host, port=account.port)
+    try:
+        await asyncio.wait_for(started.wait(), 20)
+        yield client
+    finally:
+        client.disconnect()
+
+
+async def test_adhoc_status_for_admins_only(chat_consortium: Running) -> None:
     from slixmpp.exceptions import IqError
 
     _, accounts = chat_consortium
 
     async def run(jid: str, node: str, fill: dict[str, str] | None = None) -> Any:
-        account = accounts[jid]
-        client = ClientXMPP(jid, account.password)
-        client.register_plugin("xep_0050")
-        client.plugin["feature_mechanisms"].unencrypted_plain = False
-        client.ssl_context.check_hostname = False
-        client.ssl_context.verify_mode = 0
-        started = asyncio.Event()
-        client.add_event_handler("session_start", lambda _: started.set())
-        client.connect(host=account.host, port=account.port)
-        try:
-            await asyncio.wait_for(started.wait(), 20)
+        async with signed_in(accounts[jid], "xep_0050") as client:
             adhoc = client.plugin["xep_0050"]
             reply = await adhoc.send_command("bridge.b.test", node, timeout=20)
             if fill is None:
@@ -207,8 +218,6 @@ async def test_adhoc_status_for_admins_only(chat_consortium: Running) -> None:
                 answer.add_field(var=var, value=value)
             return await adhoc.send_command("bridge.b.test", node, action="complete", payload=answer,
                                             sessionid=reply["command"]["sessionid"], timeout=20)
-        finally:
-            client.disconnect()
 
     reply = await run("analyst@b.test", "status")
     [(kind, text)] = reply["command"]["notes"]
@@ -243,8 +252,6 @@ async def test_a_notification_from_a_person_is_not_mirrored(chat_consortium: Run
     really signed: it is kept in the quarantine as unknown-source, never mirrored."""
     from contextlib import closing
 
-    from slixmpp import ClientXMPP
-
     from xmppbridge.publish import prepare
     from xmppbridge.signing.keys import load_identity
     from xmppbridge.store import Store
@@ -253,16 +260,7 @@ async def test_a_notification_from_a_person_is_not_mirrored(chat_consortium: Run
     a = consortium["a"]
     identity = load_identity(a.workdir / "keys/a.key", a.workdir / "keys/a.crt")
     [item] = prepare(iodef2("SPOOFED-1"), prefix="iodef", identity=identity, max_bytes=400_000)
-    account = accounts["guest@b.test"]
-    client = ClientXMPP(account.jid, account.password)
-    client.plugin["feature_mechanisms"].unencrypted_plain = False
-    client.ssl_context.check_hostname = False
-    client.ssl_context.verify_mode = 0
-    started = asyncio.Event()
-    client.add_event_handler("session_start", lambda _: started.set())
-    client.connect(host=account.host, port=account.port)
-    try:
-        await asyncio.wait_for(started.wait(), 20)
+    async with signed_in(accounts["guest@b.test"]) as client:
         client.send_raw(f"<message to='bridge.b.test'><event xmlns='http://jabber.org/protocol/pubsub#event'>"
                         f"<items node='{item.node}'><item id='{item.item_id}'>{item.payload.decode()}</item>"
                         f"</items></event></message>")
@@ -272,8 +270,6 @@ async def test_a_notification_from_a_person_is_not_mirrored(chat_consortium: Run
                 return [r for r in store.rejects(limit=1000) if r.item_id == item.item_id]
 
         [record] = await asyncio.to_thread(eventually, kept, what="the spoofed item quarantined at B")
-    finally:
-        client.disconnect()
     assert (record.reason, record.service) == ("unknown-source", "guest@b.test")
     with closing(Store(consortium["b"].workdir / "data" / "b.sqlite")) as store:
         assert not [e for e in store.entries(limit=100_000) if e.incident.id == "SPOOFED-1"]
