@@ -5,6 +5,8 @@ process mirrors into B's store; latency = B's ``received_at`` minus the submit t
 component as bridge.a.test publishing the same signed bytes to the same nodes, and one as bridge.b.test
 receiving the event notifications over the same s2s link (both bridges stopped); latency = arrival
 minus send time. Offered rate 50/s, and saturation (bridge: submit as fast as possible; raw: W=16).
+At saturation each process's time on a core and time waiting for one is recorded (bench/cpu.py), so
+the table says where the bridge path's items/s went: into its own work, or into the servers waiting.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RUNS, table  # noqa: E402
+from bench.cpu import Budget, Usage  # noqa: E402
 from bench.lab import (  # noqa: E402
     RESTRICTIONS,
     BenchConsortium,
@@ -39,10 +42,17 @@ N_SAT = 2000  # items per saturation run: long enough for a steady state (`bench
 Result = tuple[float, float, float]  # items/s, p50 s, p99 s
 
 
-def bridge_run(lab: BenchConsortium, tag: str, count: int, rate: float | None) -> Result:
+def servers(lab: BenchConsortium) -> dict[str, int]:
+    return {f"{name.upper()}'s Prosody": lab[name].prosody.process.pid for name in ("a", "b")}
+
+
+def bridge_run(lab: BenchConsortium, tag: str, count: int, rate: float | None,
+               budget: Budget | None = None) -> Result:
     submitted: dict[str, float] = {}
     with lab.store("a") as store:
         publisher = lab.publisher(store)
+        if budget:
+            budget.start()
         t0 = time.time()
         for i in range(count):
             if rate is not None and (delay := t0 + i / rate - time.time()) > 0:
@@ -53,18 +63,22 @@ def bridge_run(lab: BenchConsortium, tag: str, count: int, rate: float | None) -
     query = "SELECT item_id, received_at FROM entries WHERE incident_id LIKE ?"
     db_b = lab.db_path("b")
     wait_for(lambda: len(sql(db_b, query, f"{tag}-%")) >= count, 300, f"B to mirror {tag}", 0.1)
+    if budget:
+        budget.stop()
     arrived = {row["item_id"]: epoch(row["received_at"]) for row in sql(db_b, query, f"{tag}-%")}
     latencies = [arrived[item_id] - start for item_id, start in submitted.items()]
     return count / (max(arrived.values()) - t0), percentile(latencies, 50), percentile(latencies, 99)
 
 
 async def raw_run(lab: BenchConsortium, items: list[tuple[str, str, bytes]], rate: float | None,
-                  tag: str) -> Result:
+                  tag: str, budget: Budget | None = None) -> Result:
     publisher, subscriber = await connect(lab, "a"), await connect(lab, "b")
     service = lab["a"].pubsub_jid
     try:
         batch = [(node, f"raw-{tag}-{item_id}", payload) for node, item_id, payload in items]
         sent: dict[str, float] = {}
+        if budget:
+            budget.start()
         t0 = time.time()
         if rate is None:
             for _, item_id, _ in batch:
@@ -83,6 +97,8 @@ async def raw_run(lab: BenchConsortium, items: list[tuple[str, str, bytes]], rat
             if time.monotonic() > deadline:
                 raise TimeoutError("raw subscriber did not get every item")
             await asyncio.sleep(0.02)
+        if budget:
+            budget.stop()
         latencies = [subscriber.arrivals[i] - s for i, s in sent.items()]
         last = max(subscriber.arrivals[i] for i in sent)
         return len(batch) / (last - t0), percentile(latencies, 50), percentile(latencies, 99)
@@ -97,10 +113,16 @@ def medians(results: list[Result]) -> Result:
 
 
 def main() -> None:
-    n_sat = int(sys.argv[1]) if len(sys.argv) > 1 else N_SAT
-    runs = int(sys.argv[2]) if len(sys.argv) > 2 else RUNS
+    # bench_e2e.py [N] [RUNS] [--pubsub-wal]: the last puts the pubsub services' SQLite files in WAL mode
+    args = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
+    wal = "--pubsub-wal" in sys.argv[1:]
+    n_sat = int(args[0]) if args else N_SAT
+    runs = int(args[1]) if len(args) > 1 else RUNS
     paced, saturated, raw_paced, raw_saturated = [], [], [], []
-    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, consortium(Path(tmp)) as lab:
+    budgets: list[Budget] = []
+    raw_budgets: list[Budget] = []
+    with (tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp,
+          consortium(Path(tmp), pubsub_wal=wal) as lab):
         for run in range(runs):
             # Each run is a pair, bridge then raw, so that both sides see the same machine: on a shared
             # VM the speed drifts by a third within minutes, more than the effects measured here.
@@ -109,16 +131,20 @@ def main() -> None:
             if run == 0:
                 bridge_run(lab, "WARM", 8, None)  # creates the four nodes; B discovers them (1 s)
             paced.append(bridge_run(lab, f"E{run}", N_RATE, RATE))
-            saturated.append(bridge_run(lab, f"S{run}", n_sat, None))
+            budgets.append(Budget({**servers(lab), "A's bridge": lab["a"].bridge.pid,
+                                   "B's bridge": lab["b"].bridge.pid}))
+            saturated.append(bridge_run(lab, f"S{run}", n_sat, None, budgets[-1]))
             rows = sql(lab.db_path("a"), "SELECT node, item_id, payload FROM outbox WHERE item_id LIKE ?",
                        f"%S{run}-%")
             items = [(row["node"], row["item_id"], bytes(row["payload"])) for row in rows]
             lab.stop_bridge("a")
             lab.stop_bridge("b")
             raw_paced.append(asyncio.run(raw_run(lab, items[:N_RATE], RATE, f"E{run}")))
-            raw_saturated.append(asyncio.run(raw_run(lab, items, None, f"S{run}")))
+            raw_budgets.append(Budget(servers(lab)))
+            raw_saturated.append(asyncio.run(raw_run(lab, items, None, f"S{run}", raw_budgets[-1])))
     print(f"End to end A -> B (federated Prosody, s2s), median of {runs} runs, each a bridge run and a raw "
-          f"run back to back; N={N_RATE} at {RATE:.0f}/s, N={n_sat} at saturation")
+          f"run back to back; N={N_RATE} at {RATE:.0f}/s, N={n_sat} at saturation"
+          + ("; pubsub storage in WAL mode" if wal else ""))
     rows_out = []
     for label, ours, raw in (("50/s offered", paced, raw_paced), ("saturation", saturated, raw_saturated)):
         o, r = medians(ours), medians(raw)
@@ -134,6 +160,37 @@ def main() -> None:
     print("saturation ratio per run: " + ", ".join(
         f"{b[0] / w[0]:.2f}" for b, w in zip(saturated, raw_saturated, strict=True)))
     print("targets: ratio >= 0.7 at saturation; p99 < 200 ms at 50/s")
+    print()
+    print(cpu_table(budgets, raw_budgets, n_sat))
+
+
+def cpu_table(bridge: list[Budget], raw: list[Budget], count: int) -> str:
+    """Per item at saturation, median of the runs: ms on a core / ms waiting for one, per process."""
+    def cell(budgets: list[Budget], name: str | None) -> str:
+        if name is not None and name not in budgets[0].pids:
+            return "-"  # not running in this kind of run
+        used = [_total(b) if name is None else b.used.get(name) for b in budgets]
+        if any(u is None for u in used):
+            return "n/a"  # no scheduler statistics in this kernel
+        cpu = statistics.median(u.cpu for u in used if u) / count * 1000
+        waited = statistics.median(u.waited for u in used if u) / count * 1000
+        return f"{cpu:.2f} / {waited:.2f}"
+
+    names = list(dict.fromkeys([*bridge[0].pids, *raw[0].pids]))
+    rows = [[_label(name), cell(bridge, name), cell(raw, name)] for name in names]
+    rows.append(["all of them", cell(bridge, None), cell(raw, None)])
+    rows.append(["cores left idle", f"{statistics.median(b.idle for b in bridge):.0%}",
+                 f"{statistics.median(b.idle for b in raw):.0%}"])
+    return (f"Where the time went at saturation, ms per item (median of {len(bridge)} runs): on a core / "
+            "waiting for a core\n" + table(rows, ["process", "bridge run", "raw run"]))
+
+
+def _total(budget: Budget) -> Usage:
+    return Usage(sum(u.cpu for u in budget.used.values()), sum(u.waited for u in budget.used.values()))
+
+
+def _label(name: str) -> str:
+    return "this process (bridge: submit; raw: both raw clients)" if name == "this process" else name
 
 
 if __name__ == "__main__":
