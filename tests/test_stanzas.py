@@ -13,6 +13,7 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from xmppbridge.errors import PublishFailed
+from xmppbridge.xmpp import component as component_module
 from xmppbridge.xmpp.component import BridgeComponent
 from xmppbridge.xmpp.stanzas import Published, Retracted, StanzaError, error_of, notification
 
@@ -22,21 +23,35 @@ STREAM = ("<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://e
 
 
 class RecordingSink:
-    def __init__(self, fail_on: str = "") -> None:
+    def __init__(self, fail_on: str = "", fail_commit: bool = False) -> None:
         self.events: list[tuple[str, str, str, str]] = []
-        self.fail_on = fail_on
+        self.batches: list[list[str]] = []  # item ids handed over in each outermost batch
+        self.fail_on, self.fail_commit = fail_on, fail_commit
+        self._depth = 0
 
     def on_item(self, service: str, node: str, item_id: str, payload: ET.Element | None) -> None:
         if item_id == self.fail_on:
             raise RuntimeError("store locked")
         self.events.append(("item", service, node, item_id))
+        self.batches[-1].append(item_id) if self._depth else self.batches.append([item_id])
 
     def on_retract(self, service: str, node: str, item_id: str) -> None:
         self.events.append(("retract", service, node, item_id))
 
     @contextmanager
     def batch(self) -> Iterator[None]:
-        yield
+        if not self._depth:
+            self.batches.append([])
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+        if not self._depth:
+            if not self.batches[-1]:
+                self.batches.pop()  # nothing written: nothing to commit
+            elif self.fail_commit:
+                raise RuntimeError("disk full")
 
 
 def parse(stanza: str) -> ET.Element:
@@ -88,11 +103,21 @@ def started(sink: RecordingSink) -> BridgeComponent:
     return component
 
 
+async def handed_over(sink: RecordingSink, count: int) -> None:
+    """Wait (up to 5 s, far beyond the hold) until ``count`` events reached the sink."""
+    for _ in range(500):
+        if len(sink.events) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{len(sink.events)} of {count} events handed over: {sink.events}")
+
+
 async def test_every_item_of_a_notification_reaches_the_sink() -> None:
     sink = RecordingSink()
     component = started(sink)
     component.data_received(event("<item id='1'><x xmlns='urn:x'/></item><item id='2'><x xmlns='urn:x'/>"
                                   "</item><retract id='3'/>").encode())
+    await handed_over(sink, 3)
     node = "iodef/public/reporting"
     assert sink.events == [("item", "pubsub.a.test", node, "1"), ("item", "pubsub.a.test", node, "2"),
                            ("retract", "pubsub.a.test", node, "3")]
@@ -106,7 +131,7 @@ async def test_a_notification_with_a_body_is_not_a_chat_message() -> None:
     component.data_received(event("<item id='1'/>", extra="<body>New item</body>").encode())
     component.data_received(b"<message from='alice@b.test/pc' to='bridge.b.test' type='chat'>"
                             b"<body>help</body></message>")
-    await asyncio.sleep(0)
+    await handed_over(sink, 1)
     assert [e[3] for e in sink.events] == ["1"]
     assert len(messages) == 1 and messages[0]["body"] == "help"  # type: ignore[index]
 
@@ -115,6 +140,7 @@ async def test_a_failing_item_is_logged_and_the_others_still_arrive(caplog: pyte
     sink = RecordingSink(fail_on="1")
     component = started(sink)
     component.data_received(event("<item id='1'/><item id='2'/>").encode())  # must not raise
+    component.deliver_held()  # must not raise either
     assert [e[3] for e in sink.events] == ["2"]
     assert "handling item 1 of iodef/public/reporting on pubsub.a.test failed" in caplog.text
 
@@ -158,5 +184,58 @@ async def test_a_fetch_hands_its_item_over_in_stream_order() -> None:
               "<item id='7'><x xmlns='urn:x'/></item></items></pubsub></iq>")
     # The answer, then a notification, in one read: the fetched item must be handed over first.
     component.data_received((answer + event("<item id='8'/>")).encode())
+    await handed_over(sink, 2)
     assert [e[3] for e in sink.events] == ["7", "8"]
     assert await fetching is True
+
+
+async def test_notifications_held_before_a_fetch_answer_are_handed_over_before_it() -> None:
+    sink = RecordingSink()
+    component = started(sink)
+    sent: list[str] = []
+    component.send_raw = sent.append  # type: ignore[method-assign]
+    fetching = asyncio.ensure_future(component.fetch_item("pubsub.a.test", "n", "7"))
+    await asyncio.sleep(0)
+    component.data_received(event("<item id='8'/>").encode())  # held
+    component.data_received((f"<iq type='result' id='{sent_id(sent)}' from='pubsub.a.test'>"
+                             "<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='n'>"
+                             "<item id='7'><x xmlns='urn:x'/></item></items></pubsub></iq>").encode())
+    assert [e[3] for e in sink.events] == ["8", "7"]  # stream order, at once
+    assert await fetching is True
+
+
+async def test_notifications_of_separate_reads_are_handed_over_in_one_batch() -> None:
+    sink = RecordingSink()
+    component = started(sink)
+    for item_id in ("1", "2", "3"):
+        component.data_received(event(f"<item id='{item_id}'/>").encode())
+    assert sink.events == []  # held
+    await handed_over(sink, 3)
+    assert sink.batches == [["1", "2", "3"]]
+
+
+async def test_a_full_hold_is_handed_over_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(component_module, "HOLD_NOTIFICATIONS", 2)
+    sink = RecordingSink()
+    component = started(sink)
+    component.data_received((event("<item id='1'/>") + event("<item id='2'/>") + event("<item id='3'/>")
+                             ).encode())
+    assert sink.batches == [["1", "2"]]  # the third waits for the next group
+    await handed_over(sink, 3)
+    assert sink.batches == [["1", "2"], ["3"]]
+
+
+async def test_held_notifications_are_handed_over_when_the_connection_drops() -> None:
+    sink = RecordingSink()
+    component = started(sink)
+    component.data_received(event("<item id='1'/>").encode())
+    component.event("disconnected", "gone")
+    assert [e[3] for e in sink.events] == ["1"]
+
+
+async def test_a_failing_commit_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    sink = RecordingSink(fail_commit=True)
+    component = started(sink)
+    component.data_received(event("<item id='1'/><item id='2'/>").encode())
+    component.deliver_held()
+    assert "storing held notifications (1) failed; the next check of their nodes fetches them" in caplog.text

@@ -88,6 +88,7 @@ class Bridge:
             await self._stopping.wait()
         finally:
             self.xmpp.stopping = True
+            self.xmpp.deliver_held()  # while the store is still open
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
