@@ -9,19 +9,21 @@ from pathlib import Path
 import pytest
 import yaml
 
+from xmppbridge.chat import service as chat_service
 from xmppbridge.chat.access import ChatAccess
 from xmppbridge.chat.commands import CommandError, parse
 from xmppbridge.chat.ratelimit import RateLimiter
 from xmppbridge.chat.service import SUMMARIES_PER_ROUND, ChatService, describe
 from xmppbridge.chat.settings import OperatorSettings, RateLimit, operator_settings
 from xmppbridge.chat.state import ChatState
-from xmppbridge.chat.summary import indicators
+from xmppbridge.chat.summary import indicators, summary
 from xmppbridge.config import ConfigReader
 from xmppbridge.errors import ConfigError
 from xmppbridge.feed.access import Rights
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.iodef.model import Incident
 from xmppbridge.store import Store
+from xmppbridge.store.entries import Entry
 
 ANALYST, STRANGER, PARTNER = "analyst@b.test", "guest@b.test", "peer@c.test"
 
@@ -175,6 +177,24 @@ def test_a_burst_is_summarised_per_recipient(chat: ChatService, store: Store) ->
     notices = chat.notices(chat.changes())
     assert len(notices) == SUMMARIES_PER_ROUND + 1
     assert notices[-1].body.startswith("... and 3 more new or updated incidents: http://feed.test/")
+
+
+def test_a_burst_reads_only_the_documents_it_summarises(chat: ChatService, store: Store,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    written: list[str] = []
+
+    def counting(entry: Entry, **kwargs: object) -> str:
+        written.append(entry.incident.id)
+        return summary(entry, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(chat_service, "summary", counting)
+    chat.changes()
+    chat.handle(STRANGER, "subscribe public")
+    for n in range(SUMMARIES_PER_ROUND + 40):
+        add(store, f"PUB-{n}")
+    notices = chat.notices(chat.changes())
+    assert written == [f"PUB-{n}" for n in range(SUMMARIES_PER_ROUND)]  # not one per entry of the burst
+    assert notices[-1].body.startswith("... and 40 more new or updated incidents")
 
 
 def test_rooms_get_only_what_their_config_allows(tmp_path: Path, store: Store, state: ChatState) -> None:

@@ -6,6 +6,7 @@ filter, so a person never learns of an entry, not even that it exists, outside t
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -132,34 +133,51 @@ class ChatService:
     def notices(self, changes: Iterable[tuple[Entry, str]]) -> list[Notice]:
         """Messages for a batch of changed entries (status "new" or "updated"), in order. A recipient who
         would get more than SUMMARIES_PER_ROUND gets the first ones and one line about the rest."""
-        by_recipient: dict[tuple[str, bool], list[str]] = {}
+        summaries: dict[tuple[str, bool], list[str]] = {}
+        more: dict[tuple[str, bool], int] = {}  # per recipient, the changes beyond its summaries
+        recipients_of = self._recipients_this_round()
         for entry, status in changes:
-            recipients = self._recipients(entry)
-            if not recipients:
-                continue  # a summary reads the whole document: not for nobody (most entries, most sites)
+            wanting = []
+            for recipient in recipients_of(entry):
+                if len(summaries.get(recipient, ())) < SUMMARIES_PER_ROUND:
+                    wanting.append(recipient)
+                else:
+                    more[recipient] = more.get(recipient, 0) + 1
+            # A summary reads the whole document: written only for someone who will read it, not for
+            # nobody (most entries, most sites) nor for a recipient already told "and N more".
+            if not wanting:
+                continue
             if not entry.xml:  # from the change log, which leaves documents out
                 entry = self.store.entry(entry.id)
                 if entry is None or entry.deleted:
                     continue  # retracted since
             body = summary(entry, status=status, link=self.urls.entry(entry.id))
-            for recipient in recipients:
-                by_recipient.setdefault(recipient, []).append(body)
+            for recipient in wanting:
+                summaries.setdefault(recipient, []).append(body)
         notices = []
-        for (to, room), bodies in by_recipient.items():
-            notices += [Notice(to, body, room) for body in bodies[:SUMMARIES_PER_ROUND]]
-            if len(bodies) > SUMMARIES_PER_ROUND:
-                notices.append(Notice(to, f"... and {len(bodies) - SUMMARIES_PER_ROUND} more new or updated "
-                                          f"incidents: {self.urls.service_document()}", room))
+        for (to, room), bodies in summaries.items():
+            notices += [Notice(to, body, room) for body in bodies]
+            if more.get((to, room)):
+                notices.append(Notice(to, f"... and {more[(to, room)]} more new or updated incidents: "
+                                          f"{self.urls.service_document()}", room))
         return notices
 
-    def _recipients(self, entry: Entry) -> list[tuple[str, bool]]:
-        purpose = canonical_purpose(entry.incident.purpose)
-        # Rights are checked again now, not only at subscribe time: an allowlist may have shrunk since.
-        people = [(jid, False) for jid in self.state.subscribers(entry.restriction, purpose)
-                  if self.settings.access.may_see(jid, entry)]
-        rooms = [(room.room, True) for room in self.settings.rooms
-                 if may_see(room.rights, entry) and not self.state.is_paused(room.room)]
-        return people + rooms
+    def _recipients_this_round(self) -> Callable[[Entry], list[tuple[str, bool]]]:
+        """Who hears about an entry: the subscribers of its category who may see it, and the rooms that
+        may. Subscriptions and pauses are read once per round (a burst brings hundreds of entries)."""
+        subscribers = functools.cache(self.state.subscribers)
+        paused = functools.cache(self.state.is_paused)
+
+        def recipients(entry: Entry) -> list[tuple[str, bool]]:
+            purpose = canonical_purpose(entry.incident.purpose)
+            # Rights are checked again now, not only at subscribe time: an allowlist may have shrunk since.
+            people = [(jid, False) for jid in subscribers(entry.restriction, purpose)
+                      if self.settings.access.may_see(jid, entry)]
+            rooms = [(room.room, True) for room in self.settings.rooms
+                     if may_see(room.rights, entry) and not paused(room.room)]
+            return people + rooms
+
+        return recipients
 
     def changes(self) -> list[tuple[Entry, str]]:
         """New and updated entries since the last call, oldest first, from the store's change log
