@@ -140,7 +140,6 @@ async def test_a_failing_item_is_logged_and_the_others_still_arrive(caplog: pyte
     sink = RecordingSink(fail_on="1")
     component = started(sink)
     component.data_received(event("<item id='1'/><item id='2'/>").encode())  # must not raise
-    component.deliver_held()  # must not raise either
     assert [e[3] for e in sink.events] == ["2"]
     assert "handling item 1 of iodef/public/reporting on pubsub.a.test failed" in caplog.text
 
@@ -189,6 +188,18 @@ async def test_a_fetch_hands_its_item_over_in_stream_order() -> None:
     assert await fetching is True
 
 
+def busy(component: BridgeComponent) -> None:
+    """As if the component had just stored something: the next notifications are held."""
+    component._delivered_at = component.loop.time()
+
+
+async def test_a_notification_is_handed_over_at_once_when_nothing_was_stored_lately() -> None:
+    sink = RecordingSink()
+    component = started(sink)
+    component.data_received(event("<item id='1'/>").encode())
+    assert [e[3] for e in sink.events] == ["1"]
+
+
 async def test_notifications_held_before_a_fetch_answer_are_handed_over_before_it() -> None:
     sink = RecordingSink()
     component = started(sink)
@@ -196,7 +207,9 @@ async def test_notifications_held_before_a_fetch_answer_are_handed_over_before_i
     component.send_raw = sent.append  # type: ignore[method-assign]
     fetching = asyncio.ensure_future(component.fetch_item("pubsub.a.test", "n", "7"))
     await asyncio.sleep(0)
-    component.data_received(event("<item id='8'/>").encode())  # held
+    busy(component)
+    component.data_received(event("<item id='8'/>").encode())
+    assert sink.events == []  # held
     component.data_received((f"<iq type='result' id='{sent_id(sent)}' from='pubsub.a.test'>"
                              "<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='n'>"
                              "<item id='7'><x xmlns='urn:x'/></item></items></pubsub></iq>").encode())
@@ -204,20 +217,21 @@ async def test_notifications_held_before_a_fetch_answer_are_handed_over_before_i
     assert await fetching is True
 
 
-async def test_notifications_of_separate_reads_are_handed_over_in_one_batch() -> None:
+async def test_a_busy_receiver_hands_over_the_notifications_of_several_reads_in_one_batch() -> None:
     sink = RecordingSink()
     component = started(sink)
-    for item_id in ("1", "2", "3"):
+    for item_id in ("1", "2", "3", "4"):
         component.data_received(event(f"<item id='{item_id}'/>").encode())
-    assert sink.events == []  # held
-    await handed_over(sink, 3)
-    assert sink.batches == [["1", "2", "3"]]
+    assert sink.batches == [["1"]]  # at once; the others came within the hold
+    await handed_over(sink, 4)
+    assert sink.batches == [["1"], ["2", "3", "4"]]
 
 
 async def test_a_full_hold_is_handed_over_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(component_module, "HOLD_NOTIFICATIONS", 2)
     sink = RecordingSink()
     component = started(sink)
+    busy(component)
     component.data_received((event("<item id='1'/>") + event("<item id='2'/>") + event("<item id='3'/>")
                              ).encode())
     assert sink.batches == [["1", "2"]]  # the third waits for the next group
@@ -228,7 +242,9 @@ async def test_a_full_hold_is_handed_over_at_once(monkeypatch: pytest.MonkeyPatc
 async def test_held_notifications_are_handed_over_when_the_connection_drops() -> None:
     sink = RecordingSink()
     component = started(sink)
+    busy(component)
     component.data_received(event("<item id='1'/>").encode())
+    assert sink.events == []
     component.event("disconnected", "gone")
     assert [e[3] for e in sink.events] == ["1"]
 
@@ -236,6 +252,5 @@ async def test_held_notifications_are_handed_over_when_the_connection_drops() ->
 async def test_a_failing_commit_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
     sink = RecordingSink(fail_commit=True)
     component = started(sink)
-    component.data_received(event("<item id='1'/><item id='2'/>").encode())
-    component.deliver_held()
+    component.data_received(event("<item id='1'/><item id='2'/>").encode())  # must not raise
     assert "storing held notifications (1) failed; the next check of their nodes fetches them" in caplog.text

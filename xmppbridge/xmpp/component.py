@@ -34,11 +34,12 @@ RECONNECT_MAX_DELAY = 30.0
 # Errors that say "try again later" rather than "no": the s2s link or the peer is down for now.
 TRANSIENT_CONDITIONS = ("remote-server-timeout", "remote-server-not-found", "recipient-unavailable",
                         "service-unavailable", "resource-constraint")
-# Notifications are handed to the sink in groups, to be stored in one transaction: held from the first
-# for up to HOLD_SECONDS, or until HOLD_NOTIFICATIONS have come. Under load a commit per item cost the
-# receiving bridge ~0.2 ms an item, an eighth of its time (BENCHMARKS.md §3); the hold adds at most
-# 20 ms of latency. A held item is still on the peer's node: should the process die holding it, the
-# next check of the node or the catch-up after the restart fetches it again.
+# Notifications are stored at most once every HOLD_SECONDS, each time all that came meanwhile in one
+# transaction (or as soon as HOLD_NOTIFICATIONS have come). Under load a commit per item cost the
+# receiving bridge ~0.2 ms an item, an eighth of its time (BENCHMARKS.md §3); a notification that comes
+# when nothing was stored for that long is stored at once, so only a busy receiver adds latency, at
+# most 20 ms. A held item is still on the peer's node: should the process die holding it, the next
+# check of the node or the catch-up after the restart fetches it again.
 HOLD_SECONDS = 0.02
 HOLD_NOTIFICATIONS = 64
 
@@ -80,6 +81,7 @@ class BridgeComponent(ComponentXMPP):
         self._awaiting: dict[str, tuple[str, asyncio.Future[ET.Element], InOrder | None]] = {}
         self._held: list[Notification] = []
         self._hold_timer: asyncio.TimerHandle | None = None
+        self._delivered_at = float("-inf")  # loop time of the last delivery
 
     @property
     def pubsub(self) -> Any:
@@ -87,9 +89,15 @@ class BridgeComponent(ComponentXMPP):
 
     def data_received(self, data: bytes | str) -> None:
         # slixmpp handles every stanza of one read from the server right here, synchronously: one sink
-        # batch per read stores a burst of items with one commit instead of one each.
+        # batch per read stores the items fetched in it with one commit instead of one each.
         with self.sink.batch():
             super().data_received(data)
+        if self._held and self._hold_timer is None:
+            wait = self._delivered_at + HOLD_SECONDS - self.loop.time()
+            if wait <= 0:
+                self.deliver_held()
+            else:
+                self._hold_timer = self.loop.call_later(wait, self.deliver_held)
 
     def _spawn_event(self, xml: ET.Element) -> None:
         """Each stanza, in stream order. Notifications and answers to our pubsub IQs are handled here
@@ -100,11 +108,9 @@ class BridgeComponent(ComponentXMPP):
         if note is None:
             super()._spawn_event(xml)
             return
-        self._held.append(note)
+        self._held.append(note)  # data_received decides when they are handed over
         if len(self._held) >= HOLD_NOTIFICATIONS:
             self.deliver_held()
-        elif self._hold_timer is None:
-            self._hold_timer = self.loop.call_later(HOLD_SECONDS, self.deliver_held)
 
     def deliver_held(self) -> None:
         """Hand the notifications held so far to the sink, in the order they came, in one batch."""
@@ -114,6 +120,7 @@ class BridgeComponent(ComponentXMPP):
         held, self._held = self._held, []
         if not held:
             return
+        self._delivered_at = self.loop.time()
         try:
             with self.sink.batch():
                 for note in held:
