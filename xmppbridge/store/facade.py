@@ -58,8 +58,8 @@ class Store:
     def batch(self) -> Iterator[None]:
         """Writes made inside share one transaction, committed on the way out (also when the body
         raises: each write is atomic on its own, as a savepoint, so what was done is kept). Many small
-        writes, one commit: the receive path handles every item of one read from the server in a batch,
-        which at full rate saves most of the per-item commit cost (BENCHMARKS.md §3).
+        writes, one commit: the receive path stores the notifications of up to 20 ms in a batch, which
+        at full rate saves most of the per-item commit cost (BENCHMARKS.md §3).
 
         Meant for writes made synchronously, in one go: the write lock is held until the end, so other
         processes' writers wait (busy_timeout). A batch inside a batch joins the outer one."""
