@@ -53,6 +53,8 @@ def test_a_subscription_is_recognised_however_its_service_is_spelled(tmp_path: P
     assert config.follows("pubsub.b.test") and config.follows("PubSub.B.Test")
     assert config.follows("pep@c.test")
     assert not config.follows("pubsub.b.test.evil") and not config.follows("a@@b")
+    # One key per peer: the catch-up (which uses these) stores under the form notifications come from.
+    assert [s.service for s in config.subscriptions] == ["pubsub.b.test", "pep@c.test"]
 
 
 def test_secret_from_file(tmp_path: Path, base: dict) -> None:

@@ -68,6 +68,18 @@ def test_release_after_adding_a_trust_anchor(store: Store) -> None:
     assert not again.released and "already released" in again.outcome
 
 
+def test_a_record_kept_under_another_spelling_of_the_service_is_mirrored_under_the_usual_one(
+        store: Store) -> None:
+    # Earlier versions kept catch-up refusals under the configuration's spelling of the service.
+    store.add_reject(source="xmpp", service=SERVICE.upper(), node=NODE, item_id="item-1",
+                     reason="unknown-signer", message="", raw=by(B, "B-9"))
+    [done] = release(store, trusting(A, B), held(store), max_bytes=MAX_BYTES,
+                     follows=lambda service: service.lower() == SERVICE)
+    assert done.released
+    [entry] = store.entries()
+    assert entry.service == SERVICE  # where the notifications of that peer are stored
+
+
 def test_a_release_that_fails_again_keeps_the_item_with_the_new_reason(store: Store) -> None:
     receive(store, trusting(A), by(B, "B-2", name="csirt.a.test"))  # B speaking for A's domain
     [result] = release(store, trusting(A, B), held(store), max_bytes=MAX_BYTES, follows=FOLLOWS)

@@ -81,6 +81,16 @@ def test_the_whole_trust_section_loads(tmp_path: Path, base: dict) -> None:
     assert "pubsub.d.test" not in trust.sources
 
 
+def test_a_signer_rule_applies_however_the_service_is_spelled(tmp_path: Path, base: dict) -> None:
+    base["subscriptions"][0]["service"] = "PubSub.B.Test"
+    trust = load_config(write(tmp_path, base)).trust
+    # Keyed as stanzas' senders are: otherwise items from pubsub.b.test would meet no signer rule.
+    assert [ref.text for ref in trust.sources["pubsub.b.test"].signers] == ["CN=new b", "CN=old b"]
+    base["subscriptions"].append({"service": "pubsub.b.test", "allow_domains": ["x.test"]})
+    with pytest.raises(ConfigError, match="given by another subscription"):
+        load_config(write(tmp_path, base))
+
+
 def test_a_ca_alone_is_enough_to_subscribe(tmp_path: Path, base: dict) -> None:
     del base["trust"]["anchors"]
     assert load_config(write(tmp_path, base)).trust.authorities

@@ -12,20 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from slixmpp import JID
-from slixmpp.jid import InvalidJID
 
 from xmppbridge.chat.settings import OperatorSettings, operator_settings
 from xmppbridge.errors import ConfigError
 from xmppbridge.feed.settings import FeedSettings, feed_settings
 from xmppbridge.iodef.parse import DEFAULT_MAX_BYTES
+from xmppbridge.jids import InvalidJID, service_key
 from xmppbridge.signing.trust import NO_TRUST, TrustStore
 from xmppbridge.signing.trustconfig import anchor_paths, read_trust
 
 
 @dataclass(frozen=True)
 class Subscription:
-    service: str  # remote pubsub service JID, e.g. pubsub.b.test
+    service: str  # remote pubsub service, its normalised bare JID (jids.service_key), e.g. pubsub.b.test
     nodes: tuple[str, ...] | None  # None = "all": discover the service's IODEF nodes
     # The remote nodes' max_items. Below it, an item missing at catch-up was retracted; at it, the
     # node may have evicted old items on its own (see xmpp.mirror.retracted_while_away).
@@ -70,16 +69,16 @@ class Config:
         return self.feed.base_url
 
     def follows(self, service: str) -> bool:
-        """``service`` is one of the subscriptions, however its JID is spelled: a stanza's sender comes
-        normalised, the catch-up and stored records carry the configuration's spelling."""
+        """``service`` is one of the subscriptions, however its JID is spelled (records stored by
+        earlier versions may carry a configuration's spelling; the subscriptions are normalised)."""
         try:
-            return JID(service).bare in self._subscribed
+            return service_key(service) in self._subscribed
         except InvalidJID:
             return False
 
     @cached_property
     def _subscribed(self) -> frozenset[str]:  # computed once: asked for every item received
-        return frozenset(JID(s.service).bare for s in self.subscriptions)
+        return frozenset(s.service for s in self.subscriptions)
 
 
 class ConfigReader:
@@ -147,7 +146,7 @@ def load_config(file: str | Path) -> Config:
         if not isinstance(sub, dict) or not isinstance(sub.get("service"), str):
             raise r.error(key, "must be a mapping with a 'service' JID and 'nodes' (a list or 'all')")
         try:
-            JID(sub["service"])
+            service = service_key(sub["service"])  # the form stanzas come from: one key per peer
         except InvalidJID as exc:
             raise r.error(f"{key}.service", f"is not a JID ({exc})") from None
         nodes = sub.get("nodes", "all")
@@ -155,9 +154,9 @@ def load_config(file: str | Path) -> Config:
         if not isinstance(max_items, int) or isinstance(max_items, bool) or max_items < 1:
             raise r.error(f"{key}.max_items", "must be a positive whole number (the remote nodes' max_items)")
         if nodes == "all":
-            subscriptions.append(Subscription(sub["service"], None, max_items))
+            subscriptions.append(Subscription(service, None, max_items))
         elif isinstance(nodes, list) and nodes and all(isinstance(n, str) for n in nodes):
-            subscriptions.append(Subscription(sub["service"], tuple(nodes), max_items))
+            subscriptions.append(Subscription(service, tuple(nodes), max_items))
         else:
             raise r.error(f"{key}.nodes", "must be 'all' or a non-empty list of node names")
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from xmppbridge.errors import InputRejected
+from xmppbridge.jids import InvalidJID, service_key
 from xmppbridge.receive import message_of, mirror_item
 from xmppbridge.signing.verify import TrustStore
 from xmppbridge.store import Reject, Store
@@ -54,14 +55,18 @@ def _release_one(store: Store, trust: TrustStore, record: Reject, *, max_bytes: 
         return Release(record, False, f"unknown-source: {record.service} is not one of the subscriptions")
     if record.raw_size > len(record.raw):
         return Release(record, False, f"only {len(record.raw)} of its {record.raw_size} bytes were kept")
-    existing = store.find_entry(record.service, record.node, record.item_id)
+    try:
+        service = service_key(record.service)  # records of earlier versions may carry another spelling
+    except InvalidJID:
+        service = record.service
+    existing = store.find_entry(service, record.node, record.item_id)
     if existing is not None and existing.updated_at > (record.last_seen_at or record.received_at):
         # The peer has sent (or retracted) a later version since: releasing this one would roll it back.
         resolution = "superseded: the mirror holds a later version of this item"
         store.release_reject(record.id, resolution)
         return Release(record, True, resolution)
     try:
-        status = mirror_item(store, trust, service=record.service, node=record.node, item_id=record.item_id,
+        status = mirror_item(store, trust, service=service, node=record.node, item_id=record.item_id,
                              payload=record.raw, max_bytes=max_bytes, schema_mode=schema_mode)
     except InputRejected as exc:
         store.refuse_reject_again(record.id, exc.reason, message_of(exc))

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
+from xmppbridge.jids import InvalidJID, service_key
 from xmppbridge.signing.certfiles import certificate_files, load_certificates, load_crl
 from xmppbridge.signing.keys import fingerprint, key_strength_problem
 from xmppbridge.signing.trust import ANY_DOMAIN, SignerRef, SourceRule, TrustStore, pinned_by_fingerprint
@@ -190,7 +191,12 @@ def _sources(r: ConfigReader) -> dict[str, SourceRule]:
         if not isinstance(sub, dict) or ("signers" not in sub and "allow_domains" not in sub):
             continue  # load_config reports malformed subscriptions
         key = f"subscriptions[{i}]"
-        service = sub.get("service")
+        try:
+            # Keyed as the subscriptions and the stanzas' senders are: a rule for "PubSub.B.test" must
+            # apply to items from pubsub.b.test.
+            service = service_key(str(sub.get("service")))
+        except InvalidJID:
+            continue  # load_config reports it
         if service in rules:
             raise r.error(key, f"signers/allow_domains for {service} are given by another subscription")
         signers = None
@@ -200,5 +206,5 @@ def _sources(r: ConfigReader) -> dict[str, SourceRule]:
             signers = tuple(_signer_ref(r, f"{key}.signers[{j}]", s) for j, s in enumerate(sub["signers"]))
         allow = sub.get("allow_domains")
         domains = () if allow is None else _domain_list(r, f"{key}.allow_domains", allow, allow_any=True)
-        rules[str(service)] = SourceRule(signers=signers, allow_domains=domains)
+        rules[service] = SourceRule(signers=signers, allow_domains=domains)
     return rules
