@@ -33,7 +33,10 @@ class RecordingSink:
         if item_id == self.fail_on:
             raise RuntimeError("store locked")
         self.events.append(("item", service, node, item_id))
-        self.batches[-1].append(item_id) if self._depth else self.batches.append([item_id])
+        if self._depth:
+            self.batches[-1].append(item_id)
+        else:
+            self.batches.append([item_id])
 
     def on_retract(self, service: str, node: str, item_id: str) -> None:
         self.events.append(("retract", service, node, item_id))
@@ -171,9 +174,8 @@ async def test_an_answer_counts_only_from_the_service_asked() -> None:
     assert not component._awaiting  # nothing left waiting
 
 
-async def test_a_fetch_hands_its_item_over_in_stream_order() -> None:
-    sink = RecordingSink()
-    component = started(sink)
+async def fetch_seven(component: BridgeComponent) -> tuple[asyncio.Future[bool], str]:
+    """Item 7 of node n fetched from pubsub.a.test: the fetch under way, and the server's answer to it."""
     sent: list[str] = []
     component.send_raw = sent.append  # type: ignore[method-assign]
     fetching = asyncio.ensure_future(component.fetch_item("pubsub.a.test", "n", "7"))
@@ -181,6 +183,13 @@ async def test_a_fetch_hands_its_item_over_in_stream_order() -> None:
     answer = (f"<iq type='result' id='{sent_id(sent)}' from='pubsub.a.test'>"
               "<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='n'>"
               "<item id='7'><x xmlns='urn:x'/></item></items></pubsub></iq>")
+    return fetching, answer
+
+
+async def test_a_fetch_hands_its_item_over_in_stream_order() -> None:
+    sink = RecordingSink()
+    component = started(sink)
+    fetching, answer = await fetch_seven(component)
     # The answer, then a notification, in one read: the fetched item must be handed over first.
     component.data_received((answer + event("<item id='8'/>")).encode())
     await handed_over(sink, 2)
@@ -203,16 +212,11 @@ async def test_a_notification_is_handed_over_at_once_when_nothing_was_stored_lat
 async def test_notifications_held_before_a_fetch_answer_are_handed_over_before_it() -> None:
     sink = RecordingSink()
     component = started(sink)
-    sent: list[str] = []
-    component.send_raw = sent.append  # type: ignore[method-assign]
-    fetching = asyncio.ensure_future(component.fetch_item("pubsub.a.test", "n", "7"))
-    await asyncio.sleep(0)
+    fetching, answer = await fetch_seven(component)
     busy(component)
     component.data_received(event("<item id='8'/>").encode())
     assert sink.events == []  # held
-    component.data_received((f"<iq type='result' id='{sent_id(sent)}' from='pubsub.a.test'>"
-                             "<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='n'>"
-                             "<item id='7'><x xmlns='urn:x'/></item></items></pubsub></iq>").encode())
+    component.data_received(answer.encode())
     assert [e[3] for e in sink.events] == ["8", "7"]  # stream order, at once
     assert await fetching is True
 
