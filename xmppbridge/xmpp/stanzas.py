@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from xml.etree import ElementTree as ET
 
-from slixmpp import JID
-from slixmpp.jid import InvalidJID
+from xmppbridge.jids import InvalidJID, service_key
 
 STREAM_NS = "jabber:component:accept"
 EVENT_NS = "http://jabber.org/protocol/pubsub#event"
@@ -92,6 +91,6 @@ def bare(jid: str | None) -> str | None:
     if not jid:
         return None
     try:
-        return JID(jid).bare
+        return service_key(jid)  # the form subscriptions and trust rules are keyed by
     except InvalidJID:
         return None
