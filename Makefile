@@ -4,12 +4,17 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+# Every Debian package the demo and the tests use, installed with --no-install-recommends, so a
+# package that another one only recommends must be named here (README.md, "Debian packages"):
 # prosody + lua-dbi-sqlite3: the XMPP servers of the demo and integration tests (SQLite pubsub storage)
+# lua-unbound: Prosody's resolver (libunbound); without it Prosody ignores its `unbound` settings and
+#   the hosts file, and s2s between the local domains fails with remote-server-not-found. Debian's
+#   prosody only recommends it.
 # xmlsec1: signature interoperability tests; trang: converts the Atom RELAX NG schemas for feed tests
 # chromium: headless browser test of the feed's HTML views
 # ejabberd: the second XMPP server the bridge supports (mixed-federation tests);
 # profanity + tmux: a real chat client, driven like a person, for the chat tests
-DEBIAN_PACKAGES := prosody lua-dbi-sqlite3 xmlsec1 trang chromium ejabberd profanity tmux
+DEBIAN_PACKAGES := prosody lua-dbi-sqlite3 lua-unbound xmlsec1 trang chromium ejabberd profanity tmux
 
 .PHONY: demo test bench lint system-packages clean
 
