@@ -1,12 +1,16 @@
-"""`make demo` as a user meets it: it starts, prints READY with both feed URLs, and Ctrl-C stops it all."""
+"""`make demo` as a user meets it: it starts, prints READY with both feed URLs once B mirrors A's samples,
+survives a part that dies (and starts it again with the command it prints), and Ctrl-C stops it all."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -15,45 +19,125 @@ import pytest
 
 pytestmark = pytest.mark.integration
 ATOM = "http://www.w3.org/2005/Atom"
+SAMPLE = Path(__file__).resolve().parents[1] / "config" / "samples" / "01-phishing-public-v2.xml"
 
 
-def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    workdir = tmp_path / "demo"
-    slot = int(os.environ.get("XMPPBRIDGE_TEST_SLOT", "0"))  # as in conftest: several working copies
-    port = 28181 + 20 * slot
-    demo = subprocess.Popen(
+def _slot() -> int:
+    return int(os.environ.get("XMPPBRIDGE_TEST_SLOT", "0"))  # as in conftest: several working copies
+
+
+def _start_demo(workdir: Path, hosts: tuple[int, int], port: int) -> subprocess.Popen[str]:
+    addresses = ",".join(f"127.0.{_slot()}.{host}" for host in hosts)
+    return subprocess.Popen(
         [sys.executable, "-m", "xmppbridge.cli", "demo", "--workdir", str(workdir),
-         "--addresses", f"127.0.{slot}.32,127.0.{slot}.33", "--feed-port", str(port)],
+         "--addresses", addresses, "--feed-port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
+
+
+def _read_until(demo: subprocess.Popen[str], output: list[str], marker: str, timeout: float = 120) -> bool:
+    """Read the demo's output into ``output`` until a line starts with ``marker`` (or it ends)."""
+    assert demo.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = demo.stdout.readline()
+        if not line:
+            return False
+        output.append(line)
+        if line.startswith(marker):
+            return True
+    return False
+
+
+def _health(port: int) -> dict[str, object]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz") as response:
+        return json.load(response)
+
+
+def _no_leftovers(workdir: Path) -> None:
+    leftovers = subprocess.run(["pgrep", "-fa", str(workdir)], capture_output=True, text=True).stdout
+    assert leftovers == ""
+
+
+def test_demo_runs_survives_a_killed_bridge_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    port = 28181 + 20 * _slot()
+    demo = _start_demo(workdir, (32, 33), port)
     output: list[str] = []
     try:
-        deadline = time.monotonic() + 120
-        assert demo.stdout is not None
-        while time.monotonic() < deadline:
-            line = demo.stdout.readline()
-            if not line:
-                break
-            output.append(line)
-            if line.startswith("READY "):
-                break
+        _read_until(demo, output, "READY ")
         ready = [line for line in output if line.startswith("READY ")]
         assert ready == [f"READY http://127.0.0.1:{port}/ http://127.0.0.1:{port + 1}/\n"], "".join(output)
-
         for name in ("a.yaml", "b.yaml"):
             assert (workdir / name).exists()
-        with urllib.request.urlopen(f"http://127.0.0.1:{port + 1}/healthz") as response:
-            health = json.load(response)
         published = sum(": published to " in line for line in output)
+        assert f"B mirrored all {published} incidents published at A, signatures verified.\n" in output
+        health = _health(port + 1)
         assert health["entries"] == published >= 7  # B mirrored everything A published
         assert health["rejects"] == 0
         with urllib.request.urlopen(f"http://127.0.0.1:{port + 1}/feeds/public") as response:
             assert f'xmlns="{ATOM}"'.encode() in response.read()
+
+        # kill -9 of B's bridge: the demo says so, keeps A running, and prints how to start B again.
+        pid = int((workdir / "pids" / "bridge-b").read_text())
+        os.kill(pid, signal.SIGKILL)
+        assert _read_until(demo, output, "start it again with:", timeout=30), "".join(output)
+        assert f"bridge-b (pid {pid}) was killed by signal 9 (SIGKILL). The other servers and bridges keep " \
+               "running.\n" in output
+        assert _read_until(demo, output, "  ", timeout=5)
+        command = shlex.split(output[-1])
+        assert command[-4:] == ["--workdir", str(workdir.resolve()), "--restart", "bridge-b"]
+        assert demo.poll() is None and _health(port)["ready"]  # A still serves
+
+        # Published at A while B is down; B catches up once started again with the printed command.
+        document = tmp_path / "A-2024-0901.xml"
+        document.write_bytes(SAMPLE.read_bytes().replace(b"A-2024-0101", b"A-2024-0901"))
+        subprocess.run([sys.executable, "-m", "xmppbridge.cli", "publish", "-c", str(workdir / "a.yaml"),
+                        str(document)], check=True, capture_output=True, timeout=60)
+        restarted = subprocess.run(command, capture_output=True, text=True, timeout=150)
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+        assert "bridge-b is running again" in restarted.stdout
+        deadline = time.monotonic() + 30
+        while _health(port + 1)["entries"] != published + 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _health(port + 1)["entries"] == published + 1
     finally:
         demo.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
         rest, _ = demo.communicate(timeout=60)
     assert demo.returncode == 0, "".join(output) + rest
     assert "stopped." in rest
-    # Nothing the demo started is left behind.
-    leftovers = subprocess.run(["pgrep", "-f", str(workdir)], capture_output=True, text=True).stdout
-    assert leftovers == ""
+    _no_leftovers(workdir)  # the restarted bridge, not the demo's child, is stopped too
+
+
+def test_the_demo_says_why_b_does_not_hold_the_samples(tmp_path: Path) -> None:
+    """Something else holds B's s2s port and closes every connection (as a wrong service behind a port
+    forward would): A cannot verify B's domain, so B's subscriptions fail and nothing arrives."""
+    workdir = tmp_path / "demo"
+    port = 28185 + 20 * _slot()
+    impostor = socket.create_server((f"127.0.{_slot()}.35", 5269))
+    threading.Thread(target=_close_every_connection, args=(impostor,), daemon=True).start()
+    demo = _start_demo(workdir, (34, 35), port)
+    output: list[str] = []
+    try:
+        assert not _read_until(demo, output, "READY ", timeout=150), "".join(output)
+        rest = ""
+    finally:
+        if demo.poll() is None:
+            demo.send_signal(signal.SIGINT)
+        rest, _ = demo.communicate(timeout=60)
+        impostor.close()
+    text = "".join(output) + rest
+    assert demo.returncode == 1, text
+    assert "NOT READY: B holds 0 of the 8 incidents published at A." in text
+    assert "iodef/public/reporting item csirt.a.test/A-2024-0101 (01-phishing-public-v2.xml): not received" \
+        in text
+    _no_leftovers(workdir)
+
+
+def _close_every_connection(server: socket.socket) -> None:
+    while True:
+        try:
+            connection, _ = server.accept()
+        except OSError:
+            return
+        connection.close()

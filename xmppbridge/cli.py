@@ -110,6 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--addresses", default="127.0.0.2,127.0.0.3",
                      help="loopback addresses of a.test and b.test (default 127.0.0.2,127.0.0.3)")
     sub.add_argument("--feed-port", type=int, default=8081, help="A's feed port; B's is the next one")
+    sub.add_argument("--restart", metavar="PART",
+                     help="start one part of the running demo in --workdir again (server-a, bridge-a, "
+                          "server-b, bridge-b), in the background; the demo prints this when a part dies")
     return parser
 
 
@@ -384,6 +387,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from xmppbridge.demo.run import run_demo
+    from xmppbridge.demo.supervise import restart
+
+    if args.restart:
+        return restart(args.workdir.resolve(), args.restart)
 
     a, _, b = args.addresses.partition(",")
     return run_demo(args.workdir, addresses=(a, b), feed_port=args.feed_port)

@@ -45,6 +45,10 @@ class Member:
         return self.workdir / f"{self.name}.yaml"
 
     @property
+    def store_path(self) -> Path:
+        return self.workdir / "data" / f"{self.name}.sqlite"
+
+    @property
     def feed_url(self) -> str:
         return f"http://127.0.0.1:{self.feed_port}/"
 
@@ -132,7 +136,7 @@ class Consortium:
                     fingerprint(load_pem_x509_certificate((keys / f"{m.name}.crt").read_bytes())): [m.domain]
                     for m in others}},
                 "subscriptions": [{"service": self.members[s].pubsub_jid, "nodes": "all"} for s in sources],
-                "store": {"path": f"data/{member.name}.sqlite"},
+                "store": {"path": str(member.store_path.relative_to(self.workdir))},
                 "feed": {"listen": f"127.0.0.1:{member.feed_port}", "base_url": member.feed_url,
                          "anonymous_restrictions": anonymous_restrictions or ["public"],
                          "users": self._feed_users(member, users or {}), **(feed or {})},
@@ -169,14 +173,20 @@ class Consortium:
         """Start member ``name``'s bridge and wait until it is ready: connected, subscribed and caught
         up with what its peers hold (which takes longer the more they hold)."""
         member = self.members[name]
-        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        log = open(self.log_path(name), "ab")  # noqa: SIM115 - handed to the child
         member.bridge = subprocess.Popen(
-            [sys.executable, "-m", "xmppbridge.cli", "run", "-c", str(member.config_path)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            self.bridge_command(name), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
         self.wait_ready(name, timeout)
+
+    def bridge_command(self, name: str) -> list[str]:
+        return [sys.executable, "-m", "xmppbridge.cli", "run", "-c", str(self.members[name].config_path)]
+
+    def log_path(self, name: str) -> Path:
+        """Where member ``name``'s bridge writes its log."""
+        return self.workdir / f"{name}.log"
 
     def wait_ready(self, name: str, timeout: float = 30.0) -> None:
         member = self.members[name]
@@ -214,7 +224,7 @@ class Consortium:
             member.prosody.stop()
 
     def log_tail(self, name: str, size: int = 4000) -> str:
-        path = self.workdir / f"{name}.log"
+        path = self.log_path(name)
         return path.read_text(errors="replace")[-size:] if path.exists() else "(no log)"
 
     def publish(self, name: str, *files: Path, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:

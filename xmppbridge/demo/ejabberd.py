@@ -31,7 +31,7 @@ from pathlib import Path
 from string import Template
 
 from xmppbridge.demo.prosody import REPO_ROOT, _names, _write_tls_cert
-from xmppbridge.demo.server import LocalServer
+from xmppbridge.demo.server import LocalServer, port_open
 
 TEMPLATES = REPO_ROOT / "deploy" / "ejabberd"
 USER = "ejabberd"
@@ -101,7 +101,7 @@ class EjabberdServer(LocalServer):
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise EjabberdError(f"ejabberd for {self.domain} exited: {self._log_tail()}")
-            if all(_port_open(self.ip, port) for port in (self.component_port, self.s2s_port, self.c2s_port)):
+            if all(port_open(self.ip, port) for port in (self.component_port, self.s2s_port, self.c2s_port)):
                 return
             time.sleep(0.1)
         tail = self._log_tail()
@@ -172,11 +172,6 @@ def _inetrc(ip: str, hosts: dict[str, str]) -> str:
         lines.append(f"{{host, {{{ip.replace('.', ',')}}}, [{names}]}}.")
     return "\n".join(lines) + "\n"
 
-
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex((host, port)) == 0
 
 
 class LoopbackDns:

@@ -7,10 +7,10 @@ Used by ``make demo`` and by the integration tests, so both run exactly the conf
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from xmppbridge.demo.server import LocalServer
+from xmppbridge.demo.server import LocalServer, port_open
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO_ROOT / "deploy" / "prosody" / "domain.cfg.lua.in"
@@ -30,6 +30,32 @@ TEMPLATE = REPO_ROOT / "deploy" / "prosody" / "domain.cfg.lua.in"
 
 class ProsodyError(RuntimeError):
     """Prosody could not be started; the message includes the tail of its error log."""
+
+
+MISSING_UNBOUND = (
+    "Prosody's resolver, libunbound's Lua binding, is not installed: without it Prosody ignores the "
+    "`unbound` settings of deploy/prosody/domain.cfg.lua.in, cannot resolve the other local domains, and "
+    "s2s fails with remote-server-not-found. Install it with `apt-get install lua-unbound` (`make demo` "
+    "and `make test` do)."
+)
+
+
+@functools.cache
+def has_lua_unbound(binary: str) -> bool:
+    """Whether the Lua that runs ``binary`` (Prosody's launcher script) can load ``lunbound``.
+
+    Prosody 0.12 only logs at debug level that it fell back to its own resolver, so we ask the same
+    interpreter directly. Debian's prosody only recommends the package, so installs made with
+    --no-install-recommends lack it.
+    """
+    with open(binary, "rb") as script:
+        first = script.readline().decode(errors="replace")
+    interpreter = first[2:].split() if first.startswith("#!") else ["lua"]
+    try:
+        probe = subprocess.run([*interpreter, "-e", 'require "lunbound"'], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
 
 
 @dataclass
@@ -66,24 +92,28 @@ class ProsodyServer(LocalServer):
     def start(self, timeout: float = 15.0) -> None:
         binary = shutil.which("prosody")
         if binary is None:
-            raise ProsodyError("prosody is not installed: apt-get install prosody lua-dbi-sqlite3")
-        config = self.write_config()
+            raise ProsodyError("prosody is not installed: apt-get install prosody lua-dbi-sqlite3 "
+                               "lua-unbound")
+        if not has_lua_unbound(binary):
+            raise ProsodyError(MISSING_UNBOUND)
+        command = self.command()
         log = open(self.workdir / "stdout.log", "ab")  # noqa: SIM115 - lives as long as the process
-        # -F keeps it in the foreground, so the process we hold is the server itself.
-        self.process = subprocess.Popen(
-            [binary, "--config", str(config), "-F"], stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise ProsodyError(f"prosody for {self.domain} exited: {self._log_tail()}")
-            if _port_open(self.ip, self.component_port) and _port_open(self.ip, self.s2s_port):
+            if port_open(self.ip, self.component_port) and port_open(self.ip, self.s2s_port):
                 return
             time.sleep(0.05)
         self.stop()
         raise ProsodyError(f"prosody for {self.domain} did not listen within {timeout} s: {self._log_tail()}")
+
+    def command(self) -> list[str]:
+        """The command line of this server (writes its configuration first)."""
+        # -F keeps it in the foreground, so the process we hold is the server itself.
+        return [shutil.which("prosody") or "prosody", "--config", str(self.write_config()), "-F"]
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -115,11 +145,6 @@ def _names(domain: str) -> str:
     # name must resolve, not only the domain.
     return f"{domain} pubsub.{domain} bridge.{domain}"
 
-
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex((host, port)) == 0
 
 
 def _write_tls_cert(directory: Path, domain: str) -> None:

@@ -1,4 +1,9 @@
-"""``make demo``: two federated members on loopback, sample incidents published at A, mirrored at B."""
+"""``make demo``: two federated members on loopback, sample incidents published at A, mirrored at B.
+
+READY is printed only once B holds every sample A published, byte for byte as A signed it (B stores an
+entry only after verifying its signature). Otherwise the demo stops with a diagnosis. Once READY, a part
+that dies is reported with the command that starts it again, and the rest keeps running.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +11,28 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from xmppbridge.demo.accounts import ProsodyAccounts, create_accounts, write_credentials
 from xmppbridge.demo.consortium import Consortium
-from xmppbridge.demo.prosody import REPO_ROOT
+from xmppbridge.demo.mirrored import Missing, Published, missing_at, published_by
+from xmppbridge.demo.prosody import MISSING_UNBOUND, REPO_ROOT, ProsodyError, has_lua_unbound
+from xmppbridge.demo.supervise import Part, Supervisor
 
 SAMPLES = REPO_ROOT / "config" / "samples"
+MIRROR_TIMEOUT = 60.0  # seconds for B to mirror the samples; they arrive within a second or two
 
 
 def run_demo(workdir: Path, *, addresses: tuple[str, str] = ("127.0.0.2", "127.0.0.3"),
              feed_port: int = 8081) -> int:
-    if shutil.which("prosody") is None:
+    prosody = shutil.which("prosody")
+    if prosody is None or not has_lua_unbound(prosody):
         print("prosody is not installed: run `make demo` (it installs it) or apt-get install prosody "
-              "lua-dbi-sqlite3", file=sys.stderr)
+              "lua-dbi-sqlite3 lua-unbound" if prosody is None else MISSING_UNBOUND, file=sys.stderr)
         return 2
     consortium = Consortium(workdir, dict(zip("ab", addresses, strict=True)), feed_port_base=feed_port)
+    supervisor: Supervisor | None = None
     stop_requested = False
 
     def request_stop(*_: object) -> None:
@@ -42,20 +53,22 @@ def run_demo(workdir: Path, *, addresses: tuple[str, str] = ("127.0.0.2", "127.0
         write_credentials(consortium.workdir / "xmpp-credentials", accounts)
         for name in ("a", "b"):
             consortium.start_bridge(name)
+        supervisor = _supervise(consortium)
         print("bridges: bridge.a.test and bridge.b.test connected")
-        samples = sorted(SAMPLES.glob("*.xml"))
-        result = consortium.publish("a", *samples)
+        result = consortium.publish("a", *sorted(SAMPLES.glob("*.xml")))
         print(result.stdout, end="")
         if result.returncode != 0:
             print(result.stderr, file=sys.stderr, end="")
             return 1
-        expected = result.stdout.count(": published to ")
-        deadline = time.monotonic() + 60
-        while consortium.health("b").get("entries", 0) < expected and time.monotonic() < deadline:
-            time.sleep(0.2)
-        mirrored = consortium.health("b").get("entries", 0)
+        items = published_by(result.stdout)
+        missing = _wait_until_mirrored(consortium, items, lambda: stop_requested)
+        if stop_requested:
+            return 0
+        if missing:
+            print(_diagnosis(consortium, items, missing), file=sys.stderr, flush=True)
+            return 1
         a, b = consortium["a"], consortium["b"]
-        print(f"\nB mirrored {mirrored} of {expected} incidents published at A, signatures verified.")
+        print(f"\nB mirrored all {len(items)} incidents published at A, signatures verified.")
         print(f"A's feeds: {a.feed_url}.well-known/rolie/servicedocument")
         print(f"B's feeds: {b.feed_url}.well-known/rolie/servicedocument")
         print(f"sign in:   analyst passwords (HTTP Basic) are in {consortium.workdir / 'credentials'}")
@@ -65,15 +78,70 @@ def run_demo(workdir: Path, *, addresses: tuple[str, str] = ("127.0.0.2", "127.0
         print("Ctrl-C stops everything.")
         print(f"READY {a.feed_url} {b.feed_url}", flush=True)
         while not stop_requested:
-            for name in ("a", "b"):
-                bridge = consortium[name].bridge
-                if bridge is not None and bridge.poll() is not None:
-                    print(f"bridge {name} stopped unexpectedly:\n{consortium.log_tail(name)}",
-                          file=sys.stderr)
-                    return 1
+            for message in supervisor.poll():
+                print(message, file=sys.stderr, flush=True)
             time.sleep(0.5)
         return 0
+    except (ProsodyError, RuntimeError) as exc:
+        print(f"the demo could not start: {exc}", file=sys.stderr)
+        return 1
     finally:
         print("stopping bridges and servers...", flush=True)
+        if supervisor is not None:
+            supervisor.stop_all()
         consortium.stop()
         print("stopped.")
+
+
+def _supervise(consortium: Consortium) -> Supervisor:
+    """Watch the four processes; ``--restart PART`` starts one of them again from another terminal."""
+    parts, processes = [], {}
+    for name, member in consortium.members.items():
+        server = member.prosody
+        parts.append(Part(f"server-{name}", server.command(), server.workdir / "prosody.log",
+                          [(server.ip, server.component_port), (server.ip, server.s2s_port)]))
+        parts.append(Part(f"bridge-{name}", consortium.bridge_command(name), consortium.log_path(name),
+                          [], member.feed_url + "healthz"))
+        assert server.process is not None and member.bridge is not None  # both started above
+        processes |= {f"server-{name}": server.process, f"bridge-{name}": member.bridge}
+    supervisor = Supervisor(consortium.workdir, parts)
+    for name, process in processes.items():
+        supervisor.track(name, process)
+    return supervisor
+
+
+def _wait_until_mirrored(consortium: Consortium, items: list[Published],
+                         stopping: Callable[[], bool]) -> list[Missing]:
+    """What B still lacks once it holds everything, holds the rest in quarantine, or time is up."""
+    deadline = time.monotonic() + MIRROR_TIMEOUT
+    while True:
+        missing = missing_at(consortium["b"].store_path, consortium["a"].store_path, items)
+        # Quarantined items stay there until an operator releases them: no point in waiting.
+        if all(m.reason is not None for m in missing) or time.monotonic() > deadline:
+            return missing
+        if stopping():
+            return missing
+        time.sleep(0.5)
+
+
+def _diagnosis(consortium: Consortium, items: list[Published], missing: list[Missing]) -> str:
+    b = consortium["b"]
+    lines = [f"NOT READY: B holds {len(items) - len(missing)} of the {len(items)} incidents published at A."]
+    lines += [f"  {each.describe()}" for each in missing]
+    if any(m.reason is not None for m in missing):
+        lines.append(f"B refused them; why, in full: xmppbridge quarantine list -c {b.config_path}")
+    if any(m.reason is None for m in missing):
+        lines.append(f"B never received them within {MIRROR_TIMEOUT:.0f} s. What B's bridge logged:")
+        lines += [f"  {line}" for line in _problems(consortium.log_path("b"))]
+    lines.append(f"logs: {consortium.log_path('a')}, {consortium.log_path('b')}, "
+                 f"{consortium.workdir / 'prosody'}/*/prosody.log")
+    return "\n".join(lines)
+
+
+def _problems(log: Path, limit: int = 8) -> list[str]:
+    """The last warnings and errors of a bridge log."""
+    if not log.exists():
+        return ["(no log)"]
+    found = [line for line in log.read_text(errors="replace").splitlines()
+             if " WARNING " in line or " ERROR " in line]
+    return found[-limit:] or ["(no warnings or errors)"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,3 +30,10 @@ class LocalServer:
     @property
     def pubsub_jid(self) -> str:
         return f"pubsub.{self.domain}"
+
+
+def port_open(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on ``host``:``port`` (a server is listening)."""
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
