@@ -92,6 +92,19 @@ def test_passes_without_the_bridge_and_leaves_subscriptions_as_they_were(b_stopp
     assert {"name", "status", "found", "fix"} <= report["checks"][0].keys()
 
 
+def test_passes_after_the_bridge_was_killed(trio: Consortium) -> None:
+    """kill -9 leaves "online" in the store: the doctor's request goes unanswered, and it connects itself."""
+    trio.stop_bridge("b", kill=True)
+    try:
+        with closing(Store(trio["b"].workdir / "data" / "b.sqlite")) as store:
+            assert store.state()["connection"][0] == "online"
+        result = doctor(trio["b"].config_path)
+    finally:
+        trio.start_bridge("b")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "secret accepted" in result.stdout
+
+
 def test_names_an_unresolvable_peer(b_stopped: Member) -> None:
     config = yaml.safe_load(b_stopped.config_path.read_text())
     config = variant(b_stopped, "nowhere", {"subscriptions": [*config["subscriptions"],
