@@ -82,6 +82,12 @@ def test_xmpp_errors_point_at_their_usual_cause() -> None:
     not_found = xmpp_error_fix("remote-server-not-found", "pubsub.b.example")
     assert "lua-unbound" in not_found and "_xmpp-server._tcp.pubsub.b.example" in not_found
     assert "5269" in xmpp_error_fix("remote-server-timeout", "pubsub.b.example")
+    refused = xmpp_error_fix("remote-server-not-found", "pubsub.b.example",
+                             "Server-to-server connection failed: connection refused")
+    assert "nothing accepted the connection" in refused and "lua-unbound" not in refused
+    timed_out = xmpp_error_fix("remote-server-not-found", "pubsub.b.example",
+                               "Server-to-server connection failed: connection timeout")
+    assert "firewall" in timed_out and "lua-unbound" not in timed_out
     assert "whitelist" in xmpp_error_fix("forbidden", "pubsub.b.example")
     assert "subscriptions[].service" in xmpp_error_fix("service-unavailable", "pubsub.b.example")
 

@@ -397,6 +397,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         report = Report.of([Check("config", "FAIL", str(exc), "fix the setting it names")])
     else:
+        if not args.verbose:  # slixmpp's notes on connecting and closing are not findings
+            logging.getLogger("slixmpp").setLevel(logging.WARNING)
         report = asyncio.run(diagnose(config, timeout=args.timeout))
     print(report_json(report) if args.json else format_text(report))
     return EXIT_INVALID if report.failed else EXIT_OK

@@ -61,17 +61,23 @@ def crl_check(name: str, crl: x509.CertificateRevocationList, now: datetime.date
     return Check(name, "ok", found)
 
 
-def xmpp_error_fix(condition: str, service: str) -> str:
-    """What to do about an XMPP stanza error (RFC 6120 §8.3.3) that ``service`` or the s2s link gave."""
+def xmpp_error_fix(condition: str, service: str, text: str = "") -> str:
+    """What to do about an XMPP stanza error (RFC 6120 §8.3.3) that ``service`` or the s2s link gave;
+    ``text`` is the error's text, which tells a name that did not resolve from a refused connection."""
     domain = service.partition("@")[2] or service
+    said = text.lower()
+    if condition == "remote-server-not-found" and "refused" in said:
+        return (f"{domain} resolved, but nothing accepted the connection: the peer's server is down, or "
+                "a firewall rejects port 5269 (or the port of its SRV record)")
+    # Prosody 0.12 reports a connection attempt that timed out as remote-server-not-found.
+    if condition == "remote-server-timeout" or condition == "remote-server-not-found" and "timeout" in said:
+        return (f"the connection to {domain} timed out: a firewall between the servers drops it, or port "
+                "5269 (or the port of its SRV record) is not open on the peer's server")
     if condition == "remote-server-not-found":
         return (f"our XMPP server cannot resolve or reach {domain}: check its DNS (SRV "
                 f"_xmpp-server._tcp.{domain}, or an A/AAAA record) and our server's resolver; Prosody "
                 "resolves with libunbound only when lua-unbound is installed (Debian: apt-get install "
                 "lua-unbound), and ignores its `unbound` settings without it")
-    if condition == "remote-server-timeout":
-        return (f"the connection to {domain} timed out: a firewall between the servers, or port 5269 "
-                "(or the port of its SRV record) not open on the peer's server")
     if condition in ("forbidden", "not-authorized", "not-allowed", "registration-required"):
         return (f"ask the operator of {service} to allow our component JID (their pubsub.whitelist, "
                 "or the node's access model)")

@@ -71,7 +71,7 @@ async def peer_checks(xmpp: BridgeComponent, subscription: Subscription, timeout
         await xmpp.plugin["xep_0030"].get_info(jid=service, ifrom=me, timeout=timeout, cached=False)
     except IqError as exc:
         return [Check(f"{name} reachable", "FAIL", f"disco#info over s2s: {_error(exc)}",
-                      xmpp_error_fix(exc.condition, service))]
+                      xmpp_error_fix(exc.condition, service, exc.text))]
     except IqTimeout:
         return [Check(f"{name} reachable", "FAIL", f"no answer to disco#info within {timeout:.0f} s",
                       xmpp_error_fix("remote-server-timeout", service))]
@@ -81,7 +81,7 @@ async def peer_checks(xmpp: BridgeComponent, subscription: Subscription, timeout
         discovered = await xmpp.discover_iodef_nodes(service, timeout=timeout)
     except (IqError, IqTimeout) as exc:
         checks.append(Check(f"{name} IODEF nodes", "FAIL", f"discovery (disco#items, disco#info per node) "
-                            f"failed: {_error(exc)}", xmpp_error_fix(_condition(exc), service)))
+                            f"failed: {_error(exc)}", xmpp_error_fix(_condition(exc), service, _text(exc))))
         return checks
     nodes = list(subscription.nodes or discovered)
     if subscription.nodes is not None:
@@ -124,7 +124,7 @@ async def _subscribe_check(xmpp: BridgeComponent, service: str, nodes: list[str]
                 await pubsub.unsubscribe(service, node, ifrom=me, timeout=timeout)
         except (IqError, IqTimeout) as exc:
             return Check(name, "FAIL", f"may not {step} {node}: {_error(exc)}",
-                         xmpp_error_fix(_condition(exc), service))
+                         xmpp_error_fix(_condition(exc), service, _text(exc)))
     return Check(name, "ok", f"subscribed to and read {len(nodes)} node(s) ({held} by the bridge's "
                  "existing subscription)")
 
@@ -143,6 +143,10 @@ async def _subscribed(xmpp: BridgeComponent, service: str, node: str, timeout: f
 
 def _condition(exc: IqError | IqTimeout) -> str:
     return exc.condition if isinstance(exc, IqError) else "remote-server-timeout"
+
+
+def _text(exc: IqError | IqTimeout) -> str:
+    return exc.text if isinstance(exc, IqError) else ""
 
 
 def _error(exc: IqError | IqTimeout) -> str:
