@@ -70,7 +70,7 @@ def xmpp_error_fix(condition: str, service: str, text: str = "") -> str:
         return (f"{domain} resolved, but nothing accepted the connection: the peer's server is down, or "
                 "a firewall rejects port 5269 (or the port of its SRV record)")
     # Prosody 0.12 reports a connection attempt that timed out as remote-server-not-found.
-    if condition == "remote-server-timeout" or condition == "remote-server-not-found" and "timeout" in said:
+    if condition == "remote-server-timeout" or (condition == "remote-server-not-found" and "timeout" in said):
         return (f"the connection to {domain} timed out: a firewall between the servers drops it, or port "
                 "5269 (or the port of its SRV record) is not open on the peer's server")
     if condition == "remote-server-not-found":
