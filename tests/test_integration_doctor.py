@@ -4,6 +4,8 @@ bridge running, and naming the peer or setting and the cause for the usual first
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,6 +30,8 @@ def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consortium]:
     consortium = loopback_consortium(tmp_path_factory.mktemp("doctor"), {"a": 82, "b": 83, "c": 84},
                                      feed_port_base=18485, discovery_interval=1.0)
     consortium["c"].prosody.bridge_is_admin = False
+    # far.test resolves (B's hosts file) to an address where a "firewall" drops connections (``blackhole``).
+    consortium["b"].prosody.peers["far.test"] = blackhole_address()
     consortium.write_files()
     try:
         consortium.start_servers()
@@ -41,6 +45,28 @@ def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consortium]:
         yield consortium
     finally:
         consortium.stop()
+
+
+def blackhole_address() -> str:
+    return f"127.0.{os.environ.get('XMPPBRIDGE_TEST_SLOT', '0')}.85"
+
+
+@pytest.fixture
+def blackhole() -> Iterator[None]:
+    """Port 5269 of ``blackhole_address`` drops connection attempts as a firewall would: a listener that
+    never accepts, its backlog full, so the kernel leaves further SYNs unanswered."""
+    with socket.socket() as listener:
+        listener.bind((blackhole_address(), 5269))
+        listener.listen(0)
+        fillers = [socket.socket() for _ in range(3)]
+        try:
+            for filler in fillers:
+                filler.setblocking(False)
+                filler.connect_ex((blackhole_address(), 5269))
+            yield
+        finally:
+            for filler in fillers:
+                filler.close()
 
 
 @pytest.fixture
@@ -115,6 +141,27 @@ def test_names_an_unresolvable_peer(b_stopped: Member) -> None:
     [failed] = lines(result, "FAIL")
     assert "peer pubsub.nowhere.test reachable" in failed
     assert "remote-server-not-found" in failed and "lua-unbound" in failed
+
+
+def test_names_a_firewall_that_drops_s2s(b_stopped: Member, blackhole: None) -> None:
+    config = variant(b_stopped, "far", {"subscriptions": [{"service": "pubsub.far.test"}]})
+    result = doctor(config)  # gives up before Prosody does (after 20 s)
+    print(result.stdout)
+    assert result.returncode == 1
+    [failed] = lines(result, "FAIL")
+    assert "peer pubsub.far.test reachable" in failed and "no answer" in failed
+    assert "firewall" in failed and "5269" in failed
+
+
+def test_names_a_closed_component_port(b_stopped: Member) -> None:
+    config = yaml.safe_load(b_stopped.config_path.read_text())
+    closed = {**config["component"], "server": {"host": blackhole_address(), "port": 5347}}
+    result = doctor(variant(b_stopped, "port", {"component": closed}))
+    print(result.stdout)
+    assert result.returncode == 1
+    [failed] = lines(result, "FAIL")
+    assert f"cannot connect to {blackhole_address()}:5347" in failed
+    assert "component port must be open" in failed
 
 
 def test_names_a_wrong_secret(b_stopped: Member) -> None:
