@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +20,10 @@ from xmppbridge.doctor.advice import (
     signing_usage_check,
     xmpp_error_fix,
 )
+from xmppbridge.doctor.local import feed_checks, signing_checks
 from xmppbridge.doctor.report import Check, Report, checks_from_data, format_text, report_json
+from xmppbridge.feed.settings import FeedSettings
+from xmppbridge.signing.keys import generate_identity_files
 from xmppbridge.store import Store
 
 
@@ -134,3 +138,34 @@ async def test_no_answer_when_no_bridge_takes_the_request(tmp_path: Path, monkey
     config = SimpleNamespace(subscriptions=())
     with Store(tmp_path / "s.sqlite") as store:
         assert await relay.ask_bridge(store, config, timeout=1.0) is None  # type: ignore[arg-type]
+
+
+def _signing_config(tmp_path: Path, key: str = "k.pem") -> SimpleNamespace:
+    generate_identity_files("CSIRT A", tmp_path / "k.pem", tmp_path / "c.pem", kind="ec")
+    generate_identity_files("Other", tmp_path / "other.pem", tmp_path / "other-c.pem", kind="ec")
+    return SimpleNamespace(signing_key=tmp_path / key, signing_cert=tmp_path / "c.pem")
+
+
+def test_signing_checks_pass_for_a_matching_pair(tmp_path: Path) -> None:
+    checks = signing_checks(_signing_config(tmp_path), NOW)  # type: ignore[arg-type]
+    assert [c.status for c in checks] == ["ok", "ok", "ok"]
+
+
+def test_signing_checks_catch_a_key_of_another_certificate(tmp_path: Path) -> None:
+    checks = signing_checks(_signing_config(tmp_path, key="other.pem"), NOW)  # type: ignore[arg-type]
+    [failed] = [c for c in checks if c.status == "FAIL"]
+    assert failed.name == "signing key" and "does not belong" in failed.found
+
+
+def test_feed_address_in_use(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        feed = FeedSettings(base_url=f"http://127.0.0.1:{port}/", listen_port=port)
+        [other, _] = feed_checks(feed, NOW, bridge_running=False)
+        [ours, _] = feed_checks(feed, NOW, bridge_running=True)
+    assert other.status == "FAIL" and "in use by another program" in other.found
+    assert ours.status == "ok"
+    [free, _] = feed_checks(feed, NOW, bridge_running=False)
+    assert free.status == "ok" and "free" in free.found
