@@ -17,6 +17,7 @@ from xmppbridge.doctor.advice import (
     certificate_check,
     connection_check,
     crl_check,
+    nodes_check,
     signing_usage_check,
     xmpp_error_fix,
 )
@@ -94,6 +95,14 @@ def test_xmpp_errors_point_at_their_usual_cause() -> None:
     assert "firewall" in timed_out and "lua-unbound" not in timed_out
     assert "whitelist" in xmpp_error_fix("forbidden", "pubsub.b.example")
     assert "subscriptions[].service" in xmpp_error_fix("service-unavailable", "pubsub.b.example")
+
+
+def test_nodes_found_by_discovery_or_configured() -> None:
+    assert nodes_check("n", "pubsub.b", None, ["iodef/public/reporting"]).status == "ok"
+    assert nodes_check("n", "pubsub.b", None, []).status == "warn"
+    assert nodes_check("n", "pubsub.b", ("iodef/a",), ["iodef/a", "iodef/b"]).status == "ok"
+    missing = nodes_check("n", "pubsub.b", ("iodef/a", "typo"), ["iodef/a"])
+    assert missing.status == "warn" and "typo" in missing.found and "iodef/a" not in missing.found
 
 
 def test_base_url() -> None:

@@ -88,6 +88,22 @@ def xmpp_error_fix(condition: str, service: str, text: str = "") -> str:
     return f"see the XMPP server's log for the s2s link to {domain}"
 
 
+def nodes_check(name: str, service: str, configured: tuple[str, ...] | None, discovered: list[str]) -> Check:
+    """The nodes a subscription follows: the configured ones, or for "all" those whose ``pubsub#type``
+    is an IODEF namespace (RFC 8600 §5)."""
+    if configured is not None:
+        untyped = [node for node in configured if node not in discovered]
+        if untyped:
+            return Check(name, "warn", f"not found as IODEF nodes (pubsub#type, RFC 8600 §5): "
+                         f"{', '.join(untyped)}", f"check subscriptions[].nodes against {service}'s nodes")
+        return Check(name, "ok", f"the {len(configured)} configured node(s) are IODEF nodes")
+    if not discovered:
+        return Check(name, "warn", "no node with an IODEF pubsub#type (RFC 8600 §5)",
+                     "nothing to do if the peer has published nothing yet; otherwise its nodes lack "
+                     "pubsub#type")
+    return Check(name, "ok", f"{len(discovered)} node(s): {', '.join(sorted(discovered))}")
+
+
 def base_url_check(url: str, *, tls: bool) -> Check:
     name = "feed base URL"
     parts = urlsplit(url)

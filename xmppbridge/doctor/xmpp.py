@@ -8,7 +8,7 @@ import secrets
 from slixmpp.exceptions import IqError, IqTimeout
 
 from xmppbridge.config import Config, Subscription
-from xmppbridge.doctor.advice import xmpp_error_fix
+from xmppbridge.doctor.advice import nodes_check, xmpp_error_fix
 from xmppbridge.doctor.report import Check
 from xmppbridge.xmpp.component import BridgeComponent
 
@@ -83,21 +83,10 @@ async def peer_checks(xmpp: BridgeComponent, subscription: Subscription, timeout
         checks.append(Check(f"{name} IODEF nodes", "FAIL", f"discovery (disco#items, disco#info per node) "
                             f"failed: {_error(exc)}", xmpp_error_fix(_condition(exc), service, _text(exc))))
         return checks
+    checks.append(nodes_check(f"{name} IODEF nodes", service, subscription.nodes, discovered))
     nodes = list(subscription.nodes or discovered)
-    if subscription.nodes is not None:
-        untyped = [n for n in subscription.nodes if n not in discovered]
-        checks.append(Check(f"{name} IODEF nodes", "warn" if untyped else "ok",
-                            f"configured {len(nodes)} node(s)" + (
-                                f"; not found as IODEF nodes (pubsub#type, RFC 8600 §5): {', '.join(untyped)}"
-                                if untyped else ""),
-                            f"check subscriptions[].nodes against {service}'s nodes" if untyped else ""))
-    elif not nodes:
-        checks.append(Check(f"{name} IODEF nodes", "warn", "no node with an IODEF pubsub#type (RFC 8600 §5)",
-                            "nothing to do if the peer has published nothing yet; otherwise its nodes "
-                            "lack pubsub#type"))
+    if not nodes:
         return checks
-    else:
-        checks.append(Check(f"{name} IODEF nodes", "ok", f"{len(nodes)} node(s): {', '.join(sorted(nodes))}"))
     checks.append(await _subscribe_check(xmpp, service, nodes, timeout))
     return checks
 
