@@ -10,6 +10,7 @@ from aiohttp import web
 from xmppbridge.chat.service import ChatService
 from xmppbridge.chat.state import ChatState
 from xmppbridge.config import Config
+from xmppbridge.doctor.relay import answer_doctor
 from xmppbridge.feed.app import make_app
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.feed.tls import server_context
@@ -81,6 +82,7 @@ class Bridge:
             self.mirror.recheck(self.xmpp),
             self.xmpp.keepalive(self.config.pubsub_service, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT),
             self.chat.watch(),
+            answer_doctor(self.config, self.store, self.xmpp),  # `xmppbridge doctor` while we run
             *([self.rooms.run()] if self.rooms else []),
             *([spool.run()] if spool else []),
         )]

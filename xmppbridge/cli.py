@@ -105,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("-c", "--config", required=True, type=Path)
     sub.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
+    sub = command("doctor", cmd_doctor, "check a deployment live: component, pubsub rights, peers over s2s, "
+                                        "keys, trust, feed; exit 1 if anything fails")
+    sub.add_argument("-c", "--config", required=True, type=Path)
+    sub.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    sub.add_argument("--timeout", type=float, default=10.0, help="seconds per network step (default 10)")
+
     sub = command("demo", cmd_demo, "run a two-domain consortium on loopback (what `make demo` runs)")
     sub.add_argument("--workdir", type=Path, default=Path("var/demo"))
     sub.add_argument("--addresses", default="127.0.0.2,127.0.0.3",
@@ -383,6 +389,22 @@ def cmd_status(args: argparse.Namespace) -> int:
         report = status_report(config, store)
     print(json.dumps(report) if args.json else format_status(report))
     return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from xmppbridge.doctor import Check, Report, diagnose, format_text, report_json
+    from xmppbridge.errors import ConfigError
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        report = Report.of([Check("config", "FAIL", str(exc), "fix the setting it names")])
+    else:
+        if not args.verbose:  # slixmpp's notes on connecting and closing are not findings
+            logging.getLogger("slixmpp").setLevel(logging.WARNING)
+        report = asyncio.run(diagnose(config, timeout=args.timeout))
+    print(report_json(report) if args.json else format_text(report))
+    return EXIT_INVALID if report.failed else EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -62,6 +62,9 @@ def has_lua_unbound(binary: str) -> bool:
 class ProsodyServer(LocalServer):
     """Prosody with the shipped ``deploy/prosody/domain.cfg.lua.in``."""
 
+    # False leaves the bridge out of the server's admins, the mistake `xmppbridge doctor` must catch.
+    bridge_is_admin: bool = True
+
     def write_config(self) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "data").mkdir(exist_ok=True)
@@ -76,6 +79,7 @@ class ProsodyServer(LocalServer):
             run_as_root="run_as_root = true -- started as root (CI, containers)" if os.geteuid() == 0 else "",
             workdir=self.workdir,
             bridge_jid=self.bridge_jid,
+            admins=f'"{self.bridge_jid}"' if self.bridge_is_admin else "",
             pubsub_jid=self.pubsub_jid,
             domain=self.domain,
             ip=self.ip,

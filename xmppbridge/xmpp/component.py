@@ -289,15 +289,16 @@ class BridgeComponent(ComponentXMPP):
         """Subscribe our bare JID; subscribing again is harmless (the service keeps one subscription)."""
         await self.pubsub.subscribe(service, node, ifrom=self.boundjid.bare, timeout=IQ_TIMEOUT)
 
-    async def discover_iodef_nodes(self, service: str) -> list[str]:
-        """Nodes of ``service`` whose ``pubsub#type`` is an IODEF namespace (RFC 8600 §5)."""
+    async def discover_iodef_nodes(self, service: str, *, timeout: float = IQ_TIMEOUT) -> list[str]:
+        """Nodes of ``service`` whose ``pubsub#type`` is an IODEF namespace (RFC 8600 §5); ``timeout`` per
+        request (`xmppbridge doctor` gives its own)."""
         disco = self.plugin["xep_0030"]
-        reply = await disco.get_items(jid=service, ifrom=self.boundjid.bare, timeout=IQ_TIMEOUT)
+        reply = await disco.get_items(jid=service, ifrom=self.boundjid.bare, timeout=timeout)
         found = []
         for _jid, node, _name in reply["disco_items"]["items"]:
             if not node:
                 continue
-            info = await disco.get_info(jid=service, node=node, ifrom=self.boundjid.bare, timeout=IQ_TIMEOUT)
+            info = await disco.get_info(jid=service, node=node, ifrom=self.boundjid.bare, timeout=timeout)
             # A disco#info may carry several forms (ejabberd adds an empty serverinfo form after
             # pubsub#meta-data), and slixmpp's info["disco_info"]["form"] is only the last of them.
             types = {form["values"].get("pubsub#type") for form in info["disco_info"].iterables
