@@ -120,7 +120,6 @@ def test_the_demo_says_why_b_does_not_hold_the_samples(tmp_path: Path) -> None:
     output: list[str] = []
     try:
         assert not _read_until(demo, output, "READY ", timeout=150), "".join(output)
-        rest = ""
     finally:
         if demo.poll() is None:
             demo.send_signal(signal.SIGINT)
@@ -131,6 +130,7 @@ def test_the_demo_says_why_b_does_not_hold_the_samples(tmp_path: Path) -> None:
     assert "NOT READY: B holds 0 of the 8 incidents published at A." in text
     assert "iodef/public/reporting item csirt.a.test/A-2024-0101 (01-phishing-public-v2.xml): not received" \
         in text
+    assert "FAIL peer pubsub.a.test reachable" in text  # doctor's report on B names the peer
     _no_leftovers(workdir)
 
 

@@ -7,6 +7,7 @@ that dies is reported with the command that starts it again, and the rest keeps 
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import signal
 import sys
@@ -14,11 +15,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from xmppbridge.config import load_config
 from xmppbridge.demo.accounts import ProsodyAccounts, create_accounts, write_credentials
 from xmppbridge.demo.consortium import Consortium
 from xmppbridge.demo.mirrored import Missing, Published, missing_at, published_by
 from xmppbridge.demo.prosody import MISSING_UNBOUND, REPO_ROOT, ProsodyError, has_lua_unbound
 from xmppbridge.demo.supervise import Part, Supervisor
+from xmppbridge.doctor import diagnose, format_text
 
 SAMPLES = REPO_ROOT / "config" / "samples"
 MIRROR_TIMEOUT = 60.0  # seconds for B to mirror the samples; they arrive within a second or two
@@ -131,17 +134,17 @@ def _diagnosis(consortium: Consortium, items: list[Published], missing: list[Mis
     if any(m.reason is not None for m in missing):
         lines.append(f"B refused them; why, in full: xmppbridge quarantine list -c {b.config_path}")
     if any(m.reason is None for m in missing):
-        lines.append(f"B never received them within {MIRROR_TIMEOUT:.0f} s. What B's bridge logged:")
-        lines += [f"  {line}" for line in _problems(consortium.log_path("b"))]
+        lines.append(f"B never received them within {MIRROR_TIMEOUT:.0f} s. "
+                     f"xmppbridge doctor -c {b.config_path} says:")
+        lines += [f"  {line}" for line in _doctor(b.config_path).splitlines()]
     lines.append(f"logs: {consortium.log_path('a')}, {consortium.log_path('b')}, "
                  f"{consortium.workdir / 'prosody'}/*/prosody.log")
     return "\n".join(lines)
 
 
-def _problems(log: Path, limit: int = 8) -> list[str]:
-    """The last warnings and errors of a bridge log."""
-    if not log.exists():
-        return ["(no log)"]
-    found = [line for line in log.read_text(errors="replace").splitlines()
-             if " WARNING " in line or " ERROR " in line]
-    return found[-limit:] or ["(no warnings or errors)"]
+def _doctor(config_path: Path) -> str:
+    """Doctor's report on B, through B's running bridge (the check that explains a federation failure)."""
+    try:
+        return format_text(asyncio.run(diagnose(load_config(config_path))))
+    except Exception as exc:  # noqa: BLE001 - the diagnosis must not hide what it was diagnosing
+        return f"(doctor could not run: {exc!r})"
