@@ -19,7 +19,8 @@ from xmppbridge.store import Store
 
 @pytest.fixture
 def publisher(tmp_path: Path) -> Publisher:
-    identity = generate_identity_files("CSIRT A", tmp_path / "k.pem", tmp_path / "c.pem")
+    # subjectAltName a.test: the samples' IncidentIDs are csirt.a.test.
+    identity = generate_identity_files("CSIRT A", tmp_path / "k.pem", tmp_path / "c.pem", domains=("a.test",))
     return Publisher(Store(tmp_path / "store.sqlite"), identity, prefix="iodef", max_bytes=400_000)
 
 
