@@ -51,7 +51,8 @@ class World:
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     # subjectAltName: the IncidentID domain of the documents (test_feed_support.iodef2) it publishes.
-    identity = generate_identity_files("CSIRT A", tmp_path / "a.key", tmp_path / "a.crt", domains=("example.org",))
+    identity = generate_identity_files("CSIRT A", tmp_path / "a.key", tmp_path / "a.crt",
+                                       domains=("example.org",))
     with Store(tmp_path / "a.sqlite") as store:
         publisher = Publisher(store, identity, prefix="iodef", max_bytes=400_000, service=SERVICE)
         publisher.POLL = 0.01
