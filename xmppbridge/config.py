@@ -174,6 +174,10 @@ def load_config(file: str | Path) -> Config:
                       "must be between 1024 and 480000 (Prosody closes component streams near 512 KB)")
 
     declared = r.get("signing.domains", None, (list, str))
+    if declared == "*" or isinstance(declared, list) and "*" in declared:
+        # Peers bind domains to a signer in trust.domains, which has no "*" either.
+        raise r.error("signing.domains", 'cannot be "*": name the IncidentID domains this member publishes '
+                                         "for, as the peers bind them to its certificate in trust.domains")
     signing_domains = () if declared is None else domain_list(r, "signing.domains", declared, allow_any=False)
 
     spool = r.get("spool.dir", None)
