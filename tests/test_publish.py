@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from lxml import etree
 
+from tests.conftest import SAMPLES
 from tests.hostile_corpus import MAX_BYTES, ec_identity, iodef2
 from tests.pki import DAY, NOW, Authority, issue, make_ca
+from xmppbridge.config import load_config
+from xmppbridge.demo.consortium import Consortium
 from xmppbridge.errors import InputRejected, SignerUnusable
 from xmppbridge.publish import prepare, speaks_for
 from xmppbridge.receive import check_item
-from xmppbridge.signing.keys import SigningIdentity
+from xmppbridge.signing.keys import SigningIdentity, generate_identity_files, load_identity
 from xmppbridge.signing.sign import sign_document
-from xmppbridge.signing.trust import SignerRef, TrustStore
+from xmppbridge.signing.trust import SignerRef, TrustStore, certificate_domains
 
 A = ec_identity("CSIRT A", domains=("a.test",))
 SERVICE = "pubsub.a.test"
@@ -148,3 +152,27 @@ def test_the_signer_is_checked_before_the_document() -> None:
     """A broken signer is the server's fault whatever the document: AtomPub answers 503 for it, not 400."""
     expired = ec_identity("Expired", domains=("a.test",), not_before=NOW - 60 * DAY, days=30)
     assert refusal(b"<not-iodef/>", expired).reason == "certificate-expired"
+
+
+# -- the demo ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("old_keys", [False, True], ids=["fresh", "keys-made-before-the-san"])
+def test_the_demo_samples_publish_with_the_demo_config(tmp_path: Path, old_keys: bool) -> None:
+    """What `make demo` publishes at A passes the refusal at the source, also in a workdir whose keys
+    predate the subjectAltName (its certificate speaks for no domain; signing.domains does)."""
+    consortium = Consortium(tmp_path, {"a": "127.0.0.2", "b": "127.0.0.3"})
+    if old_keys:
+        generate_identity_files("CSIRT A", tmp_path / "keys" / "a.key", tmp_path / "keys" / "a.crt")
+    consortium.write_files()
+    config = load_config(consortium["a"].config_path)
+    assert config.signing_domains == ("a.test",)
+    identity = load_identity(config.signing_key, config.signing_cert)
+    assert certificate_domains(identity.certificate) == (() if old_keys else ("a.test",))
+    for sample in sorted(SAMPLES.glob("*.xml")):
+        assert publish(sample.read_bytes(), identity, domains=config.signing_domains), sample
+    # And B, with the config the demo wrote for it, accepts what A signs.
+    b_trust = load_config(consortium["b"].config_path).trust
+    [item] = publish((SAMPLES / "03-malware-need-to-know-v1.xml").read_bytes(), identity,
+                     domains=config.signing_domains)
+    assert received(item.payload, b_trust) == "accepted"
