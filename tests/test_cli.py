@@ -105,7 +105,8 @@ def test_check_config_reports_errors_with_file_and_key(tmp_path: Path) -> None:
     generate_identity_files("CSIRT A", tmp_path / "k.pem", tmp_path / "c.pem")
     result = run("check-config", "-c", config)
     assert result.returncode == 0, result.stderr
-    assert "OK: bridge.a.test publishes to pubsub.a.test" in result.stdout
+    assert "OK: bridge.a.test publishes to pubsub.a.test under 'iodef/' for no IncidentID domain" \
+        in result.stdout  # a certificate without subjectAltName, and no signing.domains
 
 
 def publish_config(tmp_path: Path, *, signing: str = "{key: k.pem, cert: c.pem}") -> Path:
@@ -134,6 +135,7 @@ def test_publish_refuses_an_incident_id_every_peer_would_quarantine(tmp_path: Pa
 
     # Declared in signing.domains (the peers bind b.test to this signer), it is accepted into the outbox.
     config = publish_config(tmp_path, signing="{key: k.pem, cert: c.pem, domains: [b.test]}")
+    assert " for a.test, b.test, " in run("check-config", "-c", config).stdout
     result = run("publish", "-c", config, "--timeout", "0.2", foreign)
     assert "queued in the outbox" in result.stderr and "rejected" not in result.stderr
     assert outbox_depth(tmp_path) == 1

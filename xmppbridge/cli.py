@@ -133,13 +133,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from xmppbridge.publish import speaks_for
     from xmppbridge.signing.keys import load_identity
 
     config = load_config(args.config)  # loads and checks the trust section too
-    load_identity(config.signing_key, config.signing_cert)
+    identity = load_identity(config.signing_key, config.signing_cert)
     trust = config.trust
+    # The domains the peers must let this signer speak for (subjectAltName, or their trust.domains).
+    domains = ", ".join(speaks_for(identity, config.signing_domains)) or "no IncidentID domain"
     print(f"{args.config}: OK: {config.jid} publishes to {config.pubsub_service} under "
-          f"'{config.node_prefix}/', {len(trust)} pinned signer(s), {len(trust.authorities)} CA(s), "
+          f"'{config.node_prefix}/' for {domains}, {len(trust)} pinned signer(s), "
+          f"{len(trust.authorities)} CA(s), "
           f"{len(trust.crls)} CRL(s), {len(config.subscriptions)} subscription(s), "
           f"feed {config.feed_base_url}")
     return EXIT_OK

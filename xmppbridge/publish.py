@@ -119,7 +119,8 @@ class Publisher:
     published even if the caller goes away; ``wait``/``wait_async`` report the outcome once the
     bridge's outbox drain has published (or failed) it. Callers that must look at the pieces before
     committing to them (AtomPub checks the collection and conflicts) call ``prepare`` and ``enqueue``.
-    ``service`` is the pubsub service the bridge publishes to, where the entries will appear.
+    ``service`` is the pubsub service the bridge publishes to, where the entries will appear;
+    ``domains`` the IncidentID domains it publishes for besides its certificate's (``signing.domains``).
     """
 
     POLL = 0.1
