@@ -19,6 +19,7 @@ from xmppbridge.demo.consortium import Consortium
 from xmppbridge.errors import InputRejected, SignerUnusable
 from xmppbridge.publish import prepare, speaks_for
 from xmppbridge.receive import check_item
+from xmppbridge.relay import prepare_relay
 from xmppbridge.signing.keys import SigningIdentity, generate_identity_files, load_identity
 from xmppbridge.signing.sign import sign_document
 from xmppbridge.signing.trust import SignerRef, TrustStore, certificate_domains
@@ -152,6 +153,16 @@ def test_the_signer_is_checked_before_the_document() -> None:
     """A broken signer is the server's fault whatever the document: AtomPub answers 503 for it, not 400."""
     expired = ec_identity("Expired", domains=("a.test",), not_before=NOW - 60 * DAY, days=30)
     assert refusal(b"<not-iodef/>", expired).reason == "certificate-expired"
+
+
+def test_a_relay_is_not_signed_with_a_certificate_receivers_refuse() -> None:
+    [item] = publish(iodef2("S-4"))
+    expired = ec_identity("Expired relay", not_before=NOW - 60 * DAY, days=30)
+    with pytest.raises(SignerUnusable) as excinfo:
+        prepare_relay(item.payload, service=SERVICE, node=item.node, identity=expired,
+                      trust=TrustStore.from_certificates([A.certificate]), prefix="iodef",
+                      audience={"bridge.c.test"}, allowed={"bridge.c.test"}, max_bytes=MAX_BYTES)
+    assert excinfo.value.reason == "certificate-expired"
 
 
 # -- the demo ---------------------------------------------------------------------------------------------
