@@ -15,6 +15,7 @@ from lxml import etree
 from slixmpp import Iq
 from slixmpp.exceptions import IqError
 
+from tests.pki import DAY, NOW, identity_valid_between
 from tests.test_feed_support import (
     ANALYST,
     APP,
@@ -50,7 +51,9 @@ class World:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    identity = generate_identity_files("CSIRT A", tmp_path / "a.key", tmp_path / "a.crt")
+    # subjectAltName: the IncidentID domain of the documents (test_feed_support.iodef2) it publishes.
+    identity = generate_identity_files("CSIRT A", tmp_path / "a.key", tmp_path / "a.crt",
+                                       domains=("example.org",))
     with Store(tmp_path / "a.sqlite") as store:
         publisher = Publisher(store, identity, prefix="iodef", max_bytes=400_000, service=SERVICE)
         publisher.POLL = 0.01
@@ -168,6 +171,31 @@ async def test_a_document_is_never_published_to_another_audience(world: World) -
     status, body, _ = await post(world, "public", mixed)  # a public Incident with a private part
     assert status == 400 and body.startswith("wrong-collection: incident W-6 is private"), body
     assert world.drained == []
+
+
+async def test_an_incident_id_this_member_does_not_speak_for_is_400_with_the_reason(world: World) -> None:
+    """Every peer would quarantine it (domain-not-allowed): refused before anything is queued."""
+    status, body, _ = await post(world, "public", iodef2("W-F", name="csirt.b.test"))
+    assert status == 400 and body.startswith("domain-not-allowed: IncidentID name 'csirt.b.test'"), body
+    assert "speaks for example.org" in body and "signing.domains" in body
+    assert world.drained == [] and world.store.outbox_depth() == 0
+
+
+async def test_a_signing_certificate_peers_refuse_is_503(tmp_path: Path) -> None:
+    """The server's certificate expired while it ran: not the client's fault, so not a 4xx."""
+    expired = identity_valid_between("ec", NOW - 60 * DAY, days=30)
+    with Store(tmp_path / "a.sqlite") as store:
+        publisher = Publisher(store, expired, prefix="iodef", max_bytes=400_000, service=SERVICE,
+                              domains=("example.org",))
+        client = await client_for(store, publisher=publisher)
+        try:
+            response = await client.post("/feeds/public", data=iodef2("W-E"),
+                                         headers={**XML, **ANALYST.headers})
+            body = await response.text()
+        finally:
+            await client.close()
+        assert response.status == 503 and body.startswith("certificate-expired: "), body
+        assert store.outbox_depth() == 0
 
 
 async def test_post_of_an_existing_incident_is_a_conflict(world: World) -> None:

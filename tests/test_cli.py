@@ -9,9 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.conftest import SAMPLES
-from xmppbridge.signing.keys import generate_identity_files
+from tests.pki import DAY, NOW
+from xmppbridge.signing.keys import generate_identity_files, self_signed_certificate
+from xmppbridge.store import Store
 
 DATA = Path(__file__).resolve().parent / "data" / "iodef"
 
@@ -101,4 +105,49 @@ def test_check_config_reports_errors_with_file_and_key(tmp_path: Path) -> None:
     generate_identity_files("CSIRT A", tmp_path / "k.pem", tmp_path / "c.pem")
     result = run("check-config", "-c", config)
     assert result.returncode == 0, result.stderr
-    assert "OK: bridge.a.test publishes to pubsub.a.test" in result.stdout
+    assert "OK: bridge.a.test publishes to pubsub.a.test under 'iodef/' for no IncidentID domain" \
+        in result.stdout  # a certificate without subjectAltName, and no signing.domains
+
+
+def publish_config(tmp_path: Path, *, signing: str = "{key: k.pem, cert: c.pem}") -> Path:
+    """A bridge config for `publish`; no bridge runs, so whatever is accepted stays in the outbox."""
+    config = tmp_path / "bridge.yaml"
+    config.write_text("component: {jid: bridge.a.test, secret: s}\npubsub: {service: pubsub.a.test}\n"
+                      f"signing: {signing}\nstore: {{path: a.sqlite}}\nfeed: {{listen: '127.0.0.1:8080'}}\n")
+    return config
+
+
+def outbox_depth(tmp_path: Path) -> int:
+    with Store(tmp_path / "a.sqlite") as store:
+        return store.outbox_depth()
+
+
+def test_publish_refuses_an_incident_id_every_peer_would_quarantine(tmp_path: Path) -> None:
+    generate_identity_files("CSIRT A", tmp_path / "k.pem", tmp_path / "c.pem", domains=("a.test",))
+    foreign = tmp_path / "foreign.xml"
+    foreign.write_bytes((SAMPLES / "01-phishing-public-v2.xml").read_bytes().replace(
+        b'name="csirt.a.test"', b'name="csirt.b.test"'))
+    result = run("publish", "-c", publish_config(tmp_path), "--timeout", "0.2", foreign)
+    assert result.returncode == 1 and not result.stdout
+    assert f"{foreign}: rejected: domain-not-allowed: IncidentID name 'csirt.b.test'" in result.stderr
+    assert "speaks for a.test" in result.stderr and "add that domain to signing.domains" in result.stderr
+    assert outbox_depth(tmp_path) == 0
+
+    # Declared in signing.domains (the peers bind b.test to this signer), it is accepted into the outbox.
+    config = publish_config(tmp_path, signing="{key: k.pem, cert: c.pem, domains: [b.test]}")
+    assert " for a.test, b.test, " in run("check-config", "-c", config).stdout
+    result = run("publish", "-c", config, "--timeout", "0.2", foreign)
+    assert "queued in the outbox" in result.stderr and "rejected" not in result.stderr
+    assert outbox_depth(tmp_path) == 1
+
+
+def test_publish_refuses_with_a_signing_certificate_every_peer_refuses(tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    expired = self_signed_certificate(key, "CSIRT A", not_before=NOW - 60 * DAY, days=30, domains=("a.test",))
+    (tmp_path / "k.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (tmp_path / "c.pem").write_bytes(expired.public_bytes(serialization.Encoding.PEM))
+    result = run("publish", "-c", publish_config(tmp_path), SAMPLES / "01-phishing-public-v2.xml")
+    assert result.returncode == 2 and "certificate-expired: certificate expired on" in result.stderr
+    assert "issue a new certificate" in result.stderr
+    assert outbox_depth(tmp_path) == 0

@@ -57,6 +57,14 @@ def test_a_subscription_is_recognised_however_its_service_is_spelled(tmp_path: P
     assert [s.service for s in config.subscriptions] == ["pubsub.b.test", "pep@c.test"]
 
 
+def test_signing_domains_add_to_the_certificate_domains(tmp_path: Path, base: dict) -> None:
+    assert load_config(write(tmp_path, base)).signing_domains == ()  # default: the certificate's only
+    base["signing"]["domains"] = ["CSIRT-B.Example.", "*.c.test"]
+    assert load_config(write(tmp_path, base)).signing_domains == ("csirt-b.example", "*.c.test")
+    base["signing"]["domains"] = "b.test"  # one domain may be written without a list
+    assert load_config(write(tmp_path, base)).signing_domains == ("b.test",)
+
+
 def test_secret_from_file(tmp_path: Path, base: dict) -> None:
     (tmp_path / "secret").write_text("from-file\n")
     del base["component"]["secret"]
@@ -79,6 +87,11 @@ def test_secret_from_file(tmp_path: Path, base: dict) -> None:
     (lambda c: c.update(limits={"max_document_bytes": 10_000_000}), "limits.max_document_bytes", "512 KB"),
     (lambda c: c["pubsub"].update(check_interval=0), "pubsub.check_interval", "positive number of seconds"),
     (lambda c: c["pubsub"].update(discovery_interval=-1), "pubsub.discovery_interval", "positive"),
+    (lambda c: c["signing"].update(domains=["csirt b.example"]), "signing.domains", "'csirt b.example' is"),
+    (lambda c: c["signing"].update(domains=[]), "signing.domains", "non-empty list of domain names"),
+    (lambda c: c["signing"].update(domains={"b.test": 1}), "signing.domains", "must be a list or str"),
+    (lambda c: c["signing"].update(domains=[7]), "signing.domains", "7 is not a domain name"),
+    (lambda c: c["signing"].update(domains=["a.test", "*"]), "signing.domains", 'cannot be "*"'),
 ])
 def test_errors_name_file_key_and_problem(tmp_path: Path, base: dict, change, key: str, problem: str) -> None:
     change(base)

@@ -93,7 +93,8 @@ def test_bad_items_are_rejected_with_reason_and_the_bridge_keeps_running(
         federation: Consortium, tmp_path: Path) -> None:
     a = federation["a"]
     identity = load_identity(a.workdir / "keys/a.key", a.workdir / "keys/a.crt")
-    generate_identity_files("Mallory", tmp_path / "m.key", tmp_path / "m.crt")
+    # Claims A's domain, so that our own publish path signs it; B does not know the certificate.
+    generate_identity_files("Mallory", tmp_path / "m.key", tmp_path / "m.crt", domains=("a.test",))
     stranger = load_identity(tmp_path / "m.key", tmp_path / "m.crt")
 
     [good] = prepare(iodef2("INC-2001"), prefix="iodef", identity=identity, max_bytes=400_000)

@@ -15,6 +15,7 @@ import uuid
 from contextlib import closing
 from dataclasses import dataclass
 from email.message import Message
+from pathlib import Path
 
 import feedparser
 import pytest
@@ -158,6 +159,32 @@ def test_write_refusals_on_a_running_bridge(federation: Consortium) -> None:
     assert http(a, "POST", "feeds/private", body=document, headers=XML, user=None).status == 401
     assert http(a, "POST", "feeds/public", body=document, headers=XML, user="member").status == 403
     assert http(a, "GET", "/").status == 405
+
+
+def test_a_foreign_incident_id_is_refused_at_publish_by_the_cli_and_atompub(
+        federation: Consortium, tmp_path: Path) -> None:
+    """A's certificate speaks for a.test: a csirt.b.test IncidentID, which B would quarantine as
+    domain-not-allowed, is refused by both entry points of A with that reason, and never reaches B."""
+    a, b = federation["a"], federation["b"]
+    by_http, by_cli, after = unique("FOREIGN-HTTP"), unique("FOREIGN-CLI"), unique("FOREIGN-AFTER")
+    reply = http(a, "POST", "feeds/public", body=iodef2(by_http, name="csirt.b.test"), headers=XML)
+    assert reply.status == 400, reply.body
+    assert reply.body.startswith(b"domain-not-allowed: IncidentID name 'csirt.b.test'")
+    assert b"signing.domains" in reply.body
+
+    foreign = tmp_path / "foreign.xml"
+    foreign.write_bytes(iodef2(by_cli, name="csirt.b.test"))
+    result = federation.publish("a", foreign, timeout=10)
+    assert result.returncode == 1 and "rejected: domain-not-allowed: " in result.stderr, result.stderr
+    assert "published" not in result.stdout
+
+    # A's own documents still travel; once this one is at B, the refused ones would have been too.
+    post(a, "public", iodef2(after, name=NAME))
+    eventually(lambda: at_b(federation, after, "public"), what="the document published after the refusals")
+    with closing(Store(b.workdir / "data" / "b.sqlite")) as store:
+        held = [r.item_id for r in store.rejects(limit=10_000)]
+    assert not [item for item in held if by_http in item or by_cli in item]
+    assert at_b(federation, by_http, "public") is None and at_b(federation, by_cli, "public") is None
 
 
 # -- documents, paging, archives, search ---------------------------------------------------------------

@@ -19,7 +19,8 @@ from xmppbridge.store import Store
 
 @pytest.fixture
 def publisher(tmp_path: Path) -> Publisher:
-    identity = generate_identity_files("CSIRT A", tmp_path / "k.pem", tmp_path / "c.pem")
+    # subjectAltName a.test: the samples' IncidentIDs are csirt.a.test.
+    identity = generate_identity_files("CSIRT A", tmp_path / "k.pem", tmp_path / "c.pem", domains=("a.test",))
     return Publisher(Store(tmp_path / "store.sqlite"), identity, prefix="iodef", max_bytes=400_000)
 
 
@@ -96,3 +97,22 @@ async def test_a_file_still_being_written_is_left_alone(tmp_path: Path, publishe
     spool = Spool(spool_dir, publisher, interval=0.05)
     await run_spool(spool, publisher, lambda: False, timeout=0.5)
     assert (spool_dir / "fresh.xml").exists()
+
+
+async def test_a_document_every_peer_would_quarantine_is_kept_in_failed_with_the_reason(
+        tmp_path: Path, publisher: Publisher) -> None:
+    spool_dir = tmp_path / "spool"
+    foreign = (SAMPLES / "01-phishing-public-v2.xml").read_bytes().replace(b'name="csirt.a.test"',
+                                                                           b'name="csirt.b.test"')
+    drop(spool_dir, "foreign.xml", foreign)
+    drop(spool_dir, "good.xml", (SAMPLES / "02-scanning-green-v2.xml").read_bytes())
+    spool = Spool(spool_dir, publisher, interval=0.05)
+    await run_spool(spool, publisher, lambda: (spool_dir / "done" / "good.xml").exists()
+                    and (spool_dir / "failed" / "foreign.xml.reason").exists())
+
+    assert (spool_dir / "failed" / "foreign.xml").read_bytes() == foreign
+    reason = (spool_dir / "failed" / "foreign.xml.reason").read_text()
+    assert reason.startswith("domain-not-allowed: IncidentID name 'csirt.b.test'")
+    assert "signing.domains" in reason
+    # Only the good file reached the outbox; the spool went on after the refusal.
+    assert [e.incident.id_name for e in publisher.store.entries(limit=100)] == ["csirt.a.test"]

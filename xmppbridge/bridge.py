@@ -58,7 +58,8 @@ class Bridge:
         # AtomPub writes go through the same Publisher as `xmppbridge publish`, into this outbox.
         publisher = Publisher(self.store, load_identity(config.signing_key, config.signing_cert),
                               prefix=config.node_prefix, max_bytes=config.max_document_bytes,
-                              schema_mode=config.schema_mode, service=config.pubsub_service)
+                              schema_mode=config.schema_mode, service=config.pubsub_service,
+                              domains=config.signing_domains)
         app = make_app(
             self.store, config.feed, publisher=publisher,
             health=lambda: {"ready": self.ready.is_set(), "connected": self.xmpp.online.is_set(),

@@ -142,13 +142,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from xmppbridge.publish import speaks_for
     from xmppbridge.signing.keys import load_identity
 
     config = load_config(args.config)  # loads and checks the trust section too
-    load_identity(config.signing_key, config.signing_cert)
+    identity = load_identity(config.signing_key, config.signing_cert)
     trust = config.trust
+    # The domains the peers must let this signer speak for (subjectAltName, or their trust.domains).
+    domains = ", ".join(speaks_for(identity, config.signing_domains)) or "no IncidentID domain"
     print(f"{args.config}: OK: {config.jid} publishes to {config.pubsub_service} under "
-          f"'{config.node_prefix}/', {len(trust)} pinned signer(s), {len(trust.authorities)} CA(s), "
+          f"'{config.node_prefix}/' for {domains}, {len(trust)} pinned signer(s), "
+          f"{len(trust.authorities)} CA(s), "
           f"{len(trust.crls)} CRL(s), {len(config.subscriptions)} subscription(s), "
           f"feed {config.feed_base_url}")
     return EXIT_OK
@@ -244,7 +248,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     store = Store(config.store_path)
     publisher = Publisher(store, load_identity(config.signing_key, config.signing_cert),
                           prefix=config.node_prefix, max_bytes=config.max_document_bytes,
-                          schema_mode=config.schema_mode)
+                          schema_mode=config.schema_mode, domains=config.signing_domains)
     exit_code = EXIT_OK
     # A progress bar on a terminal when there are several files (tqdm hides itself elsewhere, e.g. in
     # scripts and CI); per-file lines go through tqdm.write so that they do not tear the bar.

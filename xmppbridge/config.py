@@ -19,7 +19,7 @@ from xmppbridge.feed.settings import FeedSettings, feed_settings
 from xmppbridge.iodef.parse import DEFAULT_MAX_BYTES
 from xmppbridge.jids import InvalidJID, service_key
 from xmppbridge.signing.trust import NO_TRUST, TrustStore
-from xmppbridge.signing.trustconfig import anchor_paths, read_trust
+from xmppbridge.signing.trustconfig import anchor_paths, domain_list, read_trust
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ class Config:
     node_whitelist: tuple[str, ...]  # JIDs made members of the non-open nodes we create
     signing_key: Path
     signing_cert: Path
+    # IncidentID domains we publish for besides the certificate's subjectAltName dNSNames, for members
+    # (coordinators) that publish for others; peers bind the same domains to us in trust.domains.
+    signing_domains: tuple[str, ...]
     trust_anchors: tuple[Path, ...]
     subscriptions: tuple[Subscription, ...]
     store_path: Path
@@ -170,6 +173,13 @@ def load_config(file: str | Path) -> Config:
         raise r.error("limits.max_document_bytes",
                       "must be between 1024 and 480000 (Prosody closes component streams near 512 KB)")
 
+    declared = r.get("signing.domains", None, (list, str))
+    if declared == "*" or isinstance(declared, list) and "*" in declared:
+        # Peers bind domains to a signer in trust.domains, which has no "*" either.
+        raise r.error("signing.domains", 'cannot be "*": name the IncidentID domains this member publishes '
+                                         "for, as the peers bind them to its certificate in trust.domains")
+    signing_domains = () if declared is None else domain_list(r, "signing.domains", declared, allow_any=False)
+
     spool = r.get("spool.dir", None)
     return Config(
         file=file,
@@ -182,6 +192,7 @@ def load_config(file: str | Path) -> Config:
         node_whitelist=tuple(r.get("pubsub.whitelist", [], list)),
         signing_key=r.path("signing.key", r.get("signing.key")),
         signing_cert=r.path("signing.cert", r.get("signing.cert")),
+        signing_domains=signing_domains,
         trust_anchors=trust,
         subscriptions=tuple(subscriptions),
         store_path=r.path("store.path", r.get("store.path", "xmppbridge.sqlite"), must_exist=False),

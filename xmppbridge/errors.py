@@ -55,6 +55,12 @@ class UnknownSigner(SignatureRejected):
     reason = "unknown-signer"
 
 
+class SignerUnusable(InputRejected):
+    """Our own signing certificate is one every peer refuses (``certificate-expired``, ``weak-key``, ...):
+    a document signed with it is refused at publish, whatever it says. The fault is the server's, not the
+    document's (AtomPub answers 503, not 400)."""
+
+
 class PublishFailed(BridgeError):
     """The XMPP server refused or did not answer a publish. ``transient`` failures (timeouts, lost
     connection) are retried from the outbox; a refusal is recorded on the outbox item."""

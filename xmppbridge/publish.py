@@ -2,21 +2,28 @@
 
 Shared by every entry point (CLI, AtomPub, watched folder). Nothing here touches the network: the
 result goes into the store's outbox, which the XMPP shell drains.
+
+What every peer would refuse is refused here, with the peers' reason, rather than published and then
+quarantined everywhere: a signing certificate a receiver refuses (``signing.keys``), an IncidentID name
+outside the domains we speak for (``domain-not-allowed``, the receivers' rule in ``signing.trust``), a
+node readable more widely than the document's marking (``policy``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from xmppbridge.errors import TooLarge
+from xmppbridge.errors import InputRejected, SignerUnusable, TooLarge
 from xmppbridge.iodef.document import incident_item_id, read_document, split_document
 from xmppbridge.iodef.model import NS_V1, NS_V2, Incident
 from xmppbridge.policy import check_publishable, node_name
-from xmppbridge.signing.keys import SigningIdentity
+from xmppbridge.signing.keys import SIGNER_FIXES, SigningIdentity, as_utc, signing_certificate_problem
 from xmppbridge.signing.sign import sign_document
+from xmppbridge.signing.trust import DOMAIN_NOT_ALLOWED, certificate_domains, foreign_name
 from xmppbridge.store import OutboxItem, Store
 
 
@@ -30,9 +37,16 @@ class Prepared:
 
 
 def prepare(data: bytes, *, prefix: str, identity: SigningIdentity, max_bytes: int,
-            schema_mode: str = "strict") -> list[Prepared]:
-    """Validate, split per category, sign. Raises ``InputRejected`` with the reason for the user."""
+            schema_mode: str = "strict", domains: Sequence[str] = (),
+            now: datetime.datetime | None = None) -> list[Prepared]:
+    """Validate, split per category, sign. Raises ``InputRejected`` with the reason for the user
+    (``SignerUnusable`` when the fault is our signing certificate's at ``now``, default the current time).
+
+    ``domains`` are the IncidentID domains we speak for besides the certificate's (``signing.domains``).
+    """
+    check_signer(identity, now)
     document = read_document(data, max_bytes=max_bytes, schema_mode=schema_mode)
+    check_speaks_for(identity, domains, [incident.id_name for incident in document.incidents])
     prepared = []
     for piece in split_document(document):
         # Stored and shown under the restriction it is routed on (see Incident.effective_restriction).
@@ -54,6 +68,39 @@ def prepare(data: bytes, *, prefix: str, identity: SigningIdentity, max_bytes: i
     return prepared
 
 
+def check_signer(identity: SigningIdentity, now: datetime.datetime | None = None) -> None:
+    """Refuse to sign with a certificate every receiver refuses. The bridge checked it at start-up
+    (``load_identity``), but it may have expired while the bridge kept running."""
+    problem = signing_certificate_problem(identity.certificate, as_utc(now))
+    if problem:
+        raise SignerUnusable(
+            f"our signing certificate {identity.subject} {problem.text}, so every peer would refuse the "
+            f"document as {problem.reason}; {SIGNER_FIXES[problem.reason]}", reason=problem.reason)
+
+
+def speaks_for(identity: SigningIdentity, domains: Sequence[str]) -> tuple[str, ...]:
+    """The IncidentID domains our documents may name: the certificate's subjectAltName dNSNames, which
+    every peer accepts, plus ``signing.domains``, which peers bind to our certificate in ``trust.domains``."""
+    return tuple(dict.fromkeys((*certificate_domains(identity.certificate), *domains)))
+
+
+def check_speaks_for(identity: SigningIdentity, domains: Sequence[str], id_names: Iterable[str]) -> None:
+    """Refuse IncidentID names outside ``speaks_for``: receivers quarantine them as domain-not-allowed
+    (``TrustStore.authorize``, the same ``foreign_name`` decision)."""
+    ours = speaks_for(identity, domains)
+    name = foreign_name(id_names, ours)
+    if name is None:
+        return
+    speaks = (f"speaks for {', '.join(ours)} (the subjectAltName dNSNames of its signing certificate and "
+              "signing.domains)" if ours else "speaks for no domain (its signing certificate has no "
+              "subjectAltName dNSName and signing.domains is not set)")
+    raise InputRejected(
+        f"IncidentID name {name!r} is outside the domains of this member, which {speaks}, so every peer "
+        f"would quarantine the document as {DOMAIN_NOT_ALLOWED}; use an IncidentID name under one of its "
+        f"domains or, if this member publishes for {name}, add that domain to signing.domains and ask the "
+        "peers to bind it to this signer in their trust.domains", reason=DOMAIN_NOT_ALLOWED)
+
+
 def payload_namespace(payload: bytes) -> str:
     """The IODEF namespace of a wire-form payload (its root declares it first, see wireform)."""
     return NS_V2 if NS_V2.encode() in payload[:160] else NS_V1
@@ -72,21 +119,23 @@ class Publisher:
     published even if the caller goes away; ``wait``/``wait_async`` report the outcome once the
     bridge's outbox drain has published (or failed) it. Callers that must look at the pieces before
     committing to them (AtomPub checks the collection and conflicts) call ``prepare`` and ``enqueue``.
-    ``service`` is the pubsub service the bridge publishes to, where the entries will appear.
+    ``service`` is the pubsub service the bridge publishes to, where the entries will appear;
+    ``domains`` the IncidentID domains it publishes for besides its certificate's (``signing.domains``).
     """
 
     POLL = 0.1
 
     def __init__(self, store: Store, identity: SigningIdentity, *, prefix: str, max_bytes: int,
-                 schema_mode: str = "strict", service: str | None = None) -> None:
+                 schema_mode: str = "strict", service: str | None = None,
+                 domains: Sequence[str] = ()) -> None:
         self.store, self.identity = store, identity
         self.prefix, self.max_bytes, self.schema_mode = prefix, max_bytes, schema_mode
-        self.service = service
+        self.service, self.domains = service, tuple(domains)
 
     def prepare(self, data: bytes) -> list[Prepared]:
         """Validate, split and sign, committing nothing. Raises ``InputRejected``."""
         return prepare(data, prefix=self.prefix, identity=self.identity, max_bytes=self.max_bytes,
-                       schema_mode=self.schema_mode)
+                       schema_mode=self.schema_mode, domains=self.domains)
 
     def enqueue(self, items: Sequence[Prepared], *, source: str) -> list[Accepted]:
         return [

@@ -13,7 +13,7 @@ from collections.abc import Collection
 from xmppbridge.errors import TooLarge
 from xmppbridge.iodef.document import incident_item_id
 from xmppbridge.policy import check_publishable, check_relayable, node_name
-from xmppbridge.publish import Prepared
+from xmppbridge.publish import Prepared, check_signer
 from xmppbridge.receive import check_item
 from xmppbridge.signing.keys import SigningIdentity
 from xmppbridge.signing.relay import relay_sign
@@ -32,6 +32,7 @@ def prepare_relay(payload: bytes, *, service: str, node: str, identity: SigningI
                          schema_mode=schema_mode)
     incident = checked.incident
     check_relayable(incident.effective_restriction, audience, allowed)
+    check_signer(identity)  # our relay signature must be one the peers accept, as for what we publish
     relayed = relay_sign(payload, identity, max_bytes=max_bytes)
     if len(relayed) > max_bytes:
         raise TooLarge(f"the relayed document for incident {incident.id} is {len(relayed)} bytes, over the "

@@ -2,7 +2,8 @@
 
 Each ``*.xml`` file is claimed by moving it into ``processing/`` (under a unique name, so two drops of
 the same file name never collide), submitted through the same path as `xmppbridge publish`, and moved to
-``done/`` once published or to ``failed/`` with a ``<name>.reason`` file beside it. A file claimed but not
+``done/`` once published or to ``failed/`` with a ``<name>.reason`` file beside it (the reason code, e.g.
+``domain-not-allowed`` for what every peer would quarantine, then what to do). A file claimed but not
 finished when the bridge stopped is picked up again from ``processing/``; its outbox entries are found by
 their source tag, so it is not submitted twice.
 """

@@ -130,7 +130,10 @@ class Consortium:
                            "whitelist": [m.bridge_jid for m in others],
                            "discovery_interval": self.discovery_interval,
                            "check_interval": self.check_interval},
-                "signing": {"key": f"keys/{member.name}.key", "cert": f"keys/{member.name}.crt"},
+                # domains: the member's domain, which the others bind to its key in trust.domains below;
+                # needed for keys made before the SAN, whose certificate speaks for no domain.
+                "signing": {"key": f"keys/{member.name}.key", "cert": f"keys/{member.name}.crt",
+                            "domains": [member.domain]},
                 # domains: also bind each member's domain by fingerprint, for keys made before the SAN.
                 "trust": {"anchors": [f"trust/{member.name}"], "domains": {
                     fingerprint(load_pem_x509_certificate((keys / f"{m.name}.crt").read_bytes())): [m.domain]

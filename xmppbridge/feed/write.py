@@ -8,6 +8,9 @@ Decisions:
 
 * A POST is refused (400) when any piece of the document has another restriction than the collection:
   the bridge never routes a document to another audience on its own, and never widens one.
+* What every peer would refuse is refused here with the peers' reason and the fix (see ``publish``): an
+  IncidentID name outside the domains this member speaks for is the client's to fix (400
+  ``domain-not-allowed``); a signing certificate peers refuse (expired, ...) is the server's (503).
 * A POST of an incident that already has a live entry is a conflict (409): replacing it is a PUT, so
   that nobody overwrites someone else's report by accident.
 * PUT and DELETE apply to our own entries only; mirrored ones belong to their publisher (405).
@@ -23,7 +26,7 @@ import asyncio
 from aiohttp import web
 from lxml import etree
 
-from xmppbridge.errors import InputRejected
+from xmppbridge.errors import InputRejected, SignerUnusable
 from xmppbridge.feed import atom
 from xmppbridge.feed.http import (
     SETTINGS,
@@ -111,6 +114,9 @@ async def _prepare(request: web.Request, publisher: Publisher, data: bytes) -> l
     try:
         # Validation and signing take milliseconds of CPU: off the event loop.
         return await asyncio.to_thread(publisher.prepare, data)
+    except SignerUnusable as exc:
+        # Not the client's fault, and nothing it can change: the operator must replace the certificate.
+        raise web.HTTPServiceUnavailable(text=f"{exc.reason}: {exc}\n") from None
     except InputRejected as exc:
         raise _rejected(exc) from None
 

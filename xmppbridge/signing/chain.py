@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
 from xmppbridge.errors import SignatureRejected
+from xmppbridge.signing.keys import validity_problem
 
 # Member certificate <- optional intermediate <- consortium root: anything longer is a mistake.
 MAX_CHAIN_DEPTH = 3
@@ -113,18 +114,12 @@ def _explain(
     subject = leaf.subject.rfc4514_string()
     related_roots = [root for root in roots if any(c.issuer == root.subject for c in candidates)]
     for certificate in (*candidates, *related_roots):
-        name = certificate.subject.rfc4514_string()
-        if when > certificate.not_valid_after_utc:
+        problem = validity_problem(certificate, when)
+        if problem:
+            name = certificate.subject.rfc4514_string()
+            clocks = " (check both clocks)" if problem.reason == "certificate-not-yet-valid" else ""
             return SignatureRejected(
-                f"the certificate of {name} in the signer's chain expired on "
-                f"{certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC",
-                reason="certificate-expired",
-            )
-        if when < certificate.not_valid_before_utc:
-            return SignatureRejected(
-                f"the certificate of {name} in the signer's chain is not valid before "
-                f"{certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC (check both clocks)",
-                reason="certificate-not-yet-valid",
-            )
+                f"the certificate of {name} in the signer's chain {problem.text}{clocks}",
+                reason=problem.reason)
     return SignatureRejected(f"the certificate chain of {subject} does not validate: {exc}",
                              reason="untrusted-chain")

@@ -151,22 +151,66 @@ def load_identity(
 def _check_usable_for_signing(certificate: x509.Certificate, cert_path: Path, now: datetime.datetime) -> None:
     # Receivers reject signatures made with a certificate outside its validity period or without
     # digitalSignature, so fail at start-up rather than publish documents nobody will accept.
-    if now > certificate.not_valid_after_utc:
-        raise IdentityError(
-            f"{cert_path}: certificate expired on {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; "
-            "issue a new one and send it to the members who pin it"
-        )
-    if now < certificate.not_valid_before_utc:
-        raise IdentityError(
-            f"{cert_path}: certificate is not valid before "
-            f"{certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC (check the system clock)"
-        )
+    problem = signing_certificate_problem(certificate, now)
+    if problem:
+        raise IdentityError(f"{cert_path}: {problem.reason}: certificate {problem.text}; "
+                            f"{SIGNER_FIXES[problem.reason]}")
+
+
+@dataclass(frozen=True)
+class CertificateProblem:
+    """Why every receiver refuses signatures made with a certificate: ``reason`` is the code receivers
+    quarantine the item under, ``text`` what is wrong (callers add who it is and what to do)."""
+
+    reason: str  # certificate-expired, certificate-not-yet-valid, wrong-key-usage or weak-key
+    text: str
+
+
+# What the owner of a signing certificate does about each problem (the bridge at start-up and at publish).
+SIGNER_FIXES = {
+    "certificate-expired": "issue a new certificate (signing.cert), send it to the members who pin it, "
+                           "and restart the bridge",
+    "certificate-not-yet-valid": "check the system clock, or wait until the certificate is valid",
+    "wrong-key-usage": "issue a certificate whose KeyUsage includes digitalSignature",
+    "weak-key": f"generate an RSA key of {MIN_RSA_BITS}+ bits or an EC P-256+ key and a certificate for it",
+}
+
+
+def validity_problem(certificate: x509.Certificate, when: datetime.datetime) -> CertificateProblem | None:
+    """Outside its validity period at ``when`` (RFC 5280 §4.1.2.5)."""
+    if when > certificate.not_valid_after_utc:
+        return CertificateProblem("certificate-expired",
+                                  f"expired on {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+    if when < certificate.not_valid_before_utc:
+        start = certificate.not_valid_before_utc
+        return CertificateProblem("certificate-not-yet-valid",
+                                  f"is not valid before {start:%Y-%m-%d %H:%M} UTC")
+    return None
+
+
+def usage_problem(certificate: x509.Certificate) -> CertificateProblem | None:
+    """A KeyUsage extension without digitalSignature (RFC 5280 §4.2.1.3); no extension allows any use."""
     try:
         usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
-        return
-    if not usage.digital_signature:
-        raise IdentityError(f"{cert_path}: certificate KeyUsage does not allow digitalSignature")
+        return None
+    if usage.digital_signature:
+        return None
+    return CertificateProblem("wrong-key-usage", "does not allow digitalSignature (KeyUsage)")
+
+
+def signing_certificate_problem(certificate: x509.Certificate,
+                                when: datetime.datetime) -> CertificateProblem | None:
+    """What every receiver refuses about a signer's certificate itself (trust.TrustStore.resolve), in
+    the order it checks: validity, key strength, key usage. The chain and revocation depend on each
+    receiver's trust anchors and are not judged here."""
+    problem = validity_problem(certificate, when)
+    if problem:
+        return problem
+    weak = key_strength_problem(certificate.public_key())
+    if weak:
+        return CertificateProblem("weak-key", f"has a key that is refused: {weak}")
+    return usage_problem(certificate)
 
 
 def generate_identity_files(

@@ -32,10 +32,17 @@ from cryptography import x509
 from xmppbridge.errors import ConfigError, SignatureRejected, UnknownSigner
 from xmppbridge.signing.certfiles import certificate_files, load_certificates
 from xmppbridge.signing.chain import validate_chain
-from xmppbridge.signing.keys import fingerprint, key_strength_problem, subject_text
+from xmppbridge.signing.keys import (
+    fingerprint,
+    key_strength_problem,
+    subject_text,
+    usage_problem,
+    validity_problem,
+)
 
 ANCHORS_KEY = "trust.anchors"
 ANY_DOMAIN = "*"
+DOMAIN_NOT_ALLOWED = "domain-not-allowed"  # the reason, here and where our own documents are published
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _RDN_SEPARATOR = re.compile(r"(?<!\\)\s*,\s*")
 
@@ -134,15 +141,10 @@ class TrustStore:
     def resolve(self, embedded: Sequence[x509.Certificate], when: datetime.datetime) -> Signer:
         """The trusted signer among the certificates a signature carries (leaf and maybe intermediates)."""
         signer = self._pinned(embedded, when) or self._issued(embedded, when)
-        certificate, subject = signer.certificate, signer.subject
-        try:
-            usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
-        except x509.ExtensionNotFound:
-            return signer
-        if not usage.digital_signature:
-            raise SignatureRejected(
-                f"the certificate of {subject} does not allow digitalSignature (KeyUsage), so it may not "
-                "sign documents", reason="wrong-key-usage")
+        problem = usage_problem(signer.certificate)
+        if problem:
+            raise SignatureRejected(f"the certificate of {signer.subject} {problem.text}, so it may not "
+                                    "sign documents", reason=problem.reason)
         return signer
 
     def _pinned(self, embedded: Sequence[x509.Certificate], when: datetime.datetime) -> Signer | None:
@@ -191,11 +193,7 @@ class TrustStore:
 
     def bound_domains(self, certificate: x509.Certificate) -> tuple[str, ...]:
         """The IncidentID domains a signer speaks for: its subjectAltName dNSNames and ``trust.domains``."""
-        try:
-            san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            domains = [name.lower() for name in san.get_values_for_type(x509.DNSName)]
-        except x509.ExtensionNotFound:
-            domains = []
+        domains = list(certificate_domains(certificate))
         for ref, bound in self.domains:
             if ref.matches(certificate):
                 domains.extend(bound)
@@ -211,18 +209,33 @@ class TrustStore:
             raise SignatureRejected(
                 f"signer {presenter.subject} (SHA-256 {presenter.fingerprint}) is trusted but not one of the "
                 f"signers accepted from {source} (subscriptions[].signers)", reason="signer-not-allowed")
-        domains = self.bound_domains(originator.certificate) + rule.allow_domains
-        for name in id_names:
-            if not domain_allowed(name, domains):
-                bound = ", ".join(self.bound_domains(originator.certificate)) or "no domain"
-                raise SignatureRejected(
-                    f"IncidentID name {name!r} is not a domain of signer {originator.subject}, who speaks "
-                    f"for {bound} (certificate subjectAltName or trust.domains); to accept it from "
-                    f"{source or 'this source'}, add it to the subscription's allow_domains",
-                    reason="domain-not-allowed")
+        bound = self.bound_domains(originator.certificate)
+        name = foreign_name(id_names, bound + rule.allow_domains)
+        if name is not None:
+            raise SignatureRejected(
+                f"IncidentID name {name!r} is not a domain of signer {originator.subject}, who speaks "
+                f"for {', '.join(bound) or 'no domain'} (certificate subjectAltName or trust.domains); to "
+                f"accept it from {source or 'this source'}, add it to the subscription's allow_domains",
+                reason=DOMAIN_NOT_ALLOWED)
 
 
 NO_TRUST = TrustStore(MappingProxyType({}))  # trusts nobody: the default before a config is loaded
+
+
+def certificate_domains(certificate: x509.Certificate) -> tuple[str, ...]:
+    """The subjectAltName dNSNames of a certificate, lowercased: the IncidentID domains every member lets
+    its signer speak for without any ``trust.domains`` binding."""
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(dict.fromkeys(name.lower() for name in san.get_values_for_type(x509.DNSName)))
+
+
+def foreign_name(names: Iterable[str], domains: Sequence[str]) -> str | None:
+    """The first IncidentID name that none of ``domains`` covers (see ``domain_allowed``), else None:
+    the decision behind ``domain-not-allowed``, on receipt and at publish."""
+    return next((name for name in names if not domain_allowed(name, domains)), None)
 
 
 def domain_allowed(name: str, domains: Iterable[str]) -> bool:
@@ -257,18 +270,17 @@ def _is_ca(certificate: x509.Certificate) -> bool:
         return False
 
 
+# What a receiver does about a sender's certificate outside its validity period.
+_VALIDITY_FIXES = {
+    "certificate-expired": "ask the member for their new certificate (and pin it in "
+                           f"{ANCHORS_KEY} if you pin theirs)",
+    "certificate-not-yet-valid": "check both clocks",
+}
+
+
 def _check_validity(certificate: x509.Certificate, when: datetime.datetime) -> None:
-    if when > certificate.not_valid_after_utc:
+    problem = validity_problem(certificate, when)
+    if problem:
         subject = certificate.subject.rfc4514_string()  # only now: it costs more than the check
-        raise SignatureRejected(
-            f"the certificate of {subject} expired on {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; "
-            f"ask the member for their new certificate (and pin it in {ANCHORS_KEY} if you pin theirs)",
-            reason="certificate-expired",
-        )
-    if when < certificate.not_valid_before_utc:
-        subject = certificate.subject.rfc4514_string()  # only now: it costs more than the check
-        raise SignatureRejected(
-            f"the certificate of {subject} is not valid before "
-            f"{certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC (check both clocks)",
-            reason="certificate-not-yet-valid",
-        )
+        fix = _VALIDITY_FIXES[problem.reason]
+        raise SignatureRejected(f"the certificate of {subject} {problem.text}; {fix}", reason=problem.reason)

@@ -153,7 +153,9 @@ def _check_crls(r: ConfigReader, crls: tuple[x509.CertificateRevocationList, ...
                         crl.next_update_utc)
 
 
-def _domain_list(r: ConfigReader, key: str, value: Any, *, allow_any: bool) -> tuple[str, ...]:
+def domain_list(r: ConfigReader, key: str, value: Any, *, allow_any: bool) -> tuple[str, ...]:
+    """A list of IncidentID domains (one string is a list of one), lowercased; ``"*"`` only if
+    ``allow_any``. Also reads ``signing.domains`` (config.py), which peers mirror in ``trust.domains``."""
     if allow_any and value == ANY_DOMAIN:
         return (ANY_DOMAIN,)
     if isinstance(value, str):
@@ -172,7 +174,7 @@ def _domains(r: ConfigReader) -> tuple[tuple[SignerRef, tuple[str, ...]], ...]:
     bindings = []
     for signer, domains in mapping.items():
         key = f"trust.domains.{signer}"
-        bindings.append((_signer_ref(r, key, signer), _domain_list(r, key, domains, allow_any=False)))
+        bindings.append((_signer_ref(r, key, signer), domain_list(r, key, domains, allow_any=False)))
     return tuple(bindings)
 
 
@@ -205,6 +207,6 @@ def _sources(r: ConfigReader) -> dict[str, SourceRule]:
                 raise r.error(f"{key}.signers", "must be a non-empty list of fingerprints or subject DNs")
             signers = tuple(_signer_ref(r, f"{key}.signers[{j}]", s) for j, s in enumerate(sub["signers"]))
         allow = sub.get("allow_domains")
-        domains = () if allow is None else _domain_list(r, f"{key}.allow_domains", allow, allow_any=True)
+        domains = () if allow is None else domain_list(r, f"{key}.allow_domains", allow, allow_any=True)
         rules[service] = SourceRule(signers=signers, allow_domains=domains)
     return rules
