@@ -9,6 +9,7 @@ from cryptography import x509
 
 from xmppbridge.doctor.report import Check
 from xmppbridge.feed.settings import is_loopback
+from xmppbridge.signing.keys import SIGNER_FIXES, key_strength_problem, usage_problem, validity_problem
 
 EXPIRY_WARNING_DAYS = 30  # a certificate that expires sooner needs a replacement under way now
 CRL_WARNING_DAYS = 3  # a CRL is usually reissued days before its nextUpdate; later than that is odd
@@ -16,14 +17,14 @@ CRL_WARNING_DAYS = 3  # a CRL is usually reissued days before its nextUpdate; la
 
 def certificate_check(name: str, certificate: x509.Certificate, now: datetime.datetime, *,
                       renew: str) -> Check:
-    """Validity period and days left. ``renew`` says how this certificate is replaced."""
+    """Validity period (judged as receivers judge it, keys.validity_problem) and days left. ``renew``
+    says how this certificate is replaced."""
     subject = certificate.subject.rfc4514_string()
-    not_before, not_after = certificate.not_valid_before_utc, certificate.not_valid_after_utc
-    if now < not_before:
-        return Check(name, "FAIL", f"{subject} is not valid before {not_before:%Y-%m-%d %H:%M} UTC",
-                     "check the system clock, or use a certificate valid now")
-    if now > not_after:
-        return Check(name, "FAIL", f"{subject} expired on {not_after:%Y-%m-%d %H:%M} UTC", renew)
+    problem = validity_problem(certificate, now)
+    if problem is not None:
+        fix = renew if problem.reason == "certificate-expired" else SIGNER_FIXES[problem.reason]
+        return Check(name, "FAIL", f"{subject} {problem.text}", fix)
+    not_after = certificate.not_valid_after_utc
     days = (not_after - now).days
     found = f"{subject}, valid until {not_after:%Y-%m-%d} ({days} days left)"
     if days < EXPIRY_WARNING_DAYS:
@@ -32,15 +33,19 @@ def certificate_check(name: str, certificate: x509.Certificate, now: datetime.da
 
 
 def signing_usage_check(name: str, certificate: x509.Certificate) -> Check:
-    """Receivers refuse signatures by a certificate whose KeyUsage leaves out digitalSignature
-    (RFC 5280 §4.2.1.3); no KeyUsage extension at all allows every use."""
+    """Receivers refuse signatures by a certificate whose KeyUsage leaves out digitalSignature, or whose
+    key is weak (keys.usage_problem and key_strength_problem, the receivers' own decisions)."""
+    weak = key_strength_problem(certificate.public_key())
+    if weak:
+        return Check(name, "FAIL", f"the key is refused by peers: {weak}", SIGNER_FIXES["weak-key"])
+    problem = usage_problem(certificate)
+    if problem is not None:
+        return Check(name, "FAIL", f"KeyUsage {problem.text.removesuffix(' (KeyUsage)')}: peers refuse "
+                     "its signatures", SIGNER_FIXES[problem.reason])
     try:
-        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+        certificate.extensions.get_extension_for_class(x509.KeyUsage)
     except x509.ExtensionNotFound:
         return Check(name, "ok", "no KeyUsage extension (any use allowed)")
-    if not usage.digital_signature:
-        return Check(name, "FAIL", "KeyUsage does not include digitalSignature: peers refuse its signatures",
-                     "issue a certificate with KeyUsage digitalSignature")
     return Check(name, "ok", "KeyUsage includes digitalSignature")
 
 
