@@ -260,8 +260,8 @@ def test_deleted_entries_become_tombstones() -> None:
 
 
 def test_feed_marks_archives_complete_feeds_and_search_results() -> None:
-    archived = etree.fromstring(atom.feed_document(view(archive=True, links=[("current", "u")]), URLS,
-                                                   author="us"))
+    archived = etree.fromstring(atom.feed_document(view(archive=True, links=[atom.Link("current", "u")]),
+                                                   URLS, author="us"))
     assert archived.find("fh:archive", NS) is not None and archived.find("fh:complete", NS) is None
     assert links(archived)["current"] == [("u", atom.FEED_MEDIA_TYPE)]
     complete = etree.fromstring(atom.feed_document(view(complete=True), URLS, author="us"))

@@ -195,18 +195,18 @@ async def feed(request: web.Request) -> web.Response:
     changes = store.current_page(restriction, purposes, limit=count, before=before, after=after)
 
     size = None if count == settings.page_size else count  # keep the client's page size in every link
-    links = [("first", urls.feed(restriction, count=size))]
+    links = [atom.Link("first", urls.feed(restriction, count=size))]
     if changes:
         top, bottom = changes[0].seq, changes[-1].seq
         if store.has_current(restriction, purposes, above=top):
-            links.append(("previous", urls.feed(restriction, after=top, count=size)))
+            links.append(atom.Link("previous", urls.feed(restriction, after=top, count=size)))
         if store.has_current(restriction, purposes, below=bottom):
-            links.append(("next", urls.feed(restriction, before=bottom, count=size)))
-    links.append(("last", urls.feed(restriction, after=0, count=size)))
+            links.append(atom.Link("next", urls.feed(restriction, before=bottom, count=size)))
+    links.append(atom.Link("last", urls.feed(restriction, after=0, count=size)))
     if before is None and after is None:  # the subscription document: RFC 5005 §4 archives behind it
         closed = store.last_seq(restriction) // settings.archive_size
         if closed:
-            links.append(("prev-archive", urls.archive(restriction, closed)))
+            links.append(atom.Link("prev-archive", urls.archive(restriction, closed)))
 
     first_page = before is None and after is None
     newest = changes if first_page else store.current_page(restriction, purposes, limit=1)
@@ -234,9 +234,11 @@ async def archive(request: web.Request) -> web.Response:
     changes = store.archive(restriction, None, (number - 1) * size + 1, number * size)
     purposes = principal(request).read.purposes(restriction)
     visible = [c.entry for c in changes if purposes is None or _purpose(c.entry) in purposes]
-    links = [("current", urls.feed(restriction))]
+    links = [atom.Link("current", urls.feed(restriction))]
     if number > 1:
-        links.append(("prev-archive", urls.archive(restriction, number - 1)))
+        links.append(atom.Link("prev-archive", urls.archive(restriction, number - 1)))
+    # No next-archive (RFC 5005 §4 allows it): it would change an archive's bytes when the next one
+    # closes, and an archive never changes.
     view = atom.FeedView(
         atom_id=atom.feed_atom_id(urls, restriction),
         title=f"Incidents ({restriction}), archive {number}",
@@ -300,7 +302,10 @@ async def history(request: web.Request) -> web.Response:
         self_url=urls.history(found.id),
         updated=found.updated_at,
         entries=versions,
-        links=[("current", urls.entry(found.id))],
+        # A complete feed is all there is (RFC 5005 §2): no "current" (that would have to be this very
+        # feed), so the entry it is the history of is linked as "related" (RFC 4287 §4.2.7.2), typed
+        # as the entry it is.
+        links=[atom.Link("related", urls.entry(found.id), atom.ENTRY_MEDIA_TYPE, "Current version")],
         complete=True,
     )
     return _feed_response(request, view)
@@ -329,13 +334,13 @@ async def search(request: web.Request) -> web.Response:
     def page(number: int) -> str:
         return urls.search([*wanted.criteria, *size, *([("startPage", number)] if number > 1 else [])])
 
-    links = [("first", page(1))]
+    links = [atom.Link("first", page(1))]
     if wanted.start_page > 1:
-        links.append(("previous", page(wanted.start_page - 1)))
+        links.append(atom.Link("previous", page(wanted.start_page - 1)))
     if wanted.offset + len(found) < total:
-        links.append(("next", page(wanted.start_page + 1)))
+        links.append(atom.Link("next", page(wanted.start_page + 1)))
     if known is not None:
-        links.append(("last", page(max(1, -(-known // wanted.count)))))
+        links.append(atom.Link("last", page(max(1, -(-known // wanted.count)))))
     view = atom.FeedView(
         atom_id=atom.url_atom_id(urls.search(wanted.criteria)),
         title="Search results",

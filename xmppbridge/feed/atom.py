@@ -340,6 +340,17 @@ class SearchInfo:
 
 
 @dataclass(frozen=True)
+class Link:
+    """A link to another document of ours; ``type`` is the media type served at ``href``, so that a
+    reader (and a feed validator) can tell a feed from an entry before fetching it."""
+
+    rel: str
+    href: str
+    type: str = FEED_MEDIA_TYPE
+    title: str | None = None
+
+
+@dataclass(frozen=True)
 class FeedView:
     """What a feed document shows; ``entries`` with ``deleted`` set become tombstones."""
 
@@ -348,7 +359,7 @@ class FeedView:
     self_url: str
     updated: datetime
     entries: Sequence[Entry]
-    links: Sequence[tuple[str, str]] = ()  # (rel, href) of further feed documents: paging, archives
+    links: Sequence[Link] = ()  # further documents: paging, archives, the entry a history is of
     restriction: str | None = None  # the collection, for its category
     archive: bool = False  # an RFC 5005 archive document (fh:archive)
     complete: bool = False  # every entry there is, in one document (RFC 5005 fh:complete)
@@ -379,7 +390,7 @@ def feed_document(view: FeedView, urls: FeedUrls, *, author: str) -> bytes:
         _link_text("alternate", view.self_url, HTML_MEDIA_TYPE),
         deployment.service,  # RFC 8322 §6.1.2: MUST
         deployment.search,
-        *(_link_text(rel, href, FEED_MEDIA_TYPE) for rel, href in view.links),
+        *(_link_text(link.rel, link.href, link.type, link.title) for link in view.links),
         *(_tombstone_text(entry) if entry.deleted else _entry_text(entry, urls) for entry in view.entries),
         "</feed>",
     ]

@@ -156,13 +156,14 @@ def _entry_row(entry: Entry, urls: FeedUrls) -> etree._Element:
                _el("td", None, atom.rfc3339(entry.updated_at)))
 
 
-def _link_nav(links: Iterable[tuple[str, str]]) -> etree._Element | None:
-    shown = [(rel, href) for rel, href in links if rel in _LINK_LABELS]
+def _link_nav(links: Iterable[atom.Link]) -> etree._Element | None:
+    """Paging and archive links under their labels; any other link under its own title."""
+    shown = [link for link in links if link.rel in _LINK_LABELS or link.title]
     if not shown:
         return None
     nav = _el("nav", {"class": "paging"})
-    for rel, href in shown:
-        nav.append(_a(href, _LINK_LABELS[rel], rel=rel))
+    for link in shown:
+        nav.append(_a(link.href, link.title or _LINK_LABELS[link.rel], rel=link.rel))
     return nav
 
 
