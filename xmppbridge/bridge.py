@@ -17,6 +17,7 @@ from xmppbridge.metrics import BridgeMetrics, metrics_routes
 from xmppbridge.publish import Publisher
 from xmppbridge.signing.keys import load_identity
 from xmppbridge.spool import Spool
+from xmppbridge.status import peer_report
 from xmppbridge.store import Store
 from xmppbridge.xmpp.adhoc import attach_adhoc, operator_actions
 from xmppbridge.xmpp.chat import attach_chat
@@ -60,8 +61,7 @@ class Bridge:
                               schema_mode=config.schema_mode, service=config.pubsub_service)
         app = make_app(
             self.store, config.feed, publisher=publisher,
-            health=lambda: {"ready": self.ready.is_set(), "connected": self.xmpp.online.is_set(),
-                            "outbox": self.store.outbox_depth()})
+            health=self._health)
         if config.operators.metrics:
             app.add_routes(metrics_routes(self.metrics))
         runner = web.AppRunner(app)
@@ -98,6 +98,13 @@ class Bridge:
             self.chat_state.close()
             self.metrics.close()
             self.store.close()
+
+    def _health(self) -> dict[str, object]:
+        """``/healthz`` fields. An unreachable peer leaves the answer 200: this bridge works and its
+        supervisor must not restart it for another domain's trouble; ``status`` says "degraded"."""
+        peers = peer_report(self.config, self.store)
+        return {"status": "degraded" if peers["peers_degraded"] else "ok", "ready": self.ready.is_set(),
+                "connected": self.xmpp.online.is_set(), "outbox": self.store.outbox_depth(), **peers}
 
     async def _sessions(self) -> None:
         """Every time the component (re)connects: resubscribe and catch up, then wait for the next gap."""
