@@ -9,11 +9,13 @@ from types import SimpleNamespace
 import pytest
 
 from tests.test_mirror import NODE, ScriptedNode
+from tests.test_store_feed import old_store
 from xmppbridge.errors import PublishFailed
 from xmppbridge.peers import OK, TIMEOUT, classify, degraded, must_write
 from xmppbridge.status import format_status, peer_report
 from xmppbridge.store import Store
 from xmppbridge.store import peers as peer_rows
+from xmppbridge.store.db import SCHEMA_VERSION
 from xmppbridge.xmpp import peers as peer_notes
 from xmppbridge.xmpp.mirror import Mirror
 from xmppbridge.xmpp.peers import PeerNotes
@@ -142,3 +144,15 @@ async def test_the_periodic_check_skips_quarantined_items_and_counts_them_seen(t
         remote.fetched = []
         await mirror.catch_up(remote, PEER, NODE, remote_capacity=100)  # type: ignore[arg-type]
         assert sorted(remote.fetched) == ["lost", "refused"]
+
+
+def test_a_version_5_store_gets_the_peers_table(tmp_path: Path) -> None:
+    path = tmp_path / "v5.sqlite"
+    conn = old_store(path, 5)
+    assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'peers'").fetchone()[0] == 0
+    conn.close()
+    with Store(path) as store:
+        assert store.conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert store.peers() == []
+        store.record_peer(PEER, OK)
+        assert [p.service for p in store.peers()] == [PEER]

@@ -19,7 +19,7 @@ SCHEMA = (
         condition TEXT,  -- last error condition (RFC 6120 §8.3.3, or "timeout"); kept after recovery
         text TEXT,  -- its <text/>
         error_at TEXT
-    )
+    ) WITHOUT ROWID
     """,
 )
 
