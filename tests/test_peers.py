@@ -102,8 +102,8 @@ def test_status_lists_every_subscribed_service_with_its_health(tmp_path: Path) -
                      "condition": None, "text": None, "error_at": None}
     assert lost["reachable"] is False and lost["condition"] == "remote-server-not-found"
     assert lost["text"] == "unable to resolve service" and lost["since"] == lost["error_at"]
-    assert "peer pubsub.a.test: not checked yet, never heard from" in text
-    assert f"peer {PEER}: UNREACHABLE since {lost['since']}" in text
+    assert "peer pubsub.a.test: never heard from, not checked yet" in text
+    assert f"peer {PEER}: never heard from, UNREACHABLE since {lost['since']}" in text
     assert f"last error remote-server-not-found (unable to resolve service) at {lost['error_at']}" in text
 
 

@@ -70,7 +70,7 @@ def format_status(report: dict[str, object]) -> str:
     for service in sorted(set(contact) | set(health)):
         age = contact.get(service)
         heard = "never heard from" if age is None else f"last contact {age:.0f} s ago"
-        lines.append(f"peer {service}: {_reachability(health.get(service))}, {heard}")
+        lines.append(f"peer {service}: {heard}, {_reachability(health.get(service))}")
         error = health.get(service)
         if error is not None and error["condition"] is not None:
             text = f" ({error['text']})" if error["text"] else ""
