@@ -7,6 +7,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from slixmpp import Iq
+from slixmpp.exceptions import IqError, IqTimeout
 
 from tests.test_mirror import NODE, ScriptedNode
 from tests.test_store_feed import old_store
@@ -17,8 +19,10 @@ from xmppbridge.store import Store
 from xmppbridge.store import peers as peer_rows
 from xmppbridge.store.db import SCHEMA_VERSION
 from xmppbridge.xmpp import peers as peer_notes
+from xmppbridge.xmpp.component import explain, peer_failure
 from xmppbridge.xmpp.mirror import Mirror
 from xmppbridge.xmpp.peers import PeerNotes
+from xmppbridge.xmpp.stanzas import StanzaError
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 PEER = "pubsub.b.test"
@@ -156,3 +160,31 @@ def test_a_version_5_store_gets_the_peers_table(tmp_path: Path) -> None:
         assert store.peers() == []
         store.record_peer(PEER, OK)
         assert [p.service for p in store.peers()] == [PEER]
+
+
+def test_peers_no_longer_subscribed_to_are_forgotten(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.sqlite") as store:
+        store.record_peer("pubsub.a.test", OK)
+        store.record_peer(PEER, OK)
+        store.forget_peers_except([PEER])
+        assert [p.service for p in store.peers()] == [PEER]
+
+
+def iq_error(condition: str, text: str) -> IqError:
+    iq = Iq(stype="error")
+    iq["error"]["condition"] = condition
+    iq["error"]["text"] = text
+    return IqError(iq)
+
+
+def test_the_condition_and_text_of_a_failed_request() -> None:
+    lost = iq_error("remote-server-not-found", "Server-to-server connection failed: NXDomain")
+    assert peer_failure(lost) == StanzaError("remote-server-not-found",
+                                             "Server-to-server connection failed: NXDomain")
+    assert explain(lost) == "remote-server-not-found (Server-to-server connection failed: NXDomain)"
+    assert peer_failure(IqTimeout(Iq())).condition == TIMEOUT  # type: ignore[union-attr]
+    refused = PublishFailed("refused", condition="forbidden", text="not on the whitelist")
+    assert peer_failure(refused) == StanzaError("forbidden", "not on the whitelist")
+    assert explain(refused) == "refused"  # our own message already names the item and the condition
+    assert peer_failure(PublishFailed("outbox item unknown")) is None
+    assert peer_failure(RuntimeError("database is locked")) is None

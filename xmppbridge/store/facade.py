@@ -338,5 +338,9 @@ class Store:
         with self._write() as conn:
             peers.record(conn, service, outcome, db.now())
 
+    def forget_peers_except(self, services: list[str]) -> None:
+        with self._write() as conn:
+            peers.forget_others(conn, services)
+
     def peers(self) -> list[PeerHealth]:
         return self._read(peers.peers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import datetime
 
@@ -39,6 +40,12 @@ def record(conn: sqlite3.Connection, service: str, outcome: Outcome, at: datetim
         (service, int(outcome.reachable), stamp, stamp, outcome.condition, outcome.text if failed else None,
          stamp if failed else None, failed, failed, failed),
     )
+
+
+def forget_others(conn: sqlite3.Connection, services: list[str]) -> None:
+    """Drop the rows of services no longer subscribed to, so that /metrics stops reporting them."""
+    conn.execute("DELETE FROM peers WHERE service NOT IN (SELECT value FROM json_each(?))",
+                 (json.dumps(services),))
 
 
 def peers(conn: sqlite3.Connection) -> list[PeerHealth]:

@@ -374,6 +374,14 @@ def peer_failure(exc: BaseException) -> StanzaError | None:
     return None
 
 
+def explain(exc: BaseException) -> str:
+    """For the log: slixmpp's errors print the whole error IQ; the condition and its text say it all."""
+    failure = peer_failure(exc) if isinstance(exc, IqError | IqTimeout) else None
+    if failure is None:
+        return str(exc) or type(exc).__name__
+    return f"{failure.condition} ({failure.text})" if failure.text else failure.condition
+
+
 def _describe(exc: IqError | IqTimeout) -> str:
     if isinstance(exc, IqTimeout):
         return "timed out"

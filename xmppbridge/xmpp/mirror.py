@@ -22,7 +22,7 @@ from xmppbridge.signing.verify import TrustStore
 from xmppbridge.signing.wireform import wire_bytes
 from xmppbridge.store import Store
 from xmppbridge.store.subscriptions import ItemState
-from xmppbridge.xmpp.component import BridgeComponent
+from xmppbridge.xmpp.component import BridgeComponent, explain
 from xmppbridge.xmpp.peers import PeerNotes
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ class Mirror:
         try:
             nodes = subscription.nodes or await xmpp.discover_iodef_nodes(subscription.service)
         except Exception as exc:  # noqa: BLE001 - one unreachable peer must not stop the others
-            log.warning("cannot discover nodes of %s: %s", subscription.service, exc)
+            log.warning("cannot discover nodes of %s: %s", subscription.service, explain(exc))
             self.peers.failed(subscription.service, exc)
             return
         if subscription.nodes is None:
@@ -157,7 +157,7 @@ class Mirror:
                 # store absorbs (same item id, same bytes -> "unchanged"); the other order could miss it.
                 result = await self.catch_up(xmpp, service, node, remote_capacity=subscription.max_items)
             except Exception as exc:  # noqa: BLE001 - logged; retried at the next discovery round
-                log.warning("cannot subscribe to %s on %s: %s", node, service, exc)
+                log.warning("cannot subscribe to %s on %s: %s", node, service, explain(exc))
                 self.peers.failed(service, exc)
                 return
             self._synced.add(key)
@@ -241,7 +241,7 @@ class Mirror:
             try:
                 await xmpp.subscribe(service, node)
             except Exception as exc:  # noqa: BLE001 - a peer being away is normal; try again next round
-                log.debug("renewing the subscription to %s on %s failed: %s", node, service, exc)
+                log.debug("renewing the subscription to %s on %s failed: %s", node, service, explain(exc))
                 self.peers.failed(service, exc)
             else:
                 self.peers.answered(service)
@@ -255,7 +255,7 @@ class Mirror:
                 result = await self.catch_up(xmpp, service, node, remote_capacity=subscription.max_items,
                                              only_missing=True)
         except Exception as exc:  # noqa: BLE001 - a peer being away is normal; try again next round
-            log.debug("checking %s on %s failed: %s", node, service, exc)
+            log.debug("checking %s on %s failed: %s", node, service, explain(exc))
             self.peers.failed(service, exc)
             return
         self.peers.answered(service)
