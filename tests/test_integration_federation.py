@@ -159,6 +159,8 @@ def test_status_reports_connection_subscriptions_and_peers(federation: Consortiu
     nodes = {(s["service"], s["node"]) for s in report["subscriptions"]}
     assert ("pubsub.a.test", "iodef/need-to-know/mitigation") in nodes
     assert report["seconds_since_contact"]["pubsub.a.test"] is not None
+    [peer] = report["peers"]
+    assert (peer["service"], peer["reachable"]) == ("pubsub.a.test", True)
     text = subprocess.run([sys.executable, "-m", "xmppbridge.cli", "status", "-c",
                            str(federation["b"].config_path)], capture_output=True, text=True, timeout=60)
     assert "bridge bridge.b.test: online" in text.stdout and "peer pubsub.a.test: last contact" in text.stdout

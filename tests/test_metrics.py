@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.test_chat import add
 from xmppbridge.metrics import BridgeMetrics, metrics_routes
+from xmppbridge.peers import OK, classify
 from xmppbridge.store import Store
 from xmppbridge.xmpp.component import ItemSink
 
@@ -28,6 +29,8 @@ async def test_metrics_endpoint_reports_the_store(tmp_path: Path) -> None:
         store.add_reject(source="xmpp", service="pubsub.b.test", node="n", item_id=reason, reason=reason,
                          message="m", raw=reason.encode())
     store.set_state("connection", "online")
+    store.record_peer("pubsub.b.test", classify("remote-server-not-found", "unable to resolve service"))
+    store.record_peer("pubsub.c.test", OK)
     metrics = BridgeMetrics(store.path)
     queued = store.enqueue(node="iodef/public/reporting", item_id="L-1", payload=b"<x/>",
                            incident=entry.incident, version="2.0", source="test")
@@ -54,8 +57,13 @@ async def test_metrics_endpoint_reports_the_store(tmp_path: Path) -> None:
     assert found[("xmppbridge_received_total", ())] == 2
     assert found[("xmppbridge_published_total", (("action", "publish"),))] == 1
     assert found[("xmppbridge_outbox_depth", ())] == 1
-    assert found[("xmppbridge_rejected_total", (("reason", "bad-signature"),))] == 2
+    # Distinct refusals: the same bytes refused twice are one, counted again apart.
+    assert found[("xmppbridge_rejected_total", (("reason", "bad-signature"),))] == 1
     assert found[("xmppbridge_rejected_total", (("reason", "unknown-signer"),))] == 1
+    assert found[("xmppbridge_rejected_redelivered_total", ())] == 1
+    assert found[("xmppbridge_peer_reachable", (("service", "pubsub.b.test"),))] == 0
+    assert found[("xmppbridge_peer_reachable", (("service", "pubsub.c.test"),))] == 1
+    assert found[("xmppbridge_peer_state_since_seconds", (("service", "pubsub.b.test"),))] >= 0
     assert found[("xmppbridge_quarantine_held", ())] == 2  # the same bytes twice are one record
     assert found[("xmppbridge_entries", (("origin", "remote"), ("restriction", "need-to-know")))] == 1
     assert found[("xmppbridge_connection_state", (("state", "online"),))] == 1

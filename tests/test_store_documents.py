@@ -59,7 +59,7 @@ def test_a_version_4_store_keeps_every_document(tmp_path: Path) -> None:
     conn.close()
 
     with Store(path) as store:
-        assert store.conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert store.conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
         assert "xml" not in columns(store.conn, "entries")
         assert rows(store.conn, "SELECT entry_id, xml FROM documents ORDER BY entry_id") == [
             (ident, key[-1]) for ident, key in sorted(keys.items())]

@@ -18,6 +18,7 @@ from xmppbridge.metrics import BridgeMetrics, metrics_routes
 from xmppbridge.publish import Publisher
 from xmppbridge.signing.keys import load_identity
 from xmppbridge.spool import Spool
+from xmppbridge.status import peer_report
 from xmppbridge.store import Store
 from xmppbridge.xmpp.adhoc import attach_adhoc, operator_actions
 from xmppbridge.xmpp.chat import attach_chat
@@ -38,6 +39,7 @@ class Bridge:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store = Store(config.store_path)
+        self.store.forget_peers_except(sorted({s.service for s in config.subscriptions}))
         self.mirror = Mirror(config, self.store, config.trust)  # loaded and checked by load_config
         self.metrics = BridgeMetrics(str(config.store_path), connected=lambda: self.xmpp.online.is_set())
         self.xmpp = BridgeComponent(config.jid, config.secret, config.server_host, config.server_port,
@@ -62,8 +64,7 @@ class Bridge:
                               domains=config.signing_domains)
         app = make_app(
             self.store, config.feed, publisher=publisher,
-            health=lambda: {"ready": self.ready.is_set(), "connected": self.xmpp.online.is_set(),
-                            "outbox": self.store.outbox_depth()})
+            health=self._health)
         if config.operators.metrics:
             app.add_routes(metrics_routes(self.metrics))
         runner = web.AppRunner(app)
@@ -101,6 +102,13 @@ class Bridge:
             self.chat_state.close()
             self.metrics.close()
             self.store.close()
+
+    def _health(self) -> dict[str, object]:
+        """``/healthz`` fields. An unreachable peer leaves the answer 200: this bridge works and its
+        supervisor must not restart it for another domain's trouble; ``status`` says "degraded"."""
+        peers = peer_report(self.config, self.store)
+        return {"status": "degraded" if peers["peers_degraded"] else "ok", "ready": self.ready.is_set(),
+                "connected": self.xmpp.online.is_set(), "outbox": self.store.outbox_depth(), **peers}
 
     async def _sessions(self) -> None:
         """Every time the component (re)connects: resubscribe and catch up, then wait for the next gap."""

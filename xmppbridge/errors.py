@@ -62,9 +62,13 @@ class SignerUnusable(InputRejected):
 
 
 class PublishFailed(BridgeError):
-    """The XMPP server refused or did not answer a publish. ``transient`` failures (timeouts, lost
-    connection) are retried from the outbox; a refusal is recorded on the outbox item."""
+    """An XMPP server refused or did not answer one of our pubsub requests (a publish, an item fetch).
+    ``transient`` failures (timeouts, lost connection) are retried from the outbox; a refusal is
+    recorded on the outbox item. ``condition`` and ``text`` are the stanza error's (RFC 6120 §8.3.3),
+    or ``timeout`` when no answer came; None when neither applies."""
 
-    def __init__(self, message: str, *, transient: bool = False) -> None:
+    def __init__(self, message: str, *, transient: bool = False, condition: str | None = None,
+                 text: str = "") -> None:
         super().__init__(message)
         self.transient = transient
+        self.condition, self.text = condition, text

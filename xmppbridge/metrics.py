@@ -1,7 +1,8 @@
 """Prometheus metrics (prometheus-client) and the ``/metrics`` route for the feed's HTTP server.
 
 Counts come from the store at scrape time (published, received, rejected by reason, outbox depth,
-connection state), so they are right across restarts and include what other processes (the CLI) did.
+connection state, peer health), so they are right across restarts and include what other processes (the
+CLI) did.
 Two latency histograms are observed in the process: publish latency (queued in the outbox -> published,
 read from the outbox as items complete) and receive processing time (verify + store one item).
 """
@@ -49,11 +50,15 @@ class StoreCollector(Collector):
                                        " and mirrored")
         received.add_metric([], rows["received"][0][0])
         yield received
-        rejected = CounterMetricFamily("xmppbridge_rejected", "Items refused and quarantined, by reason",
-                                       labels=["reason"])
+        rejected = CounterMetricFamily("xmppbridge_rejected", "Distinct items refused and quarantined, by"
+                                       " reason", labels=["reason"])
         for reason, count in rows["rejected"]:
             rejected.add_metric([reason], count)
         yield rejected
+        redelivered = CounterMetricFamily("xmppbridge_rejected_redelivered", "Times a peer offered an item"
+                                          " already in the quarantine again")
+        redelivered.add_metric([], rows["redelivered"][0][0])
+        yield redelivered
         yield GaugeMetricFamily("xmppbridge_quarantine_held", "Quarantined items not released",
                                 value=rows["held"][0][0])
         yield GaugeMetricFamily("xmppbridge_outbox_depth", "Outbox items waiting to be published",
@@ -72,6 +77,20 @@ class StoreCollector(Collector):
         connected = self.connected() if self.connected is not None else recorded == "online"
         yield GaugeMetricFamily("xmppbridge_connected", "1 while the component is connected to its server",
                                 value=float(connected))
+        yield from _peer_metrics(rows["peers"], time.time())
+
+
+def _peer_metrics(rows: list[tuple[str, int, str]], now: float) -> Iterator[Metric]:
+    """Per peer service (``xmppbridge.peers``), from its row in the store."""
+    reachable = GaugeMetricFamily("xmppbridge_peer_reachable", "1 while the peer service answers",
+                                  labels=["service"])
+    since = GaugeMetricFamily("xmppbridge_peer_state_since_seconds", "Seconds since the peer service"
+                              " became reachable or unreachable", labels=["service"])
+    for service, is_reachable, changed in rows:
+        reachable.add_metric([service], float(is_reachable))
+        since.add_metric([service], max(0.0, now - parse_time(changed).timestamp()))
+    yield reachable
+    yield since
 
 
 _QUERIES = {
@@ -80,11 +99,14 @@ _QUERIES = {
     "depth": "SELECT count(*) FROM outbox WHERE status = 'pending'",
     # Each accepted version of a remote item is one revision of its entry.
     "received": "SELECT coalesce(sum(revision), 0) FROM entries WHERE origin = 'remote'",
-    "rejected": "SELECT reason, sum(seen_count) FROM rejects GROUP BY reason",
+    # One refusal per quarantine record: the same bytes offered again are counted apart (seen_count).
+    "rejected": "SELECT reason, count(*) FROM rejects GROUP BY reason",
+    "redelivered": "SELECT coalesce(sum(seen_count - 1), 0) FROM rejects",
     "held": "SELECT count(*) FROM rejects WHERE released_at IS NULL",
     "entries": "SELECT origin, effective_restriction, count(*) FROM entries WHERE deleted_at IS NULL"
                " GROUP BY origin, effective_restriction",
     "connection": "SELECT value FROM bridge_state WHERE key = 'connection'",
+    "peers": "SELECT service, reachable, since FROM peers ORDER BY service",
 }
 
 

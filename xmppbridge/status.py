@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from xmppbridge.config import Config
+from xmppbridge.peers import PeerHealth, degraded
 from xmppbridge.store import Store
 
 
@@ -33,7 +34,26 @@ def status_report(config: Config, store: Store, *, now: datetime | None = None) 
         "entries": store.count_entries(),
         "subscriptions": subscriptions,
         "seconds_since_contact": {service: _age(now, t) for service, t in contact.items()},
+        **peer_report(config, store),
     }
+
+
+def peer_report(config: Config, store: Store) -> dict[str, object]:
+    """Health of each subscribed service (``xmppbridge.peers``), for `status` and ``/healthz``:
+    ``peers_degraded`` when one cannot be reached. A service not yet talked to has ``reachable`` None."""
+    known = {peer.service: peer for peer in store.peers()}
+    followed = sorted({sub.service for sub in config.subscriptions})
+    return {"peers_degraded": degraded(known[service] for service in followed if service in known),
+            "peers": [_peer(service, known.get(service)) for service in followed]}
+
+
+def _peer(service: str, peer: PeerHealth | None) -> dict[str, object]:
+    if peer is None:
+        return {"service": service, "reachable": None, "since": None, "checked_at": None, "condition": None,
+                "text": None, "error_at": None}
+    return {"service": service, "reachable": peer.reachable, "since": _iso(peer.since),
+            "checked_at": _iso(peer.checked_at), "condition": peer.condition, "text": peer.text or None,
+            "error_at": _iso(peer.error_at)}
 
 
 def format_status(report: dict[str, object]) -> str:
@@ -44,15 +64,29 @@ def format_status(report: dict[str, object]) -> str:
     ]
     contact = report["seconds_since_contact"]
     assert isinstance(contact, dict)
-    for service, age in sorted(contact.items()):
+    peers = report["peers"]
+    assert isinstance(peers, list)
+    health = {peer["service"]: peer for peer in peers}
+    for service in sorted(set(contact) | set(health)):
+        age = contact.get(service)
         heard = "never heard from" if age is None else f"last contact {age:.0f} s ago"
-        lines.append(f"peer {service}: {heard}")
+        lines.append(f"peer {service}: {heard}, {_reachability(health.get(service))}")
+        error = health.get(service)
+        if error is not None and error["condition"] is not None:
+            text = f" ({error['text']})" if error["text"] else ""
+            lines.append(f"  last error {error['condition']}{text} at {error['error_at']}")
     subscriptions = report["subscriptions"]
     assert isinstance(subscriptions, list)
     for sub in subscriptions:
         lines.append(f"  {sub['service']} {sub['node']}: last item {sub['last_item'] or '-'}, "
                      f"last catch-up {sub['last_sync'] or '-'}")
     return "\n".join(lines)
+
+
+def _reachability(peer: dict[str, object] | None) -> str:
+    if peer is None or peer["reachable"] is None:
+        return "not checked yet"
+    return f"{'reachable' if peer['reachable'] else 'UNREACHABLE'} since {peer['since']}"
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from xmppbridge.iodef.model import Incident
-from xmppbridge.store import db, entries, feedviews, outbox, rejects, search, subscriptions
+from xmppbridge.peers import Outcome, PeerHealth
+from xmppbridge.store import db, entries, feedviews, outbox, peers, rejects, search, subscriptions
 from xmppbridge.store.entries import Entry, EntryVersion, Origin, UpsertResult
 from xmppbridge.store.feedviews import Change, Revision
 from xmppbridge.store.outbox import OutboxItem
@@ -277,6 +278,14 @@ class Store:
     def count_rejects(self, *, held_only: bool = False) -> int:
         return self._read(lambda conn: rejects.count(conn, held_only=held_only))
 
+    def held_reject_ids(self, service: str, node: str) -> set[str]:
+        """Item ids of ``node`` held in the quarantine."""
+        return self._read(lambda conn: rejects.held_item_ids(conn, service, node))
+
+    def reject_seen_again(self, service: str, node: str, item_ids: list[str]) -> None:
+        with self._write() as conn:
+            rejects.seen_again(conn, service, node, item_ids)
+
     def reject(self, reject_id: int) -> Reject | None:
         return self._read(lambda conn: rejects.get(conn, reject_id))
 
@@ -322,3 +331,16 @@ class Store:
 
     def state(self) -> dict[str, tuple[str, datetime]]:
         return self._read(subscriptions.get_state)
+
+    # -- peer health (xmppbridge.peers) -----------------------------------------------------------------
+
+    def record_peer(self, service: str, outcome: Outcome) -> None:
+        with self._write() as conn:
+            peers.record(conn, service, outcome, db.now())
+
+    def forget_peers_except(self, services: list[str]) -> None:
+        with self._write() as conn:
+            peers.forget_others(conn, services)
+
+    def peers(self) -> list[PeerHealth]:
+        return self._read(peers.peers)

@@ -13,6 +13,7 @@ one record arbitrarily large.
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
@@ -110,6 +111,23 @@ def get(conn: sqlite3.Connection, reject_id: int) -> Reject | None:
 def count(conn: sqlite3.Connection, *, held_only: bool = False) -> int:
     where, params = _filters(held_only=held_only)
     return conn.execute(f"SELECT count(*) FROM rejects{where}", params).fetchone()[0]
+
+
+def held_item_ids(conn: sqlite3.Connection, service: str, node: str) -> set[str]:
+    """Item ids of ``node`` with a record held in the quarantine."""
+    rows = conn.execute("SELECT DISTINCT item_id FROM rejects WHERE service = ? AND node = ?"
+                        " AND released_at IS NULL AND item_id IS NOT NULL", (service, node)).fetchall()
+    return {row[0] for row in rows}
+
+
+def seen_again(conn: sqlite3.Connection, service: str, node: str, item_ids: list[str]) -> None:
+    """The node still offers these held items (a periodic check listed them and skipped the fetch):
+    count each item's newest held record as seen once more."""
+    conn.execute(
+        "UPDATE rejects SET seen_count = seen_count + 1, last_seen_at = ? WHERE id IN (SELECT max(id)"
+        " FROM rejects WHERE service = ? AND node = ? AND released_at IS NULL"
+        " AND item_id IN (SELECT value FROM json_each(?)) GROUP BY item_id)",
+        (later_than(None), service, node, json.dumps(item_ids)))
 
 
 def mark_released(conn: sqlite3.Connection, reject_id: int, resolution: str) -> None:

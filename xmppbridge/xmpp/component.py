@@ -23,6 +23,7 @@ from slixmpp.plugins.xep_0004 import Form
 
 from xmppbridge.errors import PublishFailed
 from xmppbridge.iodef.model import NS_V1, NS_V2
+from xmppbridge.peers import TIMEOUT
 from xmppbridge.xmpp.stanzas import IQ, Notification, Published, StanzaError, bare, error_of, notification
 
 log = logging.getLogger(__name__)
@@ -255,7 +256,8 @@ class BridgeComponent(ComponentXMPP):
         error = error_of(answer)
         if error is not None:
             raise PublishFailed(f"{service} refused the item on {node}: {_condition(error)}",
-                                transient=error.condition in TRANSIENT_CONDITIONS)
+                                transient=error.condition in TRANSIENT_CONDITIONS, condition=error.condition,
+                                text=error.text)
 
     async def _pubsub_iq(self, iq_type: str, service: str, body: str, in_order: InOrder | None = None
                          ) -> ET.Element:
@@ -275,7 +277,7 @@ class BridgeComponent(ComponentXMPP):
             return await asyncio.wait_for(answer, IQ_TIMEOUT)
         except TimeoutError:
             raise PublishFailed(f"no answer from {service} within {IQ_TIMEOUT:.0f} s",
-                                transient=True) from None
+                                transient=True, condition=TIMEOUT) from None
         finally:
             del self._awaiting[iq_id]
 
@@ -332,8 +334,9 @@ class BridgeComponent(ComponentXMPP):
                                        f"<item id={quoteattr(item_id)}/></items>", in_order=hand_over)
         error = error_of(answer)
         if error is not None:
-            raise PublishFailed(f"{service} refused item {item_id} of {node}: {error.condition}",
-                                transient=error.condition in TRANSIENT_CONDITIONS)
+            raise PublishFailed(f"{service} refused item {item_id} of {node}: {_condition(error)}",
+                                transient=error.condition in TRANSIENT_CONDITIONS, condition=error.condition,
+                                text=error.text)
         return bool(found)
 
     async def keepalive(self, service: str, interval: float, timeout: float) -> None:
@@ -358,6 +361,26 @@ def backoff_delay(attempt: int) -> float:
     """Capped exponential backoff with jitter, so that bridges restarted together do not reconnect in
     lockstep: 0.5-1 s after the first failure, doubling up to 15-30 s."""
     return random.uniform(0.5, 1.0) * min(RECONNECT_MAX_DELAY, 2.0 ** min(attempt - 1, 10))
+
+
+def peer_failure(exc: BaseException) -> StanzaError | None:
+    """The error condition and text of a failed request to a peer: a stanza error (RFC 6120 §8.3.3)
+    or ``timeout``. None for an exception that says nothing about the peer (the store, a bug)."""
+    if isinstance(exc, IqError):
+        return StanzaError(exc.condition or "undefined-condition", (exc.text or "").strip())
+    if isinstance(exc, IqTimeout):
+        return StanzaError(TIMEOUT, f"no answer within {IQ_TIMEOUT:.0f} s")
+    if isinstance(exc, PublishFailed) and exc.condition is not None:
+        return StanzaError(exc.condition, exc.text)
+    return None
+
+
+def explain(exc: BaseException) -> str:
+    """For the log: slixmpp's errors print the whole error IQ; the condition and its text say it all."""
+    failure = peer_failure(exc) if isinstance(exc, IqError | IqTimeout) else None
+    if failure is None:
+        return str(exc) or type(exc).__name__
+    return f"{failure.condition} ({failure.text})" if failure.text else failure.condition
 
 
 def _describe(exc: IqError | IqTimeout) -> str:

@@ -22,7 +22,8 @@ from xmppbridge.signing.verify import TrustStore
 from xmppbridge.signing.wireform import wire_bytes
 from xmppbridge.store import Store
 from xmppbridge.store.subscriptions import ItemState
-from xmppbridge.xmpp.component import BridgeComponent
+from xmppbridge.xmpp.component import BridgeComponent, explain
+from xmppbridge.xmpp.peers import PeerNotes
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class Mirror:
         self._list_window = asyncio.Semaphore(LIST_WINDOW)
         self._missing: dict[tuple[str, str], set[str]] = {}  # per node: listed, not held, at the last check
         self._rounds = 0  # checks so far: which node the next check lists
+        self.peers = PeerNotes(store)
 
     def on_item(self, service: str, node: str, item_id: str, payload: ET.Element | None) -> None:
         data = None if payload is None else wire_bytes(payload)
@@ -91,6 +93,7 @@ class Mirror:
                         item_id, service, node)
             return
         self._note_contact(service, node)
+        self.peers.answered(service)
         existing = self.store.find_entry(service, node, item_id)
         if data is not None and existing is not None and not existing.deleted and existing.xml == data:
             # Exactly the bytes already verified and mirrored: a catch-up refetch or a duplicate
@@ -134,8 +137,11 @@ class Mirror:
         try:
             nodes = subscription.nodes or await xmpp.discover_iodef_nodes(subscription.service)
         except Exception as exc:  # noqa: BLE001 - one unreachable peer must not stop the others
-            log.warning("cannot discover nodes of %s: %s", subscription.service, exc)
+            log.warning("cannot discover nodes of %s: %s", subscription.service, explain(exc))
+            self.peers.failed(subscription.service, exc)
             return
+        if subscription.nodes is None:
+            self.peers.answered(subscription.service)
         await asyncio.gather(*(self._subscribe(xmpp, subscription, node) for node in nodes))
 
     async def _subscribe(self, xmpp: BridgeComponent, subscription: Subscription, node: str) -> None:
@@ -151,9 +157,11 @@ class Mirror:
                 # store absorbs (same item id, same bytes -> "unchanged"); the other order could miss it.
                 result = await self.catch_up(xmpp, service, node, remote_capacity=subscription.max_items)
             except Exception as exc:  # noqa: BLE001 - logged; retried at the next discovery round
-                log.warning("cannot subscribe to %s on %s: %s", node, service, exc)
+                log.warning("cannot subscribe to %s on %s: %s", node, service, explain(exc))
+                self.peers.failed(service, exc)
                 return
             self._synced.add(key)
+            self.peers.answered(service)
         log.info("subscribed to %s on %s: %d items there, %d retracted while away", node, service,
                  result.listed, result.retracted)
 
@@ -161,15 +169,23 @@ class Mirror:
                        remote_capacity: int, only_missing: bool = False) -> CatchUp:
         """Reconcile with the remote node. ``only_missing`` (the periodic check) fetches just the ids we
         did not hold at this check and the one before; otherwise every item is fetched again, which also
-        picks up items republished with new content while we were away."""
+        picks up items republished with new content while we were away.
+
+        The periodic check does not fetch items held in the quarantine either: verifying the same refused
+        bytes again is wasted work, and used to count the refusal again at every check. It counts them as
+        seen again (``seen_count``) instead; the catch-up after a reconnection still fetches them."""
         async with self._list_window:
             # What we hold is read *before* the remote listing: an item that arrives while the listing
             # is on its way was published after the listing was made, and must not count as retracted.
             states = self.store.item_states(service, node)
+            quarantined = self.store.held_reject_ids(service, node) if only_missing else set()
             ids = await xmpp.list_item_ids(service, node)
         if only_missing:
             held = {s.item_id for s in states if not s.deleted}
-            missing = {item_id for item_id in ids if item_id not in held}
+            offered_again = [item_id for item_id in ids if item_id in quarantined and item_id not in held]
+            if offered_again:
+                self.store.reject_seen_again(service, node, offered_again)
+            missing = {item_id for item_id in ids if item_id not in held and item_id not in quarantined}
             # During a burst, many listed items are still on their way as notifications; fetching them
             # would double the work exactly when the bridge is busiest. An item missing at two checks
             # in a row was lost (a remote restart, say) and is fetched now.
@@ -225,7 +241,10 @@ class Mirror:
             try:
                 await xmpp.subscribe(service, node)
             except Exception as exc:  # noqa: BLE001 - a peer being away is normal; try again next round
-                log.debug("renewing the subscription to %s on %s failed: %s", node, service, exc)
+                log.debug("renewing the subscription to %s on %s failed: %s", node, service, explain(exc))
+                self.peers.failed(service, exc)
+            else:
+                self.peers.answered(service)
 
     async def _check(self, xmpp: BridgeComponent, service: str, node: str) -> None:
         subscription = next((s for s in self.config.subscriptions if s.service == service), None)
@@ -236,8 +255,10 @@ class Mirror:
                 result = await self.catch_up(xmpp, service, node, remote_capacity=subscription.max_items,
                                              only_missing=True)
         except Exception as exc:  # noqa: BLE001 - a peer being away is normal; try again next round
-            log.debug("checking %s on %s failed: %s", node, service, exc)
+            log.debug("checking %s on %s failed: %s", node, service, explain(exc))
+            self.peers.failed(service, exc)
             return
+        self.peers.answered(service)
         if result.fetched or result.retracted:
             log.info("caught up on %s on %s: %d missing items fetched, %d retracted", node, service,
                      result.fetched, result.retracted)
