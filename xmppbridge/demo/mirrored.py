@@ -44,6 +44,12 @@ def published_by(output: str) -> list[Published]:
             for m in map(_PUBLISHED.match, output.splitlines()) if m]
 
 
+def unreachable(receiver: Path, service: str) -> bool:
+    """Whether the receiver's bridge last found ``service`` unreachable (its peer health)."""
+    with Store(receiver) as theirs:
+        return any(not peer.reachable and peer.service == service for peer in theirs.peers())
+
+
 def missing_at(receiver: Path, publisher: Path, items: list[Published]) -> list[Missing]:
     """The ``items`` that the receiver's store (``receiver``, SQLite) does not hold byte-equal to the
     publisher's (``publisher``), each with the receiver's quarantine reason if it has one."""
