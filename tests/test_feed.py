@@ -208,7 +208,7 @@ async def test_feed_entries_are_complete_rolie_entries(client: TestClient, fille
             (PURPOSE_SCHEME, stored.incident.purpose),
         }
         assert link(element, "collection") == f"{BASE}feeds/partner"
-        assert link(element, "history") == f"{BASE}entries/{entry_id}/history"
+        assert link(element, "version-history") == f"{BASE}entries/{entry_id}/history"
         assert (link(element, "edit") is not None) == (stored.origin == "local")
         content = element.find("atom:content", NS)
         assert content.get("type") == "application/xml" and len(content) == 0
@@ -375,7 +375,7 @@ async def test_new_versions_keep_history(client: TestClient, filled: Filled, sch
     assert doc.findtext("atom:title", namespaces=NS) == "Second look"
     assert doc.findtext("atom:published", namespaces=NS) == rfc3339(old.published_at)  # fixed
 
-    history = schemas.check_atom(await get_ok(client, link(doc, "history"), "application/atom+xml"))
+    history = schemas.check_atom(await get_ok(client, link(doc, "version-history"), "application/atom+xml"))
     assert history.find("fh:complete", NS) is not None
     versions = history.findall("atom:entry", NS)
     assert [v.findtext("atom:title", namespaces=NS) for v in versions] == ["Second look", old.incident.title]

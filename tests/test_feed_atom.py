@@ -219,7 +219,7 @@ def test_entry_links() -> None:
         "alternate": [(base + "entries/7", "text/html")],
         "collection": [(base + "feeds/public", atom.FEED_MEDIA_TYPE)],
         "service": [(base + ".well-known/rolie/servicedocument", atom.SERVICE_MEDIA_TYPE)],
-        "history": [(base + "entries/7/history", atom.FEED_MEDIA_TYPE)],
+        "version-history": [(base + "entries/7/history", atom.FEED_MEDIA_TYPE)],
         "search": [(base + "search/description", atom.OPENSEARCH_MEDIA_TYPE)],
         "related": [(base + "search?incident=2023-99", atom.FEED_MEDIA_TYPE),
                     (base + "search?incident=X+1", atom.FEED_MEDIA_TYPE)],

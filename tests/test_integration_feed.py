@@ -126,7 +126,7 @@ def test_post_put_delete_travel_to_the_peer(federation: Consortium, schemas: Ato
         lambda: http(b, "GET", b_entry).doc.findtext("atom:title", namespaces=NS) == "Revised assessment",
         what="the new version at B",
     )
-    history = http(b, "GET", link(http(b, "GET", b_entry).doc, "history"))
+    history = http(b, "GET", link(http(b, "GET", b_entry).doc, "version-history"))
     schemas.check_atom(history.body)
     assert [e.findtext("atom:title", namespaces=NS) for e in history.doc.findall("atom:entry", NS)] == [
         "Revised assessment",

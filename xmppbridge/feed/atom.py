@@ -295,8 +295,10 @@ def _entry_text(entry: Entry, urls: FeedUrls, declarations: str = "") -> str:
     )
     if entry.origin == "local":  # ours to change (RFC 5023 §9.1); mirrored entries belong to their publisher
         parts.append(f'<link rel="edit" href="{url}" type="{ENTRY_MEDIA_TYPE}"/>')
+    # version-history: the registered relation for "every version of this resource" (RFC 5829 §3.1).
     parts.append(f'{deployment.collections[restriction]}{deployment.service}'
-                 f'<link rel="history" href="{url}/history" type="{FEED_MEDIA_TYPE}"/>{deployment.search}')
+                 f'<link rel="version-history" href="{url}/history" type="{FEED_MEDIA_TYPE}"/>'
+                 f"{deployment.search}")
     parts += [_link_text("related", href, FEED_MEDIA_TYPE, title)
               for title, href in related_links(entry, urls)]
     parts.append(f'<content type="{IODEF_MEDIA_TYPE}" src="{url}/revisions/{entry.revision}/iodef.xml"/>'
