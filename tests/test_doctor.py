@@ -24,6 +24,7 @@ from xmppbridge.doctor.advice import (
 from xmppbridge.doctor.local import feed_checks, signing_checks
 from xmppbridge.doctor.report import Check, Report, checks_from_data, format_text, report_json
 from xmppbridge.feed.settings import FeedSettings
+from xmppbridge.peers import TIMEOUT
 from xmppbridge.signing.keys import generate_identity_files
 from xmppbridge.store import Store
 
@@ -87,6 +88,9 @@ def test_xmpp_errors_point_at_their_usual_cause() -> None:
     not_found = xmpp_error_fix("remote-server-not-found", "pubsub.b.example")
     assert "lua-unbound" in not_found and "_xmpp-server._tcp.pubsub.b.example" in not_found
     assert "5269" in xmpp_error_fix("remote-server-timeout", "pubsub.b.example")
+    # Our own request that got no answer (peers.TIMEOUT) gets the same fix as the server's timeout.
+    assert xmpp_error_fix(TIMEOUT, "pubsub.b.example", "no answer within 30 s") == \
+        xmpp_error_fix("remote-server-timeout", "pubsub.b.example")
     refused = xmpp_error_fix("remote-server-not-found", "pubsub.b.example",
                              "Server-to-server connection failed: connection refused")
     assert "nothing accepted the connection" in refused and "lua-unbound" not in refused

@@ -9,6 +9,7 @@ from cryptography import x509
 
 from xmppbridge.doctor.report import Check
 from xmppbridge.feed.settings import is_loopback
+from xmppbridge.peers import TIMEOUT
 from xmppbridge.signing.keys import SIGNER_FIXES, key_strength_problem, usage_problem, validity_problem
 
 EXPIRY_WARNING_DAYS = 30  # a certificate that expires sooner needs a replacement under way now
@@ -75,7 +76,9 @@ def xmpp_error_fix(condition: str, service: str, text: str = "") -> str:
         return (f"{domain} resolved, but nothing accepted the connection: the peer's server is down, or "
                 "a firewall rejects port 5269 (or the port of its SRV record)")
     # Prosody 0.12 reports a connection attempt that timed out as remote-server-not-found.
-    if condition == "remote-server-timeout" or (condition == "remote-server-not-found" and "timeout" in said):
+    # TIMEOUT: our own request got no answer at all (xmppbridge.peers).
+    if condition in ("remote-server-timeout", TIMEOUT) or (condition == "remote-server-not-found"
+                                                           and "timeout" in said):
         return (f"the connection to {domain} timed out: a firewall between the servers drops it, or port "
                 "5269 (or the port of its SRV record) is not open on the peer's server")
     if condition == "remote-server-not-found":

@@ -10,7 +10,7 @@ from slixmpp.exceptions import IqError, IqTimeout
 from xmppbridge.config import Config, Subscription
 from xmppbridge.doctor.advice import nodes_check, xmpp_error_fix
 from xmppbridge.doctor.report import Check
-from xmppbridge.xmpp.component import BridgeComponent
+from xmppbridge.xmpp.component import BridgeComponent, peer_failure
 
 ADMIN_FIX = ("add the component JID to the pubsub service's admins (Prosody: `admins` of the pubsub "
              "Component, or the global `admins`)")
@@ -81,7 +81,7 @@ async def peer_checks(xmpp: BridgeComponent, subscription: Subscription, timeout
         discovered = await xmpp.discover_iodef_nodes(service, timeout=timeout)
     except (IqError, IqTimeout) as exc:
         checks.append(Check(f"{name} IODEF nodes", "FAIL", f"discovery (disco#items, disco#info per node) "
-                            f"failed: {_error(exc)}", xmpp_error_fix(_condition(exc), service, _text(exc))))
+                            f"failed: {_error(exc)}", _fix(exc, service)))
         return checks
     checks.append(nodes_check(f"{name} IODEF nodes", service, subscription.nodes, discovered))
     nodes = list(subscription.nodes or discovered)
@@ -112,8 +112,7 @@ async def _subscribe_check(xmpp: BridgeComponent, service: str, nodes: list[str]
             finally:
                 await pubsub.unsubscribe(service, node, ifrom=me, timeout=timeout)
         except (IqError, IqTimeout) as exc:
-            return Check(name, "FAIL", f"may not {step} {node}: {_error(exc)}",
-                         xmpp_error_fix(_condition(exc), service, _text(exc)))
+            return Check(name, "FAIL", f"may not {step} {node}: {_error(exc)}", _fix(exc, service))
     return Check(name, "ok", f"subscribed to and read {len(nodes)} node(s) ({held} by the bridge's "
                  "existing subscription)")
 
@@ -130,12 +129,12 @@ async def _subscribed(xmpp: BridgeComponent, service: str, node: str, timeout: f
                for sub in answer["pubsub"]["subscriptions"])
 
 
-def _condition(exc: IqError | IqTimeout) -> str:
-    return exc.condition if isinstance(exc, IqError) else "remote-server-timeout"
-
-
-def _text(exc: IqError | IqTimeout) -> str:
-    return exc.text if isinstance(exc, IqError) else ""
+def _fix(exc: IqError | IqTimeout, service: str) -> str:
+    """The fix for a failed request, from its condition and text as the bridge's peer health reads them
+    (``component.peer_failure``: a timeout is ``peers.TIMEOUT``)."""
+    failure = peer_failure(exc)
+    assert failure is not None  # an IqError or IqTimeout always says something about the peer
+    return xmpp_error_fix(failure.condition, service, failure.text)
 
 
 def _error(exc: IqError | IqTimeout) -> str:
