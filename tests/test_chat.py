@@ -17,11 +17,11 @@ from xmppbridge.chat.service import SUMMARIES_PER_ROUND, ChatService, describe
 from xmppbridge.chat.settings import OperatorSettings, RateLimit, operator_settings
 from xmppbridge.chat.state import ChatState
 from xmppbridge.chat.summary import indicators, summary
-from xmppbridge.config import ConfigReader
+from xmppbridge.configfile import ConfigReader
 from xmppbridge.errors import ConfigError
-from xmppbridge.feed.access import Rights
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.iodef.model import Incident
+from xmppbridge.policy.rights import Rights
 from xmppbridge.store import Store
 from xmppbridge.store.entries import Entry
 

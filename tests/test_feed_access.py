@@ -37,12 +37,13 @@ from tests.test_feed_support import (
 )
 from xmppbridge.config import Config, load_config
 from xmppbridge.errors import ConfigError
-from xmppbridge.feed.access import Rights, User
+from xmppbridge.feed.access import User
 from xmppbridge.feed.app import make_app
 from xmppbridge.feed.auth import Authenticator, hash_password, hash_token, main, verify_password
 from xmppbridge.feed.settings import TlsSettings
 from xmppbridge.feed.tls import server_context
-from xmppbridge.policy import PURPOSES, RESTRICTIONS
+from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS
+from xmppbridge.policy.rights import Rights
 from xmppbridge.signing.keys import generate_identity_files
 from xmppbridge.store import Store
 

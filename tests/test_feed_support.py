@@ -17,12 +17,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from lxml import etree, isoschematron
 
-from xmppbridge.feed.access import Rights, User
+from xmppbridge.feed.access import User
 from xmppbridge.feed.app import make_app
 from xmppbridge.feed.auth import hash_password, hash_token
 from xmppbridge.feed.settings import FeedSettings
 from xmppbridge.iodef.document import read_document
-from xmppbridge.policy import node_name
+from xmppbridge.policy.nodes import node_name
+from xmppbridge.policy.rights import Rights
 from xmppbridge.publish import Publisher
 from xmppbridge.store import Entry, Store
 

@@ -12,7 +12,7 @@ from xmppbridge.iodef.classify import TITLE_MAX, classify, parse_datetime
 from xmppbridge.iodef.document import read_document
 from xmppbridge.iodef.model import Incident
 from xmppbridge.iodef.parse import parse_untrusted
-from xmppbridge.policy import node_name
+from xmppbridge.policy.nodes import node_name
 
 V1 = "urn:ietf:params:xml:ns:iodef-1.0"
 V2 = "urn:ietf:params:xml:ns:iodef-2.0"

@@ -20,7 +20,7 @@ from slixmpp.exceptions import IqError
 from tests.test_feed_support import SERVICE, iodef2
 from xmppbridge.errors import PublishFailed
 from xmppbridge.iodef.document import read_document
-from xmppbridge.policy import node_name
+from xmppbridge.policy.nodes import node_name
 from xmppbridge.store import Store
 from xmppbridge.xmpp import outbox as drain_module
 from xmppbridge.xmpp.outbox import PUBLISH_WINDOW, OutboxDrain

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from xmppbridge.iodef.model import Incident
-from xmppbridge.policy import canonical_purpose
+from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.store import Store, changelog, db, entries, incidents, migrations, searchindex
 from xmppbridge.store.db import _SCHEMA, SCHEMA_VERSION
 from xmppbridge.store.incidents import TIME_FIELDS

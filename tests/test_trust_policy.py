@@ -14,7 +14,7 @@ from tests.conftest import SAMPLES
 from tests.hostile_corpus import MAX_BYTES, ec_identity, iodef2
 from tests.test_store import make_incident
 from xmppbridge.errors import InputRejected
-from xmppbridge.policy import check_publishable, check_relayable, node_restriction
+from xmppbridge.policy.nodes import check_publishable, check_relayable, node_restriction
 from xmppbridge.publish import prepare
 from xmppbridge.receive import receive_item
 from xmppbridge.relay import prepare_relay

@@ -160,7 +160,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from xmppbridge.iodef.document import read_document
-    from xmppbridge.policy import node_name
+    from xmppbridge.policy.nodes import node_name
 
     all_valid = True
     for file in args.files:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from xmppbridge.errors import InputRejected, SignerUnusable, TooLarge
 from xmppbridge.iodef.document import incident_item_id, read_document, split_document
 from xmppbridge.iodef.model import NS_V1, NS_V2, Incident
-from xmppbridge.policy import check_publishable, node_name
+from xmppbridge.policy.nodes import check_publishable, node_name
 from xmppbridge.signing.keys import SIGNER_FIXES, SigningIdentity, as_utc, signing_certificate_problem
 from xmppbridge.signing.sign import sign_document
 from xmppbridge.signing.trust import DOMAIN_NOT_ALLOWED, certificate_domains, foreign_name

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from xmppbridge.errors import InputRejected, TooLarge
 from xmppbridge.iodef.document import document_from_root
 from xmppbridge.iodef.model import Document, Incident
-from xmppbridge.policy import check_publishable, is_wider, node_restriction
+from xmppbridge.policy.nodes import check_publishable, is_wider, node_restriction
 from xmppbridge.signing.verify import TrustStore, Verified, verify_document
 from xmppbridge.store import Store
 

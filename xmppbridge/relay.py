@@ -12,7 +12,7 @@ from collections.abc import Collection
 
 from xmppbridge.errors import TooLarge
 from xmppbridge.iodef.document import incident_item_id
-from xmppbridge.policy import check_publishable, check_relayable, node_name
+from xmppbridge.policy.nodes import check_publishable, check_relayable, node_name
 from xmppbridge.publish import Prepared, check_signer
 from xmppbridge.receive import check_item
 from xmppbridge.signing.keys import SigningIdentity

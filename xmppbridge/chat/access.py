@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from xmppbridge.feed.access import Rights
-from xmppbridge.policy import canonical_purpose
+from xmppbridge.policy.nodes import canonical_purpose
+from xmppbridge.policy.rights import Rights
 from xmppbridge.store.entries import Entry
 
 EVERYONE = Rights.restrictions_of(("public",))

@@ -17,9 +17,9 @@ from xmppbridge.chat.ratelimit import RateLimiter
 from xmppbridge.chat.settings import OperatorSettings
 from xmppbridge.chat.state import ChatState
 from xmppbridge.chat.summary import one_line, summary
-from xmppbridge.feed.access import Rights
 from xmppbridge.feed.layout import FeedUrls
-from xmppbridge.policy import PURPOSES, RESTRICTIONS, canonical_purpose
+from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS, canonical_purpose
+from xmppbridge.policy.rights import Rights
 from xmppbridge.store import Store
 from xmppbridge.store.entries import Entry
 from xmppbridge.store.search import SearchQuery

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from xmppbridge.chat.access import ChatAccess
-from xmppbridge.feed.access import Rights
-from xmppbridge.policy import RESTRICTIONS
+from xmppbridge.policy.nodes import RESTRICTIONS
+from xmppbridge.policy.rights import Rights
 
 if TYPE_CHECKING:
-    from xmppbridge.config import ConfigReader
+    from xmppbridge.configfile import ConfigReader
 
 
 @dataclass(frozen=True)

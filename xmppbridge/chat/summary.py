@@ -8,7 +8,7 @@ from lxml import etree
 
 from xmppbridge.iodef.model import NS_V1, NS_V2
 from xmppbridge.iodef.parse import parse_untrusted
-from xmppbridge.policy import canonical_purpose
+from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.store.entries import Entry
 
 MAX_INDICATORS = 8

@@ -60,7 +60,7 @@ from xmppbridge.feed.layout import (
     FeedUrls,
 )
 from xmppbridge.feed.settings import FeedSettings
-from xmppbridge.policy import canonical_purpose
+from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.publish import Publisher
 from xmppbridge.store import Entry, Store
 

@@ -26,7 +26,7 @@ from lxml import etree
 from xmppbridge import __version__
 from xmppbridge.feed.layout import COLLECTIONS, PUBLIC_WORKSPACE, WORKSPACES, CollectionInfo, FeedUrls
 from xmppbridge.iodef.model import NS_V1, NS_V2, Incident
-from xmppbridge.policy import PURPOSES, RESTRICTIONS, canonical_purpose
+from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS, canonical_purpose
 from xmppbridge.store.entries import Entry
 
 ATOM_NS = "http://www.w3.org/2005/Atom"

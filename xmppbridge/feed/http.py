@@ -22,7 +22,7 @@ from xmppbridge.feed.access import Principal, User
 from xmppbridge.feed.auth import Authenticator
 from xmppbridge.feed.layout import COLLECTION_BY_RESTRICTION
 from xmppbridge.feed.settings import FeedSettings
-from xmppbridge.policy import canonical_purpose
+from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.store import Entry, Store
 
 log = logging.getLogger(__name__)

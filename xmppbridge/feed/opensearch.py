@@ -31,7 +31,7 @@ from xmppbridge.feed import atom
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.iodef.classify import parse_datetime
 from xmppbridge.iodef.model import NS_V2
-from xmppbridge.policy import PURPOSES, RESTRICTIONS
+from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS
 from xmppbridge.store.search import SearchQuery, TimeRange
 
 # URL parameter -> OpenSearch template parameter

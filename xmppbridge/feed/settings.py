@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from xmppbridge.feed.access import Rights, User
+from xmppbridge.feed.access import User
 from xmppbridge.feed.auth import check_password_hash, check_token_hash
-from xmppbridge.policy import RESTRICTIONS
+from xmppbridge.policy.nodes import RESTRICTIONS
+from xmppbridge.policy.rights import Rights
 
 if TYPE_CHECKING:  # config imports this module to parse its feed section
-    from xmppbridge.config import ConfigReader
+    from xmppbridge.configfile import ConfigReader
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 

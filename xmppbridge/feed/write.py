@@ -39,7 +39,7 @@ from xmppbridge.feed.http import (
 )
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.iodef.parse import parse_untrusted
-from xmppbridge.policy import canonical_purpose
+from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.publish import Accepted, Prepared, Publisher
 from xmppbridge.store import Entry, OutboxItem
 

@@ -18,7 +18,7 @@ from xmppbridge.iodef.classify import NS_BY_VERSION, classify
 from xmppbridge.iodef.model import Document, Incident
 from xmppbridge.iodef.parse import DEFAULT_MAX_BYTES, parse_untrusted
 from xmppbridge.iodef.schema import detect_version, schema_errors
-from xmppbridge.policy import canonical_purpose
+from xmppbridge.policy.nodes import canonical_purpose
 
 SCHEMA_MODES = ("strict", "warn")
 ITEM_ID_MAX = 200

@@ -37,7 +37,7 @@ from xmppbridge.signing.trust import ANY_DOMAIN, SignerRef, SourceRule, TrustSto
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from xmppbridge.config import ConfigReader
+    from xmppbridge.configfile import ConfigReader
 
 log = logging.getLogger(__name__)
 _DOMAIN = re.compile(r"(\*\.)?([a-z0-9_]([a-z0-9_-]*[a-z0-9_])?\.)*[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?\.?", re.I)

@@ -17,7 +17,7 @@ from functools import cached_property
 from typing import Any, Literal
 
 from xmppbridge.iodef.model import Incident
-from xmppbridge.policy import canonical_purpose
+from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.store import changelog, incidents, searchindex
 from xmppbridge.store.db import from_text, inserted_id, later_than, parse_time, to_text
 

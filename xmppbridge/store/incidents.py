@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from xmppbridge.iodef.model import Incident
-from xmppbridge.policy import canonical_restriction, is_wider
+from xmppbridge.policy.nodes import canonical_restriction, is_wider
 from xmppbridge.store.db import from_text, to_text
 
 TIME_FIELDS = ("report_time", "generation_time", "detect_time", "start_time", "end_time")

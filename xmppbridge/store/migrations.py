@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from xmppbridge.policy import PURPOSES
+from xmppbridge.policy.nodes import PURPOSES
 from xmppbridge.store import changelog, entries, incidents, peers, rejects, search, searchindex
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from slixmpp.exceptions import IqError, IqTimeout
 from xmppbridge.config import Config
 from xmppbridge.errors import InputRejected, PublishFailed
 from xmppbridge.iodef.parse import parse_untrusted
-from xmppbridge.policy import check_publishable, node_access, parse_node_name
+from xmppbridge.policy.nodes import check_publishable, node_access, parse_node_name
 from xmppbridge.publish import payload_namespace
 from xmppbridge.signing.wireform import wire_bytes
 from xmppbridge.store import OutboxItem, Store
