@@ -32,6 +32,7 @@ from tests.test_feed_support import (
     path_of,
     store_document,
 )
+from xmppbridge.policy.audiences import OPEN
 from xmppbridge.publish import Publisher
 from xmppbridge.signing.keys import generate_identity_files
 from xmppbridge.store import OutboxItem, Store
@@ -344,7 +345,7 @@ async def test_the_drain_retracts(tmp_path: Path, condition: str | None, status:
             source="test",
             action="retract",
         )
-        config = SimpleNamespace(pubsub_service=SERVICE, node_prefix="iodef", node_whitelist=())
+        config = SimpleNamespace(pubsub_service=SERVICE, node_prefix="iodef", node_audience=lambda node: OPEN)
         xmpp = FakeXmpp(condition)
         task = asyncio.create_task(OutboxDrain(config, store, xmpp).run())  # type: ignore[arg-type]
         try:

@@ -50,9 +50,9 @@ def test_checks_have_their_own_interval(tmp_path: Path, base: dict) -> None:
 def test_a_subscription_is_recognised_however_its_service_is_spelled(tmp_path: Path, base: dict) -> None:
     base["subscriptions"] = [{"service": "PubSub.B.Test", "nodes": "all"}, {"service": "pep@c.test/x"}]
     config = load_config(write(tmp_path, base))
-    assert config.follows("pubsub.b.test") and config.follows("PubSub.B.Test")
-    assert config.follows("pep@c.test")
-    assert not config.follows("pubsub.b.test.evil") and not config.follows("a@@b")
+    assert config.sources.follows("pubsub.b.test") and config.sources.follows("PubSub.B.Test")
+    assert config.sources.follows("pep@c.test")
+    assert not config.sources.follows("pubsub.b.test.evil") and not config.sources.follows("a@@b")
     # One key per peer: the catch-up (which uses these) stores under the form notifications come from.
     assert [s.service for s in config.subscriptions] == ["pubsub.b.test", "pep@c.test"]
 

@@ -14,6 +14,7 @@ import pytest
 
 from tests.test_feed_support import SERVICE, iodef2, store_document
 from xmppbridge.config import Subscription
+from xmppbridge.policy.sources import Sources
 from xmppbridge.store import Store
 from xmppbridge.store.subscriptions import ItemState
 from xmppbridge.xmpp.component import RECONNECT_MAX_DELAY, backoff_delay
@@ -207,7 +208,7 @@ async def test_a_sync_waits_for_the_catch_up_already_under_way(tmp_path: Path) -
 
 async def test_a_notification_from_a_service_not_subscribed_to_is_quarantined(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    config = SimpleNamespace(follows={SERVICE}.__contains__)
+    config = SimpleNamespace(sources=Sources(frozenset({SERVICE})))
     with Store(tmp_path / "m.sqlite") as store:
         mirror = Mirror(config, store, None)  # type: ignore[arg-type]
         document = ET.fromstring(iodef2("SPOOFED"))

@@ -20,6 +20,7 @@ from slixmpp.exceptions import IqError
 from tests.test_feed_support import SERVICE, iodef2
 from xmppbridge.errors import PublishFailed
 from xmppbridge.iodef.document import read_document
+from xmppbridge.policy.audiences import OPEN
 from xmppbridge.policy.nodes import node_name
 from xmppbridge.store import Store
 from xmppbridge.xmpp import outbox as drain_module
@@ -79,7 +80,7 @@ def enqueue(store: Store, incident_id: str, description: str = "first", *, actio
 
 
 async def drain_until_done(store: Store, server: ScriptedServer, outbox_ids: list[int]) -> None:
-    config = SimpleNamespace(pubsub_service=SERVICE, node_prefix="iodef", node_whitelist=(),
+    config = SimpleNamespace(pubsub_service=SERVICE, node_prefix="iodef", node_audience=lambda node: OPEN,
                              max_document_bytes=400_000)
     task = asyncio.create_task(OutboxDrain(config, store, server).run())  # type: ignore[arg-type]
     try:
@@ -163,7 +164,7 @@ async def test_going_offline_mid_round_keeps_the_rest_pending(store: Store) -> N
         await original(service, node, item_id, payload)
 
     server.publish_bytes = drop_after_ten  # type: ignore[method-assign]
-    config = SimpleNamespace(pubsub_service=SERVICE, node_prefix="iodef", node_whitelist=(),
+    config = SimpleNamespace(pubsub_service=SERVICE, node_prefix="iodef", node_audience=lambda node: OPEN,
                              max_document_bytes=400_000)
     task = asyncio.create_task(OutboxDrain(config, store, server).run())  # type: ignore[arg-type]
     try:
@@ -209,7 +210,7 @@ async def test_an_unexpected_error_delays_its_item_not_the_drain(
 async def test_a_slow_publish_holds_back_neither_later_items_nor_their_marking(store: Store) -> None:
     slow = enqueue(store, "SLOW")
     server = ScriptedServer(delay=lambda item_id, payload: 30.0 if b"SLOW" in payload else 0.001)
-    config = SimpleNamespace(pubsub_service=SERVICE, node_prefix="iodef", node_whitelist=(),
+    config = SimpleNamespace(pubsub_service=SERVICE, node_prefix="iodef", node_audience=lambda node: OPEN,
                              max_document_bytes=400_000)
     task = asyncio.create_task(OutboxDrain(config, store, server).run())  # type: ignore[arg-type]
     try:

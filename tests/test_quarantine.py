@@ -26,7 +26,7 @@ from xmppbridge.store.db import _SCHEMA
 A = ec_identity("CSIRT A", domains=("a.test",))
 B = ec_identity("CSIRT B", domains=("b.test",))
 
-FOLLOWS = {SERVICE}.__contains__  # Config.follows of a bridge subscribed to SERVICE only
+FOLLOWS = {SERVICE}.__contains__  # Config.sources.follows of a bridge subscribed to SERVICE only
 
 
 def trusting(*identities: SigningIdentity) -> TrustStore:

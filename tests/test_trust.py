@@ -15,6 +15,7 @@ from lxml import etree
 from tests.pki import DAY, NOW, Authority, issue, make_ca, make_crl, pem
 from xmppbridge.cli import main
 from xmppbridge.errors import InputRejected, UnknownSigner
+from xmppbridge.policy.sources import authorize_source
 from xmppbridge.signing.keys import (
     SigningIdentity,
     generate_identity_files,
@@ -218,18 +219,18 @@ def test_a_member_speaks_only_for_its_own_domains(root_ca: Authority) -> None:
     b = issue(root_ca, "CSIRT B", domains=("b.test",))
     trust = ca_store(root_ca)
     verified = _verified(b, trust)
-    trust.authorize(verified.originator, verified.presenter, ["csirt.b.test"], "pubsub.b.test")
+    authorize_source(trust, verified.originator, verified.presenter, ["csirt.b.test"], "pubsub.b.test")
     with pytest.raises(InputRejected, match="not a domain of signer") as excinfo:
-        trust.authorize(verified.originator, verified.presenter, ["csirt.b.test", "csirt.a.test"],
+        authorize_source(trust, verified.originator, verified.presenter, ["csirt.b.test", "csirt.a.test"],
                         "pubsub.b.test")
     assert excinfo.value.reason == "domain-not-allowed"
     # A subscription may accept more from its service (e.g. a national CERT forwarding for others).
     allowing = dataclasses.replace(trust, sources={"pubsub.b.test": SourceRule(allow_domains=("a.test",))})
-    allowing.authorize(verified.originator, verified.presenter, ["csirt.a.test"], "pubsub.b.test")
+    authorize_source(allowing, verified.originator, verified.presenter, ["csirt.a.test"], "pubsub.b.test")
     with pytest.raises(InputRejected):
-        allowing.authorize(verified.originator, verified.presenter, ["csirt.a.test"], "pubsub.c.test")
+        authorize_source(allowing, verified.originator, verified.presenter, ["csirt.a.test"], "pubsub.c.test")
     anything = dataclasses.replace(trust, sources={"pubsub.b.test": SourceRule(allow_domains=("*",))})
-    anything.authorize(verified.originator, verified.presenter, ["whatever.example"], "pubsub.b.test")
+    authorize_source(anything, verified.originator, verified.presenter, ["whatever.example"], "pubsub.b.test")
 
 
 def test_a_subscription_may_name_its_signers(root_ca: Authority) -> None:
@@ -245,10 +246,10 @@ def test_a_subscription_may_name_its_signers(root_ca: Authority) -> None:
         verified = _verified(identity, trust)
         domain = "b.test" if identity is b else "c.test"
         if ok:
-            trust.authorize(verified.originator, verified.presenter, [domain], source)
+            authorize_source(trust, verified.originator, verified.presenter, [domain], source)
         else:
             with pytest.raises(InputRejected) as excinfo:
-                trust.authorize(verified.originator, verified.presenter, [domain], source)
+                authorize_source(trust, verified.originator, verified.presenter, [domain], source)
             assert excinfo.value.reason == "signer-not-allowed"
 
 

@@ -356,7 +356,7 @@ def cmd_quarantine_release(args: argparse.Namespace) -> int:
         else:
             records = held(store, reason=args.reason)
         results = release(store, config.trust, [r for r in records if r is not None],
-                          max_bytes=config.max_document_bytes, follows=config.follows,
+                          max_bytes=config.max_document_bytes, follows=config.sources.follows,
                           schema_mode=config.schema_mode)
     for result in results:
         state = "released" if result.released else "still held"

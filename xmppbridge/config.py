@@ -11,6 +11,7 @@ from functools import cached_property
 from pathlib import Path
 
 import yaml
+from cryptography import x509
 
 from xmppbridge.chat.settings import OperatorSettings, operator_settings
 from xmppbridge.configfile import ConfigReader
@@ -18,6 +19,12 @@ from xmppbridge.errors import ConfigError
 from xmppbridge.feed.settings import FeedSettings, feed_settings
 from xmppbridge.iodef.parse import DEFAULT_MAX_BYTES
 from xmppbridge.jids import InvalidJID, service_key
+from xmppbridge.policy.audiences import Audience, Audiences
+from xmppbridge.policy.memberconfig import read_audiences, read_registry
+from xmppbridge.policy.members import EMPTY, Registry
+from xmppbridge.policy.nodes import parse_node_name
+from xmppbridge.policy.sources import Sources, with_members
+from xmppbridge.signing.certfiles import load_certificates
 from xmppbridge.signing.trust import NO_TRUST, TrustStore
 from xmppbridge.signing.trustconfig import anchor_paths, domain_list, read_trust
 
@@ -40,7 +47,6 @@ class Config:
     server_port: int
     pubsub_service: str
     node_prefix: str
-    node_whitelist: tuple[str, ...]  # JIDs made members of the non-open nodes we create
     signing_key: Path
     signing_cert: Path
     # IncidentID domains we publish for besides the certificate's subjectAltName dNSNames, for members
@@ -58,6 +64,8 @@ class Config:
     operators: OperatorSettings = field(default_factory=OperatorSettings)  # chat:, rooms:, admins:, ...
     spool_dir: Path | None = None  # watched folder: files dropped here are published (xmppbridge.spool)
     spool_interval: float = 2.0
+    registry: Registry = EMPTY  # members: (policy.members), the source of trust, subscriptions, audiences
+    audiences: Audiences = field(default_factory=Audiences)  # who reads each category of our nodes
 
     @property
     def feed_listen_host(self) -> str:
@@ -71,17 +79,15 @@ class Config:
     def feed_base_url(self) -> str:
         return self.feed.base_url
 
-    def follows(self, service: str) -> bool:
-        """``service`` is one of the subscriptions, however its JID is spelled (records stored by
-        earlier versions may carry a configuration's spelling; the subscriptions are normalised)."""
-        try:
-            return service_key(service) in self._subscribed
-        except InvalidJID:
-            return False
-
     @cached_property
-    def _subscribed(self) -> frozenset[str]:  # computed once: asked for every item received
-        return frozenset(s.service for s in self.subscriptions)
+    def sources(self) -> Sources:  # computed once: asked for every item received
+        return Sources(frozenset(s.service for s in self.subscriptions))
+
+    def node_audience(self, node: str) -> Audience:
+        """Who may read one of our nodes (``<prefix>/<restriction>/<purpose>``); a node name we did not
+        make has no audience."""
+        category = parse_node_name(self.node_prefix, node)
+        return self.audiences.of(*category) if category else Audience(open=False)
 
 
 def load_config(file: str | Path) -> Config:
@@ -110,6 +116,9 @@ def load_config(file: str | Path) -> Config:
         raise r.error("component.server.port", "must be a TCP port number")
 
     trust = anchor_paths(r)
+    signing_key = r.path("signing.key", r.get("signing.key"))
+    signing_cert = r.path("signing.cert", r.get("signing.cert"))
+    registry = read_registry(r, service_key(jid), _own_certificate(signing_cert))
 
     subscriptions = []
     for i, sub in enumerate(r.get("subscriptions", [], list)):
@@ -131,6 +140,7 @@ def load_config(file: str | Path) -> Config:
         else:
             raise r.error(f"{key}.nodes", "must be 'all' or a non-empty list of node names")
 
+    subscriptions = _followed(r, registry, subscriptions)
     feed = feed_settings(r)
 
     schema_mode = r.get("iodef.schema_mode", "strict")
@@ -147,6 +157,12 @@ def load_config(file: str | Path) -> Config:
         raise r.error("signing.domains", 'cannot be "*": name the IncidentID domains this member publishes '
                                          "for, as the peers bind them to its certificate in trust.domains")
     signing_domains = () if declared is None else domain_list(r, "signing.domains", declared, allow_any=False)
+    own = registry.get(registry.own) if registry.own else None
+    if own is not None:  # our registry entry says what we speak for, as the peers read it
+        signing_domains = tuple(dict.fromkeys((*signing_domains, *own.domains)))
+    whitelist = r.get("pubsub.whitelist", [], list)
+    if not all(isinstance(j, str) for j in whitelist):
+        raise r.error("pubsub.whitelist", "must be a list of bridge JIDs")
 
     spool = r.get("spool.dir", None)
     return Config(
@@ -157,9 +173,8 @@ def load_config(file: str | Path) -> Config:
         server_port=port,
         pubsub_service=r.get("pubsub.service"),
         node_prefix=r.get("pubsub.node_prefix", "iodef").strip("/"),
-        node_whitelist=tuple(r.get("pubsub.whitelist", [], list)),
-        signing_key=r.path("signing.key", r.get("signing.key")),
-        signing_cert=r.path("signing.cert", r.get("signing.cert")),
+        signing_key=signing_key,
+        signing_cert=signing_cert,
         signing_domains=signing_domains,
         trust_anchors=trust,
         subscriptions=tuple(subscriptions),
@@ -169,11 +184,33 @@ def load_config(file: str | Path) -> Config:
         schema_mode=schema_mode,
         discovery_interval=_seconds(r, "pubsub.discovery_interval", 60),
         check_interval=_seconds(r, "pubsub.check_interval", 60),
-        trust=read_trust(r),
+        trust=with_members(read_trust(r), registry),
         operators=operator_settings(r),
         spool_dir=None if spool is None else r.path("spool.dir", spool, must_exist=False),
         spool_interval=_seconds(r, "spool.interval", 2),
+        registry=registry,
+        audiences=read_audiences(r, registry, tuple(whitelist)),
     )
+
+
+def _own_certificate(path: Path) -> x509.Certificate | None:
+    try:
+        return load_certificates(path, "signing.cert")[0]
+    except ConfigError:
+        return None  # load_identity reports it when the bridge starts
+
+
+def _followed(r: ConfigReader, registry: Registry, listed: list[Subscription]) -> list[Subscription]:
+    """``subscriptions:`` plus every peer of the registry we follow; one service, one subscription."""
+    seen = {s.service for s in listed}
+    for member in registry.peers():
+        if not member.follow:
+            continue
+        if member.pubsub in seen:
+            raise r.error("subscriptions", f"{member.pubsub} is member {member.name}'s service; remove the "
+                                           "subscription (the registry entry subscribes to it)")
+        listed.append(Subscription(member.pubsub, member.nodes, member.max_items))
+    return listed
 
 
 def _seconds(r: ConfigReader, key: str, default: float) -> float:

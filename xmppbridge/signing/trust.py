@@ -14,7 +14,8 @@ KeyUsage extension at all, RFC 5280 §4.2.1.3) and carry an RSA-2048+ or ECDSA P
 Being trusted is not enough to be believed: a member speaks only for its own IncidentID domains, those
 in its certificate's subjectAltName dNSName entries plus those the operator binds to it in
 ``trust.domains``; a subscription may widen that (``allow_domains``) and may restrict which signers it
-accepts from its service (``signers``). ``authorize`` applies those rules once the signature holds.
+accepts from its service (``signers``). ``policy.sources.authorize_source`` applies those rules once the
+signature holds.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class SignerRef:
     text: str
     fingerprint: str | None = None
     subject: x509.Name | None = None
+    issuer: x509.Name | None = None  # any certificate this CA issued (a registry member with a ca:)
 
     @classmethod
     def parse(cls, text: str) -> SignerRef:
@@ -74,6 +76,8 @@ class SignerRef:
     def matches(self, certificate: x509.Certificate) -> bool:
         if self.fingerprint is not None:
             return fingerprint(certificate) == self.fingerprint
+        if self.issuer is not None:
+            return certificate.issuer == self.issuer
         return certificate.subject == self.subject
 
 
@@ -198,25 +202,6 @@ class TrustStore:
             if ref.matches(certificate):
                 domains.extend(bound)
         return tuple(dict.fromkeys(domains))
-
-    def authorize(self, originator: Signer, presenter: Signer, id_names: Iterable[str],
-                  source: str | None) -> None:
-        """Refuse what the signers may not say here. ``presenter`` is the last signer of the chain (the
-        relay that handed the item to ``source``, else the originator); the subscription's ``signers``
-        apply to it. The originator must own every IncidentID name, unless the subscription allows it."""
-        rule = self.sources.get(source, SourceRule()) if source else SourceRule()
-        if rule.signers is not None and not any(ref.matches(presenter.certificate) for ref in rule.signers):
-            raise SignatureRejected(
-                f"signer {presenter.subject} (SHA-256 {presenter.fingerprint}) is trusted but not one of the "
-                f"signers accepted from {source} (subscriptions[].signers)", reason="signer-not-allowed")
-        bound = self.bound_domains(originator.certificate)
-        name = foreign_name(id_names, bound + rule.allow_domains)
-        if name is not None:
-            raise SignatureRejected(
-                f"IncidentID name {name!r} is not a domain of signer {originator.subject}, who speaks "
-                f"for {', '.join(bound) or 'no domain'} (certificate subjectAltName or trust.domains); to "
-                f"accept it from {source or 'this source'}, add it to the subscription's allow_domains",
-                reason=DOMAIN_NOT_ALLOWED)
 
 
 NO_TRUST = TrustStore(MappingProxyType({}))  # trusts nobody: the default before a config is loaded

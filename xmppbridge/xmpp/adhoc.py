@@ -38,7 +38,7 @@ class OperatorActions:
 def operator_actions(config: Config, store: Store, state: ChatState) -> OperatorActions:
     def release_all() -> str:
         results = release(store, config.trust, held(store), max_bytes=config.max_document_bytes,
-                          follows=config.follows, schema_mode=config.schema_mode)
+                          follows=config.sources.follows, schema_mode=config.schema_mode)
         released = sum(r.released for r in results)
         lines = [f"{released} of {len(results)} held item(s) released"]
         lines += [f"#{r.record.id} {r.record.service}/{r.record.node} {r.record.item_id}: "

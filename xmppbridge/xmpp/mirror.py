@@ -83,7 +83,7 @@ class Mirror:
 
     def on_item(self, service: str, node: str, item_id: str, payload: ET.Element | None) -> None:
         data = None if payload is None else wire_bytes(payload)
-        if not self.config.follows(service):
+        if not self.config.sources.follows(service):
             # Anyone can send the component a message shaped like a notification; only the services in
             # `subscriptions` are sources. Kept, like every refused item, with its reason.
             message = f"{service} is not one of the subscriptions (subscriptions[].service)"
@@ -111,7 +111,7 @@ class Mirror:
             self.store.record_item(service, node)
 
     def on_retract(self, service: str, node: str, item_id: str) -> None:
-        if not self.config.follows(service):
+        if not self.config.sources.follows(service):
             log.warning("ignored the retraction of %s on %s/%s: not one of the subscriptions", item_id,
                         service, node)
             return

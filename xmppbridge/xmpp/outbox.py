@@ -193,7 +193,7 @@ class OutboxDrain:
         access = node_access(category[0] if category else "private").access_model
         await self.xmpp.ensure_node(service, item.node, access_model=access,
                                     payload_type=payload_namespace(payload),
-                                    members=self.config.node_whitelist)
+                                    members=self.config.node_audience(item.node).bridges)
         await self.xmpp.publish_bytes(service, item.node, item.item_id, payload)
 
     async def _retract(self, item: OutboxItem) -> None:
