@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from cryptography.x509 import load_pem_x509_certificate
 
 from xmppbridge.demo.prosody import ProsodyServer
 from xmppbridge.feed.auth import hash_password
-from xmppbridge.signing.keys import fingerprint, generate_identity_files
+from xmppbridge.signing.keys import generate_identity_files
+
+# What the demo's members share with each other by default: every restriction (as the flat whitelist did).
+SHARED = ("partner", "need-to-know", "default", "private")
 
 
 @dataclass
@@ -93,12 +95,13 @@ class Consortium:
     def write_files(self, *, subscriptions: dict[str, list[str]] | None = None,
                     anonymous_restrictions: list[str] | None = None,
                     users: dict[str, dict[str, list[str]]] | None = None,
-                    feed: dict[str, object] | None = None) -> None:
-        """Keys, trust anchors and one bridge config per member.
+                    feed: dict[str, object] | None = None,
+                    audiences: dict[str, dict[str, object]] | None = None) -> None:
+        """Keys and one bridge config per member, each with the consortium's member registry.
 
         ``subscriptions`` maps a member to the members whose nodes it subscribes to (default: every
-        other member, all nodes). Every member trusts every other member's signing certificate and
-        whitelists every other member's bridge on its non-public nodes.
+        other member, all nodes). ``audiences`` maps a member to its ``audiences:`` section (default:
+        every other member reads every restriction, as a flat whitelist did).
 
         Each feed gets the user ``analyst``, who may read and write everything, plus ``users`` (name ->
         ``read``/``write`` rights), each with a fresh random password (``Member.passwords``); the
@@ -106,7 +109,6 @@ class Consortium:
         per member, for HTTP Basic. ``feed`` adds settings to every feed section (e.g. archive_size).
         """
         keys = self.workdir / "keys"
-        trust = self.workdir / "trust"
         keys.mkdir(parents=True, exist_ok=True)
         for member in self.members.values():
             key, cert = keys / f"{member.name}.key", keys / f"{member.name}.crt"
@@ -115,30 +117,18 @@ class Consortium:
                 # subjectAltName: the IncidentID domain the member speaks for (signing.trust).
                 generate_identity_files(common_name, key, cert, domains=(member.domain,))
         for member in self.members.values():
-            (trust / member.name).mkdir(parents=True, exist_ok=True)
-            for other in self.members.values():
-                if other is not member:
-                    pem = (keys / f"{other.name}.crt").read_bytes()
-                    (trust / member.name / f"{other.name}.crt").write_bytes(pem)
-        for member in self.members.values():
-            others = [m for m in self.members.values() if m is not member]
-            sources = (subscriptions or {}).get(member.name, [m.name for m in others])
+            sources = (subscriptions or {}).get(member.name, [m.name for m in self.members.values()
+                                                               if m is not member])
             config = {
                 "component": {"jid": member.bridge_jid, "secret": self.secret,
                               "server": {"host": member.ip, "port": member.prosody.component_port}},
                 "pubsub": {"service": member.pubsub_jid, "node_prefix": "iodef",
-                           "whitelist": [m.bridge_jid for m in others],
                            "discovery_interval": self.discovery_interval,
                            "check_interval": self.check_interval},
-                # domains: the member's domain, which the others bind to its key in trust.domains below;
-                # needed for keys made before the SAN, whose certificate speaks for no domain.
-                "signing": {"key": f"keys/{member.name}.key", "cert": f"keys/{member.name}.crt",
-                            "domains": [member.domain]},
-                # domains: also bind each member's domain by fingerprint, for keys made before the SAN.
-                "trust": {"anchors": [f"trust/{member.name}"], "domains": {
-                    fingerprint(load_pem_x509_certificate((keys / f"{m.name}.crt").read_bytes())): [m.domain]
-                    for m in others}},
-                "subscriptions": [{"service": self.members[s].pubsub_jid, "nodes": "all"} for s in sources],
+                "signing": {"key": f"keys/{member.name}.key", "cert": f"keys/{member.name}.crt"},
+                # One entry per member, ours included: trust, subscriptions and audiences derive from it.
+                "members": [self._registry_entry(m, follow=m.name in sources) for m in self.members.values()],
+                "audiences": (audiences or {}).get(member.name, {r: "all" for r in SHARED}),
                 "store": {"path": str(member.store_path.relative_to(self.workdir))},
                 "feed": {"listen": f"127.0.0.1:{member.feed_port}", "base_url": member.feed_url,
                          "anonymous_restrictions": anonymous_restrictions or ["public"],
@@ -157,6 +147,11 @@ class Consortium:
         credentials.write_text("".join(f"{m.name} analyst:{m.passwords['analyst']}\n"
                                        for m in self.members.values()))
         credentials.chmod(0o600)
+
+    @staticmethod
+    def _registry_entry(member: Member, *, follow: bool) -> dict[str, object]:
+        return {"name": member.name, "bridge": member.bridge_jid, "pubsub": member.pubsub_jid,
+                "domains": [member.domain], "certificate": f"keys/{member.name}.crt", "follow": follow}
 
     @staticmethod
     def _feed_users(member: Member, users: dict[str, dict[str, list[str]]]) -> dict[str, object]:
