@@ -16,7 +16,6 @@ from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.feed.tls import server_context
 from xmppbridge.metrics import BridgeMetrics, metrics_routes
 from xmppbridge.publish import Publisher
-from xmppbridge.signing.keys import load_identity
 from xmppbridge.spool import Spool
 from xmppbridge.status import peer_report
 from xmppbridge.store import Store
@@ -58,10 +57,7 @@ class Bridge:
     async def run(self) -> None:
         config = self.config
         # AtomPub writes go through the same Publisher as `xmppbridge publish`, into this outbox.
-        publisher = Publisher(self.store, load_identity(config.signing_key, config.signing_cert),
-                              prefix=config.node_prefix, max_bytes=config.max_document_bytes,
-                              schema_mode=config.schema_mode, service=config.pubsub_service,
-                              domains=config.signing_domains)
+        publisher = Publisher.for_config(self.store, config)
         app = make_app(
             self.store, config.feed, publisher=publisher,
             health=self._health)

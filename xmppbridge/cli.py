@@ -241,14 +241,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from xmppbridge.publish import Publisher
-    from xmppbridge.signing.keys import load_identity
     from xmppbridge.store import Store
 
     config = load_config(args.config)
     store = Store(config.store_path)
-    publisher = Publisher(store, load_identity(config.signing_key, config.signing_cert),
-                          prefix=config.node_prefix, max_bytes=config.max_document_bytes,
-                          schema_mode=config.schema_mode, domains=config.signing_domains)
+    publisher = Publisher.for_config(store, config)
     exit_code = EXIT_OK
     # A progress bar on a terminal when there are several files (tqdm hides itself elsewhere, e.g. in
     # scripts and CI); per-file lines go through tqdm.write so that they do not tear the bar.

@@ -6,7 +6,8 @@ result goes into the store's outbox, which the XMPP shell drains.
 What every peer would refuse is refused here, with the peers' reason, rather than published and then
 quarantined everywhere: a signing certificate a receiver refuses (``signing.keys``), an IncidentID name
 outside the domains we speak for (``domain-not-allowed``, the receivers' rule in ``signing.trust``), a
-node readable more widely than the document's marking (``policy``).
+node readable more widely than the document's marking (``policy.nodes``), a category no member may
+read (``policy.audiences``), a document marked TLP:AMBER+STRICT (the originator's organisation only).
 """
 
 from __future__ import annotations
@@ -16,15 +17,26 @@ import datetime
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from xmppbridge.errors import InputRejected, SignerUnusable, TooLarge
 from xmppbridge.iodef.document import incident_item_id, read_document, split_document
 from xmppbridge.iodef.model import NS_V1, NS_V2, Incident
-from xmppbridge.policy.nodes import check_publishable, node_name
-from xmppbridge.signing.keys import SIGNER_FIXES, SigningIdentity, as_utc, signing_certificate_problem
+from xmppbridge.policy.audiences import AUDIENCE_EMPTY, Audiences
+from xmppbridge.policy.nodes import canonical_purpose, check_publishable, check_shareable, node_name
+from xmppbridge.signing.keys import (
+    SIGNER_FIXES,
+    SigningIdentity,
+    as_utc,
+    load_identity,
+    signing_certificate_problem,
+)
 from xmppbridge.signing.sign import sign_document
 from xmppbridge.signing.trust import DOMAIN_NOT_ALLOWED, certificate_domains, foreign_name
 from xmppbridge.store import OutboxItem, Store
+
+if TYPE_CHECKING:
+    from xmppbridge.config import Config
 
 
 @dataclass(frozen=True)
@@ -37,21 +49,25 @@ class Prepared:
 
 
 def prepare(data: bytes, *, prefix: str, identity: SigningIdentity, max_bytes: int,
-            schema_mode: str = "strict", domains: Sequence[str] = (),
+            schema_mode: str = "strict", domains: Sequence[str] = (), audiences: Audiences | None = None,
             now: datetime.datetime | None = None) -> list[Prepared]:
     """Validate, split per category, sign. Raises ``InputRejected`` with the reason for the user
     (``SignerUnusable`` when the fault is our signing certificate's at ``now``, default the current time).
 
-    ``domains`` are the IncidentID domains we speak for besides the certificate's (``signing.domains``).
+    ``domains`` are the IncidentID domains we speak for besides the certificate's (``signing.domains``);
+    ``audiences`` who may read each category (``Config.audiences``; None only where no node is involved).
     """
     check_signer(identity, now)
     document = read_document(data, max_bytes=max_bytes, schema_mode=schema_mode)
     check_speaks_for(identity, domains, [incident.id_name for incident in document.incidents])
     prepared = []
     for piece in split_document(document):
+        check_shareable(piece.root)
         # Stored and shown under the restriction it is routed on (see Incident.effective_restriction).
         first = piece.incidents[0]
         incident = replace(first, restriction=first.effective_restriction)
+        if audiences is not None:
+            check_audience(audiences, incident)
         payload = sign_document(piece.root, identity)
         if len(payload) > max_bytes:
             raise TooLarge(f"the signed document for incident {incident.id} is {len(payload)} bytes, over "
@@ -66,6 +82,17 @@ def prepare(data: bytes, *, prefix: str, identity: SigningIdentity, max_bytes: i
             version=piece.version,
         ))
     return prepared
+
+
+def check_audience(audiences: Audiences, incident: Incident) -> None:
+    """Refuse an incident nobody may read: a node without members would hold it for no one, and the
+    default audience is nobody beyond what ``audiences:`` names."""
+    purpose = canonical_purpose(incident.purpose)
+    if audiences.of(incident.restriction, purpose).empty:
+        raise InputRejected(
+            f"incident {incident.id_name}:{incident.id} is {incident.restriction}/{purpose} and no member "
+            f"may read that: name its readers in audiences ({incident.restriction}: [...] or "
+            f"{incident.restriction}/{purpose}: [...])", reason=AUDIENCE_EMPTY)
 
 
 def check_signer(identity: SigningIdentity, now: datetime.datetime | None = None) -> None:
@@ -86,7 +113,7 @@ def speaks_for(identity: SigningIdentity, domains: Sequence[str]) -> tuple[str, 
 
 def check_speaks_for(identity: SigningIdentity, domains: Sequence[str], id_names: Iterable[str]) -> None:
     """Refuse IncidentID names outside ``speaks_for``: receivers quarantine them as domain-not-allowed
-    (``TrustStore.authorize``, the same ``foreign_name`` decision)."""
+    (``policy.sources.authorize_source``, the same ``foreign_name`` decision)."""
     ours = speaks_for(identity, domains)
     name = foreign_name(id_names, ours)
     if name is None:
@@ -127,15 +154,22 @@ class Publisher:
 
     def __init__(self, store: Store, identity: SigningIdentity, *, prefix: str, max_bytes: int,
                  schema_mode: str = "strict", service: str | None = None,
-                 domains: Sequence[str] = ()) -> None:
+                 domains: Sequence[str] = (), audiences: Audiences | None = None) -> None:
         self.store, self.identity = store, identity
         self.prefix, self.max_bytes, self.schema_mode = prefix, max_bytes, schema_mode
-        self.service, self.domains = service, tuple(domains)
+        self.service, self.domains, self.audiences = service, tuple(domains), audiences
+
+    @classmethod
+    def for_config(cls, store: Store, config: Config) -> Publisher:
+        """The publisher of a bridge: its key, node prefix, limits, domains and audiences."""
+        return cls(store, load_identity(config.signing_key, config.signing_cert), prefix=config.node_prefix,
+                   max_bytes=config.max_document_bytes, schema_mode=config.schema_mode,
+                   service=config.pubsub_service, domains=config.signing_domains, audiences=config.audiences)
 
     def prepare(self, data: bytes) -> list[Prepared]:
         """Validate, split and sign, committing nothing. Raises ``InputRejected``."""
         return prepare(data, prefix=self.prefix, identity=self.identity, max_bytes=self.max_bytes,
-                       schema_mode=self.schema_mode, domains=self.domains)
+                       schema_mode=self.schema_mode, domains=self.domains, audiences=self.audiences)
 
     def enqueue(self, items: Sequence[Prepared], *, source: str) -> list[Accepted]:
         return [

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from xmppbridge.errors import InputRejected, TooLarge
 from xmppbridge.iodef.document import document_from_root
 from xmppbridge.iodef.model import Document, Incident
-from xmppbridge.policy.nodes import check_publishable, is_wider, node_restriction
+from xmppbridge.policy.nodes import check_publishable, check_shareable, is_wider, node_restriction
 from xmppbridge.policy.sources import authorize_source
 from xmppbridge.signing.verify import TrustStore, Verified, verify_document
 from xmppbridge.store import Store
@@ -47,6 +47,7 @@ def check_item(trust: TrustStore, *, service: str, node: str, payload: bytes | N
         raise TooLarge(f"payload is {len(payload)} bytes, over the limit of {max_bytes}")
     verified = verify_document(payload, trust, max_bytes=max_bytes)
     document = document_from_root(verified.signed_root, schema_mode=schema_mode)
+    check_shareable(verified.signed_root)  # TLP:AMBER+STRICT: the sender leaked it; do not spread it
     authorize_source(trust, verified.originator, verified.presenter, [i.id_name for i in document.incidents],
                      service)
     incident = representative(document.incidents)

@@ -72,7 +72,7 @@ def _classify_one(elem: etree._Element, ns: str, position: int, shared: list[str
         )
     # NMTOKEN values may carry surrounding whitespace and still be schema-valid.
     restriction_raw = (elem.get("restriction") or "").strip() or DEFAULT_RESTRICTION
-    restriction = canonical_restriction(restriction_raw)
+    restriction = canonical_restriction(restriction_raw, elem.get("ext-restriction"))
     return Incident(
         id_name=id_name,
         id=id_text,
@@ -155,7 +155,7 @@ def _markings(elem: etree._Element, ns: str) -> list[str]:
     """
     own = {ns, NS_SCI}
     return [
-        canonical_restriction(node.get("restriction", "").strip())
+        canonical_restriction(node.get("restriction", "").strip(), node.get("ext-restriction"))
         for node in elem.iter(etree.Element)
         if node.get("restriction") is not None and etree.QName(node).namespace in own
     ]

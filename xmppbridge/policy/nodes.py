@@ -11,12 +11,21 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from lxml import etree
+
 from xmppbridge.errors import InputRejected
 
 if TYPE_CHECKING:
     from xmppbridge.iodef.model import Incident
 
 TLP_ALIASES = {"white": "public", "green": "partner", "amber": "need-to-know", "red": "private"}
+# TLP 2.0 labels (FIRST, "Traffic Light Protocol (TLP) Version 2.0", 2022), which IODEF 2.0 carries as
+# restriction="ext-value" ext-restriction="TLP:CLEAR" (RFC 7970 §3.3.1 lists only TLP 1.0's colours).
+# AMBER+STRICT limits sharing to the originator's own organisation: node key private, and never shared
+# (``check_shareable``).
+TLP2_LABELS = {"clear": "public", "green": "partner", "amber": "need-to-know", "amber+strict": "private",
+               "red": "private"}
+ORIGINATOR_ONLY = "amber+strict"
 RESTRICTIONS = ("public", "partner", "need-to-know", "private", "default")
 PURPOSES = ("traceback", "mitigation", "reporting", "watch", "other")
 
@@ -24,16 +33,25 @@ PURPOSES = ("traceback", "mitigation", "reporting", "watch", "other")
 _WIDTH = {"public": 0, "partner": 1, "default": 2, "need-to-know": 3, "private": 4}
 
 
-def canonical_restriction(value: str | None) -> str:
+def canonical_restriction(value: str | None, ext: str | None = None) -> str:
     """The node-key restriction for an attribute value as written (``None`` -> Incident default ``private``).
 
-    ``ext-value`` and unknown values map to ``private``: an audience we cannot name is treated as the
-    narrowest one, never wider.
+    ``ext-value`` with a TLP 2.0 label in ``ext`` (the ``ext-restriction`` attribute) maps as FIRST
+    defines the label; other ``ext-value``s and unknown values map to ``private``: an audience we cannot
+    name is treated as the narrowest one, never wider.
     """
     if value is None:
         return "private"
+    if value == "ext-value":
+        return TLP2_LABELS.get(tlp2_label(ext) or "", "private")
     value = TLP_ALIASES.get(value, value)
     return value if value in RESTRICTIONS else "private"
+
+
+def tlp2_label(ext: str | None) -> str | None:
+    """``TLP:AMBER+STRICT``, ``amber+strict`` -> ``amber+strict``; None for anything else."""
+    label = (ext or "").strip().lower().removeprefix("tlp:")
+    return label if label in TLP2_LABELS else None
 
 
 def canonical_purpose(value: str) -> str:
@@ -92,6 +110,18 @@ def check_publishable(node: str, incident: Incident) -> None:
             f"readable by {restriction or 'an unknown audience'}, which is wider",
             reason="restriction-wider-than-node",
         )
+
+
+def check_shareable(root: etree._Element) -> None:
+    """Refuse a document marked TLP:AMBER+STRICT anywhere: it is for the originator's organisation only,
+    so no member's audience may hold it. Raises ``InputRejected`` with reason ``originator-only``."""
+    for elem in root.iter(etree.Element):
+        if elem.get("restriction", "").strip() == "ext-value" and \
+                tlp2_label(elem.get("ext-restriction")) == ORIGINATOR_ONLY:
+            raise InputRejected(
+                f"{etree.QName(elem).localname} is marked TLP:AMBER+STRICT: its sharing is limited to the "
+                "originator's own organisation, so it is not shared with any member",
+                reason="originator-only")
 
 
 def check_relayable(restriction: str, audience: Collection[str], allowed: Collection[str]) -> None:

@@ -31,6 +31,7 @@ from slixmpp.exceptions import IqError, IqTimeout
 from xmppbridge.config import Config
 from xmppbridge.errors import InputRejected, PublishFailed
 from xmppbridge.iodef.parse import parse_untrusted
+from xmppbridge.policy.audiences import AUDIENCE_EMPTY
 from xmppbridge.policy.nodes import check_publishable, node_access, parse_node_name
 from xmppbridge.publish import payload_namespace
 from xmppbridge.signing.wireform import wire_bytes
@@ -185,6 +186,9 @@ class OutboxDrain:
     async def _publish(self, item: OutboxItem) -> None:
         if item.incident is not None:
             check_publishable(item.node, item.incident)
+        audience = self.config.node_audience(item.node)
+        if audience.empty:  # queued before a reload narrowed the audience: kept as failed, with why
+            raise InputRejected(f"no member may read {item.node} (audiences)", reason=AUDIENCE_EMPTY)
         # The payload is written into the stream verbatim (publish_bytes); re-deriving its wire form
         # guarantees one well-formed element, so no outbox content can inject stanzas.
         payload = wire_bytes(parse_untrusted(item.payload, max_bytes=self.config.max_document_bytes))
@@ -193,7 +197,7 @@ class OutboxDrain:
         access = node_access(category[0] if category else "private").access_model
         await self.xmpp.ensure_node(service, item.node, access_model=access,
                                     payload_type=payload_namespace(payload),
-                                    members=self.config.node_audience(item.node).bridges)
+                                    members=audience.bridges)
         await self.xmpp.publish_bytes(service, item.node, item.item_id, payload)
 
     async def _retract(self, item: OutboxItem) -> None:
