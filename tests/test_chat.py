@@ -10,17 +10,17 @@ import pytest
 import yaml
 
 from xmppbridge.chat import service as chat_service
-from xmppbridge.chat.access import ChatAccess
 from xmppbridge.chat.commands import CommandError, parse
 from xmppbridge.chat.ratelimit import RateLimiter
 from xmppbridge.chat.service import SUMMARIES_PER_ROUND, ChatService, describe
-from xmppbridge.chat.settings import OperatorSettings, RateLimit, operator_settings
+from xmppbridge.chat.settings import OperatorSettings, RateLimit, chat_policy, operator_settings
 from xmppbridge.chat.state import ChatState
 from xmppbridge.chat.summary import indicators, summary
 from xmppbridge.configfile import ConfigReader
 from xmppbridge.errors import ConfigError
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.iodef.model import Incident
+from xmppbridge.policy.may import Actor
 from xmppbridge.policy.rights import Rights
 from xmppbridge.store import Store
 from xmppbridge.store.entries import Entry
@@ -54,8 +54,12 @@ def add(store: Store, incident_id: str, restriction: str = "public", purpose: st
 
 
 def settings(**changes: object) -> OperatorSettings:
-    access = ChatAccess({ANALYST: Rights.parse(["all"]), "*@c.test": Rights.parse(["partner"])})
-    return OperatorSettings(**{"access": access, **changes})  # type: ignore[arg-type]
+    readers = {ANALYST: Rights.parse(["all"]), "*@c.test": Rights.parse(["partner"])}
+    return OperatorSettings(**{"readers": readers, **changes})  # type: ignore[arg-type]
+
+
+def service(settings: OperatorSettings, store: Store, state: ChatState, urls: FeedUrls) -> ChatService:
+    return ChatService(settings, chat_policy(settings), store, state, urls)
 
 
 @pytest.fixture
@@ -73,7 +77,7 @@ def state(store: Store) -> Iterator[ChatState]:
 
 @pytest.fixture
 def chat(store: Store, state: ChatState) -> ChatService:
-    return ChatService(settings(), store, state, FeedUrls("http://feed.test/"))
+    return service(settings(), store, state, FeedUrls("http://feed.test/"))
 
 
 def test_parse_commands() -> None:
@@ -126,7 +130,7 @@ def test_search_finds_description_words(chat: ChatService, store: Store) -> None
 
 
 def test_subscriptions_persist_and_are_limited_to_rights(store: Store, state: ChatState) -> None:
-    chat = ChatService(settings(), store, state, FeedUrls("http://feed.test/"))
+    chat = service(settings(), store, state, FeedUrls("http://feed.test/"))
     reply = chat.handle(PARTNER, "subscribe all")
     # "all" minus what they may not see
     assert reply.startswith("Subscribed to public, partner (not need-to-know, private, default, which you")
@@ -163,9 +167,9 @@ def test_notices_go_to_subscribers_who_may_see_them(chat: ChatService, store: St
 
 def test_cursor_survives_restart(store: Store, state: ChatState) -> None:
     urls = FeedUrls("http://feed.test/")
-    ChatService(settings(), store, state, urls).changes()
+    service(settings(), store, state, urls).changes()
     add(store, "PUB-1")
-    later = ChatService(settings(), store, ChatState(store.path), urls)
+    later = service(settings(), store, ChatState(store.path), urls)
     assert [e.incident.id for e, _ in later.changes()] == ["PUB-1"]
 
 
@@ -202,7 +206,7 @@ def test_rooms_get_only_what_their_config_allows(tmp_path: Path, store: Store, s
     data = {"rooms": [{"room": "soc@rooms.a.test", "post": ["all"]},
                       {"room": "ntk@rooms.a.test", "post": ["need-to-know/mitigation"],
                        "allow": ["need-to-know"]}]}
-    chat = ChatService(operator_settings(ConfigReader(config, data)), store, state, FeedUrls("http://f.test/"))
+    chat = service(operator_settings(ConfigReader(config, data)), store, state, FeedUrls("http://f.test/"))
     chat.changes()
     add(store, "PUB-1", "public")
     add(store, "NTK-1", "need-to-know")
@@ -229,9 +233,9 @@ admins: [ops@a.test]
 logging: {format: json}
 """
     parsed = operator_settings(ConfigReader(tmp_path / "b.yaml", yaml.safe_load(text)))
-    assert parsed.access.rights("analyst@a.test/laptop").allows("private", "watch")
-    assert parsed.access.rights("x@b.test").allows("need-to-know", "mitigation")
-    assert not parsed.access.rights("x@b.test").allows("need-to-know", "watch")
+    assert chat_policy(parsed).rights(Actor.jid("analyst@a.test/laptop")).allows("private", "watch")
+    assert chat_policy(parsed).rights(Actor.jid("x@b.test")).allows("need-to-know", "mitigation")
+    assert not chat_policy(parsed).rights(Actor.jid("x@b.test")).allows("need-to-know", "watch")
     assert parsed.rate == RateLimit(3, 6.0) and parsed.admins == {"ops@a.test"}
     assert parsed.log_format == "json" and parsed.metrics
     for bad, key in (({"chat": {"readers": {"secret": ["a@b"]}}}, "chat.readers.secret"),
@@ -251,7 +255,7 @@ def test_rate_limit_warns_once_then_drops() -> None:
 
 
 def test_rate_limited_chat(store: Store, state: ChatState) -> None:
-    chat = ChatService(settings(rate=RateLimit(burst=1, per_minute=1)), store, state, FeedUrls("http://f/"))
+    chat = service(settings(rate=RateLimit(burst=1, per_minute=1)), store, state, FeedUrls("http://f/"))
     assert chat.handle(STRANGER, "help") is not None
     assert chat.handle(STRANGER, "help").startswith("Slow down")
     assert chat.handle(STRANGER, "help") is None
@@ -279,6 +283,6 @@ def test_describe() -> None:
 def test_example_config_sections_parse() -> None:
     example = Path(__file__).resolve().parents[1] / "deploy" / "example" / "bridge.yaml"
     parsed = operator_settings(ConfigReader(example, yaml.safe_load(example.read_text())))
-    assert parsed.access.rights("someone@csirt-a.example").allows("need-to-know", "watch")
+    assert chat_policy(parsed).rights(Actor.jid("someone@csirt-a.example")).allows("need-to-know", "watch")
     assert [room.room for room in parsed.rooms] == ["incidents@rooms.csirt-a.example"]
     assert parsed.admins == {"duty@csirt-a.example"} and parsed.log_format == "json"

@@ -47,9 +47,9 @@ class Bridge:
         ops = config.operators
         self.chat_state = ChatState(str(config.store_path))
         self.rooms = attach_rooms(self.xmpp, ops.rooms) if ops.rooms else None
-        self.chat = attach_chat(self.xmpp, ChatService(ops, self.store, self.chat_state,
+        self.chat = attach_chat(self.xmpp, ChatService(ops, config.policy, self.store, self.chat_state,
                                                        FeedUrls(config.feed_base_url)), self.rooms)
-        attach_adhoc(self.xmpp, ops.admins, operator_actions(config, self.store, self.chat_state))
+        attach_adhoc(self.xmpp, config.policy, operator_actions(config, self.store, self.chat_state))
         self.outbox = OutboxDrain(config, self.store, self.xmpp)
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()  # set once connected, subscribed and serving HTTP
@@ -59,7 +59,7 @@ class Bridge:
         # AtomPub writes go through the same Publisher as `xmppbridge publish`, into this outbox.
         publisher = Publisher.for_config(self.store, config)
         app = make_app(
-            self.store, config.feed, publisher=publisher,
+            self.store, config.feed, publisher=publisher, policy=config.policy,
             health=self._health)
         if config.operators.metrics:
             app.add_routes(metrics_routes(self.metrics))

@@ -6,20 +6,21 @@ reading code. Relative paths are resolved against the directory of the config fi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
 import yaml
 from cryptography import x509
 
-from xmppbridge.chat.settings import OperatorSettings, operator_settings
+from xmppbridge.chat.settings import OperatorSettings, chat_policy, operator_settings
 from xmppbridge.configfile import ConfigReader
 from xmppbridge.errors import ConfigError
-from xmppbridge.feed.settings import FeedSettings, feed_settings
+from xmppbridge.feed.settings import FeedSettings, feed_policy, feed_settings
 from xmppbridge.iodef.parse import DEFAULT_MAX_BYTES
 from xmppbridge.jids import InvalidJID, service_key
 from xmppbridge.policy.audiences import Audience, Audiences
+from xmppbridge.policy.may import Policy
 from xmppbridge.policy.memberconfig import read_audiences, read_registry
 from xmppbridge.policy.members import EMPTY, Registry
 from xmppbridge.policy.nodes import parse_node_name
@@ -82,6 +83,12 @@ class Config:
     @cached_property
     def sources(self) -> Sources:  # computed once: asked for every item received
         return Sources(frozenset(s.service for s in self.subscriptions))
+
+    @cached_property
+    def policy(self) -> Policy:
+        """Who may do what, as one table (``policy.may``): the feed's users and anonymous readers, chat
+        readers, rooms, admins and the members' audiences."""
+        return chat_policy(self.operators, replace(feed_policy(self.feed), audiences=self.audiences))
 
     def node_audience(self, node: str) -> Audience:
         """Who may read one of our nodes (``<prefix>/<restriction>/<purpose>``); a node name we did not

@@ -1,7 +1,8 @@
 """The chat core: answer a person's command, and decide who hears about a new or updated incident.
 
-Every answer goes through ``ChatAccess`` (the feed's rights, keyed by JID) and the store's readable
-filter, so a person never learns of an entry, not even that it exists, outside their rights.
+Every answer goes through the policy (``policy.may``: a JID's rights, the feed's kind of rights) and the
+store's readable filter, so a person never learns of an entry, not even that it exists, outside their
+rights.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from xmppbridge.chat.access import may_see
 from xmppbridge.chat.commands import HELP, Command, CommandError, parse
 from xmppbridge.chat.ratelimit import RateLimiter
 from xmppbridge.chat.settings import OperatorSettings
 from xmppbridge.chat.state import ChatState
 from xmppbridge.chat.summary import one_line, summary
 from xmppbridge.feed.layout import FeedUrls
-from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS, canonical_purpose
+from xmppbridge.policy.may import Action, Actor, Policy, category_of
+from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS
 from xmppbridge.policy.rights import Rights
 from xmppbridge.store import Store
 from xmppbridge.store.entries import Entry
@@ -38,9 +39,9 @@ class Notice:
 
 
 class ChatService:
-    def __init__(self, settings: OperatorSettings, store: Store, state: ChatState, urls: FeedUrls, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.settings, self.store, self.state, self.urls = settings, store, state, urls
+    def __init__(self, settings: OperatorSettings, policy: Policy, store: Store, state: ChatState,
+                 urls: FeedUrls, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings, self.policy, self.store, self.state, self.urls = settings, policy, store, state, urls
         self.limiter = RateLimiter(settings.rate, clock)
 
     # -- commands ---------------------------------------------------------------------------------------
@@ -58,7 +59,7 @@ class ChatService:
             command = parse(text)
         except CommandError as exc:
             return str(exc)
-        rights = self.settings.access.rights(jid)
+        rights = self.policy.rights(Actor.jid(jid))
         handler = getattr(self, f"_{command.name}")
         return handler(jid, rights, command)
 
@@ -73,7 +74,7 @@ class ChatService:
 
     def _show(self, jid: str, rights: Rights, command: Command) -> str:
         found = [self._full(entry) for entry in self._lookup(rights, command.argument)]
-        found = [entry for entry in found if entry is not None and may_see(rights, entry)]
+        found = [entry for entry in found if entry is not None and rights.allows(*_category(entry))]
         if not found:
             # The same answer whether it does not exist or is not for this person: no existence oracle.
             return f"No incident {command.argument} that you may see."
@@ -169,12 +170,12 @@ class ChatService:
         paused = functools.cache(self.state.is_paused)
 
         def recipients(entry: Entry) -> list[tuple[str, bool]]:
-            purpose = canonical_purpose(entry.incident.purpose)
+            category = _category(entry)
             # Rights are checked again now, not only at subscribe time: an allowlist may have shrunk since.
-            people = [(jid, False) for jid in subscribers(entry.restriction, purpose)
-                      if self.settings.access.may_see(jid, entry)]
-            rooms = [(room.room, True) for room in self.settings.rooms
-                     if may_see(room.rights, entry) and not paused(room.room)]
+            people = [(jid, False) for jid in subscribers(*category)
+                      if self.policy.may(Actor.jid(jid), Action.READ, category)]
+            rooms = [(room.room, True) for room in self.settings.rooms if not paused(room.room)
+                     and self.policy.may(Actor.room(room.room), Action.READ, category)]
             return people + rooms
 
         return recipients
@@ -217,3 +218,6 @@ def describe(pairs: Iterable[tuple[str, str]]) -> str:
             parts += [f"{restriction}/{p}" for p in purposes]
     return ", ".join(parts) or "nothing"
 
+
+def _category(entry: Entry) -> tuple[str, str]:
+    return category_of(entry.restriction, entry.incident.purpose)

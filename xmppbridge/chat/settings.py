@@ -7,10 +7,12 @@ one safety rule: a room gets public summaries only, unless its ``allow`` list na
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from xmppbridge.chat.access import ChatAccess
+from xmppbridge.policy.may import Policy
 from xmppbridge.policy.nodes import RESTRICTIONS
 from xmppbridge.policy.rights import Rights
 
@@ -36,7 +38,8 @@ class RoomSettings:
 class OperatorSettings:
     """Everything issue 6 adds to a bridge config, in one value for ``bridge.py``."""
 
-    access: ChatAccess = field(default_factory=lambda: ChatAccess({}))
+    # chat.readers: bare JID or "*@domain" -> the rights it holds beyond public (asked via policy.may)
+    readers: Mapping[str, Rights] = field(default_factory=lambda: MappingProxyType({}))
     rate: RateLimit = field(default_factory=RateLimit)
     max_results: int = 10
     rooms: tuple[RoomSettings, ...] = ()
@@ -50,6 +53,13 @@ def room_rights(post: Rights, allow: frozenset[str]) -> Rights:
     alone never lets need-to-know or private summaries into a room."""
     permitted = allow | {"public"}
     return Rights(frozenset((r, p) for r, p in post.pairs if r in permitted))
+
+
+def chat_policy(settings: OperatorSettings, base: Policy | None = None) -> Policy:
+    """``base`` (e.g. the feed's part) with the part of the policy these sections hold: chat readers,
+    rooms and admins."""
+    rooms = MappingProxyType({room.room: room.rights for room in settings.rooms})
+    return replace(base or Policy(), chat=settings.readers, rooms=rooms, admins=settings.admins)
 
 
 def operator_settings(r: ConfigReader) -> OperatorSettings:
@@ -76,7 +86,7 @@ def operator_settings(r: ConfigReader) -> OperatorSettings:
     if not all(isinstance(a, str) and "@" in a and "/" not in a for a in admins):
         raise r.error("admins", "must be a list of bare JIDs (user@domain)")
     return OperatorSettings(
-        access=ChatAccess(grants),
+        readers=MappingProxyType(grants),
         rate=rate,
         max_results=max_results,
         rooms=tuple(_room(r, i, spec) for i, spec in enumerate(r.get("rooms", [], list))),

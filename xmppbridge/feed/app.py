@@ -37,6 +37,7 @@ from xmppbridge.feed import atom, html, opensearch, write
 from xmppbridge.feed.auth import Authenticator
 from xmppbridge.feed.http import (
     AUTH,
+    POLICY,
     SETTINGS,
     STORE,
     authenticate,
@@ -59,7 +60,8 @@ from xmppbridge.feed.layout import (
     SERVICE_PATH,
     FeedUrls,
 )
-from xmppbridge.feed.settings import FeedSettings
+from xmppbridge.feed.settings import FeedSettings, feed_policy
+from xmppbridge.policy.may import Policy
 from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.publish import Publisher
 from xmppbridge.store import Entry, Store
@@ -74,14 +76,16 @@ _ENTRY = "{entry_id:[0-9]+}"
 
 
 def make_app(store: Store, settings: FeedSettings, *, health: HealthProbe | None = None,
-             publisher: Publisher | None = None) -> web.Application:
+             publisher: Publisher | None = None, policy: Policy | None = None) -> web.Application:
     """The feed application. ``health`` adds fields to ``/healthz`` (e.g. the bridge's ``ready`` flag);
-    with a ``publisher``, users with write rights may POST, PUT and DELETE (AtomPub)."""
+    with a ``publisher``, users with write rights may POST, PUT and DELETE (AtomPub). ``policy`` decides
+    who reads and writes what (``Config.policy``; by default the feed users' and anonymous rights)."""
     app = web.Application(middlewares=[authenticate], client_max_size=write.MAX_BODY_BYTES)
     app.on_response_prepare.append(security_headers)
     app[STORE] = store
     app[SETTINGS] = settings
     app[AUTH] = Authenticator(settings.users)
+    app[POLICY] = policy or feed_policy(settings)
     app[URLS] = FeedUrls(settings.base_url)
     app[HEALTH] = health or dict
     if publisher is not None:

@@ -22,6 +22,7 @@ from xmppbridge.feed.access import Principal, User
 from xmppbridge.feed.auth import Authenticator
 from xmppbridge.feed.layout import COLLECTION_BY_RESTRICTION
 from xmppbridge.feed.settings import FeedSettings
+from xmppbridge.policy.may import Action, Actor, Policy
 from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.store import Entry, Store
 
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 STORE = web.AppKey("store", Store)
 SETTINGS = web.AppKey("settings", FeedSettings)
 AUTH = web.AppKey("auth", Authenticator)
+POLICY = web.AppKey("policy", Policy)
 PRINCIPAL = web.RequestKey("principal", Principal)
 
 CHALLENGES = ('Basic realm="xmppbridge", charset="UTF-8"', 'Bearer realm="xmppbridge"')
@@ -57,11 +59,10 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     Wrong credentials are refused outright (401), never treated as anonymous, so that a typo does not
     quietly show a user less than they expect.
     """
-    settings, auth = request.app[SETTINGS], request.app[AUTH]
-    user = await _user(request, auth)
-    anonymous = settings.anonymous_rights
-    request[PRINCIPAL] = (Principal(None, anonymous) if user is None
-                          else Principal(user.name, user.read | anonymous, user.write))
+    user = await _user(request, request.app[AUTH])
+    policy, actor = request.app[POLICY], Actor.user(None if user is None else user.name)
+    request[PRINCIPAL] = Principal(None if user is None else user.name, policy.rights(actor, Action.READ),
+                                   policy.rights(actor, Action.WRITE))
     return await handler(request)
 
 

@@ -11,11 +11,13 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from xmppbridge.feed.access import User
 from xmppbridge.feed.auth import check_password_hash, check_token_hash
+from xmppbridge.policy.may import Policy
 from xmppbridge.policy.nodes import RESTRICTIONS
 from xmppbridge.policy.rights import Rights
 
@@ -72,6 +74,13 @@ class FeedSettings:
     @property
     def anonymous_rights(self) -> Rights:
         return Rights.restrictions_of(self.anonymous_restrictions)
+
+
+def feed_policy(settings: FeedSettings) -> Policy:
+    """The part of the policy this section holds: the users' rights and the anonymous ones."""
+    return Policy(readers=MappingProxyType({u.name: u.read for u in settings.users}),
+                  writers=MappingProxyType({u.name: u.write for u in settings.users}),
+                  anonymous=settings.anonymous_rights)
 
 
 def _as_iterable(value: Iterable[str] | str) -> Iterable[str]:

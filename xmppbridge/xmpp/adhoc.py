@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from slixmpp.exceptions import XMPPError
 
 from xmppbridge.chat.state import ChatState
 from xmppbridge.config import Config
+from xmppbridge.policy.may import Action, Actor, Policy
 from xmppbridge.quarantine import held, release
 from xmppbridge.status import format_status, status_report
 from xmppbridge.store import Store
@@ -50,8 +51,8 @@ def operator_actions(config: Config, store: Store, state: ChatState) -> Operator
 
 
 class AdhocCommands:
-    def __init__(self, component: BridgeComponent, admins: Collection[str], actions: OperatorActions) -> None:
-        self.component, self.admins, self.actions = component, frozenset(admins), actions
+    def __init__(self, component: BridgeComponent, policy: Policy, actions: OperatorActions) -> None:
+        self.component, self.policy, self.actions = component, policy, actions
         component.register_plugin("xep_0050")
         adhoc, me = component.plugin["xep_0050"], component.boundjid.bare
         adhoc.add_command(jid=me, node="status", name="Bridge status", handler=self._status)
@@ -61,7 +62,7 @@ class AdhocCommands:
                           handler=self._release)
 
     def _check(self, iq: Any) -> None:
-        if iq["from"].bare.lower() not in self.admins:
+        if not self.policy.may(Actor.jid(iq["from"].bare), Action.OPERATE):
             log.warning("refused ad-hoc command %s from %s", iq["command"]["node"], iq["from"])
             raise XMPPError("forbidden", text="only the bridge's admins may run this command")
 
@@ -104,6 +105,5 @@ def _done(session: dict[str, Any], text: str) -> dict[str, Any]:
     return session
 
 
-def attach_adhoc(component: BridgeComponent, admins: Collection[str],
-                 actions: OperatorActions) -> AdhocCommands:
-    return AdhocCommands(component, admins, actions)
+def attach_adhoc(component: BridgeComponent, policy: Policy, actions: OperatorActions) -> AdhocCommands:
+    return AdhocCommands(component, policy, actions)
