@@ -148,7 +148,13 @@ def load_config(file: str | Path) -> Config:
             raise r.error(f"{key}.nodes", "must be 'all' or a non-empty list of node names")
 
     subscriptions = _followed(r, registry, subscriptions)
-    feed = feed_settings(r)
+    whitelist = r.get("pubsub.whitelist", [], list)
+    if not all(isinstance(j, str) for j in whitelist):
+        raise r.error("pubsub.whitelist", "must be a list of bridge JIDs")
+    audiences = read_audiences(r, registry, tuple(whitelist))
+    # member:<name> grants: a member's people read the feed and chat as its bridge reads our nodes.
+    member_rights = {m.name: audiences.rights_of(m.name) for m in registry.peers()}
+    feed = feed_settings(r, member_rights)
 
     schema_mode = r.get("iodef.schema_mode", "strict")
     if schema_mode not in ("strict", "warn"):
@@ -167,9 +173,6 @@ def load_config(file: str | Path) -> Config:
     own = registry.get(registry.own) if registry.own else None
     if own is not None:  # our registry entry says what we speak for, as the peers read it
         signing_domains = tuple(dict.fromkeys((*signing_domains, *own.domains)))
-    whitelist = r.get("pubsub.whitelist", [], list)
-    if not all(isinstance(j, str) for j in whitelist):
-        raise r.error("pubsub.whitelist", "must be a list of bridge JIDs")
 
     spool = r.get("spool.dir", None)
     return Config(
@@ -192,11 +195,11 @@ def load_config(file: str | Path) -> Config:
         discovery_interval=_seconds(r, "pubsub.discovery_interval", 60),
         check_interval=_seconds(r, "pubsub.check_interval", 60),
         trust=with_members(read_trust(r), registry),
-        operators=operator_settings(r),
+        operators=operator_settings(r, member_rights),
         spool_dir=None if spool is None else r.path("spool.dir", spool, must_exist=False),
         spool_interval=_seconds(r, "spool.interval", 2),
         registry=registry,
-        audiences=read_audiences(r, registry, tuple(whitelist)),
+        audiences=audiences,
     )
 
 

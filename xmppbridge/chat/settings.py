@@ -62,11 +62,12 @@ def chat_policy(settings: OperatorSettings, base: Policy | None = None) -> Polic
     return replace(base or Policy(), chat=settings.readers, rooms=rooms, admins=settings.admins)
 
 
-def operator_settings(r: ConfigReader) -> OperatorSettings:
+def operator_settings(r: ConfigReader, members: Mapping[str, Rights] | None = None) -> OperatorSettings:
+    """``members``: each registry member's rights, for ``member:<name>`` grants in ``chat.readers``."""
     grants: dict[str, Rights] = {}
     for grant, jids in r.get("chat.readers", {}, dict).items():
         key = f"chat.readers.{grant}"
-        rights = _rights(r, key, [grant])
+        rights = _rights(r, key, [grant], members or {})
         if not isinstance(jids, list) or not all(isinstance(j, str) and "@" in j for j in jids):
             raise r.error(key, "must be a list of bare JIDs (user@domain) or *@domain")
         for jid in jids:
@@ -115,10 +116,10 @@ def _room(r: ConfigReader, index: int, spec: Any) -> RoomSettings:
                         rights=room_rights(post, frozenset(allow)), password=spec.get("password"))
 
 
-def _rights(r: ConfigReader, key: str, grants: Any) -> Rights:
+def _rights(r: ConfigReader, key: str, grants: Any, members: Mapping[str, Rights] | None = None) -> Rights:
     if not isinstance(grants, list):
         raise r.error(key, "must be a list of grants such as public, need-to-know/mitigation or all")
     try:
-        return Rights.parse(grants)
+        return Rights.parse(grants, members)
     except ValueError as exc:
         raise r.error(key, str(exc)) from None

@@ -8,7 +8,7 @@ network in clear.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -96,8 +96,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def feed_settings(r: ConfigReader) -> FeedSettings:
-    """The ``feed:`` section of a config file; errors name the file and key."""
+def feed_settings(r: ConfigReader, members: Mapping[str, Rights] | None = None) -> FeedSettings:
+    """The ``feed:`` section of a config file; errors name the file and key. ``members``: each registry
+    member's rights, for ``member:<name>`` read grants (``Rights.parse``)."""
     host, _, port = r.get("feed.listen", DEFAULT_LISTEN).rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise r.error("feed.listen", "must be host:port, e.g. 127.0.0.1:8080")
@@ -120,7 +121,7 @@ def feed_settings(r: ConfigReader) -> FeedSettings:
         raise r.error("feed.anonymous_restrictions",
                       "non-public restrictions may be readable anonymously only on a loopback listen address")
 
-    users = _users(r, tls)
+    users = _users(r, tls, members or {})
     if any(u.password_hash or u.token_hash for u in users) and tls is None and not is_loopback(host):
         raise r.error("feed.users", "passwords and tokens would cross the network in clear: set feed.tls, or "
                                     "listen on a loopback address behind a TLS-terminating proxy")
@@ -160,7 +161,7 @@ def _tls(r: ConfigReader) -> TlsSettings | None:
     )
 
 
-def _users(r: ConfigReader, tls: TlsSettings | None) -> tuple[User, ...]:
+def _users(r: ConfigReader, tls: TlsSettings | None, members: Mapping[str, Rights]) -> tuple[User, ...]:
     users = []
     for name, spec in r.get("feed.users", {}, dict).items():
         key = f"feed.users.{name}"
@@ -171,7 +172,7 @@ def _users(r: ConfigReader, tls: TlsSettings | None) -> tuple[User, ...]:
         for kind in ("read", "write"):
             grants: Any = r.get(f"{key}.{kind}", [], list)
             try:
-                rights[kind] = Rights.parse(grants)
+                rights[kind] = Rights.parse(grants, members if kind == "read" else None)
             except ValueError as exc:
                 raise r.error(f"{key}.{kind}", str(exc)) from None
         user = User(

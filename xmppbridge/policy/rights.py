@@ -8,12 +8,13 @@ The same pairs grant feed users, chat JIDs, rooms and member bridges (``policy.m
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS
 
 ALL = "all"
+MEMBER = "member:"
 
 
 @dataclass(frozen=True)
@@ -21,13 +22,23 @@ class Rights:
     pairs: frozenset[tuple[str, str]] = frozenset()  # (restriction, purpose)
 
     @classmethod
-    def parse(cls, grants: Iterable[str]) -> Rights:
+    def parse(cls, grants: Iterable[str], members: Mapping[str, Rights] | None = None) -> Rights:
         """From config strings: ``all``, ``<restriction>`` (every purpose), ``<restriction>/<purpose>``,
-        ``*/<purpose>``. Raises ValueError naming the first bad one."""
+        ``*/<purpose>``, and where ``members`` is given ``member:<name>``: what that member's audiences
+        let it read (an analyst of cert-b reads our feed as cert-b's bridge reads our nodes). Raises
+        ValueError naming the first bad one."""
         pairs: set[tuple[str, str]] = set()
         for grant in grants:
             if not isinstance(grant, str):
                 raise ValueError(f"{grant!r} is not a string")
+            if grant.startswith(MEMBER):
+                name = grant.removeprefix(MEMBER)
+                if members is None:
+                    raise ValueError(f"{grant!r}: member: grants are for reading only")
+                if name not in members:
+                    raise ValueError(f"{grant!r}: {name} is not a member of the registry (members[].name)")
+                pairs |= members[name].pairs
+                continue
             if grant == ALL:
                 pairs |= {(r, p) for r in RESTRICTIONS for p in PURPOSES}
                 continue
