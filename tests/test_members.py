@@ -4,6 +4,8 @@ and what publishing refuses (an empty audience, TLP:AMBER+STRICT)."""
 from __future__ import annotations
 
 import datetime
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -231,3 +233,65 @@ def test_amber_strict_is_never_shared_and_refused_by_receivers_too() -> None:
         check_item(TrustStore.from_certificates([A.certificate]), service="pubsub.a.test",
                    node="iodef/private/mitigation", payload=signed, max_bytes=MAX_BYTES)
     assert excinfo.value.reason == "originator-only"
+
+
+# -- config upgrade ---------------------------------------------------------------------------------------
+
+def legacy(tmp_path: Path) -> Path:
+    """A config as written before the registry: anchors, domain bindings, subscriptions, a whitelist."""
+    (tmp_path / "trust").mkdir()
+    for name in ("a", "b", "c"):
+        member(tmp_path, name)
+    for name in ("b", "c"):
+        (tmp_path / "trust" / f"{name}.crt").write_bytes((tmp_path / f"{name}.crt").read_bytes())
+    data = {"component": {"jid": "bridge.a.test", "secret": "s"},
+            "pubsub": {"service": "pubsub.a.test", "whitelist": ["bridge.b.test", "bridge.c.test"]},
+            "signing": {"key": "a.key", "cert": "a.crt", "domains": ["a.test"]},
+            "trust": {"anchors": ["trust"]},
+            "subscriptions": [{"service": "pubsub.b.test", "nodes": "all"},
+                              {"service": "pubsub.c.test", "nodes": ["iodef/partner/watch"],
+                               "allow_domains": ["partner.example"]}],
+            "store": {"path": "x.sqlite"}, "feed": {"listen": "127.0.0.1:8080"}}
+    path = tmp_path / "bridge.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def upgrade_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "xmppbridge.cli", "config", "upgrade", *map(str, args)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_config_upgrade_writes_the_same_bridge_as_a_registry(tmp_path: Path) -> None:
+    path = legacy(tmp_path)
+    old = load_config(path)
+    shown = upgrade_cli("-c", path)
+    assert shown.returncode == 0, shown.stderr
+    assert "pubsub.b.test: member b.test, bridge bridge.b.test" in shown.stderr
+    assert path.read_text().startswith("component")  # not written without --write
+    written = upgrade_cli("-c", path, "--write")
+    assert written.returncode == 0, written.stderr
+    assert (tmp_path / "bridge.yaml.bak").exists()
+    data = yaml.safe_load(path.read_text())
+    assert "subscriptions" not in data and "whitelist" not in data["pubsub"] and "trust" not in data
+    assert [m["name"] for m in data["members"]] == ["a.test", "b.test", "c.test"]
+    assert data["members"][2]["domains"] == ["c.test", "partner.example"]
+    assert data["members"][2]["nodes"] == ["iodef/partner/watch"]
+    new = load_config(path)
+    assert set(new.trust.certificates) == set(old.trust.certificates)
+    assert new.node_audience("iodef/private/watch").bridges == {"bridge.b.test", "bridge.c.test"}
+    assert new.signing_domains == ("a.test",)
+    assert upgrade_cli("-c", path).returncode == 2  # already upgraded
+
+
+def test_config_upgrade_refuses_to_guess_a_bridge(tmp_path: Path) -> None:
+    path = legacy(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["pubsub"]["whitelist"].append("bridge.d.test")
+    path.write_text(yaml.safe_dump(data))
+    result = upgrade_cli("-c", path)
+    assert result.returncode == 2 and "bridge.d.test, which no subscription matches" in result.stderr
+    data["pubsub"]["whitelist"] = ["bridge.b.test"]
+    path.write_text(yaml.safe_dump(data))
+    result = upgrade_cli("-c", path)
+    assert result.returncode == 2 and "no whitelisted bridge JID of c.test" in result.stderr

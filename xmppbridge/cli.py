@@ -48,6 +48,16 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("check-config", cmd_check_config, "load and check a config file, then exit")
     sub.add_argument("-c", "--config", required=True, type=Path)
 
+    what = "rewrite a config's trust anchors, subscriptions and whitelist as a member registry"
+    config_actions = commands.add_parser("config", help="config file tools").add_subparsers(
+        required=True, metavar="ACTION")
+    sub = config_actions.add_parser(
+        "upgrade", help=what, description=what + " (members: and audiences:); prints the new config, or "
+        "with --write replaces the file and keeps a .bak")
+    sub.set_defaults(func=cmd_config_upgrade)
+    sub.add_argument("-c", "--config", required=True, type=Path)
+    sub.add_argument("--write", action="store_true", help="replace the file (the old one stays as FILE.bak)")
+
     sub = command("validate", cmd_validate, "validate IODEF documents against the official XSD")
     sub.add_argument("files", nargs="+", type=Path)
     sub.add_argument("--json", action="store_true", help="one JSON object per file per line")
@@ -155,6 +165,42 @@ def cmd_check_config(args: argparse.Namespace) -> int:
           f"{len(trust.authorities)} CA(s), "
           f"{len(trust.crls)} CRL(s), {len(config.subscriptions)} subscription(s), "
           f"feed {config.feed_base_url}")
+    return EXIT_OK
+
+
+def cmd_config_upgrade(args: argparse.Namespace) -> int:
+    import yaml
+
+    from xmppbridge.configupgrade import UpgradeError, same_bridge, upgrade
+
+    config = load_config(args.config)
+    try:
+        result = upgrade(config, yaml.safe_load(args.config.read_text(encoding="utf-8")))
+    except UpgradeError as exc:
+        print(f"error: {args.config}: cannot upgrade: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    text = (f"# Upgraded by xmppbridge config upgrade from {args.config.name}: the member registry.\n"
+            + yaml.safe_dump(result.data, sort_keys=False))
+    # Loaded from beside the old file, so that relative paths mean the same.
+    trial = args.config.with_name(f".{args.config.name}.upgrade")
+    trial.write_text(text, encoding="utf-8")
+    try:
+        problems = same_bridge(config, load_config(trial))
+    finally:
+        trial.unlink()
+    if problems:
+        print(f"error: {args.config}: the upgraded config would not be the same bridge: "
+              + "; ".join(problems), file=sys.stderr)
+        return EXIT_ERROR
+    for note in result.notes:
+        print(f"upgrade: {note}", file=sys.stderr)
+    if not args.write:
+        print(text, end="")
+        return EXIT_OK
+    backup = args.config.with_name(args.config.name + ".bak")
+    backup.write_text(args.config.read_text(encoding="utf-8"), encoding="utf-8")
+    args.config.write_text(text, encoding="utf-8")
+    print(f"{args.config}: upgraded (the old config is {backup})", file=sys.stderr)
     return EXIT_OK
 
 
