@@ -224,6 +224,8 @@ def _load_certificate(text: str) -> x509.Certificate:
         # certificate is refused here rather than failing somewhere inside them.
         certificate.extensions  # noqa: B018
         certificate.subject.rfc4514_string()
+        certificate.issuer.rfc4514_string()  # a flipped bit here once escaped as a ValueError (hypothesis)
+        certificate.not_valid_before_utc, certificate.not_valid_after_utc  # noqa: B018
         certificate.public_key()
     except (ValueError, binascii.Error, UnsupportedAlgorithm) as exc:
         raise SignatureRejected(f"unreadable X509Certificate: {exc}", reason="bad-certificate") from None
