@@ -11,6 +11,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
@@ -115,27 +116,35 @@ def test_the_corpus_over_xmpp_is_quarantined_and_b_keeps_serving(federation: Con
 
 
 def test_release_after_adding_a_trust_anchor_over_xmpp(federation: Consortium) -> None:
+    # A's new key, before B has pinned it: the item waits in quarantine until B's registry entry for A
+    # lists the new certificate too (a key rotation, README "Trust").
     b = federation["b"]
-    carol = ec_identity("CSIRT C", domains=("c.test",))
-    payload = sign_document(etree.fromstring(iodef2("H-CAROL", name="csirt.c.test")), carol)
-    inject(federation, {"carol": payload})
-    found = eventually(lambda: quarantined_at_b(federation, {"carol"}), what="Carol's item quarantined at B")
-    record = found["carol"]
+    renewed = ec_identity("CSIRT A renewed", domains=("a.test",))
+    payload = sign_document(etree.fromstring(iodef2("H-RENEWED", name="csirt.a.test")), renewed)
+    inject(federation, {"renewed": payload})
+    found = eventually(lambda: quarantined_at_b(federation, {"renewed"}), what="the item quarantined at B")
+    record = found["renewed"]
     assert record.reason == "unknown-signer"
 
-    anchor = b.workdir / "trust" / "b" / "carol.crt"
-    anchor.write_bytes(carol.certificate.public_bytes(serialization.Encoding.PEM))
+    anchor = b.workdir / "keys" / "a-renewed.crt"
+    anchor.write_bytes(renewed.certificate.public_bytes(serialization.Encoding.PEM))
+    original = b.config_path.read_text()
+    config = yaml.safe_load(original)
+    [entry] = [m for m in config["members"] if m["name"] == "a"]
+    entry["certificate"] = [entry["certificate"], "keys/a-renewed.crt"]
+    b.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     try:
         result = subprocess.run(
             [sys.executable, "-m", "xmppbridge.cli", "quarantine", "release", "-c", str(b.config_path),
              str(record.id)], capture_output=True, text=True, timeout=60)
     finally:
+        b.config_path.write_text(original)
         anchor.unlink()
     assert result.returncode == 0, result.stdout + result.stderr
     assert "released: mirrored: new" in result.stdout
     with closing(store_of(federation, "b")) as store:
-        [entry] = [e for e in store.entries(limit=100_000) if e.item_id == "carol"]
-        assert entry.signer_subject == "CN=CSIRT C" and entry.service == "pubsub.a.test"
+        [entry] = [e for e in store.entries(limit=100_000) if e.item_id == "renewed"]
+        assert entry.signer_subject == "CN=CSIRT A renewed" and entry.service == "pubsub.a.test"
 
 
 def test_a_relayed_item_survives_xmpp(federation: Consortium) -> None:
