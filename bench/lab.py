@@ -1,6 +1,7 @@
 """The XMPP side of the benchmarks: a private two-domain consortium and raw slixmpp peers to compare with.
 
-Servers listen on 127.0.9.x only and feeds on 29081+, so the benchmarks can run beside the test suite.
+Servers listen on 127.0.9.x only, feeds on 29081+ and operator listeners on 30081+, so the benchmarks
+can run beside the test suite.
 """
 
 from __future__ import annotations
@@ -46,16 +47,6 @@ class BenchConsortium(Consortium):
     def feed_url(self, name: str) -> str:
         member = self.members[name]
         return f"http://{member.ip}:{member.feed_port}/"
-
-    def health(self, name: str) -> dict[str, object]:
-        import json
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(self.feed_url(name) + "healthz", timeout=2) as response:
-                return json.load(response)
-        except OSError:
-            return {}
 
     def store(self, name: str) -> Store:
         return Store(self.members[name].workdir / "data" / f"{name}.sqlite")

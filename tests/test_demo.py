@@ -49,8 +49,10 @@ def _read_until(demo: subprocess.Popen[str], output: list[str], marker: str, tim
     return False
 
 
-def _health(port: int) -> dict[str, object]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz") as response:
+def _health(host: int, port: int) -> dict[str, object]:
+    """The detailed health of the member on 127.0.<slot>.<host> whose feed is on ``port``: its operator
+    listener, on its own address and the feed's port + 1000."""
+    with urllib.request.urlopen(f"http://127.0.{_slot()}.{host}:{port + 1000}/healthz") as response:
         return json.load(response)
 
 
@@ -72,9 +74,11 @@ def test_demo_runs_survives_a_killed_bridge_and_stops_cleanly_on_ctrl_c(tmp_path
             assert (workdir / name).exists()
         published = sum(": published to " in line for line in output)
         assert f"B mirrored all {published} incidents published at A, signatures verified.\n" in output
-        health = _health(port + 1)
+        health = _health(33, port + 1)
         assert health["entries"] == published >= 7  # B mirrored everything A published
         assert health["rejects"] == 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{port + 1}/healthz") as response:
+            assert json.load(response) == {"status": "up"}  # the feed listener says no more to anyone
         with urllib.request.urlopen(f"http://127.0.0.1:{port + 1}/feeds/public") as response:
             assert f'xmlns="{ATOM}"'.encode() in response.read()
 
@@ -87,7 +91,7 @@ def test_demo_runs_survives_a_killed_bridge_and_stops_cleanly_on_ctrl_c(tmp_path
         assert _read_until(demo, output, "  ", timeout=5)
         command = shlex.split(output[-1])
         assert command[-4:] == ["--workdir", str(workdir.resolve()), "--restart", "bridge-b"]
-        assert demo.poll() is None and _health(port)["ready"]  # A still serves
+        assert demo.poll() is None and _health(32, port)["ready"]  # A still serves
 
         # Published at A while B is down; B catches up once started again with the printed command.
         document = tmp_path / "A-2024-0901.xml"
@@ -98,9 +102,9 @@ def test_demo_runs_survives_a_killed_bridge_and_stops_cleanly_on_ctrl_c(tmp_path
         assert restarted.returncode == 0, restarted.stdout + restarted.stderr
         assert "bridge-b is running again" in restarted.stdout
         deadline = time.monotonic() + 30
-        while _health(port + 1)["entries"] != published + 1 and time.monotonic() < deadline:
+        while _health(33, port + 1)["entries"] != published + 1 and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert _health(port + 1)["entries"] == published + 1
+        assert _health(33, port + 1)["entries"] == published + 1
     finally:
         demo.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
         rest, _ = demo.communicate(timeout=60)

@@ -1,8 +1,8 @@
 """Per-peer health and refusal counters on real federated Prosody (issue 14).
 
-B follows A, which federates, and a domain that does not resolve. Its status, /healthz and /metrics say
-which is which, and why. Items that B refuses are counted once each, however often its periodic check
-sees them again.
+B follows A, which federates, and a domain that does not resolve. Its status, and the /healthz and
+/metrics of its operator listener, say which is which, and why. Items that B refuses are counted once
+each, however often its periodic check sees them again.
 """
 
 from __future__ import annotations
@@ -61,12 +61,12 @@ def peers(report: dict) -> dict[str, dict]:  # type: ignore[type-arg]
 
 
 def healthz(pair: Consortium) -> tuple[int, dict]:  # type: ignore[type-arg]
-    with urllib.request.urlopen(pair["b"].feed_url + "healthz", timeout=10) as response:
+    with urllib.request.urlopen(pair["b"].metrics_url + "healthz", timeout=10) as response:
         return response.status, json.load(response)
 
 
 def metrics(pair: Consortium) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(pair["b"].feed_url + "metrics", timeout=10) as response:
+    with urllib.request.urlopen(pair["b"].metrics_url + "metrics", timeout=10) as response:
         text = response.read().decode()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}

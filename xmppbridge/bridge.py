@@ -1,4 +1,5 @@
-"""Wire the core to its shells for ``xmppbridge run``: XMPP component, mirror, outbox drain, HTTP feed."""
+"""Wire the core to its shells for ``xmppbridge run``: XMPP component, mirror, outbox drain, HTTP feed,
+and the operator listener (``metrics.listen``: /metrics and the detailed /healthz, loopback only)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from xmppbridge.chat.service import ChatService
 from xmppbridge.chat.state import ChatState
 from xmppbridge.config import Config
 from xmppbridge.doctor.relay import answer_doctor
-from xmppbridge.feed.app import make_app
+from xmppbridge.feed.app import make_app, store_health
 from xmppbridge.feed.layout import FeedUrls
+from xmppbridge.feed.throttle import Throttle
 from xmppbridge.feed.tls import server_context
-from xmppbridge.metrics import BridgeMetrics, metrics_routes
+from xmppbridge.metrics import BridgeMetrics, operator_app
 from xmppbridge.publish import Publisher
 from xmppbridge.spool import Spool
 from xmppbridge.status import peer_report
@@ -58,12 +60,14 @@ class Bridge:
         config = self.config
         # AtomPub writes go through the same Publisher as `xmppbridge publish`, into this outbox.
         publisher = Publisher.for_config(self.store, config)
-        app = make_app(
-            self.store, config.feed, publisher=publisher, policy=config.policy,
-            health=self._health)
-        if config.operators.metrics:
-            app.add_routes(metrics_routes(self.metrics))
+        throttle = Throttle(config.feed.throttle)
+        self.metrics.watch_logins(throttle.stats)
+        metrics = self.metrics if config.operators.metrics else None
+        app = make_app(self.store, config.feed, publisher=publisher, policy=config.policy,
+                       health=self._health, throttle=throttle,
+                       metrics=None if metrics is None else metrics.scrape)
         runner = web.AppRunner(app)
+        runners = [runner]
         spool = None
         if config.spool_dir:
             spool = Spool(config.spool_dir, publisher, interval=config.spool_interval)
@@ -72,6 +76,12 @@ class Bridge:
         site = web.TCPSite(runner, config.feed_listen_host, config.feed_listen_port, ssl_context=tls)
         await site.start()
         log.info("feed at %s", self.config.feed_base_url)
+        if config.operators.metrics_listen is not None:
+            host, port = config.operators.metrics_listen
+            runners.append(web.AppRunner(operator_app(metrics, self._health)))
+            await runners[-1].setup()
+            await web.TCPSite(runners[-1], host, port).start()
+            log.info("operator listener (/metrics, /healthz) at http://%s:%d/", host, port)
         self.xmpp.connect()
         tasks = [asyncio.create_task(coro) for coro in (
             self._sessions(),
@@ -93,17 +103,20 @@ class Bridge:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self.xmpp.disconnect()
-            await runner.cleanup()
+            for each in runners:
+                await each.cleanup()
             self.store.set_state("connection", "stopped")
             self.chat_state.close()
             self.metrics.close()
             self.store.close()
 
     def _health(self) -> dict[str, object]:
-        """``/healthz`` fields. An unreachable peer leaves the answer 200: this bridge works and its
-        supervisor must not restart it for another domain's trouble; ``status`` says "degraded"."""
+        """The detailed ``/healthz`` (operator listener, operator users). An unreachable peer leaves the
+        answer 200: this bridge works and its supervisor must not restart it for another domain's trouble;
+        ``status`` says "degraded"."""
         peers = peer_report(self.config, self.store)
-        return {"status": "degraded" if peers["peers_degraded"] else "ok", "ready": self.ready.is_set(),
+        return {**store_health(self.store),
+                "status": "degraded" if peers["peers_degraded"] else "ok", "ready": self.ready.is_set(),
                 "connected": self.xmpp.online.is_set(), "outbox": self.store.outbox_depth(), **peers}
 
     async def _sessions(self) -> None:

@@ -1,10 +1,11 @@
-"""Prometheus metrics (prometheus-client) and the ``/metrics`` route for the feed's HTTP server.
+"""Prometheus metrics (prometheus-client), the ``/metrics`` route and the operator listener's app.
 
 Counts come from the store at scrape time (published, received, rejected by reason, outbox depth,
 connection state, peer health), so they are right across restarts and include what other processes (the
 CLI) did.
 Two latency histograms are observed in the process: publish latency (queued in the outbox -> published,
 read from the outbox as items complete) and receive processing time (verify + store one item).
+Failed feed logins come from the feed's throttle (``feed.throttle.AuthStats``), read at scrape time too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from xml.etree import ElementTree as ET
 
@@ -21,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from xmppbridge.feed.throttle import CLIENT, USER, AuthStats
 from xmppbridge.store.db import BUSY_TIMEOUT_MS, parse_time
 from xmppbridge.xmpp.component import ItemSink
 
@@ -93,6 +95,30 @@ def _peer_metrics(rows: list[tuple[str, int, str]], now: float) -> Iterator[Metr
     yield since
 
 
+class AuthCollector(Collector):
+    """The feed's failed logins: by reason (password, unknown-user, token), blocks started by scope
+    (client address or user name), and attempts refused while blocked (answered 429)."""
+
+    def __init__(self, stats: AuthStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        failures = CounterMetricFamily("xmppbridge_auth_failures", "Failed feed logins, by reason",
+                                       labels=["reason"])
+        for reason in sorted(set(self.stats.failures) | {"password", "unknown-user", "token"}):
+            failures.add_metric([reason], self.stats.failures[reason])
+        yield failures
+        blocks = CounterMetricFamily("xmppbridge_auth_blocks", "Login backoffs started, by what was blocked",
+                                     labels=["scope"])
+        for scope in (CLIENT, USER):
+            blocks.add_metric([scope], self.stats.blocks[scope])
+        yield blocks
+        refused = CounterMetricFamily("xmppbridge_auth_refused", "Login attempts refused unheard (429)"
+                                      " while their client or user name was blocked")
+        refused.add_metric([], self.stats.refused)
+        yield refused
+
+
 _QUERIES = {
     "published": "SELECT action, count(*) FROM outbox WHERE status = 'published' GROUP BY action",
     "failed": "SELECT count(*) FROM outbox WHERE status = 'failed'",
@@ -143,6 +169,13 @@ class BridgeMetrics:
         self.refresh()
         return generate_latest(self.registry)
 
+    def watch_logins(self, stats: AuthStats) -> None:
+        self.registry.register(AuthCollector(stats))
+
+    def scrape(self) -> tuple[bytes, str]:
+        """Body and content type of a scrape, the form the feed app's ``metrics`` callback takes."""
+        return self.exposition(), CONTENT_TYPE_LATEST
+
     def timed_sink(self, sink: ItemSink) -> ItemSink:
         return _TimedSink(sink, self.receive_seconds)
 
@@ -176,3 +209,17 @@ def metrics_routes(metrics: BridgeMetrics) -> list[web.RouteDef]:
         return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return [web.get("/metrics", handler)]
+
+
+def operator_app(metrics: BridgeMetrics | None,
+                 health: Callable[[], Mapping[str, object]]) -> web.Application:
+    """The operator listener (``metrics.listen``, loopback only): ``/metrics`` unless metrics are off,
+    and the detailed ``/healthz`` (readiness, connection, outbox, peers), without logins."""
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response(dict(health()), headers={"Cache-Control": "no-store"})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    if metrics is not None:
+        app.add_routes(metrics_routes(metrics))
+    return app

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from xmppbridge.feed.settings import is_loopback
 from xmppbridge.policy.may import Policy
 from xmppbridge.policy.nodes import RESTRICTIONS
 from xmppbridge.policy.rights import Rights
@@ -44,7 +45,9 @@ class OperatorSettings:
     max_results: int = 10
     rooms: tuple[RoomSettings, ...] = ()
     admins: frozenset[str] = frozenset()
-    metrics: bool = True  # serve /metrics beside /healthz on the feed listener
+    metrics: bool = True  # serve /metrics (operator listener, and operator users on the feed listener)
+    # host, port of the operator listener (/metrics, detailed /healthz); None: none (metrics.listen: null)
+    metrics_listen: tuple[str, int] | None = ("127.0.0.1", 9180)
     log_format: str = "text"  # or "json": one JSON object per line (logging_setup)
 
 
@@ -93,6 +96,7 @@ def operator_settings(r: ConfigReader, members: Mapping[str, Rights] | None = No
         rooms=tuple(_room(r, i, spec) for i, spec in enumerate(r.get("rooms", [], list))),
         admins=frozenset(a.lower() for a in admins),
         metrics=r.get("metrics.enabled", True, bool),
+        metrics_listen=_metrics_listen(r),
         log_format=log_format,
     )
 
@@ -123,3 +127,20 @@ def _rights(r: ConfigReader, key: str, grants: Any, members: Mapping[str, Rights
         return Rights.parse(grants, members)
     except ValueError as exc:
         raise r.error(key, str(exc)) from None
+
+
+def _metrics_listen(r: ConfigReader) -> tuple[str, int] | None:
+    """``metrics.listen``: loopback only. The operator listener has neither TLS nor logins, and what it
+    shows (private entry counts, refusal reasons, the members' health) is not for the network; remote
+    scrapers use the feed listener (TLS) as a user with ``operator: true``, or a proxy."""
+    if "listen" in r.get("metrics", {}, dict) and r.get("metrics.listen", None, (str, bool)) in (None, False):
+        return None
+    host, _, port = r.get("metrics.listen", "127.0.0.1:9180").rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise r.error("metrics.listen", "must be host:port, e.g. 127.0.0.1:9180, or null for none")
+    if not is_loopback(host):
+        raise r.error("metrics.listen", f"{host} is not a loopback address: the operator listener has no TLS"
+                                        " and no login; scrape the feed listener as a user with"
+                                        " operator: true instead, or put a TLS proxy in front")
+    return host, int(port)

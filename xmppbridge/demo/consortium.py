@@ -1,7 +1,9 @@
 """A consortium on one machine: one Prosody and one bridge process per member, federated over s2s.
 
 ``make demo`` and the integration tests both run this, so what the tests prove is what a user sees.
-Each member gets its own loopback address; everything generated lives under ``workdir``.
+Each member gets its own loopback address; everything generated lives under ``workdir``. Its feed listens
+on 127.0.0.1, its operator listener (/metrics, the detailed /healthz that says when it is ready) on the
+member's own address, each on a port of its own.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Member:
     name: str  # "a" -> domain a.test
     ip: str
     feed_port: int
+    metrics_port: int
     workdir: Path
     prosody: ProsodyServer = field(init=False)
     bridge: subprocess.Popen[bytes] | None = None
@@ -55,6 +58,11 @@ class Member:
         return f"http://127.0.0.1:{self.feed_port}/"
 
     @property
+    def metrics_url(self) -> str:
+        """The operator listener: /metrics and the detailed /healthz."""
+        return f"http://{self.ip}:{self.metrics_port}/"
+
+    @property
     def bridge_jid(self) -> str:
         return self.prosody.bridge_jid
 
@@ -71,14 +79,16 @@ class Member:
 class Consortium:
     def __init__(self, workdir: Path, members: dict[str, str], *, feed_port_base: int = 8081,
                  secret: str = "demo-component-secret", discovery_interval: float = 2.0,
-                 check_interval: float | None = None) -> None:
+                 check_interval: float | None = None, metrics_port_base: int | None = None) -> None:
         """``members`` maps a short name ("a") to its loopback address ("127.0.0.2"). The check interval
-        is the discovery interval unless given (short ones let tests see a remote restart healed soon)."""
+        is the discovery interval unless given (short ones let tests see a remote restart healed soon).
+        Operator listeners get ports from ``metrics_port_base`` (default: the feed's base + 1000)."""
         self.workdir = workdir.resolve()
         self.discovery_interval = discovery_interval
         self.check_interval = discovery_interval if check_interval is None else check_interval
+        metrics_base = feed_port_base + 1000 if metrics_port_base is None else metrics_port_base
         self.members = {
-            name: Member(name, ip, feed_port_base + i, self.workdir)
+            name: Member(name, ip, feed_port_base + i, metrics_base + i, self.workdir)
             for i, (name, ip) in enumerate(members.items())
         }
         for member in self.members.values():
@@ -133,6 +143,7 @@ class Consortium:
                 "feed": {"listen": f"127.0.0.1:{member.feed_port}", "base_url": member.feed_url,
                          "anonymous_restrictions": anonymous_restrictions or ["public"],
                          "users": self._feed_users(member, users or {}), **(feed or {})},
+                "metrics": {"listen": f"{member.ip}:{member.metrics_port}"},
                 # People: every member's analyst may read everything in chat; the domain's incident
                 # room gets public summaries; the analyst administers the bridge (ad-hoc commands).
                 "chat": {"readers": {"all": [f"analyst@{m.domain}" for m in self.members.values()]}},
@@ -199,7 +210,7 @@ class Consortium:
 
     def health(self, name: str) -> dict[str, object]:
         try:
-            with urllib.request.urlopen(self.members[name].feed_url + "healthz", timeout=2) as response:
+            with urllib.request.urlopen(self.members[name].metrics_url + "healthz", timeout=2) as response:
                 return json.load(response)
         except OSError:
             return {}

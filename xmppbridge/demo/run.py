@@ -104,7 +104,7 @@ def _supervise(consortium: Consortium) -> Supervisor:
         parts.append(Part(f"server-{name}", server.command(), server.workdir / "prosody.log",
                           [(server.ip, server.component_port), (server.ip, server.s2s_port)]))
         parts.append(Part(f"bridge-{name}", consortium.bridge_command(name), consortium.log_path(name),
-                          [], member.feed_url + "healthz"))
+                          [], member.metrics_url + "healthz"))
         assert server.process is not None and member.bridge is not None  # both started above
         processes |= {f"server-{name}": server.process, f"bridge-{name}": member.bridge}
     supervisor = Supervisor(consortium.workdir, parts)

@@ -20,6 +20,7 @@ class User:
     password_hash: str | None = None
     token_hash: str | None = None
     cert_subject: str | None = None  # RFC 4514 subject of a client certificate that logs in as this user
+    operator: bool = False  # may see /metrics and the detailed /healthz on the feed listener
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Principal:
     name: str | None
     read: Rights
     write: Rights = field(default_factory=Rights)
+    operator: bool = False
 
     @property
     def anonymous(self) -> bool:

@@ -19,7 +19,12 @@ URL layout (relative to ``FeedSettings.base_url``)::
     /search/description                   OpenSearch 1.1 description
     /search?...                           results as a paged feed (see opensearch.py for parameters)
     /login                                asks a browser for credentials, then goes to the service document
-    /healthz                              JSON status
+    /healthz                              {"status": "up"}; operators (``operator: true``) get the detail
+    /metrics                              Prometheus text, to operators only (404 to everyone else)
+
+Metrics and detailed health show private entry counts, refusal reasons and the consortium's members, so
+on this listener they are for operator users only; ``xmppbridge.operator`` serves them on a loopback
+listener of their own for monitoring.
 
 ``application/xml`` is used for IODEF because no IODEF media type is registered.
 Store calls are synchronous: SQLite reads in WAL mode are short and never wait for other processes'
@@ -36,7 +41,7 @@ from aiohttp import web
 from xmppbridge.feed import atom, html, opensearch, write
 from xmppbridge.feed.auth import Authenticator
 from xmppbridge.feed.http import (
-    AUTH,
+    GATE,
     POLICY,
     SETTINGS,
     STORE,
@@ -60,7 +65,9 @@ from xmppbridge.feed.layout import (
     SERVICE_PATH,
     FeedUrls,
 )
+from xmppbridge.feed.login import LoginGate
 from xmppbridge.feed.settings import FeedSettings, feed_policy
+from xmppbridge.feed.throttle import Throttle
 from xmppbridge.policy.may import Policy
 from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.publish import Publisher
@@ -71,23 +78,30 @@ __all__ = ["FeedSettings", "make_app"]
 URLS = web.AppKey("urls", FeedUrls)
 HealthProbe = Callable[[], Mapping[str, object]]
 HEALTH = web.AppKey("health", HealthProbe)
+Exposition = Callable[[], tuple[bytes, str]]  # (body, content type) of a metrics scrape
+METRICS = web.AppKey("metrics", Exposition)
 SEARCH_COUNT_CAP = 10_000  # beyond this many results the total is not counted (opensearch:totalResults)
 _ENTRY = "{entry_id:[0-9]+}"
 
 
 def make_app(store: Store, settings: FeedSettings, *, health: HealthProbe | None = None,
-             publisher: Publisher | None = None, policy: Policy | None = None) -> web.Application:
-    """The feed application. ``health`` adds fields to ``/healthz`` (e.g. the bridge's ``ready`` flag);
-    with a ``publisher``, users with write rights may POST, PUT and DELETE (AtomPub). ``policy`` decides
-    who reads and writes what (``Config.policy``; by default the feed users' and anonymous rights)."""
+             publisher: Publisher | None = None, policy: Policy | None = None,
+             throttle: Throttle | None = None, metrics: Exposition | None = None) -> web.Application:
+    """The feed application. ``health`` is the detailed ``/healthz`` operators see (default: the store's
+    counts); ``metrics`` serves ``/metrics`` to operators; ``throttle`` counts failed logins (default: a
+    fresh one from ``settings.throttle``); with a ``publisher``, users with write rights may POST, PUT
+    and DELETE (AtomPub). ``policy`` decides who reads and writes what (``Config.policy``; by default
+    the feed users' and anonymous rights)."""
     app = web.Application(middlewares=[authenticate], client_max_size=write.MAX_BODY_BYTES)
     app.on_response_prepare.append(security_headers)
     app[STORE] = store
     app[SETTINGS] = settings
-    app[AUTH] = Authenticator(settings.users)
+    app[GATE] = LoginGate(Authenticator(settings.users), throttle or Throttle(settings.throttle))
     app[POLICY] = policy or feed_policy(settings)
     app[URLS] = FeedUrls(settings.base_url)
-    app[HEALTH] = health or dict
+    app[HEALTH] = health or (lambda: store_health(store))
+    if metrics is not None:
+        app[METRICS] = metrics
     if publisher is not None:
         app[write.PUBLISHER] = publisher
     router = app.router
@@ -107,6 +121,7 @@ def make_app(store: Store, settings: FeedSettings, *, health: HealthProbe | None
     router.add_get("/" + SEARCH_PATH, search)
     router.add_get("/" + LOGIN_PATH, login)
     router.add_get("/healthz", healthz)
+    router.add_get("/metrics", metrics_for_operators)
     return app
 
 
@@ -357,7 +372,24 @@ async def search(request: web.Request) -> web.Response:
     return _feed_response(request, view, form=True)
 
 
+# -- operations ----------------------------------------------------------------------------------------
+
+
+def store_health(store: Store) -> dict[str, object]:
+    """The store's part of the detailed health: how many entries it mirrors, how many it refused."""
+    return {"status": "ok", "entries": store.count_entries(), "rejects": store.count_rejects()}
+
+
 async def healthz(request: web.Request) -> web.Response:
-    store = request.app[STORE]
-    counts = {"entries": store.count_entries(), "rejects": store.count_rejects()}
-    return web.json_response({"status": "ok", **counts, **request.app[HEALTH]()})
+    """Up, and nothing more, unless an operator asks: the detail names peers and counts private items."""
+    body = dict(request.app[HEALTH]()) if principal(request).operator else {"status": "up"}
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+
+async def metrics_for_operators(request: web.Request) -> web.Response:
+    """404 to anyone but an operator, as for any other thing a reader may not see."""
+    exposition = request.app.get(METRICS)
+    if exposition is None or not principal(request).operator:
+        raise web.HTTPNotFound()
+    body, content_type = exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})

@@ -7,7 +7,7 @@ Configs hold only hashes. Make them with::
 
 scrypt makes every guess cost ~50 ms and 16 MiB; a verified password is then remembered (keyed by a
 hash of what the client sent) so that a browser sending Basic credentials with every request does not
-pay that price each time.
+pay that price each time. How many guesses get that far is ``feed.login``'s business (backoff).
 """
 
 from __future__ import annotations
@@ -83,9 +83,20 @@ class Authenticator:
         self._verified: dict[bytes, User] = {}
         self._key = secrets.token_bytes(32)  # the cache holds HMACs of credentials, never the credentials
 
+    def has_password(self, name: str) -> bool:
+        """Whether ``name`` could log in with a password at all (no scrypt is spent on other names)."""
+        user = self.users.get(name)
+        return user is not None and user.password_hash is not None
+
+    def remembered(self, name: str, password: str) -> User | None:
+        """The user, if these exact credentials were verified before: fast, fine on the event loop."""
+        user = self.users.get(name)
+        remembered = self._verified.get(self._cache_key(name, password))
+        return user if user is not None and remembered is user else None
+
     def basic(self, name: str, password: str) -> User | None:
         """Slow on a miss (scrypt); call it off the event loop."""
-        key = hmac.new(self._key, f"{name}\x00{password}".encode(), hashlib.sha256).digest()
+        key = self._cache_key(name, password)
         user = self.users.get(name)
         if user is None or user.password_hash is None:
             return None
@@ -98,7 +109,11 @@ class Authenticator:
         self._verified[key] = user
         return user
 
+    def _cache_key(self, name: str, password: str) -> bytes:
+        return hmac.new(self._key, f"{name}\x00{password}".encode(), hashlib.sha256).digest()
+
     def bearer(self, token: str) -> User | None:
+        """One SHA-256: fast, so tokens need no hashing bound (failures still count in the throttle)."""
         candidate = hash_token(token)
         for stored, user in self._tokens.items():
             if hmac.compare_digest(stored, candidate):

@@ -5,7 +5,6 @@ Everything that reads request headers or the TLS session is here; renderers neve
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -19,8 +18,8 @@ from cryptography import x509
 from multidict import CIMultiDict
 
 from xmppbridge.feed.access import Principal, User
-from xmppbridge.feed.auth import Authenticator
 from xmppbridge.feed.layout import COLLECTION_BY_RESTRICTION
+from xmppbridge.feed.login import LoginGate
 from xmppbridge.feed.settings import FeedSettings
 from xmppbridge.policy.may import Action, Actor, Policy
 from xmppbridge.policy.nodes import canonical_purpose
@@ -30,7 +29,7 @@ log = logging.getLogger(__name__)
 
 STORE = web.AppKey("store", Store)
 SETTINGS = web.AppKey("settings", FeedSettings)
-AUTH = web.AppKey("auth", Authenticator)
+GATE = web.AppKey("gate", LoginGate)
 POLICY = web.AppKey("policy", Policy)
 PRINCIPAL = web.RequestKey("principal", Principal)
 
@@ -59,14 +58,14 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     Wrong credentials are refused outright (401), never treated as anonymous, so that a typo does not
     quietly show a user less than they expect.
     """
-    user = await _user(request, request.app[AUTH])
+    user = await _user(request, request.app[GATE])
     policy, actor = request.app[POLICY], Actor.user(None if user is None else user.name)
     request[PRINCIPAL] = Principal(None if user is None else user.name, policy.rights(actor, Action.READ),
-                                   policy.rights(actor, Action.WRITE))
+                                   policy.rights(actor, Action.WRITE), user is not None and user.operator)
     return await handler(request)
 
 
-async def _user(request: web.Request, auth: Authenticator) -> User | None:
+async def _user(request: web.Request, gate: LoginGate) -> User | None:
     header = request.headers.get("Authorization")
     if header is not None:
         scheme, _, value = header.partition(" ")
@@ -75,10 +74,10 @@ async def _user(request: web.Request, auth: Authenticator) -> User | None:
                 name, colon, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
             except (binascii.Error, UnicodeDecodeError):
                 raise unauthorized("malformed Basic credentials") from None
-            # scrypt takes ~50 ms on a miss: keep the event loop free for other requests meanwhile.
-            user = await asyncio.to_thread(auth.basic, name, password) if colon else None
+            # Throttled, and scrypt (~40 ms on a miss) runs off the event loop (feed.login).
+            user = await gate.basic(request.remote, name, password) if colon else None
         elif scheme.lower() == "bearer":
-            user = auth.bearer(value.strip())
+            user = await gate.bearer(request.remote, value.strip())
         else:
             raise unauthorized(f"unsupported authorization scheme {scheme!r}; use Basic or Bearer")
         if user is None:
@@ -87,7 +86,7 @@ async def _user(request: web.Request, auth: Authenticator) -> User | None:
     subject = _client_subject(request)
     if subject is None:
         return None
-    user = auth.certificate(subject)
+    user = gate.auth.certificate(subject)
     if user is None:
         log.info("client certificate %s maps to no user; treated as anonymous", subject)
     return user

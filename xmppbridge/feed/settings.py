@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from xmppbridge.feed.access import User
 from xmppbridge.feed.auth import check_password_hash, check_token_hash
+from xmppbridge.feed.throttle import ThrottleSettings
 from xmppbridge.policy.may import Policy
 from xmppbridge.policy.nodes import RESTRICTIONS
 from xmppbridge.policy.rights import Rights
@@ -50,6 +51,7 @@ class FeedSettings:
     listen_port: int = 8080
     tls: TlsSettings | None = None
     write_timeout: float = 30.0  # seconds an AtomPub request waits for the bridge to publish
+    throttle: ThrottleSettings = field(default_factory=ThrottleSettings)  # failed-login backoff
 
     def __post_init__(self) -> None:
         restrictions = frozenset(_as_iterable(self.anonymous_restrictions))
@@ -147,7 +149,30 @@ def feed_settings(r: ConfigReader, members: Mapping[str, Rights] | None = None) 
         listen_port=int(port),
         tls=tls,
         write_timeout=timeout,
+        throttle=_throttle(r),
     )
+
+
+def _throttle(r: ConfigReader) -> ThrottleSettings:
+    """``feed.login_backoff``: every key optional, the defaults of ``ThrottleSettings``."""
+    spec = r.get("feed.login_backoff", {}, dict)
+    known = set(ThrottleSettings.__dataclass_fields__) - {"max_entries"}
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        raise r.error("feed.login_backoff", f"unknown key(s) {', '.join(map(str, unknown))};"
+                                            f" use {', '.join(sorted(known))}")
+    values: dict[str, Any] = {}
+    for key in spec:
+        kind = int if key in ("free_failures", "hash_slots") else (int, float)
+        value = r.get(f"feed.login_backoff.{key}", None, kind)
+        if isinstance(value, bool):
+            raise r.error(f"feed.login_backoff.{key}", f"must be a number, got {value!r}")
+        if value is not None:
+            values[key] = value
+    try:
+        return ThrottleSettings(**values)
+    except ValueError as exc:
+        raise r.error("feed.login_backoff", str(exc)) from None
 
 
 def _tls(r: ConfigReader) -> TlsSettings | None:
@@ -182,6 +207,7 @@ def _users(r: ConfigReader, tls: TlsSettings | None, members: Mapping[str, Right
             password_hash=r.get(f"{key}.password_hash", None),
             token_hash=r.get(f"{key}.token_hash", None),
             cert_subject=r.get(f"{key}.client_cert_subject", None),
+            operator=r.get(f"{key}.operator", False, bool),
         )
         for field_name, check in (("password_hash", check_password_hash), ("token_hash", check_token_hash)):
             value = getattr(user, field_name)
