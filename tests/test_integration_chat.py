@@ -9,6 +9,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -237,12 +238,19 @@ async def test_adhoc_status_for_admins_only(chat_consortium: Running) -> None:
 
 
 def test_metrics_endpoint(chat_consortium: Running) -> None:
+    """On the operator listener; the feed listener has none for anyone but operator users."""
     consortium, _ = chat_consortium
-    with urllib.request.urlopen(consortium["b"].feed_url + "metrics", timeout=5) as response:
+    with urllib.request.urlopen(consortium["b"].metrics_url + "metrics", timeout=5) as response:
         text = response.read().decode()
     names = {family.name for family in text_string_to_metric_families(text)}
     assert {"xmppbridge_received", "xmppbridge_rejected", "xmppbridge_outbox_depth", "xmppbridge_connected",
-            "xmppbridge_publish_latency_seconds", "xmppbridge_receive_seconds"} <= names
+            "xmppbridge_publish_latency_seconds", "xmppbridge_receive_seconds", "xmppbridge_auth_failures",
+            "xmppbridge_auth_blocks", "xmppbridge_auth_refused"} <= names
+    for headers in ({}, consortium["b"].basic_auth()):  # anonymous, and an analyst who is no operator
+        request = urllib.request.Request(consortium["b"].feed_url + "metrics", headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 404
     connected = next(f for f in text_string_to_metric_families(text) if f.name == "xmppbridge_connected")
     assert connected.samples[0].value == 1
 
