@@ -39,7 +39,7 @@ from bench.lab import BenchConsortium, consortium  # noqa: E402
 
 GUESSERS = 8
 RATE = 10.0  # items/s submitted at A while B is flooded
-N = 60  # items per phase and run
+N = 60  # items per phase and run (`bench_auth_flood.py 100 3` for BENCHMARKS.md)
 OFF = {"free_failures": 10**9, "tarpit": 0, "hash_slots": GUESSERS}  # never blocks: the old behaviour
 PHASES = {"no flood": None, "flood, backoff off": OFF, "flood, backoff on": {}}
 
