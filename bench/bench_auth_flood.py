@@ -75,7 +75,7 @@ def configure(lab: BenchConsortium, backoff: dict[str, object] | None) -> None:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def phase(lab: BenchConsortium, tag: str, flood: bool) -> tuple[float, Counter[int], float]:
+def phase(lab: BenchConsortium, tag: str, count: int, flood: bool) -> tuple[float, Counter[int], float]:
     """(p50 latency s, guessers' answers by status, seconds flooded) of one paced run."""
     stop, results = multiprocessing.Event(), multiprocessing.Queue()
     b = lab["b"]
@@ -88,7 +88,7 @@ def phase(lab: BenchConsortium, tag: str, flood: bool) -> tuple[float, Counter[i
     if flood:
         time.sleep(2.0)  # the flood in full swing before the first item
     try:
-        _, p50, _ = bridge_run(lab, tag, N, RATE)
+        _, p50, _ = bridge_run(lab, tag, count, RATE)
     finally:
         stop.set()
         answers: Counter[int] = Counter()
@@ -101,8 +101,7 @@ def phase(lab: BenchConsortium, tag: str, flood: bool) -> tuple[float, Counter[i
 
 def main() -> None:
     args = sys.argv[1:]
-    global N
-    N = int(args[0]) if args else N
+    count = int(args[0]) if args else N
     runs = int(args[1]) if len(args) > 1 else RUNS
     latencies: dict[str, list[float]] = {name: [] for name in PHASES}
     answers: dict[str, Counter[int]] = {name: Counter() for name in PHASES}
@@ -118,7 +117,7 @@ def main() -> None:
                 lab.start_bridge("b")
                 if run == 0 and number == 0:
                     bridge_run(lab, "WARM", 8, None)  # creates the nodes; B discovers them
-                p50, got, seconds = phase(lab, f"F{run}{number}", backoff is not None)
+                p50, got, seconds = phase(lab, f"F{run}{number}", count, backoff is not None)
                 latencies[name].append(p50)
                 answers[name].update(got)
                 flooded[name] += seconds
@@ -133,7 +132,7 @@ def main() -> None:
         rows.append([name, f"{median * 1000:.1f}", f"{median / base:.2f}",
                      ", ".join(f"{status}: {count}" for status, count in sorted(got.items())) or "-", rate,
                      " ".join(f"{t * 1000:.0f}" for t in latencies[name])])
-    print(f"Federated delivery A -> B at {RATE:.0f} items/s, N={N}, median of {runs} runs; "
+    print(f"Federated delivery A -> B at {RATE:.0f} items/s, N={count}, median of {runs} runs; "
           f"{GUESSERS} guessers on B's feed, one address and one user each")
     print(table(rows, ["phase", "p50 ms", "ratio to no flood", "guessers' answers (status: count)",
                        "guesses/s", "per run p50 ms"]))

@@ -74,6 +74,8 @@ def run_demo(workdir: Path, *, addresses: tuple[str, str] = ("127.0.0.2", "127.0
         print(f"\nB mirrored all {len(items)} incidents published at A, signatures verified.")
         print(f"A's feeds: {a.feed_url}.well-known/rolie/servicedocument")
         print(f"B's feeds: {b.feed_url}.well-known/rolie/servicedocument")
+        print(f"operators: {a.metrics_url}healthz, {b.metrics_url}metrics (the operator listeners; the"
+              " feeds' /healthz says only up)")
         print(f"sign in:   analyst passwords (HTTP Basic) are in {consortium.workdir / 'credentials'}")
         print(f"chat:      accounts {', '.join(a.jid for a in accounts)} are in "
               f"{consortium.workdir / 'xmpp-credentials'}; message bridge.b.test 'help'")
