@@ -117,6 +117,33 @@ async def test_wrong_tokens_and_unknown_names_count_against_the_client(door: Doo
     assert dict(door.throttle.stats.failures) == {"token": 3, "unknown-user": 2}
 
 
+async def test_behind_a_trusted_proxy_each_client_counts_apart(tmp_path: Path) -> None:
+    """One guesser behind the proxy blocks itself, not every client behind it."""
+    with Store(tmp_path / "s.sqlite") as store:
+        backoff = ThrottleSettings(tarpit=0.0, trusted_proxies=frozenset({"127.0.0.1"}))
+        app = make_app(store, settings(users=(READER,), throttle=backoff))
+        async with TestClient(TestServer(app)) as client:
+            def guess(name: str, forwarded: str) -> dict[str, str]:  # a new name each time: the client counts
+                return {**basic(name, "x"), "X-Forwarded-For": forwarded}
+
+            for n in range(5):
+                response = await client.get("/feeds/partner", headers=guess(f"n{n}", "198.51.100.7"))
+                assert response.status == 401
+            assert (await client.get("/feeds/partner", headers=guess("n5", "198.51.100.7"))).status == 429
+            reader = {**basic("reader", "reader-pw"), "X-Forwarded-For": "198.51.100.8"}
+            assert (await client.get("/feeds/partner", headers=reader)).status == 200
+            # A forged entry left of the proxy's own changes nothing: still the guesser's address.
+            forged = guess("n6", "203.0.113.1, 198.51.100.7")
+            assert (await client.get("/feeds/partner", headers=forged)).status == 429
+
+
+async def test_without_trusted_proxies_the_header_is_ignored(door: Door) -> None:
+    for n in range(5):
+        spoofed = {**basic(f"n{n}", "x"), "X-Forwarded-For": f"198.51.100.{n}"}
+        assert (await door.client.get("/feeds/partner", headers=spoofed)).status == 401
+    assert (await door.client.get("/feeds/partner", headers=basic("n5", "x"))).status == 429
+
+
 async def test_at_most_one_password_is_hashed_at_a_time(door: Door, monkeypatch: pytest.MonkeyPatch) -> None:
     busy, most, lock = 0, 0, threading.Lock()
     counting = auth.verify_password
@@ -198,13 +225,14 @@ def test_the_defaults_are_the_safe_ones(tmp_path: Path, base: dict) -> None:
 
 
 def test_backoff_operators_and_the_operator_listener_are_configurable(tmp_path: Path, base: dict) -> None:
-    base["feed"] |= {"login_backoff": {"free_failures": 3, "max_block": 60, "quiet": 600, "hash_slots": 2},
+    base["feed"] |= {"login_backoff": {"free_failures": 3, "max_block": 60, "quiet": 600, "hash_slots": 2,
+                                       "trusted_proxies": ["127.0.0.1"]},
                      "users": {"ops": {"password_hash": OPERATOR.password_hash, "operator": True},
                                "reader": {"password_hash": READER.password_hash, "read": ["all"]}}}
     base["metrics"] = {"listen": "[::1]:9999"}
     config = load_config(write(tmp_path, base))
     assert config.feed.throttle == ThrottleSettings(free_failures=3, max_block=60.0, quiet=600.0,
-                                                    hash_slots=2)
+                                                    hash_slots=2, trusted_proxies=frozenset({"127.0.0.1"}))
     assert {u.name: u.operator for u in config.feed.users} == {"ops": True, "reader": False}
     assert config.operators.metrics_listen == ("::1", 9999)
     base["metrics"] = {"listen": None}
@@ -215,6 +243,10 @@ def test_backoff_operators_and_the_operator_listener_are_configurable(tmp_path: 
     (lambda c: c["feed"].update(login_backoff={"attempts": 3}), "feed.login_backoff", "unknown key(s)"),
     (lambda c: c["feed"].update(login_backoff={"hash_slots": 0}), "feed.login_backoff", "hash_slots must be"),
     (lambda c: c["feed"].update(login_backoff={"tarpit": True}), "feed.login_backoff.tarpit", "a number"),
+    (lambda c: c["feed"].update(login_backoff={"trusted_proxies": "x"}), "feed.login_backoff.trusted_proxies",
+     "must be a list"),
+    (lambda c: c["feed"].update(login_backoff={"trusted_proxies": ["proxy"]}), "feed.login_backoff",
+     "does not appear to be an IPv4 or IPv6 address"),
     (lambda c: c.update(metrics={"listen": "0.0.0.0:9180"}), "metrics.listen", "not a loopback address"),
     (lambda c: c.update(metrics={"listen": "9180"}), "metrics.listen", "host:port"),
 ])

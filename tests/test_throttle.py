@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from xmppbridge.feed.throttle import CLIENT, USER, Throttle, ThrottleSettings, client_key
+from xmppbridge.feed.throttle import CLIENT, USER, Throttle, ThrottleSettings, client_address, client_key
 
 
 class Clock:
@@ -133,3 +133,24 @@ def test_client_keys(remote: str | None, key: str) -> None:
 def test_settings_refuse_nonsense(changes: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         ThrottleSettings(**changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("peer", "forwarded", "key"), [
+    ("192.0.2.1", None, "192.0.2.1"),
+    ("192.0.2.1", "198.51.100.7", "192.0.2.1"),  # not a trusted proxy: its header means nothing
+    ("127.0.0.1", None, "127.0.0.1"),
+    ("127.0.0.1", "198.51.100.7", "198.51.100.7"),
+    ("127.0.0.1", "6.6.6.6, 198.51.100.7", "198.51.100.7"),  # the client wrote the left one
+    ("127.0.0.1", "198.51.100.7, 10.0.0.2", "198.51.100.7"),  # through two trusted proxies
+    ("127.0.0.1", "10.0.0.2", "10.0.0.2"),  # trusted all the way: the last one named
+])
+def test_behind_trusted_proxies_the_nearest_untrusted_address_counts(peer: str, forwarded: str | None,
+                                                                      key: str) -> None:
+    trusted = ThrottleSettings(trusted_proxies=frozenset({"127.0.0.1", "10.0.0.2"})).trusted_proxies
+    assert client_address(peer, forwarded, trusted) == key
+
+
+def test_trusted_proxies_are_addresses() -> None:
+    assert ThrottleSettings(trusted_proxies=frozenset({"::0001"})).trusted_proxies == {"::1"}
+    with pytest.raises(ValueError, match="trusted_proxies"):
+        ThrottleSettings(trusted_proxies=frozenset({"proxy.example"}))

@@ -68,6 +68,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 async def _user(request: web.Request, gate: LoginGate) -> User | None:
     header = request.headers.get("Authorization")
     if header is not None:
+        client = gate.client(request.remote, request.headers.get("X-Forwarded-For"))
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "basic":
             try:
@@ -75,9 +76,9 @@ async def _user(request: web.Request, gate: LoginGate) -> User | None:
             except (binascii.Error, UnicodeDecodeError):
                 raise unauthorized("malformed Basic credentials") from None
             # Throttled, and scrypt (~40 ms on a miss) runs off the event loop (feed.login).
-            user = await gate.basic(request.remote, name, password) if colon else None
+            user = await gate.basic(client, name, password) if colon else None
         elif scheme.lower() == "bearer":
-            user = await gate.bearer(request.remote, value.strip())
+            user = await gate.bearer(client, value.strip())
         else:
             raise unauthorized(f"unsupported authorization scheme {scheme!r}; use Basic or Bearer")
         if user is None:

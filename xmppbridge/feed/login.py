@@ -21,7 +21,7 @@ from aiohttp import web
 
 from xmppbridge.feed.access import User
 from xmppbridge.feed.auth import Authenticator
-from xmppbridge.feed.throttle import Throttle, client_key
+from xmppbridge.feed.throttle import Throttle, client_address, client_key
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,11 @@ class LoginGate:
         self._hashing = asyncio.Semaphore(throttle.settings.hash_slots)
         self._tarpitted = 0
 
-    async def basic(self, remote: str | None, name: str, password: str) -> User | None:
-        client = client_key(remote)
+    def client(self, peer: str | None, forwarded_for: str | None) -> str:
+        """The key a request's attempts count under (``throttle.client_address``, ``client_key``)."""
+        return client_key(client_address(peer, forwarded_for, self.throttle.settings.trusted_proxies))
+
+    async def basic(self, client: str, name: str, password: str) -> User | None:
         await self._admit(client, name)
         user = self.auth.remembered(name, password)  # a browser's repeated credentials: no scrypt
         known = self.auth.has_password(name)
@@ -49,9 +52,8 @@ class LoginGate:
             self.throttle.succeeded(client, name)
         return user
 
-    async def bearer(self, remote: str | None, token: str) -> User | None:
+    async def bearer(self, client: str, token: str) -> User | None:
         """Tokens cost one SHA-256, so they need no hashing bound; failures count against the client."""
-        client = client_key(remote)
         await self._admit(client, None)
         user = self.auth.bearer(token)
         if user is None:

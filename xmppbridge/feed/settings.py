@@ -153,6 +153,10 @@ def feed_settings(r: ConfigReader, members: Mapping[str, Rights] | None = None) 
     )
 
 
+_BACKOFF_KINDS: dict[str, type | tuple[type, ...]] = {"free_failures": int, "hash_slots": int,
+                                                     "trusted_proxies": list}
+
+
 def _throttle(r: ConfigReader) -> ThrottleSettings:
     """``feed.login_backoff``: every key optional, the defaults of ``ThrottleSettings``."""
     spec = r.get("feed.login_backoff", {}, dict)
@@ -163,7 +167,7 @@ def _throttle(r: ConfigReader) -> ThrottleSettings:
                                             f" use {', '.join(sorted(known))}")
     values: dict[str, Any] = {}
     for key in spec:
-        kind = int if key in ("free_failures", "hash_slots") else (int, float)
+        kind = _BACKOFF_KINDS.get(key, (int, float))
         value = r.get(f"feed.login_backoff.{key}", None, kind)
         if isinstance(value, bool):
             raise r.error(f"feed.login_backoff.{key}", f"must be a number, got {value!r}")

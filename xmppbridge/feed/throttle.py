@@ -12,6 +12,9 @@ not even a right password gets through, or the block would not stop a guesser at
 One exception keeps an attacker from locking a user out of their own account: a client address that has
 logged in as a user before (within ``KNOWN_FOR``) is not held back by that user's block, only by its own.
 
+Behind reverse proxies named in ``trusted_proxies``, the client is the address they name in
+X-Forwarded-For (``client_address``); otherwise the header is ignored.
+
 Memory is bounded: each table holds at most ``max_entries`` keys, and the least recently failed key is
 forgotten first (which only ever makes the throttle more lenient, never refuses anyone wrongly).
 """
@@ -37,6 +40,8 @@ class ThrottleSettings:
     hash_slots: int = 1  # passwords verified at once (scrypt), so a flood leaves the other cores alone
     tarpit: float = 1.0  # a refused attempt is answered after this many seconds (at most the block's rest)
     max_entries: int = 10_000  # keys per table (clients, user names, known pairs)
+    # Addresses of reverse proxies whose X-Forwarded-For names the client (see client_address).
+    trusted_proxies: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.free_failures < 1:
@@ -52,6 +57,14 @@ class ThrottleSettings:
             raise ValueError("tarpit must not be negative")
         if self.max_entries < 1:
             raise ValueError("max_entries must be at least 1")
+        proxies = {self.trusted_proxies} if isinstance(self.trusted_proxies, str) else self.trusted_proxies
+        try:
+            if not all(isinstance(p, str) for p in proxies):
+                raise ValueError("must be a list of IP addresses")
+            normalised = frozenset(str(ipaddress.ip_address(p)) for p in proxies)
+        except ValueError as exc:
+            raise ValueError(f"trusted_proxies: {exc}") from None
+        object.__setattr__(self, "trusted_proxies", normalised)
 
 
 @dataclass
@@ -78,6 +91,18 @@ class AuthStats:
     failures: Counter[str] = field(default_factory=Counter)
     blocks: Counter[str] = field(default_factory=Counter)
     refused: int = 0
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted: frozenset[str]) -> str | None:
+    """Who to count a login attempt against: the peer, or behind trusted proxies the nearest address they
+    were not. Each proxy appends the address it heard from to X-Forwarded-For, so the list is read from
+    the right; entries left of the first untrusted one could be anything the client wrote. Without this,
+    every client behind a proxy would share its address, and one guesser would block them all."""
+    address = peer
+    hops = [] if forwarded_for is None else [hop.strip() for hop in forwarded_for.split(",")]
+    while address in trusted and hops:
+        address = hops.pop()
+    return address
 
 
 def client_key(remote: str | None) -> str:
