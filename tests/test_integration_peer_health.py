@@ -38,7 +38,13 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consortium]:
                                      feed_port_base=18481, discovery_interval=1.0)  # checks every 1 s too
     consortium.write_files(subscriptions={"a": [], "b": ["a"]})
     config = yaml.safe_load(consortium["b"].config_path.read_text())
-    config["subscriptions"].append({"service": NOWHERE, "nodes": "all"})
+    # One more member, followed like A: a domain nobody runs (subscriptions derive from members:).
+    keys = consortium.workdir / "keys"
+    generate_identity_files("CSIRT NOWHERE signing key", keys / "nowhere.key", keys / "nowhere.crt",
+                            domains=("nowhere.test",))
+    config["members"].append({"name": "nowhere", "bridge": "bridge.nowhere.test", "pubsub": NOWHERE,
+                              "domains": ["nowhere.test"], "certificate": "keys/nowhere.crt",
+                              "follow": True})
     consortium["b"].config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     with running(consortium):
         yield consortium
