@@ -133,7 +133,7 @@ def test_passes_after_the_bridge_was_killed(trio: Consortium) -> None:
 
 def test_names_an_unresolvable_peer(b_stopped: Member) -> None:
     config = yaml.safe_load(b_stopped.config_path.read_text())
-    config = variant(b_stopped, "nowhere", {"subscriptions": [*config["subscriptions"],
+    config = variant(b_stopped, "nowhere", {"subscriptions": [*config.get("subscriptions", []),
                                                               {"service": "pubsub.nowhere.test"}]})
     result = doctor(config)
     print(result.stdout)

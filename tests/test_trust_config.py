@@ -104,7 +104,7 @@ def test_a_stale_crl_is_only_a_warning_at_start(tmp_path: Path, base: dict,
 
 
 @pytest.mark.parametrize(("change", "key", "problem"), [
-    (lambda c: c.update(trust={}), "trust.anchors", "at least one trust anchor or a consortium CA"),
+    (lambda c: c.update(trust={}), "trust.anchors", "at least one trust anchor, a consortium CA"),
     (lambda c: c["trust"]["anchors"].append({"cert": "b-old.crt", "until": "soon"}), "trust.anchors[2].until",
      "date or time"),
     (lambda c: c["trust"]["anchors"].append({"file": "b-old.crt"}), "trust.anchors[2]", "mapping {cert"),

@@ -164,7 +164,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
           f"'{config.node_prefix}/' for {domains}, {len(trust)} pinned signer(s), "
           f"{len(trust.authorities)} CA(s), "
           f"{len(trust.crls)} CRL(s), {len(config.subscriptions)} subscription(s), "
-          f"feed {config.feed_base_url}")
+          f"{len(config.registry.peers())} member(s) besides us, feed {config.feed_base_url}")
     return EXIT_OK
 
 

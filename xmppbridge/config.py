@@ -175,6 +175,10 @@ def load_config(file: str | Path) -> Config:
         signing_domains = tuple(dict.fromkeys((*signing_domains, *own.domains)))
 
     spool = r.get("spool.dir", None)
+    trust_store = with_members(read_trust(r), registry)
+    if subscriptions and not trust_store.certificates and not trust_store.authorities:
+        raise r.error("trust.anchors", "subscriptions need at least one trust anchor, a consortium CA "
+                                       "(trust.ca) or a members: registry to verify items")
     return Config(
         file=file,
         jid=jid,
@@ -194,7 +198,7 @@ def load_config(file: str | Path) -> Config:
         schema_mode=schema_mode,
         discovery_interval=_seconds(r, "pubsub.discovery_interval", 60),
         check_interval=_seconds(r, "pubsub.check_interval", 60),
-        trust=with_members(read_trust(r), registry),
+        trust=trust_store,
         operators=operator_settings(r, member_rights),
         spool_dir=None if spool is None else r.path("spool.dir", spool, must_exist=False),
         spool_interval=_seconds(r, "spool.interval", 2),

@@ -56,9 +56,6 @@ def read_trust(r: ConfigReader) -> TrustStore:
     authorities = _authorities(r)
     crls = tuple(load_crl(r.path(key, value), key) for key, value in _strings(r, "trust.crl"))
     _check_crls(r, crls, authorities)
-    if r.get("subscriptions", [], list) and not pinned and not authorities:
-        raise r.error("trust.anchors", "subscriptions need at least one trust anchor or a consortium CA "
-                                       "(trust.ca) to verify items")
     return TrustStore(
         certificates=MappingProxyType(pinned),
         retire_at=MappingProxyType(retire_at),
