@@ -22,6 +22,7 @@ from xmppbridge.spool import Spool
 from xmppbridge.status import peer_report
 from xmppbridge.store import Store
 from xmppbridge.xmpp.adhoc import attach_adhoc, operator_actions
+from xmppbridge.xmpp.approvals import ApprovalDesk
 from xmppbridge.xmpp.chat import attach_chat
 from xmppbridge.xmpp.component import BridgeComponent
 from xmppbridge.xmpp.mirror import Mirror
@@ -52,7 +53,8 @@ class Bridge:
         self.chat = attach_chat(self.xmpp, ChatService(ops, config.policy, self.store, self.chat_state,
                                                        FeedUrls(config.feed_base_url)), self.rooms)
         attach_adhoc(self.xmpp, config.policy, operator_actions(config, self.store, self.chat_state))
-        self.outbox = OutboxDrain(config, self.store, self.xmpp)
+        self.approvals = ApprovalDesk(config, self.store, self.xmpp, self.chat.send)
+        self.outbox = OutboxDrain(config, self.store, self.xmpp, self.approvals.access_model)
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()  # set once connected, subscribed and serving HTTP
 
@@ -90,6 +92,7 @@ class Bridge:
             self.mirror.recheck(self.xmpp),
             self.xmpp.keepalive(self.config.pubsub_service, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT),
             self.chat.watch(),
+            self.approvals.run(),
             answer_doctor(self.config, self.store, self.xmpp),  # `xmppbridge doctor` while we run
             *([self.rooms.run()] if self.rooms else []),
             *([spool.run()] if spool else []),
@@ -126,6 +129,7 @@ class Bridge:
             log.info("connected to %s:%s as %s", self.config.server_host, self.config.server_port,
                      self.config.jid)
             self.store.set_state("connection", "online")
+            await self.approvals.on_session()
             await self.mirror.sync_all(self.xmpp)
             self.ready.set()
             await self.xmpp.offline.wait()

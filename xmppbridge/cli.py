@@ -111,6 +111,24 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--older-than", metavar="AGE", help="received more than AGE ago, e.g. 30d, 12h, 2w")
     sub.add_argument("--released", action="store_true", help="only items already released")
 
+    what = "subscription requests held for approval (pubsub.approval), and the members' registry"
+    members = commands.add_parser("members", help=what, description=what).add_subparsers(
+        required=True, metavar="ACTION")
+    for name, func, help in (("pending", cmd_members_pending, "requests waiting for a decision"),
+                             ("list", cmd_members_list, "the registry's members and every request")):
+        parser = members.add_parser(name, help=help, description=help)
+        parser.set_defaults(func=func)
+        parser.add_argument("-c", "--config", required=True, type=Path)
+    for name, approve in (("approve", True), ("deny", False)):
+        help = f"{name} a bridge's subscription to one of our nodes; the running bridge sends it"
+        parser = members.add_parser(name, help=help, description=help)
+        parser.set_defaults(func=cmd_members_decide, approve=approve)
+        parser.add_argument("-c", "--config", required=True, type=Path)
+        parser.add_argument("node")
+        parser.add_argument("jid", help="the subscribing bridge's JID")
+        parser.add_argument("--timeout", type=float, default=15.0,
+                            help="seconds to wait for the bridge to send it (default 15)")
+
     sub = command("status", cmd_status, "connection, outbox, quarantine and peers of a bridge")
     sub.add_argument("-c", "--config", required=True, type=Path)
     sub.add_argument("--json", action="store_true", help="print the report as one JSON object")
@@ -425,6 +443,33 @@ def cmd_quarantine_purge(args: argparse.Namespace) -> int:
         count = store.purge_rejects(ids=args.ids or None, before=before, released_only=args.released)
     print(f"purged {count} item(s) from the quarantine")
     return EXIT_OK
+
+
+def cmd_members_pending(args: argparse.Namespace) -> int:
+    from xmppbridge.membercmd import pending_lines
+
+    with _open_store(args) as store:
+        print("\n".join(pending_lines(store)))
+    return EXIT_OK
+
+
+def cmd_members_list(args: argparse.Namespace) -> int:
+    from xmppbridge.membercmd import list_lines
+    from xmppbridge.store import Store
+
+    config = load_config(args.config)
+    with Store(config.store_path) as store:
+        print("\n".join(list_lines(config, store)))
+    return EXIT_OK
+
+
+def cmd_members_decide(args: argparse.Namespace) -> int:
+    from xmppbridge.membercmd import decide
+
+    with _open_store(args) as store:
+        ok, message = decide(store, args.node, args.jid, args.approve, timeout=args.timeout)
+    print(message, file=sys.stdout if ok else sys.stderr)
+    return EXIT_OK if ok else EXIT_INVALID
 
 
 def cmd_status(args: argparse.Namespace) -> int:

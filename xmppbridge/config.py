@@ -29,6 +29,8 @@ from xmppbridge.signing.certfiles import load_certificates
 from xmppbridge.signing.trust import NO_TRUST, TrustStore
 from xmppbridge.signing.trustconfig import anchor_paths, domain_list, read_trust
 
+APPROVAL_MODES = ("auto", "off")
+
 
 @dataclass(frozen=True)
 class Subscription:
@@ -67,6 +69,9 @@ class Config:
     spool_interval: float = 2.0
     registry: Registry = EMPTY  # members: (policy.members), the source of trust, subscriptions, audiences
     audiences: Audiences = field(default_factory=Audiences)  # who reads each category of our nodes
+    # pubsub.approval: "auto" creates non-public nodes with the authorize access model where our service
+    # offers it (xmpp.approvals), "off" keeps them whitelist.
+    approval: str = "auto"
 
     @property
     def feed_listen_host(self) -> str:
@@ -174,6 +179,11 @@ def load_config(file: str | Path) -> Config:
     if own is not None:  # our registry entry says what we speak for, as the peers read it
         signing_domains = tuple(dict.fromkeys((*signing_domains, *own.domains)))
 
+    approval = r.get("pubsub.approval", "auto")
+    if approval not in APPROVAL_MODES:
+        raise r.error("pubsub.approval", "must be 'auto' (authorize subscriptions where the pubsub service "
+                                         "supports it, e.g. ejabberd) or 'off' (whitelist only)")
+
     spool = r.get("spool.dir", None)
     trust_store = with_members(read_trust(r), registry)
     if subscriptions and not trust_store.certificates and not trust_store.authorities:
@@ -204,6 +214,7 @@ def load_config(file: str | Path) -> Config:
         spool_interval=_seconds(r, "spool.interval", 2),
         registry=registry,
         audiences=audiences,
+        approval=approval,
     )
 
 

@@ -57,6 +57,11 @@ class StoreCollector(Collector):
         for reason, count in rows["rejected"]:
             rejected.add_metric([reason], count)
         yield rejected
+        approvals = GaugeMetricFamily("xmppbridge_subscription_requests", "Subscription requests to our"
+                                      " nodes from bridges outside their audience, by state", labels=["state"])
+        for state, count in rows["approvals"]:
+            approvals.add_metric([state], count)
+        yield approvals
         redelivered = CounterMetricFamily("xmppbridge_rejected_redelivered", "Times a peer offered an item"
                                           " already in the quarantine again")
         redelivered.add_metric([], rows["redelivered"][0][0])
@@ -133,6 +138,7 @@ _QUERIES = {
                " GROUP BY origin, effective_restriction",
     "connection": "SELECT value FROM bridge_state WHERE key = 'connection'",
     "peers": "SELECT service, reachable, since FROM peers ORDER BY service",
+    "approvals": "SELECT state, count(*) FROM approvals GROUP BY state",
 }
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-SCHEMA_VERSION = 6  # each step above 1 is a function in store.migrations
+SCHEMA_VERSION = 7  # each step above 1 is a function in store.migrations
 BUSY_TIMEOUT_MS = 5000
 _SLOW_UPGRADE_SECONDS = 1.0  # a new or small store upgrades in milliseconds; a longer upgrade is logged
 

@@ -17,7 +17,8 @@ from typing import TypeVar
 
 from xmppbridge.iodef.model import Incident
 from xmppbridge.peers import Outcome, PeerHealth
-from xmppbridge.store import db, entries, feedviews, outbox, peers, rejects, search, subscriptions
+from xmppbridge.store import approvals, db, entries, feedviews, outbox, peers, rejects, search, subscriptions
+from xmppbridge.store.approvals import Approval
 from xmppbridge.store.entries import Entry, EntryVersion, Origin, UpsertResult
 from xmppbridge.store.feedviews import Change, Revision
 from xmppbridge.store.outbox import OutboxItem
@@ -344,3 +345,31 @@ class Store:
 
     def peers(self) -> list[PeerHealth]:
         return self._read(peers.peers)
+
+    # -- subscription requests held for an operator (store.approvals) -----------------------------
+
+    def approval_requested(self, node: str, jid: str, subid: str | None = None) -> Approval:
+        with self._write() as conn:
+            return approvals.request(conn, node, jid, subid, db.now())
+
+    def decide_approval(self, node: str, jid: str, state: str, by: str) -> Approval | None:
+        with self._write() as conn:
+            return approvals.decide(conn, node, jid, state, by, db.now())
+
+    def approval_sent(self, approval: Approval) -> None:
+        assert approval.decided_at is not None
+        with self._write() as conn:
+            approvals.mark_sent(conn, approval.node, approval.jid, approval.decided_at, db.now())
+
+    def approval(self, node: str, jid: str) -> Approval | None:
+        return self._read(lambda conn: approvals.get(conn, node, jid))
+
+    def approvals(self, states: tuple[str, ...] = approvals.STATES) -> list[Approval]:
+        return self._read(lambda conn: approvals.listed(conn, states))
+
+    def undelivered_decisions(self) -> list[Approval]:
+        return self._read(approvals.undelivered)
+
+    def approved_jids(self, node: str) -> frozenset[str]:
+        """Bridges an operator approved on ``node`` beyond its audience (``store.approvals``)."""
+        return self._read(lambda conn: approvals.approved_jids(conn, node))

@@ -4,7 +4,7 @@ foreign keys off (``db.connect`` turns them on afterwards).
 Steps 2 to 4 only add (columns with ``ALTER TABLE ... ADD COLUMN``, tables, indexes) and fill what they
 added from the data already there, or replace an index by a wider one. Step 5 moves each entry's current
 document into a table of its own and rebuilds ``entries`` without it. An existing store keeps everything
-it had. Step 6 adds the ``peers`` table.
+it had. Step 6 adds the ``peers`` table, step 7 the ``approvals`` table.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from xmppbridge.policy.nodes import PURPOSES
-from xmppbridge.store import changelog, entries, incidents, peers, rejects, search, searchindex
+from xmppbridge.store import approvals, changelog, entries, incidents, peers, rejects, search, searchindex
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,12 @@ def _to_6(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def _to_7(conn: sqlite3.Connection) -> None:
+    """Subscription requests held for an operator (``store.approvals``): a new table, empty."""
+    for statement in approvals.SCHEMA:
+        conn.execute(statement)
+
+
 @contextmanager
 def _secure_delete_off(conn: sqlite3.Connection) -> Iterator[None]:
     """Free pages without overwriting them with zeros. For the old entries table that hides nothing: its
@@ -174,4 +180,5 @@ _STEPS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
     (4, _to_4),
     (5, _to_5),
     (6, _to_6),
+    (7, _to_7),
 )

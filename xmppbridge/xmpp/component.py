@@ -24,6 +24,7 @@ from slixmpp.plugins.xep_0004 import Form
 from xmppbridge.errors import PublishFailed
 from xmppbridge.iodef.model import NS_V1, NS_V2
 from xmppbridge.peers import TIMEOUT
+from xmppbridge.xmpp.authorization import AuthorizationRequest, authorization_request
 from xmppbridge.xmpp.stanzas import IQ, Notification, Published, StanzaError, bare, error_of, notification
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ class BridgeComponent(ComponentXMPP):
         self._held: list[Notification] = []
         self._hold_timer: asyncio.TimerHandle | None = None
         self._delivered_at = float("-inf")  # loop time of the last delivery
+        # XEP-0060 §8.6 subscription requests to our nodes go here (xmpp.approvals), not to the chat.
+        self.on_authorization: Callable[[AuthorizationRequest], None] | None = None
 
     @property
     def pubsub(self) -> Any:
@@ -107,7 +110,12 @@ class BridgeComponent(ComponentXMPP):
             return
         note = notification(xml)
         if note is None:
-            super()._spawn_event(xml)
+            handler = self.on_authorization
+            request = authorization_request(xml) if handler is not None else None
+            if handler is None or request is None:
+                super()._spawn_event(xml)
+            else:
+                handler(request)
             return
         self._held.append(note)  # data_received decides when they are handed over
         if len(self._held) >= HOLD_NOTIFICATIONS:
@@ -236,7 +244,9 @@ class BridgeComponent(ComponentXMPP):
                 raise PublishFailed(f"cannot create node {node} on {service}: {_describe(exc)}") from None
         except IqTimeout:
             raise PublishFailed(f"{service} did not answer create-node", transient=True) from None
-        if members and access_model == "whitelist":
+        # Members of an authorize node may read it at once; their subscriptions are approved by
+        # xmpp.approvals, as ejabberd holds every subscription to such a node, members' too.
+        if members and access_model in ("whitelist", "authorize"):
             try:
                 await self.pubsub.modify_affiliations(
                     service, node, affiliations=[(jid, "member") for jid in members],

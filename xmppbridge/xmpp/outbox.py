@@ -24,6 +24,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from enum import Enum
 
 from slixmpp.exceptions import IqError, IqTimeout
@@ -66,8 +67,11 @@ Key = tuple[str, str]  # (node, item id): what must stay in order
 
 
 class OutboxDrain:
-    def __init__(self, config: Config, store: Store, xmpp: BridgeComponent) -> None:
+    def __init__(self, config: Config, store: Store, xmpp: BridgeComponent,
+                 access_model: Callable[[str], Awaitable[str]] | None = None) -> None:
         self.config, self.store, self.xmpp = config, store, xmpp
+        # The policy's model -> the one to create a node with (xmpp.approvals: authorize for whitelist).
+        self.access_model = access_model
         self._retry_after: dict[int, float] = {}
         self._window = asyncio.Semaphore(PUBLISH_WINDOW)
         self._chains: dict[Key, asyncio.Task[None]] = {}  # under way, by key: later items of it wait
@@ -195,6 +199,8 @@ class OutboxDrain:
         service = self.config.pubsub_service
         category = parse_node_name(self.config.node_prefix, item.node)
         access = node_access(category[0] if category else "private").access_model
+        if self.access_model is not None:
+            access = await self.access_model(access)
         await self.xmpp.ensure_node(service, item.node, access_model=access,
                                     payload_type=payload_namespace(payload),
                                     members=audience.bridges)
