@@ -116,18 +116,18 @@ def _parser() -> argparse.ArgumentParser:
         required=True, metavar="ACTION")
     for name, func, help in (("pending", cmd_members_pending, "requests waiting for a decision"),
                              ("list", cmd_members_list, "the registry's members and every request")):
-        parser = members.add_parser(name, help=help, description=help)
-        parser.set_defaults(func=func)
-        parser.add_argument("-c", "--config", required=True, type=Path)
+        sub = members.add_parser(name, help=help, description=help)
+        sub.set_defaults(func=func)
+        sub.add_argument("-c", "--config", required=True, type=Path)
     for name, approve in (("approve", True), ("deny", False)):
         help = f"{name} a bridge's subscription to one of our nodes; the running bridge sends it"
-        parser = members.add_parser(name, help=help, description=help)
-        parser.set_defaults(func=cmd_members_decide, approve=approve)
-        parser.add_argument("-c", "--config", required=True, type=Path)
-        parser.add_argument("node")
-        parser.add_argument("jid", help="the subscribing bridge's JID")
-        parser.add_argument("--timeout", type=float, default=15.0,
-                            help="seconds to wait for the bridge to send it (default 15)")
+        sub = members.add_parser(name, help=help, description=help)
+        sub.set_defaults(func=cmd_members_decide, approve=approve)
+        sub.add_argument("-c", "--config", required=True, type=Path)
+        sub.add_argument("node")
+        sub.add_argument("jid", help="the subscribing bridge's JID")
+        sub.add_argument("--timeout", type=float, default=15.0,
+                         help="seconds to wait for the bridge to send it (default 15)")
 
     sub = command("status", cmd_status, "connection, outbox, quarantine and peers of a bridge")
     sub.add_argument("-c", "--config", required=True, type=Path)

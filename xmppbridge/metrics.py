@@ -57,8 +57,8 @@ class StoreCollector(Collector):
         for reason, count in rows["rejected"]:
             rejected.add_metric([reason], count)
         yield rejected
-        approvals = GaugeMetricFamily("xmppbridge_subscription_requests", "Subscription requests to our"
-                                      " nodes from bridges outside their audience, by state", labels=["state"])
+        approvals = GaugeMetricFamily("xmppbridge_subscription_requests", "Subscription requests to our nodes"
+                                      " from bridges outside their audience, by state", labels=["state"])
         for state, count in rows["approvals"]:
             approvals.add_metric([state], count)
         yield approvals

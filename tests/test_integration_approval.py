@@ -1,0 +1,121 @@
+"""Subscription approval on ejabberd (RFC 8600 §8.3.4 ``authorize``, XEP-0060 §8.6): p.test runs
+ejabberd and publishes; s.test and d.test run Prosody and follow p, but p's audience names neither
+(only x, a member with no server here). Their subscriptions are held for p's operator; s is approved
+with the CLI and receives p's items, d is denied and receives nothing, and its items request is
+refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.integration import eventually, loopback_consortium, running
+from tests.test_integration_federation import iodef2
+from xmppbridge.demo.consortium import Consortium
+from xmppbridge.demo.ejabberd import EjabberdServer
+from xmppbridge.signing.keys import generate_identity_files
+from xmppbridge.store import Store
+
+pytestmark = pytest.mark.integration
+
+NODE = "iodef/need-to-know/mitigation"
+
+
+@pytest.fixture(scope="module")
+def consortium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consortium]:
+    for tool in ("prosody", "ejabberdctl"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed: run `make test`, which installs it")
+    # Feed ports 18541+20*slot and the next two.
+    consortium = loopback_consortium(tmp_path_factory.mktemp("approval"), {"p": 112, "s": 113, "d": 114},
+                                     feed_port_base=18541, discovery_interval=1.0)
+    server = consortium["p"].prosody
+    consortium["p"].prosody = EjabberdServer(server.domain, server.ip, server.workdir, server.secret,  # type: ignore[assignment]
+                                             peers=server.peers)
+    consortium.write_files(audiences={"p": {"need-to-know": ["x"]}})
+    _add_member_x(consortium)
+    with running(consortium, timeout=60):
+        yield consortium
+
+
+def _add_member_x(consortium: Consortium) -> None:
+    """x is in p's registry and audience but runs no server: the audience is not empty (p would refuse
+    to publish to a node nobody may read), and neither s nor d is in it."""
+    keys = consortium.workdir / "keys"
+    generate_identity_files("CSIRT X signing key (x.test)", keys / "x.key", keys / "x.crt", domains=("x.test",))
+    path = consortium["p"].config_path
+    config = yaml.safe_load(path.read_text())
+    config["members"].append({"name": "x", "bridge": "bridge.x.test", "pubsub": "pubsub.x.test",
+                              "domains": ["x.test"], "certificate": "keys/x.crt", "follow": False})
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def cli(consortium: Consortium, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "xmppbridge.cli", *args[:2], "-c",
+                           str(consortium[name].config_path), *args[2:]],
+                          capture_output=True, text=True, timeout=90)
+
+
+def incident_ids(consortium: Consortium, name: str) -> set[str]:
+    with closing(Store(consortium[name].store_path)) as store:
+        return {e.incident.id for e in store.entries(limit=10_000)}
+
+
+def publish(consortium: Consortium, tmp_path: Path, incident_id: str) -> None:
+    document = tmp_path / f"{incident_id}.xml"
+    # The IncidentID names the CSIRT p's signing key speaks for.
+    document.write_bytes(iodef2(incident_id).replace(b"csirt.a.test", b"csirt.p.test"))
+    result = consortium.publish("p", document)
+    assert result.returncode == 0, result.stderr + consortium.log_tail("p")
+
+
+def test_held_approved_denied(consortium: Consortium, tmp_path: Path) -> None:
+    publish(consortium, tmp_path, "INC-P1")  # creates the node, with the authorize access model
+    assert f"created node {NODE} on pubsub.p.test (access model authorize)" in consortium.log_tail("p", 40_000)
+
+    # s and d discover the node and ask to subscribe: both held, neither gets anything yet.
+    def pending() -> str:
+        return cli(consortium, "p", "members", "pending").stdout
+
+    eventually(lambda: "bridge.s.test pending" in pending() and "bridge.d.test pending" in pending(),
+               timeout=30, what=f"both requests pending at p:\n{pending()}\n{consortium.log_tail('p')}")
+    log = consortium.log_tail("p", 40_000)
+    assert f"audit: approval bridge.s.test on {NODE} held" in log
+    assert "INC-P1" not in incident_ids(consortium, "s") | incident_ids(consortium, "d")
+
+    approved = cli(consortium, "p", "members", "approve", NODE, "bridge.s.test")
+    assert approved.returncode == 0, approved.stderr
+    assert approved.stdout.strip() == f"bridge.s.test approved on {NODE}: sent to the pubsub service"
+    denied = cli(consortium, "p", "members", "deny", NODE, "bridge.d.test")
+    assert denied.returncode == 0, denied.stderr
+    assert "denied" in denied.stdout and "sent to the pubsub service" in denied.stdout
+
+    # Items flow to s: the next one by notification, the earlier one by s's periodic check.
+    publish(consortium, tmp_path, "INC-P2")
+    eventually(lambda: {"INC-P1", "INC-P2"} <= incident_ids(consortium, "s"), timeout=30,
+               what=f"p's items at s\n{consortium.log_tail('s')}")
+    with closing(Store(consortium["p"].store_path)) as store:
+        assert store.approved_jids(NODE) == frozenset({"bridge.s.test"})
+
+    # d was denied: its items request is refused (doctor asks through d's running bridge), and it holds
+    # none of p's items, also after s received both.
+    report = json.loads(cli(consortium, "d", "doctor", "--json").stdout)
+    [check] = [c for c in report["checks"] if c["name"] == "peer pubsub.p.test subscribe+read"]
+    assert check["status"] == "FAIL" and "forbidden" in check["found"], check
+    assert not {"INC-P1", "INC-P2"} & incident_ids(consortium, "d")
+
+    listed = cli(consortium, "p", "members", "list").stdout
+    assert f"{NODE} bridge.s.test approved" in listed and f"{NODE} bridge.d.test denied" in listed
+    with urllib.request.urlopen(consortium["p"].feed_url + "metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    assert 'xmppbridge_subscription_requests{state="approved"} 1.0' in metrics
+    assert 'xmppbridge_subscription_requests{state="denied"} 1.0' in metrics
