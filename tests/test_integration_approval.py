@@ -6,20 +6,25 @@ refused."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from slixmpp.exceptions import IqError
 
 from tests.integration import eventually, loopback_consortium, running
+from tests.test_integration_chat import signed_in
 from tests.test_integration_federation import iodef2
+from xmppbridge.demo.accounts import Account, create_accounts
 from xmppbridge.demo.consortium import Consortium
 from xmppbridge.demo.ejabberd import EjabberdServer
 from xmppbridge.signing.keys import generate_identity_files
@@ -43,15 +48,24 @@ def consortium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consortium]
                                              peers=server.peers)
     consortium.write_files(audiences={"p": {"need-to-know": ["x"]}})
     _add_member_x(consortium)
-    with running(consortium, timeout=60):
+    accounts.clear()
+
+    def create() -> None:  # p's analyst administers p's bridge (admins:); guest does not
+        accounts.extend(create_accounts(consortium["p"].prosody, ["analyst", "guest"]))  # type: ignore[arg-type]
+
+    with running(consortium, before_bridges=create, timeout=60):
         yield consortium
+
+
+accounts: list[Account] = []
 
 
 def _add_member_x(consortium: Consortium) -> None:
     """x is in p's registry and audience but runs no server: the audience is not empty (p would refuse
     to publish to a node nobody may read), and neither s nor d is in it."""
     keys = consortium.workdir / "keys"
-    generate_identity_files("CSIRT X signing key (x.test)", keys / "x.key", keys / "x.crt", domains=("x.test",))
+    generate_identity_files("CSIRT X signing key (x.test)", keys / "x.key", keys / "x.crt",
+                            domains=("x.test",))
     path = consortium["p"].config_path
     config = yaml.safe_load(path.read_text())
     config["members"].append({"name": "x", "bridge": "bridge.x.test", "pubsub": "pubsub.x.test",
@@ -78,9 +92,37 @@ def publish(consortium: Consortium, tmp_path: Path, incident_id: str) -> None:
     assert result.returncode == 0, result.stderr + consortium.log_tail("p")
 
 
-def test_held_approved_denied(consortium: Consortium, tmp_path: Path) -> None:
+async def until(probe: Callable[[], object], what: str, timeout: float = 20.0) -> None:
+    """``eventually`` for a test that must let its own XMPP client read meanwhile."""
+    for _ in range(int(timeout * 10)):
+        if probe():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+async def adhoc(client: Any, node: str, fill: dict[str, str] | None = None) -> Any:
+    reply = await client.plugin["xep_0050"].send_command("bridge.p.test", node, timeout=20)
+    if fill is None:
+        return reply
+    answer = client.plugin["xep_0004"].make_form(ftype="submit")
+    for var, value in fill.items():
+        answer.add_field(var=var, value=value)
+    session = reply["command"]["sessionid"]
+    return await client.plugin["xep_0050"].send_command("bridge.p.test", node, action="complete",
+                                                        payload=answer, sessionid=session, timeout=20)
+
+
+async def test_held_approved_denied(consortium: Consortium, tmp_path: Path) -> None:
+    analyst, guest = accounts
+    async with signed_in(analyst, "xep_0050") as admin:
+        await _flow(consortium, tmp_path, admin, guest)
+
+
+async def _flow(consortium: Consortium, tmp_path: Path, admin: Any, guest: Account) -> None:
     publish(consortium, tmp_path, "INC-P1")  # creates the node, with the authorize access model
-    assert f"created node {NODE} on pubsub.p.test (access model authorize)" in consortium.log_tail("p", 40_000)
+    created = f"created node {NODE} on pubsub.p.test (access model authorize)"
+    assert created in consortium.log_tail("p", 40_000)
 
     # s and d discover the node and ask to subscribe: both held, neither gets anything yet.
     def pending() -> str:
@@ -95,9 +137,19 @@ def test_held_approved_denied(consortium: Consortium, tmp_path: Path) -> None:
     approved = cli(consortium, "p", "members", "approve", NODE, "bridge.s.test")
     assert approved.returncode == 0, approved.stderr
     assert approved.stdout.strip() == f"bridge.s.test approved on {NODE}: sent to the pubsub service"
-    denied = cli(consortium, "p", "members", "deny", NODE, "bridge.d.test")
-    assert denied.returncode == 0, denied.stderr
-    assert "denied" in denied.stdout and "sent to the pubsub service" in denied.stdout
+    # The admins were told in chat (the notice is sent; its delivery to a client is not checked here);
+    # d is denied with the ad-hoc command, which only admins may run.
+    assert "told the admins in chat: analyst@p.test" in log
+    with pytest.raises(IqError) as refused:
+        async with signed_in(guest, "xep_0050") as stranger:
+            await adhoc(stranger, "approval")
+    assert refused.value.condition == "forbidden"
+    denied = await adhoc(admin, "approval", {"request": f"{NODE} bridge.d.test", "decision": "deny"})
+    assert denied["command"]["notes"] == [("info", f"bridge.d.test denied on {NODE}: the bridge sends it "
+                                                   "to the pubsub service")]
+    with closing(Store(consortium["p"].store_path)) as store:
+        await until(lambda: (row := store.approval(NODE, "bridge.d.test")) is not None
+                    and row.sent_at is not None, "the denial sent")
 
     # Items flow to s: the next one by notification, the earlier one by s's periodic check.
     publish(consortium, tmp_path, "INC-P2")
@@ -110,7 +162,9 @@ def test_held_approved_denied(consortium: Consortium, tmp_path: Path) -> None:
     # none of p's items, also after s received both.
     report = json.loads(cli(consortium, "d", "doctor", "--json").stdout)
     [check] = [c for c in report["checks"] if c["name"] == "peer pubsub.p.test subscribe+read"]
-    assert check["status"] == "FAIL" and "forbidden" in check["found"], check
+    # ejabberd answers forbidden, or unexpected-request when the request is read while the bridge's
+    # repeated denial of the doctor's new subscription is under way: a refusal either way.
+    assert check["status"] == "FAIL" and check["found"].startswith(f"may not read items of {NODE}: "), check
     assert not {"INC-P1", "INC-P2"} & incident_ids(consortium, "d")
 
     listed = cli(consortium, "p", "members", "list").stdout

@@ -4,6 +4,8 @@
 - ``pause`` / ``resume``: silence a chat subscriber or a room, and let it speak again.
 - ``quarantine-release``: verify every held item again with the current trust configuration and mirror
   what now passes (``quarantine.release``), as ``xmppbridge quarantine release --all`` does.
+- ``approval``: list the subscription requests held for approval and decide one (``xmpp.approvals``),
+  as ``xmppbridge members pending|approve|deny`` do; the decision is stored and sent like the CLI's.
 
 Any XMPP client with ad-hoc support (Gajim, Psi, Profanity ``/cmd``) runs them.
 """
@@ -24,6 +26,7 @@ from xmppbridge.policy.may import Action, Actor, Policy
 from xmppbridge.quarantine import held, release
 from xmppbridge.status import format_status, status_report
 from xmppbridge.store import Store
+from xmppbridge.store.approvals import APPROVED, DENIED, PENDING
 from xmppbridge.xmpp.component import BridgeComponent
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,8 @@ class OperatorActions:
     status: Callable[[], str]
     set_paused: Callable[[str, bool], bool]  # (JID, paused) -> whether that changed anything
     release_quarantine: Callable[[], str]
+    pending: Callable[[], list[str]]  # "node jid" of each request waiting for a decision
+    decide: Callable[[str, str, bool, str], bool]  # (node, jid, approve, admin) -> whether it was asked
 
 
 def operator_actions(config: Config, store: Store, state: ChatState) -> OperatorActions:
@@ -46,8 +51,13 @@ def operator_actions(config: Config, store: Store, state: ChatState) -> Operator
                   f"{'released' if r.released else 'still held'}: {r.outcome}" for r in results[:20]]
         return "\n".join(lines)
 
+    def decide(node: str, jid: str, approve: bool, admin: str) -> bool:
+        return store.decide_approval(node, jid, APPROVED if approve else DENIED, admin) is not None
+
     return OperatorActions(status=lambda: format_status(status_report(config, store)),
-                           set_paused=state.set_paused, release_quarantine=release_all)
+                           set_paused=state.set_paused, release_quarantine=release_all,
+                           pending=lambda: [f"{a.node} {a.jid}" for a in store.approvals((PENDING,))],
+                           decide=decide)
 
 
 class AdhocCommands:
@@ -60,6 +70,8 @@ class AdhocCommands:
         adhoc.add_command(jid=me, node="resume", name="Resume a subscriber or room", handler=self._resume)
         adhoc.add_command(jid=me, node="quarantine-release", name="Re-verify the quarantine",
                           handler=self._release)
+        adhoc.add_command(jid=me, node="approval", name="Decide a subscription request",
+                          handler=self._approval)
 
     def _check(self, iq: Any) -> None:
         if not self.policy.may(Actor.jid(iq["from"].bare), Action.OPERATE):
@@ -95,6 +107,35 @@ class AdhocCommands:
             word = "paused" if paused else "resumed"
             log.info("%s %s notifications for %s", session["from"].bare, word, jid)
             return _done(session, f"{jid}: {word}" if changed else f"{jid}: already {word}")
+
+        session.update(payload=form, next=submit, has_next=False, allow_complete=True)
+        return session
+
+    def _approval(self, iq: Any, session: dict[str, Any]) -> dict[str, Any]:
+        """A form with the pending requests to pick from and approve or deny."""
+        self._check(iq)
+        pending = self.actions.pending()
+        if not pending:
+            return _done(session, "no subscription requests pending")
+        form = self.component.plugin["xep_0004"].make_form(ftype="form",
+                                                           title="Decide a subscription request")
+        form.add_field(var="request", ftype="list-single", label="Request (node and bridge)", required=True,
+                       options=[{"label": p, "value": p} for p in pending])
+        form.add_field(var="decision", ftype="list-single", label="Decision", required=True,
+                       options=[{"label": "approve", "value": "approve"}, {"label": "deny", "value": "deny"}])
+
+        def submit(payload: Any, session: dict[str, Any]) -> dict[str, Any]:
+            values = payload["values"]
+            request, decision = str(values.get("request") or ""), str(values.get("decision") or "")
+            node, _, jid = request.partition(" ")
+            if not jid or decision not in ("approve", "deny"):
+                raise XMPPError("bad-request", text="pick a request and approve or deny")
+            admin = session["from"].bare
+            if not self.actions.decide(node, jid, decision == "approve", admin):
+                raise XMPPError("item-not-found", text=f"no subscription request from {jid} to {node}")
+            log.info("%s decided to %s %s on %s", admin, decision, jid, node)
+            word = "approved" if decision == "approve" else "denied"
+            return _done(session, f"{jid} {word} on {node}: the bridge sends it to the pubsub service")
 
         session.update(payload=form, next=submit, has_next=False, allow_complete=True)
         return session

@@ -165,8 +165,10 @@ class ApprovalDesk:
         self.xmpp.send_raw(authorization_answer(self.xmpp.boundjid.bare, request, allow))
 
     def _tell_admins(self, text: str) -> None:
-        for admin in sorted(self.config.operators.admins):
+        admins = sorted(self.config.operators.admins)
+        for admin in admins:
             self.notify(Notice(admin, text))
+        log.info("told the admins in chat: %s", ", ".join(admins) or "none configured (admins:)")
 
     # -- decisions written by the CLI or the ad-hoc commands ----------------------------------------
 
