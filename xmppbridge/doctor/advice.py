@@ -11,6 +11,7 @@ from xmppbridge.doctor.report import Check
 from xmppbridge.feed.settings import is_loopback
 from xmppbridge.peers import TIMEOUT
 from xmppbridge.signing.keys import SIGNER_FIXES, key_strength_problem, usage_problem, validity_problem
+from xmppbridge.xmpp.authorization import UNSUPPORTED
 
 EXPIRY_WARNING_DAYS = 30  # a certificate that expires sooner needs a replacement under way now
 CRL_WARNING_DAYS = 3  # a CRL is usually reissued days before its nextUpdate; later than that is odd
@@ -110,6 +111,19 @@ def nodes_check(name: str, service: str, configured: tuple[str, ...] | None, dis
                      "nothing to do if the peer has published nothing yet; otherwise its nodes lack "
                      "pubsub#type")
     return Check(name, "ok", f"{len(discovered)} node(s): {', '.join(sorted(discovered))}")
+
+
+def approval_check(service: str, mode: str, supported: bool) -> Check:
+    """``pubsub.approval`` against what our service offers (XEP-0060 §6.1.4 ``access-authorize``)."""
+    name = f"approval on {service}"
+    if mode == "off":
+        return Check(name, "ok", "pubsub.approval is off: non-public nodes are whitelist")
+    if supported:
+        return Check(name, "ok", "authorize offered: subscriptions from bridges outside a node's audience "
+                     "are held for `xmppbridge members approve|deny`")
+    return Check(name, "warn", f"{service} does not offer the authorize access model: {UNSUPPORTED}",
+                 "run the pubsub service on ejabberd for approval, or set pubsub.approval: off to say "
+                 "that the audiences alone decide")
 
 
 def base_url_check(url: str, *, tls: bool) -> Check:

@@ -33,9 +33,10 @@ STALE_REQUEST = timedelta(minutes=2)  # older requests were given up on by their
 
 
 def budget(config: Config, timeout: float) -> float:
-    """How long the XMPP checks may take, ``timeout`` per request: the admin check's three, and per
+    """How long the XMPP checks may take, ``timeout`` per request: the admin check's three, the approval
+    probe's one, and per
     subscription a disco#info, the discovery (counted as three) and three per node (counted as three)."""
-    return timeout * (3 + 7 * len(config.subscriptions)) + 2 * POLL_INTERVAL
+    return timeout * (4 + 7 * len(config.subscriptions)) + 2 * POLL_INTERVAL
 
 
 async def ask_bridge(store: Store, config: Config, timeout: float) -> list[Check] | None:

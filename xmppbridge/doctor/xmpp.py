@@ -8,8 +8,9 @@ import secrets
 from slixmpp.exceptions import IqError, IqTimeout
 
 from xmppbridge.config import Config, Subscription
-from xmppbridge.doctor.advice import nodes_check, xmpp_error_fix
+from xmppbridge.doctor.advice import approval_check, nodes_check, xmpp_error_fix
 from xmppbridge.doctor.report import Check
+from xmppbridge.xmpp.authorization import AUTHORIZE_FEATURE
 from xmppbridge.xmpp.component import BridgeComponent, peer_failure
 
 ADMIN_FIX = ("add the component JID to the pubsub service's admins (Prosody: `admins` of the pubsub "
@@ -18,7 +19,8 @@ ADMIN_FIX = ("add the component JID to the pubsub service's admins (Prosody: `ad
 
 async def xmpp_checks(xmpp: BridgeComponent, config: Config, timeout: float) -> list[Check]:
     """Admin rights on our pubsub service, then every subscription's peer. ``timeout``: per request."""
-    checks = [await admin_check(xmpp, config.pubsub_service, timeout)]
+    checks = [await admin_check(xmpp, config.pubsub_service, timeout),
+              await approval_probe(xmpp, config, timeout)]
     for subscription in config.subscriptions:
         checks += await peer_checks(xmpp, subscription, timeout)
     return checks
@@ -61,6 +63,20 @@ async def admin_check(xmpp: BridgeComponent, service: str, timeout: float) -> Ch
     fix = ADMIN_FIX if exc.condition in ("forbidden", "not-authorized", "not-allowed") else \
         f"see the log of the server of {service}"
     return Check(name, "FAIL", f"{me} may not {step} on {service}: {_error(exc)}", fix)
+
+
+async def approval_probe(xmpp: BridgeComponent, config: Config, timeout: float) -> Check:
+    """Whether our service offers ``authorize`` (disco#info features), which approval needs."""
+    if config.approval == "off":
+        return approval_check(config.pubsub_service, "off", False)
+    try:
+        info = await xmpp.plugin["xep_0030"].get_info(jid=config.pubsub_service, ifrom=xmpp.boundjid.bare,
+                                                      timeout=timeout, cached=False)
+    except (IqError, IqTimeout) as exc:
+        return Check(f"approval on {config.pubsub_service}", "warn", f"disco#info failed: {_error(exc)}",
+                     f"see the log of the server of {config.pubsub_service}")
+    return approval_check(config.pubsub_service, config.approval,
+                          AUTHORIZE_FEATURE in info["disco_info"]["features"])
 
 
 async def peer_checks(xmpp: BridgeComponent, subscription: Subscription, timeout: float) -> list[Check]:

@@ -32,6 +32,7 @@ from xmppbridge.store.approvals import APPROVED, DENIED, PENDING, Approval
 from xmppbridge.xmpp.authorization import (
     AUTHORIZE_FEATURE,
     GET_PENDING,
+    UNSUPPORTED,
     AuthorizationRequest,
     authorization_answer,
 )
@@ -41,8 +42,6 @@ log = logging.getLogger(__name__)
 audit = logging.getLogger("xmppbridge.audit")
 
 POLL_INTERVAL = 1.0  # seconds between looks for decisions the CLI wrote into the store
-UNSUPPORTED = ("approval needs a server with pubsub#access-authorize, such as ejabberd; Prosody refuses "
-               "subscription requests from bridges outside a node's audience")
 _COMMANDS_NS = "http://jabber.org/protocol/commands"
 
 

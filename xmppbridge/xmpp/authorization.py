@@ -23,6 +23,8 @@ DATA_NS = "jabber:x:data"
 AUTHORIZATION_FORM = "http://jabber.org/protocol/pubsub#subscribe_authorization"
 GET_PENDING = "http://jabber.org/protocol/pubsub#get-pending"
 AUTHORIZE_FEATURE = "http://jabber.org/protocol/pubsub#access-authorize"  # disco#info, XEP-0060 §6.1.4
+UNSUPPORTED = ("approval needs a server with pubsub#access-authorize, such as ejabberd; Prosody refuses "
+               "subscription requests from bridges outside a node's audience")
 _X = f"{{{DATA_NS}}}x"
 _FIELD = f"{{{DATA_NS}}}field"
 _VALUE = f"{{{DATA_NS}}}value"
