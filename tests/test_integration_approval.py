@@ -185,5 +185,14 @@ async def _flow(consortium: Consortium, tmp_path: Path, admin: Any, guest: Accou
         metrics = response.read().decode()
     assert 'xmppbridge_subscription_requests{state="approved"} 1.0' in metrics
     assert 'xmppbridge_subscription_requests{state="denied"} 1.0' in metrics
+
+    # Revocation: denying s later cancels its subscription (§8.8.2), and its items request is refused.
+    revoked = cli(consortium, "p", "members", "deny", NODE, "bridge.s.test")
+    assert revoked.stdout.strip() == f"bridge.s.test denied on {NODE}: sent to the pubsub service", revoked
+    report = json.loads(cli(consortium, "s", "doctor", "--json").stdout)
+    [check] = [c for c in report["checks"] if c["name"] == "peer pubsub.p.test subscribe+read"]
+    assert check["status"] == "FAIL" and check["found"].startswith(f"may not read items of {NODE}: "), check
+    with closing(Store(consortium["p"].store_path)) as store:
+        assert store.approved_jids(NODE) == frozenset()
     # s runs Prosody, which has no authorize: its bridge says so once, at its start.
     assert consortium.log_tail("s", 100_000).count(UNSUPPORTED) == 1

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from xml.etree import ElementTree as ET
 
 from slixmpp.exceptions import IqError, IqTimeout
@@ -53,6 +54,7 @@ class ApprovalDesk:
         self.active = False
         xmpp.on_authorization = self._on_request
         self._tasks: set[asyncio.Task[None]] = set()
+        self._answered: set[tuple[str, str, datetime | None]] = set()  # repeated requests answered
 
     async def access_model(self, model: str) -> str:
         """The access model for a node whose policy says ``model``: ``authorize`` instead of
@@ -156,8 +158,13 @@ class ApprovalDesk:
                 log.info("subscription request of %s to %s is still pending (asked %d times)", jid, node,
                          row.requests)
             return
-        audit.info("audit: approval %s on %s %s again: decided by %s at %s", jid, node, row.state,
-                   row.decided_by, f"{row.decided_at:%Y-%m-%dT%H:%M:%SZ}" if row.decided_at else "?")
+        # A denied bridge asks again at each of its subscription renewals (every check_interval): the
+        # audit log says it once per decision, the debug log every time.
+        said = (node, jid, row.decided_at)
+        (audit.debug if said in self._answered else audit.info)(
+            "audit: approval %s on %s %s again: decided by %s at %s", jid, node, row.state, row.decided_by,
+            f"{row.decided_at:%Y-%m-%dT%H:%M:%SZ}" if row.decided_at else "?")
+        self._answered.add(said)
         self._send(request, allow=row.state == APPROVED)
 
     def _send(self, request: AuthorizationRequest, *, allow: bool) -> None:
