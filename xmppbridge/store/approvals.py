@@ -38,7 +38,6 @@ SCHEMA = (
         PRIMARY KEY (node, jid)
     ) WITHOUT ROWID
     """,
-    "CREATE INDEX IF NOT EXISTS approvals_unsent ON approvals (sent_at) WHERE sent_at IS NULL",
 )
 
 
