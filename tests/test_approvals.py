@@ -10,12 +10,14 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from tests.test_config import base, write  # noqa: F401 - base is a fixture
+from tests.test_store_feed import old_store
 from xmppbridge.config import load_config
 from xmppbridge.doctor.advice import approval_check
 from xmppbridge.errors import ConfigError
 from xmppbridge.membercmd import decide, list_lines, pending_lines
 from xmppbridge.store import Store
 from xmppbridge.store.approvals import APPROVED, DENIED, PENDING
+from xmppbridge.store.db import SCHEMA_VERSION
 from xmppbridge.xmpp.authorization import (
     AUTHORIZATION_FORM,
     UNSUPPORTED,
@@ -138,3 +140,15 @@ def test_doctor_advice() -> None:
     unsupported = approval_check("pubsub.a.test", "auto", False)
     assert unsupported.status == "warn" and UNSUPPORTED in unsupported.found
     assert "pubsub.approval: off" in unsupported.fix
+
+
+def test_a_version_6_store_gets_the_approvals_table(tmp_path: Path) -> None:
+    path = tmp_path / "v6.sqlite"
+    conn = old_store(path, 6)
+    assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'approvals'").fetchone()[0] == 0
+    conn.close()
+    with Store(path) as store:
+        assert store.conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 7
+        assert store.approvals() == []
+        store.approval_requested(NODE, "bridge.s.test")
+        assert [a.state for a in store.approvals()] == [PENDING]
