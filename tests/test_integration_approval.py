@@ -21,7 +21,7 @@ import pytest
 import yaml
 from slixmpp.exceptions import IqError
 
-from tests.integration import loopback_consortium, running
+from tests.integration import eventually, loopback_consortium, running
 from tests.test_integration_chat import signed_in
 from tests.test_integration_federation import iodef2
 from xmppbridge.demo.accounts import Account, create_accounts
@@ -196,3 +196,23 @@ async def _flow(consortium: Consortium, tmp_path: Path, admin: Any, guest: Accou
         assert store.approved_jids(NODE) == frozenset()
     # s runs Prosody, which has no authorize: its bridge says so once, at its start.
     assert consortium.log_tail("s", 100_000).count(UNSUPPORTED) == 1
+
+
+def test_a_decision_made_while_the_bridge_is_down_is_sent_when_it_starts(consortium: Consortium,
+                                                                        tmp_path: Path) -> None:
+    """After the first test s is denied (revoked). With p's bridge stopped, s asks again (its renewals)
+    and nobody is there to read the form; the operator approves with the CLI meanwhile. When p's bridge
+    starts it sends the decision (and asks ejabberd for the requests still pending, §8.7): s is let in,
+    d stays out."""
+    consortium.stop_bridge("p")
+    approved = cli(consortium, "p", "members", "approve", NODE, "bridge.s.test", "--timeout", "1")
+    assert approved.returncode == 0, approved.stderr
+    assert approved.stdout.strip().endswith("(it is not running or not connected) and sends it when it is")
+    consortium.start_bridge("p", 60)
+    with closing(Store(consortium["p"].store_path)) as store:
+        eventually(lambda: (row := store.approval(NODE, "bridge.s.test")) is not None
+                   and row.sent_at is not None, what="the approval sent after the start")
+    publish(consortium, tmp_path, "INC-P3")
+    eventually(lambda: "INC-P3" in incident_ids(consortium, "s"), timeout=30,
+               what=f"INC-P3 at s after the restart\n{consortium.log_tail('s')}\n{consortium.log_tail('p')}")
+    assert "INC-P3" not in incident_ids(consortium, "d")

@@ -105,6 +105,8 @@ class ApprovalDesk:
             session_id = "" if session is None else session.get("sessionid", "")
             for node in dict.fromkeys(nodes):
                 await self._command(service, me, session_id, node)
+            log.info("asked %s for the subscription requests still pending: on %d node(s)", service,
+                     len(set(nodes)))
         except (IqError, IqTimeout) as exc:
             log.warning("asking %s for pending subscription requests failed: %s", service, explain(exc))
 
