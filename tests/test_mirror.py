@@ -132,8 +132,9 @@ class ScriptedPeer:
         self.listed: list[str] = []
         self.subscribed: list[str] = []
 
-    async def subscribe(self, service: str, node: str) -> None:
+    async def subscribe(self, service: str, node: str) -> str:
         self.subscribed.append(node)
+        return "subscribed"
 
     async def list_item_ids(self, service: str, node: str) -> list[str]:
         self.listed.append(node)

@@ -297,9 +297,12 @@ class BridgeComponent(ComponentXMPP):
 
     # -- subscribing -------------------------------------------------------------------------------
 
-    async def subscribe(self, service: str, node: str) -> None:
-        """Subscribe our bare JID; subscribing again is harmless (the service keeps one subscription)."""
-        await self.pubsub.subscribe(service, node, ifrom=self.boundjid.bare, timeout=IQ_TIMEOUT)
+    async def subscribe(self, service: str, node: str) -> str:
+        """Subscribe our bare JID; subscribing again is harmless (the service keeps one subscription).
+        The subscription's state: ``subscribed``, or ``pending`` on an authorize node until its owner
+        approves (XEP-0060 §6.1.4)."""
+        answer = await self.pubsub.subscribe(service, node, ifrom=self.boundjid.bare, timeout=IQ_TIMEOUT)
+        return str(answer["pubsub"]["subscription"]["subscription"] or "subscribed")
 
     async def discover_iodef_nodes(self, service: str, *, timeout: float = IQ_TIMEOUT) -> list[str]:
         """Nodes of ``service`` whose ``pubsub#type`` is an IODEF namespace (RFC 8600 §5); ``timeout`` per

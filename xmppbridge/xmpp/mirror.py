@@ -151,7 +151,7 @@ class Mirror:
             if key in self._synced:
                 return
             try:
-                await xmpp.subscribe(service, node)
+                state = await xmpp.subscribe(service, node)
                 self.store.record_subscribed(service, node)
                 # Subscribe first, then catch up: an item published in between arrives twice, which the
                 # store absorbs (same item id, same bytes -> "unchanged"); the other order could miss it.
@@ -162,6 +162,10 @@ class Mirror:
                 return
             self._synced.add(key)
             self.peers.answered(service)
+        if state == "pending":  # RFC 8600 authorize: the peer's operator decides; renewals ask again
+            log.info("subscription to %s on %s is pending the owner's approval: %d items readable there",
+                     node, service, result.listed)
+            return
         log.info("subscribed to %s on %s: %d items there, %d retracted while away", node, service,
                  result.listed, result.retracted)
 
