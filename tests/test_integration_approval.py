@@ -181,7 +181,7 @@ async def _flow(consortium: Consortium, tmp_path: Path, admin: Any, guest: Accou
 
     listed = cli(consortium, "p", "members", "list").stdout
     assert f"{NODE} bridge.s.test approved" in listed and f"{NODE} bridge.d.test denied" in listed
-    with urllib.request.urlopen(consortium["p"].feed_url + "metrics", timeout=5) as response:
+    with urllib.request.urlopen(consortium["p"].metrics_url + "metrics", timeout=5) as response:
         metrics = response.read().decode()
     assert 'xmppbridge_subscription_requests{state="approved"} 1.0' in metrics
     assert 'xmppbridge_subscription_requests{state="denied"} 1.0' in metrics
