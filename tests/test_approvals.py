@@ -91,6 +91,17 @@ def test_store_records_requests_and_decisions(tmp_path: Path) -> None:
             store.decide_approval(NODE, "bridge.d.test", PENDING, "me")
 
 
+def test_a_pending_request_can_be_withdrawn_a_decided_one_stays(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.sqlite") as store:
+        store.approval_requested(NODE, "bridge.s.test")
+        store.approval_requested(NODE, "bridge.d.test")
+        store.decide_approval(NODE, "bridge.d.test", DENIED, "a")
+        assert store.withdraw_approval_request(NODE, "bridge.s.test")
+        assert not store.withdraw_approval_request(NODE, "bridge.s.test")
+        assert not store.withdraw_approval_request(NODE, "bridge.d.test")
+        assert [(a.jid, a.state) for a in store.approvals()] == [("bridge.d.test", DENIED)]
+
+
 def test_a_decision_made_while_one_is_sent_stays_unsent(tmp_path: Path) -> None:
     with Store(tmp_path / "s.sqlite") as store:
         store.approval_requested(NODE, "bridge.s.test")

@@ -76,6 +76,13 @@ def decide(conn: sqlite3.Connection, node: str, jid: str, state: str, by: str,
     return get(conn, node, jid)
 
 
+def withdraw(conn: sqlite3.Connection, node: str, jid: str) -> bool:
+    """Drop a pending request that is no operator's to decide any more (its bridge joined the node's
+    audience); whether there was one. Decided rows stay: they are the audit trail."""
+    return conn.execute("DELETE FROM approvals WHERE node = ? AND jid = ? AND state = 'pending'",
+                        (node, jid)).rowcount > 0
+
+
 def mark_sent(conn: sqlite3.Connection, node: str, jid: str, decided_at: datetime, at: datetime) -> None:
     """The decision made at ``decided_at`` went out; a newer decision made meanwhile stays unsent."""
     conn.execute("UPDATE approvals SET sent_at = ? WHERE node = ? AND jid = ? AND decided_at = ?",

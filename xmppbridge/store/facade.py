@@ -356,6 +356,10 @@ class Store:
         with self._write() as conn:
             return approvals.decide(conn, node, jid, state, by, db.now())
 
+    def withdraw_approval_request(self, node: str, jid: str) -> bool:
+        with self._write() as conn:
+            return approvals.withdraw(conn, node, jid)
+
     def approval_sent(self, approval: Approval) -> None:
         assert approval.decided_at is not None
         with self._write() as conn:

@@ -145,7 +145,10 @@ class ApprovalDesk:
     def _decide(self, request: AuthorizationRequest) -> None:
         node, jid = request.node, request.subscriber
         if jid in self.config.node_audience(node).bridges:
-            audit.info("audit: approval %s on %s approved: in the node's audience", jid, node)
+            # A request held before the bridge joined the audience (a config change) is moot now.
+            withdrawn = self.store.withdraw_approval_request(node, jid)
+            audit.info("audit: approval %s on %s approved: in the node's audience%s", jid, node,
+                       " (its held request withdrawn)" if withdrawn else "")
             self._send(request, allow=True)
             return
         row = self.store.approval_requested(node, jid, request.subid)
