@@ -23,7 +23,6 @@ from collections.abc import Callable
 from xml.etree import ElementTree as ET
 
 from slixmpp import Iq
-from slixmpp.exceptions import IqError, IqTimeout
 
 from xmppbridge.config import Config
 from xmppbridge.policy.affiliations import Changes, NodeSubscription, plan, target_of
@@ -59,7 +58,7 @@ class Reconciler:
             service = self.config.pubsub_service
             try:
                 nodes = await self._our_nodes(service)
-            except (IqError, IqTimeout) as exc:
+            except Exception as exc:  # noqa: BLE001 - as for one node below
                 log.warning("reconcile (%s): cannot list the nodes of %s: %s; trying again in the next round",
                             trigger, service, explain(exc))
                 return False
@@ -67,7 +66,7 @@ class Reconciler:
             for node in nodes:
                 try:
                     await self._reconcile_node(service, node, trigger)
-                except (IqError, IqTimeout) as exc:
+                except Exception as exc:  # noqa: BLE001 - an error answer, a timeout, a lost link: not fatal
                     ok = False
                     log.warning("reconcile (%s) of %s on %s failed: %s; trying again in the next round",
                                 trigger, node, service, explain(exc))
