@@ -38,3 +38,13 @@ def test_the_reconcile_interval_is_a_positive_number_of_seconds(tmp_path: Path, 
     base["pubsub"]["reconcile_interval"] = 0
     with pytest.raises(ConfigError, match="pubsub.reconcile_interval: must be a positive number of seconds"):
         load(tmp_path, base)
+
+
+def test_rights_expanded_from_the_audiences_say_they_need_a_restart(tmp_path: Path, base: dict) -> None:  # noqa: F811
+    base["feed"]["users"] = {"b-analyst": {"token_hash": "sha256$" + "0" * 64, "read": ["member:b"]}}
+    running = load(tmp_path, base)
+    changed = copy.deepcopy(base)
+    changed["audiences"]["need-to-know"] = ["c"]
+    config, restart = reloaded(running, load(tmp_path, changed))
+    assert restart == ["feed"]  # b's people on our feed keep b's old rights until the restart
+    assert config.node_audience("iodef/need-to-know/other").bridges == {"bridge.c.test"}
