@@ -159,12 +159,14 @@ class Bridge:
         if restart:
             log.warning("reload of %s: %s changed, which needs a restart; not applied", file,
                         ", ".join(restart))
-        # Everything that reads the audiences reads them from these, at each use.
-        self.config = self.outbox.config = self.reconciler.config = config
-        self.publisher.audiences = config.audiences
-        log.info("reloaded %s: audiences and member registry applied", file)
-        if self.xmpp.online.is_set():  # else the round after the next connect applies them
-            await self.reconciler.round("reload")
+        # Publishing waits for the round: nothing goes out to a member it is about to remove.
+        with self.outbox.held():
+            # Everything that reads the audiences reads them from these, at each use.
+            self.config = self.outbox.config = self.reconciler.config = config
+            self.publisher.audiences = config.audiences
+            log.info("reloaded %s: audiences and member registry applied", file)
+            if self.xmpp.online.is_set():  # else the round after the next connect applies them
+                await self.reconciler.round("reload")
 
     def stop(self) -> None:
         self._stopping.set()
