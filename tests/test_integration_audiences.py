@@ -41,6 +41,7 @@ pytestmark = pytest.mark.integration
 SERVICE = "pubsub.a.test"
 RESTRICTIONS = ("public", "partner", "need-to-know", "private")
 AUDIENCES = {"partner": "all", "need-to-know": ["b"], "private": []}
+AFTER = {"partner": ["c"], "need-to-know": ["c"], "private": []}  # b removed from both
 Running = tuple[Consortium, Account]
 # How a whitelist node refuses an outcast's subscribe and items requests: Prosody's util/pubsub.lua says
 # forbidden; ejabberd not-allowed with <closed-node/>, as XEP-0060 has it ("not on whitelist", §6.1.3.4,
@@ -183,6 +184,33 @@ def item_ids(probe: Probe, restriction: str) -> set[str]:
     return {item for n, item in probe.notified if n == node(restriction)}
 
 
+Matrix = dict[tuple[str, str, str], bool]  # (actor, restriction, subscribe|items|notified) -> it worked
+
+
+async def requests(actors: dict[str, Probe], names: tuple[str, ...]) -> Matrix:
+    """Each actor subscribes to and asks for the items of every restriction's node."""
+    found: Matrix = {}
+    for name in names:
+        for restriction in RESTRICTIONS:
+            found[name, restriction, "subscribe"] = await actors[name].subscribe(node(restriction)) == "ok"
+            found[name, restriction, "items"] = await actors[name].items(node(restriction)) == "ok"
+    return found
+
+
+def notified(actors: dict[str, Probe], names: tuple[str, ...], round_: int) -> Matrix:
+    """Who heard round ``round_``'s item of each restriction (published before a ``heard_up_to``)."""
+    return {(name, restriction, "notified"):
+            f"csirt.a.test/INC-{restriction}-{round_}" in item_ids(actors[name], restriction)
+            for name in names for restriction in RESTRICTIONS}
+
+
+def wrong(observed: Matrix, audiences: dict[str, object]) -> tuple[list[tuple[str, str, str]], ...]:
+    """(leaks: allowed but not in the audience, missing: in the audience but refused)."""
+    want = {key: expected(key[0], key[1], audiences) for key in observed}
+    return (sorted(k for k, ok in observed.items() if ok and not want[k]),
+            sorted(k for k, ok in observed.items() if want[k] and not ok))
+
+
 def expected(actor: str, restriction: str, audiences: dict[str, object]) -> bool:
     """The policy, written out: public is open; other nodes are read by the members named (bridges)."""
     if restriction == "public":
@@ -196,58 +224,50 @@ async def test_the_access_matrix_then_removal_on_sighup(three: Running, tmp_path
     for restriction in RESTRICTIONS[:3]:  # private: [] is nobody's, so nothing is published there
         await publish(consortium, tmp_path, f"INC-{restriction}-1", restriction)
     async with probes(consortium, eve) as actors:
-        observed: dict[tuple[str, str, str], bool] = {}
-        for name, probe in actors.items():
-            for restriction in RESTRICTIONS:
-                observed[name, restriction, "subscribe"] = await probe.subscribe(node(restriction)) == "ok"
-                observed[name, restriction, "items"] = await probe.items(node(restriction)) == "ok"
+        everyone = ("b", "c", "eve")
+        observed = await requests(actors, everyone)
         for restriction in RESTRICTIONS[:3]:
             await publish(consortium, tmp_path, f"INC-{restriction}-2", restriction)
-        await heard_up_to(actors, consortium, tmp_path, "SENTINEL-1", ("b", "c", "eve"))
-        for name, probe in actors.items():
-            for restriction in RESTRICTIONS:
-                observed[name, restriction, "notified"] = \
-                    f"csirt.a.test/INC-{restriction}-2" in item_ids(probe, restriction)
-        want = {key: expected(key[0], key[1], AUDIENCES) for key in observed}
-        leaks = sorted(key for key, allowed in observed.items() if allowed and not want[key])
-        missing = sorted(key for key, allowed in observed.items() if want[key] and not allowed)
-        assert leaks == [] and missing == []
+        await heard_up_to(actors, consortium, tmp_path, "SENTINEL-1", everyone)
+        observed |= notified(actors, everyone, 2)
+        assert wrong(observed, AUDIENCES) == ([], [])  # (leaks, missing)
         # What the refusals are: outcasts of a whitelist node, or no node at all for private.
         refused = REFUSED[type(consortium["a"].prosody)]
         assert await actors["c"].items(node("need-to-know")) == refused
         assert await actors["eve"].subscribe(node("partner")) == refused
         assert await actors["b"].items(node("private")) == "item-not-found"
 
-        # b leaves need-to-know; c joins it, so that the node still has a reader who proves items flow.
-        b = actors["b"]
-        assert await b.subscribed(node("need-to-know"))
+        # b leaves partner and need-to-know; c joins need-to-know, so that every node keeps a reader who
+        # proves that items still flow.
+        b, c = actors["b"], actors["c"]
+        assert await b.subscribed(node("partner")) and await b.subscribed(node("need-to-know"))
         log_start = consortium.log_path("a").stat().st_size
-        edit_config(consortium, lambda config: config["audiences"].update({"need-to-know": ["c"]}))
+        edit_config(consortium, lambda config: config["audiences"].update(AFTER))
         consortium["a"].bridge.send_signal(signal.SIGHUP)
-        removed = ("audit: removed bridge.b.test (member b) from iodef/need-to-know/mitigation: "
-                   "not in audience need-to-know/mitigation (reload)")
         done = f"reconciled 3 nodes on {SERVICE} (reload)\n"  # the round's last line
         await soon(lambda: done in log_since(consortium, log_start), "the reload's reconcile round")
         log = log_since(consortium, log_start)
-        assert removed in log
-        assert ("audit: cancelled the subscription of bridge.b.test (member b) to "
-                "iodef/need-to-know/mitigation: not in audience need-to-know/mitigation (reload)") in log
-        assert "added bridge.c.test (member c) to iodef/need-to-know/mitigation" in log
-        assert "needs a restart" not in log
-        assert not re.search(r"audit: .*iodef/(public|partner)/", log)  # nothing else changed
+        for restriction in ("partner", "need-to-know"):
+            why = f"iodef/{restriction}/mitigation: not in audience {restriction}/mitigation (reload)"
+            assert f"audit: cancelled the subscription of bridge.b.test (member b) to {why}" in log
+            assert f"audit: removed bridge.b.test (member b) from {why}" in log
+        assert ("audit: added bridge.c.test (member c) to iodef/need-to-know/mitigation: in audience "
+                "need-to-know/mitigation (reload)") in log
+        assert len(re.findall("audit: ", log)) == 5 and "needs a restart" not in log
 
-        assert not await b.subscribed(node("need-to-know"))
+        # The removed member's row of the matrix, and c's under the new audiences.
+        assert not await b.subscribed(node("partner")) and not await b.subscribed(node("need-to-know"))
         assert await b.items(node("need-to-know")) == refused
-        assert await b.subscribe(node("need-to-know")) == refused
-        assert await b.items(node("partner")) == "ok"  # b is still a partner
-        assert await actors["c"].subscribe(node("need-to-know")) == "ok"
-        await publish(consortium, tmp_path, "INC-need-to-know-3", "need-to-know")
-        await soon(lambda: "csirt.a.test/INC-need-to-know-3" in item_ids(actors["c"], "need-to-know"),
-                   "c to hear the next need-to-know item")
-        await heard_up_to(actors, consortium, tmp_path, "SENTINEL-2", ("b",))
-        assert item_ids(b, "need-to-know") == {"csirt.a.test/INC-need-to-know-2"}  # from before, only
+        assert await c.subscribe(node("need-to-know")) == "ok"
+        after = await requests(actors, ("b", "c"))
+        for restriction in RESTRICTIONS[:3]:
+            await publish(consortium, tmp_path, f"INC-{restriction}-3", restriction)
+        await heard_up_to(actors, consortium, tmp_path, "SENTINEL-2", ("b", "c"))
+        after |= notified(actors, ("b", "c"), 3)
+        assert wrong(after, AFTER) == ([], [])
+        assert await b.subscribe(node("partner")) == refused
         changes = metric_samples(consortium, "xmppbridge_affiliation_changes_total")
-        assert changes == {"added": 1.0, "removed": 1.0, "subscription-cancelled": 1.0}
+        assert changes == {"added": 1.0, "removed": 2.0, "subscription-cancelled": 2.0}
 
 
 async def test_a_bad_config_is_refused_on_reload_and_the_running_one_kept(three: Running) -> None:
