@@ -319,7 +319,7 @@ def log_since(consortium: Consortium, offset: int) -> str:
 
 
 def metric_samples(consortium: Consortium, name: str) -> dict[str, float]:
-    with urllib.request.urlopen(consortium["a"].feed_url + "metrics", timeout=10) as response:
+    with urllib.request.urlopen(consortium["a"].metrics_url + "metrics", timeout=10) as response:
         text = response.read().decode()
     return {sample.labels["change"]: sample.value for family in text_string_to_metric_families(text)
             for sample in family.samples if sample.name == name}
