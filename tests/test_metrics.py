@@ -71,3 +71,16 @@ async def test_metrics_endpoint_reports_the_store(tmp_path: Path) -> None:
     assert found[("xmppbridge_connected", ())] == 1
     assert found[("xmppbridge_publish_latency_seconds_count", ())] == 1
     assert found[("xmppbridge_receive_seconds_count", ())] == 1
+
+
+def test_affiliation_changes_are_counted_per_change_from_zero(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.sqlite") as store:
+        metrics = BridgeMetrics(store.path)
+        name = "xmppbridge_affiliation_changes_total"
+        before = samples(metrics.exposition().decode())
+        assert {labels[0][1]: v for (n, labels), v in before.items() if n == name} == {
+            "added": 0, "removed": 0, "subscription-cancelled": 0}
+        metrics.count_affiliation_change("removed")
+        metrics.count_affiliation_change("removed")
+        assert samples(metrics.exposition().decode())[name, (("change", "removed"),)] == 2
+        metrics.close()

@@ -246,3 +246,23 @@ async def test_items_sent_while_the_store_is_locked_are_marked_later(
     assert {store.outbox_item(i).status for i in ids} == {"published"}  # type: ignore[union-attr]
     assert len(server.arrived) == 5  # marked later, not sent again
     assert "reading or marking the outbox failed" in caplog.text
+
+
+async def test_nothing_new_is_sent_while_the_drain_is_held(store: Store) -> None:
+    ids = [enqueue(store, f"HELD-{n}") for n in range(40)]
+    server = ScriptedServer(delay=lambda item_id, payload: 0.005)
+    config = SimpleNamespace(pubsub_service=SERVICE, node_prefix="iodef", node_audience=lambda node: OPEN,
+                             max_document_bytes=400_000)
+    drain = OutboxDrain(config, store, server)  # type: ignore[arg-type]
+    with drain.held():
+        task = asyncio.create_task(drain.run())
+        await asyncio.sleep(0.3)
+        assert server.arrived == [] and store.outbox_depth() == 40
+    try:
+        for _ in range(1000):
+            if all(store.outbox_item(i).status == "published" for i in ids):  # type: ignore[union-attr]
+                break
+            await asyncio.sleep(0.01)
+        assert len(server.arrived) == 40
+    finally:
+        task.cancel()

@@ -10,14 +10,16 @@ from aiohttp import web
 
 from xmppbridge.chat.service import ChatService
 from xmppbridge.chat.state import ChatState
-from xmppbridge.config import Config
+from xmppbridge.config import Config, load_config
 from xmppbridge.doctor.relay import answer_doctor
+from xmppbridge.errors import ConfigError
 from xmppbridge.feed.app import make_app, store_health
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.feed.throttle import Throttle
 from xmppbridge.feed.tls import server_context
 from xmppbridge.metrics import BridgeMetrics, operator_app
 from xmppbridge.publish import Publisher
+from xmppbridge.reload import reloaded
 from xmppbridge.spool import Spool
 from xmppbridge.status import peer_report
 from xmppbridge.store import Store
@@ -27,6 +29,7 @@ from xmppbridge.xmpp.chat import attach_chat
 from xmppbridge.xmpp.component import BridgeComponent
 from xmppbridge.xmpp.mirror import Mirror
 from xmppbridge.xmpp.outbox import OutboxDrain
+from xmppbridge.xmpp.reconcile import Reconciler
 from xmppbridge.xmpp.rooms import attach_rooms
 
 log = logging.getLogger(__name__)
@@ -55,13 +58,17 @@ class Bridge:
         attach_adhoc(self.xmpp, config.policy, operator_actions(config, self.store, self.chat_state))
         self.approvals = ApprovalDesk(config, self.store, self.xmpp, self.chat.send)
         self.outbox = OutboxDrain(config, self.store, self.xmpp, self.approvals.access_model)
+        self.reconciler = Reconciler(config, self.xmpp, self.metrics.count_affiliation_change,
+                                     self.store.approved_jids)
+        # AtomPub writes go through the same Publisher as `xmppbridge publish`, into this outbox.
+        self.publisher = Publisher.for_config(self.store, config)
+        self._reloads: set[asyncio.Task[None]] = set()  # referenced until done (asyncio keeps weak ones)
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()  # set once connected, subscribed and serving HTTP
 
     async def run(self) -> None:
         config = self.config
-        # AtomPub writes go through the same Publisher as `xmppbridge publish`, into this outbox.
-        publisher = Publisher.for_config(self.store, config)
+        publisher = self.publisher
         throttle = Throttle(config.feed.throttle)
         self.metrics.watch_logins(throttle.stats)
         metrics = self.metrics if config.operators.metrics else None
@@ -88,6 +95,7 @@ class Bridge:
         tasks = [asyncio.create_task(coro) for coro in (
             self._sessions(),
             self.outbox.run(),
+            self.reconciler.run(),
             self.mirror.rediscover(self.xmpp),
             self.mirror.recheck(self.xmpp),
             self.xmpp.keepalive(self.config.pubsub_service, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT),
@@ -102,9 +110,9 @@ class Bridge:
         finally:
             self.xmpp.stopping = True
             self.xmpp.deliver_held()  # while the store is still open
-            for task in tasks:
+            for task in (*tasks, *self._reloads):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *self._reloads, return_exceptions=True)
             self.xmpp.disconnect()
             for each in runners:
                 await each.cleanup()
@@ -123,17 +131,47 @@ class Bridge:
                 "connected": self.xmpp.online.is_set(), "outbox": self.store.outbox_depth(), **peers}
 
     async def _sessions(self) -> None:
-        """Every time the component (re)connects: resubscribe and catch up, then wait for the next gap."""
+        """Every time the component (re)connects: resubscribe and catch up, and bring our nodes'
+        affiliations to their audiences (changed while we were away?); then wait for the next gap."""
         while True:
             await self.xmpp.online.wait()
             log.info("connected to %s:%s as %s", self.config.server_host, self.config.server_port,
                      self.config.jid)
             self.store.set_state("connection", "online")
             await self.approvals.on_session()
-            await self.mirror.sync_all(self.xmpp)
+            await asyncio.gather(self.mirror.sync_all(self.xmpp), self.reconciler.round("connected"))
             self.ready.set()
             await self.xmpp.offline.wait()
             self.store.set_state("connection", "offline")
+
+    def reload(self) -> None:
+        """SIGHUP: read the config file again, apply its audiences, reconcile now (``xmppbridge.reload``)."""
+        task = asyncio.get_running_loop().create_task(self._reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reload(self) -> None:
+        file = self.config.file
+        try:
+            loaded = load_config(file)
+        except ConfigError as exc:
+            log.error("reload: %s; keeping the running config", exc)
+            return
+        except Exception:  # noqa: BLE001 - whatever went wrong reading it, the running config stays
+            log.exception("reload of %s failed; keeping the running config", file)
+            return
+        config, restart = reloaded(self.config, loaded)
+        if restart:
+            log.warning("reload of %s: %s changed, which needs a restart; not applied", file,
+                        ", ".join(restart))
+        # Publishing waits for the round: nothing goes out to a member it is about to remove.
+        with self.outbox.held():
+            # Everything that reads the audiences reads them from these, at each use.
+            self.config = self.outbox.config = self.reconciler.config = self.approvals.config = config
+            self.publisher.audiences = config.audiences
+            log.info("reloaded %s: audiences and member registry applied", file)
+            if self.xmpp.online.is_set():  # else the round after the next connect applies them
+                await self.reconciler.round("reload")
 
     def stop(self) -> None:
         self._stopping.set()

@@ -163,6 +163,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, bridge.stop)
+        loop.add_signal_handler(signal.SIGHUP, bridge.reload)
         await bridge.run()
 
     asyncio.run(main())

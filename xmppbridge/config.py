@@ -63,6 +63,7 @@ class Config:
     schema_mode: str = "strict"
     discovery_interval: float = 60.0
     check_interval: float = 60.0  # renew subscriptions and re-check one followed node (xmpp.mirror)
+    reconcile_interval: float = 300.0  # bring our nodes' affiliations to their audiences (xmpp.reconcile)
     trust: TrustStore = NO_TRUST  # trust: + subscriptions[].signers/allow_domains (signing.trustconfig)
     operators: OperatorSettings = field(default_factory=OperatorSettings)  # chat:, rooms:, admins:, ...
     spool_dir: Path | None = None  # watched folder: files dropped here are published (xmppbridge.spool)
@@ -208,6 +209,7 @@ def load_config(file: str | Path) -> Config:
         schema_mode=schema_mode,
         discovery_interval=_seconds(r, "pubsub.discovery_interval", 60),
         check_interval=_seconds(r, "pubsub.check_interval", 60),
+        reconcile_interval=_seconds(r, "pubsub.reconcile_interval", 300),
         trust=trust_store,
         operators=operator_settings(r, member_rights),
         spool_dir=None if spool is None else r.path("spool.dir", spool, must_exist=False),

@@ -18,11 +18,12 @@ from contextlib import AbstractContextManager
 from xml.etree import ElementTree as ET
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from xmppbridge.feed.throttle import CLIENT, USER, AuthStats
+from xmppbridge.policy.affiliations import CHANGES
 from xmppbridge.store.db import BUSY_TIMEOUT_MS, parse_time
 from xmppbridge.xmpp.component import ItemSink
 
@@ -156,6 +157,12 @@ class BridgeMetrics:
         self.receive_seconds = Histogram(
             "xmppbridge_receive_seconds", "Time to verify, classify and store one received item",
             buckets=LATENCY_BUCKETS, registry=self.registry)
+        # In-process, like the histograms: the audit lines of xmpp.reconcile say which change it was.
+        self._affiliation_changes = Counter(
+            "xmppbridge_affiliation_changes", "Changes made to our nodes' affiliations and subscriptions to"
+            " follow their audiences", labelnames=["change"], registry=self.registry)
+        for change in CHANGES:  # scraped as 0 before the first change, so rate() sees every one
+            self._affiliation_changes.labels(change=change)
         with self._lock:
             # Only items published from now on: a histogram describes this process's lifetime.
             self._last_outbox_id = self._conn.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0]
@@ -170,6 +177,10 @@ class BridgeMetrics:
             self._last_outbox_id = outbox_id
             if published is not None:
                 self.publish_latency.observe((parse_time(published) - parse_time(created)).total_seconds())
+
+    def count_affiliation_change(self, change: str) -> None:
+        """One of ``policy.affiliations.CHANGES``."""
+        self._affiliation_changes.labels(change=change).inc()
 
     def exposition(self) -> bytes:
         self.refresh()

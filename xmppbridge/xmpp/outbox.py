@@ -24,7 +24,8 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 
 from slixmpp.exceptions import IqError, IqTimeout
@@ -77,6 +78,7 @@ class OutboxDrain:
         self._chains: dict[Key, asyncio.Task[None]] = {}  # under way, by key: later items of it wait
         self._taken: set[int] = set()  # outbox ids in a chain, or sent and not marked yet
         self._sent: list[OutboxItem] = []  # the server has them; not marked published yet
+        self._holds = 0  # held(): nothing new is sent while above 0
 
     async def run(self) -> None:
         try:
@@ -98,6 +100,16 @@ class OutboxDrain:
             except Exception:  # noqa: BLE001 - at shutdown the store may be closed already
                 log.debug("could not mark %d sent items at shutdown", len(self._sent))
 
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Send nothing new inside (what is already sent is answered as usual): a reload holds the drain
+        while it narrows who reads our nodes, so that no item goes out to a member being removed."""
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+
     def _step(self) -> None:
         # Mark in groups while the window is full; at once when it is not (light load, or the end of a
         # burst), so that published_at stays close to the publish.
@@ -110,7 +122,7 @@ class OutboxDrain:
 
     def _next_chains(self) -> dict[Key, list[OutboxItem]]:
         """Pending items that may go now, grouped per PubSub item in outbox order."""
-        if not self.xmpp.online.is_set():
+        if not self.xmpp.online.is_set() or self._holds:
             return {}
         now = time.monotonic()
         chains: dict[Key, list[OutboxItem]] = defaultdict(list)
@@ -160,8 +172,8 @@ class OutboxDrain:
             log.info("%s %s on %s on %s", what, item.item_id, item.node, service)
 
     async def _send(self, item: OutboxItem) -> Outcome:
-        if not self.xmpp.online.is_set():
-            return Outcome.RETRY  # not an error: tried again once the connection is back, at once
+        if not self.xmpp.online.is_set() or self._holds:
+            return Outcome.RETRY  # not an error: tried again once the connection is back (or the hold ends)
         outcome = await self._attempt(item)
         if outcome is not Outcome.RETRY:
             self._retry_after.pop(item.id, None)

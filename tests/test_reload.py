@@ -1,0 +1,50 @@
+"""SIGHUP reloads: audiences and the registry are applied live; everything else waits for a restart."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from tests.test_members import base, load  # noqa: F401 - base is a fixture
+from xmppbridge.errors import ConfigError
+from xmppbridge.reload import reloaded
+
+
+def test_reloading_an_unchanged_file_changes_nothing(tmp_path: Path, base: dict) -> None:  # noqa: F811
+    running = load(tmp_path, base)
+    config, restart = reloaded(running, load(tmp_path, base))
+    assert restart == []
+    node = "iodef/need-to-know/other"
+    assert config.node_audience(node) == running.node_audience(node)
+
+
+def test_a_narrower_audience_is_applied_and_the_rest_is_kept(tmp_path: Path, base: dict) -> None:  # noqa: F811
+    running = load(tmp_path, base)
+    changed = copy.deepcopy(base)
+    changed["audiences"]["need-to-know"] = ["c"]
+    changed["component"]["server"] = {"port": 5348}  # needs a restart
+    changed["pubsub"]["reconcile_interval"] = 30
+    config, restart = reloaded(running, load(tmp_path, changed))
+    assert restart == ["server_port", "reconcile_interval"]
+    assert config.server_port == 5347 and config.reconcile_interval == 300
+    assert config.node_audience("iodef/need-to-know/other").bridges == {"bridge.c.test"}
+    assert config.node_audience("iodef/need-to-know/mitigation").bridges == {"bridge.b.test"}
+
+
+def test_the_reconcile_interval_is_a_positive_number_of_seconds(tmp_path: Path, base: dict) -> None:  # noqa: F811
+    assert load(tmp_path, base).reconcile_interval == 300
+    base["pubsub"]["reconcile_interval"] = 0
+    with pytest.raises(ConfigError, match="pubsub.reconcile_interval: must be a positive number of seconds"):
+        load(tmp_path, base)
+
+
+def test_rights_expanded_from_the_audiences_say_they_need_a_restart(tmp_path: Path, base: dict) -> None:  # noqa: F811
+    base["feed"]["users"] = {"b-analyst": {"token_hash": "sha256$" + "0" * 64, "read": ["member:b"]}}
+    running = load(tmp_path, base)
+    changed = copy.deepcopy(base)
+    changed["audiences"]["need-to-know"] = ["c"]
+    config, restart = reloaded(running, load(tmp_path, changed))
+    assert restart == ["feed"]  # b's people on our feed keep b's old rights until the restart
+    assert config.node_audience("iodef/need-to-know/other").bridges == {"bridge.c.test"}
