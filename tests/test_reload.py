@@ -9,6 +9,7 @@ import pytest
 
 from tests.test_members import base, load  # noqa: F401 - base is a fixture
 from xmppbridge.errors import ConfigError
+from xmppbridge.policy.may import Action, Actor
 from xmppbridge.reload import reloaded
 
 
@@ -40,11 +41,28 @@ def test_the_reconcile_interval_is_a_positive_number_of_seconds(tmp_path: Path, 
         load(tmp_path, base)
 
 
-def test_rights_expanded_from_the_audiences_say_they_need_a_restart(tmp_path: Path, base: dict) -> None:  # noqa: F811
+def test_rights_follow_the_audiences_live(tmp_path: Path, base: dict) -> None:  # noqa: F811
     base["feed"]["users"] = {"b-analyst": {"token_hash": "sha256$" + "0" * 64, "read": ["member:b"]}}
+    base["chat"] = {"readers": {"member:b": ["analyst@b.test"]}}
     running = load(tmp_path, base)
     changed = copy.deepcopy(base)
     changed["audiences"]["need-to-know"] = ["c"]
+    del changed["audiences"]["need-to-know/mitigation"]
     config, restart = reloaded(running, load(tmp_path, changed))
-    assert restart == ["feed"]  # b's people on our feed keep b's old rights until the restart
+    assert restart == []
     assert config.node_audience("iodef/need-to-know/other").bridges == {"bridge.c.test"}
+    # b's people on our feed and in chat lose what b's bridge lost, at once.
+    for actor in (Actor.user("b-analyst"), Actor.jid("analyst@b.test")):
+        assert running.policy.may(actor, Action.READ, ("need-to-know", "other"))
+        assert not config.policy.may(actor, Action.READ, ("need-to-know", "other"))
+        assert config.policy.may(actor, Action.READ, ("partner", "other"))
+
+
+def test_new_credentials_need_a_restart_and_a_removed_user_keeps_no_rights(tmp_path: Path, base: dict) -> None:  # noqa: F811, E501
+    base["feed"]["users"] = {"u": {"token_hash": "sha256$" + "0" * 64, "read": ["partner"]}}
+    running = load(tmp_path, base)
+    changed = copy.deepcopy(base)
+    changed["feed"]["users"] = {"v": {"token_hash": "sha256$" + "1" * 64, "read": ["partner"]}}
+    config, restart = reloaded(running, load(tmp_path, changed))
+    assert restart == ["feed"]
+    assert not config.policy.may(Actor.user("u"), Action.READ, ("partner", "other"))

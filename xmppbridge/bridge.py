@@ -18,6 +18,7 @@ from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.feed.throttle import Throttle
 from xmppbridge.feed.tls import server_context
 from xmppbridge.metrics import BridgeMetrics, operator_app
+from xmppbridge.policy.may import LivePolicy
 from xmppbridge.publish import Publisher
 from xmppbridge.reload import reloaded
 from xmppbridge.spool import Spool
@@ -53,9 +54,10 @@ class Bridge:
         ops = config.operators
         self.chat_state = ChatState(str(config.store_path))
         self.rooms = attach_rooms(self.xmpp, ops.rooms) if ops.rooms else None
-        self.chat = attach_chat(self.xmpp, ChatService(ops, config.policy, self.store, self.chat_state,
+        self.policy = LivePolicy(config.policy)  # asked by the feed, chat and ad-hoc; swapped on reload
+        self.chat = attach_chat(self.xmpp, ChatService(ops, self.policy, self.store, self.chat_state,
                                                        FeedUrls(config.feed_base_url)), self.rooms)
-        attach_adhoc(self.xmpp, config.policy, operator_actions(config, self.store, self.chat_state))
+        attach_adhoc(self.xmpp, self.policy, operator_actions(config, self.store, self.chat_state))
         self.approvals = ApprovalDesk(config, self.store, self.xmpp, self.chat.send)
         self.outbox = OutboxDrain(config, self.store, self.xmpp, self.approvals.access_model)
         self.reconciler = Reconciler(config, self.xmpp, self.metrics.count_affiliation_change,
@@ -72,7 +74,7 @@ class Bridge:
         throttle = Throttle(config.feed.throttle)
         self.metrics.watch_logins(throttle.stats)
         metrics = self.metrics if config.operators.metrics else None
-        app = make_app(self.store, config.feed, publisher=publisher, policy=config.policy,
+        app = make_app(self.store, config.feed, publisher=publisher, policy=self.policy,
                        health=self._health, throttle=throttle,
                        metrics=None if metrics is None else metrics.scrape)
         runner = web.AppRunner(app)
@@ -169,6 +171,7 @@ class Bridge:
             # Everything that reads the audiences reads them from these, at each use.
             self.config = self.outbox.config = self.reconciler.config = self.approvals.config = config
             self.publisher.audiences = config.audiences
+            self.policy.current = config.policy
             log.info("reloaded %s: audiences and member registry applied", file)
             if self.xmpp.online.is_set():  # else the round after the next connect applies them
                 await self.reconciler.round("reload")

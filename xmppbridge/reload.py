@@ -1,24 +1,50 @@
 """What a reload (SIGHUP) may change in a running bridge, and what needs a restart.
 
-Only who reads our nodes is swapped in live: the member registry and the audiences. They are read
-afresh wherever they are used (the outbox drain's audience check, the publisher's audience-empty
-refusal, the reconciler), so swapping them takes one assignment each and touches neither the store
-nor the outbox. Everything else (component JID and secret, ports, store path, trust, subscriptions,
-feed, ...) is wired into connections, listeners and loops at start; a reload logs it as needing a
-restart and keeps the running value.
+Who may read what is swapped in live: the member registry and the audiences (who reads our nodes),
+and the rights of feed users, anonymous readers, chat readers and admins (``member:`` grants follow
+the audiences). They are read afresh wherever they are used (the outbox drain's audience check, the
+publisher's audience-empty refusal, the reconciler, the ``LivePolicy`` the feed, chat and ad-hoc
+commands ask), so swapping them touches neither the store nor the outbox. Everything else (component
+JID and secret, ports, store path, trust, subscriptions, feed listener and credentials, ...) is wired
+into connections, listeners and loops at start; a reload logs it as needing a restart and keeps the
+running value. A user added on reload can log in only after a restart; an existing user's rights
+change at once.
 """
 
 from __future__ import annotations
 
 from dataclasses import fields, replace
+from typing import TypeVar
 
 from xmppbridge.config import Config
+from xmppbridge.feed.access import User
+from xmppbridge.policy.rights import Rights
+
+T = TypeVar("T")
 
 LIVE = ("registry", "audiences")
+# Sections of which only the rights are live: section -> its fields that hold rights.
+RIGHTS = {"feed": ("anonymous_restrictions",), "operators": ("readers", "rooms", "admins")}
 
 
 def reloaded(running: Config, loaded: Config) -> tuple[Config, list[str]]:
     """``running`` with ``loaded``'s live settings, and the names of the other settings that differ."""
-    restart = [f.name for f in fields(Config)
-               if f.name not in LIVE and getattr(running, f.name) != getattr(loaded, f.name)]
-    return replace(running, **{name: getattr(loaded, name) for name in LIVE}), restart
+    sections = {name: _rights_of(getattr(running, name), getattr(loaded, name), names)
+                for name, names in RIGHTS.items()}
+    sections["feed"] = replace(sections["feed"], users=_user_rights(running.feed.users, loaded.feed.users))
+    restart = [f.name for f in fields(Config) if f.name not in LIVE
+               and sections.get(f.name, getattr(running, f.name)) != getattr(loaded, f.name)]
+    live = {name: getattr(loaded, name) for name in LIVE}
+    return replace(running, **live, **sections), restart
+
+
+def _rights_of(running: T, loaded: T, names: tuple[str, ...]) -> T:
+    return replace(running, **{name: getattr(loaded, name) for name in names})  # type: ignore[type-var]
+
+
+def _user_rights(running: tuple[User, ...], loaded: tuple[User, ...]) -> tuple[User, ...]:
+    """The running users (their credentials: the authenticator holds them) with their reloaded rights; a
+    user no longer in the file keeps no rights."""
+    rights = {user.name: user for user in loaded}
+    return tuple(replace(user, read=rights[user.name].read, write=rights[user.name].write)
+                 if user.name in rights else replace(user, read=Rights(), write=Rights()) for user in running)

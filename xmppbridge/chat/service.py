@@ -18,7 +18,7 @@ from xmppbridge.chat.settings import OperatorSettings
 from xmppbridge.chat.state import ChatState
 from xmppbridge.chat.summary import one_line, summary
 from xmppbridge.feed.layout import FeedUrls
-from xmppbridge.policy.may import Action, Actor, Policy, category_of
+from xmppbridge.policy.may import Action, Actor, Decides, category_of
 from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS
 from xmppbridge.policy.rights import Rights
 from xmppbridge.store import Store
@@ -39,7 +39,7 @@ class Notice:
 
 
 class ChatService:
-    def __init__(self, settings: OperatorSettings, policy: Policy, store: Store, state: ChatState,
+    def __init__(self, settings: OperatorSettings, policy: Decides, store: Store, state: ChatState,
                  urls: FeedUrls, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings, self.policy, self.store, self.state, self.urls = settings, policy, store, state, urls
         self.limiter = RateLimiter(settings.rate, clock)

@@ -68,7 +68,7 @@ from xmppbridge.feed.layout import (
 from xmppbridge.feed.login import LoginGate
 from xmppbridge.feed.settings import FeedSettings, feed_policy
 from xmppbridge.feed.throttle import Throttle
-from xmppbridge.policy.may import Policy
+from xmppbridge.policy.may import Decides
 from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.publish import Publisher
 from xmppbridge.store import Entry, Store
@@ -85,7 +85,7 @@ _ENTRY = "{entry_id:[0-9]+}"
 
 
 def make_app(store: Store, settings: FeedSettings, *, health: HealthProbe | None = None,
-             publisher: Publisher | None = None, policy: Policy | None = None,
+             publisher: Publisher | None = None, policy: Decides | None = None,
              throttle: Throttle | None = None, metrics: Exposition | None = None) -> web.Application:
     """The feed application. ``health`` is the detailed ``/healthz`` operators see (default: the store's
     counts); ``metrics`` serves ``/metrics`` to operators; ``throttle`` counts failed logins (default: a

@@ -21,7 +21,7 @@ from xmppbridge.feed.access import Principal, User
 from xmppbridge.feed.layout import COLLECTION_BY_RESTRICTION
 from xmppbridge.feed.login import LoginGate
 from xmppbridge.feed.settings import FeedSettings
-from xmppbridge.policy.may import Action, Actor, Policy
+from xmppbridge.policy.may import Action, Actor, Decides
 from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.store import Entry, Store
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 STORE = web.AppKey("store", Store)
 SETTINGS = web.AppKey("settings", FeedSettings)
 GATE = web.AppKey("gate", LoginGate)
-POLICY = web.AppKey("policy", Policy)
+POLICY = web.AppKey("policy", Decides)
 PRINCIPAL = web.RequestKey("principal", Principal)
 
 CHALLENGES = ('Basic realm="xmppbridge", charset="UTF-8"', 'Bearer realm="xmppbridge"')

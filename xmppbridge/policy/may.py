@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Protocol
 
 from xmppbridge.policy.audiences import Audiences
 from xmppbridge.policy.nodes import canonical_purpose
@@ -104,6 +105,28 @@ class Policy:
         if action is Action.OPERATE:
             return actor.kind is Kind.JID and actor.name in self.admins
         return category is not None and self.rights(actor, action).allows(*category)
+
+
+class Decides(Protocol):
+    """What the shells ask: a ``Policy``, or the ``LivePolicy`` a running bridge swaps on reload."""
+
+    def rights(self, actor: Actor, action: Action = Action.READ) -> Rights: ...
+
+    def may(self, actor: Actor, action: Action, category: tuple[str, str] | None = None) -> bool: ...
+
+
+@dataclass
+class LivePolicy:
+    """The policy in force in a running bridge: SIGHUP replaces ``current`` (``Bridge.reload``), and the
+    feed, chat and ad-hoc commands ask it at each request, so changed rights apply without a restart."""
+
+    current: Policy
+
+    def rights(self, actor: Actor, action: Action = Action.READ) -> Rights:
+        return self.current.rights(actor, action)
+
+    def may(self, actor: Actor, action: Action, category: tuple[str, str] | None = None) -> bool:
+        return self.current.may(actor, action, category)
 
 
 def category_of(restriction: str, purpose: str) -> tuple[str, str]:

@@ -22,7 +22,7 @@ from slixmpp.exceptions import XMPPError
 
 from xmppbridge.chat.state import ChatState
 from xmppbridge.config import Config
-from xmppbridge.policy.may import Action, Actor, Policy
+from xmppbridge.policy.may import Action, Actor, Decides
 from xmppbridge.quarantine import held, release
 from xmppbridge.status import format_status, status_report
 from xmppbridge.store import Store
@@ -61,7 +61,7 @@ def operator_actions(config: Config, store: Store, state: ChatState) -> Operator
 
 
 class AdhocCommands:
-    def __init__(self, component: BridgeComponent, policy: Policy, actions: OperatorActions) -> None:
+    def __init__(self, component: BridgeComponent, policy: Decides, actions: OperatorActions) -> None:
         self.component, self.policy, self.actions = component, policy, actions
         component.register_plugin("xep_0050")
         adhoc, me = component.plugin["xep_0050"], component.boundjid.bare
@@ -146,5 +146,5 @@ def _done(session: dict[str, Any], text: str) -> dict[str, Any]:
     return session
 
 
-def attach_adhoc(component: BridgeComponent, policy: Policy, actions: OperatorActions) -> AdhocCommands:
+def attach_adhoc(component: BridgeComponent, policy: Decides, actions: OperatorActions) -> AdhocCommands:
     return AdhocCommands(component, policy, actions)
