@@ -174,6 +174,8 @@ class Bridge:
             self.policy.current = config.policy
             log.info("reloaded %s: audiences and member registry applied", file)
             if self.xmpp.online.is_set():  # else the round after the next connect applies them
+                # Held requests of bridges the new audiences name are let in (their forms come again).
+                await self.approvals.on_session()
                 await self.reconciler.round("reload")
 
     def stop(self) -> None:
