@@ -181,6 +181,9 @@ class BridgeComponent(ComponentXMPP):
 
     def _on_disconnected(self, reason: Any) -> None:
         self.deliver_held()
+        # The server may have restarted and lost nodes: the next publish creates each one again with its
+        # audience's members (or meets "conflict" and sets them), instead of auto-creating it bare.
+        self._known_nodes.clear()
         self.online.clear()
         self.offline.set()
         if self.stopping:
