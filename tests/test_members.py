@@ -295,3 +295,8 @@ def test_config_upgrade_refuses_to_guess_a_bridge(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(data))
     result = upgrade_cli("-c", path)
     assert result.returncode == 2 and "no whitelisted bridge JID of c.test" in result.stderr
+
+
+def test_a_ca_entry_is_checked_even_beside_a_good_certificate(tmp_path: Path, base: dict) -> None:
+    base["members"][1]["ca"] = "c.crt"  # a member's own certificate, not a CA
+    assert "members[1].ca: is not a CA certificate" in error(tmp_path, base)

@@ -148,7 +148,7 @@ def _check_signer(r: ConfigReader, key: str, certificates: tuple[x509.Certificat
         raise r.error(key, "has no certificate (its signing certificate) and no ca (the CA issuing it): "
                            "nothing it signs could be verified")
     now = datetime.datetime.now(datetime.UTC)
-    problems = []
+    problems, usable = [], False
     for certificate in certificates:
         problem = (usage_problem(certificate) or validity_problem(certificate, now))
         strength = key_strength_problem(certificate.public_key())
@@ -157,7 +157,7 @@ def _check_signer(r: ConfigReader, key: str, certificates: tuple[x509.Certificat
         elif problem or strength:
             problems.append(problem.text if problem else str(strength))
         else:
-            return
+            usable = True
     for authority in authorities:
         if not _is_ca(authority):
             raise r.error(f"{key}.ca", "is not a CA certificate (BasicConstraints CA:TRUE); pin a member's "
@@ -165,7 +165,7 @@ def _check_signer(r: ConfigReader, key: str, certificates: tuple[x509.Certificat
         strength = key_strength_problem(authority.public_key())
         if strength:
             raise r.error(f"{key}.ca", strength)
-    if certificates and not authorities:
+    if certificates and not usable and not authorities:
         raise r.error(f"{key}.certificate", "holds no certificate the member could sign with: "
                                             + "; ".join(problems))
 
