@@ -97,7 +97,7 @@ def test_xmpp_errors_point_at_their_usual_cause() -> None:
     timed_out = xmpp_error_fix("remote-server-not-found", "pubsub.b.example",
                                "Server-to-server connection failed: connection timeout")
     assert "firewall" in timed_out and "lua-unbound" not in timed_out
-    assert "whitelist" in xmpp_error_fix("forbidden", "pubsub.b.example")
+    assert "audience" in xmpp_error_fix("forbidden", "pubsub.b.example")
     assert "subscriptions[].service" in xmpp_error_fix("service-unavailable", "pubsub.b.example")
 
 

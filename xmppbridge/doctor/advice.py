@@ -88,8 +88,8 @@ def xmpp_error_fix(condition: str, service: str, text: str = "") -> str:
                 "resolves with libunbound only when lua-unbound is installed (Debian: apt-get install "
                 "lua-unbound), and ignores its `unbound` settings without it")
     if condition in ("forbidden", "not-authorized", "not-allowed", "registration-required"):
-        return (f"ask the operator of {service} to allow our component JID (their pubsub.whitelist, "
-                "or the node's access model)")
+        return (f"ask the operator of {service} to put our component JID in that node's audience (their "
+                "audiences: and members:, or pubsub.whitelist), or to approve our request (members approve)")
     if condition == "item-not-found":
         return f"check the node names in subscriptions[].nodes against what {service} has"
     if condition in ("service-unavailable", "feature-not-implemented"):
