@@ -14,7 +14,8 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # chromium: headless browser test of the feed's HTML views
 # ejabberd: the second XMPP server the bridge supports (mixed-federation tests);
 # profanity + tmux: a real chat client, driven like a person, for the chat tests
-DEBIAN_PACKAGES := prosody lua-dbi-sqlite3 lua-unbound xmlsec1 trang chromium ejabberd profanity tmux
+# postgresql: the private clusters (initdb in a temporary directory) of the PostgreSQL store tests
+DEBIAN_PACKAGES := prosody lua-dbi-sqlite3 lua-unbound xmlsec1 trang chromium ejabberd profanity tmux postgresql
 
 .PHONY: demo test bench lint system-packages clean
 

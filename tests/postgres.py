@@ -1,0 +1,82 @@
+"""A private PostgreSQL cluster for tests: initdb in a temporary directory, as an unprivileged user,
+listening on one loopback port only, stopped and removed afterwards with no process left behind.
+
+Debian's ``postgresql`` package (installed by the Makefile) provides the binaries; nothing of the
+machine's own clusters is used. Run as root (CI), the cluster belongs to the ``postgres`` user the
+package creates, since PostgreSQL refuses to run as root.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+BIN = Path("/usr/lib/postgresql/15/bin")
+USER = "xmppbridge"  # the cluster's superuser; trust authentication, on loopback only
+
+
+@dataclass(frozen=True)
+class Cluster:
+    directory: Path
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{USER}@{self.host}:{self.port}/postgres"
+
+
+def port_for_slot(base: int = 15432) -> int:
+    """A port per XMPPBRIDGE_TEST_SLOT, so that several working copies' tests do not meet."""
+    return base + 10 * int(os.environ.get("XMPPBRIDGE_TEST_SLOT", "0"))
+
+
+def _as_owner(command: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((host, port)) == 0
+
+
+@contextmanager
+def private_cluster(port: int | None = None, host: str = "127.0.0.1") -> Iterator[Cluster]:
+    if not (BIN / "initdb").exists():
+        raise RuntimeError(f"{BIN}/initdb is missing: run `make test`, which installs Debian's postgresql")
+    port = port or port_for_slot()
+    if _port_open(host, port):
+        raise RuntimeError(f"{host}:{port} is taken: another cluster or test run is using it")
+    # Not under pytest's tmp_path: its parents are private to root, and the cluster's owner must reach it.
+    directory = Path(tempfile.mkdtemp(prefix="xmppbridge-pg-"))
+    data = directory / "data"
+    if os.geteuid() == 0:
+        owner = pwd.getpwnam("postgres")
+        os.chown(directory, owner.pw_uid, owner.pw_gid)
+    cluster = Cluster(directory, host, port)
+    try:
+        subprocess.run(_as_owner([str(BIN / "initdb"), "-D", str(data), "-U", USER, "-A", "trust",
+                                  "--no-sync", "-E", "UTF8"]), check=True, capture_output=True, timeout=120)
+        options = f"-c listen_addresses={host} -p {port} -k {directory} -c fsync=off"
+        subprocess.run(_as_owner([str(BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l",
+                                  str(directory / "log"), "-w", "-t", "60", "start"]),
+                       check=True, capture_output=True, timeout=90)
+        yield cluster
+    finally:
+        if (data / "postmaster.pid").exists():
+            subprocess.run(_as_owner([str(BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w",
+                                      "-t", "30", "stop"]), capture_output=True, timeout=60)
+        deadline = time.monotonic() + 10
+        while _port_open(host, port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        shutil.rmtree(directory, ignore_errors=True)
