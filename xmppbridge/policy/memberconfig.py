@@ -34,7 +34,7 @@ from xmppbridge.policy.audiences import Audiences, flat_audiences, parse_audienc
 from xmppbridge.policy.members import EMPTY, Member, Registry
 from xmppbridge.signing.certfiles import certificate_files, load_certificates
 from xmppbridge.signing.keys import fingerprint, key_strength_problem, usage_problem, validity_problem
-from xmppbridge.signing.trust import domain_allowed
+from xmppbridge.signing.trust import domain_allowed, is_ca
 from xmppbridge.signing.trustconfig import domain_list
 
 _KEYS = {"name", "bridge", "pubsub", "domains", "certificate", "ca", "follow", "nodes", "max_items"}
@@ -152,14 +152,14 @@ def _check_signer(r: ConfigReader, key: str, certificates: tuple[x509.Certificat
     for certificate in certificates:
         problem = (usage_problem(certificate) or validity_problem(certificate, now))
         strength = key_strength_problem(certificate.public_key())
-        if _is_ca(certificate):
+        if is_ca(certificate):
             problems.append("is a CA certificate; put it under ca:")
         elif problem or strength:
             problems.append(problem.text if problem else str(strength))
         else:
             usable = True
     for authority in authorities:
-        if not _is_ca(authority):
+        if not is_ca(authority):
             raise r.error(f"{key}.ca", "is not a CA certificate (BasicConstraints CA:TRUE); pin a member's "
                                        "own certificate under certificate:")
         strength = key_strength_problem(authority.public_key())
@@ -168,13 +168,6 @@ def _check_signer(r: ConfigReader, key: str, certificates: tuple[x509.Certificat
     if certificates and not usable and not authorities:
         raise r.error(f"{key}.certificate", "holds no certificate the member could sign with: "
                                             + "; ".join(problems))
-
-
-def _is_ca(certificate: x509.Certificate) -> bool:
-    try:
-        return certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        return False
 
 
 def _check_unique(r: ConfigReader, members: list[Member]) -> None:

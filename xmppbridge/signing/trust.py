@@ -168,7 +168,7 @@ class TrustStore:
         return None
 
     def _issued(self, embedded: Sequence[x509.Certificate], when: datetime.datetime) -> Signer:
-        leaves = [c for c in embedded if not _is_ca(c)]
+        leaves = [c for c in embedded if not is_ca(c)]
         issuers = {authority.subject for authority in self.authorities}
         if not leaves or not any(c.issuer in issuers for c in embedded):
             leaf = leaves[0] if leaves else embedded[0]
@@ -248,7 +248,8 @@ def pinned_by_fingerprint(certificates: Iterable[x509.Certificate],
     return pinned
 
 
-def _is_ca(certificate: x509.Certificate) -> bool:
+def is_ca(certificate: x509.Certificate) -> bool:
+    """A CA certificate (BasicConstraints CA:TRUE, RFC 5280 §4.2.1.9): it may issue, not sign documents."""
     try:
         return certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:

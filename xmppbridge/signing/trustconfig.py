@@ -32,7 +32,14 @@ from cryptography import x509
 from xmppbridge.jids import InvalidJID, service_key
 from xmppbridge.signing.certfiles import certificate_files, load_certificates, load_crl
 from xmppbridge.signing.keys import fingerprint, key_strength_problem
-from xmppbridge.signing.trust import ANY_DOMAIN, SignerRef, SourceRule, TrustStore, pinned_by_fingerprint
+from xmppbridge.signing.trust import (
+    ANY_DOMAIN,
+    SignerRef,
+    SourceRule,
+    TrustStore,
+    is_ca,
+    pinned_by_fingerprint,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -119,11 +126,7 @@ def _authorities(r: ConfigReader) -> tuple[x509.Certificate, ...]:
         for file in certificate_files(path, key):
             for certificate in load_certificates(file, key):
                 subject = certificate.subject.rfc4514_string()
-                try:
-                    is_ca = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-                except x509.ExtensionNotFound:
-                    is_ca = False
-                if not is_ca:
+                if not is_ca(certificate):
                     raise r.error(key, f"{file}: {subject} is not a CA certificate (BasicConstraints "
                                        "CA:TRUE); pin member certificates in trust.anchors instead")
                 problem = key_strength_problem(certificate.public_key())
