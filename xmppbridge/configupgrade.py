@@ -25,6 +25,7 @@ from cryptography import x509
 
 from xmppbridge.config import Config
 from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS, node_name
+from xmppbridge.signing.certfiles import certificate_files, load_certificates
 from xmppbridge.signing.keys import fingerprint
 from xmppbridge.signing.trust import ANY_DOMAIN, domain_allowed
 
@@ -118,7 +119,7 @@ def _own_entry(config: Config, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _san(config: Config) -> list[str]:
-    certificate = x509.load_pem_x509_certificate(config.signing_cert.read_bytes())
+    [certificate, *_] = load_certificates(config.signing_cert, "signing.cert")
     return list(config.trust.bound_domains(certificate))
 
 
@@ -126,10 +127,9 @@ def _anchor_files(config: Config) -> dict[str, Path]:
     """Fingerprint -> the file that pins it (``trust.anchors`` files and directories)."""
     files: dict[str, Path] = {}
     for path in config.trust_anchors:
-        for file in sorted(path.iterdir()) if path.is_dir() else [path]:
-            if file.suffix.lower() in (".pem", ".crt"):
-                for certificate in x509.load_pem_x509_certificates(file.read_bytes()):
-                    files[fingerprint(certificate)] = file
+        for file in certificate_files(path, "trust.anchors"):
+            for certificate in load_certificates(file, "trust.anchors"):
+                files[fingerprint(certificate)] = file
     return files
 
 

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 from slixmpp.jid import JID, InvalidJID
 
-__all__ = ["InvalidJID", "service_key"]
+__all__ = ["InvalidJID", "bare_jid", "service_key"]
 
 
 def service_key(text: str) -> str:
     """The normalised bare JID of ``text`` (RFC 7622: the domain lower-cased, a resource dropped).
     Raises ``InvalidJID`` for text that is not a JID."""
     return JID(text).bare
+
+
+def bare_jid(jid: str) -> str:
+    """``jid`` without its resource, lower-cased: how the policy compares the JIDs of people, rooms and
+    bridges (cheap, for every stanza; ``service_key`` also validates)."""
+    return jid.partition("/")[0].lower()

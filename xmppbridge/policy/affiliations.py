@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from xmppbridge.jids import bare_jid
 from xmppbridge.policy.audiences import Audience
 
 # Affiliations that read a whitelist node (XEP-0060 §4.1, table 4): removing one of these is a change.
@@ -47,7 +48,7 @@ def target_of(audience: Audience, approved: frozenset[str]) -> frozenset[str] | 
     operator approved (RFC 8600 ``authorize``). None for an open node: it has no member list to keep."""
     if audience.open:
         return None
-    return frozenset(_bare(j) for j in audience.bridges | approved)
+    return frozenset(bare_jid(j) for j in audience.bridges | approved)
 
 
 def plan(affiliations: Mapping[str, str], subscriptions: Iterable[NodeSubscription], owner: str,
@@ -55,16 +56,12 @@ def plan(affiliations: Mapping[str, str], subscriptions: Iterable[NodeSubscripti
     """The changes that make a node's readers ``target`` (``target_of``), sorted for stable logs."""
     if target is None:
         return NONE
-    own = _bare(owner)
-    held = {_bare(jid): affiliation for jid, affiliation in affiliations.items()}
+    own = bare_jid(owner)
+    held = {bare_jid(jid): affiliation for jid, affiliation in affiliations.items()}
     add = sorted(j for j in target if j != own and held.get(j) not in READING)
     remove = sorted(j for j, affiliation in held.items()
                     if affiliation in READING and j != own and j not in target)
     cancel = sorted((s for s in subscriptions
-                     if s.state != "none" and _bare(s.jid) != own and _bare(s.jid) not in target),
+                     if s.state != "none" and bare_jid(s.jid) != own and bare_jid(s.jid) not in target),
                     key=lambda s: (s.jid, s.subid or ""))
     return Changes(tuple(add), tuple(remove), tuple(cancel))
-
-
-def _bare(jid: str) -> str:
-    return jid.partition("/")[0].lower()

@@ -23,6 +23,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Protocol
 
+from xmppbridge.jids import bare_jid
 from xmppbridge.policy.audiences import Audiences
 from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.policy.rights import Rights
@@ -133,7 +134,3 @@ def category_of(restriction: str, purpose: str) -> tuple[str, str]:
     """The category an entry or item is filed under: its audience (the narrowest marking inside it) and
     its canonical purpose, the same key the nodes and the feed's collections use."""
     return restriction, canonical_purpose(purpose)
-
-
-def bare_jid(jid: str) -> str:
-    return jid.partition("/")[0].lower()

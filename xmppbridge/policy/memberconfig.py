@@ -178,12 +178,12 @@ def _check_unique(r: ConfigReader, members: list[Member]) -> None:
             if value in seen:
                 raise r.error(f"members[{i}].{field_name}", f"{value} is also members[{seen[value]}]'s")
             seen[value] = i
-    claims: list[tuple[str, int]] = []
+    claims: list[tuple[str, int]] = []  # the domains of the members before members[i]
     for i, member in enumerate(members):
         for domain in member.domains:
             for other, j in claims:
-                if j != i and (domain_allowed(domain, [other]) or domain_allowed(other, [domain])):
+                if domain_allowed(domain, [other]) or domain_allowed(other, [domain]):
                     raise r.error(f"members[{i}].domains", f"{domain} is claimed by members[{j}] "
                                   f"({members[j].name}) too, as {other}: one IncidentID domain, one member")
-            claims.extend((d, i) for d in member.domains)
+        claims.extend((d, i) for d in member.domains)
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
+from xmppbridge.jids import bare_jid
+
 
 @dataclass(frozen=True)
 class Member:
@@ -41,7 +43,7 @@ class Registry:
         return next((m for m in self.members if m.name == name), None)
 
     def by_bridge(self, jid: str) -> Member | None:
-        bare = jid.partition("/")[0].lower()
+        bare = bare_jid(jid)
         return next((m for m in self.members if m.bridge == bare), None)
 
     def by_service(self, service: str) -> Member | None:
