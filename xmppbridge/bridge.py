@@ -44,7 +44,7 @@ class Bridge:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.store = Store(config.store_path)
+        self.store = Store(config.store_target)
         self.store.forget_peers_except(sorted({s.service for s in config.subscriptions}))
         self.mirror = Mirror(config, self.store, config.trust)  # loaded and checked by load_config
         self.metrics = BridgeMetrics(str(config.store_path), connected=lambda: self.xmpp.online.is_set())

@@ -309,7 +309,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from xmppbridge.store import Store
 
     config = load_config(args.config)
-    store = Store(config.store_path)
+    store = Store(config.store_target)
     publisher = Publisher.for_config(store, config)
     exit_code = EXIT_OK
     # A progress bar on a terminal when there are several files (tqdm hides itself elsewhere, e.g. in
@@ -335,7 +335,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
             for each in accepted:
                 outcome = publisher.wait(each.outbox_id, args.timeout)
                 if outcome is None:
-                    tqdm.write(f"{file}: queued in the outbox of {config.store_path} but not published "
+                    tqdm.write(f"{file}: queued in the outbox of {config.store_target} but not published "
                                f"within {args.timeout:.0f} s; is the bridge running (xmppbridge run -c "
                                f"{config.file})? It will publish it when it runs.", file=sys.stderr)
                     exit_code = EXIT_INVALID
@@ -362,7 +362,7 @@ def _quarantine_list_arguments(sub: argparse.ArgumentParser, *, config: bool = T
 def _open_store(args: argparse.Namespace) -> Store:
     from xmppbridge.store import Store
 
-    return Store(load_config(args.config).store_path)
+    return Store(load_config(args.config).store_target)
 
 
 def cmd_quarantine_list(args: argparse.Namespace) -> int:
@@ -408,7 +408,7 @@ def cmd_quarantine_release(args: argparse.Namespace) -> int:
         print("error: give item IDs, --all or --reason REASON", file=sys.stderr)
         return EXIT_ERROR
     config = load_config(args.config)
-    with Store(config.store_path) as store:
+    with Store(config.store_target) as store:
         if args.ids:
             records = [store.reject(i) for i in args.ids]
             missing = [i for i, r in zip(args.ids, records, strict=True) if r is None]
@@ -459,7 +459,7 @@ def cmd_members_list(args: argparse.Namespace) -> int:
     from xmppbridge.store import Store
 
     config = load_config(args.config)
-    with Store(config.store_path) as store:
+    with Store(config.store_target) as store:
         print("\n".join(list_lines(config, store)))
     return EXIT_OK
 
@@ -478,7 +478,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from xmppbridge.store import Store
 
     config = load_config(args.config)
-    with Store(config.store_path) as store:
+    with Store(config.store_target) as store:
         report = status_report(config, store)
     print(json.dumps(report) if args.json else format_status(report))
     return EXIT_OK

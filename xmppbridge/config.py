@@ -57,7 +57,7 @@ class Config:
     signing_domains: tuple[str, ...]
     trust_anchors: tuple[Path, ...]
     subscriptions: tuple[Subscription, ...]
-    store_path: Path
+    store_path: Path  # store.path: the SQLite file (the embedded default)
     feed: FeedSettings  # the HTTP feed: listen address, base URL, users, TLS (see feed.settings)
     max_document_bytes: int = DEFAULT_MAX_BYTES
     schema_mode: str = "strict"
@@ -73,6 +73,14 @@ class Config:
     # pubsub.approval: "auto" creates non-public nodes with the authorize access model where our service
     # offers it (xmpp.approvals), "off" keeps them whitelist.
     approval: str = "auto"
+    # store.url: a PostgreSQL database (postgresql://user@host:port/db) instead of the SQLite file, for
+    # several processes and machines over one store (issue 16; store.pg)
+    store_url: str | None = None
+
+    @property
+    def store_target(self) -> str:
+        """What ``Store`` opens: the PostgreSQL URL, or else the SQLite path."""
+        return self.store_url if self.store_url is not None else str(self.store_path)
 
     @property
     def feed_listen_host(self) -> str:
@@ -204,6 +212,7 @@ def load_config(file: str | Path) -> Config:
         trust_anchors=trust,
         subscriptions=tuple(subscriptions),
         store_path=r.path("store.path", r.get("store.path", "xmppbridge.sqlite"), must_exist=False),
+        store_url=_store_url(r),
         feed=feed,
         max_document_bytes=max_bytes,
         schema_mode=schema_mode,
@@ -218,6 +227,18 @@ def load_config(file: str | Path) -> Config:
         audiences=audiences,
         approval=approval,
     )
+
+
+def _store_url(r: ConfigReader) -> str | None:
+    url = r.get("store.url", None)
+    if url is None:
+        return None
+    if r.get("store.path", None) is not None:
+        raise r.error("store.url", "give store.path (SQLite) or store.url (PostgreSQL), not both")
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise r.error("store.url", "must be a PostgreSQL URL such as postgresql://xmppbridge@db.a.test:5432/"
+                                   "xmppbridge (use store.path for an SQLite file)")
+    return url
 
 
 def _own_certificate(path: Path) -> x509.Certificate | None:

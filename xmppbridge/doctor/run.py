@@ -26,7 +26,7 @@ async def _xmpp_part(config: Config, timeout: float) -> tuple[list[Check], bool]
     """The XMPP checks and whether the bridge is running. A bridge that says it is online in its store
     is asked first, so that the doctor does not connect as the bridge's JID beside it."""
     if _says_online(config):
-        with Store(config.store_path) as store:
+        with Store(config.store_target) as store:
             answer = await ask_bridge(store, config, timeout)
         if answer is not None:
             return answer, True
@@ -38,13 +38,13 @@ async def _xmpp_part(config: Config, timeout: float) -> tuple[list[Check], bool]
     if outcome != CONFLICT:
         return [connection_check(outcome, detail, jid=config.jid, address=address, timeout=timeout)], False
     # The server holds a connection for our JID: a bridge started (or its store is elsewhere).
-    with Store(config.store_path) as store:
+    with Store(config.store_target) as store:
         answer = await ask_bridge(store, config, timeout)
     if answer is not None:
         return answer, True
     return [Check("component connection", "FAIL",
                   f"{config.jid} is connected already (the server at {address} refused a second connection: "
-                  f"conflict), but no bridge using {config.store_path} answered within "
+                  f"conflict), but no bridge using {config.store_target} answered within "
                   f"{budget(config, timeout):.0f} s",
                   "is another bridge process connected with this JID? (only one may be), or is the running "
                   "bridge older than `doctor`?")], True
@@ -53,6 +53,6 @@ async def _xmpp_part(config: Config, timeout: float) -> tuple[list[Check], bool]
 def _says_online(config: Config) -> bool:
     if not config.store_path.exists():
         return False
-    with Store(config.store_path) as store:
+    with Store(config.store_target) as store:
         value, _ = store.state().get("connection", ("", None))
     return value == "online"
