@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,13 +9,43 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.integration import loopback_consortium, running
+from tests.postgres import Cluster, private_cluster
 from xmppbridge.demo.consortium import Consortium
+from xmppbridge.store import Store
 
 if TYPE_CHECKING:
     from tests.test_feed_support import AtomSchemas
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "config" / "samples"
+STORE_TEMPLATE = "store_template"
+_databases = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """One private PostgreSQL cluster for the whole run (tests/postgres.py), with a template database
+    holding the store's schema, so that each test's database is a quick copy."""
+    with private_cluster() as cluster:
+        Store(cluster.create_database(STORE_TEMPLATE)).close()  # migrated from version 1, as on any start
+        yield cluster
+
+
+@pytest.fixture
+def pg_store_url(pg_cluster: Cluster) -> Iterator[str]:
+    """A PostgreSQL store of its own for one test: an empty database with the current schema."""
+    name = f"store_{next(_databases)}"
+    yield pg_cluster.create_database(name, template=STORE_TEMPLATE)
+    pg_cluster.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a contract test's store lives: an SQLite file, or a PostgreSQL database. Every test taking it
+    runs on both backends."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.sqlite")
+    return request.getfixturevalue("pg_store_url")
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,24 @@ class Cluster:
 
     @property
     def url(self) -> str:
-        return f"postgresql://{USER}@{self.host}:{self.port}/postgres"
+        return self.database_url("postgres")
+
+    def database_url(self, name: str) -> str:
+        return f"postgresql://{USER}@{self.host}:{self.port}/{name}"
+
+    def create_database(self, name: str, *, template: str | None = None) -> str:
+        """A new database (a copy of ``template`` when given, which nobody may be connected to); its URL."""
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        return self.database_url(name)
+
+    def drop_database(self, name: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def port_for_slot(base: int = 15432) -> int:

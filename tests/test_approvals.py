@@ -66,8 +66,8 @@ def test_the_answer_submits_the_form_with_allow() -> None:
     assert form_fields(allowed[0])["pubsub#allow"] == "true"
 
 
-def test_store_records_requests_and_decisions(tmp_path: Path) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
+def test_store_records_requests_and_decisions(store_target: str) -> None:
+    with Store(store_target) as store:
         first = store.approval_requested(NODE, "bridge.s.test")
         again = store.approval_requested(NODE, "bridge.s.test", "sub-1")
         assert (first.state, first.requests, again.requests, again.subid) == (PENDING, 1, 2, "sub-1")
@@ -91,8 +91,8 @@ def test_store_records_requests_and_decisions(tmp_path: Path) -> None:
             store.decide_approval(NODE, "bridge.d.test", PENDING, "me")
 
 
-def test_a_pending_request_can_be_withdrawn_a_decided_one_stays(tmp_path: Path) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
+def test_a_pending_request_can_be_withdrawn_a_decided_one_stays(store_target: str) -> None:
+    with Store(store_target) as store:
         store.approval_requested(NODE, "bridge.s.test")
         store.approval_requested(NODE, "bridge.d.test")
         store.decide_approval(NODE, "bridge.d.test", DENIED, "a")
@@ -102,18 +102,18 @@ def test_a_pending_request_can_be_withdrawn_a_decided_one_stays(tmp_path: Path) 
         assert [(a.jid, a.state) for a in store.approvals()] == [("bridge.d.test", DENIED)]
 
 
-def test_a_decision_made_while_one_is_sent_stays_unsent(tmp_path: Path) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
+def test_a_decision_made_while_one_is_sent_stays_unsent(store_target: str) -> None:
+    with Store(store_target) as store:
         store.approval_requested(NODE, "bridge.s.test")
         first = store.decide_approval(NODE, "bridge.s.test", APPROVED, "a")
         assert first is not None
-        store.conn.execute("UPDATE approvals SET decided_at = '2099-01-01T00:00:00.000000Z'")  # a newer one
+        store.sql("UPDATE approvals SET decided_at = '2099-01-01T00:00:00.000000Z'")  # a newer one
         store.approval_sent(first)
         assert [a.jid for a in store.undelivered_decisions()] == ["bridge.s.test"]
 
 
-def test_cli_decision_without_a_running_bridge_is_recorded(tmp_path: Path) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
+def test_cli_decision_without_a_running_bridge_is_recorded(store_target: str) -> None:
+    with Store(store_target) as store:
         assert pending_lines(store) == ["no subscription requests pending"]
         ok, message = decide(store, NODE, "bridge.s.test", True, timeout=0)
         assert not ok and "no subscription request from bridge.s.test" in message
@@ -135,9 +135,9 @@ def test_config_switch(tmp_path: Path, base: dict) -> None:  # noqa: F811 - the 
         load_config(write(tmp_path, base))
 
 
-def test_members_list_shows_registry_and_decisions(tmp_path: Path, base: dict) -> None:  # noqa: F811
+def test_members_list_shows_registry_and_decisions(tmp_path: Path, store_target: str, base: dict) -> None:  # noqa: F811
     config = load_config(write(tmp_path, base))
-    with Store(tmp_path / "s.sqlite") as store:
+    with Store(store_target) as store:
         store.approval_requested(NODE, "bridge.d.test")
         store.decide_approval(NODE, "bridge.d.test", DENIED, "cli:me")
         lines = list_lines(config, store)
@@ -159,7 +159,7 @@ def test_a_version_6_store_gets_the_approvals_table(tmp_path: Path) -> None:
     assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'approvals'").fetchone()[0] == 0
     conn.close()
     with Store(path) as store:
-        assert store.conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 7
+        assert store.conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
         assert store.approvals() == []
         store.approval_requested(NODE, "bridge.s.test")
         assert [a.state for a in store.approvals()] == [PENDING]

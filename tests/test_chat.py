@@ -14,7 +14,6 @@ from xmppbridge.chat.commands import CommandError, parse
 from xmppbridge.chat.ratelimit import RateLimiter
 from xmppbridge.chat.service import SUMMARIES_PER_ROUND, ChatService, describe
 from xmppbridge.chat.settings import OperatorSettings, RateLimit, chat_policy, operator_settings
-from xmppbridge.chat.state import ChatState
 from xmppbridge.chat.summary import indicators, summary
 from xmppbridge.configfile import ConfigReader
 from xmppbridge.errors import ConfigError
@@ -23,6 +22,7 @@ from xmppbridge.iodef.model import Incident
 from xmppbridge.policy.may import Actor
 from xmppbridge.policy.rights import Rights
 from xmppbridge.store import Store
+from xmppbridge.store.chatstate import ChatState
 from xmppbridge.store.entries import Entry
 
 ANALYST, STRANGER, PARTNER = "analyst@b.test", "guest@b.test", "peer@c.test"
@@ -63,16 +63,14 @@ def service(settings: OperatorSettings, store: Store, state: ChatState, urls: Fe
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "s.sqlite") as store:
+def store(store_target: str) -> Iterator[Store]:
+    with Store(store_target) as store:
         yield store
 
 
 @pytest.fixture
-def state(store: Store) -> Iterator[ChatState]:
-    state = ChatState(store.path)
-    yield state
-    state.close()
+def state(store: Store) -> ChatState:
+    return store.chat
 
 
 @pytest.fixture
@@ -136,9 +134,8 @@ def test_subscriptions_persist_and_are_limited_to_rights(store: Store, state: Ch
     assert reply.startswith("Subscribed to public, partner (not need-to-know, private, default, which you")
     assert chat.handle(ANALYST, "subscribe need-to-know/mitigation").startswith(
         "Subscribed to need-to-know/mitigation.")
-    again = ChatState(store.path)  # a restart
-    assert again.subscriptions(ANALYST) == {("need-to-know", "mitigation")}
-    again.close()
+    with Store(store.path) as again:  # a restart
+        assert again.chat.subscriptions(ANALYST) == {("need-to-know", "mitigation")}
     assert chat.handle(ANALYST, "subscriptions") == "Subscribed to: need-to-know/mitigation."
     assert chat.handle(ANALYST, "unsubscribe all") == (
         "Unsubscribed from 1 category. Still subscribed to: nothing.")
@@ -169,8 +166,9 @@ def test_cursor_survives_restart(store: Store, state: ChatState) -> None:
     urls = FeedUrls("http://feed.test/")
     service(settings(), store, state, urls).changes()
     add(store, "PUB-1")
-    later = service(settings(), store, ChatState(store.path), urls)
-    assert [e.incident.id for e, _ in later.changes()] == ["PUB-1"]
+    with Store(store.path) as restarted:
+        later = service(settings(), restarted, restarted.chat, urls)
+        assert [e.incident.id for e, _ in later.changes()] == ["PUB-1"]
 
 
 def test_a_burst_is_summarised_per_recipient(chat: ChatService, store: Store) -> None:

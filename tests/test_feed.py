@@ -52,8 +52,8 @@ class Filled:
 
 
 @pytest.fixture
-def filled(tmp_path: Path) -> Store:
-    with Store(tmp_path / "feed.sqlite") as store:
+def filled(store_target: str) -> Store:
+    with Store(store_target) as store:
         ids: dict[str, list[int]] = {r: [] for r in RESTRICTIONS}
         n = 0
         for restriction in RESTRICTIONS:

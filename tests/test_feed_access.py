@@ -220,8 +220,8 @@ def test_tls_makes_https_the_default(tmp_path: Path, base: dict) -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    with Store(tmp_path / "access.sqlite") as opened:
+def store(store_target: str) -> Store:
+    with Store(store_target) as opened:
         yield opened
 
 

@@ -57,13 +57,12 @@ async def door(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     with Store(tmp_path / "s.sqlite") as store:
         clock = Clock()
         throttle = Throttle(BACKOFF, clock=clock)
-        metrics = BridgeMetrics(str(store.path))
+        metrics = BridgeMetrics(store)
         metrics.watch_logins(throttle.stats)
         app = make_app(store, settings(users=(READER, OPERATOR, TOOL)), throttle=throttle,
                        metrics=metrics.scrape, health=lambda: {**store_health(store), "ready": True})
         async with TestClient(TestServer(app)) as client:
             yield Door(client, clock, throttle, metrics, hashed)
-        metrics.close()
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -189,7 +188,7 @@ async def test_an_operator_user_gets_metrics_and_the_detailed_health(door: Door)
 
 async def test_the_operator_listener_serves_both_without_login(tmp_path: Path) -> None:
     with Store(tmp_path / "s.sqlite") as store:
-        metrics = BridgeMetrics(str(store.path))
+        metrics = BridgeMetrics(store)
         metrics.watch_logins(Throttle().stats)
         probe: Callable[[], dict[str, object]] = lambda: {**store_health(store), "ready": False}  # noqa: E731
         async with TestClient(TestServer(operator_app(metrics, probe))) as client:
@@ -198,7 +197,6 @@ async def test_the_operator_listener_serves_both_without_login(tmp_path: Path) -
         async with TestClient(TestServer(operator_app(None, probe))) as client:  # metrics.enabled: false
             assert (await client.get("/metrics")).status == 404
             assert (await client.get("/healthz")).status == 200
-        metrics.close()
     assert found[("xmppbridge_auth_failures_total", (("reason", "password"),))] == 0
     assert health == {"status": "ok", "entries": 0, "rejects": 0, "ready": False}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import feedparser
@@ -60,8 +59,8 @@ DOCUMENTS = {
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[TestClient]:
-    with Store(tmp_path / "search.sqlite") as store:
+async def client(store_target: str) -> AsyncIterator[TestClient]:
+    with Store(store_target) as store:
         for xml in DOCUMENTS.values():
             store_document(store, xml)
         client = await client_for(store)

@@ -31,7 +31,7 @@ async def test_metrics_endpoint_reports_the_store(tmp_path: Path) -> None:
     store.set_state("connection", "online")
     store.record_peer("pubsub.b.test", classify("remote-server-not-found", "unable to resolve service"))
     store.record_peer("pubsub.c.test", OK)
-    metrics = BridgeMetrics(store.path)
+    metrics = BridgeMetrics(store)
     queued = store.enqueue(node="iodef/public/reporting", item_id="L-1", payload=b"<x/>",
                            incident=entry.incident, version="2.0", source="test")
     store.enqueue(node="iodef/public/reporting", item_id="L-2", payload=b"<y/>", incident=entry.incident,
@@ -51,7 +51,6 @@ async def test_metrics_endpoint_reports_the_store(tmp_path: Path) -> None:
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/plain; version=")
         found = samples(await response.text())
-    metrics.close()
     store.close()
 
     assert found[("xmppbridge_received_total", ())] == 2
@@ -75,7 +74,7 @@ async def test_metrics_endpoint_reports_the_store(tmp_path: Path) -> None:
 
 def test_affiliation_changes_are_counted_per_change_from_zero(tmp_path: Path) -> None:
     with Store(tmp_path / "s.sqlite") as store:
-        metrics = BridgeMetrics(store.path)
+        metrics = BridgeMetrics(store)
         name = "xmppbridge_affiliation_changes_total"
         before = samples(metrics.exposition().decode())
         assert {labels[0][1]: v for (n, labels), v in before.items() if n == name} == {
@@ -83,4 +82,3 @@ def test_affiliation_changes_are_counted_per_change_from_zero(tmp_path: Path) ->
         metrics.count_affiliation_change("removed")
         metrics.count_affiliation_change("removed")
         assert samples(metrics.exposition().decode())[name, (("change", "removed"),)] == 2
-        metrics.close()

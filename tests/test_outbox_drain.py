@@ -10,7 +10,6 @@ import asyncio
 import random
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -64,8 +63,8 @@ class ScriptedServer:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    with Store(tmp_path / "drain.sqlite") as store:
+async def store(store_target: str) -> AsyncIterator[Store]:
+    with Store(store_target) as store:
         yield store
 
 

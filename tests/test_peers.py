@@ -58,17 +58,17 @@ def test_must_write_on_a_change_and_otherwise_at_most_every_interval() -> None:
     assert must_write(OK, classify("forbidden"), 1.0, 30.0)  # reachable, but a new refusal
 
 
-def test_degraded_when_any_peer_is_unreachable(tmp_path: Path) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
+def test_degraded_when_any_peer_is_unreachable(store_target: str) -> None:
+    with Store(store_target) as store:
         store.record_peer("pubsub.a.test", OK)
         assert not degraded(store.peers())
         store.record_peer(PEER, classify("remote-server-timeout"))
         assert degraded(store.peers())
 
 
-def test_the_row_keeps_since_across_the_same_state_and_the_last_error_after_recovery(tmp_path: Path) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
-        conn = store.conn
+def test_the_row_keeps_since_across_the_same_state_and_the_last_error_after_recovery(
+        store_target: str) -> None:
+    with Store(store_target) as store, store.transaction() as conn:
         peer_rows.record(conn, PEER, OK, T0)
         peer_rows.record(conn, PEER, OK, T0 + timedelta(seconds=30))
         [row] = peer_rows.peers(conn)
@@ -91,10 +91,10 @@ def test_the_row_keeps_since_across_the_same_state_and_the_last_error_after_reco
         assert (row.condition, row.error_at) == ("remote-server-timeout", failed_at + timedelta(seconds=5))
 
 
-def test_status_lists_every_subscribed_service_with_its_health(tmp_path: Path) -> None:
+def test_status_lists_every_subscribed_service_with_its_health(store_target: str) -> None:
     config = SimpleNamespace(subscriptions=[SimpleNamespace(service="pubsub.a.test"),
                                             SimpleNamespace(service=PEER)])
-    with Store(tmp_path / "s.sqlite") as store:
+    with Store(store_target) as store:
         store.record_peer(PEER, classify("remote-server-not-found", "unable to resolve service"))
         report = peer_report(config, store)  # type: ignore[arg-type]
         text = format_status({"jid": "bridge.a.test", "connection": "online", "connection_since": None,
@@ -112,10 +112,10 @@ def test_status_lists_every_subscribed_service_with_its_health(tmp_path: Path) -
 
 
 def test_peer_notes_write_changes_at_once_and_the_rest_rate_limited(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        store_target: str, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [1000.0]
     monkeypatch.setattr(peer_notes.time, "monotonic", lambda: clock[0])
-    with Store(tmp_path / "s.sqlite") as store:
+    with Store(store_target) as store:
         notes = PeerNotes(store)
         notes.answered(PEER)
         first = store.peers()[0].checked_at
@@ -132,8 +132,8 @@ def test_peer_notes_write_changes_at_once_and_the_rest_rate_limited(
         assert store.peers()[0].checked_at > row.checked_at  # the same failure, after the interval
 
 
-async def test_the_periodic_check_skips_quarantined_items_and_counts_them_seen(tmp_path: Path) -> None:
-    with Store(tmp_path / "m.sqlite") as store:
+async def test_the_periodic_check_skips_quarantined_items_and_counts_them_seen(store_target: str) -> None:
+    with Store(store_target) as store:
         mirror = Mirror(SimpleNamespace(), store, None)  # type: ignore[arg-type]
         store.add_reject(source="xmpp", service=PEER, node=NODE, item_id="refused", reason="unknown-signer",
                          message="m", raw=b"<x/>")
@@ -162,8 +162,8 @@ def test_a_version_5_store_gets_the_peers_table(tmp_path: Path) -> None:
         assert [p.service for p in store.peers()] == [PEER]
 
 
-def test_peers_no_longer_subscribed_to_are_forgotten(tmp_path: Path) -> None:
-    with Store(tmp_path / "s.sqlite") as store:
+def test_peers_no_longer_subscribed_to_are_forgotten(store_target: str) -> None:
+    with Store(store_target) as store:
         store.record_peer("pubsub.a.test", OK)
         store.record_peer(PEER, OK)
         store.forget_peers_except([PEER])

@@ -7,7 +7,7 @@ import subprocess
 
 import psycopg
 
-from tests.postgres import _port_open, private_cluster
+from tests.postgres import _port_open, port_for_slot, private_cluster
 
 
 def postmasters(directory: str) -> list[str]:
@@ -16,7 +16,7 @@ def postmasters(directory: str) -> list[str]:
 
 
 def test_a_private_cluster_starts_answers_and_leaves_nothing_behind() -> None:
-    with private_cluster() as cluster:
+    with private_cluster(port_for_slot() + 1) as cluster:  # beside the run's own (conftest.pg_cluster)
         assert postmasters(str(cluster.directory))
         with psycopg.connect(cluster.url, autocommit=True) as conn:
             owner = conn.execute("SELECT current_user, inet_server_addr()::text").fetchone()

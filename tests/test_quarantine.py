@@ -38,8 +38,8 @@ def by(identity: SigningIdentity, incident_id: str, *, name: str = "csirt.b.test
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "q.sqlite") as store:
+def store(store_target: str) -> Iterator[Store]:
+    with Store(store_target) as store:
         yield store
 
 

@@ -56,12 +56,19 @@ def upsert(
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
+def db_path(store_target: str) -> str:
+    """The store's file or URL: every test here runs on SQLite and on PostgreSQL (conftest)."""
+    return store_target
+
+
+@pytest.fixture
+def sqlite_path(tmp_path: Path) -> Path:
+    """For what only SQLite has: pragmas, file locking."""
     return tmp_path / "store.sqlite"
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
+def store(db_path: str) -> Iterator[Store]:
     with Store(db_path) as s:
         yield s
 
@@ -69,13 +76,16 @@ def store(db_path: Path) -> Iterator[Store]:
 # -- schema and connection -----------------------------------------------------------------------------
 
 
-def test_open_sets_wal_busy_timeout_and_schema_version(store: Store, db_path: Path) -> None:
+def test_open_sets_wal_busy_timeout_and_schema_version(sqlite_path: Path) -> None:
+    store = Store(sqlite_path)
+    db_path = sqlite_path
     assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.conn.execute("PRAGMA busy_timeout").fetchone()[0] == BUSY_TIMEOUT_MS
     assert store.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1  # on once the schema is upgraded
     assert [tuple(r) for r in store.conn.execute("SELECT version FROM schema_version")] == [(SCHEMA_VERSION,)]
     Store(db_path).close()  # reopening does not add a second version row
     assert store.conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 1
+    store.close()
 
 
 def test_every_incident_field_round_trips() -> None:
@@ -142,7 +152,7 @@ def test_naive_and_offset_times_are_stored_as_utc(store: Store) -> None:
 # -- entries -------------------------------------------------------------------------------------------
 
 
-def test_entries_survive_reopen(db_path: Path) -> None:
+def test_entries_survive_reopen(db_path: str) -> None:
     with Store(db_path) as s:
         upsert(s, 1)
         s.add_reject(
@@ -271,8 +281,10 @@ def test_upsert_rejects_unknown_origin(store: Store) -> None:
 
 
 def test_indexes_exist(store: Store) -> None:
-    names = {row[0] for row in store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert {"entries_restriction_updated", "entries_updated"} <= names
+    listing = ("SELECT name FROM sqlite_master WHERE type = 'index'" if store.backend == "sqlite" else
+               "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")
+    names = {row[0] for row in store.sql(listing)}
+    assert {"entries_restriction_updated", "entries_updated", "entries_access", "changes_current"} <= names
 
 
 # -- outbox --------------------------------------------------------------------------------------------
@@ -351,7 +363,8 @@ def test_mark_published_is_atomic(store: Store, monkeypatch: pytest.MonkeyPatch)
 # -- concurrency ---------------------------------------------------------------------------------------
 
 
-def test_second_connection_waits_for_the_write_lock(db_path: Path) -> None:
+def test_second_connection_waits_for_the_write_lock(sqlite_path: Path) -> None:
+    db_path = sqlite_path
     """A writer blocked by another connection's open transaction waits (busy_timeout) instead of failing."""
     with Store(db_path) as ours, Store(db_path) as theirs, Store(db_path) as reader:
         theirs.conn.execute("BEGIN IMMEDIATE")
@@ -386,7 +399,7 @@ for i in range(count):
 """
 
 
-def test_concurrent_processes_and_long_lived_connection(db_path: Path) -> None:
+def test_concurrent_processes_and_long_lived_connection(db_path: str) -> None:
     n = 40
     with Store(db_path) as ours:
         procs = [
@@ -435,7 +448,7 @@ def test_rejects_keep_raw_bytes_newest_first(store: Store) -> None:
     assert [r.id for r in store.rejects(limit=1)] == [second]
 
 
-def test_closed_store_refuses_use(db_path: Path) -> None:
+def test_closed_store_refuses_use(db_path: str) -> None:
     store = Store(db_path)
     store.close()
     store.close()

@@ -16,6 +16,7 @@ from xmppbridge.store.db import _SCHEMA, SCHEMA_VERSION
 from xmppbridge.store.incidents import TIME_FIELDS
 from xmppbridge.store.search import SearchQuery, TimeRange
 from xmppbridge.store.searchindex import description_text
+from xmppbridge.store.sql import SQLITE, SqliteConnection
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 ALL: dict[str, None] = {r: None for r in ("public", "partner", "need-to-know", "private", "default")}
@@ -48,8 +49,14 @@ def entry_id(store: Store, n: int, restriction: str = "public") -> int:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
+def sqlite_store(tmp_path: Path) -> Store:
     with Store(tmp_path / "s.sqlite") as opened:
+        yield opened
+
+
+@pytest.fixture
+def store(store_target: str) -> Store:
+    with Store(store_target) as opened:
         yield opened
 
 
@@ -185,7 +192,7 @@ def test_an_updated_entry_is_found_by_what_it_says_now(store: Store) -> None:
     assert ids(text="ransomware") == ["INC-2"]
     assert ids(text="phishing") == ["INC-1"]
     assert (ids(alternative_id="ALT-OLD"), ids(alternative_id="ALT-NEW")) == ([], ["INC-1"])
-    current = store.conn.execute("SELECT entry_id, revision FROM changes WHERE current = 1 ORDER BY seq")
+    current = store.sql("SELECT entry_id, revision FROM changes WHERE current = 1 ORDER BY seq")
     assert [tuple(row) for row in current] == [(entry_id(store, 2), 1), (entry_id(store, 1), 2)]
 
 
@@ -194,8 +201,9 @@ def test_time_range_field_is_checked() -> None:
         TimeRange("updated_at")
 
 
-def test_queries_use_indexes(store: Store) -> None:
+def test_queries_use_indexes(sqlite_store: Store) -> None:
     """Issue 7 benchmarks a million entries: every feed and search query must be answered by an index."""
+    store = sqlite_store  # query plans are SQLite's
     plans = {
         "current page": "SELECT * FROM changes AS c WHERE c.collection = 'public' AND c.current = 1"
                         " AND c.seq < 10 ORDER BY c.seq DESC LIMIT 50",
@@ -211,9 +219,14 @@ def test_queries_use_indexes(store: Store) -> None:
 # -- migration from older schema versions -------------------------------------------------------------
 
 
+# What schema version 8 adds: chat's tables (with their primary keys' indexes), the quarantine's digest.
+INDEXES_OF_8 = {"chat_subscriptions_category", "sqlite_autoindex_chat_cursor_1",
+                "sqlite_autoindex_chat_paused_1", "rejects_digest"}
+
+
 def old_store(path: Path, version: int) -> sqlite3.Connection:
     """A new file as an xmppbridge of schema ``version`` made it; the caller closes it."""
-    conn = sqlite3.connect(path, isolation_level=None)
+    conn = sqlite3.connect(path, isolation_level=None, factory=SqliteConnection)
     conn.row_factory = sqlite3.Row
     for statement in _SCHEMA:
         conn.execute(statement)
@@ -238,8 +251,8 @@ def put_before_5(conn: sqlite3.Connection, n: int, xml: bytes, restriction: str 
                    "signer_subject": "CN=a", "signer_fingerprint": "00", "received_at": stamp,
                    "published_at": db.to_text(inc.published_time)}
         marks = ", ".join(f":{name}" for name in fields)
-        entry_id = db.inserted_id(conn.execute(f"INSERT INTO entries ({', '.join(fields)}) VALUES ({marks})",
-                                               fields))
+        entry_id = db.inserted_id(conn.execute(
+            f"INSERT INTO entries ({', '.join(fields)}) VALUES ({marks}) RETURNING id", fields))
         revision = 1
     else:
         entry_id, revision = old["id"], old["revision"] + 1
@@ -274,7 +287,7 @@ def test_a_version_3_store_is_upgraded_in_place(tmp_path: Path) -> None:
         indexes = {row[0] for row in
                    store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert indexes == v3_indexes - {f"entries_{t}" for t in TIME_FIELDS} | {
-            "entries_access", *(f"entries_{t}_covering" for t in TIME_FIELDS)}
+            "entries_access", *(f"entries_{t}_covering" for t in TIME_FIELDS)} | INDEXES_OF_8
         in_time = SearchQuery(times=(TimeRange("report_time", T0 + timedelta(hours=2)),))
         assert [e.incident.id for e in store.search(in_time, ALL, limit=10)] == ["INC-4", "INC-3", "INC-2"]
         assert store.count_matches(in_time, ALL, cap=100) == 3
@@ -330,8 +343,8 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
 def _count_plan(store: Store, query: SearchQuery, readable: dict) -> str:  # type: ignore[type-arg]
     from xmppbridge.store.search import _source_and_order, _where
 
-    where, params = _where(query, readable)
-    source, _ = _source_and_order(query, counting=True)
+    where, params = _where(SQLITE, query, readable)
+    source, _ = _source_and_order(SQLITE, query, counting=True)
     sql = f"SELECT count(*) FROM (SELECT 1 FROM {source} WHERE {where} LIMIT 10001)"
     return " | ".join(row[3] for row in store.conn.execute("EXPLAIN QUERY PLAN " + sql, params))
 
@@ -342,9 +355,10 @@ def _count_plan(store: Store, query: SearchQuery, readable: dict) -> str:  # typ
     SearchQuery(restrictions=frozenset({"public"}), times=(TimeRange("report_time", T0, T0),)),
     SearchQuery(times=(TimeRange("end_time", T0),)),
 ])
-def test_counting_reads_no_entry_rows(store: Store, query: SearchQuery) -> None:
+def test_counting_reads_no_entry_rows(sqlite_store: Store, query: SearchQuery) -> None:
     """Counting up to the cap meets thousands of matches: the access columns must come from an index,
     not from entry rows spread over the table (issue 7)."""
+    store = sqlite_store  # query plans are SQLite's
     plan = _count_plan(store, query, {"public": None, "private": {"watch"}})
     assert "COVERING INDEX" in plan and "PRIMARY KEY" not in plan, plan
 
@@ -356,13 +370,14 @@ def test_counting_reads_no_entry_rows(store: Store, query: SearchQuery) -> None:
     SearchQuery(times=(TimeRange("detect_time", T0, T0),)),
     SearchQuery(restrictions=frozenset({"private"}), purposes=frozenset({"watch"})),
 ])
-def test_search_plans_need_no_statistics(store: Store, query: SearchQuery) -> None:
+def test_search_plans_need_no_statistics(sqlite_store: Store, query: SearchQuery) -> None:
     """Searches walk an index in result order and stop at the page size: no sorting of every match,
     and no reliance on ANALYZE (a new store has no statistics)."""
+    store = sqlite_store  # query plans are SQLite's
     from xmppbridge.store.search import _source_and_order, _where
 
-    where, params = _where(query, {"public": None, "private": {"watch"}})
-    source, order = _source_and_order(query)
+    where, params = _where(SQLITE, query, {"public": None, "private": {"watch"}})
+    source, order = _source_and_order(SQLITE, query)
     sql = f"SELECT e.id FROM {source} WHERE {where} ORDER BY {order} LIMIT 50"
     plan = " | ".join(row[3] for row in store.conn.execute("EXPLAIN QUERY PLAN " + sql, params))
     assert "TEMP B-TREE" not in plan and "entries_restriction_updated" not in plan, plan

@@ -9,7 +9,6 @@ import logging
 from aiohttp import web
 
 from xmppbridge.chat.service import ChatService
-from xmppbridge.chat.state import ChatState
 from xmppbridge.config import Config, load_config
 from xmppbridge.doctor.relay import answer_doctor
 from xmppbridge.errors import ConfigError
@@ -47,12 +46,12 @@ class Bridge:
         self.store = Store(config.store_target)
         self.store.forget_peers_except(sorted({s.service for s in config.subscriptions}))
         self.mirror = Mirror(config, self.store, config.trust)  # loaded and checked by load_config
-        self.metrics = BridgeMetrics(str(config.store_path), connected=lambda: self.xmpp.online.is_set())
+        self.metrics = BridgeMetrics(self.store, connected=lambda: self.xmpp.online.is_set())
         self.xmpp = BridgeComponent(config.jid, config.secret, config.server_host, config.server_port,
                                     self.metrics.timed_sink(self.mirror))
         # People and operators: chat commands and notices, rooms, ad-hoc commands for admins.
         ops = config.operators
-        self.chat_state = ChatState(str(config.store_path))
+        self.chat_state = self.store.chat
         self.rooms = attach_rooms(self.xmpp, ops.rooms) if ops.rooms else None
         self.policy = LivePolicy(config.policy)  # asked by the feed, chat and ad-hoc; swapped on reload
         self.chat = attach_chat(self.xmpp, ChatService(ops, self.policy, self.store, self.chat_state,
@@ -119,8 +118,6 @@ class Bridge:
             for each in runners:
                 await each.cleanup()
             self.store.set_state("connection", "stopped")
-            self.chat_state.close()
-            self.metrics.close()
             self.store.close()
 
     def _health(self) -> dict[str, object]:

@@ -10,8 +10,6 @@ Failed feed logins come from the feed's throttle (``feed.throttle.AuthStats``), 
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
@@ -24,7 +22,8 @@ from prometheus_client.registry import Collector
 
 from xmppbridge.feed.throttle import CLIENT, USER, AuthStats
 from xmppbridge.policy.affiliations import CHANGES
-from xmppbridge.store.db import BUSY_TIMEOUT_MS, parse_time
+from xmppbridge.store import Store
+from xmppbridge.store.db import parse_time
 from xmppbridge.xmpp.component import ItemSink
 
 CONNECTION_STATES = ("online", "offline", "stopped")
@@ -32,15 +31,13 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 
 class StoreCollector(Collector):
-    """Reads the store on each scrape, through a read-only connection of its own."""
+    """Reads the store on each scrape (``store.counts``)."""
 
-    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock,
-                 connected: Callable[[], bool] | None) -> None:
-        self.conn, self.lock, self.connected = conn, lock, connected
+    def __init__(self, store: Store, connected: Callable[[], bool] | None) -> None:
+        self.store, self.connected = store, connected
 
     def collect(self) -> Iterator[Metric]:
-        with self.lock:
-            rows = {name: self.conn.execute(sql).fetchall() for name, sql in _QUERIES.items()}
+        rows = self.store.counts()
         published = CounterMetricFamily("xmppbridge_published", "Items published (or retracted) to our pubsub"
                                         " service", labels=["action"])
         for action, count in rows["published"]:
@@ -88,15 +85,15 @@ class StoreCollector(Collector):
         yield from _peer_metrics(rows["peers"], time.time())
 
 
-def _peer_metrics(rows: list[tuple[str, int, str]], now: float) -> Iterator[Metric]:
+def _peer_metrics(rows: list[tuple[object, ...]], now: float) -> Iterator[Metric]:
     """Per peer service (``xmppbridge.peers``), from its row in the store."""
     reachable = GaugeMetricFamily("xmppbridge_peer_reachable", "1 while the peer service answers",
                                   labels=["service"])
     since = GaugeMetricFamily("xmppbridge_peer_state_since_seconds", "Seconds since the peer service"
                               " became reachable or unreachable", labels=["service"])
     for service, is_reachable, changed in rows:
-        reachable.add_metric([service], float(is_reachable))
-        since.add_metric([service], max(0.0, now - parse_time(changed).timestamp()))
+        reachable.add_metric([str(service)], float(bool(is_reachable)))
+        since.add_metric([str(service)], max(0.0, now - parse_time(str(changed)).timestamp()))
     yield reachable
     yield since
 
@@ -125,32 +122,11 @@ class AuthCollector(Collector):
         yield refused
 
 
-_QUERIES = {
-    "published": "SELECT action, count(*) FROM outbox WHERE status = 'published' GROUP BY action",
-    "failed": "SELECT count(*) FROM outbox WHERE status = 'failed'",
-    "depth": "SELECT count(*) FROM outbox WHERE status = 'pending'",
-    # Each accepted version of a remote item is one revision of its entry.
-    "received": "SELECT coalesce(sum(revision), 0) FROM entries WHERE origin = 'remote'",
-    # One refusal per quarantine record: the same bytes offered again are counted apart (seen_count).
-    "rejected": "SELECT reason, count(*) FROM rejects GROUP BY reason",
-    "redelivered": "SELECT coalesce(sum(seen_count - 1), 0) FROM rejects",
-    "held": "SELECT count(*) FROM rejects WHERE released_at IS NULL",
-    "entries": "SELECT origin, effective_restriction, count(*) FROM entries WHERE deleted_at IS NULL"
-               " GROUP BY origin, effective_restriction",
-    "connection": "SELECT value FROM bridge_state WHERE key = 'connection'",
-    "peers": "SELECT service, reachable, since FROM peers ORDER BY service",
-    "approvals": "SELECT state, count(*) FROM approvals GROUP BY state",
-}
-
-
 class BridgeMetrics:
-    def __init__(self, store_path: str, *, connected: Callable[[], bool] | None = None) -> None:
+    def __init__(self, store: Store, *, connected: Callable[[], bool] | None = None) -> None:
         self.registry = CollectorRegistry()
-        # Read-only: metrics must never write to (or lock) the store.
-        self._conn = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True, check_same_thread=False)
-        self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        self._lock = threading.Lock()
-        self.registry.register(StoreCollector(self._conn, self._lock, connected))
+        self.store = store  # read only: metrics never write to (or lock) it
+        self.registry.register(StoreCollector(store, connected))
         self.publish_latency = Histogram(
             "xmppbridge_publish_latency_seconds", "From queued in the outbox to published",
             buckets=LATENCY_BUCKETS, registry=self.registry)
@@ -163,20 +139,15 @@ class BridgeMetrics:
             " follow their audiences", labelnames=["change"], registry=self.registry)
         for change in CHANGES:  # scraped as 0 before the first change, so rate() sees every one
             self._affiliation_changes.labels(change=change)
-        with self._lock:
-            # Only items published from now on: a histogram describes this process's lifetime.
-            self._last_outbox_id = self._conn.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0]
+        # Only items published from now on: a histogram describes this process's lifetime.
+        self._last_outbox_id = store.last_outbox_id()
 
     def refresh(self) -> None:
         """Observe the publish latency of outbox items completed since the last call."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT id, created_at, published_at FROM outbox WHERE id > ? AND status != 'pending'"
-                " ORDER BY id", (self._last_outbox_id,)).fetchall()
-        for outbox_id, created, published in rows:
+        for outbox_id, created, published in self.store.outbox_completed_since(self._last_outbox_id):
             self._last_outbox_id = outbox_id
             if published is not None:
-                self.publish_latency.observe((parse_time(published) - parse_time(created)).total_seconds())
+                self.publish_latency.observe((published - created).total_seconds())
 
     def count_affiliation_change(self, change: str) -> None:
         """One of ``policy.affiliations.CHANGES``."""
@@ -195,10 +166,6 @@ class BridgeMetrics:
 
     def timed_sink(self, sink: ItemSink) -> ItemSink:
         return _TimedSink(sink, self.receive_seconds)
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
 
 
 class _TimedSink:

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from xmppbridge.chat.commands import HELP, Command, CommandError, parse
 from xmppbridge.chat.ratelimit import RateLimiter
 from xmppbridge.chat.settings import OperatorSettings
-from xmppbridge.chat.state import ChatState
 from xmppbridge.chat.summary import one_line, summary
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.policy.may import Action, Actor, Decides, category_of
 from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS
 from xmppbridge.policy.rights import Rights
 from xmppbridge.store import Store
+from xmppbridge.store.chatstate import ChatState
 from xmppbridge.store.entries import Entry
 from xmppbridge.store.search import SearchQuery
 

@@ -12,12 +12,11 @@ running bridge sends each such decision to the pubsub service and sets ``sent_at
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 
 from xmppbridge.store.db import format_time, from_text, parse_time
+from xmppbridge.store.sql import Connection, Row
 
 PENDING, APPROVED, DENIED = "pending", "approved", "denied"
 STATES = (PENDING, APPROVED, DENIED)
@@ -54,11 +53,11 @@ class Approval:
     sent_at: datetime | None
 
 
-def request(conn: sqlite3.Connection, node: str, jid: str, subid: str | None, at: datetime) -> Approval:
+def request(conn: Connection, node: str, jid: str, subid: str | None, at: datetime) -> Approval:
     """Record a request (a new one as pending, a repeated one counted) and return the row as it is now."""
     conn.execute(
         "INSERT INTO approvals (node, jid, subid, requested_at, state) VALUES (?, ?, ?, ?, 'pending')"
-        " ON CONFLICT (node, jid) DO UPDATE SET requests = requests + 1,"
+        " ON CONFLICT (node, jid) DO UPDATE SET requests = approvals.requests + 1,"
         " subid = coalesce(excluded.subid, approvals.subid)",
         (node, jid, subid, format_time(at)))
     found = get(conn, node, jid)
@@ -66,7 +65,7 @@ def request(conn: sqlite3.Connection, node: str, jid: str, subid: str | None, at
     return found
 
 
-def decide(conn: sqlite3.Connection, node: str, jid: str, state: str, by: str,
+def decide(conn: Connection, node: str, jid: str, state: str, by: str,
            at: datetime) -> Approval | None:
     """Set the operator's decision, to be sent by the bridge; None when nobody asked for (node, jid)."""
     if state not in (APPROVED, DENIED):
@@ -76,44 +75,45 @@ def decide(conn: sqlite3.Connection, node: str, jid: str, state: str, by: str,
     return get(conn, node, jid)
 
 
-def withdraw(conn: sqlite3.Connection, node: str, jid: str) -> bool:
+def withdraw(conn: Connection, node: str, jid: str) -> bool:
     """Drop a pending request that is no operator's to decide any more (its bridge joined the node's
     audience); whether there was one. Decided rows stay: they are the audit trail."""
     return conn.execute("DELETE FROM approvals WHERE node = ? AND jid = ? AND state = 'pending'",
                         (node, jid)).rowcount > 0
 
 
-def mark_sent(conn: sqlite3.Connection, node: str, jid: str, decided_at: datetime, at: datetime) -> None:
+def mark_sent(conn: Connection, node: str, jid: str, decided_at: datetime, at: datetime) -> None:
     """The decision made at ``decided_at`` went out; a newer decision made meanwhile stays unsent."""
     conn.execute("UPDATE approvals SET sent_at = ? WHERE node = ? AND jid = ? AND decided_at = ?",
                  (format_time(at), node, jid, format_time(decided_at)))
 
 
-def get(conn: sqlite3.Connection, node: str, jid: str) -> Approval | None:
+def get(conn: Connection, node: str, jid: str) -> Approval | None:
     row = conn.execute("SELECT * FROM approvals WHERE node = ? AND jid = ?", (node, jid)).fetchone()
     return None if row is None else _approval(row)
 
 
-def listed(conn: sqlite3.Connection, states: tuple[str, ...] = STATES) -> list[Approval]:
-    rows = conn.execute("SELECT * FROM approvals WHERE state IN (SELECT value FROM json_each(?))"
-                        " ORDER BY requested_at, node, jid", (json.dumps(list(states)),)).fetchall()
+def listed(conn: Connection, states: tuple[str, ...] = STATES) -> list[Approval]:
+    among, values = conn.dialect.one_of("state", states)
+    rows = conn.execute(f"SELECT * FROM approvals WHERE {among} ORDER BY requested_at, node, jid",
+                        (values,)).fetchall()
     return [_approval(row) for row in rows]
 
 
-def undelivered(conn: sqlite3.Connection) -> list[Approval]:
+def undelivered(conn: Connection) -> list[Approval]:
     rows = conn.execute("SELECT * FROM approvals WHERE sent_at IS NULL AND state != 'pending'"
                         " ORDER BY decided_at").fetchall()
     return [_approval(row) for row in rows]
 
 
-def approved_jids(conn: sqlite3.Connection, node: str) -> frozenset[str]:
+def approved_jids(conn: Connection, node: str) -> frozenset[str]:
     """The bridges an operator approved on ``node`` beyond its audience: the affiliations' reconcile
     adds them to its target set, so that it does not remove them."""
     rows = conn.execute("SELECT jid FROM approvals WHERE node = ? AND state = 'approved'", (node,))
     return frozenset(row[0] for row in rows)
 
 
-def _approval(row: sqlite3.Row) -> Approval:
+def _approval(row: Row) -> Approval:
     return Approval(row["node"], row["jid"], row["subid"], parse_time(row["requested_at"]), row["requests"],
                     row["state"], row["decided_by"], from_text(row["decided_at"]), from_text(row["sent_at"]))
 

@@ -14,7 +14,7 @@ Functions take an open connection inside the caller's transaction; ``entries`` c
 
 from __future__ import annotations
 
-import sqlite3
+from xmppbridge.store.sql import Connection
 
 SCHEMA = (
     """
@@ -36,7 +36,7 @@ SCHEMA = (
 
 
 def append(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     entry_id: int,
     collection: str,

@@ -1,10 +1,11 @@
-"""SQLite connection, schema and the few helpers every table module shares.
+"""Connections, schema and the few helpers every table module shares, for both backends.
 
-Concurrency model: one long-lived connection in the asyncio process plus short-lived connections from
-CLI processes. WAL mode lets readers run beside one writer; ``busy_timeout`` makes a second writer wait
-(up to 5 s) instead of failing at once. Connections run in autocommit mode (``isolation_level=None``):
-every write is either a single statement or an explicit ``BEGIN IMMEDIATE`` ... ``COMMIT`` block
-(see :func:`transaction`), so nothing stays uncommitted between calls.
+SQLite: one long-lived connection in the asyncio process plus short-lived connections from CLI
+processes. WAL mode lets readers run beside one writer; ``busy_timeout`` makes a second writer wait (up
+to 5 s) instead of failing at once. PostgreSQL (``store.pg``): pooled connections, writers taking turns
+on an advisory lock. Either way connections run in autocommit mode: every write is either a single
+statement or an explicit ``begin`` ... ``COMMIT`` block (see :func:`transaction`), so nothing stays
+uncommitted between calls.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-SCHEMA_VERSION = 7  # each step above 1 is a function in store.migrations
+from xmppbridge.store.sql import Connection, Cursor, SqliteConnection
+
+SCHEMA_VERSION = 8  # each step above 1 is a function in store.migrations
 BUSY_TIMEOUT_MS = 5000
 _SLOW_UPGRADE_SECONDS = 1.0  # a new or small store upgrades in milliseconds; a longer upgrade is logged
 
@@ -133,15 +136,15 @@ _SCHEMA = (
 )
 
 
-def connect(path: str) -> sqlite3.Connection:
+def connect(path: str) -> SqliteConnection:
     """Open ``path`` in WAL mode with a busy timeout and make sure the schema exists."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, factory=SqliteConnection)
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")  # durable at each commit in WAL mode except on power loss
     started = time.perf_counter()
-    if _ensure_schema(conn):
+    if ensure_schema(conn):
         # A large upgrade leaves a WAL file as large as what it wrote (GBs for version 5 on a big store),
         # which keeps that size while this connection lives: copy it into the database and truncate it.
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -154,9 +157,10 @@ def connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _ensure_schema(conn: sqlite3.Connection) -> bool:
-    """Create or upgrade the schema; whether it was upgraded (a new store is, from version 1)."""
-    with transaction(conn):
+def ensure_schema(conn: Connection) -> bool:
+    """Create or upgrade the schema; whether it was upgraded (a new store is, from version 1). On
+    PostgreSQL under the schema lock, so that processes starting together do not both create it."""
+    with transaction(conn, schema=True):
         for statement in _SCHEMA:
             conn.execute(statement)
         row = conn.execute("SELECT version FROM schema_version").fetchone()
@@ -175,9 +179,11 @@ def _ensure_schema(conn: sqlite3.Connection) -> bool:
 
 
 @contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` (take the write lock up front, waiting up to busy_timeout) ... ``COMMIT``."""
-    conn.execute("BEGIN IMMEDIATE")
+def transaction(conn: Connection, *, schema: bool = False) -> Iterator[Connection]:
+    """``begin`` (take the write lock up front: SQLite's ``BEGIN IMMEDIATE``, waiting up to busy_timeout,
+    or PostgreSQL's advisory lock) ... ``COMMIT``."""
+    begin_schema = getattr(conn, "begin_schema", None) if schema else None
+    (begin_schema or conn.begin)()
     try:
         yield conn
     except BaseException:
@@ -187,7 +193,7 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 @contextmanager
-def savepoint(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def savepoint(conn: Connection) -> Iterator[Connection]:
     """One write inside a larger open transaction (``Store.batch``): undone alone if it fails, leaving
     the transaction's other writes in place."""
     conn.execute("SAVEPOINT write")
@@ -200,10 +206,13 @@ def savepoint(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("RELEASE write")
 
 
-def inserted_id(cursor: sqlite3.Cursor) -> int:
-    if cursor.lastrowid is None:
+def inserted_id(cursor: Cursor) -> int:
+    """The id an ``INSERT ... RETURNING id`` reports (both backends; SQLite's lastrowid has no
+    PostgreSQL counterpart)."""
+    row = cursor.fetchone()
+    if row is None:
         raise RuntimeError("INSERT did not report a row id")
-    return cursor.lastrowid
+    return int(row[0])
 
 
 # Times are stored as fixed-width UTC ISO strings so that text order equals time order. isoformat, not

@@ -9,7 +9,6 @@ Functions take an open connection and run plain SQL; the ``Store`` facade owns t
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +19,7 @@ from xmppbridge.iodef.model import Incident
 from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.store import changelog, incidents, searchindex
 from xmppbridge.store.db import from_text, inserted_id, later_than, parse_time, to_text
+from xmppbridge.store.sql import Connection, Row
 
 Origin = Literal["local", "remote"]
 UpsertResult = Literal["new", "updated", "unchanged"]
@@ -74,7 +74,7 @@ class EntryVersion:
     number: int = 0  # its revision number (Entry.revision when it was current)
 
 
-def from_row(row: sqlite3.Row, **overrides: Any) -> Entry:
+def from_row(row: Row, **overrides: Any) -> Entry:
     """An ``entries`` row as an Entry; ``xml`` is empty when the query left the document out.
     ``overrides`` replace fields read from the row (the change log's view of an older revision)."""
     fields: dict[str, Any] = {
@@ -98,7 +98,7 @@ def from_row(row: sqlite3.Row, **overrides: Any) -> Entry:
 
 
 def upsert(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     service: str,
     node: str,
@@ -140,7 +140,8 @@ def upsert(
         }
         names = ", ".join(fields)
         marks = ", ".join(f":{name}" for name in fields)
-        entry_id = inserted_id(conn.execute(f"INSERT INTO entries ({names}) VALUES ({marks})", fields))
+        entry_id = inserted_id(conn.execute(f"INSERT INTO entries ({names}) VALUES ({marks}) RETURNING id",
+                                            fields))
         conn.execute("INSERT INTO documents (entry_id, xml) VALUES (?, ?)", (entry_id, xml))
         changelog.append(conn, entry_id=entry_id, collection=collection, revision=1, purpose=purpose,
                          deleted=False, changed_at=stamp, first=True)
@@ -182,7 +183,7 @@ def upsert(
     return "updated"
 
 
-def mark_deleted(conn: sqlite3.Connection, service: str, node: str, item_id: str) -> bool:
+def mark_deleted(conn: Connection, service: str, node: str, item_id: str) -> bool:
     """Hide an entry (retracted upstream). True when a visible entry was hidden."""
     row = conn.execute(
         "SELECT id, updated_at, effective_restriction, revision, purpose_key FROM entries"
@@ -204,13 +205,13 @@ def _restriction_filter(restrictions: Collection[str] | None) -> tuple[str, list
         return "deleted_at IS NULL", []
     values = sorted(set(restrictions))
     if not values:
-        return "0", []
+        return "FALSE", []
     marks = ", ".join("?" for _ in values)
     return f"deleted_at IS NULL AND effective_restriction IN ({marks})", values
 
 
 def list_entries(
-    conn: sqlite3.Connection, *, restrictions: Collection[str] | None, limit: int, offset: int
+    conn: Connection, *, restrictions: Collection[str] | None, limit: int, offset: int
 ) -> list[Entry]:
     where, params = _restriction_filter(restrictions)
     rows = conn.execute(
@@ -220,30 +221,30 @@ def list_entries(
     return [from_row(row) for row in rows]
 
 
-def count(conn: sqlite3.Connection, *, restrictions: Collection[str] | None) -> int:
+def count(conn: Connection, *, restrictions: Collection[str] | None) -> int:
     where, params = _restriction_filter(restrictions)
     return conn.execute(f"SELECT count(*) FROM entries WHERE {where}", params).fetchone()[0]
 
 
-def get(conn: sqlite3.Connection, entry_id: int) -> Entry | None:
+def get(conn: Connection, entry_id: int) -> Entry | None:
     """By row id, deleted or not (callers decide what a deleted entry means to them)."""
     row = conn.execute(f"{_WITH_DOCUMENT} WHERE e.id = ?", (entry_id,)).fetchone()
     return None if row is None else from_row(row)
 
 
-def find(conn: sqlite3.Connection, service: str, node: str, item_id: str) -> Entry | None:
+def find(conn: Connection, service: str, node: str, item_id: str) -> Entry | None:
     row = _find_row(conn, service, node, item_id)
     return None if row is None else from_row(row)
 
 
-def _find_row(conn: sqlite3.Connection, service: str, node: str, item_id: str) -> sqlite3.Row | None:
+def _find_row(conn: Connection, service: str, node: str, item_id: str) -> Row | None:
     """The entry's row and its document: the UNIQUE index, then the document by entry id."""
     return conn.execute(
         f"{_WITH_DOCUMENT} WHERE e.service = ? AND e.node = ? AND e.item_id = ?", (service, node, item_id)
     ).fetchone()
 
 
-def versions(conn: sqlite3.Connection, entry_id: int) -> list[EntryVersion]:
+def versions(conn: Connection, entry_id: int) -> list[EntryVersion]:
     """Superseded documents of one entry, oldest first."""
     rows = conn.execute("SELECT * FROM entry_versions WHERE entry_id = ? ORDER BY id", (entry_id,)).fetchall()
     return [

@@ -1,97 +1,95 @@
 """``Store``: the one object the shells hold. Each method is one committed transaction (or one read),
-except inside ``Store.batch()``, where writes are committed together at its end.
-
-The connection may be used from several threads (e.g. via ``asyncio.to_thread``); a lock serialises
-them. Other processes open their own ``Store`` on the same file; SQLite's WAL locking arbitrates.
+except inside ``Store.batch()``, where writes are committed together at its end. Connections,
+transactions and the two backends are ``store.sessions``'.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from xmppbridge.iodef.model import Incident
 from xmppbridge.peers import Outcome, PeerHealth
-from xmppbridge.store import approvals, db, entries, feedviews, outbox, peers, rejects, search, subscriptions
+from xmppbridge.store import (
+    approvals,
+    counts,
+    db,
+    entries,
+    feedviews,
+    outbox,
+    peers,
+    rejects,
+    search,
+    subscriptions,
+)
 from xmppbridge.store.approvals import Approval
+from xmppbridge.store.chatstate import ChatState
 from xmppbridge.store.entries import Entry, EntryVersion, Origin, UpsertResult
 from xmppbridge.store.feedviews import Change, Revision
 from xmppbridge.store.outbox import OutboxItem
 from xmppbridge.store.rejects import Reject
 from xmppbridge.store.search import Readable, SearchQuery
+from xmppbridge.store.sessions import Sessions
+from xmppbridge.store.sql import Connection
 from xmppbridge.store.subscriptions import ItemState, SubscriptionState
 
 T = TypeVar("T")
 
 
+def _returns_rows(statement: str) -> bool:
+    head = statement.lstrip().split(None, 1)[0].upper()
+    return head in ("SELECT", "WITH", "VALUES", "EXPLAIN", "PRAGMA") or "RETURNING" in statement.upper()
+
+
 class Store:
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = db.connect(self.path)
-        self._batched = False  # inside batch(): writes are savepoints of one transaction
+    def __init__(self, target: str | Path) -> None:
+        """``target``: an SQLite file path, or a ``postgresql://`` URL (``store.pg``)."""
+        self.path = str(target)  # the file or URL, for messages
+        self._sessions = Sessions(self.path)
+        self.chat = ChatState(self._sessions)  # chat's subscriptions, pauses and cursors
 
     # -- plumbing -----------------------------------------------------------------------------------
 
     @property
-    def conn(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError(f"store {self.path} is closed")
-        return self._conn
+    def backend(self) -> str:
+        """"sqlite" or "postgresql"."""
+        return self._sessions.dialect_name
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if not self._batched:
-                with db.transaction(self.conn) as conn:
-                    yield conn
-                return
-            if not self.conn.in_transaction:  # the batch's first write opens its transaction
-                self.conn.execute("BEGIN IMMEDIATE")
-            with db.savepoint(self.conn) as conn:
-                yield conn
+    @property
+    def conn(self) -> Connection:
+        """The SQLite connection itself, for tests and tools that look inside the file (pragmas, query
+        plans). A PostgreSQL store has none: use ``sql``."""
+        return self._sessions.sqlite_connection()
+
+    def transaction(self) -> AbstractContextManager[Connection]:
+        """One write transaction on a connection of the store, for the table modules' functions called
+        directly: tests, and tools that move whole tables (``store copy``)."""
+        return self._sessions.write()
+
+    def sql(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run one statement in its own transaction, in the table modules' SQL (``store.sql``); its
+        rows. For tests and operators' tools, never the product's own paths."""
+        with self._sessions.write() as conn:
+            cursor = conn.execute(statement, params)
+            return list(cursor.fetchall()) if _returns_rows(statement) else []
 
     @contextmanager
     def batch(self) -> Iterator[None]:
-        """Writes made inside share one transaction, committed on the way out (also when the body
-        raises: each write is atomic on its own, as a savepoint, so what was done is kept). Many small
-        writes, one commit: the receive path stores the notifications of up to 20 ms in a batch, which
-        at full rate saves most of the per-item commit cost (BENCHMARKS.md §3).
-
-        Meant for writes made synchronously, in one go: the write lock is held until the end, so other
-        processes' writers wait (busy_timeout). A batch inside a batch joins the outer one."""
-        with self._lock:
-            outer, self._batched = not self._batched, True
-        try:
+        """Writes inside share one transaction (``Sessions.batch``)."""
+        with self._sessions.batch():
             yield
-        finally:
-            if outer:
-                with self._lock:
-                    self._batched = False
-                    # Nothing to commit when the batch wrote nothing (it then costs nothing), nor when
-                    # the store was closed meanwhile (at shutdown, the server's last bytes still arrive).
-                    conn = self._conn
-                    if conn is not None and conn.in_transaction:
-                        try:
-                            conn.execute("COMMIT")
-                        except sqlite3.Error:
-                            conn.execute("ROLLBACK")
-                            raise
 
-    def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
-        with self._lock:
-            return query(self.conn)
+    def _write(self) -> AbstractContextManager[Connection]:
+        return self._sessions.write()
+
+    def _read(self, query: Callable[[Connection], T]) -> T:
+        return self._sessions.read(query)
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._sessions.close()
 
     def __enter__(self) -> Store:
         return self
@@ -345,6 +343,17 @@ class Store:
 
     def peers(self) -> list[PeerHealth]:
         return self._read(peers.peers)
+
+    # -- what /metrics counts (store.counts) ------------------------------------------------------------
+
+    def counts(self) -> counts.Counts:
+        return self._read(counts.counts)
+
+    def last_outbox_id(self) -> int:
+        return self._read(counts.last_outbox_id)
+
+    def outbox_completed_since(self, after: int) -> list[tuple[int, datetime, datetime | None]]:
+        return self._read(lambda conn: counts.completed_since(conn, after))
 
     # -- subscription requests held for an operator (store.approvals) -----------------------------
 

@@ -7,7 +7,6 @@ since feeds only link to them: a page reads entry rows, which hold no document (
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -16,6 +15,7 @@ from typing import Any
 from xmppbridge.store import incidents
 from xmppbridge.store.db import parse_time
 from xmppbridge.store.entries import Entry, from_row, get
+from xmppbridge.store.sql import Connection, Row
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ _SELECT = (
 )
 
 
-def _change(row: sqlite3.Row) -> Change:
+def _change(row: Row) -> Change:
     """The entry as this change left it: its revision, time and deletion, and for an older revision the
     version, signer and Incident stored with that revision."""
     overrides: dict[str, Any] = {"updated_at": parse_time(row["c_changed_at"]),
@@ -73,11 +73,13 @@ def _purpose_filter(purposes: Collection[str] | None) -> tuple[str, list[str]]:
     if purposes is None:
         return "", []
     values = sorted(set(purposes))
+    if not values:
+        return " AND FALSE", []
     return f" AND c.purpose IN ({', '.join('?' for _ in values)})", values
 
 
 def current_page(
-    conn: sqlite3.Connection,
+    conn: Connection,
     collection: str,
     purposes: Collection[str] | None,
     *,
@@ -105,7 +107,7 @@ def current_page(
 
 
 def has_current(
-    conn: sqlite3.Connection, collection: str, purposes: Collection[str] | None, *, above: int | None = None,
+    conn: Connection, collection: str, purposes: Collection[str] | None, *, above: int | None = None,
     below: int | None = None,
 ) -> bool:
     """Whether the current state has a row above ``above`` (or below ``below``)."""
@@ -122,7 +124,7 @@ def has_current(
 
 
 def archive(
-    conn: sqlite3.Connection, collection: str, purposes: Collection[str] | None, first: int, last: int
+    conn: Connection, collection: str, purposes: Collection[str] | None, first: int, last: int
 ) -> list[Change]:
     """Every change with sequence number ``first`` to ``last``, newest first (current or not)."""
     where, params = _purpose_filter(purposes)
@@ -133,13 +135,13 @@ def archive(
     return [_change(row) for row in rows]
 
 
-def last_seq(conn: sqlite3.Connection, collection: str) -> int:
+def last_seq(conn: Connection, collection: str) -> int:
     """The highest sequence number of ``collection``; 0 when it never had a change."""
     row = conn.execute("SELECT coalesce(max(seq), 0) FROM changes WHERE collection = ?", (collection,))
     return row.fetchone()[0]
 
 
-def revisions(conn: sqlite3.Connection, entry_id: int) -> list[Revision]:
+def revisions(conn: Connection, entry_id: int) -> list[Revision]:
     """Every document version of an entry, newest first; [] when the entry does not exist."""
     current = get(conn, entry_id)
     if current is None:
@@ -164,7 +166,7 @@ def revisions(conn: sqlite3.Connection, entry_id: int) -> list[Revision]:
     return found
 
 
-def revision_xml(conn: sqlite3.Connection, entry_id: int, number: int) -> bytes | None:
+def revision_xml(conn: Connection, entry_id: int, number: int) -> bytes | None:
     """The document of revision ``number`` of an entry, or None."""
     row = conn.execute(
         "SELECT d.xml FROM documents AS d JOIN entries AS e ON e.id = d.entry_id WHERE e.id = ?"

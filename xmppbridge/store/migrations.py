@@ -4,23 +4,38 @@ foreign keys off (``db.connect`` turns them on afterwards).
 Steps 2 to 4 only add (columns with ``ALTER TABLE ... ADD COLUMN``, tables, indexes) and fill what they
 added from the data already there, or replace an index by a wider one. Step 5 moves each entry's current
 document into a table of its own and rebuilds ``entries`` without it. An existing store keeps everything
-it had. Step 6 adds the ``peers`` table, step 7 the ``approvals`` table.
+it had. Step 6 adds the ``peers`` table, step 7 the ``approvals`` table, step 8 chat's tables (which
+chat kept beside the store's until then).
+
+PostgreSQL stores run the same steps from version 1 (one history, one schema for both); the SQL is the
+table modules' (``store.sql``), and only step 5 takes a different way on PostgreSQL, which can drop a
+column in place.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from xmppbridge.policy.nodes import PURPOSES
-from xmppbridge.store import approvals, changelog, entries, incidents, peers, rejects, search, searchindex
+from xmppbridge.store import (
+    approvals,
+    changelog,
+    chatstate,
+    entries,
+    incidents,
+    peers,
+    rejects,
+    search,
+    searchindex,
+)
+from xmppbridge.store.sql import Connection
 
 log = logging.getLogger(__name__)
 
 
-def upgrade(conn: sqlite3.Connection, target: int) -> bool:
+def upgrade(conn: Connection, target: int) -> bool:
     """Bring the schema from its recorded version to ``target``; whether any step ran. Call inside a
     transaction."""
     version = first = conn.execute("SELECT version FROM schema_version").fetchone()[0]
@@ -32,7 +47,7 @@ def upgrade(conn: sqlite3.Connection, target: int) -> bool:
     return version != first
 
 
-def _to_2(conn: sqlite3.Connection) -> None:
+def _to_2(conn: Connection) -> None:
     """The complete ROLIE feed: document revisions, the change log, search indexes, outbox actions."""
     for statement in (
         "ALTER TABLE entries ADD COLUMN revision INTEGER NOT NULL DEFAULT 1",
@@ -44,7 +59,7 @@ def _to_2(conn: sqlite3.Connection) -> None:
         "ALTER TABLE entry_versions ADD COLUMN incident TEXT",
         "ALTER TABLE outbox ADD COLUMN action TEXT NOT NULL DEFAULT 'publish'",  # or 'retract'
         *changelog.SCHEMA,
-        *searchindex.SCHEMA,
+        *searchindex.schema(conn.dialect),
         "CREATE INDEX IF NOT EXISTS entry_versions_number ON entry_versions (entry_id, number)",
         "CREATE INDEX IF NOT EXISTS entries_incident_id ON entries (incident_id)",
         *(f"CREATE INDEX IF NOT EXISTS entries_{name} ON entries ({name})" for name in incidents.TIME_FIELDS),
@@ -69,7 +84,7 @@ def _to_2(conn: sqlite3.Connection) -> None:
         searchindex.index(conn, row["id"], bytes(row["xml"]), incidents.from_columns(row))
 
 
-def _to_4(conn: sqlite3.Connection) -> None:
+def _to_4(conn: Connection) -> None:
     """Covering indexes, so that counting search results never reads entry rows (issue 7). Each time
     index becomes a wider one with the same leading column; on a million entries this takes a minute."""
     for name in incidents.TIME_FIELDS:
@@ -120,12 +135,17 @@ _ENTRIES_5 = """
 _MANY_ENTRIES = 100_000
 
 
-def _to_5(conn: sqlite3.Connection) -> None:
+def _to_5(conn: Connection) -> None:
     """Each entry's current document moves to ``documents`` (``entries.DOCUMENTS``), so that entry rows
     shrink from ~3 KB to ~0.5 KB and the 50 rows of a feed page lie on ~22 disk pages instead of 50 (a
     deep page of a million entries read 224 KiB from disk, now 112 KiB). ``entries`` is rebuilt without
     ``xml`` (SQLite's twelve-step ALTER TABLE procedure) because ``ALTER TABLE ... DROP COLUMN`` rewrites
     each row where it is, leaving every 0.5 KB row alone on its 4 KB page."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(entries.DOCUMENTS)
+        conn.execute("INSERT INTO documents (entry_id, xml) SELECT id, xml FROM entries")
+        conn.execute("ALTER TABLE entries DROP COLUMN xml")
+        return
     if conn.execute("PRAGMA foreign_keys").fetchone()[0]:
         # With them on, dropping the old table would check each of its rows against every table that
         # refers to entries, some of which have no index for it.
@@ -149,20 +169,28 @@ def _to_5(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-def _to_6(conn: sqlite3.Connection) -> None:
+def _to_6(conn: Connection) -> None:
     """Per-peer health (``store.peers``): a new table, empty until the bridge next talks to its peers."""
     for statement in peers.SCHEMA:
         conn.execute(statement)
 
 
-def _to_7(conn: sqlite3.Connection) -> None:
+def _to_7(conn: Connection) -> None:
     """Subscription requests held for an operator (``store.approvals``): a new table, empty."""
     for statement in approvals.SCHEMA:
         conn.execute(statement)
 
 
+def _to_8(conn: Connection) -> None:
+    """Chat's state into the store's schema (``store.chatstate``; a store whose bridge already ran chat
+    has the tables: they stay as they are), and the quarantine's lookup by digest, which PostgreSQL cannot
+    make with the item index (``IS NOT DISTINCT FROM`` uses no index there)."""
+    for statement in (*chatstate.SCHEMA, "CREATE INDEX IF NOT EXISTS rejects_digest ON rejects (raw_sha256)"):
+        conn.execute(statement)
+
+
 @contextmanager
-def _secure_delete_off(conn: sqlite3.Connection) -> Iterator[None]:
+def _secure_delete_off(conn: Connection) -> Iterator[None]:
     """Free pages without overwriting them with zeros. For the old entries table that hides nothing: its
     rows were just copied (entries are never removed, only marked deleted). Dropping it takes 10 s on a
     million entries (4 GB), 77 s when every freed page is zeroed."""
@@ -174,11 +202,12 @@ def _secure_delete_off(conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute(f"PRAGMA secure_delete = {('OFF', 'ON', 'FAST')[previous]}")
 
 
-_STEPS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
+_STEPS: tuple[tuple[int, Callable[[Connection], None]], ...] = (
     (2, _to_2),
     (3, rejects.migrate_to_3),  # the quarantine (store.rejects)
     (4, _to_4),
     (5, _to_5),
     (6, _to_6),
     (7, _to_7),
+    (8, _to_8),
 )

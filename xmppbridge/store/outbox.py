@@ -6,8 +6,6 @@ Functions take an open connection and run plain SQL; the ``Store`` facade owns t
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,6 +13,7 @@ from datetime import datetime
 from xmppbridge.iodef.model import Incident
 from xmppbridge.store import entries, incidents
 from xmppbridge.store.db import from_text, inserted_id, later_than, parse_time
+from xmppbridge.store.sql import Connection, Row
 
 PENDING, PUBLISHED, FAILED = "pending", "published", "failed"
 PUBLISH, RETRACT = "publish", "retract"
@@ -37,7 +36,7 @@ class OutboxItem:
     action: str = PUBLISH  # "publish" | "retract" (payload empty: remove the item from its node)
 
 
-def _item(row: sqlite3.Row) -> OutboxItem:
+def _item(row: Row) -> OutboxItem:
     return OutboxItem(
         id=row["id"],
         node=row["node"],
@@ -56,7 +55,7 @@ def _item(row: sqlite3.Row) -> OutboxItem:
 
 
 def enqueue(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     node: str,
     item_id: str,
@@ -72,7 +71,7 @@ def enqueue(
         raise ValueError(f"action must be {PUBLISH!r} or {RETRACT!r}, not {action!r}")
     cursor = conn.execute(
         "INSERT INTO outbox (node, item_id, payload, incident, version, signer_subject, signer_fingerprint,"
-        " source, status, created_at, action) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " source, status, created_at, action) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             node,
             item_id,
@@ -90,30 +89,30 @@ def enqueue(
     return inserted_id(cursor)
 
 
-def pending(conn: sqlite3.Connection, limit: int, exclude: Collection[int] = ()) -> list[OutboxItem]:
+def pending(conn: Connection, limit: int, exclude: Collection[int] = ()) -> list[OutboxItem]:
     if not exclude:
         rows = conn.execute(
             "SELECT * FROM outbox WHERE status = ? ORDER BY id LIMIT ?", (PENDING, limit)
         ).fetchall()
     else:  # one parameter for any number of ids
+        others, ids = conn.dialect.one_of("id", sorted(exclude), negate=True)
         rows = conn.execute(
-            "SELECT * FROM outbox WHERE status = ? AND id NOT IN (SELECT value FROM json_each(?))"
-            " ORDER BY id LIMIT ?", (PENDING, json.dumps(sorted(exclude)), limit)
+            f"SELECT * FROM outbox WHERE status = ? AND {others} ORDER BY id LIMIT ?", (PENDING, ids, limit)
         ).fetchall()
     return [_item(row) for row in rows]
 
 
-def ids_for_source(conn: sqlite3.Connection, source: str) -> list[int]:
+def ids_for_source(conn: Connection, source: str) -> list[int]:
     rows = conn.execute("SELECT id FROM outbox WHERE source = ? ORDER BY id", (source,))
     return [row["id"] for row in rows]
 
 
-def get(conn: sqlite3.Connection, item: int) -> OutboxItem | None:
+def get(conn: Connection, item: int) -> OutboxItem | None:
     row = conn.execute("SELECT * FROM outbox WHERE id = ?", (item,)).fetchone()
     return None if row is None else _item(row)
 
 
-def mark_published(conn: sqlite3.Connection, item: int, *, service: str) -> None:
+def mark_published(conn: Connection, item: int, *, service: str) -> None:
     """Mark published and upsert our own entry (origin "local"), or for a retraction mark it deleted.
     Call inside a transaction so that both happen or neither does."""
     row = conn.execute("SELECT * FROM outbox WHERE id = ?", (item,)).fetchone()
@@ -140,11 +139,11 @@ def mark_published(conn: sqlite3.Connection, item: int, *, service: str) -> None
     )
 
 
-def mark_failed(conn: sqlite3.Connection, item: int, reason: str) -> None:
+def mark_failed(conn: Connection, item: int, reason: str) -> None:
     cursor = conn.execute("UPDATE outbox SET status = ?, reason = ? WHERE id = ?", (FAILED, reason, item))
     if cursor.rowcount == 0:
         raise LookupError(f"outbox item {item} does not exist")
 
 
-def depth(conn: sqlite3.Connection) -> int:
+def depth(conn: Connection) -> int:
     return conn.execute("SELECT count(*) FROM outbox WHERE status = ?", (PENDING,)).fetchone()[0]

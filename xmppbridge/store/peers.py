@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from datetime import datetime
 
 from xmppbridge.peers import Outcome, PeerHealth
 from xmppbridge.store.db import format_time, from_text, parse_time
+from xmppbridge.store.sql import Connection
 
 # Schema version 6 (store.migrations).
 SCHEMA = (
@@ -25,7 +24,7 @@ SCHEMA = (
 )
 
 
-def record(conn: sqlite3.Connection, service: str, outcome: Outcome, at: datetime) -> None:
+def record(conn: Connection, service: str, outcome: Outcome, at: datetime) -> None:
     # SET expressions read the row as it was (SQLite's UPDATE), so ``peers.reachable`` is the old value.
     stamp = format_time(at)
     failed = outcome.condition is not None
@@ -42,13 +41,13 @@ def record(conn: sqlite3.Connection, service: str, outcome: Outcome, at: datetim
     )
 
 
-def forget_others(conn: sqlite3.Connection, services: list[str]) -> None:
+def forget_others(conn: Connection, services: list[str]) -> None:
     """Drop the rows of services no longer subscribed to, so that /metrics stops reporting them."""
-    conn.execute("DELETE FROM peers WHERE service NOT IN (SELECT value FROM json_each(?))",
-                 (json.dumps(services),))
+    others, values = conn.dialect.one_of("service", services, negate=True)
+    conn.execute(f"DELETE FROM peers WHERE {others}", (values,))
 
 
-def peers(conn: sqlite3.Connection) -> list[PeerHealth]:
+def peers(conn: Connection) -> list[PeerHealth]:
     rows = conn.execute("SELECT * FROM peers ORDER BY service").fetchall()
     return [PeerHealth(row["service"], bool(row["reachable"]), parse_time(row["since"]),
                        parse_time(row["checked_at"]), row["condition"], row["text"] or "",

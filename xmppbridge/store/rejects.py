@@ -13,12 +13,11 @@ one record arbitrarily large.
 from __future__ import annotations
 
 import hashlib
-import json
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 
 from xmppbridge.store.db import format_time, from_text, inserted_id, later_than, parse_time
+from xmppbridge.store.sql import Connection, Row
 
 RAW_MAX = 1 << 20
 
@@ -57,7 +56,7 @@ class Reject:
         return self.released_at is None
 
 
-def migrate_to_3(conn: sqlite3.Connection) -> None:
+def migrate_to_3(conn: Connection) -> None:
     for statement in MIGRATION_3:
         conn.execute(statement)
     for row in conn.execute("SELECT id, raw FROM rejects").fetchall():
@@ -67,7 +66,7 @@ def migrate_to_3(conn: sqlite3.Connection) -> None:
 
 
 def add(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     source: str,
     service: str | None,
@@ -80,22 +79,24 @@ def add(
     """Hold ``raw``; the id of the new record, or of the held one with the same item and bytes."""
     digest, stamp = _digest(raw), later_than(None)
     row = conn.execute(
-        "SELECT id FROM rejects WHERE released_at IS NULL AND raw_sha256 = ? AND service IS ? AND node IS ?"
-        " AND item_id IS ? ORDER BY id DESC LIMIT 1", (digest, service, node, item_id)).fetchone()
+        "SELECT id FROM rejects WHERE released_at IS NULL AND raw_sha256 = ?"
+        " AND service IS NOT DISTINCT FROM ? AND node IS NOT DISTINCT FROM ?"
+        " AND item_id IS NOT DISTINCT FROM ? ORDER BY id DESC LIMIT 1",
+        (digest, service, node, item_id)).fetchone()
     if row is not None:
         conn.execute("UPDATE rejects SET seen_count = seen_count + 1, last_seen_at = ?, reason = ?,"
                      " message = ? WHERE id = ?", (stamp, reason, message, row["id"]))
         return int(row["id"])
     cursor = conn.execute(
         "INSERT INTO rejects (source, service, node, item_id, reason, message, raw, received_at, raw_sha256,"
-        " raw_size, last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " raw_size, last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (source, service, node, item_id, reason, message, bytes(raw[:RAW_MAX]), stamp, digest, len(raw),
          stamp),
     )
     return inserted_id(cursor)
 
 
-def recent(conn: sqlite3.Connection, limit: int, *, held_only: bool = False,
+def recent(conn: Connection, limit: int, *, held_only: bool = False,
            reason: str | None = None) -> list[Reject]:
     """Newest first."""
     where, params = _filters(held_only=held_only, reason=reason)
@@ -103,44 +104,45 @@ def recent(conn: sqlite3.Connection, limit: int, *, held_only: bool = False,
     return [_from_row(row) for row in rows]
 
 
-def get(conn: sqlite3.Connection, reject_id: int) -> Reject | None:
+def get(conn: Connection, reject_id: int) -> Reject | None:
     row = conn.execute("SELECT * FROM rejects WHERE id = ?", (reject_id,)).fetchone()
     return None if row is None else _from_row(row)
 
 
-def count(conn: sqlite3.Connection, *, held_only: bool = False) -> int:
+def count(conn: Connection, *, held_only: bool = False) -> int:
     where, params = _filters(held_only=held_only)
     return conn.execute(f"SELECT count(*) FROM rejects{where}", params).fetchone()[0]
 
 
-def held_item_ids(conn: sqlite3.Connection, service: str, node: str) -> set[str]:
+def held_item_ids(conn: Connection, service: str, node: str) -> set[str]:
     """Item ids of ``node`` with a record held in the quarantine."""
     rows = conn.execute("SELECT DISTINCT item_id FROM rejects WHERE service = ? AND node = ?"
                         " AND released_at IS NULL AND item_id IS NOT NULL", (service, node)).fetchall()
     return {row[0] for row in rows}
 
 
-def seen_again(conn: sqlite3.Connection, service: str, node: str, item_ids: list[str]) -> None:
+def seen_again(conn: Connection, service: str, node: str, item_ids: list[str]) -> None:
     """The node still offers these held items (a periodic check listed them and skipped the fetch):
     count each item's newest held record as seen once more."""
+    listed, ids = conn.dialect.one_of("item_id", item_ids)
     conn.execute(
         "UPDATE rejects SET seen_count = seen_count + 1, last_seen_at = ? WHERE id IN (SELECT max(id)"
-        " FROM rejects WHERE service = ? AND node = ? AND released_at IS NULL"
-        " AND item_id IN (SELECT value FROM json_each(?)) GROUP BY item_id)",
-        (later_than(None), service, node, json.dumps(item_ids)))
+        f" FROM rejects WHERE service = ? AND node = ? AND released_at IS NULL AND {listed}"
+        " GROUP BY item_id)",
+        (later_than(None), service, node, ids))
 
 
-def mark_released(conn: sqlite3.Connection, reject_id: int, resolution: str) -> None:
+def mark_released(conn: Connection, reject_id: int, resolution: str) -> None:
     conn.execute("UPDATE rejects SET released_at = ?, resolution = ? WHERE id = ?",
                  (later_than(None), resolution, reject_id))
 
 
-def mark_refused_again(conn: sqlite3.Connection, reject_id: int, reason: str, message: str) -> None:
+def mark_refused_again(conn: Connection, reject_id: int, reason: str, message: str) -> None:
     """A release attempt failed: keep holding it, with today's reason."""
     conn.execute("UPDATE rejects SET reason = ?, message = ? WHERE id = ?", (reason, message, reject_id))
 
 
-def purge(conn: sqlite3.Connection, *, ids: list[int] | None = None, before: datetime | None = None,
+def purge(conn: Connection, *, ids: list[int] | None = None, before: datetime | None = None,
           released_only: bool = False) -> int:
     """Delete records by id and/or first received before ``before``; the number deleted."""
     conditions: list[str] = []
@@ -172,7 +174,7 @@ def _digest(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def _from_row(row: sqlite3.Row) -> Reject:
+def _from_row(row: Row) -> Reject:
     raw = bytes(row["raw"])
     return Reject(
         id=row["id"],

@@ -10,14 +10,15 @@ category filters are prefixed with ``+`` so that SQLite never prefers their low-
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from xmppbridge.store import fulltext
 from xmppbridge.store.db import to_text
 from xmppbridge.store.entries import Entry, from_row
 from xmppbridge.store.incidents import TIME_FIELDS
+from xmppbridge.store.sql import Connection, Dialect
 
 # restriction -> the purposes a reader may see in it (None: all of them)
 Readable = Mapping[str, Collection[str] | None]
@@ -68,22 +69,24 @@ class SearchQuery:
     text: str | None = None
 
 
-def _where(query: SearchQuery, readable: Readable) -> tuple[str, list[object]]:
+def _where(dialect: Dialect, query: SearchQuery, readable: Readable) -> tuple[str, list[object]]:
     conditions, params = ["e.deleted_at IS NULL"], []
     allowed: list[str] = []
-    for restriction, purposes in sorted(readable.items()):
+    restriction = dialect.unindexed("e.effective_restriction")
+    for name, purposes in sorted(readable.items()):
         if purposes is None:
-            allowed.append("+e.effective_restriction = ?")
-            params.append(restriction)
+            allowed.append(f"{restriction} = ?")
+            params.append(name)
         elif purposes:
             marks = ", ".join("?" for _ in purposes)
-            allowed.append(f"(+e.effective_restriction = ? AND e.purpose_key IN ({marks}))")
-            params += [restriction, *sorted(purposes)]
-    conditions.append(f"({' OR '.join(allowed)})" if allowed else "0")
+            allowed.append(f"({restriction} = ? AND e.purpose_key IN ({marks}))")
+            params += [name, *sorted(purposes)]
+    conditions.append(f"({' OR '.join(allowed)})" if allowed else "FALSE")
 
     for column, values in (("effective_restriction", query.restrictions), ("purpose_key", query.purposes)):
         if values is not None:
-            conditions.append(f"+e.{column} IN ({', '.join('?' for _ in values)})")
+            marks = ", ".join("?" for _ in values)
+            conditions.append(f"{dialect.unindexed('e.' + column)} IN ({marks})" if values else "FALSE")
             params += sorted(values)
     if query.incident_id is not None:
         conditions.append("e.incident_id = ?")
@@ -100,29 +103,26 @@ def _where(query: SearchQuery, readable: Readable) -> tuple[str, list[object]]:
             conditions.append(f"e.{span.field} <= ?")
             params.append(to_text(span.end))
     if query.text is not None:
-        words = _WORD.findall(query.text)
-        # Each word quoted: the user's text is data, never FTS5 query syntax (NEAR, *, column:...).
-        conditions.append("f.entries_fts MATCH ?" if words else "0")
-        params += [" ".join(f'"{word}"' for word in words)] if words else []
+        match, words = fulltext.condition(dialect, _WORD.findall(query.text))
+        conditions.append(match)
+        params += words
     return " AND ".join(conditions), params
 
 
-def _source_and_order(query: SearchQuery, *, counting: bool = False) -> tuple[str, str]:
+def _source_and_order(dialect: Dialect, query: SearchQuery, *, counting: bool = False) -> tuple[str, str]:
     if query.text is not None:
-        # The planner looks FTS matches up by rowid in the table; a count needs only the access columns.
-        hint = f" INDEXED BY {ACCESS_INDEX}" if counting else ""
-        return f"entries_fts AS f JOIN entries AS e{hint} ON e.id = f.rowid", "f.rowid DESC"
+        return fulltext.source(dialect, ACCESS_INDEX, counting=counting)
     if query.times:
         return "entries AS e", f"e.{query.times[0].field} DESC, e.id DESC"
     return "entries AS e", "e.id DESC"
 
 
-def search(conn: sqlite3.Connection, query: SearchQuery, readable: Readable, *, limit: int,
+def search(conn: Connection, query: SearchQuery, readable: Readable, *, limit: int,
            offset: int = 0) -> list[Entry]:
     """Matching live entries (documents not loaded): newest entry first, or newest first by the first
     time searched for."""
-    where, params = _where(query, readable)
-    source, order = _source_and_order(query)
+    where, params = _where(conn.dialect, query, readable)
+    source, order = _source_and_order(conn.dialect, query)
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM {source} WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
         [*params, limit, offset],
@@ -130,10 +130,11 @@ def search(conn: sqlite3.Connection, query: SearchQuery, readable: Readable, *, 
     return [from_row(row) for row in rows]
 
 
-def count(conn: sqlite3.Connection, query: SearchQuery, readable: Readable, *, cap: int) -> int:
+def count(conn: Connection, query: SearchQuery, readable: Readable, *, cap: int) -> int:
     """How many entries match, counting at most ``cap + 1`` (so that huge results stay cheap)."""
-    where, params = _where(query, readable)
-    source, _ = _source_and_order(query, counting=True)
+    where, params = _where(conn.dialect, query, readable)
+    source, _ = _source_and_order(conn.dialect, query, counting=True)
     return conn.execute(
-        f"SELECT count(*) FROM (SELECT 1 FROM {source} WHERE {where} LIMIT ?)", [*params, cap + 1]
+        f"SELECT count(*) FROM (SELECT 1 FROM {source} WHERE {where} LIMIT ?) AS matches",
+        [*params, cap + 1]
     ).fetchone()[0]

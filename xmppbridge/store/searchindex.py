@@ -6,17 +6,13 @@ The queries are in ``store.search``.
 
 from __future__ import annotations
 
-import sqlite3
-
 from xmppbridge.errors import InputRejected
 from xmppbridge.iodef.model import NS_V1, NS_V2, Incident
 from xmppbridge.iodef.parse import parse_untrusted
+from xmppbridge.store import fulltext
+from xmppbridge.store.sql import Connection, Dialect
 
-SCHEMA = (
-    # Text of every IODEF Description in the document; rowid = entries.id. unicode61 folds case and,
-    # with remove_diacritics, accents, so "resume" finds "Résumé".
-    "CREATE VIRTUAL TABLE IF NOT EXISTS entries_fts USING fts5"
-    " (description, tokenize = 'unicode61 remove_diacritics 2')",
+_IDS = (
     """
     CREATE TABLE IF NOT EXISTS entry_ids (  -- IncidentIDs an entry refers to, one row each
         entry_id INTEGER NOT NULL REFERENCES entries (id),
@@ -28,6 +24,13 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS entry_ids_value ON entry_ids (kind, value)",
     "CREATE INDEX IF NOT EXISTS entry_ids_entry ON entry_ids (entry_id)",
 )
+
+
+def schema(dialect: Dialect) -> tuple[str, ...]:
+    """The text of every IODEF Description in the document (``store.fulltext``), and the ids."""
+    return (*fulltext.schema(dialect), *_IDS)
+
+
 # Stored documents are at most a few hundred kB; the limit only guards the parser.
 _MAX_INDEXED_BYTES = 4_000_000
 _DESCRIPTIONS = (f"{{{NS_V1}}}Description", f"{{{NS_V2}}}Description")
@@ -44,15 +47,13 @@ def description_text(xml: bytes) -> str:
     return "\n".join(text for text in texts if text)
 
 
-def index(conn: sqlite3.Connection, entry_id: int, xml: bytes, incident: Incident, *, new: bool = False
+def index(conn: Connection, entry_id: int, xml: bytes, incident: Incident, *, new: bool = False
           ) -> None:
     """(Re)index one entry. Call inside the transaction that stores it. ``new``: the entry was just
     inserted, so there is nothing of it to remove first (entries are never deleted, ids never reused)."""
+    fulltext.index(conn, entry_id, description_text(xml), new=new)
     if not new:
-        conn.execute("DELETE FROM entries_fts WHERE rowid = ?", (entry_id,))
         conn.execute("DELETE FROM entry_ids WHERE entry_id = ?", (entry_id,))
-    conn.execute("INSERT INTO entries_fts (rowid, description) VALUES (?, ?)",
-                 (entry_id, description_text(xml)))
     conn.executemany(
         "INSERT INTO entry_ids (entry_id, kind, name, value) VALUES (?, ?, ?, ?)",
         [(entry_id, "alternative", name, value) for name, value in incident.alternative_ids]

@@ -5,11 +5,11 @@ Both feed `xmppbridge status`, which runs in another process than the bridge and
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 
 from xmppbridge.store.db import format_time, from_text, now, parse_time
+from xmppbridge.store.sql import Connection
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class ItemState:
     deleted: bool
 
 
-def record_subscribed(conn: sqlite3.Connection, service: str, node: str) -> None:
+def record_subscribed(conn: Connection, service: str, node: str) -> None:
     conn.execute(
         "INSERT INTO subscriptions (service, node, subscribed_at) VALUES (?, ?, ?)"
         " ON CONFLICT (service, node) DO NOTHING",
@@ -38,23 +38,23 @@ def record_subscribed(conn: sqlite3.Connection, service: str, node: str) -> None
     )
 
 
-def record_item(conn: sqlite3.Connection, service: str, node: str) -> None:
+def record_item(conn: Connection, service: str, node: str) -> None:
     conn.execute("UPDATE subscriptions SET last_item_at = ? WHERE service = ? AND node = ?",
                  (format_time(now()), service, node))
 
 
-def record_sync(conn: sqlite3.Connection, service: str, node: str) -> None:
+def record_sync(conn: Connection, service: str, node: str) -> None:
     conn.execute("UPDATE subscriptions SET last_sync_at = ? WHERE service = ? AND node = ?",
                  (format_time(now()), service, node))
 
 
-def subscriptions(conn: sqlite3.Connection) -> list[SubscriptionState]:
+def subscriptions(conn: Connection) -> list[SubscriptionState]:
     rows = conn.execute("SELECT * FROM subscriptions ORDER BY service, node").fetchall()
     return [SubscriptionState(row["service"], row["node"], parse_time(row["subscribed_at"]),
                               from_text(row["last_item_at"]), from_text(row["last_sync_at"])) for row in rows]
 
 
-def item_states(conn: sqlite3.Connection, service: str, node: str) -> list[ItemState]:
+def item_states(conn: Connection, service: str, node: str) -> list[ItemState]:
     rows = conn.execute(
         "SELECT item_id, updated_at, deleted_at FROM entries"
         " WHERE service = ? AND node = ? AND origin = 'remote'",
@@ -64,7 +64,7 @@ def item_states(conn: sqlite3.Connection, service: str, node: str) -> list[ItemS
             for row in rows]
 
 
-def set_state(conn: sqlite3.Connection, key: str, value: str) -> None:
+def set_state(conn: Connection, key: str, value: str) -> None:
     conn.execute(
         "INSERT INTO bridge_state (key, value, updated_at) VALUES (?, ?, ?)"
         " ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
@@ -72,6 +72,6 @@ def set_state(conn: sqlite3.Connection, key: str, value: str) -> None:
     )
 
 
-def get_state(conn: sqlite3.Connection) -> dict[str, tuple[str, datetime]]:
+def get_state(conn: Connection) -> dict[str, tuple[str, datetime]]:
     rows = conn.execute("SELECT key, value, updated_at FROM bridge_state").fetchall()
     return {row["key"]: (row["value"], parse_time(row["updated_at"])) for row in rows}

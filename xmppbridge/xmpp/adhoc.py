@@ -20,13 +20,13 @@ from typing import Any
 
 from slixmpp.exceptions import XMPPError
 
-from xmppbridge.chat.state import ChatState
 from xmppbridge.config import Config
 from xmppbridge.policy.may import Action, Actor, Decides
 from xmppbridge.quarantine import held, release
 from xmppbridge.status import format_status, status_report
 from xmppbridge.store import Store
 from xmppbridge.store.approvals import APPROVED, DENIED, PENDING
+from xmppbridge.store.chatstate import ChatState
 from xmppbridge.xmpp.component import BridgeComponent
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,82 @@
+"""What the table modules need from a database connection, and the few places where SQLite and
+PostgreSQL speak differently.
+
+The table modules write one SQL text for both backends: ``?`` and ``:name`` parameters, ``RETURNING id``,
+``ON CONFLICT``, ``IS NOT DISTINCT FROM``, ``FALSE``, aliased subqueries. SQLite (3.35 or later, Debian 12
+has 3.40) runs it as written; ``store.pg`` rewrites parameters and column types for PostgreSQL. Where the
+two cannot share a text, a module asks its connection's ``dialect`` (below): lists as one parameter,
+planner hints, full-text search (``store.fulltext``).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class Row(Protocol):
+    """A result row, by column name or position (``sqlite3.Row`` and ``store.pg.Row``)."""
+
+    def __getitem__(self, key: str | int) -> Any: ...
+    def keys(self) -> list[str]: ...
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """One database session, as the table modules use it; transactions are ``store.db``'s."""
+
+    dialect: Dialect
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ...) -> Cursor: ...
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any: ...
+    def begin(self) -> None:
+        """Open a write transaction holding the store's write lock (writers go one at a time)."""
+
+    @property
+    def in_transaction(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str  # "sqlite" | "postgresql"
+
+    def one_of(self, column: str, values: Collection[Any], *, negate: bool = False) -> tuple[str, Any]:
+        """``column`` in ``values`` as a condition with one parameter, however many values (SQLite's
+        statement cache and variable limit, PostgreSQL's plan cache); returns (condition, parameter)."""
+        if self.name == "postgresql":
+            return (f"NOT ({column} = ANY(?))" if negate else f"{column} = ANY(?)"), list(values)
+        keyword = "NOT IN" if negate else "IN"
+        return f"{column} {keyword} (SELECT value FROM json_each(?))", json.dumps(list(values))
+
+    def unindexed(self, expression: str) -> str:
+        """``expression`` such that SQLite's planner does not pick an index for it (the unary ``+``);
+        PostgreSQL plans by its statistics and has no such hint."""
+        return expression if self.name == "postgresql" else f"+{expression}"
+
+    def indexed_by(self, index: str) -> str:
+        """SQLite's ``INDEXED BY`` clause; nothing on PostgreSQL."""
+        return "" if self.name == "postgresql" else f" INDEXED BY {index}"
+
+
+SQLITE = Dialect("sqlite")
+POSTGRESQL = Dialect("postgresql")
+
+
+class SqliteConnection(sqlite3.Connection):
+    """``sqlite3.connect(..., factory=SqliteConnection)``: the standard connection, with a dialect."""
+
+    dialect = SQLITE
+
+    def begin(self) -> None:
+        self.execute("BEGIN IMMEDIATE")  # the write lock up front, waiting up to busy_timeout
