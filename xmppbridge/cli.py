@@ -129,6 +129,19 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--timeout", type=float, default=15.0,
                          help="seconds to wait for the bridge to send it (default 15)")
 
+    what = "store tools"
+    store_actions = commands.add_parser("store", help=what, description=what).add_subparsers(
+        required=True, metavar="ACTION")
+    what = ("copy a whole store to another backend (an SQLite file to a PostgreSQL database, or back): "
+            "history, quarantine, outbox and chat state, then compare every table's rows; stop the bridge "
+            "first; the target must be empty")
+    sub = store_actions.add_parser("copy", help=what, description=what)
+    sub.set_defaults(func=cmd_store_copy)
+    sub.add_argument("--from", dest="source", required=True, metavar="STORE",
+                     help="the store.path of an SQLite file, or a postgresql:// URL")
+    sub.add_argument("--to", dest="target", required=True, metavar="STORE",
+                     help="the new store: an SQLite path or a postgresql:// URL (what store.url becomes)")
+
     sub = command("status", cmd_status, "connection, outbox, quarantine and peers of a bridge")
     sub.add_argument("-c", "--config", required=True, type=Path)
     sub.add_argument("--json", action="store_true", help="print the report as one JSON object")
@@ -471,6 +484,31 @@ def cmd_members_decide(args: argparse.Namespace) -> int:
         ok, message = decide(store, args.node, args.jid, args.approve, timeout=args.timeout)
     print(message, file=sys.stdout if ok else sys.stderr)
     return EXIT_OK if ok else EXIT_INVALID
+
+
+def cmd_store_copy(args: argparse.Namespace) -> int:
+    from xmppbridge.store import Store
+    from xmppbridge.store.copy import CopyError, copy_store
+    from xmppbridge.store.sessions import is_url
+    from xmppbridge.store.sql import redact
+
+    if not is_url(args.source) and not Path(args.source).is_file():
+        print(f"store copy: {args.source} is neither an SQLite file nor a postgresql:// URL", file=sys.stderr)
+        return EXIT_INVALID
+    with Store(args.source) as source, Store(args.target) as target:
+        try:
+            copied = copy_store(source, target)
+        except CopyError as exc:
+            print(f"store copy: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+    width = max(len(c.table) for c in copied)
+    for c in copied:
+        print(f"{c.table:<{width}}  {c.source:>9}  {c.target:>9}  {'ok' if c.ok else 'MISMATCH'}")
+    if all(c.ok for c in copied):
+        print(f"copied and verified: every table of {redact(args.source)} is in {redact(args.target)}")
+        return EXIT_OK
+    print("store copy: row counts differ (above); do not switch to the target", file=sys.stderr)
+    return EXIT_INVALID
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ import psycopg
 from psycopg import pq
 from psycopg_pool import ConnectionPool
 
-from xmppbridge.store.sql import POSTGRESQL
+from xmppbridge.store.sql import POSTGRESQL, redact
 
 # pg_advisory_xact_lock(int, int) keys: the two-integer key space, apart from the one-bigint space that
 # leases use (xmppbridge.lease), so that no lease ever blocks a writer.
@@ -108,6 +108,13 @@ class PgConnection:
             with self.raw.cursor() as cursor:
                 cursor.executemany(translate(sql), rows)
 
+    def stream(self, sql: str) -> psycopg.Cursor[Any]:
+        """A server-side cursor over a large result, fetched a chunk at a time (inside a transaction);
+        ``execute`` would hold the whole result in memory."""
+        cursor = self.raw.cursor(name=f"stream_{id(self)}")
+        cursor.execute(translate(sql))
+        return cursor
+
     def begin(self) -> None:
         self.raw.execute("BEGIN")
         self.raw.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_SPACE, WRITE_LOCK))
@@ -166,8 +173,3 @@ class StoreUnavailable(RuntimeError):
     def __init__(self, url: str, cause: BaseException) -> None:
         super().__init__(f"cannot reach the PostgreSQL store {redact(url)}: {cause}; check store.url,"
                          " that the server is running and that it lets this user connect to that database")
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)

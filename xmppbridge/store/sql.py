@@ -11,6 +11,7 @@ planner hints, full-text search (``store.fulltext``).
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ class Connection(Protocol):
     def begin(self) -> None:
         """Open a write transaction holding the store's write lock (writers go one at a time)."""
 
+    def stream(self, sql: str) -> Any:
+        """A cursor over a large result that does not hold all of it in memory (``fetchmany``)."""
+
     @property
     def in_transaction(self) -> bool: ...
     def close(self) -> None: ...
@@ -69,6 +73,11 @@ class Dialect:
         return "" if self.name == "postgresql" else f" INDEXED BY {index}"
 
 
+def redact(target: str) -> str:
+    """A store's path or URL without the URL's password, for messages and logs."""
+    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", target)
+
+
 SQLITE = Dialect("sqlite")
 POSTGRESQL = Dialect("postgresql")
 
@@ -80,3 +89,7 @@ class SqliteConnection(sqlite3.Connection):
 
     def begin(self) -> None:
         self.execute("BEGIN IMMEDIATE")  # the write lock up front, waiting up to busy_timeout
+
+    def stream(self, sql: str) -> sqlite3.Cursor:
+        """A large result, a chunk at a time (SQLite's cursors step through results as they are read)."""
+        return self.execute(sql)
