@@ -40,6 +40,7 @@ class Member:
     prosody: ProsodyServer = field(init=False)
     bridge: subprocess.Popen[bytes] | None = None
     passwords: dict[str, str] = field(default_factory=dict)  # feed user -> password, set by write_files
+    store_url: str | None = None  # a PostgreSQL store (store.url) instead of the SQLite file
 
     @property
     def domain(self) -> str:
@@ -52,6 +53,11 @@ class Member:
     @property
     def store_path(self) -> Path:
         return self.workdir / "data" / f"{self.name}.sqlite"
+
+    @property
+    def store(self) -> str:
+        """What the member's bridge opens: its PostgreSQL URL, or its SQLite file."""
+        return self.store_url or str(self.store_path)
 
     @property
     def feed_url(self) -> str:
@@ -139,7 +145,8 @@ class Consortium:
                 # One entry per member, ours included: trust, subscriptions and audiences derive from it.
                 "members": [self._registry_entry(m, follow=m.name in sources) for m in self.members.values()],
                 "audiences": (audiences or {}).get(member.name, {r: "all" for r in SHARED}),
-                "store": {"path": str(member.store_path.relative_to(self.workdir))},
+                "store": ({"url": member.store_url} if member.store_url else
+                          {"path": str(member.store_path.relative_to(self.workdir))}),
                 "feed": {"listen": f"127.0.0.1:{member.feed_port}", "base_url": member.feed_url,
                          "anonymous_restrictions": anonymous_restrictions or ["public"],
                          "users": self._feed_users(member, users or {}), **(feed or {})},

@@ -51,7 +51,7 @@ async def _xmpp_part(config: Config, timeout: float) -> tuple[list[Check], bool]
 
 
 def _says_online(config: Config) -> bool:
-    if not config.store_path.exists():
+    if config.store_url is None and not config.store_path.exists():
         return False
     with Store(config.store_target) as store:
         value, _ = store.state().get("connection", ("", None))
