@@ -36,6 +36,10 @@ _LOCK_SPACE = 0x78627267  # "xbrg"
 WRITE_LOCK = 1
 SCHEMA_LOCK = 2
 
+# One round trip each: both statements in one simple query (the keys are constants, not parameters).
+_BEGIN_WRITE = f"BEGIN; SELECT pg_advisory_xact_lock({_LOCK_SPACE}, {WRITE_LOCK})"
+_BEGIN_SCHEMA = f"BEGIN; SELECT pg_advisory_xact_lock({_LOCK_SPACE}, {SCHEMA_LOCK})"
+
 # Rewrite outside quoted literals and comments only.
 _TOKENS = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*)|(\?)|(?<!:):([A-Za-z_]\w*)|(%)""")
 _DDL = re.compile(r"^\s*(CREATE\s+TABLE|ALTER\s+TABLE)", re.IGNORECASE)
@@ -116,14 +120,12 @@ class PgConnection:
         return cursor
 
     def begin(self) -> None:
-        self.raw.execute("BEGIN")
-        self.raw.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_SPACE, WRITE_LOCK))
+        self.raw.execute(_BEGIN_WRITE)
 
     def begin_schema(self) -> None:
         """A transaction holding the schema lock: the first opener creates or upgrades, the others wait
         and then find it done (concurrent CREATE TABLE IF NOT EXISTS can otherwise collide)."""
-        self.raw.execute("BEGIN")
-        self.raw.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_SPACE, SCHEMA_LOCK))
+        self.raw.execute(_BEGIN_SCHEMA)
 
     @property
     def in_transaction(self) -> bool:
