@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,27 @@ def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
         load_config(bad)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_store_url_or_path(tmp_path: Path, base: dict) -> None:
+    base["store"] = {"url": "postgresql://xmppbridge@db.a.test:5432/xmppbridge"}
+    config = load_config(write(tmp_path, base))
+    assert config.store_target == config.store_url == "postgresql://xmppbridge@db.a.test:5432/xmppbridge"
+    base["store"]["path"] = "data/x.sqlite"
+    with pytest.raises(ConfigError, match=r"store\.url: give store\.path \(SQLite\) or store\.url"):
+        load_config(write(tmp_path, base))
+    base["store"] = {"url": "mysql://db.a.test/x"}
+    with pytest.raises(ConfigError, match=r"store\.url: must be a PostgreSQL URL"):
+        load_config(write(tmp_path, base))
+
+
+def test_an_unreachable_postgresql_store_says_so_at_once(tmp_path: Path) -> None:
+    from xmppbridge.store import Store
+    from xmppbridge.store.pg import StoreUnavailable
+
+    with socket.socket() as taken:  # a port nothing answers on
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+    with pytest.raises(StoreUnavailable, match=r"cannot reach the PostgreSQL store postgresql://u:\*\*\*@"
+                                                r"127\.0\.0\.1:\d+/x: .*check store\.url"):
+        Store(f"postgresql://u:secret@127.0.0.1:{port}/x")

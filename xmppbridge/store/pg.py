@@ -145,6 +145,10 @@ class PgBackend:
 
     def __init__(self, url: str, *, max_size: int = 4) -> None:
         self.url = url
+        try:  # once by hand first: a wrong URL or a server that is down fails now, with libpq's reason
+            psycopg.connect(url, connect_timeout=10).close()
+        except psycopg.Error as exc:
+            raise StoreUnavailable(url, exc) from None
         self.pool = ConnectionPool(url, min_size=1, max_size=max_size, kwargs={"autocommit": True},
                                    configure=_configure, check=ConnectionPool.check_connection,
                                    open=False, name="xmppbridge-store")
@@ -173,5 +177,6 @@ class PgBackend:
 
 class StoreUnavailable(RuntimeError):
     def __init__(self, url: str, cause: BaseException) -> None:
-        super().__init__(f"cannot reach the PostgreSQL store {redact(url)}: {cause}; check store.url,"
+        reason = " ".join(str(cause).split())  # libpq's message spans lines
+        super().__init__(f"cannot reach the PostgreSQL store {redact(url)}: {reason}; check store.url,"
                          " that the server is running and that it lets this user connect to that database")
