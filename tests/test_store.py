@@ -15,7 +15,8 @@ import pytest
 from xmppbridge.iodef.model import Incident
 from xmppbridge.store import Store
 from xmppbridge.store import incidents as incident_columns
-from xmppbridge.store.db import BUSY_TIMEOUT_MS, SCHEMA_VERSION
+from xmppbridge.store.db import SCHEMA_VERSION
+from xmppbridge.store.sqlite import BUSY_TIMEOUT_MS
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

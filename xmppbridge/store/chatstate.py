@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from xmppbridge.store import db
-from xmppbridge.store.sessions import Sessions
+from xmppbridge.store.sql import Transactions
 
 # Schema version 8 (store.migrations).
 SCHEMA = (
@@ -39,7 +39,7 @@ SCHEMA = (
 
 
 class ChatState:
-    def __init__(self, sessions: Sessions) -> None:
+    def __init__(self, sessions: Transactions) -> None:
         self._sessions = sessions
 
     def subscribe(self, jid: str, pairs: Iterable[tuple[str, str]]) -> None:

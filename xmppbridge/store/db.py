@@ -1,31 +1,20 @@
-"""Connections, schema and the few helpers every table module shares, for both backends.
+"""The version 1 schema, transactions and the few helpers every table module shares, for both backends.
 
-SQLite: one long-lived connection in the asyncio process plus short-lived connections from CLI
-processes. WAL mode lets readers run beside one writer; ``busy_timeout`` makes a second writer wait (up
-to 5 s) instead of failing at once. PostgreSQL (``store.pg``): pooled connections, writers taking turns
-on an advisory lock. Either way connections run in autocommit mode: every write is either a single
-statement or an explicit ``begin`` ... ``COMMIT`` block (see :func:`transaction`), so nothing stays
-uncommitted between calls.
+Connections run in autocommit mode (SQLite's are opened by ``store.sqlite``, PostgreSQL's lent by the
+pool of ``store.pg``): every write is either a single statement or an explicit ``begin`` ... ``COMMIT``
+block (see :func:`transaction`), so nothing stays uncommitted between calls.
 """
 
 from __future__ import annotations
 
-import logging
-import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-from xmppbridge.store.sql import Connection, Cursor, SqliteConnection
+from xmppbridge.store.sql import Connection, Cursor
 
 SCHEMA_VERSION = 8  # each step above 1 is a function in store.migrations
-BUSY_TIMEOUT_MS = 5000
-_SLOW_UPGRADE_SECONDS = 1.0  # a new or small store upgrades in milliseconds; a longer upgrade is logged
-
-log = logging.getLogger(__name__)
-
-# The version 1 schema, which every store starts from (store.migrations brings it up to date). One
+# The version 1 schema, which every store starts from (migrations.ensure_schema brings it up to date). One
 # statement per entry; all idempotent so that concurrent openers cannot trip over each other.
 _SCHEMA = (
     """
@@ -134,48 +123,6 @@ _SCHEMA = (
     )
     """,
 )
-
-
-def connect(path: str) -> SqliteConnection:
-    """Open ``path`` in WAL mode with a busy timeout and make sure the schema exists."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, factory=SqliteConnection)
-    conn.row_factory = sqlite3.Row
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")  # durable at each commit in WAL mode except on power loss
-    started = time.perf_counter()
-    if ensure_schema(conn):
-        # A large upgrade leaves a WAL file as large as what it wrote (GBs for version 5 on a big store),
-        # which keeps that size while this connection lives: copy it into the database and truncate it.
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        seconds = time.perf_counter() - started
-        if seconds >= _SLOW_UPGRADE_SECONDS:
-            log.info("store %s: schema upgraded to version %d in %.0f s", path, SCHEMA_VERSION, seconds)
-    # Only now: rebuilding a table (migrations._to_5) needs them off, and the pragma cannot change inside
-    # the upgrade's transaction.
-    conn.execute("PRAGMA foreign_keys = ON")
-    return conn
-
-
-def ensure_schema(conn: Connection) -> bool:
-    """Create or upgrade the schema; whether it was upgraded (a new store is, from version 1). On
-    PostgreSQL under the schema lock, so that processes starting together do not both create it."""
-    with transaction(conn, schema=True):
-        for statement in _SCHEMA:
-            conn.execute(statement)
-        row = conn.execute("SELECT version FROM schema_version").fetchone()
-        if row is None:
-            # A new file has the version 1 tables above; the migrations bring it to SCHEMA_VERSION like
-            # any existing store, so there is one way to each schema version.
-            conn.execute("INSERT INTO schema_version (version) VALUES (1)")
-        elif row["version"] > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"store schema version {row['version']} is newer than this xmppbridge ({SCHEMA_VERSION});"
-                " upgrade xmppbridge"
-            )
-        from xmppbridge.store import migrations  # imports the table modules, which import this one
-
-        return migrations.upgrade(conn, SCHEMA_VERSION)
 
 
 @contextmanager

@@ -1,5 +1,5 @@
-"""Schema upgrades, one function per version step, run by ``db.connect`` inside its transaction, with
-foreign keys off (``db.connect`` turns them on afterwards).
+"""Schema upgrades, one function per version step, run by ``ensure_schema`` inside its transaction, when a
+store is opened (with foreign keys off on SQLite: ``store.sqlite.connect`` turns them on afterwards).
 
 Steps 2 to 4 only add (columns with ``ALTER TABLE ... ADD COLUMN``, tables, indexes) and fill what they
 added from the data already there, or replace an index by a wider one. Step 5 moves each entry's current
@@ -30,9 +30,29 @@ from xmppbridge.store import (
     search,
     searchindex,
 )
+from xmppbridge.store.db import _SCHEMA, SCHEMA_VERSION, transaction
 from xmppbridge.store.sql import Connection
 
 log = logging.getLogger(__name__)
+
+
+def ensure_schema(conn: Connection) -> bool:
+    """Create or upgrade the schema; whether it was upgraded (a new store is, from version 1). On
+    PostgreSQL under the schema lock, so that processes starting together do not both create it."""
+    with transaction(conn, schema=True):
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
+        if row is None:
+            # A new file has the version 1 tables above; the migrations bring it to SCHEMA_VERSION like
+            # any existing store, so there is one way to each schema version.
+            conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+        elif row["version"] > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"store schema version {row['version']} is newer than this xmppbridge ({SCHEMA_VERSION});"
+                " upgrade xmppbridge"
+            )
+        return upgrade(conn, SCHEMA_VERSION)
 
 
 def upgrade(conn: Connection, target: int) -> bool:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
-from xmppbridge.store import db
+from xmppbridge.store import db, migrations, sqlite
 from xmppbridge.store.sql import Connection
 
 if TYPE_CHECKING:
@@ -43,9 +43,9 @@ class Sessions:
 
             self._pool = PgBackend(target)
             with self._pool.connection() as conn:
-                db.ensure_schema(conn)
+                migrations.ensure_schema(conn)
         else:
-            self._sqlite = db.connect(target)
+            self._sqlite = sqlite.connect(target)
 
     @property
     def dialect_name(self) -> str:

@@ -13,9 +13,12 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Row(Protocol):
@@ -49,6 +52,13 @@ class Connection(Protocol):
     @property
     def in_transaction(self) -> bool: ...
     def close(self) -> None: ...
+
+
+class Transactions(Protocol):
+    """What a concern of the store needs of ``store.sessions.Sessions``: a write transaction, a read."""
+
+    def write(self) -> AbstractContextManager[Connection]: ...
+    def read(self, query: Callable[[Connection], T]) -> T: ...
 
 
 @dataclass(frozen=True)
