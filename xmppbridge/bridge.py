@@ -1,5 +1,6 @@
 """Wire the core to its shells for ``xmppbridge run``: XMPP component, mirror, outbox drain, HTTP feed,
-and the operator listener (``metrics.listen``: /metrics and the detailed /healthz, loopback only)."""
+and the operator listener (``metrics.listen``: /metrics and the detailed /healthz, loopback only).
+The XMPP side runs only while this instance holds the store's lease (``xmppbridge.leadership``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from xmppbridge.feed.app import make_app, store_health
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.feed.throttle import Throttle
 from xmppbridge.feed.tls import server_context
+from xmppbridge.leadership import Leadership, holder_for
 from xmppbridge.metrics import BridgeMetrics, operator_app
 from xmppbridge.policy.may import LivePolicy
 from xmppbridge.publish import Publisher
@@ -65,22 +67,25 @@ class Bridge:
         self.publisher = Publisher.for_config(self.store, config)
         self._reloads: set[asyncio.Task[None]] = set()  # referenced until done (asyncio keeps weak ones)
         self._stopping = asyncio.Event()
-        self.ready = asyncio.Event()  # set once connected, subscribed and serving HTTP
+        self.ready = asyncio.Event()  # set once active, connected, subscribed and serving HTTP
+        # Several `run`s may share the store: one acts, the others serve the feed and stand by.
+        self.leadership = Leadership(holder_for(config), self.store, config.instance_name)
+        self._fenced = False
 
     async def run(self) -> None:
+        """Serve the feed and the operator listener from the start; act on XMPP only while this instance
+        holds the store's lease (``xmppbridge.leadership``), standing by otherwise."""
         config = self.config
-        publisher = self.publisher
         throttle = Throttle(config.feed.throttle)
         self.metrics.watch_logins(throttle.stats)
+        self.metrics.watch_lease(config.instance_name, lambda: self.leadership.active,
+                                 lambda: self.leadership.lease.takeovers)
         metrics = self.metrics if config.operators.metrics else None
-        app = make_app(self.store, config.feed, publisher=publisher, policy=self.policy,
+        app = make_app(self.store, config.feed, publisher=self.publisher, policy=self.policy,
                        health=self._health, throttle=throttle,
                        metrics=None if metrics is None else metrics.scrape)
         runner = web.AppRunner(app)
         runners = [runner]
-        spool = None
-        if config.spool_dir:
-            spool = Spool(config.spool_dir, publisher, interval=config.spool_interval)
         await runner.setup()
         tls = server_context(config.feed.tls) if config.feed.tls else None
         site = web.TCPSite(runner, config.feed_listen_host, config.feed_listen_port, ssl_context=tls)
@@ -92,6 +97,24 @@ class Bridge:
             await runners[-1].setup()
             await web.TCPSite(runners[-1], host, port).start()
             log.info("operator listener (/metrics, /healthz) at http://%s:%d/", host, port)
+        try:
+            await self.leadership.run(self._act, self._fence, self._stopping)
+        finally:
+            for task in self._reloads:
+                task.cancel()
+            await asyncio.gather(*self._reloads, return_exceptions=True)
+            for each in runners:
+                await each.cleanup()
+            self.store.close()
+
+    async def _act(self) -> None:
+        """The active instance's work: the XMPP side, until cancelled."""
+        config = self.config
+        self._fenced = False
+        spool = None
+        if config.spool_dir:
+            spool = Spool(config.spool_dir, self.publisher, interval=config.spool_interval)
+        self.xmpp.stopping = False
         self.xmpp.connect()
         tasks = [asyncio.create_task(coro) for coro in (
             self._sessions(),
@@ -107,18 +130,25 @@ class Bridge:
             *([spool.run()] if spool else []),
         )]
         try:
-            await self._stopping.wait()
+            await asyncio.get_running_loop().create_future()  # until cancelled: stopped, or fenced
         finally:
+            self.ready.clear()
             self.xmpp.stopping = True
             self.xmpp.deliver_held()  # while the store is still open
-            for task in (*tasks, *self._reloads):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, *self._reloads, return_exceptions=True)
-            self.xmpp.disconnect()
-            for each in runners:
-                await each.cleanup()
-            self.store.set_state("connection", "stopped")
-            self.store.close()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if not self._fenced:  # fenced: another instance may be taking over; leave the record to it
+                await self.xmpp.disconnect()
+                self.store.set_state("connection", "stopped")
+
+    def _fence(self) -> None:
+        """The lease is lost: drop the component connection now, before anyone else may take over."""
+        self._fenced = True
+        self.ready.clear()
+        self.xmpp.stopping = True
+        self.xmpp.cancel_connection_attempt()
+        self.xmpp.abort()
 
     def _health(self) -> dict[str, object]:
         """The detailed ``/healthz`` (operator listener, operator users). An unreachable peer leaves the
@@ -127,7 +157,8 @@ class Bridge:
         peers = peer_report(self.config, self.store)
         return {**store_health(self.store),
                 "status": "degraded" if peers["peers_degraded"] else "ok", "ready": self.ready.is_set(),
-                "connected": self.xmpp.online.is_set(), "outbox": self.store.outbox_depth(), **peers}
+                "connected": self.xmpp.online.is_set(), "outbox": self.store.outbox_depth(),
+                **self.leadership.report(), **peers}
 
     async def _sessions(self) -> None:
         """Every time the component (re)connects: resubscribe and catch up, and bring our nodes'

@@ -6,6 +6,8 @@ reading code. Relative paths are resolved against the directory of the config fi
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +21,7 @@ from xmppbridge.errors import ConfigError
 from xmppbridge.feed.settings import FeedSettings, feed_policy, feed_settings
 from xmppbridge.iodef.parse import DEFAULT_MAX_BYTES
 from xmppbridge.jids import InvalidJID, service_key
+from xmppbridge.lease import valid_instance_name
 from xmppbridge.policy.audiences import Audience, Audiences
 from xmppbridge.policy.may import Policy
 from xmppbridge.policy.memberconfig import read_audiences, read_registry
@@ -30,6 +33,10 @@ from xmppbridge.signing.trust import NO_TRUST, TrustStore
 from xmppbridge.signing.trustconfig import anchor_paths, domain_list, read_trust
 
 APPROVAL_MODES = ("auto", "off")
+
+
+def default_instance_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,9 @@ class Config:
     # store.url: a PostgreSQL database (postgresql://user@host:port/db) instead of the SQLite file, for
     # several processes and machines over one store (issue 16; store.pg)
     store_url: str | None = None
+    # instance.name: this `run` among several over one store (xmppbridge.leadership), as status, /healthz
+    # and /metrics name it; default <hostname>:<pid>
+    instance_name: str = field(default_factory=default_instance_name)
 
     @property
     def store_target(self) -> str:
@@ -226,7 +236,18 @@ def load_config(file: str | Path) -> Config:
         registry=registry,
         audiences=audiences,
         approval=approval,
+        instance_name=_instance_name(r),
     )
+
+
+def _instance_name(r: ConfigReader) -> str:
+    name = r.get("instance.name", None)
+    if name is None:
+        return default_instance_name()
+    problem = valid_instance_name(name)
+    if problem:
+        raise r.error("instance.name", f"{problem} (it names this instance in status, logs and metrics)")
+    return name
 
 
 def _store_url(r: ConfigReader) -> str | None:

@@ -122,6 +122,23 @@ class AuthCollector(Collector):
         yield refused
 
 
+class LeaseCollector(Collector):
+    """Whether this instance holds the store's lease and acts (``xmppbridge.leadership``): summed over
+    every instance of one bridge, ``xmppbridge_active`` is 1. The label is ``instance_name``, not
+    ``instance``, which Prometheus gives every scraped target itself."""
+
+    def __init__(self, instance: str, active: Callable[[], bool], takeovers: Callable[[], int]) -> None:
+        self.instance, self.active, self.takeovers = instance, active, takeovers
+
+    def collect(self) -> Iterator[Metric]:
+        active = GaugeMetricFamily("xmppbridge_active", "1 while this instance holds the lease and acts, 0 on"
+                                   " standby", labels=["instance_name"])
+        active.add_metric([self.instance], float(self.active()))
+        yield active
+        yield CounterMetricFamily("xmppbridge_lease_takeovers", "Times this instance took the lease",
+                                  value=self.takeovers())
+
+
 class BridgeMetrics:
     def __init__(self, store: Store, *, connected: Callable[[], bool] | None = None) -> None:
         self.registry = CollectorRegistry()
@@ -159,6 +176,9 @@ class BridgeMetrics:
 
     def watch_logins(self, stats: AuthStats) -> None:
         self.registry.register(AuthCollector(stats))
+
+    def watch_lease(self, instance: str, active: Callable[[], bool], takeovers: Callable[[], int]) -> None:
+        self.registry.register(LeaseCollector(instance, active, takeovers))
 
     def scrape(self) -> tuple[bytes, str]:
         """Body and content type of a scrape, the form the feed app's ``metrics`` callback takes."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from xmppbridge.config import Config
+from xmppbridge.leadership import lease_held
+from xmppbridge.lease import STATE_KEY
 from xmppbridge.peers import PeerHealth, degraded
 from xmppbridge.store import Store
 
@@ -17,6 +19,7 @@ def status_report(config: Config, store: Store, *, now: datetime | None = None) 
     now = now or datetime.now(UTC)
     state = store.state()
     connection, since = state.get("connection", ("never started", None))
+    active, active_since = state.get(STATE_KEY, (None, None))
     subscriptions: list[dict[str, str | None]] = []
     contact: dict[str, datetime | None] = {}
     for sub in store.subscriptions():
@@ -29,6 +32,11 @@ def status_report(config: Config, store: Store, *, now: datetime | None = None) 
         "jid": config.jid,
         "connection": connection,
         "connection_since": _iso(since),
+        # Several `run`s may share the store (xmppbridge.leadership): the last to take the lease, and
+        # whether anyone holds it now (None: could not be told, e.g. the database is unreachable).
+        "active_instance": active,
+        "active_since": _iso(active_since),
+        "lease_held": lease_held(config),
         "outbox_depth": store.outbox_depth(),
         "quarantine": store.count_rejects(),
         "entries": store.count_entries(),
@@ -59,6 +67,7 @@ def _peer(service: str, peer: PeerHealth | None) -> dict[str, object]:
 def format_status(report: dict[str, object]) -> str:
     lines = [
         f"bridge {report['jid']}: {report['connection']} (since {report['connection_since'] or '-'})",
+        *_leadership(report),
         f"outbox: {report['outbox_depth']} waiting   quarantine: {report['quarantine']}   "
         f"mirrored entries: {report['entries']}",
     ]
@@ -81,6 +90,17 @@ def format_status(report: dict[str, object]) -> str:
         lines.append(f"  {sub['service']} {sub['node']}: last item {sub['last_item'] or '-'}, "
                      f"last catch-up {sub['last_sync'] or '-'}")
     return "\n".join(lines)
+
+
+def _leadership(report: dict[str, object]) -> list[str]:
+    if "lease_held" not in report:
+        return []
+    active, since, held = report["active_instance"], report["active_since"], report["lease_held"]
+    if held is None:
+        return [f"active instance: cannot tell whether anyone holds the lease (last active {active or '-'})"]
+    if not held:
+        return [f"active instance: none holds the lease (last active {active or '-'}, since {since or '-'})"]
+    return [f"active instance: {active} (since {since})"]
 
 
 def _reachability(peer: dict[str, object] | None) -> str:

@@ -1,0 +1,101 @@
+"""More ``xmppbridge run`` instances of one member of a local consortium, over the member's own store
+(issue 16): the failover tests and benchmark start two or more and kill the active one.
+
+Each instance gets the member's config with its own ``instance.name``, feed port and operator listener
+port; the store, the component JID and everything else are the member's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from xmppbridge.demo.consortium import Consortium
+
+
+@dataclass
+class Instance:
+    name: str  # its instance.name
+    config_path: Path
+    feed_url: str
+    metrics_url: str
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "xmppbridge.cli", "run", "-c", str(self.config_path)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        log.close()
+
+    def health(self) -> dict[str, object]:
+        """The detailed /healthz of its operator listener; {} while it does not answer."""
+        try:
+            with urllib.request.urlopen(self.metrics_url + "healthz", timeout=2) as response:
+                return json.load(response)
+        except OSError:
+            return {}
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.metrics_url + "metrics", timeout=5) as response:
+            return response.read().decode()
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def wait_serving(self, timeout: float = 60.0) -> dict[str, object]:
+        """Until it answers on its operator listener (active or standby); its /healthz."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running():
+                raise RuntimeError(f"instance {self.name} exited:\n{self.log_tail()}")
+            health = self.health()
+            if health.get("role"):
+                return health
+            time.sleep(0.1)
+        raise RuntimeError(f"instance {self.name} not serving within {timeout} s:\n{self.log_tail()}")
+
+    def stop(self, *, kill: bool = False) -> None:
+        if not self.running():
+            return
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self, size: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-size:] if self.log_path.exists() else "(no log)"
+
+
+def instances(consortium: Consortium, member: str, count: int, *, feed_port: int,
+              metrics_port: int) -> list[Instance]:
+    """``count`` instance configs of ``member`` (``<member>1``, ``<member>2``, ...), on feed ports from
+    ``feed_port`` and operator ports from ``metrics_port``; call after ``write_files``."""
+    base = consortium[member]
+    config = yaml.safe_load(base.config_path.read_text())
+    made = []
+    for i in range(count):
+        name = f"{member}{i + 1}"
+        config["instance"] = {"name": name}
+        config["feed"]["listen"] = f"127.0.0.1:{feed_port + i}"
+        config["feed"]["base_url"] = f"http://127.0.0.1:{feed_port + i}/"
+        config["metrics"]["listen"] = f"{base.ip}:{metrics_port + i}"
+        path = base.config_path.with_name(f"{name}.yaml")  # beside the member's: same relative paths
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        made.append(Instance(name, path, f"http://127.0.0.1:{feed_port + i}/",
+                             f"http://{base.ip}:{metrics_port + i}/", consortium.workdir / f"{name}.log"))
+    return made
