@@ -1,4 +1,5 @@
-"""Several ``xmppbridge serve-feed`` processes over one store answer every URL alike.
+"""Several ``xmppbridge serve-feed`` processes over one store answer every URL alike, over SQLite and over
+PostgreSQL (``store.url``, a private cluster: tests/postgres.py).
 
 Two real serve-feed processes over one store: every URL a crawl of the feed finds (Atom, AtomPub, HTML,
 OpenSearch; anonymous and signed in) gets the same status, bytes, ETag and Last-Modified from either, a
@@ -15,6 +16,7 @@ import re
 import shutil
 import signal
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,13 +26,14 @@ from tests.feedprocs import Reply, ServedFeed, request, serve_feeds, start_feed,
 from tests.integration import eventually, loopback_consortium, running
 from tests.test_feed_support import iodef2, store_document
 from xmppbridge.cli import EXIT_ERROR, main
-from xmppbridge.demo.consortium import Consortium
+from xmppbridge.demo.consortium import Consortium, Member
 from xmppbridge.store import Store
 
 SLOT = int(os.environ.get("XMPPBRIDGE_TEST_SLOT", "0"))
 FEED_PORT_BASE = 18581  # + 20 * slot (loopback_consortium); the serve-feed processes take the next ports
 ARCHIVE_SIZE = 3
 HTML = {"Accept": "text/html"}
+BACKENDS = ["sqlite", "postgresql"]
 _LINK = re.compile(rb'(?:href|src)="([^"]+)"')
 
 
@@ -38,16 +41,33 @@ def host(number: int) -> str:
     return f"127.0.{SLOT}.{number}"
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Consortium:
+@contextmanager
+def on_backend(request: pytest.FixtureRequest, member: Member, database: str) -> Iterator[None]:
+    """The member's store on the backend the test is parametrized with: its SQLite file, or a database
+    of its own in the test run's private PostgreSQL cluster (tests/postgres.py), dropped afterwards."""
+    if request.param == "sqlite":
+        yield
+        return
+    cluster = request.getfixturevalue("pg_cluster")
+    member.store_url = cluster.create_database(database)
+    try:
+        yield
+    finally:
+        cluster.drop_database(database)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consortium]:
     """One member's config and keys (no XMPP server is started), and a store with collections to page."""
     lab = loopback_consortium(tmp_path_factory.mktemp("feedprocs"), {"a": 132},
                               feed_port_base=FEED_PORT_BASE, discovery_interval=1.0)
-    lab.write_files(subscriptions={"a": []}, users={"outsider": {"read": []}},
-                    feed={"archive_size": ARCHIVE_SIZE})
-    with Store(lab["a"].store_path) as store:
-        fill(store)
-    return lab
+    with on_backend(request, lab["a"], "feedprocs_a"):
+        lab.write_files(subscriptions={"a": []}, users={"outsider": {"read": []}},
+                        feed={"archive_size": ARCHIVE_SIZE})
+        assert ("url: postgresql://" in lab["a"].config_path.read_text()) == (request.param == "postgresql")
+        with Store(lab["a"].store) as store:
+            fill(store)
+        yield lab
 
 
 def fill(store: Store) -> None:
@@ -154,7 +174,7 @@ def test_a_validator_from_one_process_is_current_at_the_other(lab: Consortium,
 def test_a_change_by_another_process_shows_at_both(lab: Consortium, feeds: list[ServedFeed]) -> None:
     before = [feed.get("feeds/public") for feed in feeds]
     archive = feeds[0].get("feeds/public/archive/1")
-    with Store(lab["a"].store_path) as store:  # as the bridge's mirror would, from its own process
+    with Store(lab["a"].store) as store:  # as the bridge's mirror would, from its own process
         store_document(store, iodef2("PUB-NEW", generated="2024-06-01T12:00:00Z", description="New C2"))
     after = [feed.get("feeds/public", {"If-None-Match": before[0].headers["ETag"]}) for feed in feeds]
     assert [reply.status for reply in after] == [200, 200]
@@ -231,16 +251,19 @@ def test_command_line_addresses_are_checked_like_the_config(
 # -- with XMPP: writes through the outbox to the running bridge and on to the peer -------------------
 
 
-@pytest.fixture(scope="module")
-def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consortium]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def federation(request: pytest.FixtureRequest,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consortium]:
+    """A (its store on the backend of the parameter) and B, federated over Prosody, a bridge each."""
     if shutil.which("prosody") is None:
         pytest.fail("prosody is not installed: run `make test`, which installs it")
     consortium = loopback_consortium(tmp_path_factory.mktemp("feedprocs-xmpp"), {"a": 132, "b": 133},
                                      feed_port_base=FEED_PORT_BASE + 10, discovery_interval=1.0)
-    # A short write timeout: a POST while the bridge is down answers 202 (queued) soon.
-    consortium.write_files(subscriptions={"a": [], "b": ["a"]}, feed={"write_timeout": 2})
-    with running(consortium):
-        yield consortium
+    with on_backend(request, consortium["a"], "feedprocs_xmpp_a"):
+        # A short write timeout: a POST while the bridge is down answers 202 (queued) soon.
+        consortium.write_files(subscriptions={"a": [], "b": ["a"]}, feed={"write_timeout": 2})
+        with running(consortium):
+            yield consortium
 
 
 @pytest.mark.integration
@@ -265,14 +288,14 @@ def test_atompub_post_to_a_feed_process_is_published_by_the_bridge(federation: C
         queued = feeds[1].get("feeds/public", auth, method="POST",
                               body=iodef2("FP-2", name="csirt.a.test", description="Queued meanwhile"))
         assert queued.status == 202, queued.body
-        with Store(a.store_path) as store:
+        with Store(a.store) as store:
             [outbox_id] = store.outbox_ids_for_source("http:analyst")[-1:]
             item = store.outbox_item(outbox_id)
             assert item is not None and item.status == "pending" and item.item_id.endswith("FP-2")
         federation.start_bridge("a")
         eventually(lambda: b"FP-2" in request(b.feed_url + "search?incident=FP-2").body, timeout=60,
                    what="FP-2 at B after A's bridge came back")
-        with Store(a.store_path) as store:
+        with Store(a.store) as store:
             item = store.outbox_item(outbox_id)
             assert item is not None and item.status == "published"
         assert all(feed.health()["bridge_connection"] == "online" for feed in feeds)
