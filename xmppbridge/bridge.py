@@ -7,21 +7,17 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiohttp import web
-
 from xmppbridge.chat.service import ChatService
-from xmppbridge.config import Config, load_config
+from xmppbridge.config import Config
 from xmppbridge.doctor.relay import answer_doctor
-from xmppbridge.errors import ConfigError
-from xmppbridge.feed.app import make_app, store_health
+from xmppbridge.feed.app import store_health
 from xmppbridge.feed.layout import FeedUrls
-from xmppbridge.feed.throttle import Throttle
-from xmppbridge.feed.tls import server_context
 from xmppbridge.leadership import Leadership, holder_for
-from xmppbridge.metrics import BridgeMetrics, operator_app
+from xmppbridge.listeners import Listeners
+from xmppbridge.metrics import BridgeMetrics
 from xmppbridge.policy.may import LivePolicy
 from xmppbridge.publish import Publisher
-from xmppbridge.reload import reloaded
+from xmppbridge.reload import reread
 from xmppbridge.spool import Spool
 from xmppbridge.status import peer_report
 from xmppbridge.store import Store
@@ -65,6 +61,9 @@ class Bridge:
                                      self.store.approved_jids)
         # AtomPub writes go through the same Publisher as `xmppbridge publish`, into this outbox.
         self.publisher = Publisher.for_config(self.store, config)
+        # The feed and the operator listener, as `xmppbridge serve-feed` serves them (xmppbridge.listeners).
+        self.listeners = Listeners(config, self.store, policy=self.policy, health=self._health,
+                                   metrics=self.metrics, publisher=self.publisher)
         self._reloads: set[asyncio.Task[None]] = set()  # referenced until done (asyncio keeps weak ones)
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()  # set once active, connected, subscribed and serving HTTP
@@ -76,35 +75,16 @@ class Bridge:
         """Serve the feed and the operator listener from the start; act on XMPP only while this instance
         holds the store's lease (``xmppbridge.leadership``), standing by otherwise."""
         config = self.config
-        throttle = Throttle(config.feed.throttle)
-        self.metrics.watch_logins(throttle.stats)
         self.metrics.watch_lease(config.instance_name, lambda: self.leadership.active,
                                  lambda: self.leadership.lease.takeovers)
-        metrics = self.metrics if config.operators.metrics else None
-        app = make_app(self.store, config.feed, publisher=self.publisher, policy=self.policy,
-                       health=self._health, throttle=throttle,
-                       metrics=None if metrics is None else metrics.scrape)
-        runner = web.AppRunner(app)
-        runners = [runner]
-        await runner.setup()
-        tls = server_context(config.feed.tls) if config.feed.tls else None
-        site = web.TCPSite(runner, config.feed_listen_host, config.feed_listen_port, ssl_context=tls)
-        await site.start()
-        log.info("feed at %s", self.config.feed_base_url)
-        if config.operators.metrics_listen is not None:
-            host, port = config.operators.metrics_listen
-            runners.append(web.AppRunner(operator_app(metrics, self._health)))
-            await runners[-1].setup()
-            await web.TCPSite(runners[-1], host, port).start()
-            log.info("operator listener (/metrics, /healthz) at http://%s:%d/", host, port)
+        await self.listeners.start()
         try:
             await self.leadership.run(self._act, self._fence, self._stopping)
         finally:
             for task in self._reloads:
                 task.cancel()
             await asyncio.gather(*self._reloads, return_exceptions=True)
-            for each in runners:
-                await each.cleanup()
+            await self.listeners.stop()
             self.store.close()
 
     async def _act(self) -> None:
@@ -181,19 +161,10 @@ class Bridge:
         task.add_done_callback(self._reloads.discard)
 
     async def _reload(self) -> None:
-        file = self.config.file
-        try:
-            loaded = load_config(file)
-        except ConfigError as exc:
-            log.error("reload: %s; keeping the running config", exc)
+        config = reread(self.config)
+        if config is None:
             return
-        except Exception:  # noqa: BLE001 - whatever went wrong reading it, the running config stays
-            log.exception("reload of %s failed; keeping the running config", file)
-            return
-        config, restart = reloaded(self.config, loaded)
-        if restart:
-            log.warning("reload of %s: %s changed, which needs a restart; not applied", file,
-                        ", ".join(restart))
+        file = config.file
         # Publishing waits for the round: nothing goes out to a member it is about to remove.
         with self.outbox.held():
             # Everything that reads the audiences reads them from these, at each use.

@@ -1,4 +1,5 @@
-"""The ``xmppbridge`` command: run the bridge, check configs, validate, sign, verify, publish."""
+"""The ``xmppbridge`` command: run the bridge, serve its feed, check configs, validate, sign, verify,
+publish."""
 
 from __future__ import annotations
 
@@ -44,6 +45,18 @@ def _parser() -> argparse.ArgumentParser:
 
     sub = command("run", cmd_run, "run the bridge until interrupted")
     sub.add_argument("-c", "--config", required=True, type=Path)
+
+    what = ("serve the feed alone from the shared store, without XMPP: every read, and AtomPub writes into "
+            "the outbox the running bridge drains; any number of these may run")
+    sub = command("serve-feed", cmd_serve_feed, what)
+    sub.add_argument("-c", "--config", required=True, type=Path)
+    sub.add_argument("--listen", metavar="HOST:PORT",
+                     help="listen here instead of feed.listen (links still start at feed.base_url)")
+    sub.add_argument("--operator-listen", metavar="HOST:PORT",
+                     help="this process's operator listener instead of metrics.listen (loopback), or 'none'")
+    sub.add_argument("--reuse-port", action="store_true",
+                     help="share the feed's port with the other serve-feed processes on this machine "
+                          "(SO_REUSEPORT: the kernel spreads the connections)")
 
     sub = command("check-config", cmd_check_config, "load and check a config file, then exit")
     sub.add_argument("-c", "--config", required=True, type=Path)
@@ -178,6 +191,34 @@ def cmd_run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(signum, bridge.stop)
         loop.add_signal_handler(signal.SIGHUP, bridge.reload)
         await bridge.run()
+
+    asyncio.run(main())
+    return EXIT_OK
+
+
+def cmd_serve_feed(args: argparse.Namespace) -> int:
+    from xmppbridge.feedprocess import FeedProcess
+    from xmppbridge.logging_setup import configure_logging
+
+    config = load_config(args.config)
+    overrides: dict[str, object] = {}
+    if args.listen is not None:
+        # Every process must write the same links, whatever address it listens on.
+        overrides.update({"feed.listen": args.listen, "feed.base_url": config.feed_base_url})
+    if args.operator_listen is not None:
+        overrides["metrics.listen"] = None if args.operator_listen == "none" else args.operator_listen
+    if overrides:  # checked as if they were in the file: e.g. no anonymous non-public reads off loopback
+        config = load_config(args.config, overrides=overrides)
+    configure_logging(level=logging.DEBUG if args.verbose else logging.INFO,
+                      json_lines=config.operators.log_format == "json")
+
+    async def main() -> None:
+        process = FeedProcess(config, overrides=overrides, reuse_port=args.reuse_port)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, process.stop)
+        loop.add_signal_handler(signal.SIGHUP, process.reload)
+        await process.run()
 
     asyncio.run(main())
     return EXIT_OK

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import yaml
 from cryptography import x509
@@ -121,7 +123,9 @@ class Config:
         return self.audiences.of(*category) if category else Audience(open=False)
 
 
-def load_config(file: str | Path) -> Config:
+def load_config(file: str | Path, *, overrides: Mapping[str, object] | None = None) -> Config:
+    """``overrides``: dotted keys set before the file is checked (``serve-feed --listen`` sets
+    ``feed.listen``), so every rule applies to what the process will really use."""
     file = Path(file)
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
@@ -131,6 +135,8 @@ def load_config(file: str | Path) -> Config:
         raise ConfigError(str(file), "(file)", f"not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(str(file), "(file)", "must be a YAML mapping of sections")
+    for key, value in (overrides or {}).items():
+        _override(file, data, key, value)
     r = ConfigReader(file, data)
 
     jid = r.get("component.jid")
@@ -248,6 +254,17 @@ def _instance_name(r: ConfigReader) -> str:
     if problem:
         raise r.error("instance.name", f"{problem} (it names this instance in status, logs and metrics)")
     return name
+
+
+def _override(file: Path, data: dict[str, Any], key: str, value: object) -> None:
+    *sections, name = key.split(".")
+    for section in sections:
+        if data.get(section) is None:
+            data[section] = {}
+        data = data[section]
+        if not isinstance(data, dict):
+            raise ConfigError(str(file), key, f"cannot be set: {section} is not a mapping")
+    data[name] = value
 
 
 def _store_url(r: ConfigReader) -> str | None:

@@ -13,14 +13,19 @@ change at once.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from dataclasses import fields, replace
 from typing import TypeVar
 
-from xmppbridge.config import Config
+from xmppbridge.config import Config, load_config
+from xmppbridge.errors import ConfigError
 from xmppbridge.feed.access import User
 from xmppbridge.policy.rights import Rights
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 LIVE = ("registry", "audiences")
 # Sections of which only the rights are live: section -> its fields that hold rights.
@@ -36,6 +41,25 @@ def reloaded(running: Config, loaded: Config) -> tuple[Config, list[str]]:
                and sections.get(f.name, getattr(running, f.name)) != getattr(loaded, f.name)]
     live = {name: getattr(loaded, name) for name in LIVE}
     return replace(running, **live, **sections), restart
+
+
+def reread(running: Config, overrides: Mapping[str, object] | None = None) -> Config | None:
+    """SIGHUP: the config file read again, as ``reloaded`` applies it to ``running`` (what needs a restart
+    is logged and kept), or None (logged) when the file is unusable now, so the running config stays.
+    ``overrides``: the command line's settings (``serve-feed --listen``), applied again on every read."""
+    file = running.file
+    try:
+        loaded = load_config(file, overrides=overrides)
+    except ConfigError as exc:
+        log.error("reload: %s; keeping the running config", exc)
+        return None
+    except Exception:  # noqa: BLE001 - whatever went wrong reading it, the running config stays
+        log.exception("reload of %s failed; keeping the running config", file)
+        return None
+    config, restart = reloaded(running, loaded)
+    if restart:
+        log.warning("reload of %s: %s changed, which needs a restart; not applied", file, ", ".join(restart))
+    return config
 
 
 def _rights_of(running: T, loaded: T, names: tuple[str, ...]) -> T:

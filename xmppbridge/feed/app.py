@@ -80,6 +80,10 @@ HealthProbe = Callable[[], Mapping[str, object]]
 HEALTH = web.AppKey("health", HealthProbe)
 Exposition = Callable[[], tuple[bytes, str]]  # (body, content type) of a metrics scrape
 METRICS = web.AppKey("metrics", Exposition)
+# atom:updated (and Last-Modified) of a collection or search result without entries: it was never
+# changed. A constant, not the time of the request, so that every process answers an empty feed with the
+# same bytes and validators (and a client polling it gets 304 until something arrives).
+NEVER = datetime(1970, 1, 1, tzinfo=UTC)
 SEARCH_COUNT_CAP = 10_000  # beyond this many results the total is not counted (opensearch:totalResults)
 _ENTRY = "{entry_id:[0-9]+}"
 
@@ -234,7 +238,7 @@ async def feed(request: web.Request) -> web.Response:
         title=f"Incidents ({restriction})",
         self_url=urls.feed(restriction, before=before, after=after, count=size),
         # RFC 8322 §6.1.3: the newest change in the collection; an empty one was never changed
-        updated=newest[0].entry.updated_at if newest else datetime.now(UTC),
+        updated=newest[0].entry.updated_at if newest else NEVER,
         entries=[change.entry for change in changes],
         links=links,
         restriction=restriction,
@@ -364,7 +368,7 @@ async def search(request: web.Request) -> web.Response:
         atom_id=atom.url_atom_id(urls.search(wanted.criteria)),
         title="Search results",
         self_url=page(wanted.start_page),
-        updated=max((e.updated_at for e in found), default=datetime.now(UTC)),
+        updated=max((e.updated_at for e in found), default=NEVER),
         entries=found,
         links=links,
         search=atom.SearchInfo(known, wanted.offset + 1, wanted.count),
