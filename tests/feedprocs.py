@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from xmppbridge.demo.consortium import stop_process
 
 
 @dataclass(frozen=True)
@@ -96,12 +97,7 @@ def start_feed(config: Path, host: str, port: int, log: Path, *extra: str, liste
 
 def stop_feed(feed: ServedFeed) -> None:
     if feed.process.poll() is None:
-        feed.process.send_signal(signal.SIGTERM)
-        try:
-            feed.process.wait(15)
-        except subprocess.TimeoutExpired:
-            feed.process.kill()
-            feed.process.wait()
+        stop_process(feed.process)
 
 
 @contextmanager

@@ -226,12 +226,7 @@ class Consortium:
         member = self.members[name]
         if member.bridge is None or member.bridge.poll() is not None:
             return
-        member.bridge.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            member.bridge.wait(15)
-        except subprocess.TimeoutExpired:
-            member.bridge.kill()
-            member.bridge.wait()
+        stop_process(member.bridge, kill=kill)
 
     def stop(self) -> None:
         for name in self.members:
@@ -250,3 +245,13 @@ class Consortium:
              "--timeout", str(timeout), *map(str, files)],
             capture_output=True, text=True, timeout=timeout * max(1, len(files)) + 30,
         )
+
+
+def stop_process(process: subprocess.Popen[bytes], *, kill: bool = False) -> None:
+    """SIGTERM (a clean stop), or SIGKILL to simulate a crash; SIGKILL after 15 s if it does not stop."""
+    process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
