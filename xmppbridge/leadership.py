@@ -25,6 +25,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -203,6 +204,14 @@ def lease_held(config: Config) -> bool | None:
     return bool(row and row[0])
 
 
+def recorded_active(state: dict[str, tuple[str, datetime]]) -> dict[str, str | None]:
+    """The active instance the store names (the last to take the lease) and since when, from
+    ``Store.state()``: for ``/healthz`` and ``status``."""
+    name, since = state.get(STATE_KEY, (None, None))
+    return {"active_instance": name,
+            "active_since": None if since is None else since.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
 class Leadership:
     """Runs ``act`` while this instance holds the lease, stands by otherwise, until ``until`` is set.
 
@@ -225,10 +234,8 @@ class Leadership:
 
     def report(self) -> dict[str, object]:
         """For ``/healthz``: this instance, its role, and the active instance the store names."""
-        recorded = self.store.state().get(STATE_KEY)
         return {"instance": self.instance, "role": str(Role.ACTIVE if self.active else Role.STANDBY),
-                "active_instance": recorded[0] if recorded else None,
-                "active_since": recorded[1].strftime("%Y-%m-%dT%H:%M:%SZ") if recorded else None}
+                **recorded_active(self.store.state())}
 
     def _call(self, fn: Callable[[], T]) -> asyncio.Future[T]:
         """Run a holder call on the lease thread, after any call still running there."""

@@ -9,8 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from xmppbridge.config import Config
-from xmppbridge.leadership import lease_held
-from xmppbridge.lease import STATE_KEY
+from xmppbridge.leadership import lease_held, recorded_active
 from xmppbridge.peers import PeerHealth, degraded
 from xmppbridge.store import Store
 
@@ -19,7 +18,6 @@ def status_report(config: Config, store: Store, *, now: datetime | None = None) 
     now = now or datetime.now(UTC)
     state = store.state()
     connection, since = state.get("connection", ("never started", None))
-    active, active_since = state.get(STATE_KEY, (None, None))
     subscriptions: list[dict[str, str | None]] = []
     contact: dict[str, datetime | None] = {}
     for sub in store.subscriptions():
@@ -34,8 +32,7 @@ def status_report(config: Config, store: Store, *, now: datetime | None = None) 
         "connection_since": _iso(since),
         # Several `run`s may share the store (xmppbridge.leadership): the last to take the lease, and
         # whether anyone holds it now (None: could not be told, e.g. the database is unreachable).
-        "active_instance": active,
-        "active_since": _iso(active_since),
+        **recorded_active(state),
         "lease_held": lease_held(config),
         "outbox_depth": store.outbox_depth(),
         "quarantine": store.count_rejects(),
