@@ -22,6 +22,16 @@ cached store's schema in place when it first opens it, before any request is tim
 90-100 s for a million entries, and the file grows from 4.5 to 9 GB, half of it free pages).
 
     BENCH_FEED_STORE=/var/tmp/bench-feed python3 bench/bench_feed.py
+
+``--store postgresql`` measures the same store on PostgreSQL instead, ``--store both`` both side by side
+in one run (runs alternating between them) with the ratio PostgreSQL / SQLite. The PostgreSQL store is
+the SQLite one copied with ``xmppbridge store copy``'s code (``store.copy``: same ids, so the same pages)
+into a database of a private cluster (``tests/postgres.py``: Debian's PostgreSQL 15, default settings
+but fsync off) on 127.0.0.182:31432, then vacuumed and analysed, as autovacuum would after such a load.
+With ``BENCH_FEED_STORE`` the cluster is kept in ``DIR/ENTRIES/postgresql`` and reused, stopped between
+runs. Both feeds are warm: every store file (the SQLite file, the cluster's data directory) is read into
+the page cache before the requests, and ``--cold`` is for SQLite only (PostgreSQL's own buffers cannot
+be evicted from outside).
 """
 
 from __future__ import annotations
@@ -38,17 +48,26 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RUNS, table  # noqa: E402
 from bench.lab import IPS, RESTRICTIONS, BenchConsortium, document  # noqa: E402
+from tests.postgres import private_cluster  # noqa: E402
+from xmppbridge.store import Store  # noqa: E402
+from xmppbridge.store.copy import copy_store  # noqa: E402
 from xmppbridge.store.db import format_time  # noqa: E402
 
-PORT = 29091
+PORT = 29091  # the SQLite store's feed; the PostgreSQL store's is PORT + 1
+PG_HOST, PG_PORT = "127.0.0.182", 31432
+BACKENDS = ("sqlite", "postgresql")
+NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 REQUESTS = 30  # per run and query
 WORDS = [f"word{i:03d}" for i in range(1000)]  # word{k} is in 1 of 1000 entries; "scanning" is in all
 BATCH = 20_000
@@ -123,19 +142,58 @@ def prepare(workdir: Path, total: int) -> tuple[BenchConsortium, Path, str]:
     return lab, db, f"generated in {seconds} s"
 
 
-def serve(config_path: str, db: str) -> None:
-    """Child process: the feed app alone, until killed."""
+@contextmanager
+def postgresql_store(db: Path, keep: Path | None) -> Iterator[tuple[str, str, list[Path]]]:
+    """The store ``db`` copied into PostgreSQL, in a private cluster running until the block ends, kept
+    in ``keep`` when given (copied once, then reused); its URL, how it was made and its files."""
+    with private_cluster(PG_PORT, PG_HOST, keep=keep) as cluster:
+        url = cluster.database_url("feed")
+        done = cluster.directory / "copied"
+        if done.exists():
+            yield url, f"reused, copied in {done.read_text().strip()} s", cluster_files(cluster.directory)
+            return
+        cluster.drop_database("feed")  # an unfinished earlier copy
+        cluster.create_database("feed")
+        started = time.perf_counter()
+        with Store(db) as source, Store(url) as target:
+            copied = copy_store(source, target)
+            mismatched = [c.table for c in copied if not c.ok]
+            assert not mismatched, f"store copy: row counts differ in {mismatched}"
+        copied_at = time.perf_counter()
+        # What autovacuum does after a load this size, done before timing. Outside a transaction, which
+        # Store.sql would open.
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")
+        seconds = (f"{copied_at - started:.0f} s, vacuumed and analysed in"
+                   f" {time.perf_counter() - copied_at:.0f}")
+        done.write_text(seconds + "\n")
+        yield url, f"copied in {seconds} s", cluster_files(cluster.directory)
+
+
+def cluster_files(directory: Path) -> list[Path]:
+    """A cluster's table and index files, to read into the page cache."""
+    return [path for path in (directory / "data" / "base").rglob("*") if path.is_file()]
+
+
+def size_mb(target: str) -> float:
+    if target.startswith("postgresql://"):
+        with Store(target) as store:
+            return store.sql("SELECT pg_database_size(current_database())")[0][0] / 2**20
+    return os.path.getsize(target) / 2**20
+
+
+def serve(config_path: str, db: str, port: int) -> None:
+    """Child process: the feed app alone over store ``db`` (a file or a URL), until killed."""
     from aiohttp import web
 
     from xmppbridge.config import load_config
     from xmppbridge.feed.app import make_app
-    from xmppbridge.store import Store
 
     async def run() -> None:
         config = load_config(config_path)
         runner = web.AppRunner(make_app(Store(db), config.feed, health=lambda: {"ready": True}))
         await runner.setup()
-        await web.TCPSite(runner, IPS["b"], PORT).start()
+        await web.TCPSite(runner, IPS["b"], port).start()
         print("READY", flush=True)
         await asyncio.Event().wait()
 
@@ -161,8 +219,8 @@ def store_files(db: Path) -> list[Path]:
     return [path for path in (db, db.with_name(db.name + "-wal")) if path.exists()]
 
 
-def read_into_cache(db: Path) -> None:
-    for path in store_files(db):
+def read_into_cache(paths: list[Path]) -> None:
+    for path in paths:
         with path.open("rb") as file:
             while file.read(1 << 24):
                 pass
@@ -180,41 +238,13 @@ def evict_from_cache(db: Path) -> None:
 
 
 Results = dict[str, list[tuple[float, float]]]  # query -> (median, max) seconds per run
+Queries = dict[str, Callable[[], str]]  # query -> the URL of its next request
 
 
-def measure(queries: dict[str, Callable[[], str]], before_request: Callable[[], None]) -> Results:
-    results: Results = {name: [] for name in queries}
-    for _ in range(RUNS):
-        for name, url in queries.items():
-            times = []
-            for _ in range(REQUESTS):
-                before_request()
-                times.append(timed_get(url()))
-            results[name].append((statistics.median(times), max(times)))
-    return results
-
-
-def report(results: Results) -> str:
-    rows = []
-    for name, runs in results.items():
-        median = statistics.median(r[0] for r in runs)
-        target = 0.010 if name.startswith("page") else 0.050
-        rows.append([name, f"{median * 1000:.1f}", f"[{', '.join(f'{r[0] * 1000:.1f}' for r in runs)}]",
-                     f"{statistics.median(r[1] for r in runs) * 1000:.1f}", f"{target * 1000:.0f}",
-                     f"{median / target:.2f}", "met" if median < target else "missed"])
-    return table(rows, ["request", "median ms", "runs", "max ms", "target ms", "ratio", ""])
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Benchmark 4: the feed over many mirrored entries.")
-    parser.add_argument("entries", nargs="?", type=int, default=1_000_000)
-    parser.add_argument("--cold", action="store_true",
-                        help="measure warm (store file cached) and cold (evicted before each request)")
-    args = parser.parse_args()
-    total = args.entries
-    base = f"http://{IPS['b']}:{PORT}"
+def queries(base: str, total: int) -> Queries:
+    """The timed requests; each backend gets its own generator with one seed, so the same requests."""
     rng = random.Random(1)
-    queries = {
+    return {
         "page of 50 (newest, need-to-know)": lambda: f"{base}/feeds/need-to-know?count=50",
         "page of 50 (deep, before=seq)": lambda: (
             f"{base}/feeds/partner?count=50&before={rng.randint(1000, total // 4)}"),
@@ -223,37 +253,119 @@ def main() -> None:
         "text search, rare word (1/1000)": lambda: f"{base}/search?q={rng.choice(WORDS)}",
         "text search, word in every entry": lambda: f"{base}/search?q=scanning",
     }
+
+
+def measure(feeds: dict[str, Queries], before_request: Callable[[], None]) -> dict[str, Results]:
+    """Per feed (backend), per query, ``RUNS`` runs of ``REQUESTS`` requests; the feeds take turns run by
+    run, so that the VM's drift hits them alike."""
+    results: dict[str, Results] = {feed: {name: [] for name in urls} for feed, urls in feeds.items()}
+    for _ in range(RUNS):
+        for feed, urls in feeds.items():
+            for name, url in urls.items():
+                times = []
+                for _ in range(REQUESTS):
+                    before_request()
+                    times.append(timed_get(url()))
+                results[feed][name].append((statistics.median(times), max(times)))
+    return results
+
+
+def target_of(name: str) -> float:
+    return 0.010 if name.startswith("page") else 0.050
+
+
+def median_of(runs: list[tuple[float, float]]) -> float:
+    return statistics.median(r[0] for r in runs)
+
+
+def report(results: Results) -> str:
+    rows = []
+    for name, runs in results.items():
+        median, target = median_of(runs), target_of(name)
+        rows.append([name, f"{median * 1000:.1f}", f"[{', '.join(f'{r[0] * 1000:.1f}' for r in runs)}]",
+                     f"{statistics.median(r[1] for r in runs) * 1000:.1f}", f"{target * 1000:.0f}",
+                     f"{median / target:.2f}", "met" if median < target else "missed"])
+    return table(rows, ["request", "median ms", "runs", "max ms", "target ms", "ratio", ""])
+
+
+def compare(sqlite: Results, postgresql: Results) -> str:
+    """PostgreSQL beside SQLite, medians of the runs (ms), and their ratio."""
+    rows = []
+    for name, runs in postgresql.items():
+        pg, lite = median_of(runs), median_of(sqlite[name])
+        rows.append([name, f"{lite * 1000:.1f}", f"{pg * 1000:.1f}", f"{pg / lite:.2f}",
+                     "met" if pg < target_of(name) else "missed"])
+    return table(rows, ["request", "SQLite ms", "PostgreSQL ms", "PostgreSQL / SQLite",
+                        "target on PostgreSQL"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Benchmark 4: the feed over many mirrored entries.")
+    parser.add_argument("entries", nargs="?", type=int, default=1_000_000)
+    parser.add_argument("--cold", action="store_true",
+                        help="measure warm (store file cached) and cold (evicted before each request);"
+                             " SQLite only")
+    parser.add_argument("--store", choices=(*BACKENDS, "both"), default="sqlite",
+                        help="the backend measured, or both side by side (default sqlite)")
+    args = parser.parse_args()
+    backends = BACKENDS if args.store == "both" else (args.store,)
+    if args.cold and "postgresql" in backends:
+        parser.error("--cold is for the SQLite store only")
+    total = args.entries
     cache = os.environ.get("BENCH_FEED_STORE")
-    with tempfile.TemporaryDirectory(prefix="bench-feed-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-feed-") as tmp, ExitStack() as stack:
         workdir = Path(cache) / str(total) if cache else Path(tmp)
         lab, db, generation = prepare(workdir, total)
-        child = subprocess.Popen([sys.executable, __file__, "--serve", str(lab["b"].config_path), str(db)],
-                                 stdout=subprocess.PIPE, text=True)
+        targets, made = {"sqlite": str(db)}, {"sqlite": generation}
+        files = store_files(db) if "sqlite" in backends else []
+        if "postgresql" in backends:
+            # Kept beside the SQLite store it is a copy of (regenerated with it), not in a temporary
+            # directory, which the cluster's owner could not enter.
+            targets["postgresql"], made["postgresql"], pg_files = stack.enter_context(
+                postgresql_store(db, workdir / "postgresql" if cache else None))
+            files += pg_files
+        children: dict[str, subprocess.Popen[str]] = {}
         try:
-            assert child.stdout is not None and child.stdout.readline().strip() == "READY"
-            size = os.path.getsize(db) / 2**20  # after the feed opened it: any schema upgrade is done
-            rss_idle = rss_mb(child.pid)
+            for n, backend in enumerate(backends):
+                children[backend] = subprocess.Popen(
+                    [sys.executable, __file__, "--serve", str(lab["b"].config_path), targets[backend],
+                     str(PORT + n)], stdout=subprocess.PIPE, text=True)
+            feeds = {}
+            for n, backend in enumerate(backends):
+                child = children[backend]
+                assert child.stdout is not None and child.stdout.readline().strip() == "READY"
+                feeds[backend] = queries(f"http://{IPS['b']}:{PORT + n}", total)
+            sizes = {backend: size_mb(targets[backend]) for backend in backends}  # any schema upgrade done
+            rss_idle = {backend: rss_mb(child.pid) for backend, child in children.items()}
+            read_into_cache(files)
             if args.cold:
-                read_into_cache(db)
-                passes = {"warm: store file read into the page cache first": measure(queries, lambda: None),
+                passes = {"warm: store file read into the page cache first": measure(feeds, lambda: None),
                           "cold: store file evicted from the page cache before each request":
-                              measure(queries, lambda: evict_from_cache(db))}
+                              measure(feeds, lambda: evict_from_cache(db))}
             else:
-                passes = {"": measure(queries, lambda: None)}
-            rss_after = rss_mb(child.pid)
+                passes = {"": measure(feeds, lambda: None)}
+            rss_after = {backend: rss_mb(child.pid) for backend, child in children.items()}
         finally:
-            child.kill()
-            child.wait()
-    print(f"Feed over {total:,} mirrored entries (store {size:.0f} MB, {generation}); "
-          f"{REQUESTS} requests per query per run, median of {RUNS} runs")
+            for child in children.values():
+                child.kill()
+                child.wait()
+    print(f"Feed over {total:,} mirrored entries; {REQUESTS} requests per query per run, median of {RUNS}"
+          " runs" + (", the backends taking turns run by run" if len(backends) > 1 else ""))
+    for backend in backends:
+        print(f"{NAMES[backend]} store: {sizes[backend]:.0f} MB, {made[backend]}")
     for label, results in passes.items():
-        print(f"{label}\n{report(results)}" if label else report(results))
-    print(f"feed server RSS: {rss_idle:.0f} MB at start, {rss_after:.0f} MB after the requests "
-          "(target < 200 MB)")
+        for backend in backends:
+            heading = ", ".join(part for part in (NAMES[backend] if len(backends) > 1 else "", label) if part)
+            print(f"{heading}\n{report(results[backend])}" if heading else report(results[backend]))
+        if len(backends) > 1:
+            print(f"PostgreSQL beside SQLite, same run\n{compare(results['sqlite'], results['postgresql'])}")
+    for backend in backends:
+        print(f"{NAMES[backend]} feed server RSS: {rss_idle[backend]:.0f} MB at start, "
+              f"{rss_after[backend]:.0f} MB after the requests (target < 200 MB)")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
-        serve(sys.argv[2], sys.argv[3])
+    if len(sys.argv) == 5 and sys.argv[1] == "--serve":
+        serve(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
         main()

@@ -68,22 +68,28 @@ def _port_open(host: str, port: int) -> bool:
 
 
 @contextmanager
-def private_cluster(port: int | None = None, host: str = "127.0.0.1") -> Iterator[Cluster]:
+def private_cluster(port: int | None = None, host: str = "127.0.0.1", *,
+                    keep: Path | None = None) -> Iterator[Cluster]:
+    """``keep``: the cluster's directory, created on first use and left in place (stopped) afterwards,
+    so that a benchmark can reuse a large database; by default a temporary directory, removed."""
     if not (BIN / "initdb").exists():
         raise RuntimeError(f"{BIN}/initdb is missing: run `make test`, which installs Debian's postgresql")
     port = port or port_for_slot()
     if _port_open(host, port):
         raise RuntimeError(f"{host}:{port} is taken: another cluster or test run is using it")
     # Not under pytest's tmp_path: its parents are private to root, and the cluster's owner must reach it.
-    directory = Path(tempfile.mkdtemp(prefix="xmppbridge-pg-"))
+    directory = keep or Path(tempfile.mkdtemp(prefix="xmppbridge-pg-"))
+    directory.mkdir(parents=True, exist_ok=True)
     data = directory / "data"
     if os.geteuid() == 0:
         owner = pwd.getpwnam("postgres")
         os.chown(directory, owner.pw_uid, owner.pw_gid)
     cluster = Cluster(directory, host, port)
     try:
-        subprocess.run(_as_owner([str(BIN / "initdb"), "-D", str(data), "-U", USER, "-A", "trust",
-                                  "--no-sync", "-E", "UTF8"]), check=True, capture_output=True, timeout=120)
+        if not (data / "PG_VERSION").exists():  # a kept cluster is made once
+            subprocess.run(_as_owner([str(BIN / "initdb"), "-D", str(data), "-U", USER, "-A", "trust",
+                                      "--no-sync", "-E", "UTF8"]), check=True, capture_output=True,
+                           timeout=120)
         options = f"-c listen_addresses={host} -p {port} -k {directory} -c fsync=off"
         subprocess.run(_as_owner([str(BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l",
                                   str(directory / "log"), "-w", "-t", "60", "start"]),
@@ -91,9 +97,12 @@ def private_cluster(port: int | None = None, host: str = "127.0.0.1") -> Iterato
         yield cluster
     finally:
         if (data / "postmaster.pid").exists():
-            subprocess.run(_as_owner([str(BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w",
-                                      "-t", "30", "stop"]), capture_output=True, timeout=60)
+            # A kept cluster is stopped with a checkpoint, so that its next start need not replay the WAL.
+            mode = "immediate" if keep is None else "fast"
+            subprocess.run(_as_owner([str(BIN / "pg_ctl"), "-D", str(data), "-m", mode, "-w",
+                                      "-t", "120", "stop"]), capture_output=True, timeout=180)
         deadline = time.monotonic() + 10
         while _port_open(host, port) and time.monotonic() < deadline:
             time.sleep(0.1)
-        shutil.rmtree(directory, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(directory, ignore_errors=True)
