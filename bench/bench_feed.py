@@ -143,14 +143,15 @@ def prepare(workdir: Path, total: int) -> tuple[BenchConsortium, Path, str]:
 
 
 @contextmanager
-def postgresql_store(db: Path, keep: Path | None) -> Iterator[tuple[str, str, list[Path]]]:
+def postgresql_store(db: Path, keep: Path | None) -> Iterator[tuple[str, str, Path]]:
     """The store ``db`` copied into PostgreSQL, in a private cluster running until the block ends, kept
-    in ``keep`` when given (copied once, then reused); its URL, how it was made and its files."""
+    in ``keep`` when given (copied once, then reused); its URL, how it was made and the cluster's
+    directory."""
     with private_cluster(PG_PORT, PG_HOST, keep=keep) as cluster:
         url = cluster.database_url("feed")
         done = cluster.directory / "copied"
         if done.exists():
-            yield url, f"reused, copied in {done.read_text().strip()} s", cluster_files(cluster.directory)
+            yield url, f"reused, copied in {done.read_text().strip()} s", cluster.directory
             return
         cluster.drop_database("feed")  # an unfinished earlier copy
         cluster.create_database("feed")
@@ -167,7 +168,7 @@ def postgresql_store(db: Path, keep: Path | None) -> Iterator[tuple[str, str, li
         seconds = (f"{copied_at - started:.0f} s, vacuumed and analysed in"
                    f" {time.perf_counter() - copied_at:.0f}")
         done.write_text(seconds + "\n")
-        yield url, f"copied in {seconds} s", cluster_files(cluster.directory)
+        yield url, f"copied in {seconds} s", cluster.directory
 
 
 def cluster_files(directory: Path) -> list[Path]:
@@ -321,9 +322,9 @@ def main() -> None:
         if "postgresql" in backends:
             # Kept beside the SQLite store it is a copy of (regenerated with it), not in a temporary
             # directory, which the cluster's owner could not enter.
-            targets["postgresql"], made["postgresql"], pg_files = stack.enter_context(
+            targets["postgresql"], made["postgresql"], cluster = stack.enter_context(
                 postgresql_store(db, workdir / "postgresql" if cache else None))
-            files += pg_files
+            files += cluster_files(cluster)
         children: dict[str, subprocess.Popen[str]] = {}
         try:
             for n, backend in enumerate(backends):
