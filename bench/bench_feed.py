@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RUNS, table  # noqa: E402
 from bench.lab import IPS, RESTRICTIONS, BenchConsortium, document  # noqa: E402
 from xmppbridge.store.db import format_time  # noqa: E402
+from xmppbridge.store.items import SignedItem, Signer
 
 PORT = 29091
 REQUESTS = 30  # per run and query
@@ -61,10 +62,18 @@ def generate(lab: BenchConsortium, total: int) -> Path:
         publisher = lab.publisher(store)
         for n, restriction in enumerate(RESTRICTIONS):
             for item in publisher.prepare(document(f"TEMPLATE-{n}", restriction)):
-                store.upsert_entry(service="pubsub.a.test", node=item.node, item_id=item.item_id,
-                                   origin="remote", incident=item.incident, version=item.version,
-                                   xml=item.payload, signer_subject=publisher.identity.subject,
-                                   signer_fingerprint=publisher.identity.fingerprint)
+                store.upsert_entry(
+                    "pubsub.a.test",
+                    SignedItem(
+                        item.node,
+                        item.item_id,
+                        item.payload,
+                        item.incident,
+                        item.version,
+                        Signer(publisher.identity.subject, publisher.identity.fingerprint),
+                    ),
+                    origin="remote",
+                )
     conn = sqlite3.connect(db, isolation_level=None)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode = WAL")
