@@ -63,6 +63,7 @@ from tests.postgres import private_cluster  # noqa: E402
 from xmppbridge.store import Store  # noqa: E402
 from xmppbridge.store.copy import copy_store  # noqa: E402
 from xmppbridge.store.db import format_time  # noqa: E402
+from xmppbridge.store.items import SignedItem, Signer
 
 PORT = 29091  # the SQLite store's feed; the PostgreSQL store's is PORT + 1
 PG_HOST, PG_PORT = "127.0.0.182", 31432
@@ -80,10 +81,18 @@ def generate(lab: BenchConsortium, total: int) -> Path:
         publisher = lab.publisher(store)
         for n, restriction in enumerate(RESTRICTIONS):
             for item in publisher.prepare(document(f"TEMPLATE-{n}", restriction)):
-                store.upsert_entry(service="pubsub.a.test", node=item.node, item_id=item.item_id,
-                                   origin="remote", incident=item.incident, version=item.version,
-                                   xml=item.payload, signer_subject=publisher.identity.subject,
-                                   signer_fingerprint=publisher.identity.fingerprint)
+                store.upsert_entry(
+                    "pubsub.a.test",
+                    SignedItem(
+                        item.node,
+                        item.item_id,
+                        item.payload,
+                        item.incident,
+                        item.version,
+                        Signer(publisher.identity.subject, publisher.identity.fingerprint),
+                    ),
+                    origin="remote",
+                )
     conn = sqlite3.connect(db, isolation_level=None)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode = WAL")

@@ -33,6 +33,7 @@ from xmppbridge.signing.relay import relay_sign
 from xmppbridge.signing.sign import sign_document
 from xmppbridge.signing.trust import SignerRef, SourceRule, TrustStore
 from xmppbridge.signing.wireform import wire_bytes
+from xmppbridge.store.items import ItemRef
 
 DS = "http://www.w3.org/2000/09/xmldsig#"
 SERVICE = "pubsub.a.test"
@@ -348,8 +349,13 @@ def measure(passes: int) -> None:
     with tempfile.TemporaryDirectory() as directory, Store(Path(directory) / "m.sqlite") as store:
         for n in range(passes):
             for case in corpus:
-                receive_item(store, world.trust, service=case.service, node=case.node,
-                             item_id=f"{case.name}-{n}", payload=case.payload, max_bytes=MAX_BYTES)
+                receive_item(
+                    store,
+                    world.trust,
+                    ItemRef(case.service, case.node, f"{case.name}-{n}"),
+                    case.payload,
+                    max_bytes=MAX_BYTES,
+                )
             peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     json.dump({"first_kb": peaks[0], "last_kb": peaks[-1], "seconds": time.monotonic() - started,
                "cases": len(corpus)}, sys.stdout)

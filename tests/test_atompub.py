@@ -36,6 +36,7 @@ from xmppbridge.policy.audiences import OPEN
 from xmppbridge.publish import Publisher
 from xmppbridge.signing.keys import generate_identity_files
 from xmppbridge.store import OutboxItem, Store
+from xmppbridge.store.items import SignedItem
 from xmppbridge.xmpp.outbox import OutboxDrain
 
 XML = {"Content-Type": "application/xml"}
@@ -337,11 +338,7 @@ async def test_the_drain_retracts(tmp_path: Path, condition: str | None, status:
     with Store(tmp_path / "drain.sqlite") as store:
         entry = store_document(store, iodef2("R-1"), origin="local")
         outbox_id = store.enqueue(
-            node=entry.node,
-            item_id=entry.item_id,
-            payload=b"",
-            incident=entry.incident,
-            version="2.0",
+            SignedItem(entry.node, entry.item_id, b"", entry.incident, "2.0"),
             source="test",
             action="retract",
         )

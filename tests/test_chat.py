@@ -24,6 +24,7 @@ from xmppbridge.policy.rights import Rights
 from xmppbridge.store import Store
 from xmppbridge.store.chatstate import ChatState
 from xmppbridge.store.entries import Entry
+from xmppbridge.store.items import SignedItem, Signer
 
 ANALYST, STRANGER, PARTNER = "analyst@b.test", "guest@b.test", "peer@c.test"
 
@@ -47,10 +48,18 @@ def add(store: Store, incident_id: str, restriction: str = "public", purpose: st
     incident = Incident(id_name="csirt.a.test", id=incident_id, instance=None, restriction_raw=restriction,
                         restriction=restriction, purpose=purpose, title=title,
                         generation_time=datetime(2026, 11, 20, 8, 30, tzinfo=UTC))
-    store.upsert_entry(service="pubsub.a.test", node=f"iodef/{restriction}/{purpose}",
-                       item_id=item or incident_id, origin="remote", incident=incident, version="2.0",
-                       xml=document(incident_id, restriction, purpose, title),
-                       signer_subject="CN=CSIRT A signing key,O=A", signer_fingerprint="ab" * 32)
+    store.upsert_entry(
+        "pubsub.a.test",
+        SignedItem(
+            f"iodef/{restriction}/{purpose}",
+            item or incident_id,
+            document(incident_id, restriction, purpose, title),
+            incident,
+            "2.0",
+            Signer("CN=CSIRT A signing key,O=A", "ab" * 32),
+        ),
+        origin="remote",
+    )
 
 
 def settings(**changes: object) -> OperatorSettings:

@@ -26,6 +26,7 @@ from xmppbridge.policy.nodes import node_name
 from xmppbridge.policy.rights import Rights
 from xmppbridge.publish import Publisher
 from xmppbridge.store import Entry, Store
+from xmppbridge.store.items import SignedItem, Signer
 
 REPO = Path(__file__).resolve().parents[1]
 ATOM_SCHEMAS = REPO / "schemas" / "atom"
@@ -196,9 +197,11 @@ def store_document(store: Store, xml: bytes, *, origin: str = "remote", service:
     incident = document.incidents[0]
     node = node_name("iodef", incident.effective_restriction, incident.purpose)
     item_id = f"{incident.id_name}/{incident.id}"
-    store.upsert_entry(service=service, node=node, item_id=item_id, origin=origin,  # type: ignore[arg-type]
-                       incident=incident, version=document.version, xml=xml, signer_subject=signer,
-                       signer_fingerprint="ab" * 32)
+    store.upsert_entry(
+        service,
+        SignedItem(node, item_id, xml, incident, document.version, Signer(signer, "ab" * 32)),
+        origin=origin,
+    )
     found = store.find_entry(service, node, item_id)
     assert found is not None
     return found

@@ -21,6 +21,7 @@ from tests.hostile_corpus import MAX_BYTES, NODE, SERVICE, Case, World, build_co
 from xmppbridge.receive import receive_item
 from xmppbridge.signing.sign import sign_document
 from xmppbridge.store import Store
+from xmppbridge.store.items import ItemRef
 
 REPO = Path(__file__).resolve().parents[1]
 WORLD = build_world()
@@ -43,8 +44,13 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def receive(store: Store, world: World, case: Case, payload: bytes | None, item_id: str) -> object:
-    return receive_item(store, world.trust, service=case.service, node=case.node, item_id=item_id,
-                        payload=payload, max_bytes=MAX_BYTES)
+    return receive_item(
+        store,
+        world.trust,
+        ItemRef(case.service, case.node, item_id),
+        payload,
+        max_bytes=MAX_BYTES,
+    )
 
 
 def test_the_corpus_covers_what_the_issue_names() -> None:

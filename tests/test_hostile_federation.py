@@ -23,6 +23,7 @@ from xmppbridge.signing.keys import load_identity
 from xmppbridge.signing.relay import relay_sign
 from xmppbridge.signing.sign import sign_document
 from xmppbridge.store import Store
+from xmppbridge.store.items import SignedItem
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +46,7 @@ def inject(federation: Consortium, items: dict[str, bytes]) -> None:
     [good] = prepare(iodef2("H-TEMPLATE"), prefix="iodef", identity=identity, max_bytes=400_000)
     with closing(store_of(federation, "a")) as store:
         for item_id, payload in items.items():
-            store.enqueue(node=good.node, item_id=item_id, payload=payload, incident=good.incident,
-                          version="2.0", source="test")
+            store.enqueue(SignedItem(good.node, item_id, payload, good.incident, "2.0"), source="test")
 
 
 def quarantined_at_b(federation: Consortium, item_ids: set[str]) -> dict[str, object]:

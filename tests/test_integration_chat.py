@@ -270,7 +270,7 @@ async def test_a_notification_from_a_person_is_not_mirrored(chat_consortium: Run
     [item] = prepare(iodef2("SPOOFED-1"), prefix="iodef", identity=identity, max_bytes=400_000)
     async with signed_in(accounts["guest@b.test"]) as client:
         client.send_raw(f"<message to='bridge.b.test'><event xmlns='http://jabber.org/protocol/pubsub#event'>"
-                        f"<items node='{item.node}'><item id='{item.item_id}'>{item.payload.decode()}</item>"
+                        f"<items node='{item.node}'><item id='{item.item_id}'>{item.xml.decode()}</item>"
                         f"</items></event></message>")
 
         def kept() -> Any:

@@ -19,6 +19,7 @@ from xmppbridge.demo.consortium import Consortium
 from xmppbridge.publish import prepare
 from xmppbridge.signing.keys import generate_identity_files, load_identity
 from xmppbridge.store import Store
+from xmppbridge.store.items import SignedItem
 
 pytestmark = pytest.mark.integration
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -106,8 +107,7 @@ def test_bad_items_are_rejected_with_reason_and_the_bridge_keeps_running(
     with closing(store_of(federation, "a")) as store:
         for item_id, payload in (("tampered", tampered), ("untrusted", untrusted.payload),
                                  ("not-iodef", not_iodef)):
-            store.enqueue(node=good.node, item_id=item_id, payload=payload, incident=good.incident,
-                          version="2.0", source="test")
+            store.enqueue(SignedItem(good.node, item_id, payload, good.incident, "2.0"), source="test")
 
     def rejects() -> dict[str, object]:
         with closing(store_of(federation, "b")) as store:

@@ -12,6 +12,7 @@ from tests.test_chat import add
 from xmppbridge.metrics import BridgeMetrics, metrics_routes
 from xmppbridge.peers import OK, classify
 from xmppbridge.store import Store
+from xmppbridge.store.items import ItemRef, Refused, SignedItem
 from xmppbridge.xmpp.component import ItemSink
 
 
@@ -26,16 +27,18 @@ async def test_metrics_endpoint_reports_the_store(tmp_path: Path) -> None:
     add(store, "R-1", "need-to-know", title="revised")  # a second received version
     entry = store.find_entry("pubsub.a.test", "iodef/need-to-know/mitigation", "R-1")
     for reason in ("bad-signature", "bad-signature", "unknown-signer"):
-        store.add_reject(source="xmpp", service="pubsub.b.test", node="n", item_id=reason, reason=reason,
-                         message="m", raw=reason.encode())
+        store.add_reject(
+            Refused("xmpp", reason, "m", reason.encode(), ItemRef("pubsub.b.test", "n", reason)),
+        )
     store.set_state("connection", "online")
     store.record_peer("pubsub.b.test", classify("remote-server-not-found", "unable to resolve service"))
     store.record_peer("pubsub.c.test", OK)
     metrics = BridgeMetrics(store)
-    queued = store.enqueue(node="iodef/public/reporting", item_id="L-1", payload=b"<x/>",
-                           incident=entry.incident, version="2.0", source="test")
-    store.enqueue(node="iodef/public/reporting", item_id="L-2", payload=b"<y/>", incident=entry.incident,
-                  version="2.0", source="test")
+    queued = store.enqueue(
+        SignedItem("iodef/public/reporting", "L-1", b"<x/>", entry.incident, "2.0"),
+        source="test",
+    )
+    store.enqueue(SignedItem("iodef/public/reporting", "L-2", b"<y/>", entry.incident, "2.0"), source="test")
     store.mark_published(queued, service="pubsub.a.test")
 
     class Sink(ItemSink):

@@ -22,6 +22,7 @@ from xmppbridge.iodef.document import read_document
 from xmppbridge.policy.audiences import OPEN
 from xmppbridge.policy.nodes import node_name
 from xmppbridge.store import Store
+from xmppbridge.store.items import SignedItem
 from xmppbridge.xmpp import outbox as drain_module
 from xmppbridge.xmpp.outbox import PUBLISH_WINDOW, OutboxDrain
 
@@ -72,10 +73,17 @@ def enqueue(store: Store, incident_id: str, description: str = "first", *, actio
     xml = iodef2(incident_id, description=description)
     document = read_document(xml)
     incident = document.incidents[0]
-    return store.enqueue(node=node_name("iodef", incident.effective_restriction, incident.purpose),
-                         item_id=f"{incident.id_name}/{incident.id}",
-                         payload=b"" if action == "retract" else xml,
-                         incident=incident, version=document.version, source="test", action=action)
+    return store.enqueue(
+        SignedItem(
+            node_name("iodef", incident.effective_restriction, incident.purpose),
+            f"{incident.id_name}/{incident.id}",
+            b"" if action == "retract" else xml,
+            incident,
+            document.version,
+        ),
+        source="test",
+        action=action,
+    )
 
 
 async def drain_until_done(store: Store, server: ScriptedServer, outbox_ids: list[int]) -> None:

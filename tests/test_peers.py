@@ -18,6 +18,7 @@ from xmppbridge.status import format_status, peer_report
 from xmppbridge.store import Store
 from xmppbridge.store import peers as peer_rows
 from xmppbridge.store.db import SCHEMA_VERSION
+from xmppbridge.store.items import ItemRef, Refused
 from xmppbridge.xmpp import peers as peer_notes
 from xmppbridge.xmpp.component import explain, peer_failure
 from xmppbridge.xmpp.mirror import Mirror
@@ -135,8 +136,7 @@ def test_peer_notes_write_changes_at_once_and_the_rest_rate_limited(
 async def test_the_periodic_check_skips_quarantined_items_and_counts_them_seen(store_target: str) -> None:
     with Store(store_target) as store:
         mirror = Mirror(SimpleNamespace(), store, None)  # type: ignore[arg-type]
-        store.add_reject(source="xmpp", service=PEER, node=NODE, item_id="refused", reason="unknown-signer",
-                         message="m", raw=b"<x/>")
+        store.add_reject(Refused("xmpp", "unknown-signer", "m", b"<x/>", ItemRef(PEER, NODE, "refused")))
         remote = ScriptedNode(mirror, ["refused", "lost"])
         for _ in range(3):
             await mirror.catch_up(remote, PEER, NODE, remote_capacity=100,  # type: ignore[arg-type]

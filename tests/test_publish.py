@@ -73,7 +73,7 @@ def test_an_incident_id_outside_the_certificate_domains_is_refused_as_receivers_
     receiver = TrustStore.from_certificates([A.certificate])  # a peer's default rule: nothing but the pin
     if published:
         [item] = publish(document)
-        assert received(item.payload, receiver) == "accepted"
+        assert received(item.xml, receiver) == "accepted"
         return
     exc = refusal(document)
     assert exc.reason == "domain-not-allowed"
@@ -108,8 +108,8 @@ def test_signing_domains_speak_for_what_peers_bind_to_the_signer() -> None:
     assert speaks_for(A, ("b.test", "a.test")) == ("a.test", "b.test")
     bound = dataclasses.replace(TrustStore.from_certificates([A.certificate]),
                                 domains=((SignerRef.parse(A.fingerprint), ("b.test",)),))
-    assert received(item.payload, bound) == "accepted"
-    assert received(item.payload, TrustStore.from_certificates([A.certificate])) == "domain-not-allowed"
+    assert received(item.xml, bound) == "accepted"
+    assert received(item.xml, TrustStore.from_certificates([A.certificate])) == "domain-not-allowed"
     # signing.domains add to the certificate's domains: A's own documents still publish.
     assert publish(iodef2("D-5"), domains=("b.test",))
 
@@ -159,7 +159,7 @@ def test_a_relay_is_not_signed_with_a_certificate_receivers_refuse() -> None:
     [item] = publish(iodef2("S-4"))
     expired = ec_identity("Expired relay", not_before=NOW - 60 * DAY, days=30)
     with pytest.raises(SignerUnusable) as excinfo:
-        prepare_relay(item.payload, service=SERVICE, node=item.node, identity=expired,
+        prepare_relay(item.xml, service=SERVICE, node=item.node, identity=expired,
                       trust=TrustStore.from_certificates([A.certificate]), prefix="iodef",
                       audience={"bridge.c.test"}, allowed={"bridge.c.test"}, max_bytes=MAX_BYTES)
     assert excinfo.value.reason == "certificate-expired"
@@ -186,4 +186,4 @@ def test_the_demo_samples_publish_with_the_demo_config(tmp_path: Path, old_keys:
     b_trust = load_config(consortium["b"].config_path).trust
     [item] = publish((SAMPLES / "03-malware-need-to-know-v1.xml").read_bytes(), identity,
                      domains=config.signing_domains)
-    assert received(item.payload, b_trust) == "accepted"
+    assert received(item.xml, b_trust) == "accepted"

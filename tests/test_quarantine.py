@@ -22,6 +22,7 @@ from xmppbridge.signing.sign import sign_document
 from xmppbridge.signing.trust import TrustStore
 from xmppbridge.store import Store
 from xmppbridge.store.db import _SCHEMA
+from xmppbridge.store.items import ItemRef, Refused
 
 A = ec_identity("CSIRT A", domains=("a.test",))
 B = ec_identity("CSIRT B", domains=("b.test",))
@@ -44,8 +45,7 @@ def store(store_target: str) -> Iterator[Store]:
 
 
 def receive(store: Store, trust: TrustStore, payload: bytes, item_id: str = "item-1") -> str:
-    return receive_item(store, trust, service=SERVICE, node=NODE, item_id=item_id, payload=payload,
-                        max_bytes=MAX_BYTES).status
+    return receive_item(store, trust, ItemRef(SERVICE, NODE, item_id), payload, max_bytes=MAX_BYTES).status
 
 
 def test_release_after_adding_a_trust_anchor(store: Store) -> None:
@@ -71,8 +71,9 @@ def test_release_after_adding_a_trust_anchor(store: Store) -> None:
 def test_a_record_kept_under_another_spelling_of_the_service_is_mirrored_under_the_usual_one(
         store: Store) -> None:
     # Earlier versions kept catch-up refusals under the configuration's spelling of the service.
-    store.add_reject(source="xmpp", service=SERVICE.upper(), node=NODE, item_id="item-1",
-                     reason="unknown-signer", message="", raw=by(B, "B-9"))
+    store.add_reject(
+        Refused("xmpp", "unknown-signer", "", by(B, "B-9"), ItemRef(SERVICE.upper(), NODE, "item-1")),
+    )
     [done] = release(store, trusting(A, B), held(store), max_bytes=MAX_BYTES,
                      follows=lambda service: service.lower() == SERVICE)
     assert done.released
@@ -98,8 +99,7 @@ def test_a_release_never_rolls_back_a_later_version(store: Store) -> None:
 
 
 def test_records_that_are_not_pubsub_items_stay_held(store: Store) -> None:
-    store.add_reject(source="cli:x.xml", service=None, node=None, item_id=None, reason="malformed-xml",
-                     message="nope", raw=b"<x")
+    store.add_reject(Refused("cli:x.xml", "malformed-xml", "nope", b"<x"))
     [result] = release(store, trusting(A), held(store), max_bytes=MAX_BYTES, follows=FOLLOWS)
     assert not result.released and "not an item of a pubsub node" in result.outcome
 
@@ -111,8 +111,7 @@ def test_duplicates_are_counted_and_raw_bytes_are_bounded(store: Store) -> None:
     [record] = store.rejects()
     assert record.seen_count == 3 and record.last_seen_at >= record.received_at
     big = b"<x>" + b"A" * (2 << 20)
-    store.add_reject(source="http", service=None, node=None, item_id=None, reason="too-large", message="m",
-                     raw=big)
+    store.add_reject(Refused("http", "too-large", "m", big))
     [huge, _] = store.rejects()
     assert huge.raw_size == len(big) and len(huge.raw) == 1 << 20
 
@@ -159,8 +158,7 @@ def test_a_store_from_before_the_quarantine_is_migrated(tmp_path: Path) -> None:
     with Store(path) as store:
         [record] = store.rejects()
         assert record.held and record.raw == b"<old/>" and record.raw_size == 6 and record.seen_count == 1
-        store.add_reject(source="xmpp", service=SERVICE, node=NODE, item_id="old", reason="unknown-signer",
-                         message="m", raw=b"<old/>")
+        store.add_reject(Refused("xmpp", "unknown-signer", "m", b"<old/>", ItemRef(SERVICE, NODE, "old")))
         assert store.count_rejects() == 1 and store.rejects()[0].seen_count == 2
 
 
@@ -229,8 +227,15 @@ def test_the_quarantine_commands(config: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_an_item_from_a_service_not_subscribed_to_is_released_only_once_it_is(store: Store) -> None:
-    store.add_reject(source="xmpp", service="mallory.example", node=NODE, item_id="item-1",
-                     reason="unknown-source", message="not one of the subscriptions", raw=by(B, "B-9"))
+    store.add_reject(
+        Refused(
+            "xmpp",
+            "unknown-source",
+            "not one of the subscriptions",
+            by(B, "B-9"),
+            ItemRef("mallory.example", NODE, "item-1"),
+        ),
+    )
     [still] = release(store, trusting(A, B), held(store), max_bytes=MAX_BYTES, follows=FOLLOWS)
     assert not still.released and still.outcome.startswith("unknown-source")
     [done] = release(store, trusting(A, B), held(store), max_bytes=MAX_BYTES,

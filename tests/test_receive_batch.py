@@ -13,6 +13,7 @@ import pytest
 
 from tests.test_store import make_incident, upsert
 from xmppbridge.store import Store
+from xmppbridge.store.items import SignedItem
 from xmppbridge.xmpp.component import BridgeComponent
 
 EVENT_NS = "http://jabber.org/protocol/pubsub#event"
@@ -86,8 +87,7 @@ def test_a_batch_commits_its_writes_together_at_the_end(tmp_path: Path) -> None:
 def test_a_failing_write_in_a_batch_is_undone_alone(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     with Store(path) as store:
-        good = store.enqueue(node="n", item_id="i", payload=b"<p/>", incident=make_incident(), version="2.0",
-                             source="cli:x")
+        good = store.enqueue(SignedItem("n", "i", b"<p/>", make_incident(), "2.0"), source="cli:x")
         with store.batch():
             upsert(store, 1)
             with pytest.raises(LookupError):

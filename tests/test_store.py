@@ -16,6 +16,7 @@ from xmppbridge.iodef.model import Incident
 from xmppbridge.store import Store
 from xmppbridge.store import incidents as incident_columns
 from xmppbridge.store.db import SCHEMA_VERSION
+from xmppbridge.store.items import ItemRef, Refused, SignedItem, Signer
 from xmppbridge.store.sqlite import BUSY_TIMEOUT_MS
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -44,15 +45,16 @@ def upsert(
     service: str = "pubsub.a.test",
 ) -> str:
     return store.upsert_entry(
-        service=service,
-        node=f"iodef/{restriction}/reporting",
-        item_id=f"item-{n}",
+        service,
+        SignedItem(
+            f"iodef/{restriction}/reporting",
+            f"item-{n}",
+            xml if xml is not None else f"<doc n='{n}'/>".encode(),
+            incident or make_incident(n, restriction),
+            "2.0",
+            Signer("CN=csirt.example.org", "ab" * 32),
+        ),
         origin="remote",
-        incident=incident or make_incident(n, restriction),
-        version="2.0",
-        xml=xml if xml is not None else f"<doc n='{n}'/>".encode(),
-        signer_subject="CN=csirt.example.org",
-        signer_fingerprint="ab" * 32,
     )
 
 
@@ -157,20 +159,16 @@ def test_entries_survive_reopen(db_path: str) -> None:
     with Store(db_path) as s:
         upsert(s, 1)
         s.add_reject(
-            source="xmpp",
-            service="pubsub.b.test",
-            node="iodef/public/watch",
-            item_id="x",
-            reason="bad-signature",
-            message="digest mismatch",
-            raw=b"\x00<raw/>\xff",
+            Refused(
+                "xmpp",
+                "bad-signature",
+                "digest mismatch",
+                b"\x00<raw/>\xff",
+                ItemRef("pubsub.b.test", "iodef/public/watch", "x"),
+            ),
         )
         s.enqueue(
-            node="iodef/public/reporting",
-            item_id="i1",
-            payload=b"<p/>",
-            incident=make_incident(),
-            version="2.0",
+            SignedItem("iodef/public/reporting", "i1", b"<p/>", make_incident(), "2.0"),
             source="cli:a.xml",
         )
     with Store(db_path) as s:
@@ -268,15 +266,9 @@ def test_audience_is_the_narrower_marking(restriction: str, narrowest: str | Non
 def test_upsert_rejects_unknown_origin(store: Store) -> None:
     with pytest.raises(ValueError):
         store.upsert_entry(
-            service="s",
-            node="n",
-            item_id="i",
-            origin="elsewhere",  # type: ignore[arg-type]
-            incident=make_incident(),
-            version="2.0",
-            xml=b"<x/>",
-            signer_subject="",
-            signer_fingerprint="",
+            "s",
+            SignedItem("n", "i", b"<x/>", make_incident(), "2.0", Signer("", "")),
+            origin="elsewhere",
         )
     assert store.count_entries() == 0
 
@@ -294,21 +286,18 @@ def test_indexes_exist(store: Store) -> None:
 def test_outbox_lifecycle(store: Store) -> None:
     incident = make_incident(1, restriction="partner")
     first = store.enqueue(
-        node="iodef/partner/reporting",
-        item_id="i1",
-        payload=b"<signed-1/>",
-        incident=incident,
-        version="1.0",
+        SignedItem(
+            "iodef/partner/reporting",
+            "i1",
+            b"<signed-1/>",
+            incident,
+            "1.0",
+            Signer("CN=us", "cd" * 32),
+        ),
         source="cli:one.xml",
-        signer_subject="CN=us",
-        signer_fingerprint="cd" * 32,
     )
     second = store.enqueue(
-        node="iodef/public/reporting",
-        item_id="i2",
-        payload=b"<signed-2/>",
-        incident=make_incident(2),
-        version="2.0",
+        SignedItem("iodef/public/reporting", "i2", b"<signed-2/>", make_incident(2), "2.0"),
         source="cli:two.xml",
     )
     assert store.outbox_depth() == 2
@@ -347,9 +336,7 @@ def test_outbox_lifecycle(store: Store) -> None:
 def test_mark_published_is_atomic(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     from xmppbridge.store import entries
 
-    ident = store.enqueue(
-        node="n", item_id="i", payload=b"<p/>", incident=make_incident(), version="2.0", source="cli:x"
-    )
+    ident = store.enqueue(SignedItem("n", "i", b"<p/>", make_incident(), "2.0"), source="cli:x")
 
     def broken(*args: object, **kwargs: object) -> str:
         raise sqlite3.OperationalError("disk on fire")
@@ -390,13 +377,14 @@ import sys
 from datetime import UTC, datetime
 from xmppbridge.iodef.model import Incident
 from xmppbridge.store import Store
+from xmppbridge.store.items import SignedItem
 path, tag, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 incident = Incident(id_name="x.example", id="1", instance=None, restriction_raw="public",
                     restriction="public", purpose="other", report_time=datetime(2024, 1, 1, tzinfo=UTC))
 for i in range(count):
     with Store(path) as store:  # short-lived, like a CLI invocation
-        store.enqueue(node="iodef/public/other", item_id=f"{tag}-{i}", payload=b"<p/>", incident=incident,
-                      version="2.0", source=f"cli:{tag}")
+        store.enqueue(SignedItem("iodef/public/other", f"{tag}-{i}", b"<p/>", incident, "2.0"),
+                      source=f"cli:{tag}")
 """
 
 
@@ -422,23 +410,15 @@ def test_concurrent_processes_and_long_lived_connection(db_path: str) -> None:
 
 def test_rejects_keep_raw_bytes_newest_first(store: Store) -> None:
     raw = b'<?xml version="1.0" encoding="ISO-8859-1"?>\n<x>\xe9</x>\r\n\x00'
-    first = store.add_reject(
-        source="cli:a.xml",
-        service=None,
-        node=None,
-        item_id=None,
-        reason="malformed-xml",
-        message="not well-formed",
-        raw=raw,
-    )
+    first = store.add_reject(Refused("cli:a.xml", "malformed-xml", "not well-formed", raw))
     second = store.add_reject(
-        source="xmpp",
-        service="pubsub.b.test",
-        node="iodef/public/watch",
-        item_id="abc",
-        reason="unknown-signer",
-        message="no trust anchor",
-        raw=b"<y/>",
+        Refused(
+            "xmpp",
+            "unknown-signer",
+            "no trust anchor",
+            b"<y/>",
+            ItemRef("pubsub.b.test", "iodef/public/watch", "abc"),
+        ),
     )
     assert store.count_rejects() == 2
     rejects = store.rejects()

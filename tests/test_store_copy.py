@@ -14,6 +14,7 @@ from xmppbridge.cli import main
 from xmppbridge.peers import Outcome
 from xmppbridge.store import Store
 from xmppbridge.store.copy import TABLES, copy_store
+from xmppbridge.store.items import ItemRef, Refused, SignedItem
 from xmppbridge.store.search import SearchQuery
 
 SAMPLES = Path(__file__).resolve().parents[1] / "config" / "samples"
@@ -31,14 +32,25 @@ def fill(store: Store) -> None:
     store_document(store, iodef2("COPY-1", restriction="partner", description="a second revision"))
     store_document(store, iodef2("COPY-2", restriction="public", description="moved to public"))
     store.mark_deleted("pubsub.a.test", "iodef/need-to-know/mitigation", "csirt.example.org/COPY-3")
-    pending = store.enqueue(node="iodef/public/other", item_id="out-1", payload=b"<p/>",
-                            incident=make_incident(1), version="2.0", source="cli:x")
-    failed = store.enqueue(node="iodef/public/other", item_id="out-2", payload=b"<q/>",
-                           incident=make_incident(2), version="2.0", source="cli:y")
+    pending = store.enqueue(
+        SignedItem("iodef/public/other", "out-1", b"<p/>", make_incident(1), "2.0"),
+        source="cli:x",
+    )
+    failed = store.enqueue(
+        SignedItem("iodef/public/other", "out-2", b"<q/>", make_incident(2), "2.0"),
+        source="cli:y",
+    )
     store.mark_failed(failed, "forbidden")
     assert pending
-    store.add_reject(source="xmpp", service="pubsub.b.test", node="iodef/public/other", item_id="bad",
-                     reason="bad-signature", message="digest mismatch", raw=b"<x>\x00\xff</x>")
+    store.add_reject(
+        Refused(
+            "xmpp",
+            "bad-signature",
+            "digest mismatch",
+            b"<x>\x00\xff</x>",
+            ItemRef("pubsub.b.test", "iodef/public/other", "bad"),
+        ),
+    )
     store.record_subscribed("pubsub.b.test", "iodef/public/other")
     store.record_sync("pubsub.b.test", "iodef/public/other")
     store.set_state("connection", "stopped")
@@ -86,9 +98,8 @@ async def test_a_copy_to_postgresql_has_every_row_and_serves_the_same_feed(tmp_p
         assert all(c.ok and c.source > 0 for c in copied), [c for c in copied if not c.ok or not c.source]
         assert await crawl(source, target) > 50
         # New rows continue after the copied ids, on both sides alike.
-        again = dict(node="iodef/public/other", payload=b"<p/>", incident=make_incident(3), version="2.0",
-                     source="cli:z")
-        assert source.enqueue(item_id="out-3", **again) == target.enqueue(item_id="out-3", **again)
+        again = SignedItem("iodef/public/other", "out-3", b"<p/>", make_incident(3), "2.0")
+        assert source.enqueue(again, source="cli:z") == target.enqueue(again, source="cli:z")
         text, everything = SearchQuery(text="resume"), {r: None for r in RESTRICTIONS}
         assert target.count_matches(text, everything, cap=100) == source.count_matches(text, everything,
                                                                                        cap=100) == 11

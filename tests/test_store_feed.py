@@ -14,6 +14,7 @@ from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.store import Store, changelog, db, entries, feedviews, incidents, migrations, searchindex
 from xmppbridge.store.db import _SCHEMA, SCHEMA_VERSION
 from xmppbridge.store.incidents import TIME_FIELDS
+from xmppbridge.store.items import SignedItem, Signer
 from xmppbridge.store.search import SearchQuery, TimeRange
 from xmppbridge.store.searchindex import description_text
 from xmppbridge.store.sql import SQLITE, SqliteConnection
@@ -36,10 +37,18 @@ def document(description: str) -> bytes:
 
 def put(store: Store, n: int, *, xml: bytes | None = None, **changes: object) -> str:
     inc = incident(n, **changes)  # type: ignore[arg-type]
-    return store.upsert_entry(service="pubsub.a.test", node=f"iodef/{inc.restriction}/mitigation",
-                              item_id=f"item-{n}", origin="remote", incident=inc, version="2.0",
-                              xml=xml if xml is not None else document(f"incident {n}"),
-                              signer_subject="CN=a", signer_fingerprint="00")
+    return store.upsert_entry(
+        "pubsub.a.test",
+        SignedItem(
+            f"iodef/{inc.restriction}/mitigation",
+            f"item-{n}",
+            xml if xml is not None else document(f"incident {n}"),
+            inc,
+            "2.0",
+            Signer("CN=a", "00"),
+        ),
+        origin="remote",
+    )
 
 
 def entry_id(store: Store, n: int, restriction: str = "public") -> int:
@@ -114,9 +123,18 @@ def test_paging_cursors_and_purpose_filter(store: Store) -> None:
 def test_moving_to_another_collection_leaves_a_tombstone(store: Store) -> None:
     put(store, 1)
     narrower = incident(1, narrowest_restriction="need-to-know")
-    store.upsert_entry(service="pubsub.a.test", node="iodef/public/mitigation", item_id="item-1",
-                       origin="remote", incident=narrower, version="2.0", xml=document("now with a secret"),
-                       signer_subject="CN=a", signer_fingerprint="00")
+    store.upsert_entry(
+        "pubsub.a.test",
+        SignedItem(
+            "iodef/public/mitigation",
+            "item-1",
+            document("now with a secret"),
+            narrower,
+            "2.0",
+            Signer("CN=a", "00"),
+        ),
+        origin="remote",
+    )
     [gone] = store.current_page("public", None, limit=10)
     assert gone.entry.deleted and gone.entry.revision == 1
     [moved] = store.current_page("need-to-know", None, limit=10)

@@ -22,6 +22,7 @@ from xmppbridge.signing.sign import sign_document
 from xmppbridge.signing.trust import SignerRef, SourceRule, TrustStore
 from xmppbridge.signing.verify import verify_document
 from xmppbridge.store import Store
+from xmppbridge.store.items import ItemRef
 
 A = ec_identity("CSIRT A", domains=("a.test",))
 B = ec_identity("CSIRT B", domains=("b.test",))
@@ -97,22 +98,32 @@ def test_a_relayed_item_carries_its_custody_to_the_next_member(tmp_path: Path) -
     original = sign_document(etree.fromstring(iodef2("R-1")), A)
     item = relay(original)
     assert (item.node, item.item_id) == ("iodef/need-to-know/mitigation", "csirt.a.test/R-1")
-    assert [s.subject for s in verify_document(item.payload, TRUST).chain] == ["CN=CSIRT A", "CN=CSIRT B"]
+    assert [s.subject for s in verify_document(item.xml, TRUST).chain] == ["CN=CSIRT A", "CN=CSIRT B"]
 
     # C subscribes to B. The subscription's signers name who may hand items to C from there: B.
     only_b = dataclasses.replace(TRUST, sources=MappingProxyType(
         {"pubsub.b.test": SourceRule(signers=(SignerRef.parse("CN=CSIRT B"),))}))
     with Store(tmp_path / "c.sqlite") as store:
-        outcome = receive_item(store, only_b, service="pubsub.b.test", node=item.node, item_id=item.item_id,
-                               payload=item.payload, max_bytes=MAX_BYTES)
+        outcome = receive_item(
+            store,
+            only_b,
+            ItemRef("pubsub.b.test", item.node, item.item_id),
+            item.xml,
+            max_bytes=MAX_BYTES,
+        )
         assert outcome.accepted
         [entry] = store.entries()
         assert entry.signer_subject == "CN=CSIRT A"  # the originator, who speaks for csirt.a.test
     only_a = dataclasses.replace(TRUST, sources=MappingProxyType(
         {"pubsub.b.test": SourceRule(signers=(SignerRef.parse("CN=CSIRT A"),))}))
     with Store(tmp_path / "c2.sqlite") as store:
-        outcome = receive_item(store, only_a, service="pubsub.b.test", node=item.node, item_id=item.item_id,
-                               payload=item.payload, max_bytes=MAX_BYTES)
+        outcome = receive_item(
+            store,
+            only_a,
+            ItemRef("pubsub.b.test", item.node, item.item_id),
+            item.xml,
+            max_bytes=MAX_BYTES,
+        )
         assert outcome.status == "signer-not-allowed"
 
 

@@ -31,7 +31,7 @@ from typing import Any, Protocol, TypeVar
 
 from xmppbridge.config import Config
 from xmppbridge.lease import STATE_KEY, TERMS, Lease, LeaseTerms, Role, Step, lease_key, lock_halves
-from xmppbridge.store import Store
+from xmppbridge.store.contracts import BridgeState
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ class Leadership:
     normal stop ``act`` is only cancelled, and may finish its work; the lease is given up after it.
     """
 
-    def __init__(self, holder: LeaseHolder, store: Store, instance: str, terms: LeaseTerms = TERMS,
+    def __init__(self, holder: LeaseHolder, store: BridgeState, instance: str, terms: LeaseTerms = TERMS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.holder, self.store, self.instance = holder, store, instance
         self.lease = Lease(terms)

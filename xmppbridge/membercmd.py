@@ -8,8 +8,8 @@ import getpass
 import time
 
 from xmppbridge.config import Config
-from xmppbridge.store import Store
 from xmppbridge.store.approvals import APPROVED, DENIED, PENDING, STATES, Approval
+from xmppbridge.store.contracts import Approvals
 
 SENT_POLL = 0.2
 
@@ -24,14 +24,14 @@ def format_approval(approval: Approval) -> str:
     return line
 
 
-def pending_lines(store: Store) -> list[str]:
+def pending_lines(store: Approvals) -> list[str]:
     rows = store.approvals((PENDING,))
     if not rows:
         return ["no subscription requests pending"]
     return [format_approval(row) for row in rows]
 
 
-def list_lines(config: Config, store: Store) -> list[str]:
+def list_lines(config: Config, store: Approvals) -> list[str]:
     """The registry's members, then every request an operator has seen or decided."""
     lines = [f"member {m.name} {m.bridge}" + (" (this bridge)" if m.name == config.registry.own else "")
              for m in config.registry.members]
@@ -39,7 +39,7 @@ def list_lines(config: Config, store: Store) -> list[str]:
     return lines or ["no members in the registry, and no subscription requests"]
 
 
-def decide(store: Store, node: str, jid: str, approve: bool, *, timeout: float) -> tuple[bool, str]:
+def decide(store: Approvals, node: str, jid: str, approve: bool, *, timeout: float) -> tuple[bool, str]:
     """Record the decision and wait up to ``timeout`` for the running bridge to send it: (ok, message)."""
     jid = jid.strip().lower()
     state = APPROVED if approve else DENIED

@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 
 from xmppbridge.feed.throttle import CLIENT, USER, AuthStats
 from xmppbridge.policy.affiliations import CHANGES
-from xmppbridge.store import Store
+from xmppbridge.store.contracts import Counted
 from xmppbridge.store.db import parse_time
 from xmppbridge.xmpp.component import ItemSink
 
@@ -33,7 +33,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 class StoreCollector(Collector):
     """Reads the store on each scrape (``store.counts``)."""
 
-    def __init__(self, store: Store, connected: Callable[[], bool] | None) -> None:
+    def __init__(self, store: Counted, connected: Callable[[], bool] | None) -> None:
         self.store, self.connected = store, connected
 
     def collect(self) -> Iterator[Metric]:
@@ -140,7 +140,7 @@ class LeaseCollector(Collector):
 
 
 class BridgeMetrics:
-    def __init__(self, store: Store, *, connected: Callable[[], bool] | None = None) -> None:
+    def __init__(self, store: Counted, *, connected: Callable[[], bool] | None = None) -> None:
         self.registry = CollectorRegistry()
         self.store = store  # read only: metrics never write to (or lock) it
         self.registry.register(StoreCollector(store, connected))

@@ -33,24 +33,17 @@ from xmppbridge.signing.keys import (
 )
 from xmppbridge.signing.sign import sign_document
 from xmppbridge.signing.trust import DOMAIN_NOT_ALLOWED, certificate_domains, foreign_name
-from xmppbridge.store import OutboxItem, Store
+from xmppbridge.store import OutboxItem
+from xmppbridge.store.contracts import Outbox
+from xmppbridge.store.items import SignedItem, Signer
 
 if TYPE_CHECKING:
     from xmppbridge.config import Config
 
 
-@dataclass(frozen=True)
-class Prepared:
-    node: str
-    item_id: str
-    payload: bytes  # signed, in wire form
-    incident: Incident  # the first Incident; all Incidents in one item share restriction and purpose
-    version: str
-
-
 def prepare(data: bytes, *, prefix: str, identity: SigningIdentity, max_bytes: int,
             schema_mode: str = "strict", domains: Sequence[str] = (), audiences: Audiences | None = None,
-            now: datetime.datetime | None = None) -> list[Prepared]:
+            now: datetime.datetime | None = None) -> list[SignedItem]:
     """Validate, split per category, sign. Raises ``InputRejected`` with the reason for the user
     (``SignerUnusable`` when the fault is our signing certificate's at ``now``, default the current time).
 
@@ -74,14 +67,13 @@ def prepare(data: bytes, *, prefix: str, identity: SigningIdentity, max_bytes: i
                            f"the limit of {max_bytes}")
         node = node_name(prefix, incident.restriction, incident.purpose)
         check_publishable(node, incident)  # never publish wider than the document's marking
-        prepared.append(Prepared(
-            node=node,
-            item_id=incident_item_id(incident),
-            payload=payload,
-            incident=incident,
-            version=piece.version,
-        ))
+        prepared.append(SignedItem(node, incident_item_id(incident), payload, incident, piece.version,
+                                   signer_of(identity)))
     return prepared
+
+
+def signer_of(identity: SigningIdentity) -> Signer:
+    return Signer(identity.subject, identity.fingerprint)
 
 
 def check_audience(audiences: Audiences, incident: Incident) -> None:
@@ -136,7 +128,7 @@ def payload_namespace(payload: bytes) -> str:
 @dataclass(frozen=True)
 class Accepted:
     outbox_id: int
-    item: Prepared
+    item: SignedItem
 
 
 class Publisher:
@@ -152,7 +144,7 @@ class Publisher:
 
     POLL = 0.1
 
-    def __init__(self, store: Store, identity: SigningIdentity, *, prefix: str, max_bytes: int,
+    def __init__(self, store: Outbox, identity: SigningIdentity, *, prefix: str, max_bytes: int,
                  schema_mode: str = "strict", service: str | None = None,
                  domains: Sequence[str] = (), audiences: Audiences | None = None) -> None:
         self.store, self.identity = store, identity
@@ -160,33 +152,27 @@ class Publisher:
         self.service, self.domains, self.audiences = service, tuple(domains), audiences
 
     @classmethod
-    def for_config(cls, store: Store, config: Config) -> Publisher:
+    def for_config(cls, store: Outbox, config: Config) -> Publisher:
         """The publisher of a bridge: its key, node prefix, limits, domains and audiences."""
         return cls(store, load_identity(config.signing_key, config.signing_cert), prefix=config.node_prefix,
                    max_bytes=config.max_document_bytes, schema_mode=config.schema_mode,
                    service=config.pubsub_service, domains=config.signing_domains, audiences=config.audiences)
 
-    def prepare(self, data: bytes) -> list[Prepared]:
+    def prepare(self, data: bytes) -> list[SignedItem]:
         """Validate, split and sign, committing nothing. Raises ``InputRejected``."""
         return prepare(data, prefix=self.prefix, identity=self.identity, max_bytes=self.max_bytes,
                        schema_mode=self.schema_mode, domains=self.domains, audiences=self.audiences)
 
-    def enqueue(self, items: Sequence[Prepared], *, source: str) -> list[Accepted]:
-        return [
-            Accepted(self.store.enqueue(node=item.node, item_id=item.item_id, payload=item.payload,
-                                        incident=item.incident, version=item.version, source=source,
-                                        signer_subject=self.identity.subject,
-                                        signer_fingerprint=self.identity.fingerprint), item)
-            for item in items
-        ]
+    def enqueue(self, items: Sequence[SignedItem], *, source: str) -> list[Accepted]:
+        return [Accepted(self.store.enqueue(item, source=source), item) for item in items]
 
     def submit(self, data: bytes, *, source: str) -> list[Accepted]:
         return self.enqueue(self.prepare(data), source=source)
 
     def retract(self, *, node: str, item_id: str, incident: Incident, version: str, source: str) -> int:
         """Queue the retraction of one of our items; the entry is marked deleted once it is done."""
-        return self.store.enqueue(node=node, item_id=item_id, payload=b"", incident=incident, version=version,
-                                  source=source, action="retract")
+        return self.store.enqueue(SignedItem(node, item_id, b"", incident, version), source=source,
+                                  action="retract")
 
     def outcome(self, outbox_id: int) -> OutboxItem | None:
         """The outbox item once it is published or failed; None while still pending."""

@@ -12,16 +12,23 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
 
 from xmppbridge.errors import InputRejected
 from xmppbridge.jids import InvalidJID, service_key
 from xmppbridge.receive import message_of, mirror_item
 from xmppbridge.signing.verify import TrustStore
-from xmppbridge.store import Reject, Store
+from xmppbridge.store import Reject
+from xmppbridge.store.contracts import Entries, Quarantine
+from xmppbridge.store.items import ItemRef
 
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 BATCH = 1000
+
+
+class Releasing(Entries, Quarantine, Protocol):
+    """What a release reads and writes: the quarantine, and the entries it mirrors into."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +38,7 @@ class Release:
     outcome: str  # "mirrored: new|updated|unchanged", "superseded: ...", or why it is still held
 
 
-def release(store: Store, trust: TrustStore, records: list[Reject], *, max_bytes: int,
+def release(store: Releasing, trust: TrustStore, records: list[Reject], *, max_bytes: int,
             follows: Callable[[str], bool], schema_mode: str = "strict") -> list[Release]:
     """Verify ``records`` again, oldest first (so that versions of one item are applied in order).
     ``follows``: whether a service is subscribed to now (``Config.follows``); an item received from any
@@ -40,12 +47,12 @@ def release(store: Store, trust: TrustStore, records: list[Reject], *, max_bytes
             for record in sorted(records, key=lambda r: r.id)]
 
 
-def held(store: Store, *, reason: str | None = None) -> list[Reject]:
+def held(store: Quarantine, *, reason: str | None = None) -> list[Reject]:
     """Every record still held (optionally only those held for ``reason``)."""
     return store.rejects(limit=store.count_rejects(), held_only=True, reason=reason)
 
 
-def _release_one(store: Store, trust: TrustStore, record: Reject, *, max_bytes: int,
+def _release_one(store: Releasing, trust: TrustStore, record: Reject, *, max_bytes: int,
                  follows: Callable[[str], bool], schema_mode: str) -> Release:
     if not record.held:
         return Release(record, False, f"already released ({record.resolution})")
@@ -66,8 +73,8 @@ def _release_one(store: Store, trust: TrustStore, record: Reject, *, max_bytes: 
         store.release_reject(record.id, resolution)
         return Release(record, True, resolution)
     try:
-        status = mirror_item(store, trust, service=service, node=record.node, item_id=record.item_id,
-                             payload=record.raw, max_bytes=max_bytes, schema_mode=schema_mode)
+        status = mirror_item(store, trust, ItemRef(service, record.node, record.item_id), record.raw,
+                             max_bytes=max_bytes, schema_mode=schema_mode)
     except InputRejected as exc:
         store.refuse_reject_again(record.id, exc.reason, message_of(exc))
         return Release(record, False, f"{exc.reason}: {exc}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from xmppbridge.errors import InputRejected, TooLarge
 from xmppbridge.iodef.document import document_from_root
@@ -17,7 +18,8 @@ from xmppbridge.iodef.model import Document, Incident
 from xmppbridge.policy.nodes import check_publishable, check_shareable, is_wider, node_restriction
 from xmppbridge.policy.sources import authorize_source
 from xmppbridge.signing.verify import TrustStore, Verified, verify_document
-from xmppbridge.store import Store
+from xmppbridge.store.contracts import Entries, Quarantine
+from xmppbridge.store.items import ItemRef, Refused, SignedItem, Signer
 
 log = logging.getLogger(__name__)
 
@@ -58,39 +60,38 @@ def check_item(trust: TrustStore, *, service: str, node: str, payload: bytes | N
     return Checked(verified, document, incident)
 
 
-def mirror_item(store: Store, trust: TrustStore, *, service: str, node: str, item_id: str,
-                payload: bytes | None, max_bytes: int, schema_mode: str = "strict") -> str:
+def mirror_item(store: Entries, trust: TrustStore, ref: ItemRef, payload: bytes | None, *, max_bytes: int,
+                schema_mode: str = "strict") -> str:
     """Check one item and store it as a mirror entry: "new", "updated" or "unchanged". Raises
     ``InputRejected``; quarantining is the caller's business (``receive_item``, quarantine release)."""
-    checked = check_item(trust, service=service, node=node, payload=payload, max_bytes=max_bytes,
+    checked = check_item(trust, service=ref.service, node=ref.node, payload=payload, max_bytes=max_bytes,
                          schema_mode=schema_mode)
     assert payload is not None  # check_item refuses a missing payload
     verified = checked.verified
-    status = store.upsert_entry(
-        service=service, node=node, item_id=item_id, origin="remote", incident=checked.incident,
-        version=checked.document.version, xml=payload, signer_subject=verified.signer_subject,
-        signer_fingerprint=verified.signer_fingerprint,
-    )
+    signed = SignedItem(ref.node, ref.item_id, payload, checked.incident, checked.document.version,
+                        Signer(verified.signer_subject, verified.signer_fingerprint))
+    status = store.upsert_entry(ref.service, signed, origin="remote")
     if verified.relays:
-        log.info("item %s on %s/%s: created by %s, relayed by %s", item_id, service, node,
-                 verified.signer_subject, " -> ".join(s.subject for s in verified.relays))
+        log.info("item %s: created by %s, relayed by %s", ref, verified.signer_subject,
+                 " -> ".join(s.subject for s in verified.relays))
     return status
 
 
-def receive_item(store: Store, trust: TrustStore, *, service: str, node: str, item_id: str,
-                 payload: bytes | None, max_bytes: int, schema_mode: str = "strict",
-                 source: str = "xmpp") -> Outcome:
+class Receiving(Entries, Quarantine, Protocol):
+    """What the receive path writes: entries, and the quarantine for what it refuses."""
+
+
+def receive_item(store: Receiving, trust: TrustStore, ref: ItemRef, payload: bytes | None, *, max_bytes: int,
+                 schema_mode: str = "strict", source: str = "xmpp") -> Outcome:
     """Verify and mirror one item. Never raises for bad input: refused items go to the quarantine with
     their source, time, reason and raw bytes (``xmppbridge quarantine list``)."""
     try:
-        status = mirror_item(store, trust, service=service, node=node, item_id=item_id, payload=payload,
-                             max_bytes=max_bytes, schema_mode=schema_mode)
+        status = mirror_item(store, trust, ref, payload, max_bytes=max_bytes, schema_mode=schema_mode)
     except InputRejected as exc:
-        store.add_reject(source=source, service=service, node=node, item_id=item_id, reason=exc.reason,
-                         message=message_of(exc), raw=payload or b"")
-        log.warning("quarantined item %s on %s/%s: %s: %s", item_id, service, node, exc.reason, exc)
+        store.add_reject(Refused(source, exc.reason, message_of(exc), payload or b"", ref))
+        log.warning("quarantined item %s: %s: %s", ref, exc.reason, exc)
         return Outcome(False, exc.reason, str(exc))
-    log.info("mirrored item %s from %s/%s (%s)", item_id, service, node, status)
+    log.info("mirrored item %s (%s)", ref, status)
     return Outcome(True, status)
 
 

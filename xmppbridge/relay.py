@@ -2,7 +2,7 @@
 
 The item is verified again with today's trust (a relay vouches only for what it can verify), must be
 relayable to the audience of our node under the policy (``policy.check_relayable``), keeps the
-originator's signature and gets ours added (``signing.relay``). The result is a ``Prepared`` item like
+originator's signature and gets ours added (``signing.relay``). The result is a ``SignedItem`` like
 the publish path makes, ready for the outbox.
 """
 
@@ -13,16 +13,17 @@ from collections.abc import Collection
 from xmppbridge.errors import TooLarge
 from xmppbridge.iodef.document import incident_item_id
 from xmppbridge.policy.nodes import check_publishable, check_relayable, node_name
-from xmppbridge.publish import Prepared, check_signer
+from xmppbridge.publish import check_signer, signer_of
 from xmppbridge.receive import check_item
 from xmppbridge.signing.keys import SigningIdentity
 from xmppbridge.signing.relay import relay_sign
 from xmppbridge.signing.verify import TrustStore
+from xmppbridge.store.items import SignedItem
 
 
 def prepare_relay(payload: bytes, *, service: str, node: str, identity: SigningIdentity, trust: TrustStore,
                   prefix: str, audience: Collection[str], allowed: Collection[str], max_bytes: int,
-                  schema_mode: str = "strict") -> Prepared:
+                  schema_mode: str = "strict") -> SignedItem:
     """``payload`` as received on ``node`` of ``service``, relay-signed for our node under ``prefix``.
 
     ``audience`` are the JIDs that can read our node for the item's restriction (the pubsub whitelist);
@@ -39,5 +40,5 @@ def prepare_relay(payload: bytes, *, service: str, node: str, identity: SigningI
                        f"limit of {max_bytes}")
     target = node_name(prefix, incident.effective_restriction, incident.purpose)
     check_publishable(target, incident)
-    return Prepared(node=target, item_id=incident_item_id(incident), payload=relayed, incident=incident,
-                    version=checked.document.version)
+    return SignedItem(target, incident_item_id(incident), relayed, incident, checked.document.version,
+                      signer_of(identity))

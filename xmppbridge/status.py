@@ -7,14 +7,19 @@ from another process and even while the bridge is down (it then says so).
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Protocol
 
 from xmppbridge.config import Config
 from xmppbridge.leadership import lease_held, recorded_active
 from xmppbridge.peers import PeerHealth, degraded
-from xmppbridge.store import Store
+from xmppbridge.store.contracts import Entries, Outbox, PeerRecords, Quarantine, Subscriptions
 
 
-def status_report(config: Config, store: Store, *, now: datetime | None = None) -> dict[str, object]:
+class Reported(Entries, Quarantine, Outbox, PeerRecords, Subscriptions, Protocol):
+    """What status counts and reads: a little of every concern."""
+
+
+def status_report(config: Config, store: Reported, *, now: datetime | None = None) -> dict[str, object]:
     now = now or datetime.now(UTC)
     state = store.state()
     connection, since = state.get("connection", ("never started", None))
@@ -43,7 +48,7 @@ def status_report(config: Config, store: Store, *, now: datetime | None = None) 
     }
 
 
-def peer_report(config: Config, store: Store) -> dict[str, object]:
+def peer_report(config: Config, store: PeerRecords) -> dict[str, object]:
     """Health of each subscribed service (``xmppbridge.peers``), for `status` and ``/healthz``:
     ``peers_degraded`` when one cannot be reached. A service not yet talked to has ``reachable`` None."""
     known = {peer.service: peer for peer in store.peers()}

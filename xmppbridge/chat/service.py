@@ -11,6 +11,7 @@ import functools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from xmppbridge.chat.commands import HELP, Command, CommandError, parse
 from xmppbridge.chat.ratelimit import RateLimiter
@@ -20,8 +21,8 @@ from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.policy.may import Action, Actor, Decides, category_of
 from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS
 from xmppbridge.policy.rights import Rights
-from xmppbridge.store import Store
 from xmppbridge.store.chatstate import ChatState
+from xmppbridge.store.contracts import Entries, FeedViews
 from xmppbridge.store.entries import Entry
 from xmppbridge.store.search import SearchQuery
 
@@ -29,6 +30,10 @@ from xmppbridge.store.search import SearchQuery
 SUMMARIES_PER_ROUND = 5
 CHANGES_PER_ROUND = 500
 MAX_COMMAND = 1000  # characters; anything longer is not a command
+
+
+class ChatReading(Entries, FeedViews, Protocol):
+    """What chat reads: entries, the change log it announces from, search."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,7 @@ class Notice:
 
 
 class ChatService:
-    def __init__(self, settings: OperatorSettings, policy: Decides, store: Store, state: ChatState,
+    def __init__(self, settings: OperatorSettings, policy: Decides, store: ChatReading, state: ChatState,
                  urls: FeedUrls, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings, self.policy, self.store, self.state, self.urls = settings, policy, store, state, urls
         self.limiter = RateLimiter(settings.rate, clock)

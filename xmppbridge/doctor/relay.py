@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from xmppbridge.config import Config
 from xmppbridge.doctor.report import Check, checks_from_data, checks_to_data
 from xmppbridge.doctor.xmpp import xmpp_checks
-from xmppbridge.store import Store
+from xmppbridge.store.contracts import BridgeState
 from xmppbridge.xmpp.component import BridgeComponent
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def budget(config: Config, timeout: float) -> float:
     return timeout * (4 + 7 * len(config.subscriptions)) + 2 * POLL_INTERVAL
 
 
-async def ask_bridge(store: Store, config: Config, timeout: float) -> list[Check] | None:
+async def ask_bridge(store: BridgeState, config: Config, timeout: float) -> list[Check] | None:
     """The running bridge's XMPP checks; None when no bridge took the request."""
     request_id = secrets.token_hex(8)
     store.set_state(REQUEST, json.dumps({"id": request_id, "timeout": timeout}))
@@ -54,7 +54,7 @@ async def ask_bridge(store: Store, config: Config, timeout: float) -> list[Check
         await asyncio.sleep(0.2)
 
 
-def _answer(store: Store, request_id: str) -> dict[str, object] | None:
+def _answer(store: BridgeState, request_id: str) -> dict[str, object] | None:
     value, _ = store.state().get(ANSWER, ("{}", None))
     try:
         answer = json.loads(value)
@@ -63,7 +63,7 @@ def _answer(store: Store, request_id: str) -> dict[str, object] | None:
     return answer if isinstance(answer, dict) and answer.get("request") == request_id else None
 
 
-async def answer_doctor(config: Config, store: Store, xmpp: BridgeComponent) -> None:
+async def answer_doctor(config: Config, store: BridgeState, xmpp: BridgeComponent) -> None:
     """The running bridge's side: every ``POLL_INTERVAL``, answer a new request of `xmppbridge doctor`."""
     answered = None
     while True:

@@ -45,6 +45,7 @@ from xmppbridge.feed.http import (
     POLICY,
     SETTINGS,
     STORE,
+    FeedStore,
     authenticate,
     may_read,
     principal,
@@ -71,7 +72,7 @@ from xmppbridge.feed.throttle import Throttle
 from xmppbridge.policy.may import Decides
 from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.publish import Publisher
-from xmppbridge.store import Entry, Store
+from xmppbridge.store import Entry
 
 __all__ = ["FeedSettings", "make_app"]
 
@@ -88,7 +89,7 @@ SEARCH_COUNT_CAP = 10_000  # beyond this many results the total is not counted (
 _ENTRY = "{entry_id:[0-9]+}"
 
 
-def make_app(store: Store, settings: FeedSettings, *, health: HealthProbe | None = None,
+def make_app(store: FeedStore, settings: FeedSettings, *, health: HealthProbe | None = None,
              publisher: Publisher | None = None, policy: Decides | None = None,
              throttle: Throttle | None = None, metrics: Exposition | None = None) -> web.Application:
     """The feed application. ``health`` is the detailed ``/healthz`` operators see (default: the store's
@@ -379,7 +380,7 @@ async def search(request: web.Request) -> web.Response:
 # -- operations ----------------------------------------------------------------------------------------
 
 
-def store_health(store: Store) -> dict[str, object]:
+def store_health(store: FeedStore) -> dict[str, object]:
     """The store's part of the detailed health: how many entries it mirrors, how many it refused."""
     return {"status": "ok", "entries": store.count_entries(), "rejects": store.count_rejects()}
 

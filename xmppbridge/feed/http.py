@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
+from typing import Protocol
 
 from aiohttp import web
 from cryptography import x509
@@ -23,11 +24,19 @@ from xmppbridge.feed.login import LoginGate
 from xmppbridge.feed.settings import FeedSettings
 from xmppbridge.policy.may import Action, Actor, Decides
 from xmppbridge.policy.nodes import canonical_purpose
-from xmppbridge.store import Entry, Store
+from xmppbridge.store import Entry
+from xmppbridge.store.contracts import Entries, FeedViews, Quarantine
 
 log = logging.getLogger(__name__)
 
-STORE = web.AppKey("store", Store)
+
+
+class FeedStore(Entries, FeedViews, Quarantine, Protocol):
+    """What the feed reads: entries and the feed's views of them; the quarantine's size for operators'
+    health. Writes go through the publisher, into the outbox."""
+
+
+STORE = web.AppKey("store", FeedStore)
 SETTINGS = web.AppKey("settings", FeedSettings)
 GATE = web.AppKey("gate", LoginGate)
 POLICY = web.AppKey("policy", Decides)

@@ -40,8 +40,9 @@ from xmppbridge.feed.http import (
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.iodef.parse import parse_untrusted
 from xmppbridge.policy.nodes import canonical_purpose
-from xmppbridge.publish import Accepted, Prepared, Publisher
+from xmppbridge.publish import Accepted, Publisher
 from xmppbridge.store import Entry, OutboxItem
+from xmppbridge.store.items import SignedItem
 
 PUBLISHER = web.AppKey("publisher", Publisher)
 MAX_BODY_BYTES = 1_000_000  # an IODEF document (at most limits.max_document_bytes) or an entry around one
@@ -110,7 +111,7 @@ async def _document(request: web.Request) -> bytes:
              f" ({atom.ENTRY_MEDIA_TYPE}), not {kind or 'no Content-Type'}\n")
 
 
-async def _prepare(request: web.Request, publisher: Publisher, data: bytes) -> list[Prepared]:
+async def _prepare(request: web.Request, publisher: Publisher, data: bytes) -> list[SignedItem]:
     try:
         # Validation and signing take milliseconds of CPU: off the event loop.
         return await asyncio.to_thread(publisher.prepare, data)

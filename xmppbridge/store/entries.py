@@ -19,6 +19,7 @@ from xmppbridge.iodef.model import Incident
 from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.store import changelog, incidents, searchindex
 from xmppbridge.store.db import from_text, inserted_id, later_than, parse_time, to_text
+from xmppbridge.store.items import SignedItem
 from xmppbridge.store.sql import Connection, Row
 
 Origin = Literal["local", "remote"]
@@ -97,19 +98,7 @@ def from_row(row: Row, **overrides: Any) -> Entry:
     return Entry(**{**fields, **overrides})
 
 
-def upsert(
-    conn: Connection,
-    *,
-    service: str,
-    node: str,
-    item_id: str,
-    origin: Origin,
-    incident: Incident,
-    version: str,
-    xml: bytes,
-    signer_subject: str,
-    signer_fingerprint: str,
-) -> UpsertResult:
+def upsert(conn: Connection, service: str, item: SignedItem, *, origin: Origin) -> UpsertResult:
     """Insert, replace (keeping the old document in entry_versions) or leave alone. Call inside a
     transaction. A deleted entry that comes back is undeleted and counts as updated.
 
@@ -117,13 +106,14 @@ def upsert(
     leaves a tombstone in its old collection, so that readers of that feed learn it is gone there."""
     if origin not in ("local", "remote"):
         raise ValueError(f"origin must be 'local' or 'remote', not {origin!r}")
+    node, item_id, incident, xml = item.node, item.item_id, item.incident, item.xml
     row = _find_row(conn, service, node, item_id)
     collection, purpose = incidents.audience(incident), canonical_purpose(incident.purpose)
     fields = {
         "origin": origin,
-        "version": version,
-        "signer_subject": signer_subject,
-        "signer_fingerprint": signer_fingerprint,
+        "version": item.version,
+        "signer_subject": item.signer.subject,
+        "signer_fingerprint": item.signer.fingerprint,
         "effective_restriction": collection,
         "purpose_key": purpose,
         **incidents.to_columns(incident),

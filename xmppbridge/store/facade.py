@@ -11,7 +11,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from xmppbridge.iodef.model import Incident
 from xmppbridge.peers import Outcome, PeerHealth
 from xmppbridge.store import (
     approvals,
@@ -29,6 +28,7 @@ from xmppbridge.store.approvals import Approval
 from xmppbridge.store.chatstate import ChatState
 from xmppbridge.store.entries import Entry, EntryVersion, Origin, UpsertResult
 from xmppbridge.store.feedviews import Change, Revision
+from xmppbridge.store.items import Refused, SignedItem
 from xmppbridge.store.outbox import OutboxItem
 from xmppbridge.store.rejects import Reject
 from xmppbridge.store.search import Readable, SearchQuery
@@ -99,34 +99,11 @@ class Store:
 
     # -- outbox -------------------------------------------------------------------------------------
 
-    def enqueue(
-        self,
-        *,
-        node: str,
-        item_id: str,
-        payload: bytes,
-        incident: Incident,
-        version: str,
-        source: str,
-        signer_subject: str = "",
-        signer_fingerprint: str = "",
-        action: str = "publish",
-    ) -> int:
+    def enqueue(self, item: SignedItem, *, source: str, action: str = "publish") -> int:
         """Queue a signed item for publishing (or, with ``action="retract"``, an item to retract); the
         signer is copied into the entry once published."""
         with self._write() as conn:
-            return outbox.enqueue(
-                conn,
-                node=node,
-                item_id=item_id,
-                payload=payload,
-                incident=incident,
-                version=version,
-                source=source,
-                signer_subject=signer_subject,
-                signer_fingerprint=signer_fingerprint,
-                action=action,
-            )
+            return outbox.enqueue(conn, item, source=source, action=action)
 
     def pending(self, limit: int = 64, exclude: Collection[int] = ()) -> list[OutboxItem]:
         """Pending items, oldest first, without those whose ids are in ``exclude``."""
@@ -157,34 +134,11 @@ class Store:
 
     # -- entries ------------------------------------------------------------------------------------
 
-    def upsert_entry(
-        self,
-        *,
-        service: str,
-        node: str,
-        item_id: str,
-        origin: Origin,
-        incident: Incident,
-        version: str,
-        xml: bytes,
-        signer_subject: str,
-        signer_fingerprint: str,
-    ) -> UpsertResult:
+    def upsert_entry(self, service: str, item: SignedItem, *, origin: Origin) -> UpsertResult:
         """Returns "new", "updated" or "unchanged" (identical xml bytes). Updates keep received_at and
         published_at, bump updated_at and keep the previous document in entry_versions."""
         with self._write() as conn:
-            return entries.upsert(
-                conn,
-                service=service,
-                node=node,
-                item_id=item_id,
-                origin=origin,
-                incident=incident,
-                version=version,
-                xml=xml,
-                signer_subject=signer_subject,
-                signer_fingerprint=signer_fingerprint,
-            )
+            return entries.upsert(conn, service, item, origin=origin)
 
     def mark_deleted(self, service: str, node: str, item_id: str) -> bool:
         with self._write() as conn:
@@ -246,28 +200,10 @@ class Store:
 
     # -- rejects ------------------------------------------------------------------------------------
 
-    def add_reject(
-        self,
-        *,
-        source: str,
-        service: str | None,
-        node: str | None,
-        item_id: str | None,
-        reason: str,
-        message: str,
-        raw: bytes,
-    ) -> int:
+    def add_reject(self, refused: Refused) -> int:
+        """Hold a refused input; the id of its record (the held one, when the same bytes come again)."""
         with self._write() as conn:
-            return rejects.add(
-                conn,
-                source=source,
-                service=service,
-                node=node,
-                item_id=item_id,
-                reason=reason,
-                message=message,
-                raw=raw,
-            )
+            return rejects.add(conn, refused)
 
     def rejects(self, limit: int = 100, *, held_only: bool = False,
                 reason: str | None = None) -> list[Reject]:

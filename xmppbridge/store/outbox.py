@@ -13,6 +13,7 @@ from datetime import datetime
 from xmppbridge.iodef.model import Incident
 from xmppbridge.store import entries, incidents
 from xmppbridge.store.db import from_text, inserted_id, later_than, parse_time
+from xmppbridge.store.items import SignedItem, Signer
 from xmppbridge.store.sql import Connection, Row
 
 PENDING, PUBLISHED, FAILED = "pending", "published", "failed"
@@ -54,32 +55,20 @@ def _item(row: Row) -> OutboxItem:
     )
 
 
-def enqueue(
-    conn: Connection,
-    *,
-    node: str,
-    item_id: str,
-    payload: bytes,
-    incident: Incident,
-    version: str,
-    source: str,
-    signer_subject: str,
-    signer_fingerprint: str,
-    action: str = PUBLISH,
-) -> int:
+def enqueue(conn: Connection, item: SignedItem, *, source: str, action: str = PUBLISH) -> int:
     if action not in (PUBLISH, RETRACT):
         raise ValueError(f"action must be {PUBLISH!r} or {RETRACT!r}, not {action!r}")
     cursor = conn.execute(
         "INSERT INTO outbox (node, item_id, payload, incident, version, signer_subject, signer_fingerprint,"
         " source, status, created_at, action) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
-            node,
-            item_id,
-            payload,
-            incidents.to_json(incident),
-            version,
-            signer_subject,
-            signer_fingerprint,
+            item.node,
+            item.item_id,
+            item.xml,
+            incidents.to_json(item.incident),
+            item.version,
+            item.signer.subject,
+            item.signer.fingerprint,
             source,
             PENDING,
             later_than(None),
@@ -125,18 +114,10 @@ def mark_published(conn: Connection, item: int, *, service: str) -> None:
     if row["action"] == RETRACT:
         entries.mark_deleted(conn, service, row["node"], row["item_id"])
         return
-    entries.upsert(
-        conn,
-        service=service,
-        node=row["node"],
-        item_id=row["item_id"],
-        origin="local",
-        incident=incidents.from_json(row["incident"]),
-        version=row["version"],
-        xml=bytes(row["payload"]),
-        signer_subject=row["signer_subject"],
-        signer_fingerprint=row["signer_fingerprint"],
-    )
+    signed = SignedItem(row["node"], row["item_id"], bytes(row["payload"]),
+                        incidents.from_json(row["incident"]), row["version"],
+                        Signer(row["signer_subject"], row["signer_fingerprint"]))
+    entries.upsert(conn, service, signed, origin="local")
 
 
 def mark_failed(conn: Connection, item: int, reason: str) -> None:

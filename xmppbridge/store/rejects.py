@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from xmppbridge.store.db import format_time, from_text, inserted_id, later_than, parse_time
+from xmppbridge.store.items import Refused
 from xmppbridge.store.sql import Connection, Row
 
 RAW_MAX = 1 << 20
@@ -65,18 +66,10 @@ def migrate_to_3(conn: Connection) -> None:
                      (_digest(raw), len(raw), row["id"]))
 
 
-def add(
-    conn: Connection,
-    *,
-    source: str,
-    service: str | None,
-    node: str | None,
-    item_id: str | None,
-    reason: str,
-    message: str,
-    raw: bytes,
-) -> int:
+def add(conn: Connection, refused: Refused) -> int:
     """Hold ``raw``; the id of the new record, or of the held one with the same item and bytes."""
+    raw, item = refused.raw, refused.item
+    service, node, item_id = (item.service, item.node, item.item_id) if item else (None, None, None)
     digest, stamp = _digest(raw), later_than(None)
     row = conn.execute(
         "SELECT id FROM rejects WHERE released_at IS NULL AND raw_sha256 = ?"
@@ -85,13 +78,13 @@ def add(
         (digest, service, node, item_id)).fetchone()
     if row is not None:
         conn.execute("UPDATE rejects SET seen_count = seen_count + 1, last_seen_at = ?, reason = ?,"
-                     " message = ? WHERE id = ?", (stamp, reason, message, row["id"]))
+                     " message = ? WHERE id = ?", (stamp, refused.reason, refused.message, row["id"]))
         return int(row["id"])
     cursor = conn.execute(
         "INSERT INTO rejects (source, service, node, item_id, reason, message, raw, received_at, raw_sha256,"
         " raw_size, last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        (source, service, node, item_id, reason, message, bytes(raw[:RAW_MAX]), stamp, digest, len(raw),
-         stamp),
+        (refused.source, service, node, item_id, refused.reason, refused.message, bytes(raw[:RAW_MAX]), stamp,
+         digest, len(raw), stamp),
     )
     return inserted_id(cursor)
 

@@ -24,9 +24,9 @@ from xmppbridge.config import Config
 from xmppbridge.policy.may import Action, Actor, Decides
 from xmppbridge.quarantine import held, release
 from xmppbridge.status import format_status, status_report
-from xmppbridge.store import Store
 from xmppbridge.store.approvals import APPROVED, DENIED, PENDING
 from xmppbridge.store.chatstate import ChatState
+from xmppbridge.store.contracts import Approvals
 from xmppbridge.xmpp.component import BridgeComponent
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class OperatorActions:
     decide: Callable[[str, str, bool, str], bool]  # (node, jid, approve, admin) -> whether it was asked
 
 
-def operator_actions(config: Config, store: Store, state: ChatState) -> OperatorActions:
+def operator_actions(config: Config, store: Approvals, state: ChatState) -> OperatorActions:
     def release_all() -> str:
         results = release(store, config.trust, held(store), max_bytes=config.max_document_bytes,
                           follows=config.sources.follows, schema_mode=config.schema_mode)

@@ -28,8 +28,8 @@ from slixmpp.exceptions import IqError, IqTimeout
 
 from xmppbridge.chat.service import Notice
 from xmppbridge.config import Config
-from xmppbridge.store import Store
 from xmppbridge.store.approvals import APPROVED, DENIED, PENDING, Approval
+from xmppbridge.store.contracts import Approvals
 from xmppbridge.xmpp.authorization import (
     AUTHORIZE_FEATURE,
     GET_PENDING,
@@ -47,7 +47,7 @@ _COMMANDS_NS = "http://jabber.org/protocol/commands"
 
 
 class ApprovalDesk:
-    def __init__(self, config: Config, store: Store, xmpp: BridgeComponent,
+    def __init__(self, config: Config, store: Approvals, xmpp: BridgeComponent,
                  notify: Callable[[Notice], None]) -> None:
         self.config, self.store, self.xmpp, self.notify = config, store, xmpp, notify
         self.probed = asyncio.Event()  # set once we know whether our service offers authorize

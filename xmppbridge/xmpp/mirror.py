@@ -14,13 +14,15 @@ import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Protocol
 from xml.etree import ElementTree as ET
 
 from xmppbridge.config import Config, Subscription
 from xmppbridge.receive import receive_item
 from xmppbridge.signing.verify import TrustStore
 from xmppbridge.signing.wireform import wire_bytes
-from xmppbridge.store import Store
+from xmppbridge.store.contracts import Batches, Entries, PeerRecords, Quarantine, Subscriptions
+from xmppbridge.store.items import ItemRef, Refused
 from xmppbridge.store.subscriptions import ItemState
 from xmppbridge.xmpp.component import BridgeComponent, explain
 from xmppbridge.xmpp.peers import PeerNotes
@@ -63,10 +65,15 @@ def retracted_while_away(states: Iterable[ItemState], remote_ids: Iterable[str],
     return [s.item_id for s in missing if s.updated_at > oldest_present]
 
 
+class Mirroring(Entries, Quarantine, Subscriptions, PeerRecords, Batches, Protocol):
+    """What the mirror reads and writes: entries, the quarantine, our subscriptions and the peers'
+    health, in batches of one notification stanza."""
+
+
 class Mirror:
     """The component's ItemSink: verifies and stores what remote nodes send."""
 
-    def __init__(self, config: Config, store: Store, trust: TrustStore) -> None:
+    def __init__(self, config: Config, store: Mirroring, trust: TrustStore) -> None:
         self.config, self.store, self.trust = config, store, trust
         self._synced: set[tuple[str, str]] = set()  # subscribed and caught up in this session
         # One catch-up per node at a time: a second caller (rediscovery, or the sync after a reconnection)
@@ -87,8 +94,8 @@ class Mirror:
             # Anyone can send the component a message shaped like a notification; only the services in
             # `subscriptions` are sources. Kept, like every refused item, with its reason.
             message = f"{service} is not one of the subscriptions (subscriptions[].service)"
-            self.store.add_reject(source="xmpp", service=service, node=node, item_id=item_id,
-                                  reason="unknown-source", message=message, raw=data or b"")
+            self.store.add_reject(Refused("xmpp", "unknown-source", message, data or b"",
+                                          ItemRef(service, node, item_id)))
             log.warning("quarantined item %s on %s/%s: unknown-source: not one of the subscriptions",
                         item_id, service, node)
             return
@@ -99,7 +106,7 @@ class Mirror:
             # Exactly the bytes already verified and mirrored: a catch-up refetch or a duplicate
             # notification. Skipping it keeps catch-up cheap and changes nothing.
             return
-        receive_item(self.store, self.trust, service=service, node=node, item_id=item_id, payload=data,
+        receive_item(self.store, self.trust, ItemRef(service, node, item_id), data,
                      max_bytes=self.config.max_document_bytes, schema_mode=self.config.schema_mode)
 
     def _note_contact(self, service: str, node: str) -> None:

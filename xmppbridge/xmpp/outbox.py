@@ -37,7 +37,8 @@ from xmppbridge.policy.audiences import AUDIENCE_EMPTY
 from xmppbridge.policy.nodes import check_publishable, node_access, parse_node_name
 from xmppbridge.publish import payload_namespace
 from xmppbridge.signing.wireform import wire_bytes
-from xmppbridge.store import OutboxItem, Store
+from xmppbridge.store import OutboxItem
+from xmppbridge.store.contracts import Outbox
 from xmppbridge.store.outbox import RETRACT
 from xmppbridge.xmpp.component import BridgeComponent
 
@@ -68,7 +69,7 @@ Key = tuple[str, str]  # (node, item id): what must stay in order
 
 
 class OutboxDrain:
-    def __init__(self, config: Config, store: Store, xmpp: BridgeComponent,
+    def __init__(self, config: Config, store: Outbox, xmpp: BridgeComponent,
                  access_model: Callable[[str], Awaitable[str]] | None = None) -> None:
         self.config, self.store, self.xmpp = config, store, xmpp
         # The policy's model -> the one to create a node with (xmpp.approvals: authorize for whitelist).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from xmppbridge.peers import OK, Outcome, classify, must_write
-from xmppbridge.store import Store
+from xmppbridge.store.contracts import PeerRecords
 from xmppbridge.xmpp.component import peer_failure
 
 # A peer whose state does not change is written at most this often: enough for "last checked" to
@@ -14,7 +14,7 @@ PEER_NOTE_INTERVAL = 30.0
 
 
 class PeerNotes:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: PeerRecords) -> None:
         self.store = store
         self._written: dict[str, tuple[Outcome, float]] = {}  # per service: last stored, monotonic time
 
