@@ -63,15 +63,16 @@ class BenchConsortium(Consortium):
 @contextmanager
 def consortium(workdir: Path, names: tuple[str, ...] = ("a", "b"), *,
                pubsub_wal: bool = False) -> Iterator[BenchConsortium]:
-    """Prosody per member started, no bridges yet; everything stopped on the way out.
+    """Prosody of each member in ``names`` started, no bridges yet; everything stopped on the way out.
 
-    ``pubsub_wal``: create each pubsub service's SQLite file in WAL mode before Prosody opens it (the
-    mode is kept in the file; Prosody 0.12 has no setting for it), as deploy/prosody/domain.cfg.lua.in
-    suggests for busy services."""
-    lab = BenchConsortium(workdir, {n: IPS[n] for n in names}, feed_port_base=FEED_PORT_BASE,
+    Both members are in the registry whichever servers run: with A alone, B is the audience of A's
+    non-public nodes, as it is in a federation (a member nobody may read from refuses to publish
+    there, ``audience-empty``). ``pubsub_wal``: create each pubsub service's SQLite file in WAL mode
+    before Prosody opens it (the mode is kept in the file; Prosody 0.12 has no setting for it), as
+    deploy/prosody/domain.cfg.lua.in suggests for busy services."""
+    lab = BenchConsortium(workdir, dict(IPS), feed_port_base=FEED_PORT_BASE,
                           discovery_interval=1.0, check_interval=60.0)
-    subscriptions = {"a": [], "b": ["a"]} if "b" in names else {"a": []}
-    lab.write_files(subscriptions=subscriptions)
+    lab.write_files(subscriptions={"a": [], "b": ["a"] if "b" in names else []})
     if pubsub_wal:
         for name in names:
             lab[name].prosody.workdir.mkdir(parents=True, exist_ok=True)
@@ -79,7 +80,8 @@ def consortium(workdir: Path, names: tuple[str, ...] = ("a", "b"), *,
             conn.execute("PRAGMA journal_mode = WAL")
             conn.close()
     try:
-        lab.start_servers()
+        for name in names:
+            lab[name].prosody.start()
         yield lab
     finally:
         lab.stop()
