@@ -68,7 +68,10 @@ def _port_open(host: str, port: int) -> bool:
 
 
 @contextmanager
-def private_cluster(port: int | None = None, host: str = "127.0.0.1") -> Iterator[Cluster]:
+def private_cluster(port: int | None = None, host: str = "127.0.0.1",
+                    settings: dict[str, str] | None = None) -> Iterator[Cluster]:
+    """``settings``: server settings over the tests' own (``fsync=off``: the tests need no durability;
+    a benchmark that compares with SQLite's durable commits passes ``{"fsync": "on"}``)."""
     if not (BIN / "initdb").exists():
         raise RuntimeError(f"{BIN}/initdb is missing: run `make test`, which installs Debian's postgresql")
     port = port or port_for_slot()
@@ -84,7 +87,8 @@ def private_cluster(port: int | None = None, host: str = "127.0.0.1") -> Iterato
     try:
         subprocess.run(_as_owner([str(BIN / "initdb"), "-D", str(data), "-U", USER, "-A", "trust",
                                   "--no-sync", "-E", "UTF8"]), check=True, capture_output=True, timeout=120)
-        options = f"-c listen_addresses={host} -p {port} -k {directory} -c fsync=off"
+        options = f"-c listen_addresses={host} -p {port} -k {directory} " + " ".join(
+            f"-c {name}={value}" for name, value in {"fsync": "off", **(settings or {})}.items())
         subprocess.run(_as_owner([str(BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l",
                                   str(directory / "log"), "-w", "-t", "60", "start"]),
                        check=True, capture_output=True, timeout=90)
