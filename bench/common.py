@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -63,3 +64,23 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.3f}"
+
+
+def option(name: str, default: str) -> str:
+    """The command line's ``--name value`` or ``--name=value``."""
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return default
+
+
+def positional(*with_values: str) -> list[str]:
+    """The command line's arguments that are not options, nor the values of ``with_values`` options."""
+    argv, found = sys.argv[1:], []
+    for i, arg in enumerate(argv):
+        if not arg.startswith("--") and not (i and argv[i - 1] in with_values):
+            found.append(arg)
+    return found

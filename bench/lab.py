@@ -1,7 +1,8 @@
 """The XMPP side of the benchmarks: a private two-domain consortium and raw slixmpp peers to compare with.
 
 Servers listen on 127.0.9.x only, feeds on 29081+ and operator listeners on 30081+, so the benchmarks
-can run beside the test suite.
+can run beside the test suite. A benchmark that compares store setups side by side runs one consortium
+per setup (``SETUP_IPS``), and the PostgreSQL stores in one private cluster on 127.0.0.172 (``postgres``).
 """
 
 from __future__ import annotations
@@ -16,25 +17,36 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
+import psycopg
 import yaml
+from psycopg.rows import dict_row
 from slixmpp import ComponentXMPP
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatcherId
 
+from tests.postgres import Cluster, private_cluster
 from xmppbridge.demo.consortium import Consortium
 from xmppbridge.publish import Publisher
 from xmppbridge.signing.keys import load_identity
 from xmppbridge.store import Store
 from xmppbridge.store.db import parse_time
+from xmppbridge.store.pg import translate
 
 PUBSUB_NS = "http://jabber.org/protocol/pubsub"
 IPS = {"a": "127.0.9.2", "b": "127.0.9.3"}
+# One consortium per store setup of a side-by-side run; the first is IPS. Not 127.0.9.100+ (benchmark 6).
+SETUP_IPS = (IPS, {"a": "127.0.9.12", "b": "127.0.9.13"}, {"a": "127.0.9.22", "b": "127.0.9.23"})
+PG_HOST = "127.0.0.172"
 FEED_PORT_BASE = 29081
 RESTRICTIONS = ("public", "partner", "need-to-know", "private")
 
 
 class BenchConsortium(Consortium):
     """The demo consortium with its feeds moved off 127.0.0.1 to the members' own 127.0.9.x addresses."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pg: dict[str, psycopg.Connection[Any]] = {}  # member -> the benchmark's own connection
 
     def write_files(self, **kwargs: Any) -> None:  # type: ignore[override]
         super().write_files(**kwargs)
@@ -49,10 +61,27 @@ class BenchConsortium(Consortium):
         return f"http://{member.ip}:{member.feed_port}/"
 
     def store(self, name: str) -> Store:
-        return Store(self.members[name].workdir / "data" / f"{name}.sqlite")
+        return Store(self.members[name].store_url or self.db_path(name))
 
     def db_path(self, name: str) -> Path:
         return self.members[name].workdir / "data" / f"{name}.sqlite"
+
+    def query(self, name: str, statement: str, *args: object) -> list[Any]:
+        """``statement`` (SQLite's parameter style) on member ``name``'s store, whichever backend it is
+        on; rows by column name. PostgreSQL: over one connection kept for the polls of the whole run
+        (a connection per poll would cost the server a process start each time)."""
+        url = self.members[name].store_url
+        if url is None:
+            return sql(self.db_path(name), statement, *args)
+        if name not in self._pg:
+            self._pg[name] = psycopg.connect(url, autocommit=True, row_factory=dict_row)
+        return self._pg[name].execute(translate(statement), args).fetchall()
+
+    def stop(self) -> None:
+        for conn in self._pg.values():
+            conn.close()
+        self._pg.clear()
+        super().stop()
 
     def publisher(self, store: Store) -> Publisher:
         a = self.members["a"]
@@ -61,17 +90,22 @@ class BenchConsortium(Consortium):
 
 
 @contextmanager
-def consortium(workdir: Path, names: tuple[str, ...] = ("a", "b"), *,
-               pubsub_wal: bool = False) -> Iterator[BenchConsortium]:
-    """Prosody per member started, no bridges yet; everything stopped on the way out.
+def consortium(workdir: Path, names: tuple[str, ...] = ("a", "b"), *, pubsub_wal: bool = False,
+               ips: dict[str, str] = IPS,
+               store_urls: dict[str, str] | None = None) -> Iterator[BenchConsortium]:
+    """Prosody of each member in ``names`` started, no bridges yet; everything stopped on the way out.
 
-    ``pubsub_wal``: create each pubsub service's SQLite file in WAL mode before Prosody opens it (the
-    mode is kept in the file; Prosody 0.12 has no setting for it), as deploy/prosody/domain.cfg.lua.in
-    suggests for busy services."""
-    lab = BenchConsortium(workdir, {n: IPS[n] for n in names}, feed_port_base=FEED_PORT_BASE,
+    Both members are in the registry whichever servers run: with A alone, B is the audience of A's
+    non-public nodes, as it is in a federation (a member nobody may read from refuses to publish
+    there, ``audience-empty``). ``pubsub_wal``: create each pubsub service's SQLite file in WAL mode
+    before Prosody opens it (the mode is kept in the file; Prosody 0.12 has no setting for it), as
+    deploy/prosody/domain.cfg.lua.in suggests for busy services. ``store_urls``: members whose store is
+    PostgreSQL (``store.url``)."""
+    lab = BenchConsortium(workdir, dict(ips), feed_port_base=FEED_PORT_BASE,
                           discovery_interval=1.0, check_interval=60.0)
-    subscriptions = {"a": [], "b": ["a"]} if "b" in names else {"a": []}
-    lab.write_files(subscriptions=subscriptions)
+    for name, url in (store_urls or {}).items():
+        lab[name].store_url = url
+    lab.write_files(subscriptions={"a": [], "b": ["a"] if "b" in names else []})
     if pubsub_wal:
         for name in names:
             lab[name].prosody.workdir.mkdir(parents=True, exist_ok=True)
@@ -79,10 +113,27 @@ def consortium(workdir: Path, names: tuple[str, ...] = ("a", "b"), *,
             conn.execute("PRAGMA journal_mode = WAL")
             conn.close()
     try:
-        lab.start_servers()
+        for name in names:
+            lab[name].prosody.start()
         yield lab
     finally:
         lab.stop()
+
+
+@contextmanager
+def postgres() -> Iterator[Cluster]:
+    """A private PostgreSQL cluster (tests/postgres.py) on 127.0.0.172 for the members' stores, stopped
+    and removed on the way out. Durable as deploy/ha/postgresql.conf has it (fsync and
+    synchronous_commit on, the defaults): a commit waits for its WAL to be flushed to disk, where the
+    SQLite store's (WAL, synchronous=NORMAL) waits for the write only. The tests' cluster runs without
+    fsync."""
+    with private_cluster(host=PG_HOST, settings={"fsync": "on", "shared_buffers": "256MB"}) as cluster:
+        yield cluster
+
+
+def postmaster_pid(cluster: Cluster) -> int:
+    """The server's first process; its children are the backends, one per connection (``bench.cpu``)."""
+    return int((cluster.directory / "data" / "postmaster.pid").read_text().split()[0])
 
 
 def document(incident_id: str, restriction: str, purpose: str = "mitigation") -> bytes:

@@ -68,10 +68,12 @@ def _port_open(host: str, port: int) -> bool:
 
 
 @contextmanager
-def private_cluster(port: int | None = None, host: str = "127.0.0.1", *,
-                    keep: Path | None = None) -> Iterator[Cluster]:
+def private_cluster(port: int | None = None, host: str = "127.0.0.1", *, keep: Path | None = None,
+                    settings: dict[str, str] | None = None) -> Iterator[Cluster]:
     """``keep``: the cluster's directory, created on first use and left in place (stopped) afterwards,
-    so that a benchmark can reuse a large database; by default a temporary directory, removed."""
+    so that a benchmark can reuse a large database; by default a temporary directory, removed.
+    ``settings``: server settings over the tests' own (``fsync=off``: the tests need no durability;
+    a benchmark that compares with SQLite's durable commits passes ``{"fsync": "on"}``)."""
     if not (BIN / "initdb").exists():
         raise RuntimeError(f"{BIN}/initdb is missing: run `make test`, which installs Debian's postgresql")
     port = port or port_for_slot()
@@ -90,7 +92,8 @@ def private_cluster(port: int | None = None, host: str = "127.0.0.1", *,
             subprocess.run(_as_owner([str(BIN / "initdb"), "-D", str(data), "-U", USER, "-A", "trust",
                                       "--no-sync", "-E", "UTF8"]), check=True, capture_output=True,
                            timeout=120)
-        options = f"-c listen_addresses={host} -p {port} -k {directory} -c fsync=off"
+        options = f"-c listen_addresses={host} -p {port} -k {directory} " + " ".join(
+            f"-c {name}={value}" for name, value in {"fsync": "off", **(settings or {})}.items())
         subprocess.run(_as_owner([str(BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l",
                                   str(directory / "log"), "-w", "-t", "60", "start"]),
                        check=True, capture_output=True, timeout=90)

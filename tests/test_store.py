@@ -405,6 +405,33 @@ def test_concurrent_processes_and_long_lived_connection(db_path: str) -> None:
         assert {item.item_id for item in ours.pending(limit=1000)} == expected
 
 
+def test_opening_a_postgresql_store_while_a_writer_works_does_not_deadlock(pg_store_url: str) -> None:
+    """Opening a store runs the schema's idempotent DDL, whose CREATE INDEX IF NOT EXISTS locks each table
+    against writers in turn. An opener that locked ``entries`` and waits for ``outbox`` while a writer
+    holds ``outbox`` and wants ``entries`` (the outbox drain's mark_published) was a deadlock, which
+    PostgreSQL broke by failing one of them: a CLI or a starting instance could fail, or the bridge's
+    write. The opener takes the writers' lock before any table lock, so the two take turns."""
+    import psycopg
+
+    opened: list[object] = []
+    with Store(pg_store_url) as ours, psycopg.connect(pg_store_url, autocommit=True) as probe:
+        with ours.batch():
+            # The outbox is locked against DDL until the batch ends.
+            ours.enqueue(SignedItem("iodef/public/other", "x", b"<p/>", make_incident(), "2.0"),
+                         source="test")
+            opener = threading.Thread(target=lambda: opened.append(Store(pg_store_url).close()))
+            opener.start()
+            deadline = time.monotonic() + 10
+            while not probe.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                    " AND wait_event_type = 'Lock'").fetchone()[0]:
+                assert time.monotonic() < deadline, "the opener never waited"
+                time.sleep(0.01)
+            upsert(ours, 1)  # entries: the table the opener would have locked first
+        opener.join(timeout=30)
+        assert opened == [None]
+        assert ours.count_entries() == 1 and ours.outbox_depth() == 1
+
+
 # -- rejects -------------------------------------------------------------------------------------------
 
 

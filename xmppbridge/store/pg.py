@@ -38,7 +38,11 @@ SCHEMA_LOCK = 2
 
 # One round trip each: both statements in one simple query (the keys are constants, not parameters).
 _BEGIN_WRITE = f"BEGIN; SELECT pg_advisory_xact_lock({_LOCK_SPACE}, {WRITE_LOCK})"
-_BEGIN_SCHEMA = f"BEGIN; SELECT pg_advisory_xact_lock({_LOCK_SPACE}, {SCHEMA_LOCK})"
+# The schema transaction is a writer too, and takes the writers' lock before touching any table: its
+# CREATE INDEX IF NOT EXISTS locks each table against writes in turn, so an opener holding one table
+# while a writer holds another (and each wants the other's) would deadlock.
+_BEGIN_SCHEMA = (f"BEGIN; SELECT pg_advisory_xact_lock({_LOCK_SPACE}, {SCHEMA_LOCK});"
+                 f" SELECT pg_advisory_xact_lock({_LOCK_SPACE}, {WRITE_LOCK})")
 
 # Rewrite outside quoted literals and comments only.
 _TOKENS = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*)|(\?)|(?<!:):([A-Za-z_]\w*)|(%)""")
@@ -123,8 +127,9 @@ class PgConnection:
         self.raw.execute(_BEGIN_WRITE)
 
     def begin_schema(self) -> None:
-        """A transaction holding the schema lock: the first opener creates or upgrades, the others wait
-        and then find it done (concurrent CREATE TABLE IF NOT EXISTS can otherwise collide)."""
+        """A transaction holding the schema lock, then the write lock: the first opener creates or
+        upgrades, the others wait and then find it done (concurrent CREATE TABLE IF NOT EXISTS can
+        otherwise collide); writers wait meanwhile, as for any other write."""
         self.raw.execute(_BEGIN_SCHEMA)
 
     @property
