@@ -99,13 +99,13 @@ def test_bad_items_are_rejected_with_reason_and_the_bridge_keeps_running(
     stranger = load_identity(tmp_path / "m.key", tmp_path / "m.crt")
 
     [good] = prepare(iodef2("INC-2001"), prefix="iodef", identity=identity, max_bytes=400_000)
-    tampered = good.payload.replace(b"192.0.2.10", b"192.0.2.66")
+    tampered = good.xml.replace(b"192.0.2.10", b"192.0.2.66")
     [untrusted] = prepare(iodef2("INC-2002"), prefix="iodef", identity=stranger, max_bytes=400_000)
     not_iodef = b'<report xmlns="urn:example:not-iodef"><text>hello</text></report>'
 
     # The publishing bridge sends whatever its outbox holds, so the outbox is where these are injected.
     with closing(store_of(federation, "a")) as store:
-        for item_id, payload in (("tampered", tampered), ("untrusted", untrusted.payload),
+        for item_id, payload in (("tampered", tampered), ("untrusted", untrusted.xml),
                                  ("not-iodef", not_iodef)):
             store.enqueue(SignedItem(good.node, item_id, payload, good.incident, "2.0"), source="test")
 
