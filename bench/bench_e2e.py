@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import RUNS, option, positional, table  # noqa: E402
+from bench.common import RUNS, choices, positional, table  # noqa: E402
 from bench.cpu import Budget, Usage  # noqa: E402
 from bench.lab import (  # noqa: E402
     RESTRICTIONS,
@@ -164,9 +164,7 @@ def main() -> None:
     wal = "--pubsub-wal" in sys.argv[1:]
     n_sat = int(args[0]) if args else N_SAT
     runs = int(args[1]) if len(args) > 1 else RUNS
-    setups = option("--stores", "sqlite").split(",")
-    if unknown := set(setups) - set(SETUPS):
-        sys.exit(f"--stores: unknown {', '.join(sorted(unknown))} (one or more of {', '.join(SETUPS)})")
+    setups = choices("--stores", SETUPS, "sqlite")
     if setups == ["sqlite"]:
         single(n_sat, runs, wal)
     else:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import RUNS, option, positional, table  # noqa: E402
+from bench.common import RUNS, choices, positional, table  # noqa: E402
 from bench.lab import (  # noqa: E402
     RESTRICTIONS,
     SETUP_IPS,
@@ -102,9 +102,7 @@ def main() -> None:
     args = positional("--stores")
     count = int(args[0]) if args else N
     runs = int(args[1]) if len(args) > 1 else RUNS
-    stores = option("--stores", "sqlite").split(",")
-    if unknown := set(stores) - set(STORES):
-        sys.exit(f"--stores: unknown {', '.join(sorted(unknown))} (one or more of {', '.join(STORES)})")
+    stores = choices("--stores", STORES, "sqlite")
     if stores == ["sqlite"]:
         single(count, runs)
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,6 +75,14 @@ def option(name: str, default: str) -> str:
         if arg.startswith(name + "="):
             return arg.split("=", 1)[1]
     return default
+
+
+def choices(name: str, known: Collection[str], default: str) -> list[str]:
+    """The command line's comma-separated ``--name a,b``, each one of ``known``; exits naming the others."""
+    chosen = option(name, default).split(",")
+    if unknown := set(chosen) - set(known):
+        sys.exit(f"{name}: unknown {', '.join(sorted(unknown))} (one or more of {', '.join(known)})")
+    return chosen
 
 
 def positional(*with_values: str) -> list[str]:

@@ -104,26 +104,16 @@ def test_a_relayed_item_carries_its_custody_to_the_next_member(tmp_path: Path) -
     only_b = dataclasses.replace(TRUST, sources=MappingProxyType(
         {"pubsub.b.test": SourceRule(signers=(SignerRef.parse("CN=CSIRT B"),))}))
     with Store(tmp_path / "c.sqlite") as store:
-        outcome = receive_item(
-            store,
-            only_b,
-            ItemRef("pubsub.b.test", item.node, item.item_id),
-            item.xml,
-            max_bytes=MAX_BYTES,
-        )
+        outcome = receive_item(store, only_b, ItemRef("pubsub.b.test", item.node, item.item_id), item.xml,
+                               max_bytes=MAX_BYTES)
         assert outcome.accepted
         [entry] = store.entries()
         assert entry.signer_subject == "CN=CSIRT A"  # the originator, who speaks for csirt.a.test
     only_a = dataclasses.replace(TRUST, sources=MappingProxyType(
         {"pubsub.b.test": SourceRule(signers=(SignerRef.parse("CN=CSIRT A"),))}))
     with Store(tmp_path / "c2.sqlite") as store:
-        outcome = receive_item(
-            store,
-            only_a,
-            ItemRef("pubsub.b.test", item.node, item.item_id),
-            item.xml,
-            max_bytes=MAX_BYTES,
-        )
+        outcome = receive_item(store, only_a, ItemRef("pubsub.b.test", item.node, item.item_id), item.xml,
+                               max_bytes=MAX_BYTES)
         assert outcome.status == "signer-not-allowed"
 
 
