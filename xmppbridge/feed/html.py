@@ -127,6 +127,7 @@ def search_form(urls: FeedUrls, given: Sequence[tuple[str, str]],
     field("IncidentID", "incident")
     field("AlternativeID", "alternative")
     field("RelatedActivity", "related")
+    field("Indicator", "indicator", "address, network, name, hash")
     select = _el("select", {"name": "category"}, _el("option", {"value": ""}, "any category"))
     options = [(f"{atom.RESTRICTION_SCHEME} {r}", f"restriction {r}") for r in RESTRICTIONS if r in readable]
     options += [(f"{atom.PURPOSE_SCHEME} {p}", f"purpose {p}") for p in PURPOSES]
@@ -218,13 +219,13 @@ def entry_page(entry: Entry, urls: FeedUrls, viewer: Viewer, *, writable: bool =
     if writable:
         links.append(_el("li", None, "You may replace (PUT) or retract (DELETE) this entry over AtomPub."))
     return _page(atom.entry_title(incident), urls, viewer, table, links,
-                 _el("h2", None, "Indicators"), indicator_table(entry.xml),
+                 _el("h2", None, "Indicators"), indicator_table(entry.xml, urls),
                  _el("h2", None, "The incident"), incident_view(entry.xml))
 
 
-def indicator_table(xml: bytes) -> etree._Element:
+def indicator_table(xml: bytes, urls: FeedUrls) -> etree._Element:
     """The document's indicators (iodef/indicators.py) as a table: what an analyst would otherwise find
-    by eye in the tree below."""
+    by eye in the tree below. Each value links to a search for every incident that names it."""
     try:
         found = of_document(xml)
     except InputRejected as exc:
@@ -235,7 +236,8 @@ def indicator_table(xml: bytes) -> etree._Element:
         "Kind", "Value", "Role", "Expectation"))))
     for i in found:
         kind = f"{i.kind} ({i.algorithm})" if i.algorithm else i.kind
-        table.append(_el("tr", None, _el("td", None, kind), _el("td", None, _el("code", None, i.value)),
+        value = _a(urls.search([("indicator", i.value)]), i.value)
+        table.append(_el("tr", None, _el("td", None, kind), _el("td", None, value),
                          _el("td", None, i.role), _el("td", None, i.expectation)))
     return table
 
