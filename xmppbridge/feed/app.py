@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from xmppbridge.feed import atom, export, html, opensearch, write
+from xmppbridge.feed import atom, export, html, opensearch, stix, write
 from xmppbridge.feed.auth import Authenticator
 from xmppbridge.feed.http import (
     GATE,
@@ -123,6 +123,7 @@ def make_app(store: FeedStore, settings: FeedSettings, *, health: HealthProbe | 
     router.add_get("/" + ENTRIES_PATH + _ENTRY + "/revisions/{number:[0-9]+}/iodef.xml", revision)
     router.add_get("/" + ENTRIES_PATH + _ENTRY + "/history", history)
     router.add_get("/" + ENTRIES_PATH + _ENTRY + "/indicators.csv", indicators_csv)
+    router.add_get("/" + ENTRIES_PATH + _ENTRY + "/stix.json", stix_bundle)
     router.add_get("/" + SEARCH_DESCRIPTION_PATH, search_description)
     router.add_get("/" + SEARCH_PATH, search)
     router.add_get("/" + LOGIN_PATH, login)
@@ -306,6 +307,13 @@ async def indicators_csv(request: web.Request) -> web.Response:
     """The entry's indicators as a CSV blocklist (feed/export.py), under the entry's own access rule."""
     found = readable_entry(request)
     return respond(request, export.indicators_csv([found], request.app[URLS]), export.MEDIA_TYPE,
+                   last_modified=found.updated_at)
+
+
+async def stix_bundle(request: web.Request) -> web.Response:
+    """The entry as a STIX 2.1 bundle (feed/stix.py), under the entry's own access rule."""
+    found = readable_entry(request)
+    return respond(request, stix.bundle([found], request.app[URLS]), stix.MEDIA_TYPE,
                    last_modified=found.updated_at)
 
 

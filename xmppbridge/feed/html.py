@@ -213,6 +213,7 @@ def entry_page(entry: Entry, urls: FeedUrls, viewer: Viewer, *, writable: bool =
                 _el("li", None, _a(urls.revision(entry.id, entry.revision), "The signed IODEF document")),
                 _el("li", None, _a(urls.history(entry.id), "Every version (history)")),
                 _el("li", None, _a(urls.indicators_csv(entry.id), "The indicators as CSV")),
+                _el("li", None, _a(urls.stix(entry.id), "The incident as a STIX 2.1 bundle")),
                 _el("li", None, _a(urls.feed(entry.restriction), f"Collection {entry.restriction}")))
     for title, href in atom.related_links(entry, urls):
         links.append(_el("li", None, "Related: ", _a(href, title)))
