@@ -281,3 +281,35 @@ async def test_a_notification_from_a_person_is_not_mirrored(chat_consortium: Run
     assert (record.reason, record.service) == ("unknown-source", "guest@b.test")
     with closing(Store(consortium["b"].workdir / "data" / "b.sqlite")) as store:
         assert not [e for e in store.entries(limit=100_000) if e.incident.id == "SPOOFED-1"]
+
+
+async def test_a_chat_client_sees_the_bridge_online_and_stays_subscribed(chat_consortium: Running) -> None:
+    """A person adds the bridge as a contact: the bridge accepts and shows itself online, and when the
+    person signs in again their server's probe gets the presence, not an ``unsubscribed`` that would
+    cancel the subscription (what slixmpp's in-memory roster answers after a restart)."""
+    _, accounts = chat_consortium
+    bridge = "bridge.b.test"
+
+    def watch(client: Any) -> dict[str, asyncio.Event]:
+        seen = {kind: asyncio.Event() for kind in ("available", "unsubscribed")}
+        for kind, event in seen.items():
+            client.add_event_handler(f"presence_{kind}",
+                                     lambda p, e=event: e.set() if p["from"].bare == bridge else None)
+        return seen
+
+    async with signed_in(accounts["analyst@b.test"]) as client:
+        seen = watch(client)
+        client.send_presence()
+        client.send_presence(pto=bridge, ptype="subscribe")
+        await asyncio.wait_for(seen["available"].wait(), 20)
+        assert client.client_roster.presence(bridge)  # online in the client's roster
+        await client.get_roster()  # the server took the bridge's approval (RFC 6121 §3.1.6)
+        assert client.client_roster[bridge]["subscription"] in ("to", "both")
+    async with signed_in(accounts["analyst@b.test"]) as client:  # a new session: the server probes
+        seen = watch(client)
+        await client.get_roster()
+        client.send_presence()
+        await asyncio.wait_for(seen["available"].wait(), 20)
+        await asyncio.sleep(1)  # what an in-memory roster would have sent by now
+        assert not seen["unsubscribed"].is_set()
+        assert client.client_roster[bridge]["subscription"] in ("to", "both")

@@ -27,6 +27,7 @@ from xmppbridge.xmpp.chat import attach_chat
 from xmppbridge.xmpp.component import BridgeComponent
 from xmppbridge.xmpp.mirror import Mirror
 from xmppbridge.xmpp.outbox import OutboxDrain
+from xmppbridge.xmpp.presence import attach_presence
 from xmppbridge.xmpp.reconcile import Reconciler
 from xmppbridge.xmpp.rooms import attach_rooms
 
@@ -55,6 +56,7 @@ class Bridge:
         self.chat = attach_chat(self.xmpp, ChatService(ops, self.policy, self.store, self.chat_state,
                                                        FeedUrls(config.feed_base_url)), self.rooms)
         attach_adhoc(self.xmpp, self.policy, operator_actions(config, self.store, self.chat_state))
+        self.presence = attach_presence(self.xmpp)  # chat clients show the bridge online
         self.approvals = ApprovalDesk(config, self.store, self.xmpp, self.chat.send)
         self.outbox = OutboxDrain(config, self.store, self.xmpp, self.approvals.access_model)
         self.reconciler = Reconciler(config, self.xmpp, self.metrics.count_affiliation_change,
@@ -119,6 +121,8 @@ class Bridge:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             if not self._fenced:  # fenced: another instance may be taking over; leave the record to it
+                if self.xmpp.online.is_set():
+                    self.presence.going_offline()
                 await self.xmpp.disconnect()
                 self.store.set_state("connection", "stopped")
 
