@@ -310,11 +310,15 @@ async def test_access_matrix(matrix: tuple[TestClient, dict[str, int]], who: Who
     await get("/.well-known/rolie/servicedocument", 200)
     await get("/.well-known/rolie/categorydocument", 200)
     await get("/search?q=words", 200)
+    await get("/search/stix.json?q=words", 200)
+    await get("/search/indicators.csv?q=words", 200)
     for restriction in RESTRICTIONS:
         entry = ids[restriction]
         if restriction in VISIBLE[who]:
             for path in (
                 f"/feeds/{restriction}",
+                f"/feeds/{restriction}/stix.json",
+                f"/feeds/{restriction}/indicators.csv",
                 f"/feeds/{restriction}/archive/1",
                 f"/entries/{entry}",
                 f"/entries/{entry}/iodef.xml",
@@ -330,6 +334,8 @@ async def test_access_matrix(matrix: tuple[TestClient, dict[str, int]], who: Who
             hidden_feed = 401 if who is None else 404
             await get(f"/feeds/{restriction}", hidden_feed)
             await get(f"/feeds/{restriction}/archive/1", hidden_feed)
+            await get(f"/feeds/{restriction}/stix.json", hidden_feed)
+            await get(f"/feeds/{restriction}/indicators.csv", hidden_feed)
             for path in (
                 f"/entries/{entry}",
                 f"/entries/{entry}/iodef.xml",

@@ -16,6 +16,7 @@ from lxml import etree
 
 from tests.conftest import SAMPLES
 from tests.test_feed_search import found
+from tests.test_feed_stix import objects, of_type
 from tests.test_feed_support import ANALYST, BASE, MEMBER, OUTSIDER, client_for, store_document
 from xmppbridge.feed.export import COLUMNS
 from xmppbridge.iodef.document import read_document, split_document
@@ -129,3 +130,31 @@ async def test_search_by_indicator(samples: TestClient, indicator: str, expected
 async def test_search_by_indicator_shows_only_what_the_reader_may_read(samples: TestClient) -> None:
     everyone = await found(samples, "indicator=443/tcp", headers=OUTSIDER.headers)
     assert everyone == ["A-2024-0101"]  # the public one; 0103, 0105 and 0108 are not
+
+
+async def test_a_collection_page_and_search_results_export_what_their_feeds_show(samples: TestClient) -> None:
+    partner = rows(await (await samples.get("/feeds/partner/indicators.csv", headers=MEMBER.headers)).text())
+    assert {r["incident_id"] for r in partner} == {"A-2024-0102", "A-2024-0201"}
+    assert {r["restriction"] for r in partner} == {"partner"}
+    one = await samples.get("/feeds/partner/stix.json?count=1", headers=MEMBER.headers)
+    assert one.status == 200 and len(of_type(await one.read(), "incident")) == 1  # the page's size
+    assert (await samples.get("/feeds/partner/stix.json", headers=OUTSIDER.headers)).status == 404
+    everything = await samples.get("/search/stix.json?indicator=192.0.2.0/24", headers=ANALYST.headers)
+    names = {o["external_references"][0]["external_id"] for o in of_type(await everything.read(), "incident")}
+    assert names == {"A-2024-0102", "A-2024-0103", "A-2024-0104", "A-2024-0105", "A-2024-0106",
+                     "A-2024-0108"}
+    public = await (await samples.get("/search/stix.json?indicator=192.0.2.0/24",
+                                      headers=OUTSIDER.headers)).read()
+    assert objects(public) == []  # none of them is public: nothing, not even a marking
+    blocklist = rows(await (await samples.get("/search/indicators.csv?indicator=443/tcp",
+                                              headers=OUTSIDER.headers)).text())
+    assert {r["incident_id"] for r in blocklist} == {"A-2024-0101"} and {r["restriction"] for r in
+                                                                         blocklist} == {"public"}
+    assert (await samples.get("/search/stix.json?count=0")).status == 400
+
+
+async def test_a_deleted_entry_is_not_exported(store: Store, client: TestClient) -> None:
+    entry = store_document(store, (SAMPLES / "01-phishing-public-v2.xml").read_bytes())
+    store.mark_deleted(entry.service, entry.node, entry.item_id)
+    assert rows(await (await client.get("/feeds/public/indicators.csv")).text()) == []
+    assert of_type(await (await client.get("/feeds/public/stix.json")).read(), "incident") == []

@@ -46,7 +46,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def objects(bundle: bytes) -> list[dict[str, Any]]:
     parsed = json.loads(bundle)
     assert parsed["type"] == "bundle"
-    return parsed["objects"]
+    return parsed.get("objects", [])  # optional in an empty bundle (STIX 2.1 §8)
 
 
 def of_type(bundle: bytes, kind: str) -> list[dict[str, Any]]:

@@ -38,20 +38,23 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from xmppbridge.feed import atom, export, html, opensearch, stix, write
+from xmppbridge.feed import atom, downloads, html, opensearch, write
 from xmppbridge.feed.auth import Authenticator
 from xmppbridge.feed.http import (
     GATE,
     POLICY,
     SETTINGS,
     STORE,
+    URLS,
     FeedStore,
     authenticate,
+    collection_page,
     may_read,
     principal,
     readable_collection,
     readable_entry,
     respond,
+    search_results,
     security_headers,
     unauthorized,
     wants_html,
@@ -76,7 +79,6 @@ from xmppbridge.store import Entry
 
 __all__ = ["FeedSettings", "make_app"]
 
-URLS = web.AppKey("urls", FeedUrls)
 HealthProbe = Callable[[], Mapping[str, object]]
 HEALTH = web.AppKey("health", HealthProbe)
 Exposition = Callable[[], tuple[bytes, str]]  # (body, content type) of a metrics scrape
@@ -122,8 +124,10 @@ def make_app(store: FeedStore, settings: FeedSettings, *, health: HealthProbe | 
     router.add_get("/" + ENTRIES_PATH + _ENTRY + "/iodef.xml", iodef)
     router.add_get("/" + ENTRIES_PATH + _ENTRY + "/revisions/{number:[0-9]+}/iodef.xml", revision)
     router.add_get("/" + ENTRIES_PATH + _ENTRY + "/history", history)
-    router.add_get("/" + ENTRIES_PATH + _ENTRY + "/indicators.csv", indicators_csv)
-    router.add_get("/" + ENTRIES_PATH + _ENTRY + "/stix.json", stix_bundle)
+    # Exports of an entry, a collection's page and search results: CSV indicators, STIX 2.1 bundles.
+    router.add_get("/" + ENTRIES_PATH + _ENTRY + "/" + downloads.FORMAT, downloads.of_entry)
+    router.add_get("/" + FEEDS_PATH + "{restriction}/" + downloads.FORMAT, downloads.of_collection)
+    router.add_get("/" + SEARCH_PATH + "/" + downloads.FORMAT, downloads.of_search)
     router.add_get("/" + SEARCH_DESCRIPTION_PATH, search_description)
     router.add_get("/" + SEARCH_PATH, search)
     router.add_get("/" + LOGIN_PATH, login)
@@ -190,35 +194,10 @@ def _feed_response(request: web.Request, view: atom.FeedView, *, max_age: int = 
                    max_age=max_age)
 
 
-def _whole_number(request: web.Request, name: str) -> int | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
-        raise web.HTTPBadRequest(text=f"{name} must be a whole number, not {raw!r}\n")
-    return int(raw)
-
-
-def _count(request: web.Request) -> int:
-    settings = request.app[SETTINGS]
-    count = _whole_number(request, "count")
-    if count is None:
-        return settings.page_size
-    if not 1 <= count <= settings.max_page_size:
-        raise web.HTTPBadRequest(text=f"count must be between 1 and {settings.max_page_size}\n")
-    return count
-
-
 async def feed(request: web.Request) -> web.Response:
     """One page of a collection's current state (RFC 5005 §3 paging by change sequence number)."""
-    restriction = readable_collection(request)
     store, urls, settings = request.app[STORE], request.app[URLS], request.app[SETTINGS]
-    purposes = principal(request).read.purposes(restriction)
-    count = _count(request)
-    before, after = _whole_number(request, "before"), _whole_number(request, "after")
-    if before is not None and after is not None:
-        raise web.HTTPBadRequest(text="give before or after, not both\n")
-    changes = store.current_page(restriction, purposes, limit=count, before=before, after=after)
+    restriction, purposes, (count, before, after), changes = collection_page(request)
 
     size = None if count == settings.page_size else count  # keep the client's page size in every link
     links = [atom.Link("first", urls.feed(restriction, count=size))]
@@ -303,20 +282,6 @@ async def iodef(request: web.Request) -> web.Response:
     return respond(request, found.xml, atom.IODEF_MEDIA_TYPE, last_modified=found.updated_at)
 
 
-async def indicators_csv(request: web.Request) -> web.Response:
-    """The entry's indicators as a CSV blocklist (feed/export.py), under the entry's own access rule."""
-    found = readable_entry(request)
-    return respond(request, export.indicators_csv([found], request.app[URLS]), export.MEDIA_TYPE,
-                   last_modified=found.updated_at)
-
-
-async def stix_bundle(request: web.Request) -> web.Response:
-    """The entry as a STIX 2.1 bundle (feed/stix.py), under the entry's own access rule."""
-    found = readable_entry(request)
-    return respond(request, stix.bundle([found], request.app[URLS]), stix.MEDIA_TYPE,
-                   last_modified=found.updated_at)
-
-
 async def revision(request: web.Request) -> web.Response:
     """One version: readable only if both the entry and that version are, so a version written for a
     narrower audience never leaks through an entry that is wider now (or the other way round)."""
@@ -360,13 +325,8 @@ def _criteria(request: web.Request) -> list[tuple[str, str]]:
 
 async def search(request: web.Request) -> web.Response:
     settings, store, urls = request.app[SETTINGS], request.app[STORE], request.app[URLS]
-    try:
-        wanted = opensearch.parse_request(list(request.query.items()), default_count=settings.page_size,
-                                          max_count=settings.max_page_size)
-    except ValueError as exc:
-        raise web.HTTPBadRequest(text=f"{exc}\n") from None
+    wanted, found = search_results(request)
     readable = principal(request).read.readable()
-    found = store.search(wanted.query, readable, limit=wanted.count, offset=wanted.offset)
     total = store.count_matches(wanted.query, readable, cap=SEARCH_COUNT_CAP)
     known = total if total <= SEARCH_COUNT_CAP else None
     size = [] if wanted.count == settings.page_size else [("count", wanted.count)]

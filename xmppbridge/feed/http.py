@@ -1,4 +1,5 @@
-"""Shell helpers shared by the feed's handlers: who is asking, what they accept, conditional responses.
+"""Shell helpers shared by the feed's handlers: who is asking, what they accept, which page or search
+they ask for, conditional responses.
 
 Everything that reads request headers or the TLS session is here; renderers never see a request.
 """
@@ -19,16 +20,17 @@ from cryptography import x509
 from multidict import CIMultiDict
 
 from xmppbridge.feed.access import Principal, User
-from xmppbridge.feed.layout import COLLECTION_BY_RESTRICTION
+from xmppbridge.feed.layout import COLLECTION_BY_RESTRICTION, FeedUrls
 from xmppbridge.feed.login import LoginGate
+from xmppbridge.feed.opensearch import SearchRequest, parse_request
 from xmppbridge.feed.settings import FeedSettings
 from xmppbridge.policy.may import Action, Actor, Decides
 from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.store import Entry
 from xmppbridge.store.contracts import Entries, FeedViews, Quarantine
+from xmppbridge.store.feedviews import Change
 
 log = logging.getLogger(__name__)
-
 
 
 class FeedStore(Entries, FeedViews, Quarantine, Protocol):
@@ -38,6 +40,7 @@ class FeedStore(Entries, FeedViews, Quarantine, Protocol):
 
 STORE = web.AppKey("store", FeedStore)
 SETTINGS = web.AppKey("settings", FeedSettings)
+URLS = web.AppKey("urls", FeedUrls)
 GATE = web.AppKey("gate", LoginGate)
 POLICY = web.AppKey("policy", Decides)
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -146,6 +149,54 @@ def may_read(request: web.Request, entry: Entry) -> bool:
 
 
 # -- what they accept ----------------------------------------------------------------------------------
+
+
+def whole_number(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise web.HTTPBadRequest(text=f"{name} must be a whole number, not {raw!r}\n")
+    return int(raw)
+
+
+def page_count(request: web.Request) -> int:
+    settings = request.app[SETTINGS]
+    count = whole_number(request, "count")
+    if count is None:
+        return settings.page_size
+    if not 1 <= count <= settings.max_page_size:
+        raise web.HTTPBadRequest(text=f"count must be between 1 and {settings.max_page_size}\n")
+    return count
+
+
+Page = tuple[int, int | None, int | None]  # count, before, after
+
+
+def collection_page(request: web.Request) -> tuple[str, frozenset[str] | None, Page, list[Change]]:
+    """The collection a request names (if the reader may read it), the purposes the reader may see in
+    it, the page parameters, and that page of its current state (RFC 5005 §3, by change number)."""
+    restriction = readable_collection(request)
+    purposes = principal(request).read.purposes(restriction)
+    count = page_count(request)
+    before, after = whole_number(request, "before"), whole_number(request, "after")
+    if before is not None and after is not None:
+        raise web.HTTPBadRequest(text="give before or after, not both\n")
+    changes = request.app[STORE].current_page(restriction, purposes, limit=count, before=before, after=after)
+    return restriction, purposes, (count, before, after), changes
+
+
+def search_results(request: web.Request) -> tuple[SearchRequest, list[Entry]]:
+    """What a search request asks for (OpenSearch parameters) and the page of entries the reader may read
+    that match it; 400 with the reason for a malformed one."""
+    settings = request.app[SETTINGS]
+    try:
+        wanted = parse_request(list(request.query.items()), default_count=settings.page_size,
+                               max_count=settings.max_page_size)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"{exc}\n") from None
+    readable = principal(request).read.readable()
+    return wanted, request.app[STORE].search(wanted.query, readable, limit=wanted.count, offset=wanted.offset)
 
 
 def _quality(accept: str, ranges: tuple[str, ...]) -> float:

@@ -192,6 +192,9 @@ class Store:
     def revision_xml(self, entry_id: int, number: int) -> bytes | None:
         return self._read(lambda conn: feedviews.revision_xml(conn, entry_id, number))
 
+    def current_documents(self, entry_ids: Collection[int]) -> dict[int, bytes]:
+        return self._read(lambda conn: feedviews.current_documents(conn, entry_ids))
+
     def search(self, query: SearchQuery, readable: Readable, *, limit: int, offset: int = 0) -> list[Entry]:
         return self._read(lambda conn: search.search(conn, query, readable, limit=limit, offset=offset))
 

@@ -1,0 +1,53 @@
+"""Exports for the analysts' tools: an entry, a page of a collection, or a page of search results, as a
+CSV of indicators (``feed/export.py``) or as a STIX 2.1 bundle (``feed/stix.py``).
+
+Each one is exactly the entries its feed view shows the same reader, with the same page parameters
+(``count``, ``before``/``after``; the OpenSearch parameters for a search), so an export never holds
+anything the reader's feed would not: the access rule is the feed's, applied once, in the selection.
+Deleted entries (tombstones in the feed) have nothing to export and are left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from aiohttp import web
+
+from xmppbridge.feed import export, stix
+from xmppbridge.feed.http import STORE, URLS, collection_page, readable_entry, respond, search_results
+from xmppbridge.feed.layout import FeedUrls
+from xmppbridge.store import Entry
+
+Render = Callable[[Sequence[Entry], FeedUrls], bytes]
+# The file name at the end of the URL -> how to render it and its media type.
+FORMATS: dict[str, tuple[Render, str]] = {
+    "indicators.csv": (export.indicators_csv, export.MEDIA_TYPE),
+    "stix.json": (stix.bundle, stix.MEDIA_TYPE),
+}
+FORMAT = "{format:" + "|".join(name.replace(".", r"\.") for name in FORMATS) + "}"  # an aiohttp route part
+
+
+def _respond(request: web.Request, entries: Sequence[Entry]) -> web.Response:
+    render, media_type = FORMATS[request.match_info["format"]]
+    live = [entry for entry in entries if not entry.deleted]
+    if any(not entry.xml for entry in live):  # pages and search results come without their documents
+        documents = request.app[STORE].current_documents([entry.id for entry in live])
+        live = [replace(entry, xml=documents.get(entry.id, b"")) for entry in live]
+    newest: datetime | None = max((e.updated_at for e in live), default=None)
+    return respond(request, render(live, request.app[URLS]), media_type, last_modified=newest)
+
+
+async def of_entry(request: web.Request) -> web.Response:
+    return _respond(request, [readable_entry(request)])
+
+
+async def of_collection(request: web.Request) -> web.Response:
+    *_, changes = collection_page(request)
+    return _respond(request, [change.entry for change in changes])
+
+
+async def of_search(request: web.Request) -> web.Response:
+    _, found = search_results(request)
+    return _respond(request, found)
