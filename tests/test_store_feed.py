@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import SAMPLES
 from tests.test_feed_support import store_document
 from xmppbridge.iodef.model import Incident
+from xmppbridge.iodef.uuids import incident_uuid
 from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.store import Store, changelog, db, entries, feedviews, incidents, migrations, searchindex
 from xmppbridge.store.db import _SCHEMA, SCHEMA_VERSION
@@ -259,7 +260,8 @@ def test_postgresql_plans_every_run_for_its_values(pg_store_url: str) -> None:
 INDEXES_OF_8 = {"chat_subscriptions_category", "sqlite_autoindex_chat_cursor_1",
                 "sqlite_autoindex_chat_paused_1", "rejects_digest"}
 # Schema version 9: the indicator index (store.indicatorindex).
-INDEXES_OF_9 = {"entry_indicators_value", "entry_indicators_low", "sqlite_autoindex_entry_indicators_1"}
+INDEXES_OF_9 = {"entry_indicators_value", "entry_indicators_low", "sqlite_autoindex_entry_indicators_1",
+                "sqlite_autoindex_entry_uuids_1"}
 
 
 def old_store(path: Path, version: int) -> sqlite3.Connection:
@@ -428,9 +430,12 @@ def test_a_version_8_store_gets_the_indicators_of_every_entry(tmp_path: Path) ->
         for sample in sorted(SAMPLES.glob("0[1-4]*.xml")):
             store_document(store, sample.read_bytes())
         store.conn.execute("DROP TABLE entry_indicators")
+        store.conn.execute("DROP TABLE entry_uuids")
         store.conn.execute("UPDATE schema_version SET version = 8")
     with Store(path) as store:
         assert store.conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
         inside = SearchQuery(indicator=IndicatorQuery("192.0.2.0/24"))
         assert sorted(e.incident.id for e in store.search(inside, ALL, limit=10)) == [
             "A-2024-0102", "A-2024-0103", "A-2024-0104"]
+        [held] = store.entries_holding(str(incident_uuid("csirt.a.test", "A-2024-0104")))
+        assert held.incident.id == "A-2024-0104" and held.xml

@@ -23,13 +23,11 @@ and what MISP and OpenCTI read:
   the safe reading when the agreement is unknown to the tool. Every object but the marking definitions
   carries the marking.
 
-Ids are derived from what the object stands for (a SHA-1 name-based UUID under a namespace of this
-project's own, RFC 4122 §4.3, with the version bits of a UUIDv4, which STIX 2.1 §2.9 asks of SDOs and
-SROs: the other bits are as unpredictable as random ones). So the same incident, member or indicator
-has the same id in every bridge's bundles and across versions, and a tool that loads bundles from
-several members merges them instead of duplicating. A new version of an incident keeps its id and gets
-a later ``modified``. Cyber-observable ids are the library's deterministic UUIDv5 ones (§2.9, from the
-SCO's id contributing properties).
+Ids are derived from what the object stands for (``iodef.uuids``): the same incident, member or
+indicator has the same id in every bridge's bundles and across versions, and a tool that loads bundles
+from several members merges them instead of duplicating; a MISP event of the incident has its UUID. A
+new version of an incident keeps its id and gets a later ``modified``. Cyber-observable ids are the
+library's deterministic UUIDv5 ones (§2.9, from the SCO's id contributing properties).
 """
 
 from __future__ import annotations
@@ -38,7 +36,6 @@ import hashlib
 import ipaddress
 import json
 import re
-import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -49,11 +46,11 @@ import stix2
 from xmppbridge.errors import InputRejected
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.iodef.indicators import Indicator, of_document
+from xmppbridge.iodef.uuids import derived
 from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.store.entries import Entry
 
 MEDIA_TYPE = "application/stix+json;version=2.1"  # TAXII 2.1 §1.6.8.1
-NAMESPACE = uuid.UUID("6f1e0f6c-52a3-4b0e-9d0e-6d8b3f8a2c11")  # xmppbridge's own, for UUIDv5 ids
 TLP2_EXTENSION = "extension-definition--60a3c5c5-0d10-413e-aab3-9e08dde9e88d"
 _TLP2 = {  # level -> the official marking definition's UUID
     "clear": "94868c89-83c2-464b-929b-a1a8aa3c8487",
@@ -94,8 +91,7 @@ def bundle(entries: Iterable[Entry], urls: FeedUrls) -> bytes:
 
 
 def _id(kind: str, *parts: str) -> str:
-    named = uuid.uuid5(NAMESPACE, kind + ":" + "/".join(parts))
-    return f"{kind}--{uuid.UUID(bytes=named.bytes, version=4)}"
+    return f"{kind}--{derived(kind, *parts)}"
 
 
 def _objects(entry: Entry, urls: FeedUrls) -> Iterator[Any]:

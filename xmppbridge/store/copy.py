@@ -33,6 +33,7 @@ TABLES: tuple[tuple[str, str, bool], ...] = (
     ("changes", "collection, seq", False),
     ("entry_ids", "entry_id, kind, name, value", False),
     ("entry_indicators", "entry_id, kind, value", False),
+    ("entry_uuids", "uuid, entry_id", False),
     ("outbox", "id", True),
     ("rejects", "id", True),
     ("subscriptions", "service, node", False),

@@ -136,7 +136,7 @@ def upsert(conn: Connection, service: str, item: SignedItem, *, origin: Origin) 
         changelog.append(conn, entry_id=entry_id, collection=collection, revision=1, purpose=purpose,
                          deleted=False, changed_at=stamp, first=True)
         searchindex.index(conn, entry_id, xml, incident, new=True)
-        indicatorindex.index(conn, entry_id, xml, new=True)
+        indicatorindex.index(conn, entry_id, xml, incident, new=True)
         return "new"
 
     same_xml = bytes(row["xml"]) == xml
@@ -172,7 +172,7 @@ def upsert(conn: Connection, service: str, item: SignedItem, *, origin: Origin) 
                      deleted=False, changed_at=stamp)
     searchindex.index(conn, row["id"], xml, incident)
     if not same_xml:
-        indicatorindex.index(conn, row["id"], xml)
+        indicatorindex.index(conn, row["id"], xml, incident)
     return "updated"
 
 

@@ -195,6 +195,11 @@ class Store:
     def current_documents(self, entry_ids: Collection[int]) -> dict[int, bytes]:
         return self._read(lambda conn: feedviews.current_documents(conn, entry_ids))
 
+    def entries_holding(self, incident: str) -> list[Entry]:
+        """The entries (deleted ones too, with their documents) holding the incident whose derived UUID
+        (``iodef.uuids.incident_uuid``) is ``incident``."""
+        return self._read(lambda conn: feedviews.entries_holding(conn, incident))
+
     def search(self, query: SearchQuery, readable: Readable, *, limit: int, offset: int = 0) -> list[Entry]:
         return self._read(lambda conn: search.search(conn, query, readable, limit=limit, offset=offset))
 

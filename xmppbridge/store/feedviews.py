@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from xmppbridge.store import incidents
+from xmppbridge.store import incidents, indicatorindex
 from xmppbridge.store.db import parse_time
 from xmppbridge.store.entries import Entry, from_row, get
 from xmppbridge.store.sql import Connection, Row
@@ -174,6 +174,11 @@ def current_documents(conn: Connection, entry_ids: Collection[int]) -> dict[int,
     condition, ids = conn.dialect.one_of("entry_id", sorted(set(entry_ids)))
     rows = conn.execute(f"SELECT entry_id, xml FROM documents WHERE {condition}", (ids,)).fetchall()
     return {row["entry_id"]: bytes(row["xml"]) for row in rows}
+
+
+def entries_holding(conn: Connection, incident: str) -> list[Entry]:
+    """The entries holding an incident, by its derived UUID (``store.indicatorindex``), with documents."""
+    return [entry for i in indicatorindex.holding(conn, incident) if (entry := get(conn, i)) is not None]
 
 
 def revision_xml(conn: Connection, entry_id: int, number: int) -> bytes | None:

@@ -1,5 +1,6 @@
 """The indicator index: which entries name which indicator (``iodef.indicators``), for
-``/search?indicator=VALUE``, with address and network containment.
+``/search?indicator=VALUE``, with address and network containment; and which entries hold which
+incident by its derived UUID (``iodef.uuids``), for the MISP feed's ``/misp/{uuid}.json``.
 
 Written with the entry, in its transaction, like the text index (``store.searchindex``). Addresses and
 networks also get their range as two fixed-width hex strings (``low``, ``high``; IPv4 as IPv4-mapped
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 
 from xmppbridge.errors import InputRejected
 from xmppbridge.iodef.indicators import of_document
+from xmppbridge.iodef.model import Incident
+from xmppbridge.iodef.uuids import incident_uuid
 from xmppbridge.store.sql import Connection, Dialect
 
 SCHEMA = (
@@ -33,15 +36,26 @@ SCHEMA = (
     """,
     "CREATE INDEX IF NOT EXISTS entry_indicators_value ON entry_indicators (value)",
     "CREATE INDEX IF NOT EXISTS entry_indicators_low ON entry_indicators (low, high)",
+    """
+    CREATE TABLE IF NOT EXISTS entry_uuids (  -- several entries may hold one incident (e.g. relayed)
+        uuid TEXT NOT NULL,
+        entry_id INTEGER NOT NULL REFERENCES entries (id),
+        PRIMARY KEY (uuid, entry_id)
+    )
+    """,
 )
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def index(conn: Connection, entry_id: int, xml: bytes, *, new: bool = False) -> None:
-    """(Re)index one entry's indicators; call inside the transaction that stores it. A document that
-    does not parse has none (the entry is still stored and listed, only not found by indicator)."""
+def index(conn: Connection, entry_id: int, xml: bytes, incident: Incident, *, new: bool = False) -> None:
+    """(Re)index one entry's indicators and incident; call inside the transaction that stores it. A
+    document that does not parse has no indicators (the entry is still stored and listed, only not found
+    by indicator)."""
     if not new:
         conn.execute("DELETE FROM entry_indicators WHERE entry_id = ?", (entry_id,))
+        conn.execute("DELETE FROM entry_uuids WHERE entry_id = ?", (entry_id,))
+    conn.execute("INSERT INTO entry_uuids (uuid, entry_id) VALUES (?, ?)",
+                 (str(incident_uuid(incident.id_name, incident.id)), entry_id))
     try:
         found = of_document(xml)
     except InputRejected:
@@ -51,6 +65,12 @@ def index(conn: Connection, entry_id: int, xml: bytes, *, new: bool = False) -> 
         "INSERT INTO entry_indicators (entry_id, kind, value, low, high) VALUES (?, ?, ?, ?, ?)",
         [(entry_id, kind, value, *span) for (kind, value), span in rows.items()],
     )
+
+
+def holding(conn: Connection, incident: str) -> list[int]:
+    """The ids of the entries holding the incident whose derived UUID is ``incident``, oldest first."""
+    rows = conn.execute("SELECT entry_id FROM entry_uuids WHERE uuid = ? ORDER BY entry_id", (incident,))
+    return [row["entry_id"] for row in rows]
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ Steps 2 to 4 only add (columns with ``ALTER TABLE ... ADD COLUMN``, tables, inde
 added from the data already there, or replace an index by a wider one. Step 5 moves each entry's current
 document into a table of its own and rebuilds ``entries`` without it. An existing store keeps everything
 it had. Step 6 adds the ``peers`` table, step 7 the ``approvals`` table, step 8 chat's tables (which
-chat kept beside the store's until then), step 9 the indicator index, filled from the documents.
+chat kept beside the store's until then), step 9 the indicator index and the incidents' UUIDs, filled
+from the documents.
 
 PostgreSQL stores run the same steps from version 1 (one history, one schema for both); the SQL is the
 table modules' (``store.sql``), and only step 5 takes a different way on PostgreSQL, which can drop a
@@ -215,11 +216,12 @@ def _to_9(conn: Connection) -> None:
     document is parsed once more; the log says how many, since on a large store this takes a while."""
     for statement in indicatorindex.SCHEMA:
         conn.execute(statement)
-    rows = conn.execute("SELECT entry_id, xml FROM documents ORDER BY entry_id").fetchall()
+    rows = conn.execute("SELECT e.*, d.xml FROM entries AS e JOIN documents AS d ON d.entry_id = e.id"
+                        " ORDER BY e.id").fetchall()
     if len(rows) >= _MANY_ENTRIES:
         log.info("indexing the indicators of %d entries (schema 9)", len(rows))
     for row in rows:
-        indicatorindex.index(conn, row["entry_id"], bytes(row["xml"]), new=True)
+        indicatorindex.index(conn, row["id"], bytes(row["xml"]), incidents.from_columns(row), new=True)
 
 
 @contextmanager

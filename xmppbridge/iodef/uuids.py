@@ -1,0 +1,30 @@
+"""UUIDs derived from what an object stands for, the same in every member's bridge and in every version.
+
+A tool that loads exports from several members (STIX bundles, MISP events) merges the same incident
+instead of duplicating it when both give it the same id. So the ids are SHA-1 name-based UUIDs (RFC 4122
+§4.3) under a namespace of this project's own, of the object's kind and its natural key: the incident's
+IncidentID ``name`` and text (RFC 7970 §3.4, globally unique by definition), the member's ``name``. The
+version bits are a UUIDv4's, which STIX 2.1 §2.9 asks of its domain objects; the other 122 bits are as
+unpredictable as random ones.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+NAMESPACE = uuid.UUID("6f1e0f6c-52a3-4b0e-9d0e-6d8b3f8a2c11")  # xmppbridge's own
+
+
+def derived(kind: str, *key: str) -> uuid.UUID:
+    named = uuid.uuid5(NAMESPACE, kind + ":" + "/".join(key))
+    return uuid.UUID(bytes=named.bytes, version=4)
+
+
+def incident_uuid(name: str, incident_id: str) -> uuid.UUID:
+    """An incident's: the STIX ``incident`` id and the MISP event's UUID."""
+    return derived("incident", name, incident_id)
+
+
+def member_uuid(name: str) -> uuid.UUID:
+    """A reporting CSIRT's (IncidentID ``name``): the STIX ``identity`` and the MISP organisation."""
+    return derived("identity", name)
