@@ -42,6 +42,7 @@ from xmppbridge.feed.app import make_app
 from xmppbridge.feed.auth import Authenticator, hash_password, hash_token, main, verify_password
 from xmppbridge.feed.settings import TlsSettings
 from xmppbridge.feed.tls import server_context
+from xmppbridge.iodef.uuids import incident_uuid
 from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS
 from xmppbridge.policy.rights import Rights
 from xmppbridge.signing.keys import generate_identity_files
@@ -312,6 +313,8 @@ async def test_access_matrix(matrix: tuple[TestClient, dict[str, int]], who: Who
     await get("/search?q=words", 200)
     await get("/search/stix.json?q=words", 200)
     await get("/search/indicators.csv?q=words", 200)
+    await get("/misp/manifest.json", 200)
+    await get("/misp/hashes.csv", 200)
     for restriction in RESTRICTIONS:
         entry = ids[restriction]
         if restriction in VISIBLE[who]:
@@ -326,6 +329,7 @@ async def test_access_matrix(matrix: tuple[TestClient, dict[str, int]], who: Who
                 f"/entries/{entry}/history",
                 f"/entries/{entry}/indicators.csv",
                 f"/entries/{entry}/stix.json",
+                f"/misp/{incident_uuid('csirt.example.org', f'SECRET-{restriction}')}.json",
                 f"/search?incident=SECRET-{restriction}",
             ):
                 await get(path, 200)
@@ -343,6 +347,7 @@ async def test_access_matrix(matrix: tuple[TestClient, dict[str, int]], who: Who
                 f"/entries/{entry}/history",
                 f"/entries/{entry}/indicators.csv",
                 f"/entries/{entry}/stix.json",
+                f"/misp/{incident_uuid('csirt.example.org', f'SECRET-{restriction}')}.json",
             ):
                 await get(path, 404)  # exactly as if it did not exist
             found = await client.get(f"/search?incident=SECRET-{restriction}", headers=headers)

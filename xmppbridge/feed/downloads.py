@@ -1,5 +1,6 @@
 """Exports for the analysts' tools: an entry, a page of a collection, or a page of search results, as a
-CSV of indicators (``feed/export.py``) or as a STIX 2.1 bundle (``feed/stix.py``).
+CSV of indicators (``feed/export.py``) or as a STIX 2.1 bundle (``feed/stix.py``); and a MISP feed
+(``feed/misp.py``).
 
 Each one is exactly the entries its feed view shows the same reader, with the same page parameters
 (``count``, ``before``/``after``; the OpenSearch parameters for a search), so an export never holds
@@ -15,10 +16,20 @@ from datetime import datetime
 
 from aiohttp import web
 
-from xmppbridge.feed import export, stix
-from xmppbridge.feed.http import STORE, URLS, collection_page, readable_entry, respond, search_results
+from xmppbridge.feed import export, misp, stix
+from xmppbridge.feed.http import (
+    STORE,
+    URLS,
+    collection_page,
+    may_read,
+    principal,
+    readable_entry,
+    respond,
+    search_results,
+)
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.store import Entry
+from xmppbridge.store.search import SearchQuery
 
 Render = Callable[[Sequence[Entry], FeedUrls], bytes]
 # The file name at the end of the URL -> how to render it and its media type.
@@ -51,3 +62,42 @@ async def of_collection(request: web.Request) -> web.Response:
 async def of_search(request: web.Request) -> web.Response:
     _, found = search_results(request)
     return _respond(request, found)
+
+
+# -- the MISP feed -------------------------------------------------------------------------------------
+# A MISP feed has no paging: its manifest lists the events, and MISP fetches those it lacks or holds
+# older versions of. So the manifest is a window: the newest MISP_WINDOW entries the reader may read.
+
+
+MISP_WINDOW = 10_000
+
+
+def _misp_window(request: web.Request, *, documents: bool) -> list[Entry]:
+    found = request.app[STORE].search(SearchQuery(), principal(request).read.readable(), limit=MISP_WINDOW)
+    if documents:
+        texts = request.app[STORE].current_documents([entry.id for entry in found])
+        found = [replace(entry, xml=texts.get(entry.id, b"")) for entry in found]
+    return list(misp.entries_of(found))
+
+
+async def misp_manifest(request: web.Request) -> web.Response:
+    window = _misp_window(request, documents=False)
+    newest = max((e.updated_at for e in window), default=None)
+    return respond(request, misp.manifest(window), misp.MEDIA_TYPE, last_modified=newest)
+
+
+async def misp_hashes(request: web.Request) -> web.Response:
+    window = _misp_window(request, documents=True)
+    newest = max((e.updated_at for e in window), default=None)
+    return respond(request, misp.hashes_csv(window), misp.CSV_MEDIA_TYPE, last_modified=newest)
+
+
+async def misp_event(request: web.Request) -> web.Response:
+    """One event by its UUID: the newest live entry holding that incident that the reader may read; 404,
+    as for anything else the reader may not see, otherwise."""
+    holding = request.app[STORE].entries_holding(request.match_info["uuid"].lower())
+    readable = [entry for entry in holding if may_read(request, entry)]
+    found = next(misp.entries_of(readable), None)
+    if found is None:
+        raise web.HTTPNotFound()
+    return respond(request, misp.event_json(found), misp.MEDIA_TYPE, last_modified=found.updated_at)

@@ -1,0 +1,111 @@
+"""The MISP feed (feed/misp.py, /misp/...): PyMISP loads every event, and computes from them the very
+manifest and hashes.csv the feed serves; the UUID stays across versions; readers get only what their
+rights allow, and a stranger nothing beyond public."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient
+from lxml import etree
+from pymisp import MISPEvent
+
+from tests.conftest import SAMPLES
+from tests.test_feed_support import ANALYST, MEMBER, OUTSIDER, client_for, iodef2, store_document
+from xmppbridge.feed import misp
+from xmppbridge.iodef.document import read_document, split_document
+from xmppbridge.iodef.uuids import incident_uuid
+from xmppbridge.store import Store
+
+DATA = Path(__file__).parent / "data"
+DOCUMENTS = sorted([*SAMPLES.glob("*.xml"), *(DATA / "iodef").glob("*.xml"),
+                    *(p for p in (DATA / "signing").glob("*.xml") if "template" not in p.name)])
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(tmp_path / "store.sqlite") as opened:
+        for path in DOCUMENTS:
+            for piece in split_document(read_document(path.read_bytes())):
+                store_document(opened, etree.tostring(piece.root))
+        yield opened
+
+
+@pytest.fixture
+async def client(store: Store) -> AsyncIterator[TestClient]:
+    client = await client_for(store)
+    yield client
+    await client.close()
+
+
+async def get_json(client: TestClient, path: str, headers: dict[str, str]) -> dict:
+    response = await client.get(path, headers=headers)
+    assert response.status == 200, (path, response.status)
+    return json.loads(await response.read())
+
+
+def incidents() -> set[str]:
+    """The derived UUID of every Incident of the documents."""
+    return {str(incident_uuid(i.id_name, i.id)) for path in DOCUMENTS
+            for i in read_document(path.read_bytes()).incidents}
+
+
+async def test_pymisp_loads_every_event_and_derives_the_same_manifest_and_hashes(client: TestClient) -> None:
+    manifest = await get_json(client, "/misp/manifest.json", ANALYST.headers)
+    assert set(manifest) == incidents()  # one event per Incident
+    hashes = await (await client.get("/misp/hashes.csv", headers=ANALYST.headers)).text()
+    expected_hashes: list[str] = []
+    for uuid, summary in manifest.items():
+        loaded = MISPEvent()
+        loaded.load(await get_json(client, f"/misp/{uuid}.json", ANALYST.headers))
+        assert loaded.uuid == uuid and loaded.published
+        assert loaded.manifest == {uuid: summary}  # what MISP's own tooling makes of the event
+        assert [t.name for t in loaded.tags][0].startswith("tlp:")
+        assert all(a.type in loaded.describe_types["types"] for a in loaded.attributes)
+        expected_hashes += [f"{h},{uuid}" for h in loaded.attributes_hashes("md5")]
+    assert sorted(hashes.splitlines()) == sorted(expected_hashes) and expected_hashes
+
+
+async def test_an_event_names_its_restriction_indicators_and_origin(store: Store, client: TestClient) -> None:
+    uuid = str(incident_uuid("csirt.a.test", "A-2024-0104"))  # the amber (need-to-know) DDoS sample
+    event = (await get_json(client, f"/misp/{uuid}.json", ANALYST.headers))["Event"]
+    assert event["Orgc"]["name"] == "csirt.a.test" and event["distribution"] == "0"
+    assert {t["name"] for t in event["Tag"]} == {"tlp:amber+strict", 'iodef:purpose="mitigation"',
+                                                 'iodef:incident-id="csirt.a.test:A-2024-0104"'}
+    values = {(a["type"], a["value"], a["to_ids"]) for a in event["Attribute"]}
+    assert values == {("ip-src", "192.0.2.0/25", True), ("port", "53", True),
+                      ("domain", "www.example.com", False), ("ip-dst", "198.51.100.10", False)}
+
+
+async def test_the_uuid_stays_and_the_timestamp_moves_with_a_new_version(store: Store,
+                                                                       client: TestClient) -> None:
+    first = store_document(store, iodef2("M-1", description="first"))
+    uuid = misp.event_uuid(first)
+    before = (await get_json(client, f"/misp/{uuid}.json", MEMBER.headers))["Event"]
+    second = store_document(store, iodef2("M-1", description="second"))
+    after = (await get_json(client, f"/misp/{uuid}.json", MEMBER.headers))["Event"]
+    assert misp.event_uuid(second) == uuid and second.revision == 2
+    assert (before["info"], after["info"]) == ("first", "second")
+    assert int(after["timestamp"]) >= int(before["timestamp"])
+
+
+async def test_readers_get_only_what_they_may_read(client: TestClient) -> None:
+    everything = await get_json(client, "/misp/manifest.json", ANALYST.headers)
+    for who, allowed in ((None, {"tlp:clear"}), (OUTSIDER, {"tlp:clear"}),
+                         (MEMBER, {"tlp:clear", "tlp:green", "tlp:amber+strict", "tlp:red"})):
+        headers = {} if who is None else who.headers
+        seen = await get_json(client, "/misp/manifest.json", headers)
+        assert seen and {t["name"] for s in seen.values() for t in s["Tag"] if t["name"].startswith("tlp:")} \
+            <= allowed
+        hashes = await (await client.get("/misp/hashes.csv", headers=headers)).text()
+        assert {line.split(",")[1] for line in hashes.splitlines()} <= set(seen)
+        for uuid in everything:
+            answer = await client.get(f"/misp/{uuid}.json", headers=headers)
+            assert answer.status == (200 if uuid in seen else 404), (who, uuid)
+    public = await get_json(client, "/misp/manifest.json", {})
+    member = await get_json(client, "/misp/manifest.json", MEMBER.headers)
+    assert len(public) < len(member) < len(everything)  # the analyst also reads private
+    assert (await client.get(f"/misp/{incident_uuid('x', 'y')}.json")).status == 404
