@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import choices, positional, table  # noqa: E402
 from bench.lab import RESTRICTIONS, BenchConsortium, consortium, document, epoch, postgres, wait_for  # noqa: E402
 from xmppbridge.demo.instances import Instance, instances  # noqa: E402
+from xmppbridge.lease import TERMS  # noqa: E402
 
 RUNS = 5
 RATE = 20.0  # items/s A submits while B fails over: a new item every 50 ms to be the first one
@@ -147,10 +148,13 @@ def one_run(lab: BenchConsortium, group: list[Instance], tag: str) -> Failover:
     killed.start()  # back as the standby, for the next run to kill the other one
     if killed.wait_serving()["role"] != "standby":
         raise RuntimeError(f"{killed.name} came back active:\n{killed.log_tail()}")
-    # The lease, connection and readiness as seen by polling (at most POLL late; the first item's time
-    # is B's own record). A step not seen before the first item was over between two polls.
-    return Failover(*(seen.get(step, first) - killed_at for step in ("lease", "connected", "ready")),
-                    first - killed_at)
+    # The lease, connection and readiness as seen by polling: each at most one poll (and its requests)
+    # late, and no later than the step after it, so a step seen late or not at all before the first
+    # item (over between two polls) is capped by the next one.
+    steps = [first]
+    for step in ("ready", "connected", "lease"):
+        steps.insert(0, min(seen.get(step, steps[0]), steps[0]))
+    return Failover(*(at - killed_at for at in steps))
 
 
 def main() -> None:
@@ -206,7 +210,10 @@ def report(results: dict[str, list[Failover]]) -> None:
     for setup, failovers in results.items():
         print(f"runs, {setup} (first new item at B, s): "
               + ", ".join(f"{f.first_item:.2f}" for f in failovers))
-    print("target (issue 16): failover median under 10 s")
+    print("target (issue 16): failover median under 10 s. Not measured here, the loss of the active one's "
+          "machine (no FIN): the server frees its advisory lock within "
+          f"{TERMS.server.latest_release:.0f} s, a standby holds it within {TERMS.takeover_bound:.0f} s "
+          "(lease.LeaseTerms.takeover_bound), then connects and catches up as here")
 
 
 if __name__ == "__main__":
