@@ -33,9 +33,10 @@ from xmppbridge.store.outbox import PUBLISHED
 
 pytestmark = pytest.mark.integration
 
-BURST = 2000
-# Per backend: the members' hosts and the feed port base, so that neither run meets the other's servers.
-LAYOUTS = {"sqlite": ({"a": 122, "b": 123}, 18561), "postgresql": ({"a": 162, "b": 163}, 18641)}
+# Per backend: the members' hosts, the feed port base (so that neither run meets the other's servers) and
+# the burst: the issue's 2,000 items on PostgreSQL; 1,000 on SQLite, as this test had before it ran on
+# PostgreSQL too, to keep the suite's time down.
+LAYOUTS = {"sqlite": ({"a": 122, "b": 123}, 18561, 1000), "postgresql": ({"a": 162, "b": 163}, 18641, 2000)}
 # How each backend's lease shows in the instances' log lines (leadership.FileLease, AdvisoryLease).
 LEASES = {"sqlite": "flock on ", "postgresql": "PostgreSQL advisory lock "}
 
@@ -43,6 +44,7 @@ LEASES = {"sqlite": "flock on ", "postgresql": "PostgreSQL advisory lock "}
 class Pair:
     def __init__(self, consortium: Consortium, backend: str) -> None:
         self.consortium, self.backend = consortium, backend
+        self.burst = LAYOUTS[backend][2]
         base = consortium["a"].feed_port  # a and b's own (unused) ports; the instances' follow
         self.a = instances(consortium, "a", 2, feed_port=base + 2, metrics_port=base + 1002)
         self.b = instances(consortium, "b", 2, feed_port=base + 4, metrics_port=base + 1004)
@@ -78,7 +80,7 @@ def standby(group: list[Instance]) -> Instance:
 @pytest.fixture(scope="module", params=sorted(LAYOUTS))
 def pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     backend = request.param
-    hosts, feed_port_base = LAYOUTS[backend]
+    hosts, feed_port_base, _ = LAYOUTS[backend]
     consortium = loopback_consortium(tmp_path_factory.mktemp(f"failover-{backend}"), hosts,
                                      feed_port_base=feed_port_base, discovery_interval=1.0)
     cluster: Cluster | None = None
@@ -108,14 +110,14 @@ def pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     assert not [each.name for each in (*made.a, *made.b) if each.running()]
 
 
-def submit_burst(pair: Pair, tag: str, count: int = BURST) -> dict[Key, int]:
-    """``count`` documents into A's outbox; each item's outbox id."""
+def submit_burst(pair: Pair, tag: str) -> dict[Key, int]:
+    """The backend's burst of documents into A's outbox; each item's outbox id."""
     a = pair.consortium["a"]
     identity = load_identity(a.workdir / "keys/a.key", a.workdir / "keys/a.crt")
     outbox_ids: dict[Key, int] = {}
     with closing(pair.store("a")) as outbox:
         publisher = Publisher(outbox, identity, prefix="iodef", max_bytes=400_000)
-        for i in range(count):
+        for i in range(pair.burst):
             for accepted in publisher.submit(document(f"{tag}-{i:05d}", RESTRICTIONS[i % 4]), source="test"):
                 outbox_ids[(accepted.item.node, accepted.item.item_id)] = accepted.outbox_id
     return outbox_ids
@@ -142,7 +144,7 @@ def published_at_a(pair: Pair, tag: str) -> list[tuple[Key, int, str]]:
 def assert_converged(pair: Pair, tag: str, expected: set[Key]) -> None:
     """A published every item of ``expected`` once, and B's mirror of the burst is exactly A's published
     set: the same items, one entry each, the same one version (revision 1, the same signed bytes)."""
-    assert len(expected) == BURST  # one item per document: nothing split, nothing merged
+    assert len(expected) == pair.burst  # one item per document: nothing split, nothing merged
     eventually(lambda: outbox_depth(pair) == 0, timeout=180, interval=0.2, what="A's outbox to drain")
     eventually(lambda: set(mirrored_at_b(pair, tag)) >= expected, timeout=180, interval=0.5,
                what=f"B to mirror all of burst {tag}")
@@ -161,7 +163,8 @@ def assert_converged(pair: Pair, tag: str, expected: set[Key]) -> None:
 
 def assert_took_over(pair: Pair, member: str, heir: Instance) -> None:
     """``heir`` holds the lease of the backend under test, and says so."""
-    assert f"took the lease ({LEASES[pair.backend]}" in heir.log_tail(100_000)
+    # The whole log: after a burst, a log line per mirrored item pushed the takeover far from its tail.
+    assert f"took the lease ({LEASES[pair.backend]}" in heir.log_path.read_text(errors="replace")
     if pair.backend == "postgresql":
         assert pair.lock_holder(member) == [f"xmppbridge lease {heir.name}"]
 
@@ -207,7 +210,7 @@ def test_kill_9_of_the_mirroring_instance_mid_burst(pair: Pair) -> None:
 def test_kill_9_of_the_publishing_instance_mid_burst(pair: Pair) -> None:
     outbox_ids = submit_burst(pair, "F2")
     expected = set(outbox_ids)
-    eventually(lambda: outbox_depth(pair) <= BURST - 100, timeout=120, interval=0.05,
+    eventually(lambda: outbox_depth(pair) <= pair.burst - 100, timeout=120, interval=0.05,
                what="A to start publishing")
     killed, heir = active(pair.a), standby(pair.a)
     killed.stop(kill=True)
