@@ -76,20 +76,22 @@ class Instance:
 
 
 def instances(consortium: Consortium, member: str, count: int, *, feed_port: int,
-              metrics_port: int) -> list[Instance]:
+              metrics_port: int, feed_ip: str = "127.0.0.1") -> list[Instance]:
     """``count`` instance configs of ``member`` (``<member>1``, ``<member>2``, ...), on feed ports from
-    ``feed_port`` and operator ports from ``metrics_port``; call after ``write_files``."""
+    ``feed_port`` on ``feed_ip`` (the benchmarks move them off 127.0.0.1, the tests' feeds' address)
+    and operator ports from ``metrics_port``; call after ``write_files``."""
     base = consortium[member]
     config = yaml.safe_load(base.config_path.read_text())
     made = []
     for i in range(count):
         name = f"{member}{i + 1}"
         config["instance"] = {"name": name}
-        config["feed"]["listen"] = f"127.0.0.1:{feed_port + i}"
-        config["feed"]["base_url"] = f"http://127.0.0.1:{feed_port + i}/"
+        feed_url = f"http://{feed_ip}:{feed_port + i}/"
+        config["feed"]["listen"] = f"{feed_ip}:{feed_port + i}"
+        config["feed"]["base_url"] = feed_url
         config["metrics"]["listen"] = f"{base.ip}:{metrics_port + i}"
         path = base.config_path.with_name(f"{name}.yaml")  # beside the member's: same relative paths
         path.write_text(yaml.safe_dump(config, sort_keys=False))
-        made.append(Instance(name, path, f"http://127.0.0.1:{feed_port + i}/",
+        made.append(Instance(name, path, feed_url,
                              f"http://{base.ip}:{metrics_port + i}/", consortium.workdir / f"{name}.log"))
     return made
