@@ -261,7 +261,7 @@ INDEXES_OF_8 = {"chat_subscriptions_category", "sqlite_autoindex_chat_cursor_1",
                 "sqlite_autoindex_chat_paused_1", "rejects_digest"}
 # Schema version 9: the indicator index (store.indicatorindex).
 INDEXES_OF_9 = {"entry_indicators_value", "entry_indicators_low", "sqlite_autoindex_entry_indicators_1",
-                "sqlite_autoindex_entry_uuids_1"}
+                "sqlite_autoindex_entry_uuids_1", "changes_added"}
 
 
 def old_store(path: Path, version: int) -> sqlite3.Connection:

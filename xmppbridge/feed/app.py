@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from xmppbridge.feed import atom, downloads, html, opensearch, write
+from xmppbridge.feed import atom, downloads, html, opensearch, taxiiroutes, write
 from xmppbridge.feed.auth import Authenticator
 from xmppbridge.feed.http import (
     GATE,
@@ -128,6 +128,7 @@ def make_app(store: FeedStore, settings: FeedSettings, *, health: HealthProbe | 
     router.add_get("/" + ENTRIES_PATH + _ENTRY + "/" + downloads.FORMAT, downloads.of_entry)
     router.add_get("/" + FEEDS_PATH + "{restriction}/" + downloads.FORMAT, downloads.of_collection)
     router.add_get("/" + SEARCH_PATH + "/" + downloads.FORMAT, downloads.of_search)
+    taxiiroutes.add_routes(router)  # TAXII 2.1, read-only, at /taxii2/
     router.add_get("/misp/manifest.json", downloads.misp_manifest)
     router.add_get("/misp/hashes.csv", downloads.misp_hashes)
     router.add_get("/misp/{uuid:[0-9a-fA-F-]{36}}.json", downloads.misp_event)

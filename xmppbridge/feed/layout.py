@@ -104,3 +104,6 @@ class FeedUrls:
 
     def login(self) -> str:
         return self._url(LOGIN_PATH)
+
+    def taxii_api_root(self) -> str:
+        return self._url("taxii2/api/")

@@ -33,6 +33,8 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS changes_current ON changes (collection, seq) WHERE current = 1",
     "CREATE INDEX IF NOT EXISTS changes_entry ON changes (entry_id, collection) WHERE current = 1",
 )
+# From schema 9 (store.migrations): where a time falls in a collection's log, for TAXII's added_after.
+ADDED_INDEX = "CREATE INDEX IF NOT EXISTS changes_added ON changes (collection, changed_at)"
 
 
 def append(

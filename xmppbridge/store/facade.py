@@ -195,6 +195,9 @@ class Store:
     def current_documents(self, entry_ids: Collection[int]) -> dict[int, bytes]:
         return self._read(lambda conn: feedviews.current_documents(conn, entry_ids))
 
+    def seq_at(self, collection: str, moment: datetime) -> int:
+        return self._read(lambda conn: feedviews.seq_at(conn, collection, moment))
+
     def entries_holding(self, incident: str) -> list[Entry]:
         """The entries (deleted ones too, with their documents) holding the incident whose derived UUID
         (``iodef.uuids.incident_uuid``) is ``incident``."""

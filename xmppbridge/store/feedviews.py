@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from xmppbridge.store import incidents, indicatorindex
-from xmppbridge.store.db import parse_time
+from xmppbridge.store.db import parse_time, to_text
 from xmppbridge.store.entries import Entry, from_row, get
 from xmppbridge.store.sql import Connection, Row
 
@@ -174,6 +174,14 @@ def current_documents(conn: Connection, entry_ids: Collection[int]) -> dict[int,
     condition, ids = conn.dialect.one_of("entry_id", sorted(set(entry_ids)))
     rows = conn.execute(f"SELECT entry_id, xml FROM documents WHERE {condition}", (ids,)).fetchall()
     return {row["entry_id"]: bytes(row["xml"]) for row in rows}
+
+
+def seq_at(conn: Connection, collection: str, moment: datetime) -> int:
+    """The last change number of ``collection`` made at or before ``moment`` (0 if none): where a
+    reader that has seen everything added until then goes on (TAXII ``added_after``)."""
+    row = conn.execute("SELECT coalesce(max(seq), 0) AS seq FROM changes WHERE collection = ?"
+                       " AND changed_at <= ?", (collection, to_text(moment))).fetchone()
+    return int(row["seq"])
 
 
 def entries_holding(conn: Connection, incident: str) -> list[Entry]:

@@ -212,9 +212,10 @@ def _to_8(conn: Connection) -> None:
 
 
 def _to_9(conn: Connection) -> None:
-    """The indicator index (``store.indicatorindex``), filled from every entry's current document. Each
-    document is parsed once more; the log says how many, since on a large store this takes a while."""
-    for statement in indicatorindex.SCHEMA:
+    """The indicator index (``store.indicatorindex``), filled from every entry's current document (each
+    parsed once more; the log says how many, since on a large store this takes a while), and the change
+    log's index by time, for TAXII's ``added_after``."""
+    for statement in (*indicatorindex.SCHEMA, changelog.ADDED_INDEX):
         conn.execute(statement)
     rows = conn.execute("SELECT e.*, d.xml FROM entries AS e JOIN documents AS d ON d.entry_id = e.id"
                         " ORDER BY e.id").fetchall()
