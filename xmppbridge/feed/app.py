@@ -34,11 +34,11 @@ writers (within this process the Store serialises calls on its one connection).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from xmppbridge.feed import atom, downloads, html, opensearch, taxiiroutes, write
+from xmppbridge.feed import atom, dashboard, downloads, html, opensearch, taxiiroutes, write
 from xmppbridge.feed.auth import Authenticator
 from xmppbridge.feed.http import (
     GATE,
@@ -137,6 +137,7 @@ def make_app(store: FeedStore, settings: FeedSettings, *, health: HealthProbe | 
     router.add_get("/" + LOGIN_PATH, login)
     router.add_get("/healthz", healthz)
     router.add_get("/metrics", metrics_for_operators)
+    router.add_get("/dashboard", operators_dashboard)
     return app
 
 
@@ -363,6 +364,21 @@ async def search(request: web.Request) -> web.Response:
 def store_health(store: FeedStore) -> dict[str, object]:
     """The store's part of the detailed health: how many entries it mirrors, how many it refused."""
     return {"status": "ok", "entries": store.count_entries(), "rejects": store.count_rejects()}
+
+
+async def operators_dashboard(request: web.Request) -> web.Response:
+    """The consortium's traffic as charts (feed/dashboard.py), for operator users only: it counts private
+    entries and names every peer. Anonymous readers are asked to sign in, as for a collection they may
+    not read; a user who is no operator gets 404, as for anything they may not see."""
+    who = principal(request)
+    if who.anonymous:
+        raise unauthorized()
+    if not who.operator:
+        raise web.HTTPNotFound()
+    store, now = request.app[STORE], datetime.now(UTC)
+    since = (now - timedelta(days=dashboard.DAYS - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    body = dashboard.render(store.activity(since), store.peers(), request.app[URLS], _viewer(request), now)
+    return respond(request, body, "text/html; charset=utf-8")
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -280,3 +280,8 @@ def _render(element: etree._Element, parent: etree._Element, budget: list[int]) 
             _render(child, nested, budget)
         holder.append(nested)
     parent.append(holder)
+
+
+# What feed/dashboard.py builds its page with.
+el = _el
+page = _page

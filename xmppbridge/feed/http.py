@@ -27,15 +27,16 @@ from xmppbridge.feed.settings import FeedSettings
 from xmppbridge.policy.may import Action, Actor, Decides
 from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.store import Entry
-from xmppbridge.store.contracts import Entries, FeedViews, Quarantine
+from xmppbridge.store.contracts import Counted, Entries, FeedViews, PeerRecords, Quarantine
 from xmppbridge.store.feedviews import Change
 
 log = logging.getLogger(__name__)
 
 
-class FeedStore(Entries, FeedViews, Quarantine, Protocol):
-    """What the feed reads: entries and the feed's views of them; the quarantine's size for operators'
-    health. Writes go through the publisher, into the outbox."""
+class FeedStore(Entries, FeedViews, Quarantine, Counted, PeerRecords, Protocol):
+    """What the feed reads: entries and the feed's views of them; the quarantine's size, the counts and
+    the peers' health for operators (health, dashboard). Writes go through the publisher, into the
+    outbox."""
 
 
 STORE = web.AppKey("store", FeedStore)

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from xmppbridge.peers import Outcome, PeerHealth
 from xmppbridge.store.approvals import Approval
-from xmppbridge.store.counts import Counts
+from xmppbridge.store.counts import Activity, Counts
 from xmppbridge.store.entries import Entry, EntryVersion, Origin, UpsertResult
 from xmppbridge.store.feedviews import Change, Revision
 from xmppbridge.store.items import Refused, SignedItem
@@ -127,11 +127,12 @@ class Approvals(Protocol):
 
 
 class Counted(Protocol):
-    """What /metrics counts."""
+    """What /metrics counts and the operators' dashboard draws."""
 
     def counts(self) -> Counts: ...
     def last_outbox_id(self) -> int: ...
     def outbox_completed_since(self, after: int) -> list[tuple[int, datetime, datetime | None]]: ...
+    def activity(self, since: datetime) -> Activity: ...
 
 
 class Batches(Protocol):

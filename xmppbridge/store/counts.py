@@ -4,9 +4,10 @@ or locks, the store."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
-from xmppbridge.store.db import from_text, parse_time
+from xmppbridge.store.db import from_text, parse_time, to_text
 from xmppbridge.store.sql import Connection
 
 QUERIES = {
@@ -43,3 +44,38 @@ def completed_since(conn: Connection, after: int) -> list[tuple[int, datetime, d
     rows = conn.execute("SELECT id, created_at, published_at FROM outbox WHERE id > ? AND status != 'pending'"
                         " ORDER BY id", (after,)).fetchall()
     return [(row[0], parse_time(row[1]), from_text(row[2])) for row in rows]
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What the operators' dashboard draws, since a moment (feed/dashboard.py)."""
+
+    stored: list[tuple[str, str, str, int]]  # (UTC day, reporting CSIRT, restriction, entries first stored)
+    refusals: list[tuple[str, int]]  # (reason, quarantine records), all time
+    publish_delays: list[tuple[str, float]]  # (UTC day, seconds from queued to published), per item
+    pending: list[tuple[str, int]]  # (node, outbox items waiting)
+
+
+# The newest published items whose delays the dashboard draws at most: a bound on one page's work.
+MAX_DELAYS = 100_000
+
+
+def activity(conn: Connection, since: datetime) -> Activity:
+    stamp = to_text(since)
+    stored = conn.execute(
+        "SELECT substr(received_at, 1, 10) AS day, id_name, effective_restriction, count(*) AS n FROM entries"
+        " WHERE received_at >= ? GROUP BY substr(received_at, 1, 10), id_name, effective_restriction"
+        " ORDER BY 1, 2, 3", (stamp,)).fetchall()
+    refusals = conn.execute("SELECT reason, count(*) AS n FROM rejects GROUP BY reason ORDER BY 2 DESC, 1")
+    delays = conn.execute(
+        "SELECT created_at, published_at FROM outbox WHERE status = 'published' AND published_at >= ?"
+        " ORDER BY id DESC LIMIT ?", (stamp, MAX_DELAYS)).fetchall()
+    pending = conn.execute("SELECT node, count(*) AS n FROM outbox WHERE status = 'pending' GROUP BY node"
+                           " ORDER BY 2 DESC, 1").fetchall()
+    return Activity(
+        stored=[(row[0], row[1], row[2], int(row[3])) for row in stored],
+        refusals=[(row[0], int(row[1])) for row in refusals.fetchall()],
+        publish_delays=[(row[1][:10], (parse_time(row[1]) - parse_time(row[0])).total_seconds())
+                        for row in delays],
+        pending=[(row[0], int(row[1])) for row in pending],
+    )

@@ -302,6 +302,9 @@ class Store:
     def outbox_completed_since(self, after: int) -> list[tuple[int, datetime, datetime | None]]:
         return self._read(lambda conn: counts.completed_since(conn, after))
 
+    def activity(self, since: datetime) -> counts.Activity:
+        return self._read(lambda conn: counts.activity(conn, since))
+
     # -- subscription requests held for an operator (store.approvals) -----------------------------
 
     def approval_requested(self, node: str, jid: str, subid: str | None = None) -> Approval:

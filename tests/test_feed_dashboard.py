@@ -1,0 +1,85 @@
+"""The operators' dashboard (/dashboard, feed/dashboard.py): only operator users see it; headless
+Chromium renders it with non-empty inline SVG charts and no script, and a screenshot is not blank."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import lxml.html
+import pytest
+from aiohttp import web
+
+from tests.conftest import SAMPLES
+from tests.test_feed_browser import _chunks, _free_port, chromium
+from tests.test_feed_support import ANALYST, USERS, basic, settings, store_document
+from tests.test_store import make_incident
+from xmppbridge.feed.access import User
+from xmppbridge.feed.app import make_app
+from xmppbridge.feed.auth import hash_password
+from xmppbridge.peers import Outcome
+from xmppbridge.policy.rights import Rights
+from xmppbridge.store import Store
+from xmppbridge.store.items import ItemRef, Refused, SignedItem
+
+OPERATOR = User("ops", Rights.parse(["all"]), password_hash=hash_password("ops-pw", n=2**8), operator=True)
+
+
+@pytest.fixture
+async def site(tmp_path: Path) -> AsyncIterator[str]:
+    """A member's store as the demo leaves it (mirrored samples, our own published items, a refusal,
+    peers, a waiting outbox item), served on a real port."""
+    with Store(tmp_path / "dashboard.sqlite") as store:
+        for sample in sorted(SAMPLES.glob("*.xml")):
+            store_document(store, sample.read_bytes())
+        for n in range(3):
+            signed = SignedItem("iodef/public/other", f"out-{n}", b"<p/>", make_incident(n), "2.0")
+            item = store.enqueue(signed, source="cli:x")
+            if n:
+                store.mark_published(item, service="pubsub.a.test")
+        store.add_reject(Refused("xmpp", "bad-signature", "digest mismatch", b"<x/>",
+                                 ItemRef("pubsub.c.test", "iodef/public/other", "bad")))
+        store.record_peer("pubsub.b.test", Outcome(True))
+        store.record_peer("pubsub.c.test", Outcome(False, "remote-server-timeout", "no answer"))
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}/"
+        app = make_app(store, settings(base_url=url, users=(*(u.user() for u in USERS), OPERATOR)))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        yield url
+        await runner.cleanup()
+
+
+async def test_only_operators_see_the_dashboard(site: str) -> None:
+    from aiohttp import ClientSession
+
+    async with ClientSession() as http:
+        async with http.get(site + "dashboard") as response:
+            assert response.status == 401  # sign in first, as for a collection one may not read
+        async with http.get(site + "dashboard", headers=ANALYST.headers) as response:
+            assert response.status == 404  # a reader of everything who is no operator
+        async with http.get(site + "dashboard", headers=basic("ops", "ops-pw")) as response:
+            assert response.status == 200 and "svg" in await response.text()
+
+
+async def test_chromium_renders_non_empty_charts(site: str, tmp_path: Path) -> None:
+    signed_in = site.replace("http://", "http://ops:ops-pw@")
+    page = lxml.html.fromstring(await chromium(tmp_path, "--dump-dom", signed_in + "dashboard"))
+    assert page.findtext(".//h1") == "Dashboard" and not page.xpath("//script")
+    charts = page.xpath("//svg[@class='chart']")
+    assert len(charts) == 4  # per day, refusals, publish delay, outbox
+    assert all(chart.xpath(".//rect") for chart in charts)  # each one draws something
+    titles = page.xpath("//svg[@class='chart']//rect/title/text()")
+    assert any("bad-signature: 1" in t for t in titles) and any("iodef/public/other: 1" in t for t in titles)
+    assert any("median" in t for t in titles)
+    assert page.xpath("//table[@class='peers']//circle[@fill='#d62728']")  # c is unreachable
+    members = page.xpath("//table[@class='members']//td[1]/text()")
+    assert "csirt.a.test" in members
+    shot = tmp_path / "dashboard.png"  # kept by pytest with the test's other files
+    await chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,1600", signed_in + "dashboard")
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (1200, 1600)
+    assert len(set(zlib.decompress(b"".join(_chunks(png, b"IDAT"))))) > 32  # not a blank page

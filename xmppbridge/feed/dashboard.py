@@ -1,0 +1,158 @@
+"""The operators' dashboard: the consortium's traffic as charts drawn on the server, inline SVG in the
+feed's HTML (no scripts, as every page of the feed; the Content-Security-Policy forbids them).
+
+Drawn from the store (``store.counts.activity``, ``Store.peers``, the outbox):
+
+- entries first stored per day, stacked by restriction, and per reporting CSIRT and restriction;
+- refusals per reason (the quarantine);
+- publish delay per day, median and 95th percentile, from queued to published in our outbox: the part
+  of delivery this bridge controls (a peer's receipt time is not known here);
+- each peer's health, and the outbox's depth per node.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from lxml import etree
+
+from xmppbridge.feed.html import Viewer, el, page
+from xmppbridge.feed.layout import FeedUrls
+from xmppbridge.peers import PeerHealth
+from xmppbridge.policy.nodes import RESTRICTIONS
+from xmppbridge.store.counts import Activity
+
+DAYS = 14
+COLOURS = {"public": "#4a90d9", "partner": "#33a02c", "need-to-know": "#ff9f00", "private": "#d62728",
+           "default": "#7f7f7f"}
+_WIDTH, _BAR = 640, 18
+
+
+def render(activity: Activity, peers: Sequence[PeerHealth], urls: FeedUrls, viewer: Viewer,
+           today: datetime) -> bytes:
+    depth = sum(n for _, n in activity.pending)
+    days = [(today - timedelta(days=n)).date().isoformat() for n in range(DAYS - 1, -1, -1)]
+    return page("Dashboard", urls, viewer,
+                el("h2", None, f"Entries stored per day (last {DAYS} days)"), _per_day(activity, days),
+                _per_member(activity),
+                el("h2", None, "Refusals per reason"),
+                _bars([(reason, n) for reason, n in activity.refusals], "refusals", "#d62728"),
+                el("h2", None, "Publish delay per day (queued to published, median and 95th percentile)"),
+                _delays(activity, days),
+                el("h2", None, "Peers"), _peers(peers),
+                el("h2", None, f"Outbox: {depth} waiting"),
+                _bars(activity.pending, "waiting", "#ff9f00"))
+
+
+def _svg(height: int, label: str) -> etree._Element:
+    return el("svg", {"width": str(_WIDTH), "height": str(height), "viewBox": f"0 0 {_WIDTH} {height}",
+                      "role": "img", "aria-label": label, "class": "chart"})
+
+
+def _rect(x: float, y: float, w: float, h: float, colour: str, title: str) -> etree._Element:
+    return el("rect", {"x": f"{x:.1f}", "y": f"{y:.1f}", "width": f"{max(w, 0):.1f}",
+                       "height": f"{max(h, 0):.1f}", "fill": colour}, el("title", None, title))
+
+
+def _text(x: float, y: float, text: str, **attrs: str) -> etree._Element:
+    return el("text", {"x": f"{x:.1f}", "y": f"{y:.1f}", "font-size": "11", **attrs}, text)
+
+
+def _per_day(activity: Activity, days: list[str]) -> etree._Element:
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for day, _, restriction, n in activity.stored:
+        counts[day][restriction] += n
+    top = max((sum(c.values()) for c in counts.values()), default=0) or 1
+    height, base, column = 200, 170, (_WIDTH - 40) / len(days)
+    svg = _svg(height, "entries stored per day, by restriction")
+    for i, day in enumerate(days):
+        x, y = 30 + i * column, float(base)
+        for restriction in RESTRICTIONS:
+            n = counts[day].get(restriction, 0)
+            if n:
+                h = (base - 10) * n / top
+                y -= h
+                svg.append(_rect(x, y, column * 0.8, h, COLOURS[restriction], f"{day} {restriction}: {n}"))
+        svg.append(_text(x, base + 14, day[5:]))
+    svg.append(_text(2, 12, str(top)))
+    for i, restriction in enumerate(RESTRICTIONS):
+        svg.append(_rect(30 + i * 110, height - 12, 10, 10, COLOURS[restriction], restriction))
+        svg.append(_text(44 + i * 110, height - 3, restriction))
+    return svg
+
+
+def _per_member(activity: Activity) -> etree._Element:
+    totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for _, member, restriction, n in activity.stored:
+        totals[member][restriction] += n
+    table = el("table", {"class": "members"}, el("tr", None, el("th", None, "Reporting CSIRT"),
+                                                 *(el("th", None, r) for r in RESTRICTIONS)))
+    for member in sorted(totals):
+        table.append(el("tr", None, el("td", None, member),
+                        *(el("td", None, str(totals[member].get(r, 0))) for r in RESTRICTIONS)))
+    return table
+
+
+def _bars(rows: Sequence[tuple[str, int]], unit: str, colour: str) -> etree._Element:
+    if not rows:
+        return el("p", None, f"None ({unit}: 0).")
+    top = max(n for _, n in rows) or 1
+    svg = _svg(len(rows) * (_BAR + 6) + 6, unit)
+    for i, (label, n) in enumerate(rows):
+        y = 6 + i * (_BAR + 6)
+        svg.append(_rect(220, y, (_WIDTH - 280) * n / top, _BAR, colour, f"{label}: {n} {unit}"))
+        svg.append(_text(4, y + 13, label[:34]))
+        svg.append(_text(224 + (_WIDTH - 280) * n / top, y + 13, str(n)))
+    return svg
+
+
+def _delays(activity: Activity, days: list[str]) -> etree._Element:
+    per_day: dict[str, list[float]] = defaultdict(list)
+    for day, seconds in activity.publish_delays:
+        per_day[day].append(seconds)
+    figures = {day: (statistics.median(v), _p95(v)) for day, v in per_day.items()}
+    if not figures:
+        return el("p", None, f"Nothing published in the last {DAYS} days.")
+    top = max(p95 for _, p95 in figures.values()) or 1.0
+    height, base, column = 180, 160, (_WIDTH - 40) / len(days)
+    svg = _svg(height, "publish delay per day")
+    for i, day in enumerate(days):
+        if day not in figures:
+            continue
+        median, p95 = figures[day]
+        x = 30 + i * column
+        svg.append(_rect(x, base - (base - 10) * p95 / top, column * 0.35, (base - 10) * p95 / top, "#c7c7c7",
+                         f"{day} p95: {_duration(p95)}"))
+        svg.append(_rect(x + column * 0.4, base - (base - 10) * median / top, column * 0.35,
+                         (base - 10) * median / top, "#4a90d9", f"{day} median: {_duration(median)}"))
+        svg.append(_text(x, base + 14, day[5:]))
+    svg.append(_text(2, 12, _duration(top)))
+    return svg
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds >= 10 else f"{seconds * 1000:.1f} ms"
+
+
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+
+
+def _peers(peers: Sequence[PeerHealth]) -> etree._Element:
+    if not peers:
+        return el("p", None, "No peers yet.")
+    table = el("table", {"class": "peers"}, el("tr", None, *(el("th", None, h) for h in (
+        "", "Peer", "Since", "Last error"))))
+    for peer in peers:
+        dot = el("svg", {"width": "12", "height": "12", "role": "img",
+                         "aria-label": "reachable" if peer.reachable else "unreachable"},
+                 el("circle", {"cx": "6", "cy": "6", "r": "5",
+                               "fill": "#33a02c" if peer.reachable else "#d62728"}))
+        error = f"{peer.condition}: {peer.text}" if peer.condition else ""
+        table.append(el("tr", None, el("td", None, dot), el("td", None, peer.service),
+                        el("td", None, peer.since.strftime("%Y-%m-%d %H:%M UTC")), el("td", None, error)))
+    return table
