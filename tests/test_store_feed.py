@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -88,6 +89,21 @@ def test_every_change_gets_the_next_sequence_number_of_its_collection(store: Sto
     ]
     assert page[1].entry.xml == b""  # listings never load documents
     assert page[0].entry.updated_at > page[1].entry.updated_at
+
+
+def test_writers_side_by_side_take_distinct_sequence_numbers(store_target: str) -> None:
+    """Two stores on one database (two processes' connections) writing at once: the change log's next
+    number, read by its own insert, never repeats nor skips, because writers hold the write lock."""
+    with Store(store_target) as first, Store(store_target) as second:
+        writers = [threading.Thread(target=lambda s=s, k=k: [put(s, 100 * k + n) for n in range(25)])
+                   for k, s in enumerate((first, second), start=1)]
+        for writer in writers:
+            writer.start()
+        for writer in writers:
+            writer.join(timeout=60)
+        seqs = [row[0] for row in first.sql("SELECT seq FROM changes WHERE collection = ? ORDER BY seq",
+                                            ("public",))]
+    assert seqs == list(range(1, 51))
 
 
 def test_archive_ranges_keep_every_change_as_it_was(store: Store) -> None:

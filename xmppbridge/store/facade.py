@@ -120,8 +120,7 @@ class Store:
         """Mark published and upsert the matching local entries, all in one transaction (one commit per
         round of the outbox drain, not one per item). LookupError if one is unknown."""
         with self._write() as conn:
-            for outbox_id in outbox_ids:
-                outbox.mark_published(conn, outbox_id, service=service)
+            outbox.mark_published(conn, outbox_ids, service=service)
 
     def mark_failed(self, outbox_id: int, reason: str) -> None:
         """LookupError if unknown."""
