@@ -118,8 +118,9 @@ class Store:
 
     def mark_published(self, *outbox_ids: int, service: str) -> None:
         """Mark published and upsert the matching local entries, all in one transaction (one commit per
-        round of the outbox drain, not one per item). LookupError if one is unknown."""
-        with self._write() as conn:
+        round of the outbox drain, not one per item). LookupError if one is unknown. In a pipeline: on
+        PostgreSQL a round trip per read, not per statement (``Connection.pipeline``)."""
+        with self._write() as conn, conn.pipeline():
             outbox.mark_published(conn, outbox_ids, service=service)
 
     def mark_failed(self, outbox_id: int, reason: str) -> None:
@@ -135,8 +136,9 @@ class Store:
 
     def upsert_entry(self, service: str, item: SignedItem, *, origin: Origin) -> UpsertResult:
         """Returns "new", "updated" or "unchanged" (identical xml bytes). Updates keep received_at and
-        published_at, bump updated_at and keep the previous document in entry_versions."""
-        with self._write() as conn:
+        published_at, bump updated_at and keep the previous document in entry_versions. In a pipeline,
+        as ``mark_published``."""
+        with self._write() as conn, conn.pipeline():
             return entries.upsert(conn, service, item, origin=origin)
 
     def mark_deleted(self, service: str, node: str, item_id: str) -> bool:
