@@ -134,7 +134,11 @@ class PgConnection:
             yield
 
     def begin(self) -> None:
-        self.raw.execute(_BEGIN_WRITE)
+        if self.raw.pgconn.pipeline_status == pq.PipelineStatus.OFF:
+            self.raw.execute(_BEGIN_WRITE)
+            return
+        for statement in _BEGIN_WRITE.split("; "):  # a pipeline takes one statement at a time
+            self.raw.execute(statement)
 
     def begin_schema(self) -> None:
         """A transaction holding the schema lock, then the write lock: the first opener creates or
