@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_e2e import bridge_run  # noqa: E402
 from bench.common import RUNS, table  # noqa: E402
-from bench.lab import BenchConsortium, consortium  # noqa: E402
+from bench.lab import NET, BenchConsortium, consortium  # noqa: E402
 
 GUESSERS = 8
 RATE = 10.0  # items/s submitted at A while B is flooded
@@ -79,7 +79,7 @@ def phase(lab: BenchConsortium, tag: str, count: int, flood: bool) -> tuple[floa
     """(p50 latency s, guessers' answers by status, seconds flooded) of one paced run."""
     stop, results = multiprocessing.Event(), multiprocessing.Queue()
     b = lab["b"]
-    guessers = [multiprocessing.Process(target=guess, args=(b.ip, b.feed_port, f"127.0.9.{100 + i}",
+    guessers = [multiprocessing.Process(target=guess, args=(b.ip, b.feed_port, f"{NET}.{100 + i}",
                                                              f"user{i}", stop, results))
                 for i in range(GUESSERS if flood else 0)]
     for each in guessers:

@@ -63,7 +63,6 @@ from tests.postgres import private_cluster  # noqa: E402
 from xmppbridge.store import Store  # noqa: E402
 from xmppbridge.store.copy import copy_store  # noqa: E402
 from xmppbridge.store.db import format_time  # noqa: E402
-from xmppbridge.store.items import SignedItem, Signer
 
 PORT = 29091  # the SQLite store's feed; the PostgreSQL store's is PORT + 1
 PG_HOST, PG_PORT = "127.0.0.182", 31432
@@ -80,19 +79,8 @@ def generate(lab: BenchConsortium, total: int) -> Path:
     with lab.store("b") as store:
         publisher = lab.publisher(store)
         for n, restriction in enumerate(RESTRICTIONS):
-            for item in publisher.prepare(document(f"TEMPLATE-{n}", restriction)):
-                store.upsert_entry(
-                    "pubsub.a.test",
-                    SignedItem(
-                        item.node,
-                        item.item_id,
-                        item.payload,
-                        item.incident,
-                        item.version,
-                        Signer(publisher.identity.subject, publisher.identity.fingerprint),
-                    ),
-                    origin="remote",
-                )
+            for item in publisher.prepare(document(f"TEMPLATE-{n}", restriction)):  # signed, signer named
+                store.upsert_entry("pubsub.a.test", item, origin="remote")
     conn = sqlite3.connect(db, isolation_level=None)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode = WAL")

@@ -1,13 +1,15 @@
 """The XMPP side of the benchmarks: a private two-domain consortium and raw slixmpp peers to compare with.
 
-Servers listen on 127.0.9.x only, feeds on 29081+ and operator listeners on 30081+, so the benchmarks
-can run beside the test suite. A benchmark that compares store setups side by side runs one consortium
-per setup (``SETUP_IPS``), and the PostgreSQL stores in one private cluster on 127.0.0.172 (``postgres``).
+Servers listen on 127.0.9.x only (``NET``), feeds on 29081+ and operator listeners on 30081+, so the
+benchmarks can run beside the test suite. A benchmark that compares store setups side by side runs one
+consortium per setup (``SETUP_IPS``), and the PostgreSQL stores in one private cluster on 127.0.0.172
+(``postgres``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import statistics
 import time
@@ -33,9 +35,12 @@ from xmppbridge.store.db import parse_time
 from xmppbridge.store.pg import translate
 
 PUBSUB_NS = "http://jabber.org/protocol/pubsub"
-IPS = {"a": "127.0.9.2", "b": "127.0.9.3"}
-# One consortium per store setup of a side-by-side run; the first is IPS. Not 127.0.9.100+ (benchmark 6).
-SETUP_IPS = (IPS, {"a": "127.0.9.12", "b": "127.0.9.13"}, {"a": "127.0.9.22", "b": "127.0.9.23"})
+# The members' addresses are in NET.x: 127.0.9 unless XMPPBRIDGE_BENCH_NET names other first three
+# octets, so that benchmarks of several working copies can run at once without meeting.
+NET = os.environ.get("XMPPBRIDGE_BENCH_NET", "127.0.9")
+IPS = {"a": f"{NET}.2", "b": f"{NET}.3"}
+# One consortium per store setup of a side-by-side run; the first is IPS. Not NET.100+ (benchmark 6).
+SETUP_IPS = (IPS, {"a": f"{NET}.12", "b": f"{NET}.13"}, {"a": f"{NET}.22", "b": f"{NET}.23"})
 PG_HOST = "127.0.0.172"
 FEED_PORT_BASE = 29081
 RESTRICTIONS = ("public", "partner", "need-to-know", "private")

@@ -348,6 +348,27 @@ def test_mark_published_is_atomic(store: Store, monkeypatch: pytest.MonkeyPatch)
     assert item is not None and item.status == "pending"
 
 
+_STATE = "INSERT INTO bridge_state (key, value, updated_at) VALUES (?, 'v', '2024-01-01T00:00:00.000000Z')"
+
+
+def test_a_statement_failing_in_a_pipelined_write_undoes_it(store: Store) -> None:
+    """PostgreSQL reports a pipelined statement's error at the next read or at the pipeline's end, after
+    later statements were sent: the write is still undone as a whole, and in a batch alone."""
+    duplicate = pytest.raises(Exception, match="(?i)unique")  # sqlite3.IntegrityError, UniqueViolation
+    with duplicate, store._sessions.write(pipelined=True) as conn:
+        conn.execute(_STATE, ("k",))
+        conn.execute(_STATE, ("k",))
+    with store.batch():
+        store.record_subscribed("pubsub.a.test", "n")  # kept: a write of its own
+        with duplicate, store._sessions.write(pipelined=True) as conn:
+            conn.execute(_STATE, ("j",))
+            conn.execute(_STATE, ("j",))
+    assert store.sql("SELECT count(*) FROM bridge_state WHERE key IN ('j', 'k')")[0][0] == 0
+    assert store.sql("SELECT count(*) FROM subscriptions")[0][0] == 1
+    upsert(store, 1)  # the store goes on
+    assert store.count_entries() == 1
+
+
 # -- concurrency ---------------------------------------------------------------------------------------
 
 

@@ -47,13 +47,21 @@ def append(
     deleted: bool,
     changed_at: str,
     first: bool = False,
-) -> int:
-    """Append a change and make it the entry's current row in ``collection``; returns its sequence
-    number. Call inside a transaction (BEGIN IMMEDIATE), which makes max(seq) + 1 safe. ``first``: the
-    entry was just inserted, so it has no earlier row to retire (one statement less per new entry)."""
-    seq = conn.execute(
-        "SELECT coalesce(max(seq), 0) + 1 FROM changes WHERE collection = ?", (collection,)
-    ).fetchone()[0]
+) -> None:
+    """Append a change and make it the entry's current row in ``collection``. Call inside a write
+    transaction (``db.transaction``). ``first``: the entry was just inserted, so it has no earlier row to
+    retire (one statement less per new entry).
+
+    The next number is read by the insert itself, and nothing is read back: in a pipeline
+    (``Connection.pipeline``) the statement costs PostgreSQL no round trip of its own.
+
+    max(seq) + 1 is safe because writers go one at a time. SQLite's BEGIN IMMEDIATE takes the file's
+    write lock before the first read. PostgreSQL's writers take the advisory lock in the statement that
+    opens the transaction (``store.pg``, ``_BEGIN_WRITE``). Under READ COMMITTED every later statement,
+    this one too, sees what the writer before us committed before it let go of that lock, and no other
+    writer can insert before we commit. Folding the read into the insert changes none of that: the lock
+    was taken before either. Were the lock ever missed, the primary key (collection, seq) would refuse
+    the second of two equal numbers, and nothing would be silently overwritten."""
     if not first:
         conn.execute(
             "UPDATE changes SET current = 0 WHERE entry_id = ? AND collection = ? AND current = 1",
@@ -61,7 +69,6 @@ def append(
         )
     conn.execute(
         "INSERT INTO changes (collection, seq, entry_id, revision, purpose, deleted, changed_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (collection, seq, entry_id, revision, purpose, int(deleted), changed_at),
+        " SELECT ?, coalesce(max(seq), 0) + 1, ?, ?, ?, ?, ? FROM changes WHERE collection = ?",
+        (collection, entry_id, revision, purpose, int(deleted), changed_at, collection),
     )
-    return seq

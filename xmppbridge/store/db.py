@@ -126,9 +126,21 @@ _SCHEMA = (
 
 
 @contextmanager
-def transaction(conn: Connection, *, schema: bool = False) -> Iterator[Connection]:
+def transaction(conn: Connection, *, schema: bool = False, pipelined: bool = False) -> Iterator[Connection]:
     """``begin`` (take the write lock up front: SQLite's ``BEGIN IMMEDIATE``, waiting up to busy_timeout,
-    or PostgreSQL's advisory lock) ... ``COMMIT``."""
+    or PostgreSQL's advisory lock) ... ``COMMIT``. ``pipelined``: on PostgreSQL, the whole of it, ``begin``
+    and ``COMMIT`` too, in ``conn.pipeline()``, for writes that read rows but never count them; an error
+    shows at a read or at the pipeline's end, and is undone then."""
+    if pipelined and conn.dialect.name == "postgresql":
+        try:
+            with conn.pipeline():
+                conn.begin()
+                yield conn
+                conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")  # at most a warning when the failure was the COMMIT's
+            raise
+        return
     begin_schema = getattr(conn, "begin_schema", None) if schema else None
     (begin_schema or conn.begin)()
     try:
@@ -140,9 +152,20 @@ def transaction(conn: Connection, *, schema: bool = False) -> Iterator[Connectio
 
 
 @contextmanager
-def savepoint(conn: Connection) -> Iterator[Connection]:
+def savepoint(conn: Connection, *, pipelined: bool = False) -> Iterator[Connection]:
     """One write inside a larger open transaction (``Store.batch``): undone alone if it fails, leaving
-    the transaction's other writes in place."""
+    the transaction's other writes in place. ``pipelined``: as for ``transaction``."""
+    if pipelined and conn.dialect.name == "postgresql":
+        try:
+            with conn.pipeline():
+                conn.execute("SAVEPOINT write")
+                yield conn
+                conn.execute("RELEASE write")
+        except BaseException:
+            conn.execute("ROLLBACK TO write")
+            conn.execute("RELEASE write")
+            raise
+        return
     conn.execute("SAVEPOINT write")
     try:
         yield conn

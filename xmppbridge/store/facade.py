@@ -82,8 +82,8 @@ class Store:
         with self._sessions.batch():
             yield
 
-    def _write(self) -> AbstractContextManager[Connection]:
-        return self._sessions.write()
+    def _write(self, *, pipelined: bool = False) -> AbstractContextManager[Connection]:
+        return self._sessions.write(pipelined=pipelined)
 
     def _read(self, query: Callable[[Connection], T]) -> T:
         return self._sessions.read(query)
@@ -101,8 +101,8 @@ class Store:
 
     def enqueue(self, item: SignedItem, *, source: str, action: str = "publish") -> int:
         """Queue a signed item for publishing (or, with ``action="retract"``, an item to retract); the
-        signer is copied into the entry once published."""
-        with self._write() as conn:
+        signer is copied into the entry once published. In a pipeline, as ``mark_published``."""
+        with self._write(pipelined=True) as conn:
             return outbox.enqueue(conn, item, source=source, action=action)
 
     def pending(self, limit: int = 64, exclude: Collection[int] = ()) -> list[OutboxItem]:
@@ -118,10 +118,10 @@ class Store:
 
     def mark_published(self, *outbox_ids: int, service: str) -> None:
         """Mark published and upsert the matching local entries, all in one transaction (one commit per
-        round of the outbox drain, not one per item). LookupError if one is unknown."""
-        with self._write() as conn:
-            for outbox_id in outbox_ids:
-                outbox.mark_published(conn, outbox_id, service=service)
+        round of the outbox drain, not one per item). LookupError if one is unknown. In a pipeline: on
+        PostgreSQL a round trip per read, not per statement (``Sessions.write``)."""
+        with self._write(pipelined=True) as conn:
+            outbox.mark_published(conn, outbox_ids, service=service)
 
     def mark_failed(self, outbox_id: int, reason: str) -> None:
         """LookupError if unknown."""
@@ -136,8 +136,9 @@ class Store:
 
     def upsert_entry(self, service: str, item: SignedItem, *, origin: Origin) -> UpsertResult:
         """Returns "new", "updated" or "unchanged" (identical xml bytes). Updates keep received_at and
-        published_at, bump updated_at and keep the previous document in entry_versions."""
-        with self._write() as conn:
+        published_at, bump updated_at and keep the previous document in entry_versions. In a pipeline,
+        as ``mark_published``."""
+        with self._write(pipelined=True) as conn:
             return entries.upsert(conn, service, item, origin=origin)
 
     def mark_deleted(self, service: str, node: str, item_id: str) -> bool:

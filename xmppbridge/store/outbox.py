@@ -6,7 +6,7 @@ Functions take an open connection and run plain SQL; the ``Store`` facade owns t
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -101,23 +101,28 @@ def get(conn: Connection, item: int) -> OutboxItem | None:
     return None if row is None else _item(row)
 
 
-def mark_published(conn: Connection, item: int, *, service: str) -> None:
-    """Mark published and upsert our own entry (origin "local"), or for a retraction mark it deleted.
-    Call inside a transaction so that both happen or neither does."""
-    row = conn.execute("SELECT * FROM outbox WHERE id = ?", (item,)).fetchone()
-    if row is None:
-        raise LookupError(f"outbox item {item} does not exist")
-    conn.execute(
+def mark_published(conn: Connection, items: Sequence[int], *, service: str) -> None:
+    """Mark published and upsert our own entries (origin "local"), or for a retraction mark the entry
+    deleted, in the order given. Call inside a transaction so that all of it happens or none does. The
+    items are read in one statement and marked in one batch: on PostgreSQL one round trip each for the
+    whole round of the drain, not two per item, while the writers' lock is held."""
+    condition, ids = conn.dialect.one_of("id", items)
+    rows = {row["id"]: row for row in conn.execute(f"SELECT * FROM outbox WHERE {condition}", (ids,))}
+    if missing := [item for item in items if item not in rows]:
+        raise LookupError(f"outbox item {missing[0]} does not exist")
+    conn.executemany(
         "UPDATE outbox SET status = ?, reason = NULL, service = ?, published_at = ? WHERE id = ?",
-        (PUBLISHED, service, later_than(None), item),
+        [(PUBLISHED, service, later_than(None), item) for item in items],
     )
-    if row["action"] == RETRACT:
-        entries.mark_deleted(conn, service, row["node"], row["item_id"])
-        return
-    signed = SignedItem(row["node"], row["item_id"], bytes(row["payload"]),
-                        incidents.from_json(row["incident"]), row["version"],
-                        Signer(row["signer_subject"], row["signer_fingerprint"]))
-    entries.upsert(conn, service, signed, origin="local")
+    for item in items:
+        row = rows[item]
+        if row["action"] == RETRACT:
+            entries.mark_deleted(conn, service, row["node"], row["item_id"])
+            continue
+        signed = SignedItem(row["node"], row["item_id"], bytes(row["payload"]),
+                            incidents.from_json(row["incident"]), row["version"],
+                            Signer(row["signer_subject"], row["signer_fingerprint"]))
+        entries.upsert(conn, service, signed, origin="local")
 
 
 def mark_failed(conn: Connection, item: int, reason: str) -> None:

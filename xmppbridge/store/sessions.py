@@ -77,15 +77,17 @@ class Sessions:
             yield conn
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
+    def write(self, *, pipelined: bool = False) -> Iterator[Connection]:
+        """``pipelined``: in ``Connection.pipeline()``, the transaction's statements too (on PostgreSQL a
+        round trip per read of rows, not per statement), for writes that never count rows."""
         with self._connection() as conn:
             if not self._batched:
-                with db.transaction(conn):
+                with db.transaction(conn, pipelined=pipelined):
                     yield conn
                 return
             if not conn.in_transaction:  # the batch's first write opens its transaction
                 conn.begin()
-            with db.savepoint(conn):
+            with db.savepoint(conn, pipelined=pipelined):
                 yield conn
 
     def read(self, query: Callable[[Connection], T]) -> T:

@@ -14,7 +14,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -48,6 +48,12 @@ class Connection(Protocol):
 
     def stream(self, sql: str) -> Any:
         """A cursor over a large result that does not hold all of it in memory (``fetchmany``)."""
+
+    def pipeline(self) -> AbstractContextManager[None]:
+        """Statements run inside are sent without waiting for each one's answer, which is waited for when
+        its rows are read (PostgreSQL's pipeline mode: one round trip for a run of writes, not one each);
+        an error shows at the next read or at the end. ``rowcount`` is unknown inside, so only for code
+        that reads rows, never counts. SQLite runs in the process: nothing to save, nothing changes."""
 
     @property
     def in_transaction(self) -> bool: ...
@@ -103,3 +109,6 @@ class SqliteConnection(sqlite3.Connection):
     def stream(self, sql: str) -> sqlite3.Cursor:
         """A large result, a chunk at a time (SQLite's cursors step through results as they are read)."""
         return self.execute(sql)
+
+    def pipeline(self) -> AbstractContextManager[None]:
+        return nullcontext()
