@@ -42,6 +42,7 @@ MAX_MEMBERS = 16  # one XMPP server and one bridge each, on a machine of 2 cores
 ADDRESSES = ("127.0.0.2", "127.0.0.3")
 MORE_ADDRESSES = 240
 LABELS = {"prosody": "Prosody", "ejabberd": "ejabberd"}
+SHAPES = {"mesh": "full mesh"}
 
 
 def demo_addresses(count: int) -> list[str]:
@@ -157,7 +158,7 @@ def _servers_line(consortium: Consortium, kinds: Mapping[str, str]) -> str:
         hosted = [f"{m.domain} on {m.ip}" for m in consortium.members.values() if kinds[m.name] == kind]
         if hosted:
             groups.append(f"{label}: {', '.join(hosted)}")
-    shape = f", {consortium.topology.name}" if len(consortium.members) > 2 else ""
+    shape = f", {SHAPES[consortium.topology.name]}" if len(consortium.members) > 2 else ""
     return f"{'; '.join(groups)} (federated over s2s{shape})"
 
 
