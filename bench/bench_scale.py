@@ -14,8 +14,8 @@ process (as ``xmppbridge publish`` does in its own). Per run:
 - delivery latency p50/p99 over every (item, receiver): the receiver's ``received_at`` minus the submit;
 - CPU seconds over the run (publishing until converged) and peak RSS (VmHWM, the process's lifetime)
   of every bridge and every server (ejabberd: its Erlang VM with ejabberdctl, a process tree);
-- s2s: established TCP connections to port 5269 between the members' addresses, and the server pairs
-  they link (a mesh of N needs N(N-1)/2);
+- s2s: established TCP connections from one member's server to port 5269 of another's, and the server
+  pairs they link (a mesh of N needs N(N-1)/2);
 - stored bytes per item: growth of the bridges' SQLite stores (checkpointed) per entry stored, and of
   the servers' files per item published there.
 
@@ -129,17 +129,31 @@ def peak_rss_mb(pids: list[int]) -> float:
     return total / 1024
 
 
-def s2s(addresses: set[str]) -> tuple[int, int]:
-    """Established TCP connections to port 5269 between ``addresses``, and the address pairs they link."""
+def s2s(servers: dict[str, int], addresses: dict[str, str]) -> tuple[int, int]:
+    """Established TCP connections to port 5269 of a member's address, and the member pairs they link.
+    The connecting side's source address is not the member's own (servers dial out from 127.0.0.1),
+    so the connection's socket says whose it is: the server process (tree) holding it open."""
+    owner = {}
+    for name, root in servers.items():
+        for pid in tree_usage(root):
+            try:
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        owner[target[8:-1]] = name
+            except OSError:
+                continue
+    members = {ip: name for name, ip in addresses.items()}
     connections, pairs = 0, set()
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        local, remote, state = line.split()[1:4]
-        if state != "01":  # ESTABLISHED
+        fields = line.split()
+        remote, state, inode = fields[2], fields[3], fields[9]
+        rip, rport = _address(remote)
+        if state != "01" or rport != S2S_PORT or rip not in members:  # 01: ESTABLISHED
             continue
-        (lip, _), (rip, rport) = (_address(local), _address(remote))
-        if rport == S2S_PORT and lip in addresses and rip in addresses:
+        if (dialer := owner.get(inode)) is not None:
             connections += 1
-            pairs.add(frozenset((lip, rip)))
+            pairs.add(frozenset((dialer, members[rip])))
     return connections, len(pairs)
 
 
@@ -301,7 +315,7 @@ def one_run(n: int, items: int, rate: float, servers: str, workdir: Path) -> Run
                                for pid, u in tree_after.items())
             m.bridge_rss = peak_rss_mb([bridges[m.name]])
             m.server_rss = peak_rss_mb(list(tree_after))
-        run.s2s_connections, run.s2s_pairs = s2s({m.ip for m in consortium.members.values()})
+        run.s2s_connections, run.s2s_pairs = s2s(roots, addresses)
 
         # A check round later (60 s): a late duplicate or a stray item would have landed by now.
         time.sleep(CHECK + 5)
