@@ -78,6 +78,7 @@ class Run:
     warmed_up: float = 0.0
     offered: float = 0.0  # items/s achieved by the submit loop
     converged: float = 0.0
+    drained: float = 0.0  # from the last submit to the last delivery
     expected: int = 0  # deliveries that must happen
     lost: int = 0
     duplicated: int = 0
@@ -333,6 +334,7 @@ def one_run(n: int, items: int, rate: float, servers: str, workdir: Path) -> Run
                     latencies.append(arrived - submitted[(service, item_id)])
                     last = max(last, arrived)
         run.converged = last - t0
+        run.drained = last - max(submitted.values())
         run.p50, run.p99 = percentile(latencies, 50), percentile(latencies, 99)
         stored = run.expected + len(submitted)  # the copies at the receivers and the publishers' own
         run.store_bytes_per_entry = (store_bytes(consortium) - stores_before) / stored
@@ -356,7 +358,7 @@ def report(run: Run, items: int, rate: float, servers: str) -> str:
              f"{run.started_servers:.1f} s / {run.started_bridges:.1f} s / {run.warmed_up:.1f} s"],
             ["offered rate achieved", f"{run.offered:.1f} items/s"],
             ["lost / duplicated / quarantined", f"{run.lost} / {run.duplicated} / {run.rejected}"],
-            ["time to converge", f"{run.converged:.1f} s"],
+            ["time to converge (after the last submit)", f"{run.converged:.1f} s ({run.drained:.1f} s)"],
             ["delivery latency p50 / p99", f"{run.p50 * 1000:.0f} ms / {run.p99 * 1000:.0f} ms"],
             ["bridge CPU s over the run", spread(bridges_cpu)],
             ["bridge peak RSS", spread([m.bridge_rss for m in run.members], " MB")],
