@@ -102,8 +102,11 @@ def test_four_members_in_a_full_mesh_converge_with_nothing_lost_or_duplicated(tm
         assert ("pubsub.a.test", "csirt.a.test/M-A-2") in expected["b"]
         assert ("pubsub.a.test", "csirt.a.test/M-A-2") not in expected["c"]
 
-        eventually(lambda: all(held(consortium)[0][r] >= expected[r] for r in HOSTS), timeout=180,
-                   interval=0.5, what="every member to hold every item it may see")
+        def converged() -> bool:
+            stored = held(consortium)[0]
+            return all(stored[r] >= expected[r] for r in HOSTS)
+
+        eventually(converged, timeout=180, interval=0.5, what="every member to hold every item it may see")
         # A few discovery and check rounds more (1 s each): a late duplicate or a stray item would land now.
         time.sleep(5)
         stored, faults = held(consortium)
