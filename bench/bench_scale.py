@@ -12,7 +12,8 @@ process (as ``xmppbridge publish`` does in its own). Per run:
   more than once over, or not expected at all;
 - time to converge: from the first submit to the last delivery stored anywhere (``received_at``);
 - delivery latency p50/p99 over every (item, receiver): the receiver's ``received_at`` minus the submit;
-- CPU seconds over the run (publishing until converged) and peak RSS (VmHWM, the process's lifetime)
+- CPU seconds over the run (publishing until converged), seconds spent runnable but waiting for a core
+  (``bench.cpu``: where latency goes when the machine is full), and peak RSS (VmHWM, the process's lifetime)
   of every bridge and every server (ejabberd: its Erlang VM with ejabberdctl, a process tree);
 - s2s: established TCP connections from one member's server to port 5269 of another's, and the server
   pairs they link (a mesh of N needs N(N-1)/2);
@@ -63,8 +64,10 @@ class Member:
     name: str
     kind: str
     bridge_cpu: float = 0.0
+    bridge_waited: float = 0.0  # seconds runnable but waiting for a core (bench.cpu)
     bridge_rss: float = 0.0  # MB
     server_cpu: float = 0.0
+    server_waited: float = 0.0
     server_rss: float = 0.0
     bridge_fds: int = 0  # most open at once during the run
     server_fds: int = 0
@@ -310,10 +313,12 @@ def one_run(n: int, items: int, rate: float, servers: str, workdir: Path) -> Run
 
         for m in run.members:
             before, after = cpu_before[m.name], usage(bridges[m.name])
-            m.bridge_cpu = (after.cpu - before.cpu) if before and after else float("nan")
+            used = after - before if before and after else Usage(float("nan"), float("nan"))
+            m.bridge_cpu, m.bridge_waited = used.cpu, used.waited
             tree_after = tree_usage(roots[m.name])
-            m.server_cpu = sum(u.cpu - server_before[m.name].get(pid, Usage(0, 0)).cpu
-                               for pid, u in tree_after.items())
+            served = sum((u - server_before[m.name].get(pid, Usage(0, 0)) for pid, u in tree_after.items()),
+                         Usage(0, 0))
+            m.server_cpu, m.server_waited = served.cpu, served.waited
             m.bridge_rss = peak_rss_mb([bridges[m.name]])
             m.server_rss = peak_rss_mb(list(tree_after))
         run.s2s_connections, run.s2s_pairs = s2s(roots, addresses)
@@ -363,6 +368,9 @@ def report(run: Run, items: int, rate: float, servers: str) -> str:
             ["bridge CPU s over the run", spread(bridges_cpu)],
             ["bridge peak RSS", spread([m.bridge_rss for m in run.members], " MB")],
             ["server CPU s over the run", spread([m.server_cpu for m in run.members])],
+            ["s waiting for a core, bridge / server (median)",
+             f"{statistics.median(m.bridge_waited for m in run.members):.1f} / "
+             f"{statistics.median(m.server_waited for m in run.members):.1f}"],
             ["server peak RSS", spread([m.server_rss for m in run.members], " MB")],
             ["open fds, bridge / server (max)", f"{max(m.bridge_fds for m in run.members)} / "
                                                 f"{max(m.server_fds for m in run.members)}"],
