@@ -168,7 +168,8 @@ def _address(field: str) -> tuple[str, int]:
 
 def directory_bytes(path: Path) -> int:
     total = 0
-    for root, _, files in os.walk(path.resolve()):
+    # followlinks: an ejabberd member's files are behind the ``server`` link (demo.ejabberd)
+    for root, _, files in os.walk(path.resolve(), followlinks=True):
         for name in files:
             try:
                 total += os.lstat(os.path.join(root, name)).st_size
