@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -15,15 +15,17 @@ T = TypeVar("T")
 
 
 def loopback_consortium(workdir: Path, hosts: dict[str, int], *, feed_port_base: int,
-                        discovery_interval: float) -> Consortium:
-    """Members on 127.0.<slot>.<host>, feeds from ``feed_port_base`` + 20 * slot.
+                        discovery_interval: float, servers: Mapping[str, str] | None = None) -> Consortium:
+    """Members on 127.0.<slot>.<host>, feeds from ``feed_port_base`` + 20 * slot; ``servers``: members
+    on ejabberd rather than Prosody (``Consortium``).
 
     XMPPBRIDGE_TEST_SLOT=N (default 0) moves every suite's addresses and ports, so that the test runs of
     several working copies on one machine do not meet each other's servers.
     """
     slot = int(os.environ.get("XMPPBRIDGE_TEST_SLOT", "0"))
     return Consortium(workdir, {name: f"127.0.{slot}.{host}" for name, host in hosts.items()},
-                      feed_port_base=feed_port_base + 20 * slot, discovery_interval=discovery_interval)
+                      feed_port_base=feed_port_base + 20 * slot, discovery_interval=discovery_interval,
+                      servers=servers)
 
 
 @contextmanager

@@ -31,11 +31,11 @@ def _slot() -> int:
     return int(os.environ.get("XMPPBRIDGE_TEST_SLOT", "0"))  # as in conftest: several working copies
 
 
-def _start_demo(workdir: Path, hosts: tuple[int, int], port: int) -> subprocess.Popen[str]:
+def _start_demo(workdir: Path, hosts: tuple[int, ...], port: int, *options: str) -> subprocess.Popen[str]:
     addresses = ",".join(f"127.0.{_slot()}.{host}" for host in hosts)
     return subprocess.Popen(
         [sys.executable, "-m", "xmppbridge.cli", "demo", "--workdir", str(workdir),
-         "--addresses", addresses, "--feed-port", str(port)],
+         "--addresses", addresses, "--feed-port", str(port), *options],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
 
@@ -163,3 +163,30 @@ def _close_every_connection(server: socket.socket) -> None:
         except OSError:
             return
         connection.close()
+
+
+def test_a_demo_of_four_members_on_prosody_and_ejabberd_is_ready_once_each_mirrors_the_others(
+        tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    port = 18684 + 20 * _slot()
+    demo = _start_demo(workdir, (204, 205, 206, 207), port, "--members", "4", "--servers", "prosody,ejabberd")
+    output: list[str] = []
+    try:
+        assert _read_until(demo, output, "READY ", timeout=240), "".join(output)
+        assert output[-1] == "READY " + " ".join(f"http://127.0.0.1:{port + i}/" for i in range(4)) + "\n"
+        text = "".join(output)
+        net = f"127.0.{_slot()}"
+        assert f"Prosody: a.test on {net}.204, c.test on {net}.206; ejabberd: b.test on {net}.205, " \
+               f"d.test on {net}.207 (federated over s2s, full mesh)" in text
+        published = sum(": published to " in line for line in output)
+        assert published == 4 * 8  # every member published the 8 incidents of the samples
+        assert f"Each of the 4 members mirrored what the other 3 published ({3 * published} incidents in " \
+               "all), signatures verified." in text
+        for host, offset in ((204, 0), (207, 3)):
+            health = _health(host, port + offset)
+            assert health["entries"] == published and health["rejects"] == 0  # its own 8 and 24 others'
+    finally:
+        demo.send_signal(signal.SIGINT)
+        rest, _ = demo.communicate(timeout=60)
+    assert demo.returncode == 0, "".join(output) + rest
+    _no_leftovers(workdir)

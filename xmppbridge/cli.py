@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from xmppbridge.config import load_config
+from xmppbridge.demo.topology import TOPOLOGIES
 from xmppbridge.errors import BridgeError, InputRejected
 
 if TYPE_CHECKING:
@@ -165,14 +166,27 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--json", action="store_true", help="print the report as one JSON object")
     sub.add_argument("--timeout", type=float, default=10.0, help="seconds per network step (default 10)")
 
-    sub = command("demo", cmd_demo, "run a two-domain consortium on loopback (what `make demo` runs)")
+    sub = command("demo", cmd_demo, "run a consortium on loopback: two domains (what `make demo` runs) "
+                                    "or --members N")
     sub.add_argument("--workdir", type=Path, default=Path("var/demo"))
-    sub.add_argument("--addresses", default="127.0.0.2,127.0.0.3",
-                     help="loopback addresses of a.test and b.test (default 127.0.0.2,127.0.0.3)")
-    sub.add_argument("--feed-port", type=int, default=8081, help="A's feed port; B's is the next one")
+    sub.add_argument("--members", type=int, default=2,
+                     help="number of member domains, a.test, b.test, ... (2 to 16, default 2); with more "
+                          "than 2 every member publishes the samples")
+    sub.add_argument("--topology", default="mesh", choices=TOPOLOGIES,
+                     help="who subscribes to whom: mesh (every member to every other; the default); "
+                          "hub is not available yet")
+    sub.add_argument("--servers", default="prosody",
+                     help="XMPP server software, dealt round-robin: prosody,ejabberd puts a on Prosody, b "
+                          "on ejabberd, c on Prosody, ... (default prosody)")
+    sub.add_argument("--addresses",
+                     help="comma-separated loopback addresses, one per member (default 127.0.0.2 and "
+                          "127.0.0.3 for a and b, 127.0.0.240 on for the others)")
+    sub.add_argument("--feed-port", type=int, default=8081,
+                     help="A's feed port; B's is the next one, and so on")
     sub.add_argument("--restart", metavar="PART",
                      help="start one part of the running demo in --workdir again (server-a, bridge-a, "
-                          "server-b, bridge-b), in the background; the demo prints this when a part dies")
+                          "server-b, bridge-b, ...), in the background; the demo prints this when a part "
+                          "dies")
     return parser
 
 
@@ -586,8 +600,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.restart:
         return restart(args.workdir.resolve(), args.restart)
 
-    a, _, b = args.addresses.partition(",")
-    return run_demo(args.workdir, addresses=(a, b), feed_port=args.feed_port)
+    addresses = args.addresses.split(",") if args.addresses else None
+    return run_demo(args.workdir, members=args.members, shape=args.topology, servers=args.servers,
+                    addresses=addresses, feed_port=args.feed_port)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from xmppbridge.demo.ejabberd import EjabberdServer
 from xmppbridge.demo.prosody import ProsodyServer
 
 
@@ -80,6 +81,11 @@ class ProsodyAccounts:
 
     def register(self, user: str, password: str) -> None:
         register_prosody(self.server.workdir / "prosody.cfg.lua", user, self.server.domain, password)
+
+
+def chat_server(server: ProsodyServer | EjabberdServer) -> ChatServer:
+    """Where a member's accounts are made: ejabberd registers them itself, Prosody through prosodyctl."""
+    return ProsodyAccounts(server) if isinstance(server, ProsodyServer) else server
 
 
 def create_accounts(server: ChatServer, users: Iterable[str]) -> list[Account]:

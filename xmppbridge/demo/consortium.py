@@ -1,9 +1,12 @@
-"""A consortium on one machine: one Prosody and one bridge process per member, federated over s2s.
+"""A consortium on one machine: one XMPP server (Prosody or ejabberd) and one bridge process per
+member, federated over s2s.
 
-``make demo`` and the integration tests both run this, so what the tests prove is what a user sees.
-Each member gets its own loopback address; everything generated lives under ``workdir``. Its feed listens
-on 127.0.0.1, its operator listener (/metrics, the detailed /healthz that says when it is ready) on the
-member's own address, each on a port of its own.
+``make demo`` and the integration tests both run this, so what the tests prove is what a user sees; the
+scale benchmark runs it with up to 16 members. Each member gets its own loopback address (every server
+listens for s2s on port 5269 of its own address); everything generated lives under ``workdir``. Its feed
+listens on 127.0.0.1, its operator listener (/metrics, the detailed /healthz that says when it is ready)
+on the member's own address, each on a port of its own. Who follows whom is a ``demo.topology.Topology``
+(default: the full mesh).
 """
 
 from __future__ import annotations
@@ -17,14 +20,24 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from xmppbridge.demo.ejabberd import EjabberdServer
 from xmppbridge.demo.prosody import ProsodyServer
+from xmppbridge.demo.topology import Topology, mesh
 from xmppbridge.feed.auth import hash_password
+from xmppbridge.policy.audiences import Audiences, parse_audiences
 from xmppbridge.signing.keys import generate_identity_files
+
+Server = ProsodyServer | EjabberdServer
+# Servers started at once: each start mostly waits for its ports to open, but ejabberd's Erlang VM
+# takes a core for a second or so, so more than a few at a time only queue up on this 2-core machine.
+PARALLEL_STARTS = 4
 
 # What the demo's members share with each other by default: every restriction (as the flat whitelist did).
 SHARED = ("partner", "need-to-know", "default", "private")
@@ -37,7 +50,9 @@ class Member:
     feed_port: int
     metrics_port: int
     workdir: Path
-    prosody: ProsodyServer = field(init=False)
+    # The member's XMPP server, Prosody or ejabberd (the name is older than ejabberd support; tests
+    # reach it under this name).
+    prosody: Server = field(init=False)
     bridge: subprocess.Popen[bytes] | None = None
     passwords: dict[str, str] = field(default_factory=dict)  # feed user -> password, set by write_files
     store_url: str | None = None  # a PostgreSQL store (store.url) instead of the SQLite file
@@ -85,10 +100,13 @@ class Member:
 class Consortium:
     def __init__(self, workdir: Path, members: dict[str, str], *, feed_port_base: int = 8081,
                  secret: str = "demo-component-secret", discovery_interval: float = 2.0,
-                 check_interval: float | None = None, metrics_port_base: int | None = None) -> None:
+                 check_interval: float | None = None, metrics_port_base: int | None = None,
+                 servers: Mapping[str, str] | None = None, topology: Topology | None = None) -> None:
         """``members`` maps a short name ("a") to its loopback address ("127.0.0.2"). The check interval
         is the discovery interval unless given (short ones let tests see a remote restart healed soon).
-        Operator listeners get ports from ``metrics_port_base`` (default: the feed's base + 1000)."""
+        Operator listeners get ports from ``metrics_port_base`` (default: the feed's base + 1000).
+        ``servers`` maps a member to ``prosody`` (the default) or ``ejabberd``; ``topology`` says who
+        follows whom (default: the full mesh)."""
         self.workdir = workdir.resolve()
         self.discovery_interval = discovery_interval
         self.check_interval = discovery_interval if check_interval is None else check_interval
@@ -97,11 +115,18 @@ class Consortium:
             name: Member(name, ip, feed_port_base + i, metrics_base + i, self.workdir)
             for i, (name, ip) in enumerate(members.items())
         }
+        self.topology = topology or mesh(list(self.members))
+        if set(self.topology.members) != set(self.members):
+            raise ValueError(f"topology {self.topology.name} is of members {sorted(self.topology.members)}, "
+                             f"not {sorted(self.members)}")
+        kinds = servers or {}
         for member in self.members.values():
             peers = {m.domain: m.ip for m in self.members.values() if m is not member}
-            member.prosody = ProsodyServer(member.domain, member.ip, self.workdir / "prosody" / member.name,
-                                           secret, peers=peers)
+            kind = EjabberdServer if kinds.get(member.name, "prosody") == "ejabberd" else ProsodyServer
+            member.prosody = kind(member.domain, member.ip, self.workdir / "prosody" / member.name, secret,
+                                  peers=peers)
         self.secret = secret
+        self._audiences: dict[str, dict[str, object]] = {}  # member -> its audiences: section
 
     def __getitem__(self, name: str) -> Member:
         return self.members[name]
@@ -115,9 +140,9 @@ class Consortium:
                     audiences: dict[str, dict[str, object]] | None = None) -> None:
         """Keys and one bridge config per member, each with the consortium's member registry.
 
-        ``subscriptions`` maps a member to the members whose nodes it subscribes to (default: every
-        other member, all nodes). ``audiences`` maps a member to its ``audiences:`` section (default:
-        every other member reads every restriction, as a flat whitelist did).
+        ``subscriptions`` maps a member to the members whose nodes it subscribes to (default: those
+        the topology says it follows, all nodes). ``audiences`` maps a member to its ``audiences:``
+        section (default: every other member reads every restriction, as a flat whitelist did).
 
         Each feed gets the user ``analyst``, who may read and write everything, plus ``users`` (name ->
         ``read``/``write`` rights), each with a fresh random password (``Member.passwords``); the
@@ -133,8 +158,8 @@ class Consortium:
                 # subjectAltName: the IncidentID domain the member speaks for (signing.trust).
                 generate_identity_files(common_name, key, cert, domains=(member.domain,))
         for member in self.members.values():
-            sources = (subscriptions or {}).get(member.name, [m.name for m in self.members.values()
-                                                               if m is not member])
+            sources = (subscriptions or {}).get(member.name, self.topology.follows[member.name])
+            self._audiences[member.name] = (audiences or {}).get(member.name, {r: "all" for r in SHARED})
             config = {
                 "component": {"jid": member.bridge_jid, "secret": self.secret,
                               "server": {"host": member.ip, "port": member.prosody.component_port}},
@@ -144,7 +169,7 @@ class Consortium:
                 "signing": {"key": f"keys/{member.name}.key", "cert": f"keys/{member.name}.crt"},
                 # One entry per member, ours included: trust, subscriptions and audiences derive from it.
                 "members": [self._registry_entry(m, follow=m.name in sources) for m in self.members.values()],
-                "audiences": (audiences or {}).get(member.name, {r: "all" for r in SHARED}),
+                "audiences": self._audiences[member.name],
                 "store": ({"url": member.store_url} if member.store_url else
                           {"path": str(member.store_path.relative_to(self.workdir))}),
                 "feed": {"listen": f"127.0.0.1:{member.feed_port}", "base_url": member.feed_url,
@@ -166,6 +191,11 @@ class Consortium:
                                        for m in self.members.values()))
         credentials.chmod(0o600)
 
+    def audiences(self, name: str) -> Audiences:
+        """Member ``name``'s audiences as its bridge reads them (after ``write_files``)."""
+        bridges = {m.name: m.bridge_jid for m in self.members.values() if m.name != name}
+        return parse_audiences(self._audiences[name], bridges)
+
     @staticmethod
     def _registry_entry(member: Member, *, follow: bool) -> dict[str, object]:
         return {"name": member.name, "bridge": member.bridge_jid, "pubsub": member.pubsub_jid,
@@ -182,12 +212,30 @@ class Consortium:
     # -- processes ---------------------------------------------------------------------------------
 
     def start_servers(self) -> None:
-        for member in self.members.values():
-            member.prosody.start()
+        """Every member's server, a few at a time (``PARALLEL_STARTS``); the first failure is raised once
+        all attempts are over, so that ``stop`` finds every server that did start."""
+        with ThreadPoolExecutor(PARALLEL_STARTS) as pool:
+            for started in [pool.submit(m.prosody.start) for m in self.members.values()]:
+                started.result()
+
+    def start_bridges(self, names: Iterable[str] | None = None, timeout: float = 120.0) -> None:
+        """Start the bridges of ``names`` (default: every member) at once, then wait until each is
+        ready: with many members, their start-ups (imports, keys, first connection) overlap."""
+        chosen = list(self.members if names is None else names)
+        for name in chosen:
+            self.launch_bridge(name)
+        deadline = time.monotonic() + timeout
+        for name in chosen:
+            self.wait_ready(name, max(1.0, deadline - time.monotonic()))
 
     def start_bridge(self, name: str, timeout: float = 120.0) -> None:
         """Start member ``name``'s bridge and wait until it is ready: connected, subscribed and caught
         up with what its peers hold (which takes longer the more they hold)."""
+        self.launch_bridge(name)
+        self.wait_ready(name, timeout)
+
+    def launch_bridge(self, name: str) -> None:
+        """Start member ``name``'s bridge process, without waiting for it."""
         member = self.members[name]
         log = open(self.log_path(name), "ab")  # noqa: SIM115 - handed to the child
         member.bridge = subprocess.Popen(
@@ -195,7 +243,6 @@ class Consortium:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
-        self.wait_ready(name, timeout)
 
     def bridge_command(self, name: str) -> list[str]:
         return [sys.executable, "-m", "xmppbridge.cli", "run", "-c", str(self.members[name].config_path)]
@@ -229,10 +276,17 @@ class Consortium:
         stop_process(member.bridge, kill=kill)
 
     def stop(self) -> None:
-        for name in self.members:
-            self.stop_bridge(name)
-        for member in self.members.values():
-            member.prosody.stop()
+        """Every bridge, then every server; each group asked at once, so that 16 members take as long
+        to stop as the slowest one."""
+        bridges = [m.bridge for m in self.members.values()
+                   if m.bridge is not None and m.bridge.poll() is None]
+        for bridge in bridges:
+            bridge.send_signal(signal.SIGTERM)
+        for bridge in bridges:
+            wait_or_kill(bridge)
+        with ThreadPoolExecutor(PARALLEL_STARTS) as pool:
+            for stopped in [pool.submit(m.prosody.stop) for m in self.members.values()]:
+                stopped.result()
 
     def log_tail(self, name: str, size: int = 4000) -> str:
         path = self.log_path(name)
@@ -250,8 +304,12 @@ class Consortium:
 def stop_process(process: subprocess.Popen[bytes], *, kill: bool = False) -> None:
     """SIGTERM (a clean stop), or SIGKILL to simulate a crash; SIGKILL after 15 s if it does not stop."""
     process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+    wait_or_kill(process)
+
+
+def wait_or_kill(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
     try:
-        process.wait(15)
+        process.wait(timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()

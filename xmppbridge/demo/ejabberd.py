@@ -87,15 +87,24 @@ class EjabberdServer(LocalServer):
                 "--ctl-config", str(home / "ejabberdctl.cfg"), "--spool", str(home / "db"),
                 "--logs", str(home / "log"), *args]
 
-    def start(self, timeout: float = 30.0) -> None:
+    @property
+    def log_path(self) -> Path:
+        """The server's log, through the link to its files (``stop`` copies it beside the link)."""
+        return self.workdir / "server" / "log" / "ejabberd.log"
+
+    def command(self) -> list[str]:
+        """The command line of this server (writes its configuration first), as Prosody's has."""
         self.write_config()
+        return self._ctl("foreground")
+
+    def start(self, timeout: float = 30.0) -> None:
+        command = self.command()
         if self.dns is None:
             domains = {self.domain: self.ip, **self.peers}
             self.dns = LoopbackDns(self.ip, {name: ip for domain, ip in domains.items()
                                              for name in _names(domain).split()})
         log = open(self.workdir / "stdout.log", "ab")  # noqa: SIM115 - lives as long as the process
-        self.process = subprocess.Popen(self._ctl("foreground"), stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,4 +1,4 @@
-"""Whether one member really mirrors what another published: the truth behind the demo's READY line.
+"""Whether each member really mirrors what the others published: the truth behind the demo's READY line.
 
 An entry counts only when the receiver stores exactly the signed bytes the publisher stored (which it
 does only after verifying the signature); an item the receiver holds in quarantine is missing with the
@@ -8,6 +8,8 @@ quarantine's reason, so the demo can say why instead of waiting.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,9 @@ from xmppbridge.store import Store
 # What `xmppbridge publish` prints for each item it published (cli.cmd_publish).
 _PUBLISHED = re.compile(
     r"^(?P<file>.+): published to (?P<node>\S+) on (?P<service>\S+) as item (?P<item>\S+)$")
+
+
+Pair = tuple[str, str]  # (receiver, publisher): member names
 
 
 @dataclass(frozen=True)
@@ -50,15 +55,34 @@ def unreachable(receiver: Path, service: str) -> bool:
         return any(not peer.reachable and peer.service == service for peer in theirs.peers())
 
 
-def missing_at(receiver: Path, publisher: Path, items: list[Published]) -> list[Missing]:
-    """The ``items`` that the receiver's store (``receiver``, SQLite) does not hold byte-equal to the
-    publisher's (``publisher``), each with the receiver's quarantine reason if it has one."""
-    with Store(publisher) as ours, Store(receiver) as theirs:
-        reasons = {(r.service, r.node, r.item_id): r.reason for r in theirs.rejects(limit=10_000)}
-        missing = []
-        for item in items:
-            key = (item.service, item.node, item.item_id)
-            sent, got = ours.find_entry(*key), theirs.find_entry(*key)
-            if sent is None or got is None or got.deleted or got.xml != sent.xml:
-                missing.append(Missing(item, reasons.get(key)))
-        return missing
+def missing_in(stores: Mapping[str, Path],
+               expected: Mapping[Pair, Sequence[Published]]) -> dict[Pair, list[Missing]]:
+    """For each (receiver, publisher) pair of ``expected``, the items that the receiver's store does not
+    hold byte-equal to the publisher's, each with the receiver's quarantine reason if it has one.
+    ``stores`` maps members to their SQLite files; each is opened once, however many pairs it is in."""
+    with ExitStack() as stack:
+        opened: dict[str, Store] = {}
+
+        def store(name: str) -> Store:
+            if name not in opened:
+                opened[name] = stack.enter_context(Store(stores[name]))
+            return opened[name]
+
+        sent: dict[tuple[str, str, str], bytes | None] = {}
+        reasons: dict[str, dict[tuple[str, str, str], str]] = {}
+        result: dict[Pair, list[Missing]] = {}
+        for (receiver, publisher), items in expected.items():
+            if receiver not in reasons:
+                reasons[receiver] = {(r.service, r.node, r.item_id): r.reason
+                                     for r in store(receiver).rejects(limit=100_000)}
+            missing = []
+            for item in items:
+                key = (item.service, item.node, item.item_id)
+                if key not in sent:
+                    ours = store(publisher).find_entry(*key)
+                    sent[key] = None if ours is None else ours.xml
+                got = store(receiver).find_entry(*key)
+                if sent[key] is None or got is None or got.deleted or got.xml != sent[key]:
+                    missing.append(Missing(item, reasons[receiver].get(key)))
+            result[(receiver, publisher)] = missing
+        return result

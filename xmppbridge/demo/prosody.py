@@ -114,6 +114,10 @@ class ProsodyServer(LocalServer):
         self.stop()
         raise ProsodyError(f"prosody for {self.domain} did not listen within {timeout} s: {self._log_tail()}")
 
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "prosody.log"
+
     def command(self) -> list[str]:
         """The command line of this server (writes its configuration first)."""
         # -F keeps it in the foreground, so the process we hold is the server itself.

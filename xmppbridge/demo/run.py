@@ -1,8 +1,14 @@
-"""``make demo``: two federated members on loopback, sample incidents published at A, mirrored at B.
+"""``make demo``: federated members on loopback, sample incidents published, mirrored by the others.
 
-READY is printed only once B holds every sample A published, byte for byte as A signed it (B stores an
-entry only after verifying its signature). Otherwise the demo stops with a diagnosis. Once READY, a part
-that dies is reported with the command that starts it again, and the rest keeps running.
+By default two members: the samples are published at A and mirrored at B. With ``--members N`` (up to
+16) every member publishes its own copy of the samples (IncidentIDs of its own domain), and each member
+that follows it (``--topology``: the full mesh, every member follows every other) mirrors them.
+``--servers prosody,ejabberd`` deals the server software round-robin.
+
+READY is printed only once every member holds every sample it should, byte for byte as its publisher
+signed it (a member stores an entry only after verifying its signature). Otherwise the demo stops with a
+diagnosis. Once READY, a part that dies is reported with the command that starts it again, and the rest
+keeps running.
 """
 
 from __future__ import annotations
@@ -10,31 +16,61 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from xmppbridge.config import load_config
-from xmppbridge.demo.accounts import ProsodyAccounts, create_accounts, write_credentials
+from xmppbridge.demo.accounts import Account, chat_server, create_accounts, write_credentials
 from xmppbridge.demo.consortium import Consortium
-from xmppbridge.demo.mirrored import Missing, Published, missing_at, published_by, unreachable
+from xmppbridge.demo.ejabberd import EjabberdError
+from xmppbridge.demo.mirrored import Missing, Pair, Published, missing_in, published_by, unreachable
 from xmppbridge.demo.prosody import MISSING_UNBOUND, REPO_ROOT, ProsodyError, has_lua_unbound
 from xmppbridge.demo.supervise import Part, Supervisor
+from xmppbridge.demo.topology import TopologyError, may_receive, member_names, server_kinds, topology
 from xmppbridge.doctor import diagnose, format_text
+from xmppbridge.policy.nodes import parse_node_name
 
 SAMPLES = REPO_ROOT / "config" / "samples"
-MIRROR_TIMEOUT = 60.0  # seconds for B to mirror the samples; they arrive within a second or two
+MIRROR_TIMEOUT = 60.0  # seconds for two members to mirror the samples; they arrive within a second or two
+MAX_MEMBERS = 16  # one XMPP server and one bridge each, on a machine of 2 cores
+# a and b keep the two-member demo's addresses; the third member on take 127.0.0.240-253, which no
+# test suite uses (tests/integration.py and bench/lab.py pick theirs by XMPPBRIDGE_TEST_SLOT).
+ADDRESSES = ("127.0.0.2", "127.0.0.3")
+MORE_ADDRESSES = 240
+LABELS = {"prosody": "Prosody", "ejabberd": "ejabberd"}
+SHAPES = {"mesh": "full mesh"}
 
 
-def run_demo(workdir: Path, *, addresses: tuple[str, str] = ("127.0.0.2", "127.0.0.3"),
-             feed_port: int = 8081) -> int:
-    prosody = shutil.which("prosody")
-    if prosody is None or not has_lua_unbound(prosody):
-        print("prosody is not installed: run `make demo` (it installs it) or apt-get install prosody "
-              "lua-dbi-sqlite3 lua-unbound" if prosody is None else MISSING_UNBOUND, file=sys.stderr)
+def demo_addresses(count: int) -> list[str]:
+    """The default loopback addresses of ``count`` members."""
+    return [*ADDRESSES, *(f"127.0.0.{MORE_ADDRESSES + i}" for i in range(count - 2))][:count]
+
+
+def run_demo(workdir: Path, *, members: int = 2, shape: str = "mesh", servers: str = "prosody",
+             addresses: Sequence[str] | None = None, feed_port: int = 8081) -> int:
+    try:
+        if members > MAX_MEMBERS:
+            raise TopologyError(f"--members: at most {MAX_MEMBERS} on one machine (each member runs an "
+                                f"XMPP server and a bridge), got {members}")
+        names = member_names(members)
+        follows = topology(shape, names)
+        kinds = server_kinds(servers, names)
+        addresses = list(addresses or demo_addresses(members))
+        if len(addresses) != members:
+            raise TopologyError(f"--addresses: {members} members need {members} addresses, got "
+                                f"{len(addresses)}")
+    except TopologyError as exc:
+        print(f"xmppbridge demo: {exc}", file=sys.stderr)
         return 2
-    consortium = Consortium(workdir, dict(zip("ab", addresses, strict=True)), feed_port_base=feed_port)
+    if (problem := _missing_software(set(kinds.values()))) is not None:
+        print(problem, file=sys.stderr)
+        return 2
+    consortium = Consortium(workdir, dict(zip(names, addresses, strict=True)), feed_port_base=feed_port,
+                            servers=kinds, topology=follows)
     supervisor: Supervisor | None = None
     stop_requested = False
 
@@ -45,35 +81,37 @@ def run_demo(workdir: Path, *, addresses: tuple[str, str] = ("127.0.0.2", "127.0
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        # B is a member trusted with everything A publishes. Anonymous readers see the public collections;
-        # the demo analyst (var/demo/credentials) may read and write everything.
+        # Every member is trusted with everything the others publish. Anonymous readers see the public
+        # collections; the demo analyst (var/demo/credentials) may read and write everything.
         consortium.write_files()
         print(f"configs, keys and data: {consortium.workdir}")
         consortium.start_servers()
-        print(f"Prosody: a.test on {addresses[0]}, b.test on {addresses[1]} (federated over s2s)")
-        accounts = create_accounts(ProsodyAccounts(consortium["a"].prosody), ["analyst"])
-        accounts += create_accounts(ProsodyAccounts(consortium["b"].prosody), ["analyst", "guest"])
+        print(_servers_line(consortium, kinds))
+        accounts = _accounts(consortium)
         write_credentials(consortium.workdir / "xmpp-credentials", accounts)
-        for name in ("a", "b"):
-            consortium.start_bridge(name)
+        consortium.start_bridges(timeout=120.0 + 10.0 * members)
         supervisor = _supervise(consortium)
-        print("bridges: bridge.a.test and bridge.b.test connected")
-        result = consortium.publish("a", *sorted(SAMPLES.glob("*.xml")))
-        print(result.stdout, end="")
-        if result.returncode != 0:
-            print(result.stderr, file=sys.stderr, end="")
-            return 1
-        items = published_by(result.stdout)
-        missing = _wait_until_mirrored(consortium, items, lambda: stop_requested)
+        print(f"bridges: {_and([m.bridge_jid for m in consortium.members.values()])} connected")
+        publishers = ["a"] if members == 2 else names
+        items: dict[str, list[Published]] = {}
+        for name, result in _publish(consortium, publishers).items():
+            print(result.stdout, end="")
+            if result.returncode != 0:
+                print(result.stderr, file=sys.stderr, end="")
+                return 1
+            items[name] = published_by(result.stdout)
+        expected = _expected(consortium, items)
+        missing = _wait_until_mirrored(consortium, expected, MIRROR_TIMEOUT * members / 2,
+                                       lambda: stop_requested)
         if stop_requested:
             return 0
-        if missing:
-            print(_diagnosis(consortium, items, missing), file=sys.stderr, flush=True)
+        if any(missing.values()):
+            print(_diagnosis(consortium, expected, missing), file=sys.stderr, flush=True)
             return 1
+        print(_mirrored_line(expected, members))
+        for member in consortium.members.values():
+            print(f"{member.name.upper()}'s feeds: {member.feed_url}.well-known/rolie/servicedocument")
         a, b = consortium["a"], consortium["b"]
-        print(f"\nB mirrored all {len(items)} incidents published at A, signatures verified.")
-        print(f"A's feeds: {a.feed_url}.well-known/rolie/servicedocument")
-        print(f"B's feeds: {b.feed_url}.well-known/rolie/servicedocument")
         print(f"operators: {a.metrics_url}healthz, {b.metrics_url}metrics (the operator listeners; the"
               " feeds' /healthz says only up)")
         print(f"sign in:   analyst passwords (HTTP Basic) are in {consortium.workdir / 'credentials'}")
@@ -81,13 +119,13 @@ def run_demo(workdir: Path, *, addresses: tuple[str, str] = ("127.0.0.2", "127.0
               f"{consortium.workdir / 'xmpp-credentials'}; message bridge.b.test 'help'")
         print(f"try:       {Path(sys.executable).parent / 'xmppbridge'} publish -c {a.config_path} FILE.xml")
         print("Ctrl-C stops everything.")
-        print(f"READY {a.feed_url} {b.feed_url}", flush=True)
+        print("READY " + " ".join(m.feed_url for m in consortium.members.values()), flush=True)
         while not stop_requested:
             for message in supervisor.poll():
                 print(message, file=sys.stderr, flush=True)
             time.sleep(0.5)
         return 0
-    except (ProsodyError, RuntimeError) as exc:
+    except (ProsodyError, EjabberdError, RuntimeError) as exc:
         print(f"the demo could not start: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -98,12 +136,99 @@ def run_demo(workdir: Path, *, addresses: tuple[str, str] = ("127.0.0.2", "127.0
         print("stopped.")
 
 
+def _missing_software(kinds: set[str]) -> str | None:
+    """What to install first, if a server the demo needs is missing."""
+    prosody = shutil.which("prosody")
+    if "prosody" in kinds and (prosody is None or not has_lua_unbound(prosody)):
+        return ("prosody is not installed: run `make demo` (it installs it) or apt-get install prosody "
+                "lua-dbi-sqlite3 lua-unbound" if prosody is None else MISSING_UNBOUND)
+    if "ejabberd" in kinds and shutil.which("ejabberdctl") is None:
+        return "ejabberd is not installed: run `make demo` (it installs it) or apt-get install ejabberd"
+    return None
+
+
+def _and(words: Sequence[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def _servers_line(consortium: Consortium, kinds: Mapping[str, str]) -> str:
+    """e.g. ``Prosody: a.test on 127.0.0.2, b.test on 127.0.0.3 (federated over s2s)``."""
+    groups = []
+    for kind, label in LABELS.items():
+        hosted = [f"{m.domain} on {m.ip}" for m in consortium.members.values() if kinds[m.name] == kind]
+        if hosted:
+            groups.append(f"{label}: {', '.join(hosted)}")
+    shape = f", {SHAPES[consortium.topology.name]}" if len(consortium.members) > 2 else ""
+    return f"{'; '.join(groups)} (federated over s2s{shape})"
+
+
+def _accounts(consortium: Consortium) -> list[Account]:
+    """A chat account ``analyst`` on every member, and a stranger ``guest`` on b.test."""
+    def make(name: str) -> list[Account]:
+        users = ["analyst", "guest"] if name == "b" else ["analyst"]
+        return create_accounts(chat_server(consortium[name].prosody), users)
+
+    with ThreadPoolExecutor(4) as pool:
+        return [account for made in pool.map(make, consortium.members) for account in made]
+
+
+def samples_of(consortium: Consortium, name: str) -> list[Path]:
+    """The samples as member ``name`` publishes them: A the shipped files; any other member a copy whose
+    IncidentIDs are of its own domain (csirt.<name>.test), which its signing key speaks for."""
+    shipped = sorted(SAMPLES.glob("*.xml"))
+    if name == "a":
+        return shipped
+    directory = consortium.workdir / "samples" / name
+    directory.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for path in shipped:
+        copy = directory / path.name
+        copy.write_bytes(path.read_bytes().replace(b"csirt.a.test", f"csirt.{name}.test".encode())
+                         .replace(b">A-2024-", f">{name.upper()}-2024-".encode()))
+        copies.append(copy)
+    return copies
+
+
+def _publish(consortium: Consortium,
+             publishers: Sequence[str]) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Each publisher's samples, the publishers at once (each ``xmppbridge publish`` mostly waits)."""
+    with ThreadPoolExecutor(4) as pool:
+        runs = {name: pool.submit(consortium.publish, name, *samples_of(consortium, name))
+                for name in publishers}
+        return {name: run.result() for name, run in runs.items()}
+
+
+def _expected(consortium: Consortium, items: Mapping[str, list[Published]]) -> dict[Pair, list[Published]]:
+    """(receiver, publisher) -> what the receiver must hold of the publisher's items: those it follows
+    (the topology) in categories the publisher's audiences let it read."""
+    expected: dict[Pair, list[Published]] = {}
+    audiences = {name: consortium.audiences(name) for name in items}
+    for publisher, published in items.items():
+        for item in published:
+            category = parse_node_name("iodef", item.node)
+            assert category is not None  # the bridge published it under its node prefix
+            for receiver in sorted(may_receive(consortium.topology, audiences, publisher, *category)):
+                expected.setdefault((receiver, publisher), []).append(item)
+    return expected
+
+
+def _mirrored_line(expected: Mapping[Pair, list[Published]], members: int) -> str:
+    if len(expected) == 1:
+        [((receiver, publisher), items)] = expected.items()
+        return (f"\n{receiver.upper()} mirrored all {len(items)} incidents published at {publisher.upper()}, "
+                "signatures verified.")
+    total = sum(map(len, expected.values()))
+    return (f"\nEach of the {members} members mirrored what the other {members - 1} published ({total} "
+            "incidents in all), signatures verified.")
+
+
 def _supervise(consortium: Consortium) -> Supervisor:
-    """Watch the four processes; ``--restart PART`` starts one of them again from another terminal."""
+    """Watch every member's server and bridge; ``--restart PART`` starts one of them again from another
+    terminal."""
     parts, processes = [], {}
     for name, member in consortium.members.items():
         server = member.prosody
-        parts.append(Part(f"server-{name}", server.command(), server.workdir / "prosody.log",
+        parts.append(Part(f"server-{name}", server.command(), server.log_path,
                           [(server.ip, server.component_port), (server.ip, server.s2s_port)]))
         parts.append(Part(f"bridge-{name}", consortium.bridge_command(name), consortium.log_path(name),
                           [], member.metrics_url + "healthz"))
@@ -115,41 +240,54 @@ def _supervise(consortium: Consortium) -> Supervisor:
     return supervisor
 
 
-def _wait_until_mirrored(consortium: Consortium, items: list[Published],
-                         stopping: Callable[[], bool]) -> list[Missing]:
-    """What B still lacks once it holds everything, holds the rest in quarantine, cannot reach A, or
-    time is up."""
-    a, b = consortium["a"], consortium["b"]
-    deadline = time.monotonic() + MIRROR_TIMEOUT
+def _wait_until_mirrored(consortium: Consortium, expected: Mapping[Pair, list[Published]], timeout: float,
+                         stopping: Callable[[], bool]) -> dict[Pair, list[Missing]]:
+    """What each receiver still lacks once everything arrived, the rest is held in quarantine or comes
+    from a publisher the receiver cannot reach, or time is up."""
+    stores = {name: member.store_path for name, member in consortium.members.items()}
+    deadline = time.monotonic() + timeout
     while True:
-        missing = missing_at(b.store_path, a.store_path, items)
+        missing = missing_in(stores, expected)
         # Quarantined items stay there until an operator releases them: no point in waiting. Neither
-        # is there while B's bridge finds A's service unreachable (B's peer health).
-        if all(m.reason is not None for m in missing) or time.monotonic() > deadline:
+        # is there while a receiver's bridge finds the publisher's service unreachable (its peer health).
+        waiting = [pair for pair, lacking in missing.items() if any(m.reason is None for m in lacking)]
+        if not waiting or time.monotonic() > deadline or stopping():
             return missing
-        if unreachable(b.store_path, a.pubsub_jid):
-            return missing
-        if stopping():
+        if all(unreachable(stores[receiver], consortium[publisher].pubsub_jid)
+               for receiver, publisher in waiting):
             return missing
         time.sleep(0.5)
 
 
-def _diagnosis(consortium: Consortium, items: list[Published], missing: list[Missing]) -> str:
-    b = consortium["b"]
-    lines = [f"NOT READY: B holds {len(items) - len(missing)} of the {len(items)} incidents published at A."]
-    lines += [f"  {each.describe()}" for each in missing]
-    if any(m.reason is not None for m in missing):
-        lines.append(f"B refused them; why, in full: xmppbridge quarantine list -c {b.config_path}")
-    if any(m.reason is None for m in missing):
-        lines.append(f"B never received them. xmppbridge doctor -c {b.config_path} says:")
-        lines += [f"  {line}" for line in _doctor(b.config_path).splitlines()]
-    lines.append(f"logs: {consortium.log_path('a')}, {consortium.log_path('b')}, "
+def _diagnosis(consortium: Consortium, expected: Mapping[Pair, list[Published]],
+               missing: Mapping[Pair, list[Missing]]) -> str:
+    lines = []
+    never_received = []
+    for (receiver, publisher), lacking in missing.items():
+        if not lacking:
+            continue
+        total = len(expected[(receiver, publisher)])
+        lines.append(f"NOT READY: {receiver.upper()} holds {total - len(lacking)} of the {total} incidents "
+                     f"published at {publisher.upper()}.")
+        lines += [f"  {each.describe()}" for each in lacking]
+        config = consortium[receiver].config_path
+        if any(m.reason is not None for m in lacking):
+            lines.append(f"{receiver.upper()} refused them; why, in full: "
+                         f"xmppbridge quarantine list -c {config}")
+        if any(m.reason is None for m in lacking) and receiver not in never_received:
+            never_received.append(receiver)
+    for receiver in never_received:
+        config = consortium[receiver].config_path
+        lines.append(f"{receiver.upper()} never received them. xmppbridge doctor -c {config} says:")
+        lines += [f"  {line}" for line in _doctor(config).splitlines()]
+    lines.append(f"logs: {', '.join(str(consortium.log_path(name)) for name in consortium.members)}, "
                  f"{consortium.workdir / 'prosody'}/*/prosody.log")
     return "\n".join(lines)
 
 
 def _doctor(config_path: Path) -> str:
-    """Doctor's report on B, through B's running bridge (the check that explains a federation failure)."""
+    """Doctor's report on a receiver, through its running bridge (the check that explains a federation
+    failure)."""
     try:
         return format_text(asyncio.run(diagnose(load_config(config_path))))
     except Exception as exc:  # noqa: BLE001 - the diagnosis must not hide what it was diagnosing

@@ -1,0 +1,407 @@
+"""Benchmark: a consortium of N members in a full mesh on this machine (issue 17, SCALING.md).
+
+The consortium is the demo's (``demo.consortium.Consortium`` with ``demo.topology.mesh``): one XMPP
+server and one bridge process per member, every member following every other. After a warm-up (each
+member publishes one item per node, so every node exists and is discovered), each member publishes
+``--items`` items (default 250), interleaved across the members at an aggregate offered rate of
+``--rate`` items/s (default 20), through ``Publisher.submit`` into its own bridge's outbox, in this
+process (as ``xmppbridge publish`` does in its own). Per run:
+
+- exactly once: in every receiver's store, one entry per item it may see (``topology.may_receive``), at
+  revision 1 with one change in the feed's change log; lost = expected but absent, duplicated = stored
+  more than once over, or not expected at all;
+- time to converge: from the first submit to the last delivery stored anywhere (``received_at``);
+- delivery latency p50/p99 over every (item, receiver): the receiver's ``received_at`` minus the submit;
+- CPU seconds over the run (publishing until converged), seconds spent runnable but waiting for a core
+  (``bench.cpu``: where latency goes when the machine is full), and peak RSS (VmHWM, the process's lifetime)
+  of every bridge and every server (ejabberd: its Erlang VM with ejabberdctl, a process tree);
+- s2s: established TCP connections from one member's server to port 5269 of another's, and the server
+  pairs they link (a mesh of N needs N(N-1)/2);
+- stored bytes per item: growth of the bridges' SQLite stores (checkpointed) per entry stored, and of
+  the servers' files per item published there.
+
+``bench_scale.py [N ...] [--items 250] [--rate 20] [--servers prosody[,ejabberd]]`` (default N = 4 8 16).
+Members on 127.0.<slot>.220-235 (XMPPBRIDGE_TEST_SLOT, default 0), feeds on 127.0.0.1:19100+, so the
+integration tests (127.0.<slot>.200-203) can run beside it. Discovery every 10 s, checks every 60 s
+(the shipped default). Take /tmp/xmppbridge-bench.lock (flock) for figures that go into SCALING.md.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import option, positional, table  # noqa: E402
+from bench.cpu import Usage, tree_usage, usage  # noqa: E402
+from bench.lab import RESTRICTIONS, document, epoch, percentile  # noqa: E402
+from xmppbridge.config import load_config  # noqa: E402
+from xmppbridge.demo.consortium import Consortium  # noqa: E402
+from xmppbridge.demo.topology import may_receive, member_names, mesh, server_kinds  # noqa: E402
+from xmppbridge.publish import Publisher  # noqa: E402
+from xmppbridge.store import Store  # noqa: E402
+
+SIZES = (4, 8, 16)
+ITEMS, RATE = 250, 20.0
+HOST_BASE, FEED_PORT = 220, 19100
+DISCOVERY, CHECK = 10.0, 60.0
+PURPOSE = "mitigation"
+S2S_PORT = 5269
+
+
+@dataclass
+class Member:
+    name: str
+    kind: str
+    bridge_cpu: float = 0.0
+    bridge_waited: float = 0.0  # seconds runnable but waiting for a core (bench.cpu)
+    bridge_rss: float = 0.0  # MB
+    server_cpu: float = 0.0
+    server_waited: float = 0.0
+    server_rss: float = 0.0
+    bridge_fds: int = 0  # most open at once during the run
+    server_fds: int = 0
+
+
+@dataclass
+class Run:
+    n: int
+    started_servers: float = 0.0  # seconds
+    started_bridges: float = 0.0
+    warmed_up: float = 0.0
+    offered: float = 0.0  # items/s achieved by the submit loop
+    converged: float = 0.0
+    drained: float = 0.0  # from the last submit to the last delivery
+    expected: int = 0  # deliveries that must happen
+    lost: int = 0
+    duplicated: int = 0
+    rejected: int = 0
+    p50: float = 0.0
+    p99: float = 0.0
+    s2s_connections: int = 0
+    s2s_pairs: int = 0
+    store_bytes_per_entry: float = 0.0
+    server_bytes_per_item: float = 0.0
+    members: list[Member] = field(default_factory=list)
+
+
+def slot() -> int:
+    return int(os.environ.get("XMPPBRIDGE_TEST_SLOT", "0"))
+
+
+def incident(name: str, tag: str, i: int, restriction: str) -> bytes:
+    return document(f"{tag}-{name.upper()}-{i:04d}", restriction, PURPOSE).replace(
+        b"csirt.a.test", f"csirt.{name}.test".encode())
+
+
+def server_root(consortium: Consortium, name: str) -> int:
+    process = consortium[name].prosody.process
+    assert process is not None
+    return process.pid
+
+
+def fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+def tree_fds(root: int) -> int:
+    return sum(fds(pid) for pid in tree_usage(root))
+
+
+def peak_rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def s2s(servers: dict[str, int], addresses: dict[str, str]) -> tuple[int, int]:
+    """Established TCP connections to port 5269 of a member's address, and the member pairs they link.
+    The connecting side's source address is not the member's own (servers dial out from 127.0.0.1),
+    so the connection's socket says whose it is: the server process (tree) holding it open."""
+    owner = {}
+    for name, root in servers.items():
+        for pid in tree_usage(root):
+            try:
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        owner[target[8:-1]] = name
+            except OSError:
+                continue
+    members = {ip: name for name, ip in addresses.items()}
+    connections, pairs = 0, set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote, state, inode = fields[2], fields[3], fields[9]
+        rip, rport = _address(remote)
+        if state != "01" or rport != S2S_PORT or rip not in members:  # 01: ESTABLISHED
+            continue
+        if (dialer := owner.get(inode)) is not None:
+            connections += 1
+            pairs.add(frozenset((dialer, members[rip])))
+    return connections, len(pairs)
+
+
+def _address(field: str) -> tuple[str, int]:
+    ip, port = field.split(":")
+    return socket.inet_ntoa(struct.pack("<I", int(ip, 16))), int(port, 16)
+
+
+def directory_bytes(path: Path) -> int:
+    total = 0
+    # followlinks: an ejabberd member's files are behind the ``server`` link (demo.ejabberd)
+    for root, _, files in os.walk(path.resolve(), followlinks=True):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+    return total
+
+
+def store_bytes(consortium: Consortium) -> int:
+    """The members' stores, checkpointed so that the WAL's contents count in the file (retried while a
+    bridge holds the write lock)."""
+    total = 0
+    for member in consortium.members.values():
+        conn = sqlite3.connect(member.store_path, timeout=30)
+        try:
+            for _ in range(20):
+                if conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0:
+                    break
+                time.sleep(0.2)
+        finally:
+            conn.close()
+        total += member.store_path.stat().st_size
+    return total
+
+
+def remote_rows(consortium: Consortium, name: str, tag: str) -> list[tuple[str, str, int, int, str]]:
+    """(service, item id, revision, changes, received_at) of member ``name``'s entries from the others."""
+    conn = sqlite3.connect(consortium[name].store_path, timeout=30)
+    try:
+        return conn.execute(
+            "SELECT service, item_id, revision, (SELECT count(*) FROM changes WHERE changes.entry_id ="
+            " entries.id), received_at FROM entries WHERE origin = 'remote' AND incident_id LIKE ?",
+            (f"{tag}-%",)).fetchall()
+    finally:
+        conn.close()
+
+
+def rejects(consortium: Consortium, name: str) -> int:
+    conn = sqlite3.connect(consortium[name].store_path, timeout=30)
+    try:
+        return conn.execute("SELECT count(*) FROM rejects").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def publish(consortium: Consortium, tag: str, per_member: int, rate: float | None,
+            categories: tuple[str, ...] = RESTRICTIONS) -> tuple[dict[tuple[str, str], float], float, float]:
+    """Interleaved across the members at ``rate`` items/s in all (None: as fast as they sign): item id ->
+    submit time, the first submit's time, and the offered rate achieved."""
+    stores = {name: Store(m.store_path) for name, m in consortium.members.items()}
+    try:
+        publishers = {name: Publisher.for_config(store, load_config(consortium[name].config_path))
+                      for name, store in stores.items()}
+        names = list(consortium.members)
+        submitted: dict[tuple[str, str], float] = {}
+        t0 = time.time()
+        for k in range(per_member * len(names)):
+            name, i = names[k % len(names)], k // len(names)
+            if rate is not None and (delay := t0 + k / rate - time.time()) > 0:
+                time.sleep(delay)
+            now = time.time()
+            data = incident(name, tag, i, categories[i % len(categories)])
+            for accepted in publishers[name].submit(data, source="bench"):
+                submitted[(consortium[name].pubsub_jid, accepted.item.item_id)] = now
+        return submitted, t0, len(submitted) / max(time.time() - t0, 1e-9)
+    finally:
+        for store in stores.values():
+            store.close()
+
+
+def expected_at(consortium: Consortium,
+                submitted: dict[tuple[str, str], float]) -> dict[str, Counter[tuple[str, str]]]:
+    """Receiver -> the (service, item id) it must hold once each: item i of a member is in category
+    ``RESTRICTIONS[i % 4]`` (``publish``)."""
+    services = {m.pubsub_jid: name for name, m in consortium.members.items()}
+    audiences = {name: consortium.audiences(name) for name in consortium.members}
+    expected: dict[str, Counter[tuple[str, str]]] = {name: Counter() for name in consortium.members}
+    for key in submitted:
+        publisher = services[key[0]]
+        restriction = RESTRICTIONS[int(key[1].rsplit("-", 1)[1]) % len(RESTRICTIONS)]
+        for receiver in may_receive(consortium.topology, audiences, publisher, restriction, PURPOSE):
+            expected[receiver][key] = 1
+    return expected
+
+
+def wait_converged(consortium: Consortium, tag: str, expected: dict[str, Counter[tuple[str, str]]],
+                   timeout: float, watch: Run | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        held = {name: Counter((s, i) for s, i, *_ in remote_rows(consortium, name, tag))
+                for name in consortium.members}
+        if watch is not None:
+            for m in watch.members:
+                bridge = consortium[m.name].bridge
+                assert bridge is not None
+                m.bridge_fds = max(m.bridge_fds, fds(bridge.pid))
+                m.server_fds = max(m.server_fds, tree_fds(server_root(consortium, m.name)))
+        if all(held[name] >= expected[name] for name in consortium.members):
+            return
+        if time.monotonic() > deadline:
+            lacking = {name: sum((expected[name] - held[name]).values()) for name in consortium.members}
+            raise TimeoutError(f"{tag}: not converged within {timeout:.0f} s; missing per member {lacking}")
+        for name, member in consortium.members.items():
+            if member.bridge is not None and member.bridge.poll() is not None:
+                raise RuntimeError(f"bridge {name} exited:\n{consortium.log_tail(name)}")
+        time.sleep(1.0)
+
+
+def one_run(n: int, items: int, rate: float, servers: str, workdir: Path) -> Run:
+    names = member_names(n)
+    kinds = server_kinds(servers, names)
+    addresses = {name: f"127.0.{slot()}.{HOST_BASE + i}" for i, name in enumerate(names)}
+    consortium = Consortium(workdir, addresses, feed_port_base=FEED_PORT, discovery_interval=DISCOVERY,
+                            check_interval=CHECK, servers=kinds, topology=mesh(names))
+    run = Run(n, members=[Member(name, kinds[name]) for name in names])
+    consortium.write_files()
+    try:
+        start = time.monotonic()
+        consortium.start_servers()
+        run.started_servers = time.monotonic() - start
+        start = time.monotonic()
+        consortium.start_bridges(timeout=120.0 + 20.0 * n)
+        run.started_bridges = time.monotonic() - start
+
+        # Warm-up: one item per node and member, so that every node exists and has been discovered.
+        start = time.monotonic()
+        warm, _, _ = publish(consortium, "W", len(RESTRICTIONS), None)
+        wait_converged(consortium, "W", expected_at(consortium, warm), 300.0)
+        run.warmed_up = time.monotonic() - start
+
+        stores_before = store_bytes(consortium)
+        servers_before = sum(directory_bytes(m.prosody.workdir) for m in consortium.members.values())
+        bridges = {name: m.bridge.pid for name, m in consortium.members.items() if m.bridge is not None}
+        roots = {name: server_root(consortium, name) for name in names}
+        cpu_before = {name: usage(pid) for name, pid in bridges.items()}
+        server_before = {name: tree_usage(root) for name, root in roots.items()}
+
+        submitted, t0, run.offered = publish(consortium, "S", items, rate)
+        expected = expected_at(consortium, submitted)
+        run.expected = sum(sum(c.values()) for c in expected.values())
+        wait_converged(consortium, "S", expected, 300.0 + 60.0 * n, run)
+
+        for m in run.members:
+            before, after = cpu_before[m.name], usage(bridges[m.name])
+            used = after - before if before and after else Usage(float("nan"), float("nan"))
+            m.bridge_cpu, m.bridge_waited = used.cpu, used.waited
+            tree_after = tree_usage(roots[m.name])
+            served = sum((u - server_before[m.name].get(pid, Usage(0, 0)) for pid, u in tree_after.items()),
+                         Usage(0, 0))
+            m.server_cpu, m.server_waited = served.cpu, served.waited
+            m.bridge_rss = peak_rss_mb([bridges[m.name]])
+            m.server_rss = peak_rss_mb(list(tree_after))
+        run.s2s_connections, run.s2s_pairs = s2s(roots, addresses)
+
+        # A check round later (60 s): a late duplicate or a stray item would have landed by now.
+        time.sleep(CHECK + 5)
+        latencies, last = [], t0
+        for name in names:
+            rows = remote_rows(consortium, name, "S")
+            held = Counter((service, item_id) for service, item_id, *_ in rows)
+            run.lost += sum((expected[name] - held).values())
+            run.duplicated += sum((held - expected[name]).values())
+            run.duplicated += sum(1 for _, _, revision, changes, _ in rows if revision != 1 or changes != 1)
+            run.rejected += rejects(consortium, name)
+            for service, item_id, _, _, received_at in rows:
+                if (service, item_id) in submitted:
+                    arrived = epoch(received_at)
+                    latencies.append(arrived - submitted[(service, item_id)])
+                    last = max(last, arrived)
+        run.converged = last - t0
+        run.drained = last - max(submitted.values())
+        run.p50, run.p99 = percentile(latencies, 50), percentile(latencies, 99)
+        stored = run.expected + len(submitted)  # the copies at the receivers and the publishers' own
+        run.store_bytes_per_entry = (store_bytes(consortium) - stores_before) / stored
+        servers_after = sum(directory_bytes(m.prosody.workdir) for m in consortium.members.values())
+        run.server_bytes_per_item = (servers_after - servers_before) / len(submitted)
+        return run
+    finally:
+        consortium.stop()
+
+
+def report(run: Run, items: int, rate: float, servers: str) -> str:
+    def spread(values: list[float], unit: str = "") -> str:
+        return f"median {statistics.median(values):.1f}{unit}, max {max(values):.1f}{unit}"
+
+    bridges_cpu = [m.bridge_cpu for m in run.members]
+    lines = [
+        f"Full mesh of {run.n} members ({servers}), {items} items each at {rate:g} items/s aggregate "
+        f"offered ({run.n * items} items, {run.expected} deliveries)",
+        table([
+            ["start servers / bridges / warm-up",
+             f"{run.started_servers:.1f} s / {run.started_bridges:.1f} s / {run.warmed_up:.1f} s"],
+            ["offered rate achieved", f"{run.offered:.1f} items/s"],
+            ["lost / duplicated / quarantined", f"{run.lost} / {run.duplicated} / {run.rejected}"],
+            ["time to converge (after the last submit)", f"{run.converged:.1f} s ({run.drained:.1f} s)"],
+            ["delivery latency p50 / p99", f"{run.p50 * 1000:.0f} ms / {run.p99 * 1000:.0f} ms"],
+            ["bridge CPU s over the run", spread(bridges_cpu)],
+            ["bridge peak RSS", spread([m.bridge_rss for m in run.members], " MB")],
+            ["server CPU s over the run", spread([m.server_cpu for m in run.members])],
+            ["s waiting for a core, bridge / server (median)",
+             f"{statistics.median(m.bridge_waited for m in run.members):.1f} / "
+             f"{statistics.median(m.server_waited for m in run.members):.1f}"],
+            ["server peak RSS", spread([m.server_rss for m in run.members], " MB")],
+            ["open fds, bridge / server (max)", f"{max(m.bridge_fds for m in run.members)} / "
+                                                f"{max(m.server_fds for m in run.members)}"],
+            ["s2s TCP connections / linked pairs", f"{run.s2s_connections} / {run.s2s_pairs} "
+                                                   f"(mesh: {run.n * (run.n - 1) // 2} pairs)"],
+            ["bridge store bytes per stored entry", f"{run.store_bytes_per_entry:.0f}"],
+            ["server bytes per published item", f"{run.server_bytes_per_item:.0f}"],
+        ], ["measure", "value"]),
+        "",
+        table([[m.name, m.kind, f"{m.bridge_cpu:.1f}", f"{m.bridge_rss:.0f}", f"{m.server_cpu:.1f}",
+                f"{m.server_rss:.0f}"] for m in run.members],
+              ["member", "server", "bridge CPU s", "bridge peak RSS MB", "server CPU s",
+               "server peak RSS MB"]),
+        f"CPU per delivery (all bridges): {1000 * sum(bridges_cpu) / max(run.expected, 1):.1f} ms; "
+        f"per item published (all servers): "
+        f"{1000 * sum(m.server_cpu for m in run.members) / (run.n * items):.1f} ms",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    sizes = [int(arg) for arg in positional("--items", "--rate", "--servers")] or list(SIZES)
+    items, rate = int(option("--items", str(ITEMS))), float(option("--rate", str(RATE)))
+    servers = option("--servers", "prosody")
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix=f"bench-scale-{n}-") as tmp:
+            run = one_run(n, items, rate, servers, Path(tmp))
+        print(report(run, items, rate, servers), flush=True)
+        print(flush=True)
+
+
+if __name__ == "__main__":
+    main()
