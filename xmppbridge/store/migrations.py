@@ -5,7 +5,7 @@ Steps 2 to 4 only add (columns with ``ALTER TABLE ... ADD COLUMN``, tables, inde
 added from the data already there, or replace an index by a wider one. Step 5 moves each entry's current
 document into a table of its own and rebuilds ``entries`` without it. An existing store keeps everything
 it had. Step 6 adds the ``peers`` table, step 7 the ``approvals`` table, step 8 chat's tables (which
-chat kept beside the store's until then).
+chat kept beside the store's until then), step 9 the custody chain of relayed documents.
 
 PostgreSQL stores run the same steps from version 1 (one history, one schema for both); the SQL is the
 table modules' (``store.sql``), and only step 5 takes a different way on PostgreSQL, which can drop a
@@ -209,6 +209,13 @@ def _to_8(conn: Connection) -> None:
         conn.execute(statement)
 
 
+def _to_9(conn: Connection) -> None:
+    """The custody chain of relayed documents (``store.custody``, JSON) on entries and on the outbox
+    (hub and spoke, issue 17); NULL, as for every document not relayed, in the rows already there."""
+    for table in ("entries", "outbox"):
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN custody TEXT")
+
+
 @contextmanager
 def _secure_delete_off(conn: Connection) -> Iterator[None]:
     """Free pages without overwriting them with zeros. For the old entries table that hides nothing: its
@@ -230,4 +237,5 @@ _STEPS: tuple[tuple[int, Callable[[Connection], None]], ...] = (
     (6, _to_6),
     (7, _to_7),
     (8, _to_8),
+    (9, _to_9),
 )
