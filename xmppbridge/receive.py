@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Protocol
 
+from xmppbridge.custody import MemberOf, received_chain
 from xmppbridge.errors import InputRejected, TooLarge
 from xmppbridge.iodef.document import document_from_root
 from xmppbridge.iodef.model import Document, Incident
@@ -61,15 +63,21 @@ def check_item(trust: TrustStore, *, service: str, node: str, payload: bytes | N
 
 
 def mirror_item(store: Entries, trust: TrustStore, ref: ItemRef, payload: bytes | None, *, max_bytes: int,
-                schema_mode: str = "strict") -> str:
+                schema_mode: str = "strict", member_of: MemberOf | None = None) -> str:
     """Check one item and store it as a mirror entry: "new", "updated" or "unchanged". Raises
-    ``InputRejected``; quarantining is the caller's business (``receive_item``, quarantine release)."""
+    ``InputRejected``; quarantining is the caller's business (``receive_item``, quarantine release).
+
+    The entry's signer is the originator, whoever relayed it: what the item says is believed on the
+    originator's signature alone. A relayed item also keeps its custody chain (``custody``), whose
+    signers ``member_of`` names."""
     checked = check_item(trust, service=ref.service, node=ref.node, payload=payload, max_bytes=max_bytes,
                          schema_mode=schema_mode)
     assert payload is not None  # check_item refuses a missing payload
     verified = checked.verified
+    chain = received_chain(verified, stated=checked.incident.published_time, received=datetime.now(UTC),
+                           member_of=member_of)
     signed = SignedItem(ref.node, ref.item_id, payload, checked.incident, checked.document.version,
-                        Signer(verified.signer_subject, verified.signer_fingerprint))
+                        Signer(verified.signer_subject, verified.signer_fingerprint), chain)
     status = store.upsert_entry(ref.service, signed, origin="remote")
     if verified.relays:
         log.info("item %s: created by %s, relayed by %s", ref, verified.signer_subject,
@@ -82,11 +90,13 @@ class Receiving(Entries, Quarantine, Protocol):
 
 
 def receive_item(store: Receiving, trust: TrustStore, ref: ItemRef, payload: bytes | None, *, max_bytes: int,
-                 schema_mode: str = "strict", source: str = "xmpp") -> Outcome:
+                 schema_mode: str = "strict", source: str = "xmpp",
+                 member_of: MemberOf | None = None) -> Outcome:
     """Verify and mirror one item. Never raises for bad input: refused items go to the quarantine with
     their source, time, reason and raw bytes (``xmppbridge quarantine list``)."""
     try:
-        status = mirror_item(store, trust, ref, payload, max_bytes=max_bytes, schema_mode=schema_mode)
+        status = mirror_item(store, trust, ref, payload, max_bytes=max_bytes, schema_mode=schema_mode,
+                             member_of=member_of)
     except InputRejected as exc:
         store.add_reject(Refused(source, exc.reason, message_of(exc), payload or b"", ref))
         log.warning("quarantined item %s: %s: %s", ref, exc.reason, exc)
