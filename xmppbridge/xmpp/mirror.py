@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 from xml.etree import ElementTree as ET
 
 from xmppbridge.config import Config, Subscription
+from xmppbridge.custody import MemberOf
 from xmppbridge.receive import receive_item
 from xmppbridge.signing.verify import TrustStore
 from xmppbridge.signing.wireform import wire_bytes
@@ -73,8 +74,14 @@ class Mirroring(Entries, Quarantine, Subscriptions, PeerRecords, Batches, Protoc
 class Mirror:
     """The component's ItemSink: verifies and stores what remote nodes send."""
 
-    def __init__(self, config: Config, store: Mirroring, trust: TrustStore) -> None:
+    def __init__(self, config: Config, store: Mirroring, trust: TrustStore, *,
+                 relay: Callable[[ItemRef, bytes], None] | None = None,
+                 own_echo: Callable[[bytes | None], bool] | None = None,
+                 member_of: MemberOf | None = None) -> None:
+        """``relay``: a coordinator's ``Hub.relay``, called for each item just stored; ``own_echo``
+        recognises our own items relayed back (``hub.OwnEcho``); ``member_of`` names custody signers."""
         self.config, self.store, self.trust = config, store, trust
+        self.relay, self.own_echo, self.member_of = relay, own_echo, member_of
         self._synced: set[tuple[str, str]] = set()  # subscribed and caught up in this session
         # One catch-up per node at a time: a second caller (rediscovery, or the sync after a reconnection)
         # waits for the one under way instead of starting another or going on as if it were done.
@@ -106,8 +113,15 @@ class Mirror:
             # Exactly the bytes already verified and mirrored: a catch-up refetch or a duplicate
             # notification. Skipping it keeps catch-up cheap and changes nothing.
             return
-        receive_item(self.store, self.trust, ItemRef(service, node, item_id), data,
-                     max_bytes=self.config.max_document_bytes, schema_mode=self.config.schema_mode)
+        if self.own_echo is not None and self.own_echo(data):
+            log.debug("passed over item %s on %s/%s: our own, relayed back", item_id, service, node)
+            return
+        ref = ItemRef(service, node, item_id)
+        outcome = receive_item(self.store, self.trust, ref, data, max_bytes=self.config.max_document_bytes,
+                               schema_mode=self.config.schema_mode, member_of=self.member_of)
+        if self.relay is not None and data is not None and outcome.accepted and outcome.status != "unchanged":
+            # In the batch that stored it: the item and its relay are committed together (hub.py).
+            self.relay(ref, data)
 
     def _note_contact(self, service: str, node: str) -> None:
         """Record when a node last sent something, at most every few seconds (a write per item would
