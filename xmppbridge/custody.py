@@ -65,3 +65,12 @@ def member_names(registry: Registry) -> MemberOf:
         return next((member for subject, member in issuers if subject == issuer), "")
 
     return name
+
+
+def describe(hop: Custodian, when: Callable[[datetime], str]) -> str:
+    """One hop as a reader sees it, e.g. ``relay CN=CSIRT H (member cert-h; SHA-256 ab12...) at
+    2026-12-03T09:00:00Z``; ``when`` writes the time (RFC 3339 in the feed, minutes in chat)."""
+    who = "; ".join(part for part in (f"member {hop.member}" if hop.member else "",
+                                      f"SHA-256 {hop.fingerprint}" if hop.fingerprint else "") if part)
+    text = f"{hop.role} {hop.subject or 'unknown signer'}" + (f" ({who})" if who else "")
+    return text + (f" at {when(hop.at)}" if hop.at is not None else ", time not recorded")

@@ -66,10 +66,10 @@ def prepare_relay(ref: ItemRef, payload: bytes, relayer: Relayer, route: Route, 
                             reason=RELAY_LOOP)
     target = node_name(relayer.prefix, incident.effective_restriction, incident.purpose)
     audience = route.audience(target)
+    check_relayable(incident.effective_restriction, audience.bridges, route.allowed)  # private: never
     if audience.empty:
         raise InputRejected(f"no member may read {target} (audiences:), so there is nobody to relay it to",
                             reason=AUDIENCE_EMPTY)
-    check_relayable(incident.effective_restriction, audience.bridges, route.allowed)
     check_signer(identity)  # our relay signature must be one the peers accept, as for what we publish
     relayed = relay_sign(payload, identity, max_bytes=relayer.max_bytes)
     if len(relayed) > relayer.max_bytes:
