@@ -19,9 +19,10 @@ from xmppbridge.config import Config
 from xmppbridge.custody import member_names
 from xmppbridge.feed import atom, html
 from xmppbridge.feed.layout import FeedUrls
-from xmppbridge.hub import RELAY_SOURCE, Hub, OwnEcho
+from xmppbridge.hub import Hub, OwnEcho
 from xmppbridge.policy.relaying import RelayRule
-from xmppbridge.relay import Relayer, Route, prepare_relay
+from xmppbridge.quarantine import release
+from xmppbridge.relay import RELAY_SOURCE, Relayer, Route, prepare_relay
 from xmppbridge.signing.keys import SigningIdentity, load_identity
 from xmppbridge.signing.sign import sign_document
 from xmppbridge.signing.trust import TrustStore
@@ -113,7 +114,7 @@ class Coordinator:
         self.store = Store(tmp_path / "h.sqlite")
         self.hub = Hub(self.config, self.store, identity(tmp_path, "h"))
         self.mirror = Mirror(self.config, self.store, self.config.trust, relay=self.hub.relay,
-                             member_of=member_names(self.config.registry))
+                             retract_relayed=self.hub.retract, member_of=member_names(self.config.registry))
         self.a = identity(tmp_path, "a")
 
     def receive(self, incident_id: str, restriction: str, *, xml: bytes | None = None) -> bytes:
@@ -213,3 +214,22 @@ def prepare_relay_for(config: Config, h: SigningIdentity, payload: bytes) -> byt
                          Relayer(h, config.trust, "iodef", 100_000),
                          Route(config.node_audience, {"bridge.b.test"}))
     return item.xml
+
+
+def test_a_retraction_by_the_originator_retracts_the_relayed_copy(coordinator: Coordinator) -> None:
+    coordinator.receive("R-5", "partner")
+    [item] = coordinator.store.pending()
+    coordinator.store.mark_published(item.id, service="pubsub.h.test")
+    coordinator.mirror.on_retract("pubsub.a.test", "iodef/partner/mitigation", "item-R-5")
+    [retraction] = coordinator.store.pending()
+    assert (retraction.action, retraction.node, retraction.item_id) == ("retract", item.node, item.item_id)
+    coordinator.mirror.on_retract("pubsub.a.test", "iodef/partner/mitigation", "item-R-5")  # again: no-op
+    assert len(coordinator.store.pending()) == 1
+
+
+def test_a_relay_refusal_is_not_released_as_if_the_receive_path_had_refused_it(coordinator: Coordinator
+                                                                               ) -> None:
+    coordinator.receive("P-2", "private")
+    [outcome] = release(coordinator.store, coordinator.config.trust, coordinator.store.rejects(),
+                        max_bytes=100_000, follows=coordinator.config.sources.follows)
+    assert not outcome.released and "relay policy" in outcome.outcome

@@ -52,8 +52,9 @@ class Bridge:
         # coming back from the hub.
         self.hub = Hub(config, self.store, identity) if config.relay else None
         self.mirror = Mirror(config, self.store, config.trust,  # trust: loaded and checked by load_config
-                             relay=self.hub.relay if self.hub else None, own_echo=OwnEcho(identity),
-                             member_of=member_names(config.registry))
+                             relay=self.hub.relay if self.hub else None,
+                             retract_relayed=self.hub.retract if self.hub else None,
+                             own_echo=OwnEcho(identity), member_of=member_names(config.registry))
         self.metrics = BridgeMetrics(self.store, connected=lambda: self.xmpp.online.is_set())
         self.xmpp = BridgeComponent(config.jid, config.secret, config.server_host, config.server_port,
                                     self.metrics.timed_sink(self.mirror))

@@ -5,7 +5,8 @@ to ``Hub.relay``: if a ``relay:`` rule selects it, it is relay-signed (``relay.p
 in the outbox for our own node. The mirror stores the item and the hub queues it in the same store batch
 (one transaction per notification stanza or fetch), so a crash loses neither or both, and the outbox
 publishes it after a restart. A redelivery or a catch-up refetch brings the same bytes, which the mirror
-skips before it gets here, so nothing is relayed twice. Items a rule selects and the policy refuses
+skips before it gets here, so nothing is relayed twice. A retraction by the originator retracts our
+relayed copy (``Hub.retract``). Items a rule selects and the policy refuses
 (private, an audience wider than the rule's ``to``, ...) are kept in the quarantine with their reason
 (source ``relay``), as the receive path keeps what it refuses.
 
@@ -25,18 +26,19 @@ from lxml import etree
 from xmppbridge.config import Config
 from xmppbridge.custody import member_names
 from xmppbridge.errors import InputRejected
+from xmppbridge.iodef.document import incident_item_id
 from xmppbridge.iodef.parse import parse_untrusted
+from xmppbridge.policy.nodes import node_name
 from xmppbridge.receive import message_of
-from xmppbridge.relay import Relayer, Route, prepare_relay
+from xmppbridge.relay import RELAY_SOURCE, Relayer, Route, prepare_relay
 from xmppbridge.signing.keys import SigningIdentity, fingerprint
 from xmppbridge.signing.shape import signature_layout
 from xmppbridge.signing.verify import _embedded_certificates
 from xmppbridge.store.contracts import Entries, Outbox, Quarantine
-from xmppbridge.store.items import ItemRef, Refused
+from xmppbridge.store.items import ItemRef, Refused, SignedItem
+from xmppbridge.store.outbox import RETRACT
 
 log = logging.getLogger(__name__)
-
-RELAY_SOURCE = "relay"  # the quarantine's source of what the hub refused to relay
 
 
 class Relaying(Entries, Outbox, Quarantine, Protocol):
@@ -66,6 +68,22 @@ class Hub:
             return
         self.store.enqueue(item, source=f"{RELAY_SOURCE}:{ref.service}")
         log.info("relaying item %s to %s as %s", ref, item.node, item.item_id)
+
+    def retract(self, ref: ItemRef) -> None:
+        """The originator retracted ``ref`` (the mirror just marked it deleted): retract our relayed copy
+        too, if we published one, so that the spokes drop it as the hub did."""
+        entry = self.store.find_entry(ref.service, ref.node, ref.item_id)
+        if entry is None:
+            return
+        node = node_name(self.config.node_prefix, entry.restriction, entry.incident.purpose)
+        ours = self.store.find_entry(self.config.pubsub_service, node, incident_item_id(entry.incident))
+        # Only a copy we relayed of this very item: one whose custody starts with its originator.
+        if ours is None or ours.deleted or not ours.custody or \
+                ours.custody[0].fingerprint != entry.signer_fingerprint:
+            return
+        self.store.enqueue(SignedItem(ours.node, ours.item_id, b"", ours.incident, ours.version),
+                           source=f"{RELAY_SOURCE}:{ref.service}", action=RETRACT)
+        log.info("retracting our relayed copy %s of %s: retracted by its originator", ours.item_id, ref)
 
 
 class OwnEcho:

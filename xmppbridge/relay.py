@@ -27,6 +27,7 @@ from xmppbridge.signing.verify import TrustStore
 from xmppbridge.store.items import RELAY, Custodian, ItemRef, SignedItem, Signer
 
 RELAY_LOOP = "relay-loop"
+RELAY_SOURCE = "relay"  # the quarantine's source of what a hub refused to relay (hub.py)
 
 
 @dataclass(frozen=True)

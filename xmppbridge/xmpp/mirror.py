@@ -76,12 +76,15 @@ class Mirror:
 
     def __init__(self, config: Config, store: Mirroring, trust: TrustStore, *,
                  relay: Callable[[ItemRef, bytes], None] | None = None,
+                 retract_relayed: Callable[[ItemRef], None] | None = None,
                  own_echo: Callable[[bytes | None], bool] | None = None,
                  member_of: MemberOf | None = None) -> None:
-        """``relay``: a coordinator's ``Hub.relay``, called for each item just stored; ``own_echo``
+        """``relay``: a coordinator's ``Hub.relay``, called for each item just stored, and
+        ``retract_relayed`` its ``Hub.retract``, for each one just marked retracted; ``own_echo``
         recognises our own items relayed back (``hub.OwnEcho``); ``member_of`` names custody signers."""
         self.config, self.store, self.trust = config, store, trust
-        self.relay, self.own_echo, self.member_of = relay, own_echo, member_of
+        self.relay, self.retract_relayed = relay, retract_relayed
+        self.own_echo, self.member_of = own_echo, member_of
         self._synced: set[tuple[str, str]] = set()  # subscribed and caught up in this session
         # One catch-up per node at a time: a second caller (rediscovery, or the sync after a reconnection)
         # waits for the one under way instead of starting another or going on as if it were done.
@@ -141,6 +144,8 @@ class Mirror:
     def _retract(self, service: str, node: str, item_id: str) -> None:
         if self.store.mark_deleted(service, node, item_id):
             log.info("retracted item %s on %s/%s", item_id, service, node)
+            if self.retract_relayed is not None:
+                self.retract_relayed(ItemRef(service, node, item_id))
 
 
     def batch(self) -> AbstractContextManager[None]:
