@@ -6,7 +6,7 @@ incident of each restriction. b gets the public, partner and need-to-know ones f
 signature and h's relay signature, which the real xmlsec1 verifies one by one over the document as
 each signer saw it; c, a partner reader only, gets public and partner; nobody gets the private one,
 which h mirrors and refuses to relay (kept in h's quarantine). The custody chain shows in b's feed,
-and a restarted hub does not relay anything again.
+a restarted hub does not relay anything again, and a retraction at a reaches the spokes through h.
 """
 
 from __future__ import annotations
@@ -154,3 +154,18 @@ def test_a_restarted_hub_relays_nothing_again(star: Consortium) -> None:
     star.start_bridge("h", 120)  # caught up with a again: every item fetched anew, none relayed anew
     assert relays() == before
     assert all(e.revision == 1 for e in held(star, "b").values())
+
+
+def test_a_retraction_at_the_originator_reaches_the_spokes_through_the_hub(star: Consortium) -> None:
+    eventually(lambda: "HUB-partner" in held(star, "c"), timeout=90, what="c to hold HUB-partner")
+    with closing(store_of(star, "a")) as store:
+        [own] = [e for e in store.entries(limit=100) if e.incident.id == "HUB-partner"]
+    a = star["a"]
+    request = urllib.request.Request(FeedUrls(a.feed_url).entry(own.id), method="DELETE",
+                                     headers=a.basic_auth())
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.status == 204
+    for spoke in "bc":
+        eventually(lambda spoke=spoke: "HUB-partner" not in held(star, spoke), timeout=60,
+                   what=f"{spoke} to drop HUB-partner, retracted by a and then by h")
+    assert "HUB-public" in held(star, "c")  # nothing else went
