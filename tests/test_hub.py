@@ -172,6 +172,21 @@ def test_a_relay_never_reaches_beyond_its_rule_even_when_the_audience_grows(coor
     assert reject.reason == "relay-refused" and "bridge.c.test would read it" in reject.message
 
 
+def test_partner_items_too_reach_no_one_outside_the_rule(tmp_path: Path, hub_config: dict) -> None:
+    hub_config["audiences"] = {"partner": ["b"], "need-to-know": ["b"]}
+    hub_config["relay"] = [{"from": ["a"], "restrictions": ["partner"], "to": ["b"]}]
+    coordinator = Coordinator(tmp_path, hub_config)
+    with coordinator.store:
+        audiences = coordinator.config.audiences
+        wider = dataclasses.replace(audiences, rules=MappingProxyType({**audiences.rules,
+                                                                       "partner": frozenset("bc")}))
+        coordinator.hub.config = dataclasses.replace(coordinator.config, audiences=wider)  # a reload, say
+        coordinator.receive("R-6", "partner")
+        assert coordinator.store.pending() == []
+        [reject] = coordinator.store.rejects()
+        assert reject.reason == "relay-refused" and "bridge.c.test would read it" in reject.message
+
+
 def test_what_is_not_selected_stays_unrelayed_and_unremarked(tmp_path: Path, hub_config: dict) -> None:
     hub_config["relay"] = [{"from": ["a"], "restrictions": ["public"], "to": "all"}]
     coordinator = Coordinator(tmp_path, hub_config)

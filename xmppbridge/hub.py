@@ -33,7 +33,7 @@ from xmppbridge.receive import message_of
 from xmppbridge.relay import RELAY_SOURCE, Relayer, Route, prepare_relay
 from xmppbridge.signing.keys import SigningIdentity, fingerprint
 from xmppbridge.signing.shape import signature_layout
-from xmppbridge.signing.verify import _embedded_certificates
+from xmppbridge.signing.verify import embedded_certificates
 from xmppbridge.store.contracts import Entries, Outbox, Quarantine
 from xmppbridge.store.items import ItemRef, Refused, SignedItem
 from xmppbridge.store.outbox import RETRACT
@@ -102,7 +102,7 @@ class OwnEcho:
         try:
             root = parse_untrusted(payload)
             layout = signature_layout(root, etree.QName(root).namespace or "")
-            certificates = _embedded_certificates(layout.originator)
+            certificates = embedded_certificates(layout.originator)
         except InputRejected:
             return False  # not ours after all: the receive path says what is wrong with it
         # Unverified, and only used to pass an item over: a forgery that names our certificate gains

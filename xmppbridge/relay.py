@@ -18,6 +18,7 @@ from xmppbridge.errors import InputRejected, TooLarge
 from xmppbridge.iodef.document import incident_item_id
 from xmppbridge.policy.audiences import AUDIENCE_EMPTY, Audience
 from xmppbridge.policy.nodes import check_publishable, check_relayable, node_name
+from xmppbridge.policy.relaying import check_reach
 from xmppbridge.publish import check_signer
 from xmppbridge.receive import check_item
 from xmppbridge.signing.keys import SigningIdentity
@@ -45,8 +46,8 @@ class Relayer:
 @dataclass(frozen=True)
 class Route:
     """Who would read what we relay: ``audience`` gives the readers of one of our nodes (the pubsub
-    whitelist, ``Config.node_audience``), ``allowed`` the bridges the relay rule lets need-to-know items
-    go to (``RelayRule.to_bridges``)."""
+    whitelist, ``Config.node_audience``), ``allowed`` the bridges the relay rule lets read what it relays
+    (``RelayRule.to_bridges``): none outside it may read a node we relay to, public ones aside."""
 
     audience: Callable[[str], Audience]
     allowed: Collection[str]
@@ -68,6 +69,7 @@ def prepare_relay(ref: ItemRef, payload: bytes, relayer: Relayer, route: Route, 
     target = node_name(relayer.prefix, incident.effective_restriction, incident.purpose)
     audience = route.audience(target)
     check_relayable(incident.effective_restriction, audience.bridges, route.allowed)  # private: never
+    check_reach(incident.effective_restriction, audience.bridges, route.allowed)
     if audience.empty:
         raise InputRejected(f"no member may read {target} (audiences:), so there is nobody to relay it to",
                             reason=AUDIENCE_EMPTY)

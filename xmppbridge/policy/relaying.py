@@ -12,8 +12,10 @@ and are never relayed: no rule can name them, and one that comes from a relayed 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
+from xmppbridge.errors import InputRejected
 from xmppbridge.policy.audiences import Audiences
 from xmppbridge.policy.nodes import PURPOSES, canonical_purpose, canonical_restriction
 
@@ -57,16 +59,6 @@ class RelayPolicy:
         """The first rule that selects the item, None when it is not to be relayed."""
         return next((rule for rule in self.rules if rule.selects(service, node, restriction, purpose)), None)
 
-    @property
-    def sources(self) -> frozenset[str] | None:
-        """Every service some rule relays from (None: any followed service)."""
-        found: set[str] = set()
-        for rule in self.rules:
-            if rule.sources is None:
-                return None
-            found |= rule.sources
-        return frozenset(found)
-
 
 NO_RELAY = RelayPolicy()
 
@@ -83,3 +75,15 @@ def audience_problems(rule: RelayRule, audiences: Audiences) -> list[str]:
             if outside:
                 problems.append(f"{restriction}/{purpose} is read by {', '.join(outside)} (audiences:)")
     return problems
+
+
+def check_reach(restriction: str, readers: Collection[str], to: Collection[str]) -> None:
+    """At relay time, what ``audience_problems`` checks at load: nobody outside the rule's ``to`` (bridge
+    JIDs) reads the node an item of ``restriction`` is relayed to (public aside, which is everyone's).
+    The audiences may have changed since (SIGHUP). Raises ``InputRejected`` with reason ``relay-refused``."""
+    if canonical_restriction(restriction) == "public":
+        return
+    outside = sorted(set(readers) - set(to))
+    if outside:
+        raise InputRejected(f"{', '.join(outside)} would read it on our node, and the relay rule's to does "
+                            "not name them", reason="relay-refused")

@@ -19,7 +19,7 @@ from xmppbridge.iodef.model import Incident
 from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.store import changelog, custody, incidents, searchindex
 from xmppbridge.store.db import from_text, inserted_id, later_than, parse_time, to_text
-from xmppbridge.store.items import ORIGINATOR, Custodian, SignedItem
+from xmppbridge.store.items import Custodian, SignedItem
 from xmppbridge.store.sql import Connection, Row
 
 Origin = Literal["local", "remote"]
@@ -57,13 +57,6 @@ class Entry:
     # A relayed document's custody chain, originator first (schema version 9); empty when it came
     # straight from its signer. The current document's: older revisions are shown with it too.
     custody: tuple[Custodian, ...] = ()
-
-    @property
-    def chain(self) -> tuple[Custodian, ...]:
-        """Who held the document: the custody chain, or the signer alone for a document not relayed."""
-        if self.custody:
-            return self.custody
-        return (Custodian(ORIGINATOR, self.signer_subject, self.signer_fingerprint, self.published_at),)
 
     @cached_property  # asked several times per entry of a feed page; the frozen incident cannot change it
     def restriction(self) -> str:
