@@ -6,7 +6,8 @@ incident of each restriction. b gets the public, partner and need-to-know ones f
 signature and h's relay signature, which the real xmlsec1 verifies one by one over the document as
 each signer saw it; c, a partner reader only, gets public and partner; nobody gets the private one,
 which h mirrors and refuses to relay (kept in h's quarantine). The custody chain shows in b's feed,
-a restarted hub does not relay anything again, and a retraction at a reaches the spokes through h.
+a restarted hub does not relay anything again, one killed around a relay relays it once, and a
+retraction at a reaches the spokes through h.
 """
 
 from __future__ import annotations
@@ -154,6 +155,22 @@ def test_a_restarted_hub_relays_nothing_again(star: Consortium) -> None:
     star.start_bridge("h", 120)  # caught up with a again: every item fetched anew, none relayed anew
     assert relays() == before
     assert all(e.revision == 1 for e in held(star, "b").values())
+
+
+def test_a_hub_killed_around_a_relay_relays_it_once_after_its_restart(star: Consortium) -> None:
+    """Killed as the item arrives: before it stored it (the catch-up fetches it), between storing and
+    publishing (the outbox still holds the relay, committed with the entry), or after (nothing to do).
+    Wherever the kill falls, b gets the item once."""
+    path = star.workdir / "crash.xml"
+    path.write_bytes(iodef2("HUB-crash", restriction="partner"))
+    published = star.publish("a", path)
+    assert published.returncode == 0, published.stderr
+    star.stop_bridge("h", kill=True)
+    star.start_bridge("h", 120)
+    entry = eventually(lambda: held(star, "b").get("HUB-crash"), timeout=90, what="b to hold HUB-crash")
+    assert entry.revision == 1 and [c.member for c in entry.custody] == ["a", "h"]
+    with closing(store_of(star, "h")) as store:
+        assert len(store.sql("SELECT id FROM outbox WHERE item_id = ?", ("csirt.a.test/HUB-crash",))) == 1
 
 
 def test_a_retraction_at_the_originator_reaches_the_spokes_through_the_hub(star: Consortium) -> None:
