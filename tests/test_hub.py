@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
-from types import MappingProxyType
+from types import MappingProxyType, SimpleNamespace
 from xml.etree import ElementTree as ET
 
 import pytest
@@ -14,6 +14,7 @@ from lxml import etree
 
 from tests.hostile_corpus import iodef2
 from tests.test_members import error, load, member
+from tests.test_mirror import ScriptedNode
 from xmppbridge.chat.summary import summary
 from xmppbridge.config import Config
 from xmppbridge.custody import member_names
@@ -21,6 +22,7 @@ from xmppbridge.feed import atom, html
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.hub import Hub, OwnEcho
 from xmppbridge.policy.relaying import RelayRule
+from xmppbridge.policy.sources import Sources
 from xmppbridge.quarantine import release
 from xmppbridge.relay import RELAY_SOURCE, Relayer, Route, prepare_relay
 from xmppbridge.signing.keys import SigningIdentity, load_identity
@@ -248,3 +250,21 @@ def test_a_relay_refusal_is_not_released_as_if_the_receive_path_had_refused_it(c
     [outcome] = release(coordinator.store, coordinator.config.trust, coordinator.store.rejects(),
                         max_bytes=100_000, follows=coordinator.config.sources.follows)
     assert not outcome.released and "relay policy" in outcome.outcome
+
+
+async def test_a_spoke_does_not_fetch_its_own_echoes_again_at_every_check(tmp_path: Path,
+                                                                          hub_config: dict) -> None:
+    config = load(tmp_path, hub_config)
+    a, h = identity(tmp_path, "a"), identity(tmp_path, "h")
+    echo = prepare_relay_for(config, h, sign_document(etree.fromstring(iodef2("E-3")), a))
+    with Store(tmp_path / "a.sqlite") as store:
+        mirror = Mirror(SimpleNamespace(sources=Sources(frozenset({"pubsub.h.test"}))), store, None,
+                        own_echo=OwnEcho(a))  # type: ignore[arg-type]
+        mirror.on_item("pubsub.h.test", "iodef/need-to-know/mitigation", "csirt.a.test/E-3",
+                       ET.fromstring(echo))
+        assert store.count_entries() == 0 and store.count_rejects() == 0  # passed over
+        remote = ScriptedNode(mirror, ["csirt.a.test/E-3"])
+        for _ in range(3):
+            await mirror.catch_up(remote, "pubsub.h.test", "iodef/need-to-know/mitigation",  # type: ignore[arg-type]
+                                  remote_capacity=100, only_missing=True)
+        assert remote.fetched == []

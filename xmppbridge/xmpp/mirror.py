@@ -85,6 +85,9 @@ class Mirror:
         self.config, self.store, self.trust = config, store, trust
         self.relay, self.retract_relayed = relay, retract_relayed
         self.own_echo, self.member_of = own_echo, member_of
+        # Per node: our own items a hub relayed back, passed over; the periodic check does not fetch them
+        # again as missing (kept in memory: after a restart each is fetched once more).
+        self._echoes: dict[tuple[str, str], set[str]] = {}
         self._synced: set[tuple[str, str]] = set()  # subscribed and caught up in this session
         # One catch-up per node at a time: a second caller (rediscovery, or the sync after a reconnection)
         # waits for the one under way instead of starting another or going on as if it were done.
@@ -118,6 +121,7 @@ class Mirror:
             return
         if self.own_echo is not None and self.own_echo(data):
             log.debug("passed over item %s on %s/%s: our own, relayed back", item_id, service, node)
+            self._echoes.setdefault((service, node), set()).add(item_id)
             return
         ref = ItemRef(service, node, item_id)
         outcome = receive_item(self.store, self.trust, ref, data, max_bytes=self.config.max_document_bytes,
@@ -215,7 +219,9 @@ class Mirror:
             offered_again = [item_id for item_id in ids if item_id in quarantined and item_id not in held]
             if offered_again:
                 self.store.reject_seen_again(service, node, offered_again)
-            missing = {item_id for item_id in ids if item_id not in held and item_id not in quarantined}
+            echoes = self._echoes.get((service, node), set())
+            missing = {item_id for item_id in ids
+                       if item_id not in held and item_id not in quarantined and item_id not in echoes}
             # During a burst, many listed items are still on their way as notifications; fetching them
             # would double the work exactly when the bridge is busiest. An item missing at two checks
             # in a row was lost (a remote restart, say) and is fetched now.
