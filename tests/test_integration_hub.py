@@ -23,6 +23,7 @@ from lxml import etree
 
 from tests.integration import eventually, loopback_consortium, running
 from tests.pki import XMLSEC1, xmlsec1
+from tests.test_feed_support import AtomSchemas
 from tests.test_integration_federation import iodef2
 from xmppbridge.demo.consortium import Consortium
 from xmppbridge.feed.layout import FeedUrls
@@ -125,13 +126,15 @@ def test_xmlsec1_verifies_the_custody_chain_signature_by_signature(star: Consort
         assert xmlsec1("--verify", "--trusted-pem", keys / "h.crt", path).returncode != 0
 
 
-def test_the_custody_chain_shows_in_the_spokes_feed(star: Consortium) -> None:
+def test_the_custody_chain_shows_in_the_spokes_feed(star: Consortium, schemas: AtomSchemas) -> None:
     entry = eventually(lambda: held(star, "b").get("HUB-partner"), timeout=90, what="b to hold HUB-partner")
     b = star["b"]
     urls = FeedUrls(b.feed_url)
     request = urllib.request.Request(urls.feed("partner"), headers=b.basic_auth())
     with urllib.request.urlopen(request, timeout=10) as response:
-        feed = response.read().decode()
+        body = response.read()
+    schemas.check_atom(body)  # RFC 4287 and RFC 8322's RELAX NG: rolie:property as ROLIE has it
+    feed = body.decode()
     assert 'name="urn:xmppbridge:property:custody" value="originator CN=CSIRT A ' in feed
     assert 'value="relay CN=CSIRT H ' in feed and "relayed by CN=CSIRT H " in feed
     request = urllib.request.Request(urls.entry(entry.id), headers={**b.basic_auth(), "Accept": "text/html"})
