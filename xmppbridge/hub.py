@@ -29,7 +29,7 @@ from xmppbridge.errors import InputRejected
 from xmppbridge.iodef.document import incident_item_id
 from xmppbridge.iodef.parse import parse_untrusted
 from xmppbridge.policy.nodes import node_name
-from xmppbridge.receive import message_of
+from xmppbridge.receive import Checked, message_of
 from xmppbridge.relay import RELAY_SOURCE, Relayer, Route, prepare_relay
 from xmppbridge.signing.keys import SigningIdentity, fingerprint
 from xmppbridge.signing.shape import signature_layout
@@ -51,17 +51,18 @@ class Hub:
         self.relayer = Relayer(identity, config.trust, config.node_prefix, config.max_document_bytes,
                                config.schema_mode, member_names(config.registry))
 
-    def relay(self, ref: ItemRef, payload: bytes) -> None:
-        """Relay the item just mirrored as ``ref`` if a rule selects it. Never raises for the item."""
-        entry = self.store.find_entry(ref.service, ref.node, ref.item_id)
-        if entry is None or entry.deleted:
-            return
-        rule = self.config.relay.rule_for(ref.service, ref.node, entry.restriction, entry.incident.purpose)
+    def relay(self, ref: ItemRef, payload: bytes, checked: Checked) -> None:
+        """Relay ``payload``, just mirrored as ``ref`` (``checked``: as the receive path verified it), if a
+        rule selects it. Never raises for the item."""
+        incident = checked.incident
+        rule = self.config.relay.rule_for(ref.service, ref.node, incident.effective_restriction,
+                                          incident.purpose)
         if rule is None:
             return
         try:
             item = prepare_relay(ref, payload, self.relayer,
-                                 Route(audience=self.config.node_audience, allowed=rule.to_bridges))
+                                 Route(audience=self.config.node_audience, allowed=rule.to_bridges),
+                                 checked=checked)
         except InputRejected as exc:
             self.store.add_reject(Refused(RELAY_SOURCE, exc.reason, message_of(exc), payload, ref))
             log.warning("not relaying item %s: %s: %s", ref, exc.reason, exc)

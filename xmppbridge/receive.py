@@ -27,19 +27,20 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Outcome:
-    accepted: bool
-    status: str  # "new" | "updated" | "unchanged" when accepted, else the quarantine reason
-    message: str = ""
-
-
-@dataclass(frozen=True)
 class Checked:
     """An item that passed every check: what the originator signed, classified."""
 
     verified: Verified
     document: Document
     incident: Incident  # the representative Incident (narrowest restriction of all)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    accepted: bool
+    status: str  # "new" | "updated" | "unchanged" when accepted, else the quarantine reason
+    message: str = ""
+    checked: Checked | None = None  # an accepted item as verified: a hub relays it without verifying again
 
 
 def check_item(trust: TrustStore, *, service: str, node: str, payload: bytes | None, max_bytes: int,
@@ -70,6 +71,12 @@ def mirror_item(store: Entries, trust: TrustStore, ref: ItemRef, payload: bytes 
     The entry's signer is the originator, whoever relayed it: what the item says is believed on the
     originator's signature alone. A relayed item also keeps its custody chain (``custody``), whose
     signers ``member_of`` names."""
+    return _mirror(store, trust, ref, payload, max_bytes=max_bytes, schema_mode=schema_mode,
+                   member_of=member_of)[0]
+
+
+def _mirror(store: Entries, trust: TrustStore, ref: ItemRef, payload: bytes | None, *, max_bytes: int,
+            schema_mode: str, member_of: MemberOf | None) -> tuple[str, Checked]:
     checked = check_item(trust, service=ref.service, node=ref.node, payload=payload, max_bytes=max_bytes,
                          schema_mode=schema_mode)
     assert payload is not None  # check_item refuses a missing payload
@@ -82,7 +89,7 @@ def mirror_item(store: Entries, trust: TrustStore, ref: ItemRef, payload: bytes 
     if verified.relays:
         log.info("item %s: created by %s, relayed by %s", ref, verified.signer_subject,
                  " -> ".join(s.subject for s in verified.relays))
-    return status
+    return status, checked
 
 
 class Receiving(Entries, Quarantine, Protocol):
@@ -95,14 +102,14 @@ def receive_item(store: Receiving, trust: TrustStore, ref: ItemRef, payload: byt
     """Verify and mirror one item. Never raises for bad input: refused items go to the quarantine with
     their source, time, reason and raw bytes (``xmppbridge quarantine list``)."""
     try:
-        status = mirror_item(store, trust, ref, payload, max_bytes=max_bytes, schema_mode=schema_mode,
-                             member_of=member_of)
+        status, checked = _mirror(store, trust, ref, payload, max_bytes=max_bytes, schema_mode=schema_mode,
+                                  member_of=member_of)
     except InputRejected as exc:
         store.add_reject(Refused(source, exc.reason, message_of(exc), payload or b"", ref))
         log.warning("quarantined item %s: %s: %s", ref, exc.reason, exc)
         return Outcome(False, exc.reason, str(exc))
     log.info("mirrored item %s (%s)", ref, status)
-    return Outcome(True, status)
+    return Outcome(True, status, checked=checked)
 
 
 def representative(incidents: list[Incident]) -> Incident:

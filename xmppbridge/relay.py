@@ -1,8 +1,9 @@
 """Relaying: re-publish an item received from one member to this bridge's own nodes, with custody.
 
-The item is verified again with today's trust (a relay vouches only for what it can verify), must be
-relayable to the audience of our node under the policy (``policy.check_relayable``), keeps the
-originator's signature and gets ours added (``signing.relay``). The result is a ``SignedItem`` like
+The item must verify with today's trust (a relay vouches only for what it can verify: a hub's mirror
+has just verified it, anything else is verified here), must be relayable to the audience of our node
+under the policy (``policy.check_relayable``, ``policy.relaying.check_reach``), keeps the originator's
+signature and gets ours added (``signing.relay``). The result is a ``SignedItem`` like
 the publish path makes, ready for the outbox, whose signer is still the originator (trust in the item
 rests on its signature alone) and whose custody chain ends with our hop.
 """
@@ -20,7 +21,7 @@ from xmppbridge.policy.audiences import AUDIENCE_EMPTY, Audience
 from xmppbridge.policy.nodes import check_publishable, check_relayable, node_name
 from xmppbridge.policy.relaying import check_reach
 from xmppbridge.publish import check_signer
-from xmppbridge.receive import check_item
+from xmppbridge.receive import Checked, check_item
 from xmppbridge.signing.keys import SigningIdentity
 from xmppbridge.signing.relay import relay_sign
 from xmppbridge.signing.trust import Signer as TrustedSigner
@@ -54,12 +55,14 @@ class Route:
 
 
 def prepare_relay(ref: ItemRef, payload: bytes, relayer: Relayer, route: Route, *,
-                  now: datetime | None = None) -> SignedItem:
+                  checked: Checked | None = None, now: datetime | None = None) -> SignedItem:
     """``payload`` as received as ``ref``, relay-signed for our node of its restriction and purpose.
-    Raises ``InputRejected`` (``relay-refused``, ``relay-loop``, ``audience-empty``, or why the item
-    does not verify)."""
-    checked = check_item(relayer.trust, service=ref.service, node=ref.node, payload=payload,
-                         max_bytes=relayer.max_bytes, schema_mode=relayer.schema_mode)
+    ``checked``: what the receive path made of exactly this payload just now, with the same trust (the
+    hub's mirror), so that it is not verified twice; else it is checked here. Raises ``InputRejected``
+    (``relay-refused``, ``relay-loop``, ``audience-empty``, or why the item does not verify)."""
+    if checked is None:
+        checked = check_item(relayer.trust, service=ref.service, node=ref.node, payload=payload,
+                             max_bytes=relayer.max_bytes, schema_mode=relayer.schema_mode)
     incident, verified, identity = checked.incident, checked.verified, relayer.identity
     if any(signer.fingerprint == identity.fingerprint for signer in verified.chain):
         # It has been through us already (a spoke that is a hub too, say): relaying it again would

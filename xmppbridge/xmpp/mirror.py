@@ -19,7 +19,7 @@ from xml.etree import ElementTree as ET
 
 from xmppbridge.config import Config, Subscription
 from xmppbridge.custody import MemberOf
-from xmppbridge.receive import receive_item
+from xmppbridge.receive import Checked, receive_item
 from xmppbridge.signing.verify import TrustStore
 from xmppbridge.signing.wireform import wire_bytes
 from xmppbridge.store.contracts import Batches, Entries, PeerRecords, Quarantine, Subscriptions
@@ -75,7 +75,7 @@ class Mirror:
     """The component's ItemSink: verifies and stores what remote nodes send."""
 
     def __init__(self, config: Config, store: Mirroring, trust: TrustStore, *,
-                 relay: Callable[[ItemRef, bytes], None] | None = None,
+                 relay: Callable[[ItemRef, bytes, Checked], None] | None = None,
                  retract_relayed: Callable[[ItemRef], None] | None = None,
                  own_echo: Callable[[bytes | None], bool] | None = None,
                  member_of: MemberOf | None = None) -> None:
@@ -126,9 +126,10 @@ class Mirror:
         ref = ItemRef(service, node, item_id)
         outcome = receive_item(self.store, self.trust, ref, data, max_bytes=self.config.max_document_bytes,
                                schema_mode=self.config.schema_mode, member_of=self.member_of)
-        if self.relay is not None and data is not None and outcome.accepted and outcome.status != "unchanged":
+        if self.relay is not None and data is not None and outcome.checked is not None \
+                and outcome.status != "unchanged":
             # In the batch that stored it: the item and its relay are committed together (hub.py).
-            self.relay(ref, data)
+            self.relay(ref, data, outcome.checked)
 
     def _note_contact(self, service: str, node: str) -> None:
         """Record when a node last sent something, at most every few seconds (a write per item would
