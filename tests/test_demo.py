@@ -1,8 +1,10 @@
 """`make demo` as a user meets it: it starts, prints READY with both feed URLs once B mirrors A's samples,
-survives a part that dies (and starts it again with the command it prints), and Ctrl-C stops it all."""
+survives a part that dies (and starts it again with the command it prints), and Ctrl-C stops it all;
+the store it leaves moves to PostgreSQL with `store copy` and serves the same feed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shlex
@@ -16,6 +18,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.test_store_copy import crawl
+from xmppbridge.store import Store
 
 pytestmark = pytest.mark.integration
 ATOM = "http://www.w3.org/2005/Atom"
@@ -61,7 +66,8 @@ def _no_leftovers(workdir: Path) -> None:
     assert leftovers == ""
 
 
-def test_demo_runs_survives_a_killed_bridge_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+def test_demo_runs_survives_a_killed_bridge_and_stops_cleanly_on_ctrl_c(tmp_path: Path,
+                                                                       pg_store_url: str) -> None:
     workdir = tmp_path / "demo"
     port = 28181 + 20 * _slot()
     demo = _start_demo(workdir, (32, 33), port)
@@ -111,6 +117,18 @@ def test_demo_runs_survives_a_killed_bridge_and_stops_cleanly_on_ctrl_c(tmp_path
     assert demo.returncode == 0, "".join(output) + rest
     assert "stopped." in rest
     _no_leftovers(workdir)  # the restarted bridge, not the demo's child, is stopped too
+    _copy_to_postgresql_serves_the_same_feed(workdir / "data" / "b.sqlite", pg_store_url, published + 1)
+
+
+def _copy_to_postgresql_serves_the_same_feed(demo_store: Path, url: str, entries: int) -> None:
+    """The store the demo's B filled (mirrored entries, peers, cursors, chat state) moved with the command a
+    member runs: every table verified, and the feed from PostgreSQL identical, URL by URL."""
+    copied = subprocess.run([sys.executable, "-m", "xmppbridge.cli", "store", "copy", "--from",
+                             str(demo_store), "--to", url], capture_output=True, text=True, timeout=120)
+    assert copied.returncode == 0 and "copied and verified" in copied.stdout, copied.stdout + copied.stderr
+    with Store(demo_store) as source, Store(url) as target:
+        assert target.backend == "postgresql" and target.count_entries() == source.count_entries() == entries
+        assert asyncio.run(crawl(source, target)) > 2 * entries  # feeds, entries, documents, archives
 
 
 def test_the_demo_says_why_b_does_not_hold_the_samples(tmp_path: Path) -> None:

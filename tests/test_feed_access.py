@@ -320,6 +320,8 @@ async def test_access_matrix(matrix: tuple[TestClient, dict[str, int]], who: Who
                 f"/entries/{entry}/iodef.xml",
                 f"/entries/{entry}/revisions/1/iodef.xml",
                 f"/entries/{entry}/history",
+                f"/entries/{entry}/indicators.csv",
+                f"/entries/{entry}/stix.json",
                 f"/search?incident=SECRET-{restriction}",
             ):
                 await get(path, 200)
@@ -333,6 +335,8 @@ async def test_access_matrix(matrix: tuple[TestClient, dict[str, int]], who: Who
                 f"/entries/{entry}/iodef.xml",
                 f"/entries/{entry}/revisions/1/iodef.xml",
                 f"/entries/{entry}/history",
+                f"/entries/{entry}/indicators.csv",
+                f"/entries/{entry}/stix.json",
             ):
                 await get(path, 404)  # exactly as if it did not exist
             found = await client.get(f"/search?incident=SECRET-{restriction}", headers=headers)

@@ -98,6 +98,7 @@ async def test_description_document(client: TestClient) -> None:
         "incident": "iodef:IncidentID",
         "alternative": "iodef:AlternativeID",
         "related": "iodef:RelatedActivity",
+        "indicator": "iodef:Observable",
         "reporttime": "iodef:ReportTime",
         "detecttime": "iodef:DetectTime",
         "starttime": "iodef:StartTime",

@@ -464,7 +464,7 @@ def test_closed_store_refuses_use(db_path: str) -> None:
         store.count_entries()
 
 
-# -- custody of relayed documents (schema version 9) ----------------------------------------------------
+# -- custody of relayed documents (schema version 10) ---------------------------------------------------
 
 
 def test_a_relayed_item_keeps_its_custody_chain_through_the_outbox_and_the_feed(store: Store) -> None:

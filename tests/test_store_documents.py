@@ -6,7 +6,16 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from tests.test_store_feed import ALL, INDEXES_OF_8, document, entry_id, old_store, put, put_before_5
+from tests.test_store_feed import (
+    ALL,
+    INDEXES_OF_8,
+    INDEXES_OF_9,
+    document,
+    entry_id,
+    old_store,
+    put,
+    put_before_5,
+)
 from xmppbridge.store import Store, db, entries
 from xmppbridge.store.db import SCHEMA_VERSION
 from xmppbridge.store.search import SearchQuery
@@ -74,8 +83,9 @@ def test_a_version_4_store_keeps_every_document(tmp_path: Path) -> None:
         assert {e.id: e.xml for e in store.entries(limit=100)} == {
             ident: key[-1] for ident, key in keys.items() if ident != 6}  # 6 is deleted
         assert rows(store.conn, "SELECT * FROM entry_versions ORDER BY id") == superseded
+        added = INDEXES_OF_8 | INDEXES_OF_9
         assert [row for row in rows(store.conn, "SELECT name, sql FROM sqlite_master WHERE type = 'index'"
-                                              " ORDER BY name") if row[0] not in INDEXES_OF_8] == v4_indexes
+                                              " ORDER BY name") if row[0] not in added] == v4_indexes
         assert [e.incident.id for e in store.search(SearchQuery(text="incident"), ALL, limit=20)] == [
             f"INC-{n}" for n in (9, 8, 7, 5, 4, 2, 1)]  # 3 has new text, 6 is deleted
         assert store.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1

@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SAMPLES
+from tests.test_feed_support import store_document
 from xmppbridge.iodef.model import Incident
 from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.store import Store, changelog, db, entries, feedviews, incidents, migrations, searchindex
 from xmppbridge.store.db import _SCHEMA, SCHEMA_VERSION
 from xmppbridge.store.incidents import TIME_FIELDS
+from xmppbridge.store.indicatorindex import IndicatorQuery
 from xmppbridge.store.items import SignedItem, Signer
 from xmppbridge.store.search import SearchQuery, TimeRange
 from xmppbridge.store.searchindex import description_text
@@ -255,6 +258,8 @@ def test_postgresql_plans_every_run_for_its_values(pg_store_url: str) -> None:
 # What schema version 8 adds: chat's tables (with their primary keys' indexes), the quarantine's digest.
 INDEXES_OF_8 = {"chat_subscriptions_category", "sqlite_autoindex_chat_cursor_1",
                 "sqlite_autoindex_chat_paused_1", "rejects_digest"}
+# Schema version 9: the indicator index (store.indicatorindex).
+INDEXES_OF_9 = {"entry_indicators_value", "entry_indicators_low", "sqlite_autoindex_entry_indicators_1"}
 
 
 def old_store(path: Path, version: int) -> sqlite3.Connection:
@@ -320,7 +325,7 @@ def test_a_version_3_store_is_upgraded_in_place(tmp_path: Path) -> None:
         indexes = {row[0] for row in
                    store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert indexes == v3_indexes - {f"entries_{t}" for t in TIME_FIELDS} | {
-            "entries_access", *(f"entries_{t}_covering" for t in TIME_FIELDS)} | INDEXES_OF_8
+            "entries_access", *(f"entries_{t}_covering" for t in TIME_FIELDS)} | INDEXES_OF_8 | INDEXES_OF_9
         in_time = SearchQuery(times=(TimeRange("report_time", T0 + timedelta(hours=2)),))
         assert [e.incident.id for e in store.search(in_time, ALL, limit=10)] == ["INC-4", "INC-3", "INC-2"]
         assert store.count_matches(in_time, ALL, cap=100) == 3
@@ -414,3 +419,18 @@ def test_search_plans_need_no_statistics(sqlite_store: Store, query: SearchQuery
     sql = f"SELECT e.id FROM {source} WHERE {where} ORDER BY {order} LIMIT 50"
     plan = " | ".join(row[3] for row in store.conn.execute("EXPLAIN QUERY PLAN " + sql, params))
     assert "TEMP B-TREE" not in plan and "entries_restriction_updated" not in plan, plan
+
+
+def test_a_version_8_store_gets_the_indicators_of_every_entry(tmp_path: Path) -> None:
+    """Version 9 indexes the indicators of the documents already stored (version 8 had no such table)."""
+    path = tmp_path / "v8.sqlite"
+    with Store(path) as store:
+        for sample in sorted(SAMPLES.glob("0[1-4]*.xml")):
+            store_document(store, sample.read_bytes())
+        store.conn.execute("DROP TABLE entry_indicators")
+        store.conn.execute("UPDATE schema_version SET version = 8")
+    with Store(path) as store:
+        assert store.conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+        inside = SearchQuery(indicator=IndicatorQuery("192.0.2.0/24"))
+        assert sorted(e.incident.id for e in store.search(inside, ALL, limit=10)) == [
+            "A-2024-0102", "A-2024-0103", "A-2024-0104"]

@@ -4,42 +4,26 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from lxml import etree
-
-from xmppbridge.iodef.model import NS_V1, NS_V2
-from xmppbridge.iodef.parse import parse_untrusted
+from xmppbridge.errors import InputRejected
+from xmppbridge.iodef.indicators import of_document
 from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.store.entries import Entry
 from xmppbridge.store.items import Custodian
 
 MAX_INDICATORS = 8
-# Where IODEF names hosts: Node/Address (1.0 and 2.0), Node/NodeName (1.0), Node/DomainData/Name (2.0).
-_HOST_PATHS = {("Node", "Address"), ("Node", "NodeName"), ("DomainData", "Name")}
-_NAMESPACES = (NS_V1, NS_V2)
 
 
 def indicators(xml: bytes, limit: int = MAX_INDICATORS) -> tuple[list[str], int]:
-    """The distinct addresses and domain names in a document, in document order: (first ``limit``, total).
+    """The distinct addresses, networks and domain names in a document (``iodef.indicators``), in
+    document order: (first ``limit``, total).
 
-    The document is the verified one from the store; it is still parsed with the safe parser, as any
-    bytes from a peer are."""
-    if not xml:
-        return [], 0
+    A document that does not parse gives none: a summary without hosts beats no summary."""
     try:
-        root = parse_untrusted(xml)
-    except Exception:  # noqa: BLE001 - a summary without indicators beats no summary
+        found = of_document(xml)
+    except InputRejected:
         return [], 0
-    found: dict[str, None] = {}
-    for element in root.iter():
-        parent = element.getparent()
-        if parent is None or not isinstance(element.tag, str) or not isinstance(parent.tag, str):
-            continue
-        name, parent_name = etree.QName(element), etree.QName(parent)
-        if name.namespace in _NAMESPACES and (parent_name.localname, name.localname) in _HOST_PATHS:
-            value = " ".join((element.text or "").split())
-            if value:
-                found.setdefault(value, None)
-    return list(found)[:limit], len(found)
+    hosts = list(dict.fromkeys(i.value for i in found if i.is_host))
+    return hosts[:limit], len(hosts)
 
 
 def category(entry: Entry) -> str:

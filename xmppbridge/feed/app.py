@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from xmppbridge.feed import atom, html, opensearch, write
+from xmppbridge.feed import atom, export, html, opensearch, stix, write
 from xmppbridge.feed.auth import Authenticator
 from xmppbridge.feed.http import (
     GATE,
@@ -122,6 +122,8 @@ def make_app(store: FeedStore, settings: FeedSettings, *, health: HealthProbe | 
     router.add_get("/" + ENTRIES_PATH + _ENTRY + "/iodef.xml", iodef)
     router.add_get("/" + ENTRIES_PATH + _ENTRY + "/revisions/{number:[0-9]+}/iodef.xml", revision)
     router.add_get("/" + ENTRIES_PATH + _ENTRY + "/history", history)
+    router.add_get("/" + ENTRIES_PATH + _ENTRY + "/indicators.csv", indicators_csv)
+    router.add_get("/" + ENTRIES_PATH + _ENTRY + "/stix.json", stix_bundle)
     router.add_get("/" + SEARCH_DESCRIPTION_PATH, search_description)
     router.add_get("/" + SEARCH_PATH, search)
     router.add_get("/" + LOGIN_PATH, login)
@@ -299,6 +301,20 @@ async def iodef(request: web.Request) -> web.Response:
     """The signed document exactly as stored; no charset parameter, since its own XML declaration rules."""
     found = readable_entry(request)
     return respond(request, found.xml, atom.IODEF_MEDIA_TYPE, last_modified=found.updated_at)
+
+
+async def indicators_csv(request: web.Request) -> web.Response:
+    """The entry's indicators as a CSV blocklist (feed/export.py), under the entry's own access rule."""
+    found = readable_entry(request)
+    return respond(request, export.indicators_csv([found], request.app[URLS]), export.MEDIA_TYPE,
+                   last_modified=found.updated_at)
+
+
+async def stix_bundle(request: web.Request) -> web.Response:
+    """The entry as a STIX 2.1 bundle (feed/stix.py), under the entry's own access rule."""
+    found = readable_entry(request)
+    return respond(request, stix.bundle([found], request.app[URLS]), stix.MEDIA_TYPE,
+                   last_modified=found.updated_at)
 
 
 async def revision(request: web.Request) -> web.Response:

@@ -90,6 +90,12 @@ class FeedUrls:
     def history(self, entry_id: int) -> str:
         return self._url(f"{ENTRIES_PATH}{entry_id}/history")
 
+    def indicators_csv(self, entry_id: int) -> str:
+        return self._url(f"{ENTRIES_PATH}{entry_id}/indicators.csv")
+
+    def stix(self, entry_id: int) -> str:
+        return self._url(f"{ENTRIES_PATH}{entry_id}/stix.json")
+
     def search_description(self) -> str:
         return self._url(SEARCH_DESCRIPTION_PATH)
 

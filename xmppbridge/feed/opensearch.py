@@ -9,6 +9,9 @@ parameter below is named after the IODEF element (or Atom construct) it searches
     incident        {iodef:IncidentID}     IncidentID text, exactly
     alternative     {iodef:AlternativeID}  an IncidentID inside AlternativeID, exactly
     related         {iodef:RelatedActivity} an IncidentID inside RelatedActivity, exactly
+    indicator       {iodef:Observable}     an indicator (``iodef.indicators``): an address or network
+                                           finds every entry whose addresses or networks overlap it
+                                           (inside it, or containing it); anything else exactly
     reporttime, detecttime, starttime, endtime, generationtime
                     {iodef:ReportTime} ... an ISO 8601 interval "start/end" (either side may be empty) of
                                            dates or date-times, both ends inclusive; a single value means
@@ -32,6 +35,7 @@ from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.iodef.classify import parse_datetime
 from xmppbridge.iodef.model import NS_V2
 from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS
+from xmppbridge.store.indicatorindex import IndicatorQuery
 from xmppbridge.store.search import SearchQuery, TimeRange
 
 # URL parameter -> OpenSearch template parameter
@@ -41,6 +45,7 @@ TEXT_PARAMETERS = {
     "incident": "iodef:IncidentID",
     "alternative": "iodef:AlternativeID",
     "related": "iodef:RelatedActivity",
+    "indicator": "iodef:Observable",
 }
 TIME_PARAMETERS = {  # URL parameter -> (template parameter, store column)
     "reporttime": ("iodef:ReportTime", "report_time"),
@@ -82,8 +87,9 @@ def description_document(urls: FeedUrls) -> bytes:
 
     sub("ShortName", "Incidents")  # at most 16 characters
     sub("Description", "Search the IODEF incidents of this ROLIE feed by category, IncidentID, "
-                       "AlternativeID, RelatedActivity, IODEF times and Description text (IODEF 1.0 and 2.0 "
-                       "alike; the iodef prefix names the elements searched).")
+                       "AlternativeID, RelatedActivity, indicator (address, network, name, URL, e-mail, "
+                       "hash), IODEF times and Description text (IODEF 1.0 and 2.0 alike; the iodef prefix "
+                       "names the elements searched).")
     sub("Tags", "IODEF ROLIE incident CSIRT")
     for media_type in (atom.FEED_MEDIA_TYPE, atom.HTML_MEDIA_TYPE):
         sub("Url", type=media_type, rel="results", template=template(urls))
@@ -132,6 +138,7 @@ def parse_request(params: Sequence[tuple[str, str]], *, default_count: int, max_
         related_id=single.get("related"),
         times=tuple(times),
         text=" ".join(text) or None,
+        indicator=IndicatorQuery(single["indicator"]) if "indicator" in single else None,
     )
     values = dict(params)
     count = _positive(values.get("count"), "count", default_count)

@@ -32,6 +32,7 @@ TABLES: tuple[tuple[str, str, bool], ...] = (
     ("entry_versions", "id", True),
     ("changes", "collection, seq", False),
     ("entry_ids", "entry_id, kind, name, value", False),
+    ("entry_indicators", "entry_id, kind, value", False),
     ("outbox", "id", True),
     ("rejects", "id", True),
     ("subscriptions", "service, node", False),

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from xmppbridge.iodef.model import Incident
 from xmppbridge.policy.nodes import canonical_purpose
-from xmppbridge.store import changelog, custody, incidents, searchindex
+from xmppbridge.store import changelog, custody, incidents, indicatorindex, searchindex
 from xmppbridge.store.db import from_text, inserted_id, later_than, parse_time, to_text
 from xmppbridge.store.items import Custodian, SignedItem
 from xmppbridge.store.sql import Connection, Row
@@ -54,7 +54,7 @@ class Entry:
     deleted: bool
     published_at: datetime | None = None  # ReportTime/GenerationTime of the first version; fixed
     revision: int = 1  # number of this document version, 1 for the first
-    # A relayed document's custody chain, originator first (schema version 9); empty when it came
+    # A relayed document's custody chain, originator first (schema version 10); empty when it came
     # straight from its signer. The current document's: older revisions are shown with it too.
     custody: tuple[Custodian, ...] = ()
 
@@ -142,6 +142,7 @@ def upsert(conn: Connection, service: str, item: SignedItem, *, origin: Origin) 
         changelog.append(conn, entry_id=entry_id, collection=collection, revision=1, purpose=purpose,
                          deleted=False, changed_at=stamp, first=True)
         searchindex.index(conn, entry_id, xml, incident, new=True)
+        indicatorindex.index(conn, entry_id, xml, new=True)
         return "new"
 
     same_xml = bytes(row["xml"]) == xml
@@ -176,6 +177,8 @@ def upsert(conn: Connection, service: str, item: SignedItem, *, origin: Origin) 
     changelog.append(conn, entry_id=row["id"], collection=collection, revision=revision, purpose=purpose,
                      deleted=False, changed_at=stamp)
     searchindex.index(conn, row["id"], xml, incident)
+    if not same_xml:
+        indicatorindex.index(conn, row["id"], xml)
     return "updated"
 
 

@@ -5,7 +5,8 @@ Steps 2 to 4 only add (columns with ``ALTER TABLE ... ADD COLUMN``, tables, inde
 added from the data already there, or replace an index by a wider one. Step 5 moves each entry's current
 document into a table of its own and rebuilds ``entries`` without it. An existing store keeps everything
 it had. Step 6 adds the ``peers`` table, step 7 the ``approvals`` table, step 8 chat's tables (which
-chat kept beside the store's until then), step 9 the custody chain of relayed documents.
+chat kept beside the store's until then), step 9 the indicator index, filled from the documents, step
+10 the custody chain of relayed documents.
 
 PostgreSQL stores run the same steps from version 1 (one history, one schema for both); the SQL is the
 table modules' (``store.sql``), and only step 5 takes a different way on PostgreSQL, which can drop a
@@ -25,6 +26,7 @@ from xmppbridge.store import (
     chatstate,
     entries,
     incidents,
+    indicatorindex,
     peers,
     rejects,
     search,
@@ -210,6 +212,18 @@ def _to_8(conn: Connection) -> None:
 
 
 def _to_9(conn: Connection) -> None:
+    """The indicator index (``store.indicatorindex``), filled from every entry's current document. Each
+    document is parsed once more; the log says how many, since on a large store this takes a while."""
+    for statement in indicatorindex.SCHEMA:
+        conn.execute(statement)
+    rows = conn.execute("SELECT entry_id, xml FROM documents ORDER BY entry_id").fetchall()
+    if len(rows) >= _MANY_ENTRIES:
+        log.info("indexing the indicators of %d entries (schema 9)", len(rows))
+    for row in rows:
+        indicatorindex.index(conn, row["entry_id"], bytes(row["xml"]), new=True)
+
+
+def _to_10(conn: Connection) -> None:
     """The custody chain of relayed documents (``store.custody``, JSON) on entries and on the outbox
     (hub and spoke, issue 17); NULL, as for every document not relayed, in the rows already there."""
     for table in ("entries", "outbox"):
@@ -238,4 +252,5 @@ _STEPS: tuple[tuple[int, Callable[[Connection], None]], ...] = (
     (7, _to_7),
     (8, _to_8),
     (9, _to_9),
+    (10, _to_10),
 )

@@ -18,6 +18,7 @@ from xmppbridge.store import fulltext
 from xmppbridge.store.db import to_text
 from xmppbridge.store.entries import Entry, from_row
 from xmppbridge.store.incidents import TIME_FIELDS
+from xmppbridge.store.indicatorindex import IndicatorQuery
 from xmppbridge.store.sql import Connection, Dialect
 
 # restriction -> the purposes a reader may see in it (None: all of them)
@@ -67,6 +68,7 @@ class SearchQuery:
     related_id: str | None = None
     times: tuple[TimeRange, ...] = ()
     text: str | None = None
+    indicator: IndicatorQuery | None = None  # an address or network (by containment), or a value
 
 
 def _where(dialect: Dialect, query: SearchQuery, readable: Readable) -> tuple[str, list[object]]:
@@ -102,6 +104,10 @@ def _where(dialect: Dialect, query: SearchQuery, readable: Readable) -> tuple[st
         if span.end is not None:
             conditions.append(f"e.{span.field} <= ?")
             params.append(to_text(span.end))
+    if query.indicator is not None:
+        match, values = query.indicator.condition(dialect)
+        conditions.append(match)
+        params += values
     if query.text is not None:
         match, words = fulltext.condition(dialect, _WORD.findall(query.text))
         conditions.append(match)

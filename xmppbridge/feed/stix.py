@@ -1,0 +1,223 @@
+"""STIX 2.1 bundles of entries (OASIS STIX 2.1, CS03), built with the ``stix2`` library.
+
+There is no published IODEF-to-STIX 2.1 mapping to follow, so this one keeps to what both standards say
+and what MISP and OpenCTI read:
+
+- Each entry's Incident becomes an ``incident`` SDO (STIX 2.1 §4.9), named after its title. Its
+  IncidentID (RFC 7970 §3.4) and purpose (§3.2) become external references (§2.5), and so does the
+  signed IODEF document on this feed.
+- The reporting CSIRT, the IncidentID's ``name`` (an FQDN, RFC 7970 §3.4), becomes an ``identity``
+  (§4.8, identity_class ``organization``): the ``created_by_ref`` of everything else.
+- The indicators (``iodef.indicators``) become cyber-observable objects (STIX 2.1 §6): ipv4-addr,
+  ipv6-addr, domain-name, url, email-addr, mac-addr, autonomous-system and file (by hash). Each is
+  ``related-to`` the incident. Ports and protocols are left out: STIX carries them only inside a
+  ``network-traffic`` object, which needs both ends of a flow, and IODEF often names only one.
+- Observables that are not the victim's (any System role but ``target`` and ``sensor``) also get an
+  ``indicator`` SDO (§4.7) with a STIX pattern, ``related-to`` the incident, for tools that load
+  patterns as detections.
+- The entry's restriction becomes the official TLP 2.0 marking definition (FIRST TLP 2.0, as the OASIS
+  CTI TC publishes it in cti-stix-common-objects, extension-definition--60a3c5c5-...). The mapping
+  follows RFC 7970 §3.3.1's TLP aliases: public is CLEAR, partner GREEN, private RED. ``need-to-know``
+  is AMBER+STRICT, not AMBER: RFC 7970 narrowed it to the recipient's own organization, which is what
+  AMBER+STRICT allows and AMBER does not. ``default`` (a policy agreed outside the document) is RED,
+  the safe reading when the agreement is unknown to the tool. Every object but the marking definitions
+  carries the marking.
+
+Ids are derived from what the object stands for (a SHA-1 name-based UUID under a namespace of this
+project's own, RFC 4122 §4.3, with the version bits of a UUIDv4, which STIX 2.1 §2.9 asks of SDOs and
+SROs: the other bits are as unpredictable as random ones). So the same incident, member or indicator
+has the same id in every bridge's bundles and across versions, and a tool that loads bundles from
+several members merges them instead of duplicating. A new version of an incident keeps its id and gets
+a later ``modified``. Cyber-observable ids are the library's deterministic UUIDv5 ones (§2.9, from the
+SCO's id contributing properties).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import stix2
+
+from xmppbridge.errors import InputRejected
+from xmppbridge.feed.layout import FeedUrls
+from xmppbridge.iodef.indicators import Indicator, of_document
+from xmppbridge.policy.nodes import canonical_purpose
+from xmppbridge.store.entries import Entry
+
+MEDIA_TYPE = "application/stix+json;version=2.1"  # TAXII 2.1 §1.6.8.1
+NAMESPACE = uuid.UUID("6f1e0f6c-52a3-4b0e-9d0e-6d8b3f8a2c11")  # xmppbridge's own, for UUIDv5 ids
+TLP2_EXTENSION = "extension-definition--60a3c5c5-0d10-413e-aab3-9e08dde9e88d"
+_TLP2 = {  # level -> the official marking definition's UUID
+    "clear": "94868c89-83c2-464b-929b-a1a8aa3c8487",
+    "green": "bab4a63c-aed9-4cf5-a766-dfca5abac2bb",
+    "amber": "55d920b0-5e8b-4f79-9ee9-91f868d9b421",
+    "amber+strict": "939a9414-2ddd-4d32-a0cd-375ea402b003",
+    "red": "e828b379-4e03-4974-9ac4-e53a884c97c1",
+}
+TLP_OF_RESTRICTION = {"public": "clear", "partner": "green", "need-to-know": "amber+strict",
+                      "private": "red", "default": "red"}
+_NOT_INDICATORS = {"target", "sensor"}  # a victim's address is an observable, not a detection
+# An identity stands for a member, not for one report: one fixed creation time, so that every bundle
+# carries the very same object.
+_IDENTITY_CREATED = datetime(2016, 1, 1, tzinfo=UTC)
+_HASHES = {"md5": "MD5", "sha1": "SHA-1", "sha256": "SHA-256", "sha512": "SHA-512"}  # hash-algorithm-ov
+
+
+def marking(level: str) -> stix2.MarkingDefinition:
+    """The official TLP 2.0 marking definition for ``level`` (clear, green, amber, amber+strict, red)."""
+    return stix2.MarkingDefinition(
+        id=f"marking-definition--{_TLP2[level]}", created="2022-10-01T00:00:00.000Z",
+        name=f"TLP:{level.upper()}",
+        extensions={TLP2_EXTENSION: {"extension_type": "property-extension", "tlp_2_0": level}},
+    )
+
+
+def bundle(entries: Iterable[Entry], urls: FeedUrls) -> bytes:
+    """A bundle of every object of ``entries`` (each object once), as JSON. Its id is derived from the
+    entries and their revisions, so the same entries give the same bytes (and ETag)."""
+    objects: dict[str, Any] = {}
+    versions: list[str] = []
+    for entry in entries:
+        versions.append(f"{entry.id}.{entry.revision}")
+        for obj in _objects(entry, urls):
+            objects.setdefault(obj.id, obj)
+    result = stix2.Bundle(objects=list(objects.values()), id=_id("bundle", *versions), allow_custom=False)
+    return json.dumps(json.loads(result.serialize()), separators=(",", ":"), sort_keys=True).encode()
+
+
+def _id(kind: str, *parts: str) -> str:
+    named = uuid.uuid5(NAMESPACE, kind + ":" + "/".join(parts))
+    return f"{kind}--{uuid.UUID(bytes=named.bytes, version=4)}"
+
+
+def _objects(entry: Entry, urls: FeedUrls) -> Iterator[Any]:
+    incident = entry.incident
+    tlp = marking(TLP_OF_RESTRICTION.get(entry.restriction, "red"))
+    modified = entry.updated_at
+    # The first version's ReportTime/GenerationTime: the same in every bridge and in every version.
+    created = min(entry.published_at or entry.received_at, modified)
+    identity = stix2.Identity(id=_id("identity", incident.id_name), name=incident.id_name,
+                              identity_class="organization", created=_IDENTITY_CREATED,
+                              modified=_IDENTITY_CREATED, object_marking_refs=[tlp.id])
+    common = {"created_by_ref": identity.id, "object_marking_refs": [tlp.id], "created": created,
+              "modified": modified}
+    references = [
+        {"source_name": incident.id_name, "external_id": incident.id, "description": "IODEF IncidentID"},
+        {"source_name": "iodef-purpose", "external_id": canonical_purpose(incident.purpose),
+         "description": "IODEF Incident purpose (RFC 7970 §3.2)"},
+        {"source_name": "iodef", "url": urls.revision(entry.id, entry.revision),
+         "hashes": {"SHA-256": hashlib.sha256(entry.xml).hexdigest()},
+         "description": f"The signed IODEF {entry.version} document, revision {entry.revision}"},
+    ]
+    report = stix2.Incident(id=_id("incident", incident.id_name, incident.id),
+                            name=incident.title or f"Incident {incident.id} ({incident.id_name})",
+                            external_references=references, **common)
+    yield from (tlp, identity, report)
+    try:
+        found = of_document(entry.xml)
+    except InputRejected:  # stored documents parse; a broken one gives the incident alone
+        return
+    for indicator in found:
+        observable = _observable(indicator, tlp.id)
+        if observable is None:
+            continue
+        yield observable
+        yield _related(observable.id, report.id, common)
+        if indicator.role not in _NOT_INDICATORS:
+            detection = stix2.Indicator(
+                id=_id("indicator", incident.id_name, incident.id, indicator.kind, indicator.value),
+                name=f"{indicator.kind} {indicator.value}", pattern=_pattern(indicator), pattern_type="stix",
+                valid_from=created, description=_described(indicator), **common)
+            yield detection
+            yield _related(detection.id, report.id, common)
+
+
+def _related(source: str, target: str, common: dict[str, Any]) -> stix2.Relationship:
+    return stix2.Relationship(id=_id("relationship", source, "related-to", target), source_ref=source,
+                              relationship_type="related-to", target_ref=target, **common)
+
+
+def _described(indicator: Indicator) -> str:
+    expected = f"; expected action: {indicator.expectation}" if indicator.expectation else ""
+    return f"IODEF role: {indicator.role}{expected}"
+
+
+def _observable(indicator: Indicator, tlp: str) -> Any | None:
+    """The cyber-observable object for an indicator, or None for what STIX has no object for here and
+    for a value its object may not hold (a peer wrote it; the CSV and the HTML still show it)."""
+    value, marks = indicator.value, {"object_marking_refs": [tlp]}
+    if not _well_formed(indicator):
+        return None
+    if indicator.kind in ("ipv4-addr", "ipv4-net", "ipv6-addr", "ipv6-net"):
+        try:
+            network = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return None
+        kind = stix2.IPv4Address if network.version == 4 else stix2.IPv6Address
+        return kind(value=value, **marks)
+    if indicator.kind == "asn":
+        number = value.upper().removeprefix("AS")
+        return stix2.AutonomousSystem(number=int(number), **marks) if number.isdigit() else None
+    if indicator.kind == "hash":
+        name = _HASHES.get(indicator.algorithm)
+        return stix2.File(hashes={name: value}, **marks) if name else None
+    kinds = {"domain": stix2.DomainName, "url": stix2.URL, "email": stix2.EmailAddress,
+             "mac": stix2.MACAddress}
+    return kinds[indicator.kind](value=value, **marks) if indicator.kind in kinds else None
+
+
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")  # STIX 2.1 §6.9: lower case, colon-delimited
+_NOT_IN_URLS = set('"<>\\^`{|}')
+_HASH_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128}
+
+
+def _hostname(value: str) -> bool:
+    """A host name (RFC 1123 §2.1), internationalised ones by their IDNA form."""
+    try:
+        ascii_form = value.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return False
+    return 0 < len(ascii_form) <= 253 and all(_LABEL.fullmatch(label) for label in ascii_form.split("."))
+
+
+def _well_formed(indicator: Indicator) -> bool:
+    """What the STIX 2.1 object's value must be (§6), as stix2-validator checks it."""
+    value = indicator.value
+    if indicator.kind == "domain":
+        return _hostname(value)
+    if indicator.kind == "email":
+        local, at, domain = value.rpartition("@")
+        return bool(at and local) and not any(c.isspace() for c in local) and _hostname(domain)
+    if indicator.kind == "url":
+        parts = urlsplit(value)  # an absolute URL, without what RFC 3986 §2 never allows in one
+        return bool(parts.scheme and parts.netloc) and not any(c.isspace() or c in _NOT_IN_URLS
+                                                               for c in value)
+    if indicator.kind == "mac":
+        return bool(_MAC.fullmatch(value))
+    if indicator.kind == "hash":
+        return len(value) == _HASH_LENGTHS.get(indicator.algorithm, -1)
+    return True
+
+
+def _pattern(indicator: Indicator) -> str:
+    """A STIX pattern (STIX 2.1 §9) matching the observable; string literals escape ``\\`` and ``'``."""
+    literal = "'" + indicator.value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if indicator.kind == "hash":
+        return f"[file:hashes.'{_HASHES[indicator.algorithm]}' = {literal}]"
+    if indicator.kind == "asn":
+        return f"[autonomous-system:number = {int(indicator.value.upper().removeprefix('AS'))}]"
+    path = {"ipv4-addr": "ipv4-addr:value", "ipv4-net": "ipv4-addr:value", "ipv6-addr": "ipv6-addr:value",
+            "ipv6-net": "ipv6-addr:value", "domain": "domain-name:value", "url": "url:value",
+            "email": "email-addr:value", "mac": "mac-addr:value"}[indicator.kind]
+    if indicator.kind.endswith("-net"):
+        return f"[{path} ISSUBSET {literal}]"  # any address inside the network (§9.5)
+    return f"[{path} = {literal}]"

@@ -1,0 +1,101 @@
+"""The indicator index: which entries name which indicator (``iodef.indicators``), for
+``/search?indicator=VALUE``, with address and network containment.
+
+Written with the entry, in its transaction, like the text index (``store.searchindex``). Addresses and
+networks also get their range as two fixed-width hex strings (``low``, ``high``; IPv4 as IPv4-mapped
+IPv6, RFC 4291 §2.5.5.2), which compare in text as the numbers do, on SQLite and PostgreSQL alike. Two
+lookups, both by index, answer containment either way round:
+
+- what lies inside the searched address or network: ``low`` between the range's ends;
+- which stored networks contain it: one exact lookup per shorter prefix (at most 129), since a network
+  containing it is the searched range widened to some prefix length.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from xmppbridge.errors import InputRejected
+from xmppbridge.iodef.indicators import of_document
+from xmppbridge.store.sql import Connection, Dialect
+
+SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS entry_indicators (  -- one row per distinct (kind, value) of an entry
+        entry_id INTEGER NOT NULL REFERENCES entries (id),
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        low TEXT,  -- addresses and networks: the first and last address, 32 hex digits
+        high TEXT,
+        PRIMARY KEY (entry_id, kind, value)
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS entry_indicators_value ON entry_indicators (value)",
+    "CREATE INDEX IF NOT EXISTS entry_indicators_low ON entry_indicators (low, high)",
+)
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def index(conn: Connection, entry_id: int, xml: bytes, *, new: bool = False) -> None:
+    """(Re)index one entry's indicators; call inside the transaction that stores it. A document that
+    does not parse has none (the entry is still stored and listed, only not found by indicator)."""
+    if not new:
+        conn.execute("DELETE FROM entry_indicators WHERE entry_id = ?", (entry_id,))
+    try:
+        found = of_document(xml)
+    except InputRejected:
+        return
+    rows = {(i.kind, i.value): _range(i.value) for i in found}
+    conn.executemany(
+        "INSERT INTO entry_indicators (entry_id, kind, value, low, high) VALUES (?, ?, ?, ?, ?)",
+        [(entry_id, kind, value, *span) for (kind, value), span in rows.items()],
+    )
+
+
+@dataclass(frozen=True)
+class IndicatorQuery:
+    """What ``/search?indicator=`` asked for: an address or network (matched by containment either way),
+    or any other value (matched exactly, and in lower case: names and e-mail are stored lower-case)."""
+
+    text: str
+
+    @property
+    def network(self) -> IPNetwork | None:
+        try:
+            return ipaddress.ip_network(self.text.strip(), strict=False)
+        except ValueError:
+            return None
+
+    def condition(self, dialect: Dialect) -> tuple[str, list[object]]:
+        """An SQL condition on ``e.id`` and its parameters."""
+        network = self.network
+        if network is None:
+            found, values = dialect.one_of("value", sorted({self.text.strip(), self.text.strip().lower()}))
+            return f"e.id IN (SELECT entry_id FROM entry_indicators WHERE {found})", [values]
+        low, high = _ends(network)
+        containing, wider = dialect.one_of("value", [str(n) for n in _supernets(network)])
+        return (
+            "e.id IN (SELECT entry_id FROM entry_indicators WHERE low >= ? AND low <= ? AND high <= ?"
+            f" UNION SELECT entry_id FROM entry_indicators WHERE {containing})",
+            [low, high, high, wider],
+        )
+
+
+def _range(value: str) -> tuple[str | None, str | None]:
+    try:
+        return _ends(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        return None, None
+
+
+def _ends(network: IPNetwork) -> tuple[str, str]:
+    first, last = int(network.network_address), int(network.broadcast_address)
+    if network.version == 4:  # ::ffff:a.b.c.d
+        first, last = first | 0xFFFF_0000_0000, last | 0xFFFF_0000_0000
+    return f"{first:032x}", f"{last:032x}"
+
+
+def _supernets(network: IPNetwork) -> list[IPNetwork]:
+    """``network`` and every network that contains it."""
+    return [network.supernet(new_prefix=length) for length in range(network.prefixlen + 1)]
