@@ -17,9 +17,10 @@ from tests.pki import DAY, NOW, Authority, issue, make_ca
 from xmppbridge.config import load_config
 from xmppbridge.demo.consortium import Consortium
 from xmppbridge.errors import InputRejected, SignerUnusable
+from xmppbridge.policy.audiences import Audience
 from xmppbridge.publish import prepare, speaks_for
 from xmppbridge.receive import check_item
-from xmppbridge.relay import prepare_relay
+from xmppbridge.relay import Relayer, Route, prepare_relay
 from xmppbridge.signing.keys import SigningIdentity, generate_identity_files, load_identity
 from xmppbridge.signing.sign import sign_document
 from xmppbridge.signing.trust import SignerRef, TrustStore, certificate_domains
@@ -159,9 +160,10 @@ def test_a_relay_is_not_signed_with_a_certificate_receivers_refuse() -> None:
     [item] = publish(iodef2("S-4"))
     expired = ec_identity("Expired relay", not_before=NOW - 60 * DAY, days=30)
     with pytest.raises(SignerUnusable) as excinfo:
-        prepare_relay(item.xml, service=SERVICE, node=item.node, identity=expired,
-                      trust=TrustStore.from_certificates([A.certificate]), prefix="iodef",
-                      audience={"bridge.c.test"}, allowed={"bridge.c.test"}, max_bytes=MAX_BYTES)
+        prepare_relay(item.on(SERVICE), item.xml,
+                      Relayer(expired, TrustStore.from_certificates([A.certificate]), "iodef", MAX_BYTES),
+                      Route(lambda _node: Audience(False, frozenset({"c"}), frozenset({"bridge.c.test"})),
+                            allowed={"bridge.c.test"}))
     assert excinfo.value.reason == "certificate-expired"
 
 

@@ -16,7 +16,7 @@ from xmppbridge.iodef.model import Incident
 from xmppbridge.store import Store
 from xmppbridge.store import incidents as incident_columns
 from xmppbridge.store.db import SCHEMA_VERSION
-from xmppbridge.store.items import ItemRef, Refused, SignedItem, Signer
+from xmppbridge.store.items import ORIGINATOR, RELAY, Custodian, ItemRef, Refused, SignedItem, Signer
 from xmppbridge.store.sqlite import BUSY_TIMEOUT_MS
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -483,3 +483,24 @@ def test_closed_store_refuses_use(db_path: str) -> None:
     store.close()
     with pytest.raises(RuntimeError, match="closed"):
         store.count_entries()
+
+
+# -- custody of relayed documents (schema version 10) ---------------------------------------------------
+
+
+def test_a_relayed_item_keeps_its_custody_chain_through_the_outbox_and_the_feed(store: Store) -> None:
+    chain = (Custodian(ORIGINATOR, "CN=CSIRT A", "aa" * 32, T0, "cert-a"),
+             Custodian(RELAY, "CN=Hub", "bb" * 32, T0 + timedelta(minutes=1), "hub"))
+    item = SignedItem("iodef/public/reporting", "item-r", b"<doc r='1'/>", make_incident(7), "2.0",
+                      Signer("CN=CSIRT A", "aa" * 32), chain)
+    outbox_id = store.enqueue(item, source="relay:pubsub.a.test")
+    assert store.outbox_item(outbox_id).custody == chain  # type: ignore[union-attr]
+    store.mark_published(outbox_id, service="pubsub.h.test")
+    [ours] = store.entries()
+    assert ours.custody == chain and ours.signer_subject == "CN=CSIRT A"
+    [change] = store.current_page("public", None, limit=10)
+    assert change.entry.custody == chain  # what the feed renders from
+
+    upsert(store, 8)  # straight from its originator: no chain stored, the signer stands alone
+    direct = store.find_entry("pubsub.a.test", "iodef/public/reporting", "item-8")
+    assert direct is not None and direct.custody == ()

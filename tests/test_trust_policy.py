@@ -14,15 +14,16 @@ from tests.conftest import SAMPLES
 from tests.hostile_corpus import MAX_BYTES, ec_identity, iodef2
 from tests.test_store import make_incident
 from xmppbridge.errors import InputRejected
+from xmppbridge.policy.audiences import Audience
 from xmppbridge.policy.nodes import check_publishable, check_relayable, node_restriction
 from xmppbridge.publish import prepare
 from xmppbridge.receive import receive_item
-from xmppbridge.relay import prepare_relay
+from xmppbridge.relay import Relayer, Route, prepare_relay
 from xmppbridge.signing.sign import sign_document
 from xmppbridge.signing.trust import SignerRef, SourceRule, TrustStore
 from xmppbridge.signing.verify import verify_document
 from xmppbridge.store import Store
-from xmppbridge.store.items import ItemRef
+from xmppbridge.store.items import ItemRef, SignedItem
 
 A = ec_identity("CSIRT A", domains=("a.test",))
 B = ec_identity("CSIRT B", domains=("b.test",))
@@ -88,10 +89,11 @@ def test_check_relayable(restriction: str, audience: set[str], ok: bool) -> None
 
 
 def relay(payload: bytes, *, audience: tuple[str, ...] = ("bridge.c.test",),
-          received_on: str = "iodef/need-to-know/mitigation") -> object:
-    return prepare_relay(payload, service="pubsub.a.test", node=received_on, identity=B,
-                         trust=TRUST, prefix="iodef", audience=audience, allowed=("bridge.c.test",),
-                         max_bytes=MAX_BYTES)
+          received_on: str = "iodef/need-to-know/mitigation") -> SignedItem:
+    readers = Audience(open=False, members=frozenset(audience), bridges=frozenset(audience))
+    return prepare_relay(ItemRef("pubsub.a.test", received_on, "item"), payload,
+                         Relayer(B, TRUST, "iodef", MAX_BYTES),
+                         Route(audience=lambda _node: readers, allowed=("bridge.c.test",)))
 
 
 def test_a_relayed_item_carries_its_custody_to_the_next_member(tmp_path: Path) -> None:
@@ -99,6 +101,9 @@ def test_a_relayed_item_carries_its_custody_to_the_next_member(tmp_path: Path) -
     item = relay(original)
     assert (item.node, item.item_id) == ("iodef/need-to-know/mitigation", "csirt.a.test/R-1")
     assert [s.subject for s in verify_document(item.xml, TRUST).chain] == ["CN=CSIRT A", "CN=CSIRT B"]
+    assert item.signer.subject == "CN=CSIRT A"  # trust in it rests on the originator's signature
+    assert [(c.role, c.fingerprint) for c in item.custody] == [("originator", A.fingerprint),
+                                                               ("relay", B.fingerprint)]
 
     # C subscribes to B. The subscription's signers name who may hand items to C from there: B.
     only_b = dataclasses.replace(TRUST, sources=MappingProxyType(
@@ -109,6 +114,10 @@ def test_a_relayed_item_carries_its_custody_to_the_next_member(tmp_path: Path) -
         assert outcome.accepted
         [entry] = store.entries()
         assert entry.signer_subject == "CN=CSIRT A"  # the originator, who speaks for csirt.a.test
+        # Its custody: A (at the time its document states), then B (when C received it from B).
+        assert [(c.role, c.subject) for c in entry.custody] == [("originator", "CN=CSIRT A"),
+                                                                ("relay", "CN=CSIRT B")]
+        assert entry.custody[0].at == entry.incident.published_time and entry.custody[1].at is not None
     only_a = dataclasses.replace(TRUST, sources=MappingProxyType(
         {"pubsub.b.test": SourceRule(signers=(SignerRef.parse("CN=CSIRT A"),))}))
     with Store(tmp_path / "c2.sqlite") as store:
@@ -128,6 +137,12 @@ def test_relaying_respects_the_restriction() -> None:
     public = relay(sign_document(etree.fromstring(iodef2("R-4", restriction="public")), A),
                    audience=("bridge.outsider.test",), received_on="iodef/public/mitigation")
     assert public.node == "iodef/public/mitigation"
+
+
+def test_a_relay_does_not_relay_what_it_relayed_before() -> None:
+    with pytest.raises(InputRejected) as excinfo:
+        relay(relay(sign_document(etree.fromstring(iodef2("R-6")), A)).xml)
+    assert excinfo.value.reason == "relay-loop"
 
 
 def test_a_relay_vouches_only_for_what_verifies() -> None:

@@ -9,9 +9,11 @@ import logging
 
 from xmppbridge.chat.service import ChatService
 from xmppbridge.config import Config
+from xmppbridge.custody import member_names
 from xmppbridge.doctor.relay import answer_doctor
 from xmppbridge.feed.app import store_health
 from xmppbridge.feed.layout import FeedUrls
+from xmppbridge.hub import Hub, OwnEcho
 from xmppbridge.leadership import Leadership, holder_for
 from xmppbridge.listeners import Listeners
 from xmppbridge.metrics import BridgeMetrics
@@ -44,7 +46,16 @@ class Bridge:
         self.config = config
         self.store = Store(config.store_target)
         self.store.forget_peers_except(sorted({s.service for s in config.subscriptions}))
-        self.mirror = Mirror(config, self.store, config.trust)  # loaded and checked by load_config
+        # AtomPub writes go through the same Publisher as `xmppbridge publish`, into this outbox.
+        self.publisher = Publisher.for_config(self.store, config)
+        identity = self.publisher.identity
+        # A coordinator relays what its relay: rules select (hub.py); a spoke passes over its own items
+        # coming back from the hub.
+        self.hub = Hub(config, self.store, identity) if config.relay else None
+        self.mirror = Mirror(config, self.store, config.trust,  # trust: loaded and checked by load_config
+                             relay=self.hub.relay if self.hub else None,
+                             retract_relayed=self.hub.retract if self.hub else None,
+                             own_echo=OwnEcho(identity), member_of=member_names(config.registry))
         self.metrics = BridgeMetrics(self.store, connected=lambda: self.xmpp.online.is_set())
         self.xmpp = BridgeComponent(config.jid, config.secret, config.server_host, config.server_port,
                                     self.metrics.timed_sink(self.mirror))
@@ -61,8 +72,6 @@ class Bridge:
         self.outbox = OutboxDrain(config, self.store, self.xmpp, self.approvals.access_model)
         self.reconciler = Reconciler(config, self.xmpp, self.metrics.count_affiliation_change,
                                      self.store.approved_jids)
-        # AtomPub writes go through the same Publisher as `xmppbridge publish`, into this outbox.
-        self.publisher = Publisher.for_config(self.store, config)
         # The feed and the operator listener, as `xmppbridge serve-feed` serves them (xmppbridge.listeners).
         self.listeners = Listeners(config, self.store, policy=self.policy, health=self._health,
                                    metrics=self.metrics, publisher=self.publisher)
@@ -173,6 +182,8 @@ class Bridge:
         with self.outbox.held():
             # Everything that reads the audiences reads them from these, at each use.
             self.config = self.outbox.config = self.reconciler.config = self.approvals.config = config
+            if self.hub is not None:
+                self.hub.config = config
             self.publisher.audiences = config.audiences
             self.policy.current = config.policy
             log.info("reloaded %s: audiences and member registry applied", file)

@@ -29,6 +29,8 @@ from xmppbridge.policy.may import Policy
 from xmppbridge.policy.memberconfig import read_audiences, read_registry
 from xmppbridge.policy.members import EMPTY, Registry
 from xmppbridge.policy.nodes import parse_node_name
+from xmppbridge.policy.relayconfig import read_relay
+from xmppbridge.policy.relaying import NO_RELAY, RelayPolicy
 from xmppbridge.policy.sources import Sources, with_members
 from xmppbridge.signing.certfiles import load_certificates
 from xmppbridge.signing.trust import NO_TRUST, TrustStore
@@ -88,6 +90,8 @@ class Config:
     # instance.name: this `run` among several over one store (xmppbridge.leadership), as status, /healthz
     # and /metrics name it; default <hostname>:<pid>
     instance_name: str = field(default_factory=default_instance_name)
+    # relay: what this member, as a coordinator, re-publishes of what it receives (policy.relaying)
+    relay: RelayPolicy = NO_RELAY
 
     @property
     def store_target(self) -> str:
@@ -182,6 +186,7 @@ def load_config(file: str | Path, *, overrides: Mapping[str, object] | None = No
     if not all(isinstance(j, str) for j in whitelist):
         raise r.error("pubsub.whitelist", "must be a list of bridge JIDs")
     audiences = read_audiences(r, registry, tuple(whitelist))
+    relay = read_relay(r, registry, audiences)
     # member:<name> grants: a member's people read the feed and chat as its bridge reads our nodes.
     member_rights = {m.name: audiences.rights_of(m.name) for m in registry.peers()}
     feed = feed_settings(r, member_rights)
@@ -243,6 +248,7 @@ def load_config(file: str | Path, *, overrides: Mapping[str, object] | None = No
         audiences=audiences,
         approval=approval,
         instance_name=_instance_name(r),
+        relay=relay,
     )
 
 

@@ -17,6 +17,7 @@ from typing import Protocol
 from xmppbridge.errors import InputRejected
 from xmppbridge.jids import InvalidJID, service_key
 from xmppbridge.receive import message_of, mirror_item
+from xmppbridge.relay import RELAY_SOURCE
 from xmppbridge.signing.verify import TrustStore
 from xmppbridge.store import Reject
 from xmppbridge.store.contracts import Entries, Quarantine
@@ -58,6 +59,12 @@ def _release_one(store: Releasing, trust: TrustStore, record: Reject, *, max_byt
         return Release(record, False, f"already released ({record.resolution})")
     if record.service is None or record.node is None or record.item_id is None:
         return Release(record, False, "not an item of a pubsub node; nothing to mirror it as")
+    if record.source == RELAY_SOURCE:
+        # The item itself was mirrored; what was refused is relaying it, by the policy (relay:,
+        # audiences:). Releasing cannot override that: purge the record once it has been read.
+        return Release(record, False, "refused by the relay policy, not by the receive path: the item is "
+                                      "mirrored; change relay: or audiences: to relay such items, and "
+                                      "purge this record")
     if record.source == "xmpp" and not follows(record.service):
         return Release(record, False, f"unknown-source: {record.service} is not one of the subscriptions")
     if record.raw_size > len(record.raw):

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Protocol
 
+from xmppbridge.custody import MemberOf, received_chain
 from xmppbridge.errors import InputRejected, TooLarge
 from xmppbridge.iodef.document import document_from_root
 from xmppbridge.iodef.model import Document, Incident
@@ -25,19 +27,20 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Outcome:
-    accepted: bool
-    status: str  # "new" | "updated" | "unchanged" when accepted, else the quarantine reason
-    message: str = ""
-
-
-@dataclass(frozen=True)
 class Checked:
     """An item that passed every check: what the originator signed, classified."""
 
     verified: Verified
     document: Document
     incident: Incident  # the representative Incident (narrowest restriction of all)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    accepted: bool
+    status: str  # "new" | "updated" | "unchanged" when accepted, else the quarantine reason
+    message: str = ""
+    checked: Checked | None = None  # an accepted item as verified: a hub relays it without verifying again
 
 
 def check_item(trust: TrustStore, *, service: str, node: str, payload: bytes | None, max_bytes: int,
@@ -61,20 +64,32 @@ def check_item(trust: TrustStore, *, service: str, node: str, payload: bytes | N
 
 
 def mirror_item(store: Entries, trust: TrustStore, ref: ItemRef, payload: bytes | None, *, max_bytes: int,
-                schema_mode: str = "strict") -> str:
+                schema_mode: str = "strict", member_of: MemberOf | None = None) -> str:
     """Check one item and store it as a mirror entry: "new", "updated" or "unchanged". Raises
-    ``InputRejected``; quarantining is the caller's business (``receive_item``, quarantine release)."""
+    ``InputRejected``; quarantining is the caller's business (``receive_item``, quarantine release).
+
+    The entry's signer is the originator, whoever relayed it: what the item says is believed on the
+    originator's signature alone. A relayed item also keeps its custody chain (``custody``), whose
+    signers ``member_of`` names."""
+    return _mirror(store, trust, ref, payload, max_bytes=max_bytes, schema_mode=schema_mode,
+                   member_of=member_of)[0]
+
+
+def _mirror(store: Entries, trust: TrustStore, ref: ItemRef, payload: bytes | None, *, max_bytes: int,
+            schema_mode: str, member_of: MemberOf | None) -> tuple[str, Checked]:
     checked = check_item(trust, service=ref.service, node=ref.node, payload=payload, max_bytes=max_bytes,
                          schema_mode=schema_mode)
     assert payload is not None  # check_item refuses a missing payload
     verified = checked.verified
+    chain = received_chain(verified, stated=checked.incident.published_time, received=datetime.now(UTC),
+                           member_of=member_of)
     signed = SignedItem(ref.node, ref.item_id, payload, checked.incident, checked.document.version,
-                        Signer(verified.signer_subject, verified.signer_fingerprint))
+                        Signer(verified.signer_subject, verified.signer_fingerprint), chain)
     status = store.upsert_entry(ref.service, signed, origin="remote")
     if verified.relays:
         log.info("item %s: created by %s, relayed by %s", ref, verified.signer_subject,
                  " -> ".join(s.subject for s in verified.relays))
-    return status
+    return status, checked
 
 
 class Receiving(Entries, Quarantine, Protocol):
@@ -82,17 +97,19 @@ class Receiving(Entries, Quarantine, Protocol):
 
 
 def receive_item(store: Receiving, trust: TrustStore, ref: ItemRef, payload: bytes | None, *, max_bytes: int,
-                 schema_mode: str = "strict", source: str = "xmpp") -> Outcome:
+                 schema_mode: str = "strict", source: str = "xmpp",
+                 member_of: MemberOf | None = None) -> Outcome:
     """Verify and mirror one item. Never raises for bad input: refused items go to the quarantine with
     their source, time, reason and raw bytes (``xmppbridge quarantine list``)."""
     try:
-        status = mirror_item(store, trust, ref, payload, max_bytes=max_bytes, schema_mode=schema_mode)
+        status, checked = _mirror(store, trust, ref, payload, max_bytes=max_bytes, schema_mode=schema_mode,
+                                  member_of=member_of)
     except InputRejected as exc:
         store.add_reject(Refused(source, exc.reason, message_of(exc), payload or b"", ref))
         log.warning("quarantined item %s: %s: %s", ref, exc.reason, exc)
         return Outcome(False, exc.reason, str(exc))
     log.info("mirrored item %s (%s)", ref, status)
-    return Outcome(True, status)
+    return Outcome(True, status, checked=checked)
 
 
 def representative(incidents: list[Incident]) -> Incident:

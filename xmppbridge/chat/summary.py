@@ -8,6 +8,7 @@ from xmppbridge.errors import InputRejected
 from xmppbridge.iodef.indicators import of_document
 from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.store.entries import Entry
+from xmppbridge.store.items import Custodian
 
 MAX_INDICATORS = 8
 
@@ -42,6 +43,8 @@ def summary(entry: Entry, *, status: str, link: str) -> str:
         ("reported", incident.report_time or incident.generation_time)) if value is not None]
     if times:
         lines.append("Times: " + ", ".join(f"{label} {_time(value)}" for label, value in times))
+    if entry.custody:  # relayed: the originator, then each relay
+        lines.append("Custody: " + " -> ".join(_hop(hop) for hop in entry.custody))
     found, total = indicators(entry.xml)
     if found:
         more = f" (+{total - len(found)} more)" if total > len(found) else ""
@@ -57,6 +60,12 @@ def one_line(entry: Entry) -> str:
 
 def _time(value: datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _hop(hop: Custodian) -> str:
+    """Short, for a chat line: the member (or the subject's CN), its role and time."""
+    name = hop.member or _signer(hop.subject).removeprefix("signed by ")
+    return f"{name} ({hop.role}{', ' + _time(hop.at) if hop.at is not None else ''})"
 
 
 def _signer(subject: str) -> str:

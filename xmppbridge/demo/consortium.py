@@ -137,7 +137,8 @@ class Consortium:
                     anonymous_restrictions: list[str] | None = None,
                     users: dict[str, dict[str, list[str]]] | None = None,
                     feed: dict[str, object] | None = None,
-                    audiences: dict[str, dict[str, object]] | None = None) -> None:
+                    audiences: dict[str, dict[str, object]] | None = None,
+                    extra: dict[str, dict[str, object]] | None = None) -> None:
         """Keys and one bridge config per member, each with the consortium's member registry.
 
         ``subscriptions`` maps a member to the members whose nodes it subscribes to (default: those
@@ -148,6 +149,7 @@ class Consortium:
         ``read``/``write`` rights), each with a fresh random password (``Member.passwords``); the
         analysts' credentials go to ``<workdir>/credentials``, one ``<member> <user>:<password>`` line
         per member, for HTTP Basic. ``feed`` adds settings to every feed section (e.g. archive_size).
+        ``extra`` maps a member to more top-level sections of its config (e.g. a hub's ``relay:``).
         """
         keys = self.workdir / "keys"
         keys.mkdir(parents=True, exist_ok=True)
@@ -181,6 +183,7 @@ class Consortium:
                 "chat": {"readers": {"all": [f"analyst@{m.domain}" for m in self.members.values()]}},
                 "rooms": [{"room": f"incidents@rooms.{member.domain}", "post": ["public"]}],
                 "admins": [f"analyst@{member.domain}"],
+                **(extra or {}).get(member.name, {}),
             }
             (self.workdir / "data").mkdir(exist_ok=True)
             member.config_path.write_text(

@@ -24,10 +24,12 @@ from urllib.parse import quote
 from lxml import etree
 
 from xmppbridge import __version__
+from xmppbridge.custody import describe
 from xmppbridge.feed.layout import COLLECTIONS, PUBLIC_WORKSPACE, WORKSPACES, CollectionInfo, FeedUrls
 from xmppbridge.iodef.model import NS_V1, NS_V2, Incident
 from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS, canonical_purpose
 from xmppbridge.store.entries import Entry
+from xmppbridge.store.items import RELAY
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 APP_NS = "http://www.w3.org/2007/app"
@@ -59,6 +61,8 @@ PROPERTY_REVISION = "urn:xmppbridge:property:revision"
 PROPERTY_SIGNER = "urn:xmppbridge:property:signer"
 PROPERTY_SIGNER_FINGERPRINT = "urn:xmppbridge:property:signer-fingerprint"
 PROPERTY_SOURCE = "urn:xmppbridge:property:source"
+# One per hop of a relayed document's custody chain, in order: the originator, then each relay.
+PROPERTY_CUSTODY = "urn:xmppbridge:property:custody"
 
 IODEF_NS_BY_VERSION = {"1.0": NS_V1, "2.0": NS_V2}
 # For entry ids whose IncidentID name is no DNS name; derived, not random, so it never changes.
@@ -219,6 +223,9 @@ def entry_summary(entry: Entry) -> str:
     if entry.signer_fingerprint:
         signer += f" (SHA-256 {entry.signer_fingerprint})"
     parts.append(f"signed by {signer}")
+    relays = [hop for hop in entry.custody if hop.role == RELAY]
+    if relays:
+        parts.append("relayed by " + ", then ".join(hop.subject for hop in relays))
     return "; ".join(parts) + "."
 
 
@@ -244,6 +251,7 @@ def properties(entry: Entry) -> list[tuple[str, str]]:
         (PROPERTY_SIGNER, entry.signer_subject),
         (PROPERTY_SIGNER_FINGERPRINT, entry.signer_fingerprint),
         (PROPERTY_SOURCE, source_uri(entry)),
+        *((PROPERTY_CUSTODY, describe(hop, rfc3339)) for hop in entry.custody),
     ]
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import lxml.html
 from lxml import etree
 
+from xmppbridge.custody import describe
 from xmppbridge.errors import InputRejected
 from xmppbridge.feed import atom
 from xmppbridge.feed.layout import COLLECTIONS, WORKSPACES, FeedUrls
@@ -209,6 +210,9 @@ def entry_page(entry: Entry, urls: FeedUrls, viewer: Viewer, *, writable: bool =
     for label, value in facts:
         if value:
             table.append(_el("tr", None, _el("th", None, label), _el("td", None, value)))
+    if entry.custody:  # relayed: who held it, originator first (the signer above is the originator)
+        chain = _el("ol", None, *(_el("li", None, describe(hop, atom.rfc3339)) for hop in entry.custody))
+        table.append(_el("tr", None, _el("th", None, "Custody"), _el("td", None, chain)))
     links = _el("ul", None,
                 _el("li", None, _a(urls.revision(entry.id, entry.revision), "The signed IODEF document")),
                 _el("li", None, _a(urls.history(entry.id), "Every version (history)")),

@@ -43,7 +43,7 @@ from xmppbridge.signing.shape import Layout, location, signature_layout
 from xmppbridge.signing.trust import Signer, TrustStore
 from xmppbridge.signing.wireform import wire_bytes
 
-__all__ = ["TrustStore", "Verified", "verify_document", "verify_wire"]
+__all__ = ["TrustStore", "Verified", "embedded_certificates", "verify_document", "verify_wire"]
 
 _X509_CERTIFICATES = f"{{{DS_NS}}}KeyInfo/{{{DS_NS}}}X509Data/{{{DS_NS}}}X509Certificate"
 _SIGNATURE_METHODS = frozenset(SignatureMethod(m) for m in ALLOWED_SIGNATURE_METHODS)
@@ -152,7 +152,7 @@ def _as_signed_by(root: etree._Element, layout: Layout, relays_kept: int) -> etr
 def _verify_one(doc: etree._Element, root: etree._Element, signature: etree._Element, trust: TrustStore,
                 when: datetime.datetime) -> tuple[Signer, etree._Element | None]:
     """Resolve the signer of ``signature`` (an element of ``root``) and verify it over ``doc``."""
-    signer = trust.resolve(_embedded_certificates(signature), when)
+    signer = trust.resolve(embedded_certificates(signature), when)
     # Pin the signature checked to exactly this one, so that neither check can pick another.
     where = location(root, signature)
     try:
@@ -203,7 +203,8 @@ def _check(doc: etree._Element, root: etree._Element, signature: etree._Element,
     return result.signed_xml  # type: ignore[union-attr]  # expect_references=1 -> one result
 
 
-def _embedded_certificates(signature: etree._Element) -> list[x509.Certificate]:
+def embedded_certificates(signature: etree._Element) -> list[x509.Certificate]:
+    """The certificates a signature embeds, leaf first, parsed but not trusted."""
     texts = [e.text or "" for e in signature.findall(_X509_CERTIFICATES)]
     if not texts:
         raise SignatureRejected(

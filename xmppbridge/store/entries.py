@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 from xmppbridge.iodef.model import Incident
 from xmppbridge.policy.nodes import canonical_purpose
-from xmppbridge.store import changelog, incidents, indicatorindex, searchindex
+from xmppbridge.store import changelog, custody, incidents, indicatorindex, searchindex
 from xmppbridge.store.db import from_text, inserted_id, later_than, parse_time, to_text
-from xmppbridge.store.items import SignedItem
+from xmppbridge.store.items import Custodian, SignedItem
 from xmppbridge.store.sql import Connection, Row
 
 Origin = Literal["local", "remote"]
@@ -54,6 +54,9 @@ class Entry:
     deleted: bool
     published_at: datetime | None = None  # ReportTime/GenerationTime of the first version; fixed
     revision: int = 1  # number of this document version, 1 for the first
+    # A relayed document's custody chain, originator first (schema version 10); empty when it came
+    # straight from its signer. The current document's: older revisions are shown with it too.
+    custody: tuple[Custodian, ...] = ()
 
     @cached_property  # asked several times per entry of a feed page; the frozen incident cannot change it
     def restriction(self) -> str:
@@ -94,6 +97,8 @@ def from_row(row: Row, **overrides: Any) -> Entry:
         "deleted": row["deleted_at"] is not None,
         "published_at": from_text(row["published_at"]),
         "revision": row["revision"],
+        # Queries that list their columns (feed views, search) may leave it out.
+        "custody": custody.from_json(row["custody"]) if "custody" in row.keys() else (),  # noqa: SIM118
     }
     return Entry(**{**fields, **overrides})
 
@@ -114,6 +119,7 @@ def upsert(conn: Connection, service: str, item: SignedItem, *, origin: Origin) 
         "version": item.version,
         "signer_subject": item.signer.subject,
         "signer_fingerprint": item.signer.fingerprint,
+        "custody": custody.to_json(item.custody),
         "effective_restriction": collection,
         "purpose_key": purpose,
         **incidents.to_columns(incident),

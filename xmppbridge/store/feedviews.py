@@ -41,7 +41,7 @@ class Revision:
 
 _ENTRY_COLUMNS = (
     "id", "service", "node", "item_id", "origin", "version", "signer_subject", "signer_fingerprint",
-    "received_at", "updated_at", "deleted_at", "published_at", "revision", *incidents.COLUMNS,
+    "received_at", "updated_at", "deleted_at", "published_at", "revision", "custody", *incidents.COLUMNS,
 )
 _SELECT = (
     "SELECT c.collection AS c_collection, c.seq AS c_seq, c.revision AS c_revision, c.deleted AS c_deleted,"

@@ -1,11 +1,13 @@
 """The small values the store's interfaces pass instead of long argument lists: where an item lives
-(``ItemRef``), a signed document as one pubsub item (``SignedItem``) and an input we refused
-(``Refused``). Pure data: the receive path, the publisher and the store's tables share them.
+(``ItemRef``), a signed document as one pubsub item (``SignedItem``) with who held it on its way
+(``Custodian``), and an input we refused (``Refused``). Pure data: the receive path, the publisher and
+the store's tables share them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from xmppbridge.iodef.model import Incident
 
@@ -31,6 +33,26 @@ class Signer:
     fingerprint: str = ""
 
 
+ORIGINATOR, RELAY = "originator", "relay"
+
+
+@dataclass(frozen=True)
+class Custodian:
+    """One signer in a relayed document's custody chain (``Verified.chain``): the originator, then each
+    relay in the order they forwarded it.
+
+    ``at`` is when that hop happened as far as this bridge can tell, since XML signatures carry no time:
+    for the originator the time its signed document states (GenerationTime/ReportTime), for the relay
+    that handed it to us when we received it, for our own relay when we relayed it; None for a relay
+    further up the chain (nothing records it)."""
+
+    role: str  # ORIGINATOR | RELAY
+    subject: str
+    fingerprint: str
+    at: datetime | None = None
+    member: str = ""  # the registry's name for the signer, when it is a member's certificate
+
+
 @dataclass(frozen=True)
 class SignedItem:
     """A signed IODEF document as one pubsub item of a node, before it is known on which service
@@ -41,7 +63,8 @@ class SignedItem:
     xml: bytes  # the signed document, byte for byte; empty for a retraction
     incident: Incident  # the representative Incident (narrowest restriction of the document's)
     version: str  # IODEF "1.0" | "2.0"
-    signer: Signer = Signer()
+    signer: Signer = Signer()  # the originator, who speaks for the incident: trust rests on it alone
+    custody: tuple[Custodian, ...] = ()  # for a relayed document its chain, originator first; else empty
 
     def on(self, service: str) -> ItemRef:
         return ItemRef(service, self.node, self.item_id)

@@ -6,7 +6,7 @@ added from the data already there, or replace an index by a wider one. Step 5 mo
 document into a table of its own and rebuilds ``entries`` without it. An existing store keeps everything
 it had. Step 6 adds the ``peers`` table, step 7 the ``approvals`` table, step 8 chat's tables (which
 chat kept beside the store's until then), step 9 the indicator index and the incidents' UUIDs, filled
-from the documents.
+from the documents, step 10 the custody chain of relayed documents.
 
 PostgreSQL stores run the same steps from version 1 (one history, one schema for both); the SQL is the
 table modules' (``store.sql``), and only step 5 takes a different way on PostgreSQL, which can drop a
@@ -225,6 +225,13 @@ def _to_9(conn: Connection) -> None:
         indicatorindex.index(conn, row["id"], bytes(row["xml"]), incidents.from_columns(row), new=True)
 
 
+def _to_10(conn: Connection) -> None:
+    """The custody chain of relayed documents (``store.custody``, JSON) on entries and on the outbox
+    (hub and spoke, issue 17); NULL, as for every document not relayed, in the rows already there."""
+    for table in ("entries", "outbox"):
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN custody TEXT")
+
+
 @contextmanager
 def _secure_delete_off(conn: Connection) -> Iterator[None]:
     """Free pages without overwriting them with zeros. For the old entries table that hides nothing: its
@@ -247,4 +254,5 @@ _STEPS: tuple[tuple[int, Callable[[Connection], None]], ...] = (
     (7, _to_7),
     (8, _to_8),
     (9, _to_9),
+    (10, _to_10),
 )

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from xmppbridge.iodef.model import Incident
-from xmppbridge.store import entries, incidents
+from xmppbridge.store import custody, entries, incidents
 from xmppbridge.store.db import from_text, inserted_id, later_than, parse_time
-from xmppbridge.store.items import SignedItem, Signer
+from xmppbridge.store.items import Custodian, SignedItem, Signer
 from xmppbridge.store.sql import Connection, Row
 
 PENDING, PUBLISHED, FAILED = "pending", "published", "failed"
@@ -35,6 +35,7 @@ class OutboxItem:
     version: str = ""
     service: str | None = None  # where it was published
     action: str = PUBLISH  # "publish" | "retract" (payload empty: remove the item from its node)
+    custody: tuple[Custodian, ...] = ()  # a relayed item's chain, copied into our entry once published
 
 
 def _item(row: Row) -> OutboxItem:
@@ -52,6 +53,7 @@ def _item(row: Row) -> OutboxItem:
         version=row["version"],
         service=row["service"],
         action=row["action"],
+        custody=custody.from_json(row["custody"]),
     )
 
 
@@ -60,7 +62,8 @@ def enqueue(conn: Connection, item: SignedItem, *, source: str, action: str = PU
         raise ValueError(f"action must be {PUBLISH!r} or {RETRACT!r}, not {action!r}")
     cursor = conn.execute(
         "INSERT INTO outbox (node, item_id, payload, incident, version, signer_subject, signer_fingerprint,"
-        " source, status, created_at, action) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        " source, status, created_at, action, custody) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " RETURNING id",
         (
             item.node,
             item.item_id,
@@ -73,6 +76,7 @@ def enqueue(conn: Connection, item: SignedItem, *, source: str, action: str = PU
             PENDING,
             later_than(None),
             action,
+            custody.to_json(item.custody),
         ),
     )
     return inserted_id(cursor)
@@ -121,7 +125,8 @@ def mark_published(conn: Connection, items: Sequence[int], *, service: str) -> N
             continue
         signed = SignedItem(row["node"], row["item_id"], bytes(row["payload"]),
                             incidents.from_json(row["incident"]), row["version"],
-                            Signer(row["signer_subject"], row["signer_fingerprint"]))
+                            Signer(row["signer_subject"], row["signer_fingerprint"]),
+                            custody.from_json(row["custody"]))
         entries.upsert(conn, service, signed, origin="local")
 
 

@@ -29,7 +29,7 @@ _COLUMNS = (
     " e.received_at, e.updated_at, e.deleted_at, e.published_at, e.revision, e.id_name, e.incident_id,"
     " e.instance, e.restriction_raw, e.restriction, e.purpose, e.report_time, e.generation_time,"
     " e.detect_time, e.start_time, e.end_time, e.title, e.alternative_ids, e.related_ids,"
-    " e.narrowest_restriction"
+    " e.narrowest_restriction, e.custody"
 )
 _WORD = re.compile(r"\w+")
 

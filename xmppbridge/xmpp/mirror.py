@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 from xml.etree import ElementTree as ET
 
 from xmppbridge.config import Config, Subscription
-from xmppbridge.receive import receive_item
+from xmppbridge.custody import MemberOf
+from xmppbridge.receive import Checked, receive_item
 from xmppbridge.signing.verify import TrustStore
 from xmppbridge.signing.wireform import wire_bytes
 from xmppbridge.store.contracts import Batches, Entries, PeerRecords, Quarantine, Subscriptions
@@ -73,8 +74,20 @@ class Mirroring(Entries, Quarantine, Subscriptions, PeerRecords, Batches, Protoc
 class Mirror:
     """The component's ItemSink: verifies and stores what remote nodes send."""
 
-    def __init__(self, config: Config, store: Mirroring, trust: TrustStore) -> None:
+    def __init__(self, config: Config, store: Mirroring, trust: TrustStore, *,
+                 relay: Callable[[ItemRef, bytes, Checked], None] | None = None,
+                 retract_relayed: Callable[[ItemRef], None] | None = None,
+                 own_echo: Callable[[bytes | None], bool] | None = None,
+                 member_of: MemberOf | None = None) -> None:
+        """``relay``: a coordinator's ``Hub.relay``, called for each item just stored, and
+        ``retract_relayed`` its ``Hub.retract``, for each one just marked retracted; ``own_echo``
+        recognises our own items relayed back (``hub.OwnEcho``); ``member_of`` names custody signers."""
         self.config, self.store, self.trust = config, store, trust
+        self.relay, self.retract_relayed = relay, retract_relayed
+        self.own_echo, self.member_of = own_echo, member_of
+        # Per node: our own items a hub relayed back, passed over; the periodic check does not fetch them
+        # again as missing (kept in memory: after a restart each is fetched once more).
+        self._echoes: dict[tuple[str, str], set[str]] = {}
         self._synced: set[tuple[str, str]] = set()  # subscribed and caught up in this session
         # One catch-up per node at a time: a second caller (rediscovery, or the sync after a reconnection)
         # waits for the one under way instead of starting another or going on as if it were done.
@@ -106,8 +119,17 @@ class Mirror:
             # Exactly the bytes already verified and mirrored: a catch-up refetch or a duplicate
             # notification. Skipping it keeps catch-up cheap and changes nothing.
             return
-        receive_item(self.store, self.trust, ItemRef(service, node, item_id), data,
-                     max_bytes=self.config.max_document_bytes, schema_mode=self.config.schema_mode)
+        if self.own_echo is not None and self.own_echo(data):
+            log.debug("passed over item %s on %s/%s: our own, relayed back", item_id, service, node)
+            self._echoes.setdefault((service, node), set()).add(item_id)
+            return
+        ref = ItemRef(service, node, item_id)
+        outcome = receive_item(self.store, self.trust, ref, data, max_bytes=self.config.max_document_bytes,
+                               schema_mode=self.config.schema_mode, member_of=self.member_of)
+        if self.relay is not None and data is not None and outcome.checked is not None \
+                and outcome.status != "unchanged":
+            # In the batch that stored it: the item and its relay are committed together (hub.py).
+            self.relay(ref, data, outcome.checked)
 
     def _note_contact(self, service: str, node: str) -> None:
         """Record when a node last sent something, at most every few seconds (a write per item would
@@ -127,6 +149,8 @@ class Mirror:
     def _retract(self, service: str, node: str, item_id: str) -> None:
         if self.store.mark_deleted(service, node, item_id):
             log.info("retracted item %s on %s/%s", item_id, service, node)
+            if self.retract_relayed is not None:
+                self.retract_relayed(ItemRef(service, node, item_id))
 
 
     def batch(self) -> AbstractContextManager[None]:
@@ -196,7 +220,9 @@ class Mirror:
             offered_again = [item_id for item_id in ids if item_id in quarantined and item_id not in held]
             if offered_again:
                 self.store.reject_seen_again(service, node, offered_again)
-            missing = {item_id for item_id in ids if item_id not in held and item_id not in quarantined}
+            echoes = self._echoes.get((service, node), set())
+            missing = {item_id for item_id in ids
+                       if item_id not in held and item_id not in quarantined and item_id not in echoes}
             # During a burst, many listed items are still on their way as notifications; fetching them
             # would double the work exactly when the bridge is busiest. An item missing at two checks
             # in a row was lost (a remote restart, say) and is fetched now.

@@ -1,0 +1,111 @@
+"""Hub and spoke, the bridge's end: relay what the mirror stored, and drop our own items coming back.
+
+A coordinator's mirror hands every item it has just stored (new or changed, never the same bytes again)
+to ``Hub.relay``: if a ``relay:`` rule selects it, it is relay-signed (``relay.prepare_relay``) and queued
+in the outbox for our own node. The mirror stores the item and the hub queues it in the same store batch
+(one transaction per notification stanza or fetch), so a crash loses neither or both, and the outbox
+publishes it after a restart. A redelivery or a catch-up refetch brings the same bytes, which the mirror
+skips before it gets here, so nothing is relayed twice. A retraction by the originator retracts our
+relayed copy (``Hub.retract``). Items a rule selects and the policy refuses
+(private, an audience wider than the rule's ``to``, ...) are kept in the quarantine with their reason
+(source ``relay``), as the receive path keeps what it refuses.
+
+A spoke follows the hub only, and its own items come back from there, relayed: ``own_echo`` recognises
+them so that the mirror passes them over instead of quarantining them as signed by a stranger (a bridge
+does not trust its own certificate as a peer's).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from cryptography.hazmat.primitives import serialization
+from lxml import etree
+
+from xmppbridge.config import Config
+from xmppbridge.custody import member_names
+from xmppbridge.errors import InputRejected
+from xmppbridge.iodef.document import incident_item_id
+from xmppbridge.iodef.parse import parse_untrusted
+from xmppbridge.policy.nodes import node_name
+from xmppbridge.receive import Checked, message_of
+from xmppbridge.relay import RELAY_SOURCE, Relayer, Route, prepare_relay
+from xmppbridge.signing.keys import SigningIdentity, fingerprint
+from xmppbridge.signing.shape import signature_layout
+from xmppbridge.signing.verify import embedded_certificates
+from xmppbridge.store.contracts import Entries, Outbox, Quarantine
+from xmppbridge.store.items import ItemRef, Refused, SignedItem
+from xmppbridge.store.outbox import RETRACT
+
+log = logging.getLogger(__name__)
+
+
+class Relaying(Entries, Outbox, Quarantine, Protocol):
+    """What the hub reads and writes: the entry just mirrored, the outbox, the quarantine."""
+
+
+class Hub:
+    def __init__(self, config: Config, store: Relaying, identity: SigningIdentity) -> None:
+        self.config, self.store = config, store  # config: swapped on reload, for the live audiences
+        self.relayer = Relayer(identity, config.trust, config.node_prefix, config.max_document_bytes,
+                               config.schema_mode, member_names(config.registry))
+
+    def relay(self, ref: ItemRef, payload: bytes, checked: Checked) -> None:
+        """Relay ``payload``, just mirrored as ``ref`` (``checked``: as the receive path verified it), if a
+        rule selects it. Never raises for the item."""
+        incident = checked.incident
+        rule = self.config.relay.rule_for(ref.service, ref.node, incident.effective_restriction,
+                                          incident.purpose)
+        if rule is None:
+            return
+        try:
+            item = prepare_relay(ref, payload, self.relayer,
+                                 Route(audience=self.config.node_audience, allowed=rule.to_bridges),
+                                 checked=checked)
+        except InputRejected as exc:
+            self.store.add_reject(Refused(RELAY_SOURCE, exc.reason, message_of(exc), payload, ref))
+            log.warning("not relaying item %s: %s: %s", ref, exc.reason, exc)
+            return
+        self.store.enqueue(item, source=f"{RELAY_SOURCE}:{ref.service}")
+        log.info("relaying item %s to %s as %s", ref, item.node, item.item_id)
+
+    def retract(self, ref: ItemRef) -> None:
+        """The originator retracted ``ref`` (the mirror just marked it deleted): retract our relayed copy
+        too, if we published one, so that the spokes drop it as the hub did."""
+        entry = self.store.find_entry(ref.service, ref.node, ref.item_id)
+        if entry is None:
+            return
+        node = node_name(self.config.node_prefix, entry.restriction, entry.incident.purpose)
+        ours = self.store.find_entry(self.config.pubsub_service, node, incident_item_id(entry.incident))
+        # Only a copy we relayed of this very item: one whose custody starts with its originator.
+        if ours is None or ours.deleted or not ours.custody or \
+                ours.custody[0].fingerprint != entry.signer_fingerprint:
+            return
+        self.store.enqueue(SignedItem(ours.node, ours.item_id, b"", ours.incident, ours.version),
+                           source=f"{RELAY_SOURCE}:{ref.service}", action=RETRACT)
+        log.info("retracting our relayed copy %s of %s: retracted by its originator", ours.item_id, ref)
+
+
+class OwnEcho:
+    """Recognises documents we originated, relayed back to us by a hub."""
+
+    def __init__(self, identity: SigningIdentity) -> None:
+        self.fingerprint = identity.fingerprint
+        # The last full line of our certificate's PEM body, as our signatures embed it (signing.sign):
+        # searching the bytes for it is cheap, and only a document that has it is parsed.
+        lines = identity.certificate.public_bytes(serialization.Encoding.PEM).split(b"\n")
+        self._marker = lines[-4] if len(lines) > 4 else b""
+
+    def __call__(self, payload: bytes | None) -> bool:
+        if not payload or not self._marker or self._marker not in payload:
+            return False
+        try:
+            root = parse_untrusted(payload)
+            layout = signature_layout(root, etree.QName(root).namespace or "")
+            certificates = embedded_certificates(layout.originator)
+        except InputRejected:
+            return False  # not ours after all: the receive path says what is wrong with it
+        # Unverified, and only used to pass an item over: a forgery that names our certificate gains
+        # nothing it could not get by not being sent.
+        return fingerprint(certificates[0]) == self.fingerprint
