@@ -45,7 +45,7 @@ class Bridge:
         self.store.forget_peers_except(sorted({s.service for s in config.subscriptions}))
         self.mirror = Mirror(config, self.store, config.trust)  # loaded and checked by load_config
         self.metrics = BridgeMetrics(self.store, connected=lambda: self.xmpp.online.is_set())
-        self.xmpp = BridgeComponent(config.jid, config.secret, config.server_host, config.server_port,
+        self.xmpp = BridgeComponent(config.jid, config.secret, config.servers,
                                     self.metrics.timed_sink(self.mirror))
         # People and operators: chat commands and notices, rooms, ad-hoc commands for admins.
         ops = config.operators
@@ -145,8 +145,9 @@ class Bridge:
         affiliations to their audiences (changed while we were away?); then wait for the next gap."""
         while True:
             await self.xmpp.online.wait()
-            log.info("connected to %s:%s as %s", self.config.server_host, self.config.server_port,
-                     self.config.jid)
+            log.info("connected to %s as %s", self.xmpp.server, self.config.jid)
+            # Which server (which node of a cluster): `status` shows it.
+            self.store.set_state("server", str(self.xmpp.server))
             self.store.set_state("connection", "online")
             await self.approvals.on_session()
             await asyncio.gather(self.mirror.sync_all(self.xmpp), self.reconciler.round("connected"))
