@@ -51,7 +51,7 @@ class ClusterNode(EjabberdServer):
 
     sql: SqlDatabase | None = None
     cookie: str = ""
-    components: tuple[str, ...] = ()  # component JIDs on the component port, all with ``secret``
+    components: tuple[str, ...] = ()  # component JIDs, each on its port (``component_port`` + i), ``secret``
     pubsub_hosts: tuple[str, ...] = ()
 
     config_template: ClassVar[str] = "cluster.yml"
@@ -67,8 +67,8 @@ class ClusterNode(EjabberdServer):
                 "node": self.node_name, "erl_options": f"-setcookie {self.cookie}",
                 "sql_host": self.sql.host, "sql_port": self.sql.port, "sql_database": self.sql.database,
                 "sql_user": self.sql.user, "sql_password": self.sql.password,
-                "components": "".join(f'      "{jid}":\n        password: "{self.secret}"\n'
-                                      for jid in components).rstrip("\n"),
+                "components": "".join(_component_listener(self.ip, self.component_port + i, jid, self.secret)
+                                      for i, jid in enumerate(components)).rstrip("\n"),
                 "bridges": "".join(f'      - "{jid}"\n' for jid in components).rstrip("\n"),
                 "pubsub_hosts": "".join(f'      - "{jid}"\n' for jid in self.pubsub_hosts
                                         or (self.pubsub_jid,)).rstrip("\n")}
@@ -105,10 +105,11 @@ class EjabberdCluster:
                                   cookie=cookie, components=self.components, pubsub_hosts=self.pubsub_hosts)
                       for i, ip in enumerate(self.ips)]
 
-    @property
-    def component_addresses(self) -> list[str]:
-        """``host:port`` of each node's component port, in order: the bridge's ``component.servers``."""
-        return [f"{node.ip}:{node.component_port}" for node in self.nodes]
+    def component_addresses(self, jid: str | None = None) -> list[str]:
+        """``host:port`` of component ``jid``'s port (default: the first) on each node, in order: that
+        bridge's ``component.servers``."""
+        offset = (self.components or (f"bridge.{self.domain}",)).index(jid) if jid else 0
+        return [f"{node.ip}:{node.component_port + offset}" for node in self.nodes]
 
     def start(self, timeout: float = 90.0) -> None:
         """Start every node and join each to the first; stop all of them should anything fail."""
@@ -144,6 +145,11 @@ class EjabberdCluster:
     def stop(self) -> None:
         for node in reversed(self.nodes):
             node.stop()
+
+
+def _component_listener(ip: str, port: int, jid: str, secret: str) -> str:
+    return (f"  -\n    port: {port}\n    ip: \"{ip}\"\n    module: ejabberd_service\n"
+            f"    max_stanza_size: 524288\n    hosts:\n      \"{jid}\":\n        password: \"{secret}\"\n")
 
 
 def load_schema(url: str) -> None:
