@@ -2,14 +2,16 @@ from __future__ import annotations
 
 import itertools
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from aiohttp.test_utils import TestClient
 
 from tests.integration import loopback_consortium, running
 from tests.postgres import Cluster, private_cluster
+from tests.test_feed_support import client_for
 from xmppbridge.demo.consortium import Consortium
 from xmppbridge.store import Store
 
@@ -74,3 +76,11 @@ def schemas(tmp_path_factory: pytest.TempPathFactory) -> AtomSchemas:
     from tests.test_feed_support import convert_schemas
 
     return convert_schemas(tmp_path_factory.mktemp("rng"))
+
+
+@pytest.fixture
+async def client(store: Store) -> AsyncIterator[TestClient]:
+    """The feed app in process over the test module's own ``store`` fixture (the feed support's users)."""
+    client = await client_for(store)
+    yield client
+    await client.close()

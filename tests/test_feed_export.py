@@ -32,13 +32,6 @@ def store(tmp_path: Path) -> Iterator[Store]:
         yield opened
 
 
-@pytest.fixture
-async def client(store: Store) -> AsyncIterator[TestClient]:
-    client = await client_for(store)
-    yield client
-    await client.close()
-
-
 def rows(body: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(body)))
 

@@ -5,7 +5,7 @@ rights allow, and a stranger nothing beyond public."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from lxml import etree
 from pymisp import MISPEvent
 
 from tests.conftest import SAMPLES
-from tests.test_feed_support import ANALYST, MEMBER, OUTSIDER, client_for, iodef2, store_document
+from tests.test_feed_support import ANALYST, MEMBER, OUTSIDER, iodef2, store_document
 from xmppbridge.feed import misp
 from xmppbridge.iodef.document import read_document, split_document
 from xmppbridge.iodef.uuids import incident_uuid
@@ -32,13 +32,6 @@ def store(tmp_path: Path) -> Iterator[Store]:
             for piece in split_document(read_document(path.read_bytes())):
                 store_document(opened, etree.tostring(piece.root))
         yield opened
-
-
-@pytest.fixture
-async def client(store: Store) -> AsyncIterator[TestClient]:
-    client = await client_for(store)
-    yield client
-    await client.close()
 
 
 async def get_json(client: TestClient, path: str, headers: dict[str, str]) -> dict:

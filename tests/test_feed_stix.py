@@ -6,7 +6,7 @@ holds."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from lxml import etree
 from stix2validator import ValidationOptions, validate_string
 
 from tests.conftest import SAMPLES
-from tests.test_feed_support import ANALYST, MEMBER, OUTSIDER, client_for, iodef2, store_document
+from tests.test_feed_support import ANALYST, MEMBER, OUTSIDER, iodef2, store_document
 from xmppbridge.feed import stix
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.iodef.document import read_document, split_document
@@ -132,13 +132,6 @@ def test_a_quote_in_a_value_cannot_break_out_of_the_pattern() -> None:
     quoted = Indicator("url", "http://x.example/it's", "source")
     assert stix._pattern(quoted) == "[url:value = 'http://x.example/it\\'s']"
     assert stix._pattern(Indicator("domain", "a\\b", "source")) == "[domain-name:value = 'a\\\\b']"
-
-
-@pytest.fixture
-async def client(store: Store) -> AsyncIterator[TestClient]:
-    client = await client_for(store)
-    yield client
-    await client.close()
 
 
 async def test_the_bundle_is_served_under_the_entrys_access_rule(store: Store, client: TestClient) -> None:
