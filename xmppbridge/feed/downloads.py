@@ -11,7 +11,6 @@ Deleted entries (tombstones in the feed) have nothing to export and are left out
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import datetime
 
 from aiohttp import web
@@ -26,6 +25,7 @@ from xmppbridge.feed.http import (
     readable_entry,
     respond,
     search_results,
+    with_documents,
 )
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.store import Entry
@@ -44,8 +44,7 @@ def _respond(request: web.Request, entries: Sequence[Entry]) -> web.Response:
     render, media_type = FORMATS[request.match_info["format"]]
     live = [entry for entry in entries if not entry.deleted]
     if any(not entry.xml for entry in live):  # pages and search results come without their documents
-        documents = request.app[STORE].current_documents([entry.id for entry in live])
-        live = [replace(entry, xml=documents.get(entry.id, b"")) for entry in live]
+        live = with_documents(request, live)
     newest: datetime | None = max((e.updated_at for e in live), default=None)
     return respond(request, render(live, request.app[URLS]), media_type, last_modified=newest)
 
@@ -75,8 +74,7 @@ MISP_WINDOW = 10_000
 def _misp_window(request: web.Request, *, documents: bool) -> list[Entry]:
     found = request.app[STORE].search(SearchQuery(), principal(request).read.readable(), limit=MISP_WINDOW)
     if documents:
-        texts = request.app[STORE].current_documents([entry.id for entry in found])
-        found = [replace(entry, xml=texts.get(entry.id, b"")) for entry in found]
+        found = with_documents(request, found)
     return list(misp.entries_of(found))
 
 

@@ -10,7 +10,8 @@ import base64
 import binascii
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Protocol
@@ -185,6 +186,13 @@ def collection_page(request: web.Request) -> tuple[str, frozenset[str] | None, P
         raise web.HTTPBadRequest(text="give before or after, not both\n")
     changes = request.app[STORE].current_page(restriction, purposes, limit=count, before=before, after=after)
     return restriction, purposes, (count, before, after), changes
+
+
+def with_documents(request: web.Request, entries: Sequence[Entry]) -> list[Entry]:
+    """``entries`` with their current documents, read in one statement (pages and search results come
+    without them): for the exports, which read every document of a page."""
+    documents = request.app[STORE].current_documents([entry.id for entry in entries])
+    return [replace(entry, xml=documents.get(entry.id, b"")) for entry in entries]
 
 
 def search_results(request: web.Request) -> tuple[SearchRequest, list[Entry]]:

@@ -4,16 +4,14 @@ rule that what a reader may not see answers 404, exactly as if it were not there
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from datetime import datetime
 
 from aiohttp import web
 
 from xmppbridge.feed import taxii
-from xmppbridge.feed.http import STORE, URLS, may_read, principal, respond, whole_number
+from xmppbridge.feed.http import STORE, URLS, may_read, principal, respond, whole_number, with_documents
 from xmppbridge.iodef.classify import parse_datetime
 from xmppbridge.policy.nodes import RESTRICTIONS
-from xmppbridge.store import Entry
 
 TITLE = "xmppbridge incident mirror"
 _BATCH = 50  # entries read per store query while filling a page
@@ -96,8 +94,8 @@ def _page(request: web.Request) -> taxii.Page:
         batch = store.current_page(restriction, purposes, limit=_BATCH, after=after)
         batch.reverse()  # oldest first
         live = [c for c in batch if not c.entry.deleted]
-        documents = store.current_documents([c.entry.id for c in live])
-        changes += [taxii.Change(c.seq, _with(c.entry, documents)) for c in live]
+        loaded = with_documents(request, [c.entry for c in live])
+        changes += [taxii.Change(c.seq, entry) for c, entry in zip(live, loaded, strict=True)]
         exhausted = len(batch) < _BATCH
         if batch:
             after = batch[-1].seq
@@ -108,9 +106,6 @@ def _page(request: web.Request) -> taxii.Page:
     return taxii.page(changes, cursor, limit, request.app[URLS], exhausted=exhausted,
                       last_seq=after)
 
-
-def _with(entry: Entry, documents: dict[int, bytes]) -> Entry:
-    return replace(entry, xml=documents.get(entry.id, b""))
 
 
 def _moment(text: str) -> datetime:
