@@ -3,8 +3,6 @@ Chromium renders it with non-empty inline SVG charts and no script, and a screen
 
 from __future__ import annotations
 
-import struct
-import zlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,13 +12,14 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import SAMPLES
-from tests.test_feed_browser import _chunks, _free_port, chromium
+from tests.pngpixels import colours, rgb
+from tests.test_feed_browser import _free_port, chromium
 from tests.test_feed_support import ANALYST, USERS, basic, settings, store_document
 from tests.test_store import make_incident
 from xmppbridge.feed.access import User
 from xmppbridge.feed.app import make_app
 from xmppbridge.feed.auth import hash_password
-from xmppbridge.feed.dashboard import peak_depths
+from xmppbridge.feed.dashboard import COLOURS, peak_depths
 from xmppbridge.peers import Outcome
 from xmppbridge.policy.rights import Rights
 from xmppbridge.store import Store
@@ -82,9 +81,10 @@ async def test_chromium_renders_non_empty_charts(site: str, tmp_path: Path) -> N
     assert "csirt.a.test" in members
     shot = tmp_path / "dashboard.png"  # kept by pytest with the test's other files
     await chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,1600", signed_in + "dashboard")
-    png = shot.read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (1200, 1600)
-    assert len(set(zlib.decompress(b"".join(_chunks(png, b"IDAT"))))) > 32  # not a blank page
+    drawn = colours(shot.read_bytes())
+    assert sum(drawn.values()) == 1200 * 1600 and len(drawn) > 32  # not a blank page
+    # the bars as drawn: refusals and an unreachable peer, the outbox, publish delays
+    assert all(drawn[rgb(colour)] > 50 for colour in (COLOURS["private"], "#ff9f00", "#4a90d9", "#c7c7c7"))
 
 
 def test_the_outbox_depth_per_day_is_its_peak_from_queued_and_published_times() -> None:

@@ -158,19 +158,22 @@ def _delays(activity: Activity, days: list[str]) -> etree._Element:
     if not figures:
         return el("p", None, f"Nothing published in the last {DAYS} days.")
     top = max(p95 for _, p95 in figures.values()) or 1.0
-    height, base, column = 180, 160, (_WIDTH - 40) / len(days)
+    height, base, column = 195, 160, (_WIDTH - 40) / len(days)
     svg = _svg(height, "publish delay per day")
     for i, day in enumerate(days):
+        x = 30 + i * column
+        svg.append(_text(x, base + 14, day[5:]))
         if day not in figures:
             continue
         median, p95 = figures[day]
-        x = 30 + i * column
         svg.append(_rect(x, base - (base - 10) * p95 / top, column * 0.35, (base - 10) * p95 / top, "#c7c7c7",
                          f"{day} p95: {_duration(p95)}"))
         svg.append(_rect(x + column * 0.4, base - (base - 10) * median / top, column * 0.35,
                          (base - 10) * median / top, "#4a90d9", f"{day} median: {_duration(median)}"))
-        svg.append(_text(x, base + 14, day[5:]))
     svg.append(_text(2, 12, _duration(top)))
+    for i, (label, colour) in enumerate((("95th percentile", "#c7c7c7"), ("median", "#4a90d9"))):
+        svg.append(_rect(30 + i * 140, height - 12, 10, 10, colour, label))
+        svg.append(_text(44 + i * 140, height - 3, label))
     return svg
 
 
