@@ -21,7 +21,7 @@ from taxii2client.v21 import ApiRoot, Collection, Server, as_pages
 
 from tests.conftest import SAMPLES
 from tests.test_feed_support import ANALYST, MEMBER, OUTSIDER, TestUser, iodef2, settings, store_document
-from xmppbridge.feed import stix, taxii
+from xmppbridge.feed import stix, taxii, taxiiroutes
 from xmppbridge.feed.app import make_app
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.feed.taxiimatch import Match, chosen
@@ -51,11 +51,16 @@ async def base(store: Store, unused_tcp_port: int) -> AsyncIterator[str]:
     await server.close()
 
 
+def _objects(store: Store, restriction: str, urls: FeedUrls) -> list[dict[str, Any]]:
+    """Every STIX object of the collection's live entries (those several share, more than once)."""
+    entries = [store.entry(e.id) for e in store.entries(restrictions=[restriction], limit=1000)]
+    return [o for e in entries if e is not None and not e.deleted
+            for o in json.loads(stix.bundle([e], urls)).get("objects", [])]
+
+
 def expected(store: Store, restriction: str, urls: FeedUrls) -> set[str]:
     """The ids of every STIX object of the collection's live entries."""
-    entries = [store.entry(e.id) for e in store.entries(restrictions=[restriction], limit=1000)]
-    return {o["id"] for e in entries if e is not None and not e.deleted
-            for o in json.loads(stix.bundle([e], urls)).get("objects", [])}
+    return {o["id"] for o in _objects(store, restriction, urls)}
 
 
 def walk(base: str, who: TestUser | None, per_request: int) -> dict[str, Any]:
@@ -153,9 +158,7 @@ def _paged(func: Any, per_request: int, **filters: str) -> tuple[list[dict[str, 
 
 
 async def test_match_filters_select_objects_and_manifest_across_pages(store: Store, base: str) -> None:
-    urls = FeedUrls(base)
-    entries = [store.entry(e.id) for e in store.entries(restrictions=["public"], limit=1000)]
-    every = [o for e in entries if e is not None for o in json.loads(stix.bundle([e], urls))["objects"]]
+    every = _objects(store, "public", FeedUrls(base))
     incidents = {o["id"] for o in every if o["type"] == "incident"}
     two = sorted(incidents)[:2]
     observables = {o["id"] for o in every if o["type"] in ("ipv4-addr", "domain-name")}
@@ -269,3 +272,14 @@ def test_match_parses_the_filters_and_chooses_versions() -> None:
     assert chosen(stamps, ("all",)) == set(stamps)
     assert chosen(stamps, match.versions) == {stamps[1], stamps[2]}  # first, and the one at that moment
     assert Match(spec_versions=frozenset(["2.1"])).selects({"id": "ipv4-addr--1", "type": "ipv4-addr"})
+
+
+async def test_a_page_stops_early_when_a_filter_matches_few_and_the_walk_still_finds_all(
+        store: Store, base: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(taxiiroutes, "_SCAN", 2)  # entries turned into STIX per page at most
+    incidents = [o["id"] for o in _objects(store, "public", FeedUrls(base)) if o["type"] == "incident"]
+    public = _collection(base, ANALYST, "public")
+    pages, found = await asyncio.to_thread(_paged, public.get_objects, 10, type="incident")
+    assert sorted(o["id"] for o in found) == sorted(incidents)  # each once
+    assert pages[0]["more"] and len(pages[0]["objects"]) == 2 < 10 and pages[0]["next"]  # short, with more
+    assert pages[-1]["more"] is False and "next" not in pages[-1]

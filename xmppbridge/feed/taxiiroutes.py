@@ -19,7 +19,10 @@ from xmppbridge.store.entries import Entry
 
 TITLE = "xmppbridge incident mirror"
 _BATCH = 50  # entries read per store query while filling a page
-_SCAN = 2000  # entries a page reads at most: filters that match few objects must not read a whole store
+# What one page reads at most, so that filters matching few objects cannot make a request read a whole
+# store: entries turned into STIX (a few ms each), and entries of the change log looked at.
+_SCAN = 500
+_READ = 20_000
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
@@ -97,6 +100,16 @@ def _history(request: web.Request, entry: Entry, match: Match) -> list[Entry]:
     return [r.entry for r in reversed(request.app[STORE].revisions(entry.id)) if r.superseded_at is not None]
 
 
+def _entries_named(request: web.Request, restriction: str, match: Match) -> set[int] | None:
+    """When match[id] names incidents only: the entries that hold them, so that a page renders those
+    alone (None: any entry may hold what the filters select)."""
+    if match.ids is None or not all(i.startswith("incident--") for i in match.ids):
+        return None
+    store = request.app[STORE]
+    return {e.id for i in match.ids for e in store.entries_holding(i.partition("--")[2].lower())
+            if e.restriction == restriction}
+
+
 def _page(request: web.Request) -> taxii.Page:
     restriction = _restriction(request)
     store = request.app[STORE]
@@ -109,23 +122,25 @@ def _page(request: web.Request) -> taxii.Page:
         except ValueError as exc:
             raise _bad(str(exc)) from None
     pager = taxii.Pager(cursor, limit, request.app[URLS], match)
-    after, scanned, full = cursor.seq, 0, False
-    # Entries until the page is full or none is left; filters may skip many, so a page stops after
-    # _SCAN entries, with more and a next where it stopped.
+    named = _entries_named(request, restriction, match)
+    after, rendered, read, full = cursor.seq, 0, 0, False
+    # Entries until the page is full or none is left; filters may skip many, so a page also stops after
+    # _SCAN rendered or _READ read entries, with more and a next where it stopped.
     while not full:
-        batch = store.current_page(restriction, purposes, limit=_BATCH, after=after)
+        asked = min(_BATCH, _SCAN - rendered)
+        batch = store.current_page(restriction, purposes, limit=asked, after=after)
         batch.reverse()  # oldest first
-        live = [c for c in batch if not c.entry.deleted]
+        live = [c for c in batch if not c.entry.deleted and (named is None or c.entry.id in named)]
         loaded = with_documents(request, [c.entry for c in live])
         for change, entry in zip(live, loaded, strict=True):
             if pager.add(taxii.Change(change.seq, entry, _history(request, entry, match))):
                 full = True
                 break
-        exhausted = len(batch) < _BATCH
+        exhausted = len(batch) < asked
         if batch:
             after = batch[-1].seq
-        scanned += len(batch)
-        if exhausted or scanned >= _SCAN:
+        rendered, read = rendered + len(live), read + len(batch)
+        if exhausted or rendered >= _SCAN or read >= _READ:
             break
     if not full and not exhausted:
         exhausted = not store.has_current(restriction, purposes, above=after)
