@@ -108,27 +108,25 @@ class Page:
 
 def object_versions(change: Change, urls: FeedUrls, match: Match) -> list[tuple[dict[str, Any], datetime]]:
     """The objects of a change with when each was added, oldest first, in the versions ``match`` asks
-    for: the entry's current bundle alone for the latest, else every version of the entry's objects that
-    ``match[version]`` selects, each version added when the entry's version that first had it was
-    stored (an object the entry's versions share keeps the latest such time, as its entry's last change
-    re-adds it)."""
-    current = [(obj, change.entry.updated_at) for obj in _objects(change.entry, urls)]
+    for: the entry's current bundle alone for the latest, else the versions of the entry's objects that
+    ``match[version]`` selects among all its versions. Each object version is added when the newest of
+    the entry's versions holding it was stored, so what they all share (the member's identity, the
+    marking) is added with the entry's last change, as when only the latest is asked for."""
     if match.latest_only:
-        return current
-    held: dict[str, dict[str, tuple[int, dict[str, Any], datetime]]] = {}
+        return [(obj, change.entry.updated_at) for obj in _objects(change.entry, urls)]
+    held: dict[str, dict[str, tuple[int, dict[str, Any], datetime]]] = {}  # id -> version -> latest
     order = 0
     for entry in [*change.history, change.entry]:
         for obj in _objects(entry, urls):
-            version = version_of(obj, timestamp(entry.updated_at))
-            # an unversioned object (an SCO) is one version, the latest occurrence's
-            key = version if ("modified" in obj or "created" in obj) else ""
+            # an unversioned object (an SCO, its id derived from its content) has one version
+            key = version_of(obj, "") if ("modified" in obj or "created" in obj) else ""
             held.setdefault(obj["id"], {})[key] = (order, obj, entry.updated_at)
             order += 1
     found = []
     for versions in held.values():
         stamps = {version_of(obj, timestamp(added)): key for key, (_, obj, added) in versions.items()}
         found += [versions[stamps[v]] for v in chosen(list(stamps), match.versions)]
-    return [(obj, added) for _, obj, added in sorted(found, key=lambda held: held[0])]
+    return [(obj, added) for _, obj, added in sorted(found, key=lambda each: each[0])]
 
 
 def _objects(entry: Entry, urls: FeedUrls) -> list[dict[str, Any]]:
