@@ -17,8 +17,8 @@ from xmppbridge.config import Subscription
 from xmppbridge.policy.sources import Sources
 from xmppbridge.store import Store
 from xmppbridge.store.subscriptions import ItemState
-from xmppbridge.xmpp.component import RECONNECT_MAX_DELAY, backoff_delay
 from xmppbridge.xmpp.mirror import Mirror, retracted_while_away
+from xmppbridge.xmpp.servers import RECONNECT_MAX_DELAY, backoff_delay
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 

@@ -15,6 +15,7 @@ import pytest
 from xmppbridge.errors import PublishFailed
 from xmppbridge.xmpp import component as component_module
 from xmppbridge.xmpp.component import BridgeComponent
+from xmppbridge.xmpp.servers import ServerAddress
 from xmppbridge.xmpp.stanzas import Published, Retracted, StanzaError, error_of, notification
 
 EVENT_NS = "http://jabber.org/protocol/pubsub#event"
@@ -100,7 +101,7 @@ def test_errors_are_read_in_the_component_namespace() -> None:
 
 
 def started(sink: RecordingSink) -> BridgeComponent:
-    component = BridgeComponent("bridge.b.test", "secret", "127.0.0.1", 5347, sink)
+    component = BridgeComponent("bridge.b.test", "secret", [ServerAddress("127.0.0.1", 5347)], sink)
     component.init_parser()
     component.data_received(STREAM.encode())
     return component

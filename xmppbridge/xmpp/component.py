@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 from xml.etree import ElementTree as ET
@@ -25,6 +24,7 @@ from xmppbridge.errors import PublishFailed
 from xmppbridge.iodef.model import NS_V1, NS_V2
 from xmppbridge.peers import TIMEOUT
 from xmppbridge.xmpp.authorization import AuthorizationRequest, authorization_request
+from xmppbridge.xmpp.servers import Rotation, ServerAddress
 from xmppbridge.xmpp.stanzas import IQ, Notification, Published, StanzaError, bare, error_of, notification
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 PUBSUB_NS = "http://jabber.org/protocol/pubsub"
 IODEF_TYPES = (NS_V1, NS_V2)
 IQ_TIMEOUT = 30.0
-RECONNECT_MAX_DELAY = 30.0
 # Errors that say "try again later" rather than "no": the s2s link or the peer is down for now.
 TRANSIENT_CONDITIONS = ("remote-server-timeout", "remote-server-not-found", "recipient-unavailable",
                         "service-unavailable", "resource-constraint")
@@ -61,14 +60,17 @@ class ItemSink(Protocol):
 
 
 class BridgeComponent(ComponentXMPP):
-    def __init__(self, jid: str, secret: str, host: str, port: int, sink: ItemSink) -> None:
+    def __init__(self, jid: str, secret: str, servers: Sequence[ServerAddress], sink: ItemSink) -> None:
+        """``servers``: the server's component addresses (several for the nodes of a cluster), tried in
+        turn (``xmpp.servers``)."""
+        self.rotation = Rotation(tuple(servers))
+        first = self.rotation.current
         # fix_error_ns: without it every IqError reads feature-not-implemented, because the real
         # <error> arrives in the jabber:component:accept namespace (LAB-NOTES §5).
-        super().__init__(jid, secret, host, port, fix_error_ns=True)
+        super().__init__(jid, secret, first.host, first.port, fix_error_ns=True)
         self.sink = sink
         self.stopping = False  # set by the owner before disconnecting on purpose
         self._outage_since: float | None = None
-        self._attempts = 0
         # xep_0128 reads the pubsub#meta-data form in a node's disco#info (RFC 8600 discovery).
         for plugin in ("xep_0030", "xep_0004", "xep_0128", "xep_0060"):
             self.register_plugin(plugin)
@@ -171,11 +173,17 @@ class BridgeComponent(ComponentXMPP):
 
     # -- connection --------------------------------------------------------------------------------
 
+    @property
+    def server(self) -> ServerAddress:
+        """The server address connected to, or to be tried next."""
+        return self.rotation.current
+
     def _on_session_start(self, _: Any) -> None:
         if self._outage_since is not None:
-            log.info("reconnected to %s:%s after %.1f s (%d attempts)", self.server_host, self.server_port,
-                     time.monotonic() - self._outage_since, self._attempts)
-        self._outage_since, self._attempts = None, 0
+            log.info("reconnected to %s after %.1f s (%d failed attempts)", self.server,
+                     time.monotonic() - self._outage_since, self.rotation.failures)
+        self._outage_since = None
+        self.rotation.connected()
         self.offline.clear()
         self.online.set()
 
@@ -191,28 +199,31 @@ class BridgeComponent(ComponentXMPP):
         if self._outage_since is None:
             # One line per outage, not one per attempt.
             self._outage_since = time.monotonic()
-            log.warning("lost the connection to %s:%s (%s); reconnecting", self.server_host,
-                        self.server_port, reason or "closed")
-        asyncio.get_running_loop().call_later(self._next_delay(), self._reconnect)
+            log.warning("lost the connection to %s (%s); reconnecting", self.server, reason or "closed")
+        asyncio.get_running_loop().call_later(self._next_server(), self._reconnect)
 
     def _reconnect(self) -> None:
         if not self.stopping and not self.online.is_set():
             self.connect()
 
     def reschedule_connection_attempt(self) -> asyncio.Future[Any] | None:
-        """slixmpp's own retry after a refused TCP connect, with our backoff (its own grows to 300 s)."""
+        """slixmpp's own retry after a refused TCP connect, with our backoff (its own grows to 300 s) and
+        the next server address."""
         if self._current_connection_attempt is None or self.stopping:
             return None
         if self._outage_since is None:
             self._outage_since = time.monotonic()
-            log.warning("cannot connect to %s:%s; retrying", self.server_host, self.server_port)
-        self._connect_loop_wait = self._next_delay()
+            log.warning("cannot connect to %s; retrying", self.server)  # once per outage
+        self._connect_loop_wait = self._next_server()
+        self.custom_address = (self.server_host, self.server_port)  # what slixmpp's retry connects to
         self._current_connection_attempt = asyncio.ensure_future(self._connect_loop())
         return self._current_connection_attempt
 
-    def _next_delay(self) -> float:
-        self._attempts += 1
-        return backoff_delay(self._attempts)
+    def _next_server(self) -> float:
+        """Move to the next server address; the delay before trying it."""
+        delay = self.rotation.failed()
+        self.server_host, self.server_port = self.rotation.current.host, self.rotation.current.port
+        return delay
 
     # -- publishing --------------------------------------------------------------------------------
 
@@ -371,12 +382,6 @@ class BridgeComponent(ComponentXMPP):
                 self.abort()
             except IqError:
                 pass  # an error reply is still an answer: the link is alive
-
-
-def backoff_delay(attempt: int) -> float:
-    """Capped exponential backoff with jitter, so that bridges restarted together do not reconnect in
-    lockstep: 0.5-1 s after the first failure, doubling up to 15-30 s."""
-    return random.uniform(0.5, 1.0) * min(RECONNECT_MAX_DELAY, 2.0 ** min(attempt - 1, 10))
 
 
 def peer_failure(exc: BaseException) -> StanzaError | None:
