@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from xml.etree import ElementTree as ET
 
 import pytest
+from slixmpp.exceptions import IqTimeout
 
 from xmppbridge.errors import PublishFailed
 from xmppbridge.xmpp import component as component_module
@@ -104,6 +105,7 @@ def started(sink: RecordingSink) -> BridgeComponent:
     component = BridgeComponent("bridge.b.test", "secret", [ServerAddress("127.0.0.1", 5347)], sink)
     component.init_parser()
     component.data_received(STREAM.encode())
+    component.online.set()  # as session_start does, without slixmpp's own session handlers
     return component
 
 
@@ -259,3 +261,40 @@ async def test_a_failing_commit_is_logged_not_raised(caplog: pytest.LogCaptureFi
     component = started(sink)
     component.data_received(event("<item id='1'/><item id='2'/>").encode())  # must not raise
     assert "storing held notifications (1) failed; the next check of their nodes fetches them" in caplog.text
+
+
+async def test_requests_in_flight_fail_at_once_when_the_connection_drops() -> None:
+    """No answer can come on the next connection: the callers (the outbox, the catch-up) must not wait
+    out IQ_TIMEOUT before they send again there."""
+    component = started(RecordingSink())
+    component.stopping = True  # no reconnection attempt from this test
+    component.send_raw = [].append  # type: ignore[method-assign]
+    payload = b"<x xmlns='urn:x'/>"
+    publishing = asyncio.ensure_future(component.publish_bytes("pubsub.a.test", "n", "1", payload))
+    subscribing = asyncio.ensure_future(component.subscribe("pubsub.a.test", "n"))  # slixmpp's own IQ
+    await asyncio.sleep(0)
+    assert component._awaiting and component._iq_timers
+    component.event("disconnected", "gone")
+    done, _ = await asyncio.wait({publishing, subscribing}, timeout=5)
+    assert done == {publishing, subscribing}
+    failure = publishing.exception()
+    assert isinstance(failure, PublishFailed) and failure.transient and failure.condition is None
+    assert "was lost before an answer came" in str(failure)
+    assert isinstance(subscribing.exception(), IqTimeout)
+    assert not component._awaiting and not component._iq_timers
+    with pytest.raises(PublishFailed, match="not connected") as offline:  # and nothing is sent meanwhile
+        await component.publish_bytes("pubsub.a.test", "n", "2", payload)
+    assert offline.value.transient
+
+
+async def test_an_answered_request_leaves_no_timer_behind() -> None:
+    component = started(RecordingSink())
+    info = asyncio.ensure_future(component.plugin["xep_0030"].get_info(
+        jid="pubsub.a.test", ifrom="bridge.b.test", cached=False, timeout=30))
+    await asyncio.sleep(0)
+    (name,) = component._iq_timers
+    iq_id = name.removeprefix(component_module.IQ_TIMER_PREFIX)
+    component.data_received(f"<iq type='result' id='{iq_id}' from='pubsub.a.test' to='bridge.b.test'>"
+                            "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>".encode())
+    await asyncio.wait_for(info, 5)
+    assert not component._iq_timers

@@ -8,6 +8,7 @@ in by ``bridge.py``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -43,6 +44,8 @@ TRANSIENT_CONDITIONS = ("remote-server-timeout", "remote-server-not-found", "rec
 # check of the node or the catch-up after the restart fetches it again.
 HOLD_SECONDS = 0.02
 HOLD_NOTIFICATIONS = 64
+# slixmpp names the timer of each IQ it sends so (slixmpp.stanza.iq.Iq.send); see ``schedule``.
+IQ_TIMER_PREFIX = "IqTimeout_"
 
 InOrder = Callable[[ET.Element], None]
 
@@ -83,6 +86,8 @@ class BridgeComponent(ComponentXMPP):
         self._node_locks: dict[tuple[str, str], asyncio.Lock] = {}
         # Our hand-written pubsub IQs by id: (the service that must answer, its answer, ``in_order``).
         self._awaiting: dict[str, tuple[str, asyncio.Future[ET.Element], InOrder | None]] = {}
+        # The timeouts of slixmpp's IQs in flight, by timer name: fired early when the connection drops.
+        self._iq_timers: dict[str, Callable[[], None]] = {}
         self._held: list[Notification] = []
         self._hold_timer: asyncio.TimerHandle | None = None
         self._delivered_at = float("-inf")  # loop time of the last delivery
@@ -194,6 +199,7 @@ class BridgeComponent(ComponentXMPP):
         self._known_nodes.clear()
         self.online.clear()
         self.offline.set()
+        self._fail_in_flight()  # after online is cleared: callers then see that the link is down
         if self.stopping:
             return
         if self._outage_since is None:
@@ -201,6 +207,41 @@ class BridgeComponent(ComponentXMPP):
             self._outage_since = time.monotonic()
             log.warning("lost the connection to %s (%s); reconnecting", self.server, reason or "closed")
         asyncio.get_running_loop().call_later(self._next_server(), self._reconnect)
+
+    def _fail_in_flight(self) -> None:
+        """Every request sent on the lost connection fails now rather than at its timeout: no answer can
+        come on a new connection, and waiting 30 s held the outbox's whole window (each publish in flight
+        keeps a place in it) and the mirror's node listing, so that after a node of a cluster died,
+        nothing was published or caught up for 30 s. Failed as transient, they are sent again on the
+        next connection: the outbox republishes (same item id, same bytes: an overwrite, never a second
+        item) and the catch-up after the reconnection lists and fetches every node again."""
+        lost = f"the connection to {self.server} was lost before an answer came"
+        for service, answer, _ in list(self._awaiting.values()):
+            if not answer.done():
+                answer.set_exception(PublishFailed(f"{lost} from {service}", transient=True))
+        for name, expire in list(self._iq_timers.items()):
+            super().cancel_schedule(name)
+            expire()  # slixmpp's own timeout: IqTimeout to the caller, which retries it as such
+
+    def schedule(self, name: str, seconds: int, callback: Callable[..., None], args: tuple[Any, ...] = (),
+                 kwargs: dict[Any, Any] | None = None, repeat: bool = False) -> None:
+        """slixmpp's timer for each IQ it sends is kept by name as well, so that ``_fail_in_flight`` can
+        fire it at once; everything else is slixmpp's own."""
+        call = functools.partial(callback, *args, **(kwargs or {}))
+        if not name.startswith(IQ_TIMER_PREFIX) or repeat:
+            super().schedule(name, seconds, call, repeat=repeat)
+            return
+
+        def expire() -> None:
+            self._iq_timers.pop(name, None)
+            call()
+
+        super().schedule(name, seconds, expire)
+        self._iq_timers[name] = expire
+
+    def cancel_schedule(self, name: str) -> None:
+        self._iq_timers.pop(name, None)  # answered in time
+        super().cancel_schedule(name)
 
     def _reconnect(self) -> None:
         if not self.stopping and not self.online.is_set():
@@ -290,14 +331,18 @@ class BridgeComponent(ComponentXMPP):
         ``in_order`` runs on a result as it is read from the stream, i.e. in stream order with event
         notifications, rather than later when the awaiting coroutine resumes.
         """
+        if not self.online.is_set():
+            # Written straight to the socket, not queued by slixmpp until the next session: the caller
+            # tries again once it is back (the outbox waits for ``online``).
+            raise PublishFailed(f"not connected to {self.server}", transient=True)
         iq_id = self.new_id()
         answer: asyncio.Future[ET.Element] = asyncio.get_running_loop().create_future()
         self._awaiting[iq_id] = (service, answer, in_order)
-        self.send_raw(
-            f"<iq type={quoteattr(iq_type)} id={quoteattr(iq_id)} from={quoteattr(self.boundjid.bare)} "
-            f"to={quoteattr(service)}><pubsub xmlns='{PUBSUB_NS}'>{body}</pubsub></iq>"
-        )
         try:
+            self.send_raw(
+                f"<iq type={quoteattr(iq_type)} id={quoteattr(iq_id)} from={quoteattr(self.boundjid.bare)} "
+                f"to={quoteattr(service)}><pubsub xmlns='{PUBSUB_NS}'>{body}</pubsub></iq>"
+            )
             return await asyncio.wait_for(answer, IQ_TIMEOUT)
         except TimeoutError:
             raise PublishFailed(f"no answer from {service} within {IQ_TIMEOUT:.0f} s",
@@ -378,8 +423,9 @@ class BridgeComponent(ComponentXMPP):
                 await self.plugin["xep_0030"].get_info(jid=service, ifrom=self.boundjid.bare, timeout=timeout,
                                                        cached=False)
             except IqTimeout:
-                log.warning("no answer from %s within %.0f s; dropping the connection", service, timeout)
-                self.abort()
+                if self.online.is_set():  # else the connection dropped meanwhile (``_fail_in_flight``)
+                    log.warning("no answer from %s within %.0f s; dropping the connection", service, timeout)
+                    self.abort()
             except IqError:
                 pass  # an error reply is still an answer: the link is alive
 
