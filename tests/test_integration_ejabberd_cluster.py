@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 
@@ -99,9 +100,16 @@ def submit_burst(setup: Setup, tag: str) -> set[Key]:
 
 
 def mirrored_at_m(setup: Setup, tag: str) -> list[Key]:
-    with closing(setup.store("m")) as s:
-        return [(e.node, e.item_id) for e in s.entries(limit=1_000_000)
-                if e.service == "pubsub.a.test" and e.incident.id.startswith(tag)]
+    """One key per entry m holds: an item stored twice would show twice."""
+    return [key for key, _ in documents(setup, "m", tag)]
+
+
+def documents(setup: Setup, member: str, tag: str) -> list[tuple[Key, bytes]]:
+    """The signed documents of burst ``tag`` in ``member``'s store: a's own, or those m mirrored from a."""
+    origin = "local" if member == "a" else "remote"
+    with closing(setup.store(member)) as s:
+        return [((e.node, e.item_id), e.xml) for e in s.entries(limit=1_000_000)
+                if e.origin == origin and e.service == "pubsub.a.test" and e.incident.id.startswith(tag)]
 
 
 def outbox_depth(setup: Setup) -> int:
@@ -132,18 +140,30 @@ def test_the_nodes_form_one_cluster_and_the_bridges_start_on_the_first(setup: Se
 
 
 def test_node_loss_mid_burst_loses_nothing_and_doubles_nothing(setup: Setup) -> None:
-    expected = submit_burst(setup, "C1")
-    eventually(lambda: len(mirrored_at_m(setup, "C1")) >= 50, timeout=120, interval=0.05,
-               what="m to start mirroring the burst")
-    setup.cluster.nodes[0].kill()  # kill -9 of node 1's beam process, as a crash
-    assert len(mirrored_at_m(setup, "C1")) < len(expected), "the burst was over before the kill"
+    # The burst is submitted beside the test, so that the kill falls in its middle however fast or slow
+    # the machine is: items are in a's outbox, in flight to node 1, and still to be submitted.
+    with ThreadPoolExecutor(1) as submitter:
+        submitting = submitter.submit(submit_burst, setup, "C1")
+        eventually(lambda: len(mirrored_at_m(setup, "C1")) >= 50 or submitting.done(), timeout=120,
+                   interval=0.05, what="m to start mirroring the burst")
+        setup.cluster.nodes[0].kill()  # kill -9 of node 1's beam process, as a crash
+        assert len(mirrored_at_m(setup, "C1")) < BURST, "the burst was over before the kill"
+        expected = submitting.result()
+    assert len(expected) == BURST
 
     # Both bridges fail over to node 2; a drains its outbox there and m catches up from the history.
     eventually(lambda: outbox_depth(setup) == 0, timeout=180, interval=0.2, what="a's outbox to drain")
-    eventually(lambda: set(mirrored_at_m(setup, "C1")) >= expected, timeout=180, interval=0.5,
-               what="m to mirror the whole burst")
+    try:
+        eventually(lambda: set(mirrored_at_m(setup, "C1")) >= expected, timeout=180, interval=0.5,
+                   what="m to mirror the whole burst")
+    except AssertionError as exc:  # say whether the items were lost or only late
+        missing = expected - set(mirrored_at_m(setup, "C1"))
+        stored = missing & set(items_in_the_cluster(setup))
+        raise AssertionError(f"{exc}: {len(missing)} items missing at m, {len(stored)} of them in the "
+                             f"cluster's tables (e.g. {sorted(missing)[:3]})") from None
     at_m = mirrored_at_m(setup, "C1")
     assert set(at_m) == expected and len(at_m) == len(expected), "duplicates at m"
+    assert dict(documents(setup, "m", "C1")) == dict(documents(setup, "a", "C1"))  # the bytes a signed
     with closing(setup.store("m")) as s:
         assert not [r for r in s.rejects(limit=10_000) if (r.node, r.item_id) in expected]
         revisions = {e.revision for e in s.entries(limit=1_000_000) if e.incident.id.startswith("C1")}

@@ -11,8 +11,8 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 from xml.etree import ElementTree as ET
 from xml.sax.saxutils import quoteattr
@@ -86,8 +86,10 @@ class BridgeComponent(ComponentXMPP):
         self._node_locks: dict[tuple[str, str], asyncio.Lock] = {}
         # Our hand-written pubsub IQs by id: (the service that must answer, its answer, ``in_order``).
         self._awaiting: dict[str, tuple[str, asyncio.Future[ET.Element], InOrder | None]] = {}
-        # The timeouts of slixmpp's IQs in flight, by timer name: fired early when the connection drops.
+        # The timeouts of slixmpp's IQs in flight, by timer name: fired early when the connection drops,
+        # and the ids of those so failed at the last loss (``_unless_link_lost``).
         self._iq_timers: dict[str, Callable[[], None]] = {}
+        self._dropped: set[str] = set()
         self._held: list[Notification] = []
         self._hold_timer: asyncio.TimerHandle | None = None
         self._delivered_at = float("-inf")  # loop time of the last delivery
@@ -215,13 +217,29 @@ class BridgeComponent(ComponentXMPP):
         nothing was published or caught up for 30 s. Failed as transient, they are sent again on the
         next connection: the outbox republishes (same item id, same bytes: an overwrite, never a second
         item) and the catch-up after the reconnection lists and fetches every node again."""
-        lost = f"the connection to {self.server} was lost before an answer came"
         for service, answer, _ in list(self._awaiting.values()):
             if not answer.done():
-                answer.set_exception(PublishFailed(f"{lost} from {service}", transient=True))
+                answer.set_exception(self._link_lost(service))
+        self._dropped = {name.removeprefix(IQ_TIMER_PREFIX) for name in self._iq_timers}
         for name, expire in list(self._iq_timers.items()):
             super().cancel_schedule(name)
-            expire()  # slixmpp's own timeout: IqTimeout to the caller, which retries it as such
+            expire()  # slixmpp's own timeout: an IqTimeout, which ``_unless_link_lost`` tells apart
+
+    def _link_lost(self, service: str) -> PublishFailed:
+        """Transient, and with no condition: it says nothing about ``service`` (``peer_failure``)."""
+        return PublishFailed(f"the connection to {self.server} was lost before {service} answered",
+                             transient=True)
+
+    @contextmanager
+    def _unless_link_lost(self, service: str) -> Iterator[None]:
+        """Around a slixmpp request: its IqTimeout fired by ``_fail_in_flight`` becomes ``_link_lost``, so
+        that the mirror neither logs "no answer within 30 s" nor counts it against the peer."""
+        try:
+            yield
+        except IqTimeout as exc:
+            if exc.iq["id"] in self._dropped:
+                raise self._link_lost(service) from None
+            raise
 
     def schedule(self, name: str, seconds: int, callback: Callable[..., None], args: tuple[Any, ...] = (),
                  kwargs: dict[Any, Any] | None = None, repeat: bool = False) -> None:
@@ -360,19 +378,22 @@ class BridgeComponent(ComponentXMPP):
         """Subscribe our bare JID; subscribing again is harmless (the service keeps one subscription).
         The subscription's state: ``subscribed``, or ``pending`` on an authorize node until its owner
         approves (XEP-0060 §6.1.4)."""
-        answer = await self.pubsub.subscribe(service, node, ifrom=self.boundjid.bare, timeout=IQ_TIMEOUT)
+        with self._unless_link_lost(service):
+            answer = await self.pubsub.subscribe(service, node, ifrom=self.boundjid.bare, timeout=IQ_TIMEOUT)
         return str(answer["pubsub"]["subscription"]["subscription"] or "subscribed")
 
     async def discover_iodef_nodes(self, service: str, *, timeout: float = IQ_TIMEOUT) -> list[str]:
         """Nodes of ``service`` whose ``pubsub#type`` is an IODEF namespace (RFC 8600 §5); ``timeout`` per
         request (`xmppbridge doctor` gives its own)."""
         disco = self.plugin["xep_0030"]
-        reply = await disco.get_items(jid=service, ifrom=self.boundjid.bare, timeout=timeout)
+        with self._unless_link_lost(service):
+            reply = await disco.get_items(jid=service, ifrom=self.boundjid.bare, timeout=timeout)
         found = []
         for _jid, node, _name in reply["disco_items"]["items"]:
             if not node:
                 continue
-            info = await disco.get_info(jid=service, node=node, ifrom=self.boundjid.bare, timeout=timeout)
+            with self._unless_link_lost(service):
+                info = await disco.get_info(jid=service, node=node, ifrom=self.boundjid.bare, timeout=timeout)
             # A disco#info may carry several forms (ejabberd adds an empty serverinfo form after
             # pubsub#meta-data), and slixmpp's info["disco_info"]["form"] is only the last of them.
             types = {form["values"].get("pubsub#type") for form in info["disco_info"].iterables
@@ -384,8 +405,9 @@ class BridgeComponent(ComponentXMPP):
     async def list_item_ids(self, service: str, node: str) -> list[str]:
         """Ids of the items on ``node`` (disco#items on the node, XEP-0060 §5.5): small replies, unlike
         fetching every item at once, which can exceed the 512 KB s2s stanza limit."""
-        reply = await self.plugin["xep_0030"].get_items(jid=service, node=node, ifrom=self.boundjid.bare,
-                                                        timeout=IQ_TIMEOUT)
+        with self._unless_link_lost(service):
+            reply = await self.plugin["xep_0030"].get_items(jid=service, node=node, ifrom=self.boundjid.bare,
+                                                            timeout=IQ_TIMEOUT)
         return [name for _jid, _node, name in reply["disco_items"]["items"] if name]
 
     async def fetch_item(self, service: str, node: str, item_id: str) -> bool:
