@@ -298,3 +298,17 @@ async def test_an_answered_request_leaves_no_timer_behind() -> None:
                             "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>".encode())
     await asyncio.wait_for(info, 5)
     assert not component._iq_timers
+
+
+async def test_a_subscription_still_waiting_for_its_owner_is_pending_not_refused() -> None:
+    """XEP-0060 §6.1.3.7, as ejabberd answers a subscriber asking again before the owner decided."""
+    component = started(RecordingSink())
+    subscribing = asyncio.ensure_future(component.subscribe("pubsub.a.test", "n"))
+    await asyncio.sleep(0)
+    (name,) = component._iq_timers
+    iq_id = name.removeprefix(component_module.IQ_TIMER_PREFIX)
+    component.data_received(f"<iq type='error' id='{iq_id}' from='pubsub.a.test' to='bridge.b.test'>"
+                            "<error type='auth'><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+                            "<pending-subscription xmlns='http://jabber.org/protocol/pubsub#errors'/>"
+                            "</error></iq>".encode())
+    assert await asyncio.wait_for(subscribing, 5) == "pending"

@@ -31,6 +31,7 @@ from xmppbridge.xmpp.stanzas import IQ, Notification, Published, StanzaError, ba
 log = logging.getLogger(__name__)
 
 PUBSUB_NS = "http://jabber.org/protocol/pubsub"
+PUBSUB_ERRORS_NS = "http://jabber.org/protocol/pubsub#errors"  # XEP-0060 §14.2
 IODEF_TYPES = (NS_V1, NS_V2)
 IQ_TIMEOUT = 30.0
 # Errors that say "try again later" rather than "no": the s2s link or the peer is down for now.
@@ -378,8 +379,18 @@ class BridgeComponent(ComponentXMPP):
         """Subscribe our bare JID; subscribing again is harmless (the service keeps one subscription).
         The subscription's state: ``subscribed``, or ``pending`` on an authorize node until its owner
         approves (XEP-0060 §6.1.4)."""
-        with self._unless_link_lost(service):
-            answer = await self.pubsub.subscribe(service, node, ifrom=self.boundjid.bare, timeout=IQ_TIMEOUT)
+        try:
+            with self._unless_link_lost(service):
+                answer = await self.pubsub.subscribe(service, node, ifrom=self.boundjid.bare,
+                                                     timeout=IQ_TIMEOUT)
+        except IqError as exc:
+            # §6.1.3.7: asked again while our request waits for the owner, ejabberd answers not-authorized
+            # with <pending-subscription/>. Still pending, not refused: the caller catches up all the same
+            # (members may read the node), else a request whose approval was lost (the cluster node that
+            # held it died) would leave the node unmirrored for good.
+            if exc.iq.xml.find(f".//{{{PUBSUB_ERRORS_NS}}}pending-subscription") is not None:
+                return "pending"
+            raise
         return str(answer["pubsub"]["subscription"]["subscription"] or "subscribed")
 
     async def discover_iodef_nodes(self, service: str, *, timeout: float = IQ_TIMEOUT) -> list[str]:
