@@ -132,7 +132,7 @@ class ScriptedPeer:
         self.listed: list[str] = []
         self.subscribed: list[str] = []
 
-    async def subscribe(self, service: str, node: str) -> str:
+    async def subscribe(self, service: str, node: str, *, ask_again: bool = False) -> str:
         self.subscribed.append(node)
         return "subscribed"
 

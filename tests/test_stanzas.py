@@ -300,15 +300,41 @@ async def test_an_answered_request_leaves_no_timer_behind() -> None:
     assert not component._iq_timers
 
 
+def answer_last(component: BridgeComponent, body: str, kind: str = "result") -> None:
+    """Answer, from pubsub.a.test, the slixmpp request sent last."""
+    iq_id = list(component._iq_timers)[-1].removeprefix(component_module.IQ_TIMER_PREFIX)
+    component.data_received(f"<iq type='{kind}' id='{iq_id}' from='pubsub.a.test' to='bridge.b.test'>"
+                            f"{body}</iq>".encode())
+
+
+# XEP-0060 §6.1.3.7, as ejabberd answers a subscriber asking again before the owner decided.
+STILL_PENDING = ("<error type='auth'><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+                 "<pending-subscription xmlns='http://jabber.org/protocol/pubsub#errors'/></error>")
+
+
 async def test_a_subscription_still_waiting_for_its_owner_is_pending_not_refused() -> None:
-    """XEP-0060 §6.1.3.7, as ejabberd answers a subscriber asking again before the owner decided."""
     component = started(RecordingSink())
     subscribing = asyncio.ensure_future(component.subscribe("pubsub.a.test", "n"))
     await asyncio.sleep(0)
-    (name,) = component._iq_timers
-    iq_id = name.removeprefix(component_module.IQ_TIMER_PREFIX)
-    component.data_received(f"<iq type='error' id='{iq_id}' from='pubsub.a.test' to='bridge.b.test'>"
-                            "<error type='auth'><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
-                            "<pending-subscription xmlns='http://jabber.org/protocol/pubsub#errors'/>"
-                            "</error></iq>".encode())
+    answer_last(component, STILL_PENDING, "error")
     assert await asyncio.wait_for(subscribing, 5) == "pending"
+
+
+async def test_asked_again_a_pending_request_is_withdrawn_and_made_anew() -> None:
+    """So that the owner gets a new form when the first one, or its answer, was lost."""
+    component = started(RecordingSink())
+    sent: list[object] = []
+    component.send = sent.append  # type: ignore[method-assign] # slixmpp's requests, as they go out
+    subscribing = asyncio.ensure_future(component.subscribe("pubsub.a.test", "n", ask_again=True))
+    pubsub = "<pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+    for answer, kind in ((STILL_PENDING, "error"), ("", "result"),
+                         (f"{pubsub}<subscription node='n' jid='bridge.b.test' subscription='pending'/>"
+                          "</pubsub>", "result")):
+        for _ in range(100):  # until the next request is out
+            await asyncio.sleep(0.01)
+            if component._iq_timers:
+                break
+        answer_last(component, answer, kind)
+    assert await asyncio.wait_for(subscribing, 5) == "pending"
+    requests = [re.findall(r"<(subscribe|unsubscribe) ", str(stanza)) for stanza in sent]
+    assert requests == [["subscribe"], ["unsubscribe"], ["subscribe"]]

@@ -375,21 +375,36 @@ class BridgeComponent(ComponentXMPP):
 
     # -- subscribing -------------------------------------------------------------------------------
 
-    async def subscribe(self, service: str, node: str) -> str:
+    async def subscribe(self, service: str, node: str, *, ask_again: bool = False) -> str:
         """Subscribe our bare JID; subscribing again is harmless (the service keeps one subscription).
         The subscription's state: ``subscribed``, or ``pending`` on an authorize node until its owner
-        approves (XEP-0060 §6.1.4)."""
+        approves (XEP-0060 §6.1.4).
+
+        ``ask_again`` (the catch-up after a connection): a request of ours still pending from before is
+        withdrawn and made anew, so that the owner is asked again. Its form or its answer may have been
+        lost, with the cluster node that held it say, and ejabberd neither sends the form again when
+        asked the same subscription (§6.1.3.7) nor, with pubsub in SQL, when the owner asks for pending
+        requests (§8.7: its SQL backend lists them from the Mnesia tables, which hold none)."""
+        state = await self._request_subscription(service, node)
+        if state is not None:
+            return state
+        if ask_again:
+            with self._unless_link_lost(service):
+                await self.pubsub.unsubscribe(service, node, ifrom=self.boundjid.bare, timeout=IQ_TIMEOUT)
+            state = await self._request_subscription(service, node)
+        return state or "pending"
+
+    async def _request_subscription(self, service: str, node: str) -> str | None:
+        """The subscription's state; None when a request of ours already waits for the owner: ejabberd
+        then answers not-authorized with <pending-subscription/> (§6.1.3.7), which is no refusal (the
+        caller still catches up: members may read the node)."""
         try:
             with self._unless_link_lost(service):
                 answer = await self.pubsub.subscribe(service, node, ifrom=self.boundjid.bare,
                                                      timeout=IQ_TIMEOUT)
         except IqError as exc:
-            # §6.1.3.7: asked again while our request waits for the owner, ejabberd answers not-authorized
-            # with <pending-subscription/>. Still pending, not refused: the caller catches up all the same
-            # (members may read the node), else a request whose approval was lost (the cluster node that
-            # held it died) would leave the node unmirrored for good.
             if exc.iq.xml.find(f".//{{{PUBSUB_ERRORS_NS}}}pending-subscription") is not None:
-                return "pending"
+                return None
             raise
         return str(answer["pubsub"]["subscription"]["subscription"] or "subscribed")
 

@@ -182,7 +182,8 @@ class Mirror:
             if key in self._synced:
                 return
             try:
-                state = await xmpp.subscribe(service, node)
+                # Once per node and connection: a request left pending is made again (component.subscribe).
+                state = await xmpp.subscribe(service, node, ask_again=True)
                 self.store.record_subscribed(service, node)
                 # Subscribe first, then catch up: an item published in between arrives twice, which the
                 # store absorbs (same item id, same bytes -> "unchanged"); the other order could miss it.
