@@ -89,6 +89,9 @@ class Mirror:
         # again as missing (kept in memory: after a restart each is fetched once more).
         self._echoes: dict[tuple[str, str], set[str]] = {}
         self._synced: set[tuple[str, str]] = set()  # subscribed and caught up in this session
+        # Nodes whose pending request was made anew in this session (``component.subscribe``'s
+        # ask_again): once per connection, not at every retry of a node the owner keeps us out of.
+        self._asked_again: set[tuple[str, str]] = set()
         # One catch-up per node at a time: a second caller (rediscovery, or the sync after a reconnection)
         # waits for the one under way instead of starting another or going on as if it were done.
         self._node_locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -159,6 +162,7 @@ class Mirror:
     async def sync_all(self, xmpp: BridgeComponent) -> None:
         """After a (re)connection: subscribe again (idempotent) and catch up on every node."""
         self._synced.clear()
+        self._asked_again.clear()
         await self.subscribe_all(xmpp)
 
     async def subscribe_all(self, xmpp: BridgeComponent) -> None:
@@ -182,8 +186,10 @@ class Mirror:
             if key in self._synced:
                 return
             try:
-                # Once per node and connection: a request left pending is made again (component.subscribe).
-                state = await xmpp.subscribe(service, node, ask_again=True)
+                # A request left pending is made anew, once per node and connection (component.subscribe).
+                ask_again = key not in self._asked_again
+                self._asked_again.add(key)
+                state = await xmpp.subscribe(service, node, ask_again=ask_again)
                 self.store.record_subscribed(service, node)
                 # Subscribe first, then catch up: an item published in between arrives twice, which the
                 # store absorbs (same item id, same bytes -> "unchanged"); the other order could miss it.
