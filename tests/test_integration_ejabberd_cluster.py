@@ -87,13 +87,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory, pg_cluster: Cluster) -> Iter
         pg_cluster.drop_database(DATABASE)
 
 
-def submit_burst(setup: Setup, tag: str) -> set[Key]:
+def submit_burst(setup: Setup, tag: str, count: int = BURST) -> set[Key]:
     a = setup.consortium["a"]
     identity = load_identity(a.workdir / "keys/a.key", a.workdir / "keys/a.crt")
     keys: set[Key] = set()
     with closing(setup.store("a")) as outbox:
         publisher = Publisher(outbox, identity, prefix="iodef", max_bytes=400_000)
-        for i in range(BURST):
+        for i in range(count):
             for accepted in publisher.submit(document(f"{tag}-{i:05d}", RESTRICTIONS[i % 4]), source="test"):
                 keys.add((accepted.item.node, accepted.item.item_id))
     return keys
@@ -123,6 +123,16 @@ def items_in_the_cluster(setup: Setup) -> list[Key]:
         rows = conn.execute("SELECT n.node, i.itemid FROM pubsub_item i JOIN pubsub_node n"
                             " ON i.nodeid = n.nodeid WHERE n.host = 'pubsub.a.test'").fetchall()
     return [(node, item) for node, item in rows]
+
+
+def subscription_of_m(setup: Setup, node: str) -> str:
+    """m's subscription to ``node`` of pubsub.a.test as the cluster's SQL table holds it: ``s:<subid>``
+    (subscribed), ``p:<subid>`` (pending)."""
+    with psycopg.connect(setup.database_url) as conn:
+        row = conn.execute("SELECT s.subscriptions FROM pubsub_state s JOIN pubsub_node n"
+                           " ON s.nodeid = n.nodeid WHERE n.host = 'pubsub.a.test' AND n.node = %s"
+                           " AND s.jid = 'bridge.m.test'", (node,)).fetchone()
+    return row[0] if row else ""
 
 
 def status(setup: Setup, member: str) -> str:
@@ -180,3 +190,24 @@ def test_node_loss_mid_burst_loses_nothing_and_doubles_nothing(setup: Setup) -> 
         assert f"online via {second} " in status(setup, member)
         log = setup.consortium.log_tail(member, 1_000_000)
         assert f"lost the connection to {first}" in log and f"reconnected to {second}" in log
+
+
+def test_a_subscription_left_pending_is_asked_for_again(setup: Setup) -> None:
+    """As after an approval lost with a node, or a request made while the owner was offline (ejabberd's
+    SQL backend then lists no pending request on get-pending): m's subscription is pending in the
+    cluster's tables with no form on its way to a. m's next renewal makes the request anew, and a,
+    whose audience for the node names m, approves it."""
+    expected = submit_burst(setup, "C2", count=4)  # one item per node: they exist and m follows them
+    eventually(lambda: set(mirrored_at_m(setup, "C2")) >= expected, timeout=120, interval=0.5,
+               what="m to mirror C2")
+    node = "iodef/need-to-know/mitigation"
+    eventually(lambda: subscription_of_m(setup, node).startswith("s:"), timeout=60, what="m subscribed")
+    approvals = setup.consortium.log_tail("a", 1_000_000).count(f"approval bridge.m.test on {node} approved")
+    with psycopg.connect(setup.database_url) as conn:
+        conn.execute("UPDATE pubsub_state SET subscriptions = replace(subscriptions, 's:', 'p:')"
+                     " WHERE jid = 'bridge.m.test' AND nodeid = (SELECT nodeid FROM pubsub_node"
+                     " WHERE host = 'pubsub.a.test' AND node = %s)", (node,))
+    eventually(lambda: subscription_of_m(setup, node).startswith("s:"), timeout=120, interval=0.5,
+               what="m's subscription approved again")
+    log = setup.consortium.log_tail("a", 1_000_000)
+    assert log.count(f"approval bridge.m.test on {node} approved") > approvals

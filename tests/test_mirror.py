@@ -231,8 +231,9 @@ async def test_a_notification_from_a_service_not_subscribed_to_is_quarantined(
 
 
 
-async def test_a_pending_request_is_made_anew_once_per_connection(tmp_path: Path) -> None:
-    """Not at every retry of a node the owner keeps us out of (its listing refused until it decides)."""
+async def test_a_pending_request_is_made_anew_after_each_connection_and_at_renewals(tmp_path: Path) -> None:
+    """And at each renewal of the nodes we follow, but not at every retry of a node the owner keeps us
+    out of (its listing refused until it decides)."""
     nodes = ["iodef/public/mitigation", "iodef/need-to-know/mitigation"]
     config = SimpleNamespace(subscriptions=[Subscription(SERVICE, tuple(nodes))], discovery_interval=60)
     with Store(tmp_path / "m.sqlite") as store:
@@ -244,3 +245,6 @@ async def test_a_pending_request_is_made_anew_once_per_connection(tmp_path: Path
         assert peer.subscribed.count(nodes[1]) == 2 and peer.asked_again == nodes
         await mirror.sync_all(peer)  # type: ignore[arg-type]  # the next connection
         assert peer.asked_again == nodes * 2
+        peer.asked_again = []
+        await mirror._renew_subscriptions(peer)  # type: ignore[arg-type]
+        assert peer.asked_again == nodes[:1]  # the node we follow; not the one we may not read

@@ -280,10 +280,14 @@ class Mirror:
 
     async def _renew_subscriptions(self, xmpp: BridgeComponent) -> None:
         """Subscribe again to every node we follow: cheap, idempotent, and restores what a remote
-        server with non-persistent subscriptions forgot when it restarted."""
+        server with non-persistent subscriptions forgot when it restarted. A request still pending on a
+        node we may read (we are in its audience, so the owner approves at once) is made anew: its form
+        or approval was lost, as when the owner was offline and ejabberd's SQL backend then found no
+        pending request for it (``component.subscribe``). Nodes the owner keeps us out of are not
+        followed, so they are not asked again here."""
         for service, node in sorted(self._synced):
             try:
-                await xmpp.subscribe(service, node)
+                await xmpp.subscribe(service, node, ask_again=True)
             except Exception as exc:  # noqa: BLE001 - a peer being away is normal; try again next round
                 log.debug("renewing the subscription to %s on %s failed: %s", node, service, explain(exc))
                 self.peers.failed(service, exc)
