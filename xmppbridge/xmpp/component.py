@@ -380,11 +380,12 @@ class BridgeComponent(ComponentXMPP):
         The subscription's state: ``subscribed``, or ``pending`` on an authorize node until its owner
         approves (XEP-0060 §6.1.4).
 
-        ``ask_again`` (the catch-up after a connection): a request of ours still pending from before is
-        withdrawn and made anew, so that the owner is asked again. Its form or its answer may have been
-        lost, with the cluster node that held it say, and ejabberd neither sends the form again when
-        asked the same subscription (§6.1.3.7) nor, with pubsub in SQL, when the owner asks for pending
-        requests (§8.7: its SQL backend lists them from the Mnesia tables, which hold none)."""
+        ``ask_again`` (the mirror's first subscription after a connection, and its renewals of the nodes
+        it follows): a request of ours still pending from before is withdrawn and made anew, so that the
+        owner is asked again. Its form or its answer may have been lost, with the cluster node that held
+        it say, and ejabberd neither sends the form again when asked the same subscription (§6.1.3.7)
+        nor, with pubsub in SQL, when the owner asks for pending requests (§8.7: its SQL backend lists
+        them from the Mnesia tables, which hold none)."""
         state = await self._request_subscription(service, node)
         if state is not None:
             return state
