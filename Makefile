@@ -15,7 +15,9 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # ejabberd: the second XMPP server the bridge supports (mixed-federation tests);
 # profanity + tmux: a real chat client, driven like a person, for the chat tests
 # postgresql: the private clusters (initdb in a temporary directory) of the PostgreSQL store tests
-DEBIAN_PACKAGES := prosody lua-dbi-sqlite3 lua-unbound xmlsec1 trang chromium ejabberd profanity tmux postgresql
+# erlang-p1-pgsql: ejabberd's PostgreSQL driver (Debian's ejabberd only suggests it), for the ejabberd
+#   cluster test's pubsub on SQL storage
+DEBIAN_PACKAGES := prosody lua-dbi-sqlite3 lua-unbound xmlsec1 trang chromium ejabberd profanity tmux postgresql erlang-p1-pgsql
 
 .PHONY: demo test bench lint system-packages clean
 

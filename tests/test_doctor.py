@@ -27,6 +27,7 @@ from xmppbridge.feed.settings import FeedSettings
 from xmppbridge.peers import TIMEOUT
 from xmppbridge.signing.keys import generate_identity_files
 from xmppbridge.store import Store
+from xmppbridge.xmpp.servers import ServerAddress
 
 
 def test_report_fails_only_with_a_fail_and_prints_one_line_per_check() -> None:
@@ -132,7 +133,8 @@ def test_connection_outcomes(outcome: str, status: str, words: str) -> None:
 
 async def test_the_running_bridge_answers_a_request_through_the_store(tmp_path: Path) -> None:
     """The protocol of ``relay``, with a bridge that is not connected: it answers that it is not."""
-    config = SimpleNamespace(subscriptions=(), server_host="127.0.0.1", server_port=5347, jid="bridge.a.test")
+    config = SimpleNamespace(subscriptions=(), servers=(ServerAddress("127.0.0.1", 5347),),
+                             jid="bridge.a.test")
     offline = SimpleNamespace(online=asyncio.Event())
     with Store(tmp_path / "s.sqlite") as store:
         bridge = asyncio.create_task(relay.answer_doctor(config, store, offline))  # type: ignore[arg-type]

@@ -14,11 +14,12 @@ import pytest
 
 from tests.test_feed_support import SERVICE, iodef2, store_document
 from xmppbridge.config import Subscription
+from xmppbridge.errors import PublishFailed
 from xmppbridge.policy.sources import Sources
 from xmppbridge.store import Store
 from xmppbridge.store.subscriptions import ItemState
-from xmppbridge.xmpp.component import RECONNECT_MAX_DELAY, backoff_delay
 from xmppbridge.xmpp.mirror import Mirror, retracted_while_away
+from xmppbridge.xmpp.servers import RECONNECT_MAX_DELAY, backoff_delay
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -131,13 +132,19 @@ class ScriptedPeer:
         self.nodes = nodes
         self.listed: list[str] = []
         self.subscribed: list[str] = []
+        self.asked_again: list[str] = []
+        self.failing: set[str] = set()  # nodes whose listing fails
 
-    async def subscribe(self, service: str, node: str) -> str:
+    async def subscribe(self, service: str, node: str, *, ask_again: bool = False) -> str:
         self.subscribed.append(node)
+        if ask_again:
+            self.asked_again.append(node)
         return "subscribed"
 
     async def list_item_ids(self, service: str, node: str) -> list[str]:
         self.listed.append(node)
+        if node in self.failing:
+            raise PublishFailed("forbidden")
         return []
 
     async def fetch_item(self, service: str, node: str, item_id: str) -> bool:
@@ -222,3 +229,22 @@ async def test_a_notification_from_a_service_not_subscribed_to_is_quarantined(
         assert b"SPOOFED" in kept.raw
         assert "ignored the retraction of csirt.example.org/OTHER" in caplog.text
 
+
+
+async def test_a_pending_request_is_made_anew_after_each_connection_and_at_renewals(tmp_path: Path) -> None:
+    """And at each renewal of the nodes we follow, but not at every retry of a node the owner keeps us
+    out of (its listing refused until it decides)."""
+    nodes = ["iodef/public/mitigation", "iodef/need-to-know/mitigation"]
+    config = SimpleNamespace(subscriptions=[Subscription(SERVICE, tuple(nodes))], discovery_interval=60)
+    with Store(tmp_path / "m.sqlite") as store:
+        mirror = Mirror(config, store, None)  # type: ignore[arg-type]
+        peer = ScriptedPeer(nodes)
+        peer.failing = {nodes[1]}
+        await mirror.sync_all(peer)  # type: ignore[arg-type]
+        await mirror.subscribe_all(peer)  # type: ignore[arg-type]  # a discovery round retries nodes[1]
+        assert peer.subscribed.count(nodes[1]) == 2 and peer.asked_again == nodes
+        await mirror.sync_all(peer)  # type: ignore[arg-type]  # the next connection
+        assert peer.asked_again == nodes * 2
+        peer.asked_again = []
+        await mirror._renew_subscriptions(peer)  # type: ignore[arg-type]
+        assert peer.asked_again == nodes[:1]  # the node we follow; not the one we may not read

@@ -15,6 +15,7 @@ from tests.test_store import make_incident, upsert
 from xmppbridge.store import Store
 from xmppbridge.store.items import SignedItem
 from xmppbridge.xmpp.component import BridgeComponent
+from xmppbridge.xmpp.servers import ServerAddress
 
 EVENT_NS = "http://jabber.org/protocol/pubsub#event"
 
@@ -43,7 +44,7 @@ def notification(body: str) -> bytes:
 
 async def test_the_notifications_of_one_read_are_handed_over_in_one_batch() -> None:
     sink = RecordingSink()
-    component = BridgeComponent("bridge.b.test", "secret", "127.0.0.1", 5347, sink)
+    component = BridgeComponent("bridge.b.test", "secret", [ServerAddress("127.0.0.1", 5347)], sink)
     component.init_parser()
     component.data_received(b"<stream:stream xmlns='jabber:component:accept' "
                             b"xmlns:stream='http://etherx.jabber.org/streams' from='bridge.b.test' id='s1'>")

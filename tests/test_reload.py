@@ -11,6 +11,7 @@ from tests.test_members import base, load  # noqa: F401 - base is a fixture
 from xmppbridge.errors import ConfigError
 from xmppbridge.policy.may import Action, Actor
 from xmppbridge.reload import reloaded
+from xmppbridge.xmpp.servers import ServerAddress
 
 
 def test_reloading_an_unchanged_file_changes_nothing(tmp_path: Path, base: dict) -> None:  # noqa: F811
@@ -28,8 +29,8 @@ def test_a_narrower_audience_is_applied_and_the_rest_is_kept(tmp_path: Path, bas
     changed["component"]["server"] = {"port": 5348}  # needs a restart
     changed["pubsub"]["reconcile_interval"] = 30
     config, restart = reloaded(running, load(tmp_path, changed))
-    assert restart == ["server_port", "reconcile_interval"]
-    assert config.server_port == 5347 and config.reconcile_interval == 300
+    assert restart == ["servers", "reconcile_interval"]
+    assert config.servers == (ServerAddress("127.0.0.1", 5347),) and config.reconcile_interval == 300
     assert config.node_audience("iodef/need-to-know/other").bridges == {"bridge.c.test"}
     assert config.node_audience("iodef/need-to-know/mitigation").bridges == {"bridge.b.test"}
 

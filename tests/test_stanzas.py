@@ -14,7 +14,8 @@ import pytest
 
 from xmppbridge.errors import PublishFailed
 from xmppbridge.xmpp import component as component_module
-from xmppbridge.xmpp.component import BridgeComponent
+from xmppbridge.xmpp.component import BridgeComponent, peer_failure
+from xmppbridge.xmpp.servers import ServerAddress
 from xmppbridge.xmpp.stanzas import Published, Retracted, StanzaError, error_of, notification
 
 EVENT_NS = "http://jabber.org/protocol/pubsub#event"
@@ -100,9 +101,10 @@ def test_errors_are_read_in_the_component_namespace() -> None:
 
 
 def started(sink: RecordingSink) -> BridgeComponent:
-    component = BridgeComponent("bridge.b.test", "secret", "127.0.0.1", 5347, sink)
+    component = BridgeComponent("bridge.b.test", "secret", [ServerAddress("127.0.0.1", 5347)], sink)
     component.init_parser()
     component.data_received(STREAM.encode())
+    component.online.set()  # as session_start does, without slixmpp's own session handlers
     return component
 
 
@@ -258,3 +260,81 @@ async def test_a_failing_commit_is_logged_not_raised(caplog: pytest.LogCaptureFi
     component = started(sink)
     component.data_received(event("<item id='1'/><item id='2'/>").encode())  # must not raise
     assert "storing held notifications (1) failed; the next check of their nodes fetches them" in caplog.text
+
+
+async def test_requests_in_flight_fail_at_once_when_the_connection_drops() -> None:
+    """No answer can come on the next connection: the callers (the outbox, the catch-up) must not wait
+    out IQ_TIMEOUT before they send again there."""
+    component = started(RecordingSink())
+    component.stopping = True  # no reconnection attempt from this test
+    component.send_raw = [].append  # type: ignore[method-assign]
+    payload = b"<x xmlns='urn:x'/>"
+    publishing = asyncio.ensure_future(component.publish_bytes("pubsub.a.test", "n", "1", payload))
+    subscribing = asyncio.ensure_future(component.subscribe("pubsub.a.test", "n"))  # slixmpp's own IQ
+    await asyncio.sleep(0)
+    assert component._awaiting and component._iq_timers
+    component.event("disconnected", "gone")
+    done, _ = await asyncio.wait({publishing, subscribing}, timeout=5)
+    assert done == {publishing, subscribing}
+    for request in (publishing, subscribing):
+        failure = request.exception()
+        # Transient, and not the peer's failure (no condition, so peer_failure leaves its health alone).
+        assert isinstance(failure, PublishFailed) and failure.transient and peer_failure(failure) is None
+        assert "lost before pubsub.a.test answered" in str(failure)
+    assert not component._awaiting and not component._iq_timers
+    with pytest.raises(PublishFailed, match="not connected") as offline:  # and nothing is sent meanwhile
+        await component.publish_bytes("pubsub.a.test", "n", "2", payload)
+    assert offline.value.transient
+
+
+async def test_an_answered_request_leaves_no_timer_behind() -> None:
+    component = started(RecordingSink())
+    info = asyncio.ensure_future(component.plugin["xep_0030"].get_info(
+        jid="pubsub.a.test", ifrom="bridge.b.test", cached=False, timeout=30))
+    await asyncio.sleep(0)
+    (name,) = component._iq_timers
+    iq_id = name.removeprefix(component_module.IQ_TIMER_PREFIX)
+    component.data_received(f"<iq type='result' id='{iq_id}' from='pubsub.a.test' to='bridge.b.test'>"
+                            "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>".encode())
+    await asyncio.wait_for(info, 5)
+    assert not component._iq_timers
+
+
+def answer_last(component: BridgeComponent, body: str, kind: str = "result") -> None:
+    """Answer, from pubsub.a.test, the slixmpp request sent last."""
+    iq_id = list(component._iq_timers)[-1].removeprefix(component_module.IQ_TIMER_PREFIX)
+    component.data_received(f"<iq type='{kind}' id='{iq_id}' from='pubsub.a.test' to='bridge.b.test'>"
+                            f"{body}</iq>".encode())
+
+
+# XEP-0060 §6.1.3.7, as ejabberd answers a subscriber asking again before the owner decided.
+STILL_PENDING = ("<error type='auth'><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+                 "<pending-subscription xmlns='http://jabber.org/protocol/pubsub#errors'/></error>")
+
+
+async def test_a_subscription_still_waiting_for_its_owner_is_pending_not_refused() -> None:
+    component = started(RecordingSink())
+    subscribing = asyncio.ensure_future(component.subscribe("pubsub.a.test", "n"))
+    await asyncio.sleep(0)
+    answer_last(component, STILL_PENDING, "error")
+    assert await asyncio.wait_for(subscribing, 5) == "pending"
+
+
+async def test_asked_again_a_pending_request_is_withdrawn_and_made_anew() -> None:
+    """So that the owner gets a new form when the first one, or its answer, was lost."""
+    component = started(RecordingSink())
+    sent: list[object] = []
+    component.send = sent.append  # type: ignore[method-assign] # slixmpp's requests, as they go out
+    subscribing = asyncio.ensure_future(component.subscribe("pubsub.a.test", "n", ask_again=True))
+    pubsub = "<pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+    for answer, kind in ((STILL_PENDING, "error"), ("", "result"),
+                         (f"{pubsub}<subscription node='n' jid='bridge.b.test' subscription='pending'/>"
+                          "</pubsub>", "result")):
+        for _ in range(100):  # until the next request is out
+            await asyncio.sleep(0.01)
+            if component._iq_timers:
+                break
+        answer_last(component, answer, kind)
+    assert await asyncio.wait_for(subscribing, 5) == "pending"
+    requests = [re.findall(r"<(subscribe|unsubscribe) ", str(stanza)) for stanza in sent]
+    assert requests == [["subscribe"], ["unsubscribe"], ["subscribe"]]

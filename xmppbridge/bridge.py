@@ -57,7 +57,7 @@ class Bridge:
                              retract_relayed=self.hub.retract if self.hub else None,
                              own_echo=OwnEcho(identity), member_of=member_names(config.registry))
         self.metrics = BridgeMetrics(self.store, connected=lambda: self.xmpp.online.is_set())
-        self.xmpp = BridgeComponent(config.jid, config.secret, config.server_host, config.server_port,
+        self.xmpp = BridgeComponent(config.jid, config.secret, config.servers,
                                     self.metrics.timed_sink(self.mirror))
         # People and operators: chat commands and notices, rooms, ad-hoc commands for admins.
         ops = config.operators
@@ -158,8 +158,9 @@ class Bridge:
         affiliations to their audiences (changed while we were away?); then wait for the next gap."""
         while True:
             await self.xmpp.online.wait()
-            log.info("connected to %s:%s as %s", self.config.server_host, self.config.server_port,
-                     self.config.jid)
+            log.info("connected to %s as %s", self.xmpp.server, self.config.jid)
+            # Which server (which node of a cluster): `status` shows it.
+            self.store.set_state("server", str(self.xmpp.server))
             self.store.set_state("connection", "online")
             await self.approvals.on_session()
             await asyncio.gather(self.mirror.sync_all(self.xmpp), self.reconciler.round("connected"))

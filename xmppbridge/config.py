@@ -35,6 +35,7 @@ from xmppbridge.policy.sources import Sources, with_members
 from xmppbridge.signing.certfiles import load_certificates
 from xmppbridge.signing.trust import NO_TRUST, TrustStore
 from xmppbridge.signing.trustconfig import anchor_paths, domain_list, read_trust
+from xmppbridge.xmpp.servers import ServerAddress, parse_address
 
 APPROVAL_MODES = ("auto", "off")
 
@@ -57,8 +58,8 @@ class Config:
     file: Path
     jid: str
     secret: str
-    server_host: str
-    server_port: int
+    # component.server (one) or component.servers (the nodes of a clustered server, tried in turn)
+    servers: tuple[ServerAddress, ...]
     pubsub_service: str
     node_prefix: str
     signing_key: Path
@@ -152,10 +153,6 @@ def load_config(file: str | Path, *, overrides: Mapping[str, object] | None = No
         raise r.error("component.secret", "give exactly one of secret or secret_file")
     if secret_file is not None:
         secret = r.path("component.secret_file", secret_file).read_text(encoding="utf-8").strip()
-    port = r.get("component.server.port", 5347, int)
-    if not 0 < port < 65536:
-        raise r.error("component.server.port", "must be a TCP port number")
-
     trust = anchor_paths(r)
     signing_key = r.path("signing.key", r.get("signing.key"))
     signing_cert = r.path("signing.cert", r.get("signing.cert"))
@@ -223,8 +220,7 @@ def load_config(file: str | Path, *, overrides: Mapping[str, object] | None = No
         file=file,
         jid=jid,
         secret=secret,
-        server_host=r.get("component.server.host", "127.0.0.1"),
-        server_port=port,
+        servers=_servers(r),
         pubsub_service=r.get("pubsub.service"),
         node_prefix=r.get("pubsub.node_prefix", "iodef").strip("/"),
         signing_key=signing_key,
@@ -250,6 +246,39 @@ def load_config(file: str | Path, *, overrides: Mapping[str, object] | None = No
         instance_name=_instance_name(r),
         relay=relay,
     )
+
+
+def _servers(r: ConfigReader) -> tuple[ServerAddress, ...]:
+    """``component.server: {host, port}``, or ``component.servers``: a list of ``host:port`` (or of
+    ``{host, port}``), every node of a clustered server (README.md, "ejabberd cluster")."""
+    listed = r.get("component.servers", None, list)
+    if listed is None:
+        port = r.get("component.server.port", 5347, int)
+        if not 0 < port < 65536:
+            raise r.error("component.server.port", "must be a TCP port number")
+        return (ServerAddress(r.get("component.server.host", "127.0.0.1"), port),)
+    if r.get("component.server", None, dict) is not None:
+        raise r.error("component.servers", "give component.server (one server) or component.servers "
+                                           "(several), not both")
+    if not listed:
+        raise r.error("component.servers", "must list at least one server, as host:port")
+    servers = []
+    for i, item in enumerate(listed):
+        key = f"component.servers[{i}]"
+        if isinstance(item, dict) and isinstance(item.get("host"), str):
+            text = f"{item['host']}:{item.get('port', 5347)}"
+        elif isinstance(item, str):
+            text = item
+        else:
+            raise r.error(key, f"must be host:port (a string) or a mapping with host and port, got {item!r}")
+        try:
+            address = parse_address(text)
+        except ValueError as exc:
+            raise r.error(key, f"{exc} in {text!r} (write host:port, e.g. xmpp1.a.test:5347)") from None
+        if address in servers:
+            raise r.error(key, f"{address} is listed twice")
+        servers.append(address)
+    return tuple(servers)
 
 
 def _instance_name(r: ConfigReader) -> str:

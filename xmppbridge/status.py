@@ -35,6 +35,8 @@ def status_report(config: Config, store: Reported, *, now: datetime | None = Non
         "jid": config.jid,
         "connection": connection,
         "connection_since": _iso(since),
+        # The server address (of a cluster: the node) the bridge connected to last (component.servers).
+        "server": state.get("server", (None, None))[0],
         # Several `run`s may share the store (xmppbridge.leadership): the last to take the lease, and
         # whether anyone holds it now (None: could not be told, e.g. the database is unreachable).
         **recorded_active(state),
@@ -66,9 +68,18 @@ def _peer(service: str, peer: PeerHealth | None) -> dict[str, object]:
             "error_at": _iso(peer.error_at)}
 
 
+def _via(report: dict[str, object]) -> str:
+    """Which server: the one connected to, or the last one (while offline)."""
+    server = report.get("server")
+    if not server:
+        return ""
+    return f" via {server}" if report["connection"] == "online" else f", last via {server}"
+
+
 def format_status(report: dict[str, object]) -> str:
     lines = [
-        f"bridge {report['jid']}: {report['connection']} (since {report['connection_since'] or '-'})",
+        f"bridge {report['jid']}: {report['connection']}{_via(report)} "
+        f"(since {report['connection_since'] or '-'})",
         *_leadership(report),
         f"outbox: {report['outbox_depth']} waiting   quarantine: {report['quarantine']}   "
         f"mirrored entries: {report['entries']}",

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+from typing import ClassVar
 
 from xmppbridge.demo.prosody import REPO_ROOT, _names, _write_tls_cert
 from xmppbridge.demo.server import LocalServer, port_open
@@ -63,12 +64,9 @@ class EjabberdServer(LocalServer):
         (home / f"{self.domain}.pem").write_bytes((certs / f"{self.domain}.crt").read_bytes()
                                                   + (certs / f"{self.domain}.key").read_bytes())
         (home / f"{self.domain}.pem").chmod(0o600)
-        values = dict(workdir=home, domain=self.domain, ip=self.ip, c2s_port=self.c2s_port,
-                      s2s_port=self.s2s_port, component_port=self.component_port, secret=self.secret,
-                      bridge_jid=self.bridge_jid, pubsub_jid=self.pubsub_jid, max_items=self.max_items,
-                      dist_port=DIST_PORT)
-        for name in ("ejabberd.yml", "ejabberdctl.cfg"):
-            text = Template((TEMPLATES / f"{name}.in").read_text()).substitute(values)
+        values = self.template_values(home)
+        for name, template in (("ejabberd.yml", self.config_template), ("ejabberdctl.cfg",) * 2):
+            text = Template((TEMPLATES / f"{template}.in").read_text()).substitute(values)
             (home / name).write_text(text)
         (home / "inetrc").write_text(_inetrc(self.ip, {self.domain: self.ip, **self.peers}))
         if os.geteuid() == 0:
@@ -76,6 +74,16 @@ class EjabberdServer(LocalServer):
             for path in [home, *home.rglob("*")]:
                 os.chown(path, account.pw_uid, account.pw_gid)
         return home / "ejabberd.yml"
+
+    # The ejabberd.yml template under deploy/ejabberd (a cluster node has its own, demo.ejabberd_cluster).
+    config_template: ClassVar[str] = "ejabberd.yml"
+
+    def template_values(self, home: Path) -> dict[str, object]:
+        """What the templates' placeholders are filled with."""
+        return dict(workdir=home, domain=self.domain, ip=self.ip, c2s_port=self.c2s_port,
+                    s2s_port=self.s2s_port, component_port=self.component_port, secret=self.secret,
+                    bridge_jid=self.bridge_jid, pubsub_jid=self.pubsub_jid, max_items=self.max_items,
+                    dist_port=DIST_PORT, node=f"ejabberd@{self.domain}", erl_options="")
 
     def _ctl(self, *args: str) -> list[str]:
         binary = shutil.which("ejabberdctl")

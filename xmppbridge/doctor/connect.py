@@ -10,6 +10,7 @@ from xml.etree import ElementTree as ET
 
 from xmppbridge.config import Config
 from xmppbridge.xmpp.component import BridgeComponent
+from xmppbridge.xmpp.servers import ServerAddress
 
 CONFLICT = "conflict"  # RFC 6120 §4.9.3.3: the server holds a connection for this JID already
 
@@ -30,11 +31,12 @@ class _Ignore:
 
 
 @asynccontextmanager
-async def component_session(config: Config, timeout: float) -> AsyncIterator[tuple[str, str,
-                                                                                BridgeComponent]]:
-    """Connect once as the config's component; yields how it went (``online``, a stream error
-    condition, ``refused``, ``closed`` or ``timeout``), its text, and the component; disconnects after."""
-    xmpp = BridgeComponent(config.jid, config.secret, config.server_host, config.server_port, _Ignore())
+async def component_session(config: Config, timeout: float, server: ServerAddress | None = None
+                            ) -> AsyncIterator[tuple[str, str, BridgeComponent]]:
+    """Connect once as the config's component, to ``server`` (default: the config's first); yields how it
+    went (``online``, a stream error condition, ``refused``, ``closed`` or ``timeout``), its text, and the
+    component; disconnects after."""
+    xmpp = BridgeComponent(config.jid, config.secret, [server or config.servers[0]], _Ignore())
     xmpp.stopping = True  # one attempt: no reconnecting after a refusal or a close
     outcome: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
 

@@ -87,11 +87,11 @@ async def answer_doctor(config: Config, store: BridgeState, xmpp: BridgeComponen
 
 
 async def _run(config: Config, xmpp: BridgeComponent, timeout: float) -> list[Check]:
-    address = f"{config.server_host}:{config.server_port}"
     if not xmpp.online.is_set():
-        return [Check("component connection", "FAIL", f"the running bridge is not connected to {address}",
+        tried = ", ".join(map(str, config.servers))
+        return [Check("component connection", "FAIL", f"the running bridge is not connected to {tried}",
                       "see the bridge's log for why (secret, server down, component port)")]
-    connected = Check("component connection", "ok", f"the running bridge is connected to {address} as "
+    connected = Check("component connection", "ok", f"the running bridge is connected to {xmpp.server} as "
                       f"{config.jid}; the XMPP checks ran over its connection")
     try:
         return [connected, *await asyncio.wait_for(xmpp_checks(xmpp, config, timeout),

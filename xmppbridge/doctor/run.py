@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from xmppbridge.config import Config
@@ -30,13 +31,21 @@ async def _xmpp_part(config: Config, timeout: float) -> tuple[list[Check], bool]
             answer = await ask_bridge(store, config, timeout)
         if answer is not None:
             return answer, True
-    address = f"{config.server_host}:{config.server_port}"
-    async with component_session(config, timeout) as (outcome, detail, xmpp):
-        if outcome == "online":
-            return [connection_check(outcome, detail, jid=config.jid, address=address, timeout=timeout),
-                    *await xmpp_checks(xmpp, config, timeout)], False
-    if outcome != CONFLICT:
-        return [connection_check(outcome, detail, jid=config.jid, address=address, timeout=timeout)], False
+    # The servers in the bridge's order (component.servers: the nodes of a cluster), until one lets us in.
+    failed: list[Check] = []
+    for server in config.servers:
+        address = str(server)
+        async with component_session(config, timeout, server) as (outcome, detail, xmpp):
+            if outcome == "online":
+                # The bridge fails over to this one: the nodes before it that failed are worth a warning.
+                return [*(replace(check, status="warn") for check in failed),
+                        connection_check(outcome, detail, jid=config.jid, address=address, timeout=timeout),
+                        *await xmpp_checks(xmpp, config, timeout)], False
+        if outcome == CONFLICT:
+            break
+        failed.append(connection_check(outcome, detail, jid=config.jid, address=address, timeout=timeout))
+    else:
+        return failed, False
     # The server holds a connection for our JID: a bridge started (or its store is elsewhere).
     with Store(config.store_target) as store:
         answer = await ask_bridge(store, config, timeout)

@@ -8,11 +8,11 @@ in by ``bridge.py``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import random
 import time
-from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 from xml.etree import ElementTree as ET
 from xml.sax.saxutils import quoteattr
@@ -25,14 +25,15 @@ from xmppbridge.errors import PublishFailed
 from xmppbridge.iodef.model import NS_V1, NS_V2
 from xmppbridge.peers import TIMEOUT
 from xmppbridge.xmpp.authorization import AuthorizationRequest, authorization_request
+from xmppbridge.xmpp.servers import Rotation, ServerAddress
 from xmppbridge.xmpp.stanzas import IQ, Notification, Published, StanzaError, bare, error_of, notification
 
 log = logging.getLogger(__name__)
 
 PUBSUB_NS = "http://jabber.org/protocol/pubsub"
+PUBSUB_ERRORS_NS = "http://jabber.org/protocol/pubsub#errors"  # XEP-0060 §14.2
 IODEF_TYPES = (NS_V1, NS_V2)
 IQ_TIMEOUT = 30.0
-RECONNECT_MAX_DELAY = 30.0
 # Errors that say "try again later" rather than "no": the s2s link or the peer is down for now.
 TRANSIENT_CONDITIONS = ("remote-server-timeout", "remote-server-not-found", "recipient-unavailable",
                         "service-unavailable", "resource-constraint")
@@ -44,6 +45,8 @@ TRANSIENT_CONDITIONS = ("remote-server-timeout", "remote-server-not-found", "rec
 # check of the node or the catch-up after the restart fetches it again.
 HOLD_SECONDS = 0.02
 HOLD_NOTIFICATIONS = 64
+# slixmpp names the timer of each IQ it sends so (slixmpp.stanza.iq.Iq.send); see ``schedule``.
+IQ_TIMER_PREFIX = "IqTimeout_"
 
 InOrder = Callable[[ET.Element], None]
 
@@ -61,14 +64,17 @@ class ItemSink(Protocol):
 
 
 class BridgeComponent(ComponentXMPP):
-    def __init__(self, jid: str, secret: str, host: str, port: int, sink: ItemSink) -> None:
+    def __init__(self, jid: str, secret: str, servers: Sequence[ServerAddress], sink: ItemSink) -> None:
+        """``servers``: the server's component addresses (several for the nodes of a cluster), tried in
+        turn (``xmpp.servers``)."""
+        self.rotation = Rotation(tuple(servers))
+        first = self.rotation.current
         # fix_error_ns: without it every IqError reads feature-not-implemented, because the real
         # <error> arrives in the jabber:component:accept namespace (LAB-NOTES §5).
-        super().__init__(jid, secret, host, port, fix_error_ns=True)
+        super().__init__(jid, secret, first.host, first.port, fix_error_ns=True)
         self.sink = sink
         self.stopping = False  # set by the owner before disconnecting on purpose
         self._outage_since: float | None = None
-        self._attempts = 0
         # xep_0128 reads the pubsub#meta-data form in a node's disco#info (RFC 8600 discovery).
         for plugin in ("xep_0030", "xep_0004", "xep_0128", "xep_0060"):
             self.register_plugin(plugin)
@@ -81,6 +87,10 @@ class BridgeComponent(ComponentXMPP):
         self._node_locks: dict[tuple[str, str], asyncio.Lock] = {}
         # Our hand-written pubsub IQs by id: (the service that must answer, its answer, ``in_order``).
         self._awaiting: dict[str, tuple[str, asyncio.Future[ET.Element], InOrder | None]] = {}
+        # The timeouts of slixmpp's IQs in flight, by timer name: fired early when the connection drops,
+        # and the ids of those so failed at the last loss (``_unless_link_lost``).
+        self._iq_timers: dict[str, Callable[[], None]] = {}
+        self._dropped: set[str] = set()
         self._held: list[Notification] = []
         self._hold_timer: asyncio.TimerHandle | None = None
         self._delivered_at = float("-inf")  # loop time of the last delivery
@@ -171,11 +181,17 @@ class BridgeComponent(ComponentXMPP):
 
     # -- connection --------------------------------------------------------------------------------
 
+    @property
+    def server(self) -> ServerAddress:
+        """The server address connected to, or to be tried next."""
+        return self.rotation.current
+
     def _on_session_start(self, _: Any) -> None:
         if self._outage_since is not None:
-            log.info("reconnected to %s:%s after %.1f s (%d attempts)", self.server_host, self.server_port,
-                     time.monotonic() - self._outage_since, self._attempts)
-        self._outage_since, self._attempts = None, 0
+            log.info("reconnected to %s after %.1f s (%d failed attempts)", self.server,
+                     time.monotonic() - self._outage_since, self.rotation.failures)
+        self._outage_since = None
+        self.rotation.connected()
         self.offline.clear()
         self.online.set()
 
@@ -186,33 +202,88 @@ class BridgeComponent(ComponentXMPP):
         self._known_nodes.clear()
         self.online.clear()
         self.offline.set()
+        self._fail_in_flight()  # after online is cleared: callers then see that the link is down
         if self.stopping:
             return
         if self._outage_since is None:
             # One line per outage, not one per attempt.
             self._outage_since = time.monotonic()
-            log.warning("lost the connection to %s:%s (%s); reconnecting", self.server_host,
-                        self.server_port, reason or "closed")
-        asyncio.get_running_loop().call_later(self._next_delay(), self._reconnect)
+            log.warning("lost the connection to %s (%s); reconnecting", self.server, reason or "closed")
+        asyncio.get_running_loop().call_later(self._next_server(), self._reconnect)
+
+    def _fail_in_flight(self) -> None:
+        """Every request sent on the lost connection fails now rather than at its timeout: no answer can
+        come on a new connection, and waiting 30 s held the outbox's whole window (each publish in flight
+        keeps a place in it) and the mirror's node listing, so that after a node of a cluster died,
+        nothing was published or caught up for 30 s. Failed as transient, they are sent again on the
+        next connection: the outbox republishes (same item id, same bytes: an overwrite, never a second
+        item) and the catch-up after the reconnection lists and fetches every node again."""
+        for service, answer, _ in list(self._awaiting.values()):
+            if not answer.done():
+                answer.set_exception(self._link_lost(service))
+        self._dropped = {name.removeprefix(IQ_TIMER_PREFIX) for name in self._iq_timers}
+        for name, expire in list(self._iq_timers.items()):
+            super().cancel_schedule(name)
+            expire()  # slixmpp's own timeout: an IqTimeout, which ``_unless_link_lost`` tells apart
+
+    def _link_lost(self, service: str) -> PublishFailed:
+        """Transient, and with no condition: it says nothing about ``service`` (``peer_failure``)."""
+        return PublishFailed(f"the connection to {self.server} was lost before {service} answered",
+                             transient=True)
+
+    @contextmanager
+    def _unless_link_lost(self, service: str) -> Iterator[None]:
+        """Around a slixmpp request: its IqTimeout fired by ``_fail_in_flight`` becomes ``_link_lost``, so
+        that the mirror neither logs "no answer within 30 s" nor counts it against the peer."""
+        try:
+            yield
+        except IqTimeout as exc:
+            if exc.iq["id"] in self._dropped:
+                raise self._link_lost(service) from None
+            raise
+
+    def schedule(self, name: str, seconds: int, callback: Callable[..., None], args: tuple[Any, ...] = (),
+                 kwargs: dict[Any, Any] | None = None, repeat: bool = False) -> None:
+        """slixmpp's timer for each IQ it sends is kept by name as well, so that ``_fail_in_flight`` can
+        fire it at once; everything else is slixmpp's own."""
+        call = functools.partial(callback, *args, **(kwargs or {}))
+        if not name.startswith(IQ_TIMER_PREFIX) or repeat:
+            super().schedule(name, seconds, call, repeat=repeat)
+            return
+
+        def expire() -> None:
+            self._iq_timers.pop(name, None)
+            call()
+
+        super().schedule(name, seconds, expire)
+        self._iq_timers[name] = expire
+
+    def cancel_schedule(self, name: str) -> None:
+        self._iq_timers.pop(name, None)  # answered in time
+        super().cancel_schedule(name)
 
     def _reconnect(self) -> None:
         if not self.stopping and not self.online.is_set():
             self.connect()
 
     def reschedule_connection_attempt(self) -> asyncio.Future[Any] | None:
-        """slixmpp's own retry after a refused TCP connect, with our backoff (its own grows to 300 s)."""
+        """slixmpp's own retry after a refused TCP connect, with our backoff (its own grows to 300 s) and
+        the next server address."""
         if self._current_connection_attempt is None or self.stopping:
             return None
         if self._outage_since is None:
             self._outage_since = time.monotonic()
-            log.warning("cannot connect to %s:%s; retrying", self.server_host, self.server_port)
-        self._connect_loop_wait = self._next_delay()
+            log.warning("cannot connect to %s; retrying", self.server)  # once per outage
+        self._connect_loop_wait = self._next_server()
+        self.custom_address = (self.server_host, self.server_port)  # what slixmpp's retry connects to
         self._current_connection_attempt = asyncio.ensure_future(self._connect_loop())
         return self._current_connection_attempt
 
-    def _next_delay(self) -> float:
-        self._attempts += 1
-        return backoff_delay(self._attempts)
+    def _next_server(self) -> float:
+        """Move to the next server address; the delay before trying it."""
+        delay = self.rotation.failed()
+        self.server_host, self.server_port = self.rotation.current.host, self.rotation.current.port
+        return delay
 
     # -- publishing --------------------------------------------------------------------------------
 
@@ -279,14 +350,18 @@ class BridgeComponent(ComponentXMPP):
         ``in_order`` runs on a result as it is read from the stream, i.e. in stream order with event
         notifications, rather than later when the awaiting coroutine resumes.
         """
+        if not self.online.is_set():
+            # Written straight to the socket, not queued by slixmpp until the next session: the caller
+            # tries again once it is back (the outbox waits for ``online``).
+            raise PublishFailed(f"not connected to {self.server}", transient=True)
         iq_id = self.new_id()
         answer: asyncio.Future[ET.Element] = asyncio.get_running_loop().create_future()
         self._awaiting[iq_id] = (service, answer, in_order)
-        self.send_raw(
-            f"<iq type={quoteattr(iq_type)} id={quoteattr(iq_id)} from={quoteattr(self.boundjid.bare)} "
-            f"to={quoteattr(service)}><pubsub xmlns='{PUBSUB_NS}'>{body}</pubsub></iq>"
-        )
         try:
+            self.send_raw(
+                f"<iq type={quoteattr(iq_type)} id={quoteattr(iq_id)} from={quoteattr(self.boundjid.bare)} "
+                f"to={quoteattr(service)}><pubsub xmlns='{PUBSUB_NS}'>{body}</pubsub></iq>"
+            )
             return await asyncio.wait_for(answer, IQ_TIMEOUT)
         except TimeoutError:
             raise PublishFailed(f"no answer from {service} within {IQ_TIMEOUT:.0f} s",
@@ -300,23 +375,52 @@ class BridgeComponent(ComponentXMPP):
 
     # -- subscribing -------------------------------------------------------------------------------
 
-    async def subscribe(self, service: str, node: str) -> str:
+    async def subscribe(self, service: str, node: str, *, ask_again: bool = False) -> str:
         """Subscribe our bare JID; subscribing again is harmless (the service keeps one subscription).
         The subscription's state: ``subscribed``, or ``pending`` on an authorize node until its owner
-        approves (XEP-0060 §6.1.4)."""
-        answer = await self.pubsub.subscribe(service, node, ifrom=self.boundjid.bare, timeout=IQ_TIMEOUT)
+        approves (XEP-0060 §6.1.4).
+
+        ``ask_again`` (the mirror's first subscription after a connection, and its renewals of the nodes
+        it follows): a request of ours still pending from before is withdrawn and made anew, so that the
+        owner is asked again. Its form or its answer may have been lost, with the cluster node that held
+        it say, and ejabberd neither sends the form again when asked the same subscription (§6.1.3.7)
+        nor, with pubsub in SQL, when the owner asks for pending requests (§8.7: its SQL backend lists
+        them from the Mnesia tables, which hold none)."""
+        state = await self._request_subscription(service, node)
+        if state is not None:
+            return state
+        if ask_again:
+            with self._unless_link_lost(service):
+                await self.pubsub.unsubscribe(service, node, ifrom=self.boundjid.bare, timeout=IQ_TIMEOUT)
+            state = await self._request_subscription(service, node)
+        return state or "pending"
+
+    async def _request_subscription(self, service: str, node: str) -> str | None:
+        """The subscription's state; None when a request of ours already waits for the owner: ejabberd
+        then answers not-authorized with <pending-subscription/> (§6.1.3.7), which is no refusal (the
+        caller still catches up: members may read the node)."""
+        try:
+            with self._unless_link_lost(service):
+                answer = await self.pubsub.subscribe(service, node, ifrom=self.boundjid.bare,
+                                                     timeout=IQ_TIMEOUT)
+        except IqError as exc:
+            if exc.iq.xml.find(f".//{{{PUBSUB_ERRORS_NS}}}pending-subscription") is not None:
+                return None
+            raise
         return str(answer["pubsub"]["subscription"]["subscription"] or "subscribed")
 
     async def discover_iodef_nodes(self, service: str, *, timeout: float = IQ_TIMEOUT) -> list[str]:
         """Nodes of ``service`` whose ``pubsub#type`` is an IODEF namespace (RFC 8600 §5); ``timeout`` per
         request (`xmppbridge doctor` gives its own)."""
         disco = self.plugin["xep_0030"]
-        reply = await disco.get_items(jid=service, ifrom=self.boundjid.bare, timeout=timeout)
+        with self._unless_link_lost(service):
+            reply = await disco.get_items(jid=service, ifrom=self.boundjid.bare, timeout=timeout)
         found = []
         for _jid, node, _name in reply["disco_items"]["items"]:
             if not node:
                 continue
-            info = await disco.get_info(jid=service, node=node, ifrom=self.boundjid.bare, timeout=timeout)
+            with self._unless_link_lost(service):
+                info = await disco.get_info(jid=service, node=node, ifrom=self.boundjid.bare, timeout=timeout)
             # A disco#info may carry several forms (ejabberd adds an empty serverinfo form after
             # pubsub#meta-data), and slixmpp's info["disco_info"]["form"] is only the last of them.
             types = {form["values"].get("pubsub#type") for form in info["disco_info"].iterables
@@ -328,8 +432,9 @@ class BridgeComponent(ComponentXMPP):
     async def list_item_ids(self, service: str, node: str) -> list[str]:
         """Ids of the items on ``node`` (disco#items on the node, XEP-0060 §5.5): small replies, unlike
         fetching every item at once, which can exceed the 512 KB s2s stanza limit."""
-        reply = await self.plugin["xep_0030"].get_items(jid=service, node=node, ifrom=self.boundjid.bare,
-                                                        timeout=IQ_TIMEOUT)
+        with self._unless_link_lost(service):
+            reply = await self.plugin["xep_0030"].get_items(jid=service, node=node, ifrom=self.boundjid.bare,
+                                                            timeout=IQ_TIMEOUT)
         return [name for _jid, _node, name in reply["disco_items"]["items"] if name]
 
     async def fetch_item(self, service: str, node: str, item_id: str) -> bool:
@@ -367,16 +472,11 @@ class BridgeComponent(ComponentXMPP):
                 await self.plugin["xep_0030"].get_info(jid=service, ifrom=self.boundjid.bare, timeout=timeout,
                                                        cached=False)
             except IqTimeout:
-                log.warning("no answer from %s within %.0f s; dropping the connection", service, timeout)
-                self.abort()
+                if self.online.is_set():  # else the connection dropped meanwhile (``_fail_in_flight``)
+                    log.warning("no answer from %s within %.0f s; dropping the connection", service, timeout)
+                    self.abort()
             except IqError:
                 pass  # an error reply is still an answer: the link is alive
-
-
-def backoff_delay(attempt: int) -> float:
-    """Capped exponential backoff with jitter, so that bridges restarted together do not reconnect in
-    lockstep: 0.5-1 s after the first failure, doubling up to 15-30 s."""
-    return random.uniform(0.5, 1.0) * min(RECONNECT_MAX_DELAY, 2.0 ** min(attempt - 1, 10))
 
 
 def peer_failure(exc: BaseException) -> StanzaError | None:

@@ -89,6 +89,9 @@ class Mirror:
         # again as missing (kept in memory: after a restart each is fetched once more).
         self._echoes: dict[tuple[str, str], set[str]] = {}
         self._synced: set[tuple[str, str]] = set()  # subscribed and caught up in this session
+        # Nodes whose pending request was made anew in this session (``component.subscribe``'s
+        # ask_again): once per connection, not at every retry of a node the owner keeps us out of.
+        self._asked_again: set[tuple[str, str]] = set()
         # One catch-up per node at a time: a second caller (rediscovery, or the sync after a reconnection)
         # waits for the one under way instead of starting another or going on as if it were done.
         self._node_locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -159,6 +162,7 @@ class Mirror:
     async def sync_all(self, xmpp: BridgeComponent) -> None:
         """After a (re)connection: subscribe again (idempotent) and catch up on every node."""
         self._synced.clear()
+        self._asked_again.clear()
         await self.subscribe_all(xmpp)
 
     async def subscribe_all(self, xmpp: BridgeComponent) -> None:
@@ -182,7 +186,10 @@ class Mirror:
             if key in self._synced:
                 return
             try:
-                state = await xmpp.subscribe(service, node)
+                # A request left pending is made anew, once per node and connection (component.subscribe).
+                ask_again = key not in self._asked_again
+                self._asked_again.add(key)
+                state = await xmpp.subscribe(service, node, ask_again=ask_again)
                 self.store.record_subscribed(service, node)
                 # Subscribe first, then catch up: an item published in between arrives twice, which the
                 # store absorbs (same item id, same bytes -> "unchanged"); the other order could miss it.
@@ -273,10 +280,14 @@ class Mirror:
 
     async def _renew_subscriptions(self, xmpp: BridgeComponent) -> None:
         """Subscribe again to every node we follow: cheap, idempotent, and restores what a remote
-        server with non-persistent subscriptions forgot when it restarted."""
+        server with non-persistent subscriptions forgot when it restarted. A request still pending on a
+        node we may read (we are in its audience, so the owner approves at once) is made anew: its form
+        or approval was lost, as when the owner was offline and ejabberd's SQL backend then found no
+        pending request for it (``component.subscribe``). Nodes the owner keeps us out of are not
+        followed, so they are not asked again here."""
         for service, node in sorted(self._synced):
             try:
-                await xmpp.subscribe(service, node)
+                await xmpp.subscribe(service, node, ask_again=True)
             except Exception as exc:  # noqa: BLE001 - a peer being away is normal; try again next round
                 log.debug("renewing the subscription to %s on %s failed: %s", node, service, explain(exc))
                 self.peers.failed(service, exc)
