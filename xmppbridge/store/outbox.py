@@ -12,9 +12,9 @@ from datetime import datetime
 
 from xmppbridge.iodef.model import Incident
 from xmppbridge.store import custody, entries, incidents
-from xmppbridge.store.db import from_text, inserted_id, later_than, parse_time
+from xmppbridge.store.db import from_text, later_than, parse_time
 from xmppbridge.store.items import Custodian, SignedItem, Signer
-from xmppbridge.store.sql import Connection, Row
+from xmppbridge.store.sql import Connection, Cursor, Row
 
 PENDING, PUBLISHED, FAILED = "pending", "published", "failed"
 PUBLISH, RETRACT = "publish", "retract"
@@ -57,10 +57,12 @@ def _item(row: Row) -> OutboxItem:
     )
 
 
-def enqueue(conn: Connection, item: SignedItem, *, source: str, action: str = PUBLISH) -> int:
+def enqueue(conn: Connection, item: SignedItem, *, source: str, action: str = PUBLISH) -> Cursor:
+    """The ``INSERT``'s cursor, whose one row is the new id (``db.inserted_id``), not read yet: on
+    PostgreSQL the caller reads it once the transaction's pipeline has ended (see ``Store.enqueue``)."""
     if action not in (PUBLISH, RETRACT):
         raise ValueError(f"action must be {PUBLISH!r} or {RETRACT!r}, not {action!r}")
-    cursor = conn.execute(
+    return conn.execute(
         "INSERT INTO outbox (node, item_id, payload, incident, version, signer_subject, signer_fingerprint,"
         " source, status, created_at, action, custody) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " RETURNING id",
@@ -79,7 +81,6 @@ def enqueue(conn: Connection, item: SignedItem, *, source: str, action: str = PU
             custody.to_json(item.custody),
         ),
     )
-    return inserted_id(cursor)
 
 
 def pending(conn: Connection, limit: int, exclude: Collection[int] = ()) -> list[OutboxItem]:
