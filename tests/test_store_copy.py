@@ -58,7 +58,7 @@ def fill(store: Store) -> None:
     store.approval_requested("iodef/partner/other", "bridge.d.test")
     store.chat.subscribe("analyst@a.test", [("public", "other"), ("partner", "watch")])
     store.chat.set_paused("room@rooms.a.test", True)
-    store.chat.set_cursor("public", 3)
+    store.chat.set_cursors({"public": 3})
 
 
 async def crawl(store: Store, other: Store) -> int:
@@ -104,7 +104,7 @@ async def test_a_copy_to_postgresql_has_every_row_and_serves_the_same_feed(tmp_p
         assert target.count_matches(text, everything, cap=100) == source.count_matches(text, everything,
                                                                                        cap=100) == 11
         assert target.chat.subscriptions("analyst@a.test") == {("public", "other"), ("partner", "watch")}
-        assert target.chat.is_paused("room@rooms.a.test") and target.chat.cursor("public") == 3
+        assert target.chat.is_paused("room@rooms.a.test") and target.chat.cursors() == {"public": 3}
         assert [r.raw for r in target.rejects()] == [b"<x>\x00\xff</x>"]
 
 

@@ -193,10 +193,14 @@ class ChatService:
         quarantine by another process), and the cursor is kept in the store, so nothing is announced
         twice or lost across a restart. A fresh store starts at the end: history is not announced."""
         found: list[tuple[int, Entry, str]] = []
+        # Read together, moved together once every page is read: a failure half way moves none, and a
+        # round costs one read and at most one write of them, not one of each per collection.
+        cursors = self.state.cursors()
+        moved: dict[str, int] = {}
         for collection in RESTRICTIONS:
-            cursor = self.state.cursor(collection)
+            cursor = cursors.get(collection)
             if cursor is None:
-                self.state.set_cursor(collection, self.store.last_seq(collection))
+                moved[collection] = self.store.last_seq(collection)
                 continue
             page = sorted(self.store.current_page(collection, None, limit=CHANGES_PER_ROUND, after=cursor),
                           key=lambda change: change.seq)
@@ -207,7 +211,8 @@ class ChatService:
                     status = "new" if change.entry.revision == 1 else "updated"
                     found.append((change.seq, change.entry, status))
             if page:
-                self.state.set_cursor(collection, page[-1].seq)
+                moved[collection] = page[-1].seq
+        self.state.set_cursors(moved)
         return [(entry, status) for _seq, entry, status in sorted(found, key=lambda f: f[1].updated_at)]
 
 

@@ -80,12 +80,17 @@ class ChatState:
             "SELECT 1 FROM chat_paused WHERE jid = ?", (jid,)).fetchone())
         return row is not None
 
-    def cursor(self, collection: str) -> int | None:
-        row = self._sessions.read(lambda conn: conn.execute(
-            "SELECT seq FROM chat_cursor WHERE collection = ?", (collection,)).fetchone())
-        return None if row is None else row["seq"]
+    def cursors(self) -> dict[str, int]:
+        """The last sequence number announced, per collection that has one: one read for all of them
+        (the watcher looks every half second; on PostgreSQL each read is a round trip)."""
+        rows = self._sessions.read(lambda conn: conn.execute(
+            "SELECT collection, seq FROM chat_cursor").fetchall())
+        return {row["collection"]: row["seq"] for row in rows}
 
-    def set_cursor(self, collection: str, seq: int) -> None:
+    def set_cursors(self, moved: dict[str, int]) -> None:
+        """Move the cursors of several collections, in one transaction (all or none)."""
+        if not moved:
+            return
         with self._sessions.write() as conn:
-            conn.execute("INSERT INTO chat_cursor VALUES (?, ?) ON CONFLICT (collection)"
-                         " DO UPDATE SET seq = excluded.seq", (collection, seq))
+            conn.executemany("INSERT INTO chat_cursor VALUES (?, ?) ON CONFLICT (collection)"
+                             " DO UPDATE SET seq = excluded.seq", list(moved.items()))

@@ -12,9 +12,9 @@ from datetime import datetime
 
 from xmppbridge.iodef.model import Incident
 from xmppbridge.store import custody, entries, incidents
-from xmppbridge.store.db import from_text, inserted_id, later_than, parse_time
+from xmppbridge.store.db import from_text, later_than, parse_time
 from xmppbridge.store.items import Custodian, SignedItem, Signer
-from xmppbridge.store.sql import Connection, Row
+from xmppbridge.store.sql import Connection, Cursor, Row
 
 PENDING, PUBLISHED, FAILED = "pending", "published", "failed"
 PUBLISH, RETRACT = "publish", "retract"
@@ -57,10 +57,12 @@ def _item(row: Row) -> OutboxItem:
     )
 
 
-def enqueue(conn: Connection, item: SignedItem, *, source: str, action: str = PUBLISH) -> int:
+def enqueue(conn: Connection, item: SignedItem, *, source: str, action: str = PUBLISH) -> Cursor:
+    """The ``INSERT``'s cursor, whose one row is the new id (``db.inserted_id``), not read yet: on
+    PostgreSQL the caller reads it once the transaction's pipeline has ended (see ``Store.enqueue``)."""
     if action not in (PUBLISH, RETRACT):
         raise ValueError(f"action must be {PUBLISH!r} or {RETRACT!r}, not {action!r}")
-    cursor = conn.execute(
+    return conn.execute(
         "INSERT INTO outbox (node, item_id, payload, incident, version, signer_subject, signer_fingerprint,"
         " source, status, created_at, action, custody) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " RETURNING id",
@@ -79,7 +81,6 @@ def enqueue(conn: Connection, item: SignedItem, *, source: str, action: str = PU
             custody.to_json(item.custody),
         ),
     )
-    return inserted_id(cursor)
 
 
 def pending(conn: Connection, limit: int, exclude: Collection[int] = ()) -> list[OutboxItem]:
@@ -118,16 +119,25 @@ def mark_published(conn: Connection, items: Sequence[int], *, service: str) -> N
         "UPDATE outbox SET status = ?, reason = NULL, service = ?, published_at = ? WHERE id = ?",
         [(PUBLISHED, service, later_than(None), item) for item in items],
     )
+    # Our entries' rows, read together (``entries.find_rows``); an item twice in the round (a second
+    # version, or a retraction) is read again after its first, as upsert reads it.
+    found = entries.find_rows(conn, service, {(row["node"], row["item_id"]) for row in rows.values()})
+    done: set[tuple[str, str]] = set()
     for item in items:
         row = rows[item]
+        key = (row["node"], row["item_id"])
         if row["action"] == RETRACT:
-            entries.mark_deleted(conn, service, row["node"], row["item_id"])
-            continue
-        signed = SignedItem(row["node"], row["item_id"], bytes(row["payload"]),
-                            incidents.from_json(row["incident"]), row["version"],
-                            Signer(row["signer_subject"], row["signer_fingerprint"]),
-                            custody.from_json(row["custody"]))
-        entries.upsert(conn, service, signed, origin="local")
+            entries.mark_deleted(conn, service, *key)
+        else:
+            signed = SignedItem(row["node"], row["item_id"], bytes(row["payload"]),
+                                incidents.from_json(row["incident"]), row["version"],
+                                Signer(row["signer_subject"], row["signer_fingerprint"]),
+                                custody.from_json(row["custody"]))
+            if key in done:
+                entries.upsert(conn, service, signed, origin="local")
+            else:
+                entries.upsert_found(conn, service, signed, found.get(key), origin="local")
+        done.add(key)
 
 
 def mark_failed(conn: Connection, item: int, reason: str) -> None:

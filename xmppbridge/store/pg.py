@@ -19,6 +19,8 @@ either wrote. Readers never wait for it.
 from __future__ import annotations
 
 import re
+import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -166,19 +168,32 @@ def _configure(raw: psycopg.Connection[Any]) -> None:
     raw.execute("SET plan_cache_mode = force_custom_plan")
 
 
+# A connection given back in good order this recently is lent again without a check. The check is a round
+# trip of its own (an empty query) before every store call: a third of a submit's waits and of a round of
+# the drain's on a busy machine (BENCHMARKS.md, benchmark 12). What it catches, a connection broken by a
+# server restart or a network loss while it sat in the pool, happens to an idle connection; under load
+# connections go back and out again within milliseconds, and a server that goes away within the second
+# fails the call as one that goes away during it does (the caller's error path, unchanged).
+RECENTLY_USED = 1.0  # seconds
+
+
 class PgBackend:
-    """A connection pool over one database. Connections are checked when taken from the pool, so that
-    one broken by a database restart is replaced instead of failing a request."""
+    """A connection pool over one database. Connections that sat idle are checked when taken from the
+    pool, so that one broken by a database restart is replaced instead of failing a request."""
 
     def __init__(self, url: str, *, max_size: int = 4) -> None:
         self.url = url
+        # Monotonic time each pooled connection was last given back without an error (weak: the pool
+        # drops and replaces connections on its own).
+        self._returned: weakref.WeakKeyDictionary[psycopg.Connection[Any], float]
+        self._returned = weakref.WeakKeyDictionary()
         try:  # once by hand first: a wrong URL or a server that is down fails now, with libpq's reason
             psycopg.connect(url, connect_timeout=10).close()
         except psycopg.Error as exc:
             raise StoreUnavailable(url, exc) from None
         self.pool = ConnectionPool(url, min_size=1, max_size=max_size, kwargs={"autocommit": True},
-                                   configure=_configure, check=ConnectionPool.check_connection,
-                                   open=False, name="xmppbridge-store")
+                                   configure=_configure, check=self._check, open=False,
+                                   name="xmppbridge-store")
         try:
             self.pool.open(wait=True, timeout=30)
         except psycopg.Error as exc:
@@ -187,15 +202,29 @@ class PgBackend:
             self.pool.close()
             raise StoreUnavailable(url, exc) from None
 
+    def _check(self, raw: psycopg.Connection[Any]) -> None:
+        """The pool's ``check``: psycopg_pool's own (an empty query; raising makes the pool replace the
+        connection) for a connection that was idle, nothing for one given back within RECENTLY_USED."""
+        if time.monotonic() - self._returned.pop(raw, float("-inf")) > RECENTLY_USED:
+            ConnectionPool.check_connection(raw)
+
+    def _given_back(self, raw: psycopg.Connection[Any]) -> None:
+        # Only a connection in good order counts as recently used: after an error, whatever it was, the
+        # next borrower checks it.
+        if not raw.closed and raw.info.transaction_status == pq.TransactionStatus.IDLE:
+            self._returned[raw] = time.monotonic()
+
     @contextmanager
     def connection(self) -> Iterator[PgConnection]:
         with self.pool.connection() as raw:
             yield PgConnection(raw)
+            self._given_back(raw)
 
     def take(self) -> PgConnection:
         return PgConnection(self.pool.getconn())
 
     def give_back(self, conn: PgConnection) -> None:
+        self._given_back(conn.raw)
         self.pool.putconn(conn.raw)
 
     def close(self) -> None:
