@@ -18,14 +18,15 @@ from typing import Protocol
 from xml.etree import ElementTree as ET
 
 from xmppbridge.config import Config, Subscription
-from xmppbridge.custody import MemberOf
+from xmppbridge.custody import MemberOf, member_names
+from xmppbridge.peers import classify
 from xmppbridge.receive import Checked, receive_item
 from xmppbridge.signing.verify import TrustStore
 from xmppbridge.signing.wireform import wire_bytes
 from xmppbridge.store.contracts import Batches, Entries, PeerRecords, Quarantine, Subscriptions
 from xmppbridge.store.items import ItemRef, Refused
 from xmppbridge.store.subscriptions import ItemState
-from xmppbridge.xmpp.component import BridgeComponent, explain
+from xmppbridge.xmpp.component import BridgeComponent, explain, peer_failure
 from xmppbridge.xmpp.peers import PeerNotes
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class Mirror:
         # again as missing (kept in memory: after a restart each is fetched once more).
         self._echoes: dict[tuple[str, str], set[str]] = {}
         self._synced: set[tuple[str, str]] = set()  # subscribed and caught up in this session
+        self._cancel: set[tuple[str, str]] = set()  # nodes of services a reload dropped, to unsubscribe
         # One catch-up per node at a time: a second caller (rediscovery, or the sync after a reconnection)
         # waits for the one under way instead of starting another or going on as if it were done.
         self._node_locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -153,12 +155,50 @@ class Mirror:
                 self.retract_relayed(ItemRef(service, node, item_id))
 
 
+    async def follow(self, config: Config, xmpp: BridgeComponent, dropped: Iterable[str]) -> None:
+        """A reload: verify with ``config``'s trust and follow its subscriptions from now on. Nodes of the
+        ``dropped`` services (members that left, or no longer followed) are unsubscribed, so that their
+        services stop notifying us (what they still send is quarantined as ``unknown-source``); services
+        newly followed are subscribed to and caught up at once rather than at the next discovery."""
+        self.config, self.trust = config, config.trust
+        self.member_of = member_names(config.registry)
+        gone = set(dropped)
+        leaving = {key for key in self._synced if key[0] in gone}
+        self._synced -= leaving
+        self._cancel |= leaving
+        for key in leaving:
+            self._missing.pop(key, None)
+        if xmpp.online.is_set():
+            await self._cancel_dropped(xmpp)
+            await self.subscribe_all(xmpp)
+
+    async def _cancel_dropped(self, xmpp: BridgeComponent) -> None:
+        """Unsubscribe from the nodes of services dropped by a reload; those the link was down for are
+        tried again after the next connect (the remote service keeps a subscription until told)."""
+        for key in sorted(self._cancel):
+            if key[0] in self.config.sources.services:
+                self._cancel.discard(key)  # followed again since
+                continue
+            try:
+                await xmpp.unsubscribe(*key)
+            except Exception as exc:  # noqa: BLE001 - a peer that is away, or has already dropped us
+                failure = peer_failure(exc)
+                if failure is None or not classify(failure.condition).reachable:
+                    log.info("cannot unsubscribe from %s on %s yet: %s", key[1], key[0], explain(exc))
+                    continue  # tried again after the next connect
+                # It answered no (not subscribed, no such node): nothing is left to cancel.
+                log.info("unsubscribing from %s on %s: %s", key[1], key[0], explain(exc))
+            else:
+                log.info("unsubscribed from %s on %s: no longer followed", key[1], key[0])
+            self._cancel.discard(key)
+
     def batch(self) -> AbstractContextManager[None]:
         return self.store.batch()
 
     async def sync_all(self, xmpp: BridgeComponent) -> None:
         """After a (re)connection: subscribe again (idempotent) and catch up on every node."""
         self._synced.clear()
+        await self._cancel_dropped(xmpp)
         await self.subscribe_all(xmpp)
 
     async def subscribe_all(self, xmpp: BridgeComponent) -> None:
