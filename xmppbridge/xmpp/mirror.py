@@ -91,6 +91,9 @@ class Mirror:
         self._echoes: dict[tuple[str, str], set[str]] = {}
         self._synced: set[tuple[str, str]] = set()  # subscribed and caught up in this session
         self._cancel: set[tuple[str, str]] = set()  # nodes of services a reload dropped, to unsubscribe
+        # Services a reload dropped: what they still send (a catch-up or check under way at the reload,
+        # a notification crossing our unsubscribe) is expected, and passed over rather than quarantined.
+        self._dropped: set[str] = set()
         # One catch-up per node at a time: a second caller (rediscovery, or the sync after a reconnection)
         # waits for the one under way instead of starting another or going on as if it were done.
         self._node_locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -104,6 +107,9 @@ class Mirror:
         self.peers = PeerNotes(store)
 
     def on_item(self, service: str, node: str, item_id: str, payload: ET.Element | None) -> None:
+        if service in self._dropped:
+            log.debug("passed over item %s on %s/%s: no longer followed", item_id, service, node)
+            return
         data = None if payload is None else wire_bytes(payload)
         if not self.config.sources.follows(service):
             # Anyone can send the component a message shaped like a notification; only the services in
@@ -142,6 +148,8 @@ class Mirror:
             self.store.record_item(service, node)
 
     def on_retract(self, service: str, node: str, item_id: str) -> None:
+        if service in self._dropped:
+            return
         if not self.config.sources.follows(service):
             log.warning("ignored the retraction of %s on %s/%s: not one of the subscriptions", item_id,
                         service, node)
@@ -163,6 +171,7 @@ class Mirror:
         self.config, self.trust = config, config.trust
         self.member_of = member_names(config.registry)
         gone = set(dropped)
+        self._dropped = (self._dropped | gone) - config.sources.services
         leaving = {key for key in self._synced if key[0] in gone}
         self._synced -= leaving
         self._cancel |= leaving
@@ -180,7 +189,9 @@ class Mirror:
                 self._cancel.discard(key)  # followed again since
                 continue
             try:
-                await xmpp.unsubscribe(*key)
+                # After a subscription or check of the node under way: it does not subscribe us again.
+                async with self._node_locks.setdefault(key, asyncio.Lock()):
+                    await xmpp.unsubscribe(*key)
             except Exception as exc:  # noqa: BLE001 - a peer that is away, or has already dropped us
                 failure = peer_failure(exc)
                 if failure is None or not classify(failure.condition).reachable:
@@ -219,8 +230,8 @@ class Mirror:
         service = subscription.service
         key = (service, node)
         async with self._node_locks.setdefault(key, asyncio.Lock()):
-            if key in self._synced:
-                return
+            if key in self._synced or service in self._dropped:
+                return  # done, or dropped by a reload since the round began
             try:
                 state = await xmpp.subscribe(service, node)
                 self.store.record_subscribed(service, node)
@@ -315,6 +326,8 @@ class Mirror:
         """Subscribe again to every node we follow: cheap, idempotent, and restores what a remote
         server with non-persistent subscriptions forgot when it restarted."""
         for service, node in sorted(self._synced):
+            if (service, node) not in self._synced:
+                continue  # dropped by a reload during the round
             try:
                 await xmpp.subscribe(service, node)
             except Exception as exc:  # noqa: BLE001 - a peer being away is normal; try again next round
