@@ -3,9 +3,10 @@ same consortium (the module's fixture; each test goes on from where the one befo
 
 1. d joins: a, b and c add it to their registries and reload (SIGHUP); d catches up with what their
    nodes hold that its audience may read, and they receive what d publishes, none of them restarted.
-2. b rotates its key: every registry pins the new certificate beside the old one (reload), then b
-   switches its signing key and restarts its own bridge in the middle of a burst; every item, signed
-   before or after, is mirrored by the others and nothing is quarantined.
+2. b rotates its key (``xmppbridge keygen``): every registry pins the new certificate beside the old
+   one (reload), then b switches its signing key and restarts its own bridge in the middle of a burst;
+   every item, signed before or after, is mirrored by the others and nothing is quarantined; then the
+   old certificate is retired (reload) and nothing changes.
 3. b's server is down for a while: the others' outboxes drain and their mirrors fill with each other's
    items while it is away; once it is back, b holds everything it missed and they hold what b queued.
 4. c leaves: the others drop it from their registries (reload), which revokes it at the source (its
@@ -24,6 +25,8 @@ import re
 import shutil
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -46,7 +49,7 @@ from xmppbridge.demo.consortium import Consortium
 from xmppbridge.demo.mirrored import published_by
 from xmppbridge.policy.nodes import parse_node_name
 from xmppbridge.publish import Publisher
-from xmppbridge.signing.keys import fingerprint, generate_identity_files
+from xmppbridge.signing.keys import fingerprint
 from xmppbridge.store import Store
 
 pytestmark = pytest.mark.integration
@@ -257,8 +260,10 @@ def test_a_member_rotates_its_key_in_the_middle_of_a_burst_and_nothing_is_lost_o
         ledger: Ledger) -> None:
     consortium = ledger.consortium
     keys = consortium.workdir / "keys"
-    generate_identity_files("CSIRT B signing key, rotated (b.test)", keys / "b2.key", keys / "b2.crt",
-                            domains=("b.test",))
+    made = subprocess.run([sys.executable, "-m", "xmppbridge.cli", "keygen", "--key", str(keys / "b2.key"),
+                           "--cert", str(keys / "b2.crt"), "--domain", "b.test"],
+                          capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
     old, new = (fingerprint(x509.load_pem_x509_certificate((keys / f"{n}.crt").read_bytes()))
                 for n in ("b", "b2"))
 
@@ -285,6 +290,12 @@ def test_a_member_rotates_its_key_in_the_middle_of_a_burst_and_nothing_is_lost_o
     for receiver in "acd":
         assert signers(consortium, receiver, before) == {old: 20}, receiver
         assert signers(consortium, receiver, after) == {new: 20}, receiver
+    # 3. The old key retired: what it signed stays mirrored, and b goes on with the new one.
+    reload(consortium, "abcd", lambda config: next(
+        m for m in config["members"] if m["name"] == "b").update(certificate="keys/b2.crt"))
+    ledger.enqueue("b", 2, "RETIRED")
+    eventually(lambda: ledger.holds("abcd"), timeout=60, interval=0.5, what="b's items after the retirement")
+    ledger.check_exact("abcd")
 
 
 def test_a_member_whose_server_is_down_catches_up_and_the_others_go_on_meanwhile(ledger: Ledger) -> None:
