@@ -71,8 +71,16 @@ class Ledger:
     consortium: Consortium
     workdir: Path
     present: set[str]
+    newcomer: dict[str, Any]  # d's registry entry, which the operators add to theirs when it joins
     expected: dict[str, set[Item]] = field(default_factory=dict)
     runs: int = 0
+    steps: list[str] = field(default_factory=list)  # the scenarios passed so far, in order
+
+    def step(self, name: str, after: str | None) -> None:
+        """Scenario ``name`` goes on from where ``after`` left the consortium: run the module whole."""
+        if (self.steps[-1] if self.steps else None) != after:
+            pytest.fail(f"the {name} step goes on from a passed {after} step; run the whole module "
+                        f"(passed so far: {self.steps})")
 
     def expect(self, publisher: str, service: str, node: str, item_id: str) -> None:
         category = parse_node_name("iodef", node)
@@ -220,8 +228,7 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
             edit_config(consortium, name, without("d"))
         consortium.start_servers()
         consortium.start_bridges("abc", timeout=120)
-        book = Ledger(consortium, workdir, {"a", "b", "c"})
-        book.d_entry = d_entry  # type: ignore[attr-defined] - what the operators add to their registries
+        book = Ledger(consortium, workdir, {"a", "b", "c"}, d_entry)
         for name in "abc":
             book.publish(name)
         eventually(lambda: book.holds("abc"), timeout=90, interval=0.5, what="a, b and c to converge")
@@ -232,9 +239,9 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
 
 
 def test_a_member_joins_and_catches_up_with_the_history_its_audience_may_read(ledger: Ledger) -> None:
+    ledger.step("join", after=None)
     consortium = ledger.consortium
-    entry = ledger.d_entry  # type: ignore[attr-defined]
-    logs = reload(consortium, "abc", lambda config: config["members"].append(entry))
+    logs = reload(consortium, "abc", lambda config: config["members"].append(ledger.newcomer))
     for name, log in logs.items():
         assert "audit: member d joined (reload)" in log and "audit: following pubsub.d.test (reload)" in log
         assert "audit: added bridge.d.test (member d) to iodef/partner/mitigation" in log, name
@@ -254,10 +261,12 @@ def test_a_member_joins_and_catches_up_with_the_history_its_audience_may_read(le
     eventually(lambda: ledger.holds("abcd"), timeout=60, interval=0.5, what="a, b and c to mirror d's items")
     time.sleep(3)  # a few check rounds (1 s): a late duplicate or a stray item would land now
     ledger.check_exact("abcd")
+    ledger.steps.append("join")
 
 
 def test_a_member_rotates_its_key_in_the_middle_of_a_burst_and_nothing_is_lost_or_quarantined(
         ledger: Ledger) -> None:
+    ledger.step("rotate", after="join")
     consortium = ledger.consortium
     keys = consortium.workdir / "keys"
     made = subprocess.run([sys.executable, "-m", "xmppbridge.cli", "keygen", "--key", str(keys / "b2.key"),
@@ -296,9 +305,11 @@ def test_a_member_rotates_its_key_in_the_middle_of_a_burst_and_nothing_is_lost_o
     ledger.enqueue("b", 2, "RETIRED")
     eventually(lambda: ledger.holds("abcd"), timeout=60, interval=0.5, what="b's items after the retirement")
     ledger.check_exact("abcd")
+    ledger.steps.append("rotate")
 
 
 def test_a_member_whose_server_is_down_catches_up_and_the_others_go_on_meanwhile(ledger: Ledger) -> None:
+    ledger.step("server down", after="rotate")
     consortium = ledger.consortium
     b = consortium["b"]
     b.prosody.stop()
@@ -319,6 +330,7 @@ def test_a_member_whose_server_is_down_catches_up_and_the_others_go_on_meanwhile
                what="b to catch up, and the others to get what b queued")
     time.sleep(3)
     ledger.check_exact("abcd")
+    ledger.steps.append("server down")
 
 
 async def source_view(consortium: Consortium, name: str,
@@ -359,6 +371,7 @@ async def source_view(consortium: Consortium, name: str,
 
 
 def test_a_member_leaves_is_revoked_at_the_source_and_gets_nothing_new(ledger: Ledger) -> None:
+    ledger.step("leave", after="server down")
     consortium = ledger.consortium
     logs = reload(consortium, "abd", without("c"))
     for name, log in logs.items():
