@@ -14,7 +14,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.conftest import SAMPLES
 from tests.pki import DAY, NOW
-from xmppbridge.signing.keys import generate_identity_files, self_signed_certificate
+from xmppbridge.publish import speaks_for
+from xmppbridge.signing.keys import (
+    fingerprint,
+    generate_identity_files,
+    load_identity,
+    self_signed_certificate,
+)
 from xmppbridge.store import Store
 
 DATA = Path(__file__).resolve().parent / "data" / "iodef"
@@ -151,3 +157,15 @@ def test_publish_refuses_with_a_signing_certificate_every_peer_refuses(tmp_path:
     assert result.returncode == 2 and "certificate-expired: certificate expired on" in result.stderr
     assert "issue a new certificate" in result.stderr
     assert outbox_depth(tmp_path) == 0
+
+
+def test_keygen_writes_a_key_and_certificate_for_the_domains_and_never_replaces_them(tmp_path: Path) -> None:
+    key, cert = tmp_path / "b2.key", tmp_path / "b2.crt"
+    made = run("keygen", "--key", key, "--cert", cert, "--domain", "b.test", "--type", "ec")
+    assert made.returncode == 0, made.stderr
+    identity = load_identity(key, cert)
+    assert fingerprint(identity.certificate) in made.stdout
+    assert speaks_for(identity, ()) == ("b.test",)
+    again = run("keygen", "--key", key, "--cert", cert, "--domain", "b.test")
+    assert again.returncode != 0 and "refusing to replace a signing identity" in again.stderr
+    assert load_identity(key, cert).fingerprint == identity.fingerprint

@@ -15,6 +15,7 @@ import pytest
 from tests.test_feed_support import SERVICE, iodef2, store_document
 from xmppbridge.config import Subscription
 from xmppbridge.errors import PublishFailed
+from xmppbridge.policy.members import EMPTY
 from xmppbridge.policy.sources import Sources
 from xmppbridge.store import Store
 from xmppbridge.store.subscriptions import ItemState
@@ -248,3 +249,47 @@ async def test_a_pending_request_is_made_anew_after_each_connection_and_at_renew
         peer.asked_again = []
         await mirror._renew_subscriptions(peer)  # type: ignore[arg-type]
         assert peer.asked_again == nodes[:1]  # the node we follow; not the one we may not read
+
+
+class ChurningPeer(ScriptedPeer):
+    """Several services with the same nodes; records unsubscriptions as (service, node)."""
+
+    def __init__(self, nodes: list[str]) -> None:
+        super().__init__(nodes)
+        self.subscribed_at: list[tuple[str, str]] = []
+        self.unsubscribed: list[tuple[str, str]] = []
+
+    async def subscribe(self, service: str, node: str, *, ask_again: bool = False) -> str:
+        self.subscribed_at.append((service, node))
+        return await super().subscribe(service, node, ask_again=ask_again)
+
+    async def unsubscribe(self, service: str, node: str) -> None:
+        self.unsubscribed.append((service, node))
+
+
+def following(*services: str, nodes: tuple[str, ...]) -> SimpleNamespace:
+    return SimpleNamespace(subscriptions=[Subscription(s, nodes) for s in services],
+                           sources=Sources(frozenset(services)), trust=None, registry=EMPTY)
+
+
+async def test_a_reload_unsubscribes_from_a_leaver_passes_over_what_it_still_sends_and_follows_a_newcomer(
+        tmp_path: Path) -> None:
+    nodes = ["iodef/partner/mitigation", "iodef/public/watch"]
+    with Store(tmp_path / "m.sqlite") as store:
+        mirror = Mirror(following("pubsub.b.test", "pubsub.c.test", nodes=tuple(nodes)), store, None)  # type: ignore[arg-type]
+        peer = ChurningPeer(nodes)
+        await mirror.sync_all(peer)  # type: ignore[arg-type]
+        peer.subscribed_at = []
+        # c leaves, d joins.
+        await mirror.follow(following("pubsub.b.test", "pubsub.d.test", nodes=tuple(nodes)),  # type: ignore[arg-type]
+                            peer, ["pubsub.c.test"])  # type: ignore[arg-type]
+        assert peer.unsubscribed == [("pubsub.c.test", node) for node in sorted(nodes)]
+        assert sorted(peer.subscribed_at) == [("pubsub.d.test", node) for node in sorted(nodes)]
+        # A catch-up of c's node under way at the reload delivers its items afterwards: passed over.
+        mirror.on_item("pubsub.c.test", nodes[0], "late", ET.fromstring("<x/>"))
+        assert store.count_rejects() == 0
+        # The renewals of the next check leave c alone; after a reconnection c is neither subscribed again.
+        peer.subscribed_at = []
+        await mirror._renew_subscriptions(peer)  # type: ignore[arg-type]
+        await mirror.sync_all(peer)  # type: ignore[arg-type]
+        assert {service for service, _ in peer.subscribed_at} == {"pubsub.b.test", "pubsub.d.test"}

@@ -14,6 +14,7 @@ from xml.etree import ElementTree as ET
 
 import pytest
 from slixmpp import Iq
+from slixmpp.exceptions import IqError
 
 from tests.test_members import base, load  # noqa: F401 - base is a fixture
 from xmppbridge.xmpp.reconcile import OWNER_NS, Reconciler
@@ -28,6 +29,9 @@ class ScriptedService:
         self.nodes, self.subscribed = nodes, subscribed  # node -> {jid: affiliation}, node -> [jid]
         self.sent: list[tuple[str, str, str, str]] = []  # (what, node, jid, value) in order
         self.failing: set[str] = set()  # nodes whose affiliations request times out
+        # (node, jid): a leaver whose bridge renews its subscription just after our cancel, so that the
+        # removal of its affiliation is answered forbidden, once (Prosody 0.12, see xmpp.reconcile)
+        self.renewing: set[tuple[str, str]] = set()
         self.boundjid = SimpleNamespace(bare=ME)
         self.online = asyncio.Event()
         self.online.set()
@@ -53,6 +57,14 @@ class ScriptedService:
                                   **_: object) -> None:
         for jid, affiliation in affiliations:
             self.sent.append(("affiliation", node, jid, affiliation))
+            if (node, jid) in self.renewing and affiliation == "none":
+                self.renewing.discard((node, jid))
+                # Its cancelled subscription gone, the one it renewed there (bare, as bridges subscribe).
+                self.subscribed[node] = [j for j in self.subscribed[node] if j.split("/")[0] != jid] + [jid]
+                refusal = Iq()
+                refusal["type"] = "error"
+                refusal["error"]["condition"] = "forbidden"
+                raise IqError(refusal)
 
     async def modify_subscriptions(self, service: str, node: str, subscriptions: list[tuple[str, str]],
                                    **_: object) -> None:
@@ -109,3 +121,18 @@ async def test_a_node_that_fails_is_logged_and_the_others_still_reconciled(
     service.failing.clear()
     assert await reconciler.round("periodic")  # the next round does it
     assert service.sent[-1] == ("affiliation", NTK, C, "member")
+
+
+async def test_a_leaver_that_subscribes_again_before_its_removal_is_cancelled_again_and_removed(
+        tmp_path: Path, base: dict, service: ScriptedService) -> None:  # noqa: F811
+    service.renewing.add((MITIGATION, C))
+    counted: list[str] = []
+    reconciler = Reconciler(load(tmp_path, base), service, counted.append)  # type: ignore[arg-type]
+    assert await reconciler.round("reload")
+    assert [sent for sent in service.sent if sent[1] == MITIGATION] == [
+        ("subscription", MITIGATION, f"{C}/mirror", "none"),
+        ("affiliation", MITIGATION, C, "none"),  # forbidden: c's bridge had subscribed again
+        ("subscription", MITIGATION, C, "none"),
+        ("affiliation", MITIGATION, C, "none"),
+    ]
+    assert counted == ["subscription-cancelled", "subscription-cancelled", "removed", "added"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
 from xmppbridge.chat.service import ChatService
 from xmppbridge.config import Config
@@ -17,6 +18,7 @@ from xmppbridge.hub import Hub, OwnEcho
 from xmppbridge.leadership import Leadership, holder_for
 from xmppbridge.listeners import Listeners
 from xmppbridge.metrics import BridgeMetrics
+from xmppbridge.policy.churn import churn
 from xmppbridge.policy.may import LivePolicy
 from xmppbridge.publish import Publisher
 from xmppbridge.reload import reread
@@ -180,12 +182,18 @@ class Bridge:
         if config is None:
             return
         file = config.file
+        changed = churn(self.config.registry, config.registry, self.config.sources.services,
+                        config.sources.services)
+        for line in changed.lines():
+            log.info("audit: %s (reload)", line)
         # Publishing waits for the round: nothing goes out to a member it is about to remove.
         with self.outbox.held():
             # Everything that reads the audiences reads them from these, at each use.
             self.config = self.outbox.config = self.reconciler.config = self.approvals.config = config
             if self.hub is not None:
                 self.hub.config = config
+                self.hub.relayer = replace(self.hub.relayer, trust=config.trust,
+                                           member_of=member_names(config.registry))
             self.publisher.audiences = config.audiences
             self.policy.current = config.policy
             log.info("reloaded %s: audiences and member registry applied", file)
@@ -193,6 +201,11 @@ class Bridge:
                 # Held requests of bridges the new audiences name are let in (their forms come again).
                 await self.approvals.on_session()
                 await self.reconciler.round("reload")
+        # Trust and subscriptions after the round: a leaver is cut off at our nodes first, and catching
+        # up with a newcomer's nodes does not hold the outbox.
+        if changed.dropped:
+            self.store.forget_peers_except(sorted(config.sources.services))
+        await self.mirror.follow(config, self.xmpp, changed.dropped)
 
     def stop(self) -> None:
         self._stopping.set()

@@ -84,6 +84,17 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("input", type=Path)
     sub.add_argument("-o", "--output", type=Path, help="default: standard output")
 
+    what = ("make a new signing key and self-signed certificate (a member joining, or rotating its key: "
+            "hand the certificate to the other members for their registries)")
+    sub = command("keygen", cmd_keygen, what)
+    sub.add_argument("--key", required=True, type=Path, help="where to write the PEM private key (mode 0600)")
+    sub.add_argument("--cert", required=True, type=Path, help="where to write the PEM certificate")
+    sub.add_argument("--domain", required=True, action="append", dest="domains", metavar="DOMAIN",
+                     help="an IncidentID domain the member speaks for (repeatable): the subjectAltName")
+    sub.add_argument("--name", help="the certificate's common name (default: 'CSIRT signing key (DOMAIN)')")
+    sub.add_argument("--type", choices=("rsa", "ec"), default="rsa", help="RSA 2048 or EC P-256")
+    sub.add_argument("--days", type=int, default=365, help="validity (default 365)")
+
     sub = command("verify", cmd_verify, "verify a signed IODEF document against trusted certificates")
     sub.add_argument("--trust", type=Path, action="append", default=[],
                      help="PEM file or directory of trusted signer certificates (repeatable)")
@@ -323,6 +334,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
             for incident in result["incidents"]:  # type: ignore[union-attr]
                 print(f"  incident {incident['id_name']}:{incident['id']} -> {incident['node']}")
     return EXIT_OK if all_valid else EXIT_INVALID
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from xmppbridge.signing.keys import fingerprint, generate_identity_files
+
+    name = args.name or f"CSIRT signing key ({', '.join(args.domains)})"
+    # Refuses to replace existing files: members that pinned the old certificate would refuse the new key.
+    identity = generate_identity_files(name, args.key, args.cert, kind=args.type, days=args.days,
+                                       domains=tuple(args.domains))
+    print(f"{args.cert}: {name}, SHA-256 {fingerprint(identity.certificate)}; key in {args.key}")
+    return EXIT_OK
 
 
 def cmd_sign(args: argparse.Namespace) -> int:

@@ -4,11 +4,14 @@ Who may read what is swapped in live: the member registry and the audiences (who
 and the rights of feed users, anonymous readers, chat readers and admins (``member:`` grants follow
 the audiences). They are read afresh wherever they are used (the outbox drain's audience check, the
 publisher's audience-empty refusal, the reconciler, the ``LivePolicy`` the feed, chat and ad-hoc
-commands ask), so swapping them touches neither the store nor the outbox. Everything else (component
-JID and secret, ports, store path, trust, subscriptions, feed listener and credentials, ...) is wired
-into connections, listeners and loops at start; a reload logs it as needing a restart and keeps the
-running value. A user added on reload can log in only after a restart; an existing user's rights
-change at once.
+commands ask), so swapping them touches neither the store nor the outbox. So are what the registry
+derives on the receive side, the trust store (pinned certificates, CAs, per-source rules) and the
+subscriptions: the mirror verifies with the new trust from the next item on and follows the new
+subscriptions at once (``xmpp.mirror.Mirror.follow``), so that a member joins, leaves or rotates its
+key without any peer restarting (``policy.churn``). Everything else (component JID and secret, ports,
+store path, our own signing key, feed listener and credentials, ...) is wired into connections,
+listeners and loops at start; a reload logs it as needing a restart and keeps the running value. A user
+added on reload can log in only after a restart; an existing user's rights change at once.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-LIVE = ("registry", "audiences")
+LIVE = ("registry", "audiences", "trust", "trust_anchors", "subscriptions")
 # Sections of which only the rights are live: section -> its fields that hold rights.
 RIGHTS = {"feed": ("anonymous_restrictions",), "operators": ("readers", "rooms", "admins")}
 

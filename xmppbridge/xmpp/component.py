@@ -409,6 +409,10 @@ class BridgeComponent(ComponentXMPP):
             raise
         return str(answer["pubsub"]["subscription"]["subscription"] or "subscribed")
 
+    async def unsubscribe(self, service: str, node: str) -> None:
+        """Cancel our bare JID's subscription (XEP-0060 §6.2): a member that left sends us nothing more."""
+        await self.pubsub.unsubscribe(service, node, ifrom=self.boundjid.bare, timeout=IQ_TIMEOUT)
+
     async def discover_iodef_nodes(self, service: str, *, timeout: float = IQ_TIMEOUT) -> list[str]:
         """Nodes of ``service`` whose ``pubsub#type`` is an IODEF namespace (RFC 8600 §5); ``timeout`` per
         request (`xmppbridge doctor` gives its own)."""

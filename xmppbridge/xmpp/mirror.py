@@ -18,14 +18,15 @@ from typing import Protocol
 from xml.etree import ElementTree as ET
 
 from xmppbridge.config import Config, Subscription
-from xmppbridge.custody import MemberOf
+from xmppbridge.custody import MemberOf, member_names
+from xmppbridge.peers import classify
 from xmppbridge.receive import Checked, receive_item
 from xmppbridge.signing.verify import TrustStore
 from xmppbridge.signing.wireform import wire_bytes
 from xmppbridge.store.contracts import Batches, Entries, PeerRecords, Quarantine, Subscriptions
 from xmppbridge.store.items import ItemRef, Refused
 from xmppbridge.store.subscriptions import ItemState
-from xmppbridge.xmpp.component import BridgeComponent, explain
+from xmppbridge.xmpp.component import BridgeComponent, explain, peer_failure
 from xmppbridge.xmpp.peers import PeerNotes
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,10 @@ class Mirror:
         # Nodes whose pending request was made anew in this session (``component.subscribe``'s
         # ask_again): once per connection, not at every retry of a node the owner keeps us out of.
         self._asked_again: set[tuple[str, str]] = set()
+        self._cancel: set[tuple[str, str]] = set()  # nodes of services a reload dropped, to unsubscribe
+        # Services a reload dropped: what they still send (a catch-up or check under way at the reload,
+        # a notification crossing our unsubscribe) is expected, and passed over rather than quarantined.
+        self._dropped: set[str] = set()
         # One catch-up per node at a time: a second caller (rediscovery, or the sync after a reconnection)
         # waits for the one under way instead of starting another or going on as if it were done.
         self._node_locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -105,6 +110,9 @@ class Mirror:
         self.peers = PeerNotes(store)
 
     def on_item(self, service: str, node: str, item_id: str, payload: ET.Element | None) -> None:
+        if service in self._dropped:
+            log.debug("passed over item %s on %s/%s: no longer followed", item_id, service, node)
+            return
         data = None if payload is None else wire_bytes(payload)
         if not self.config.sources.follows(service):
             # Anyone can send the component a message shaped like a notification; only the services in
@@ -143,6 +151,8 @@ class Mirror:
             self.store.record_item(service, node)
 
     def on_retract(self, service: str, node: str, item_id: str) -> None:
+        if service in self._dropped:
+            return
         if not self.config.sources.follows(service):
             log.warning("ignored the retraction of %s on %s/%s: not one of the subscriptions", item_id,
                         service, node)
@@ -156,6 +166,46 @@ class Mirror:
                 self.retract_relayed(ItemRef(service, node, item_id))
 
 
+    async def follow(self, config: Config, xmpp: BridgeComponent, dropped: Iterable[str]) -> None:
+        """A reload: verify with ``config``'s trust and follow its subscriptions from now on. Nodes of the
+        ``dropped`` services (members that left, or no longer followed) are unsubscribed, so that their
+        services stop notifying us (what they still send is quarantined as ``unknown-source``); services
+        newly followed are subscribed to and caught up at once rather than at the next discovery."""
+        self.config, self.trust = config, config.trust
+        self.member_of = member_names(config.registry)
+        gone = set(dropped)
+        self._dropped = (self._dropped | gone) - config.sources.services
+        leaving = {key for key in self._synced if key[0] in gone}
+        self._synced -= leaving
+        self._cancel |= leaving
+        for key in leaving:
+            self._missing.pop(key, None)
+        if xmpp.online.is_set():
+            await self._cancel_dropped(xmpp)
+            await self.subscribe_all(xmpp)
+
+    async def _cancel_dropped(self, xmpp: BridgeComponent) -> None:
+        """Unsubscribe from the nodes of services dropped by a reload; those the link was down for are
+        tried again after the next connect (the remote service keeps a subscription until told)."""
+        for key in sorted(self._cancel):
+            if key[0] in self.config.sources.services:
+                self._cancel.discard(key)  # followed again since
+                continue
+            try:
+                # After a subscription or check of the node under way: it does not subscribe us again.
+                async with self._node_locks.setdefault(key, asyncio.Lock()):
+                    await xmpp.unsubscribe(*key)
+            except Exception as exc:  # noqa: BLE001 - a peer that is away, or has already dropped us
+                failure = peer_failure(exc)
+                if failure is None or not classify(failure.condition).reachable:
+                    log.info("cannot unsubscribe from %s on %s yet: %s", key[1], key[0], explain(exc))
+                    continue  # tried again after the next connect
+                # It answered no (not subscribed, no such node): nothing is left to cancel.
+                log.info("unsubscribing from %s on %s: %s", key[1], key[0], explain(exc))
+            else:
+                log.info("unsubscribed from %s on %s: no longer followed", key[1], key[0])
+            self._cancel.discard(key)
+
     def batch(self) -> AbstractContextManager[None]:
         return self.store.batch()
 
@@ -163,6 +213,7 @@ class Mirror:
         """After a (re)connection: subscribe again (idempotent) and catch up on every node."""
         self._synced.clear()
         self._asked_again.clear()
+        await self._cancel_dropped(xmpp)
         await self.subscribe_all(xmpp)
 
     async def subscribe_all(self, xmpp: BridgeComponent) -> None:
@@ -183,8 +234,8 @@ class Mirror:
         service = subscription.service
         key = (service, node)
         async with self._node_locks.setdefault(key, asyncio.Lock()):
-            if key in self._synced:
-                return
+            if key in self._synced or service in self._dropped:
+                return  # done, or dropped by a reload since the round began
             try:
                 # A request left pending is made anew, once per node and connection (component.subscribe).
                 ask_again = key not in self._asked_again
@@ -286,6 +337,8 @@ class Mirror:
         pending request for it (``component.subscribe``). Nodes the owner keeps us out of are not
         followed, so they are not asked again here."""
         for service, node in sorted(self._synced):
+            if (service, node) not in self._synced:
+                continue  # dropped by a reload during the round
             try:
                 await xmpp.subscribe(service, node, ask_again=True)
             except Exception as exc:  # noqa: BLE001 - a peer being away is normal; try again next round

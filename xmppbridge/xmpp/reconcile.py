@@ -12,7 +12,8 @@ answers ``forbidden`` (util/pubsub.lua ``set_affiliation`` then tries to *add* t
 the now-outcast JID may not have) *after* storing the removal, and the subscription stays. So a leaver's
 subscriptions are cancelled first, then its affiliation removed; the service then refuses its items
 requests and subscribe requests (outcast on a whitelist node: ``get_items`` and ``be_subscribed`` are
-false) and sends it no notification.
+false) and sends it no notification. A leaver's bridge that renews its subscription between the two
+gets the same ``forbidden``; its renewed subscription is cancelled and the removal asked again.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from collections.abc import Callable
 from xml.etree import ElementTree as ET
 
 from slixmpp import Iq
+from slixmpp.exceptions import IqError
 
 from xmppbridge.config import Config
+from xmppbridge.jids import bare_jid
 from xmppbridge.policy.affiliations import Changes, NodeSubscription, plan, target_of
 from xmppbridge.policy.members import Registry
 from xmppbridge.policy.nodes import parse_node_name
@@ -108,14 +111,38 @@ class Reconciler:
             self._audit("subscription-cancelled", f"cancelled the subscription of {_who(names, sub.jid)} "
                         f"to {node}: not in audience {category} ({trigger})")
         for jid in changes.remove:
-            await pubsub.modify_affiliations(service, node, affiliations=[(jid, "none")], ifrom=me,
-                                             timeout=IQ_TIMEOUT)
+            await self._remove(service, node, jid, category, trigger)
             self._audit("removed", f"removed {_who(names, jid)} from {node}: not in audience {category} "
                         f"({trigger})")
         for jid in changes.add:
             await pubsub.modify_affiliations(service, node, affiliations=[(jid, "member")], ifrom=me,
                                              timeout=IQ_TIMEOUT)
             self._audit("added", f"added {_who(names, jid)} to {node}: in audience {category} ({trigger})")
+
+    async def _remove(self, service: str, node: str, jid: str, category: str, trigger: str) -> None:
+        """Set ``jid``'s affiliation to none. A leaver's bridge that renews its subscription between our
+        cancel and this request (it does every check interval) gets Prosody 0.12's ``forbidden`` with the
+        removal stored and the subscription kept (module docstring); as an outcast it cannot subscribe
+        again, so its renewed subscription is cancelled and the removal asked once more."""
+        pubsub, me = self.xmpp.pubsub, self.xmpp.boundjid.bare
+        try:
+            await pubsub.modify_affiliations(service, node, affiliations=[(jid, "none")], ifrom=me,
+                                             timeout=IQ_TIMEOUT)
+            return
+        except IqError as exc:
+            if exc.condition != "forbidden":
+                raise
+        subscriptions = _subscriptions(await pubsub.get_node_subscriptions(service, node, ifrom=me,
+                                                                           timeout=IQ_TIMEOUT))
+        for sub in subscriptions:
+            if bare_jid(sub.jid) == jid and sub.state != "none":
+                await pubsub.modify_subscriptions(service, node, subscriptions=[(sub.jid, "none")], ifrom=me,
+                                                  timeout=IQ_TIMEOUT)
+                self._audit("subscription-cancelled", f"cancelled the renewed subscription of "
+                            f"{_who(self.config.registry, sub.jid)} to {node}: not in audience {category} "
+                            f"({trigger})")
+        await pubsub.modify_affiliations(service, node, affiliations=[(jid, "none")], ifrom=me,
+                                         timeout=IQ_TIMEOUT)
 
     def _audit(self, change: str, line: str) -> None:
         log.info("audit: %s", line)
