@@ -220,12 +220,14 @@ def remote_rows(consortium: Consortium, name: str, tag: str) -> list[tuple[str, 
         conn.close()
 
 
-def rejects(consortium: Consortium, name: str) -> Counter[tuple[str, str]]:
-    """(source, reason) -> refusals in member ``name``'s quarantine."""
+def rejects(consortium: Consortium, name: str, tag: str) -> Counter[tuple[str, str]]:
+    """(source, reason) -> refusals of the ``tag`` run's items in member ``name``'s quarantine (a refused
+    warm-up item would have kept the warm-up from converging)."""
     conn = sqlite3.connect(consortium[name].store_path, timeout=30)
     try:
         return Counter({(source, reason): count for source, reason, count in conn.execute(
-            "SELECT source, reason, count(*) FROM rejects GROUP BY source, reason")})
+            "SELECT source, reason, count(*) FROM rejects WHERE item_id LIKE ? GROUP BY source, reason",
+            (f"%/{tag}-%",))})
     finally:
         conn.close()
 
@@ -385,7 +387,7 @@ def one_run(n: int, items: int, rate: float, servers: str, shape: str, workdir: 
             run.lost += sum((expected[name] - held).values())
             run.duplicated += sum((held - expected[name]).values())
             run.duplicated += sum(1 for _, _, revision, changes, _ in rows if revision != 1 or changes != 1)
-            refused = rejects(consortium, name)
+            refused = rejects(consortium, name, "S")
             if name == run.hub:
                 run.relay_refused = refused.pop(("relay", "relay-refused"), 0)
             run.rejected += sum(refused.values())
