@@ -226,7 +226,8 @@ def rejects(consortium: Consortium, name: str, tag: str) -> Counter[tuple[str, s
     conn = sqlite3.connect(consortium[name].store_path, timeout=30)
     try:
         return Counter({(source, reason): count for source, reason, count in conn.execute(
-            "SELECT source, reason, count(*) FROM rejects WHERE item_id LIKE ? GROUP BY source, reason",
+            "SELECT source, reason, count(*) FROM rejects WHERE item_id IS NULL OR item_id LIKE ?"
+            " GROUP BY source, reason",
             (f"%/{tag}-%",))})
     finally:
         conn.close()
