@@ -100,6 +100,8 @@ class Run:
     direct: tuple[int, float, float] = (0, 0.0, 0.0)  # deliveries from the publisher: count, p50, p99
     relayed: tuple[int, float, float] = (0, 0.0, 0.0)  # through the hub
     relays_published: int = 0  # the hub's relayed copies
+    # Where a relayed delivery's time goes: (leg, its count, p50, p99), ``relay_legs``
+    legs: list[tuple[str, tuple[int, float, float]]] = field(default_factory=list)
     links: int = 0  # member pairs the topology links (Topology.links)
     s2s_connections: int = 0
     s2s_pairs: int = 0
@@ -253,6 +255,34 @@ def spread_of(latencies: list[float]) -> tuple[int, float, float]:
     return len(latencies), percentile(latencies, 50), percentile(latencies, 99)
 
 
+def relay_times(consortium: Consortium, hub: str, tag: str) -> dict[str, tuple[float, float]]:
+    """Item id -> when the hub queued its relay (in the transaction that stored the item, hub.py) and when
+    its server took it (marked published), from the hub's outbox."""
+    conn = sqlite3.connect(consortium[hub].store_path, timeout=30)
+    try:
+        rows = conn.execute("SELECT item_id, created_at, published_at FROM outbox WHERE source LIKE 'relay:%'"
+                            " AND status = 'published' AND item_id LIKE ?", (f"%/{tag}-%",)).fetchall()
+    finally:
+        conn.close()
+    return {item_id: (epoch(queued), epoch(published)) for item_id, queued, published in rows}
+
+
+def relay_legs(arrivals: list[tuple[str, float]], submit_of: dict[str, float], at_hub: dict[str, float],
+               relays: dict[str, tuple[float, float]]) -> list[tuple[str, tuple[int, float, float]]]:
+    """Relayed deliveries ((item id, arrival at the spoke)) cut into their legs: from the submit to the
+    hub's store, in the hub's outbox (queued to taken by its server), from there to the spoke's store."""
+    legs: dict[str, list[float]] = {"submit to the hub's store": [], "in the hub's outbox": [],
+                                    "hub's server to the spoke's store": []}
+    for item_id, arrived in arrivals:
+        if item_id not in relays or item_id not in at_hub:
+            continue
+        queued, published = relays[item_id]
+        for leg, seconds in zip(legs, (at_hub[item_id] - submit_of[item_id], published - queued,
+                                       arrived - published), strict=True):
+            legs[leg].append(seconds)
+    return [(leg, spread_of(values)) for leg, values in legs.items()]
+
+
 def relayed_copies(consortium: Consortium, hub: str, tag: str) -> int:
     """The hub's own entries of the ``tag`` run that other members originated: what it relayed."""
     conn = sqlite3.connect(consortium[hub].store_path, timeout=30)
@@ -381,6 +411,7 @@ def one_run(n: int, items: int, rate: float, servers: str, shape: str, workdir: 
         submit_of = {item_id: at for (_, item_id), at in submitted.items()}
         origin_of = {item_id: service for service, item_id in submitted}
         latencies: dict[bool, list[float]] = {False: [], True: []}  # relayed? -> seconds
+        relayed_arrivals: list[tuple[str, float]] = []
         last = t0
         for name in names:
             rows = remote_rows(consortium, name, "S")
@@ -396,12 +427,17 @@ def one_run(n: int, items: int, rate: float, servers: str, shape: str, workdir: 
                 if (service, item_id) in expected[name]:
                     arrived = epoch(received_at)
                     latencies[service != origin_of[item_id]].append(arrived - submit_of[item_id])
+                    if service != origin_of[item_id]:
+                        relayed_arrivals.append((item_id, arrived))
                     last = max(last, arrived)
         every = latencies[False] + latencies[True]
         run.converged = last - t0
         run.drained = last - max(submitted.values())
         run.p50, run.p99 = percentile(every, 50), percentile(every, 99)
         run.direct, run.relayed = (spread_of(latencies[False]), spread_of(latencies[True]))
+        if run.hub is not None:
+            at_hub = {item_id: epoch(at) for _, item_id, _, _, at in remote_rows(consortium, run.hub, "S")}
+            run.legs = relay_legs(relayed_arrivals, submit_of, at_hub, relay_times(consortium, run.hub, "S"))
         stored = entries_of(consortium, "S") - entries_before  # received, own, and the hub's relayed copies
         run.relays_published = relayed_copies(consortium, run.hub, "S") if run.hub else 0
         run.store_bytes_per_entry = (store_bytes(consortium) - stores_before) / stored
@@ -432,6 +468,7 @@ def report(run: Run, items: int, rate: float, servers: str) -> str:
     shape = "Full mesh" if run.hub is None else f"Hub and spoke around {run.hub}"
     hub_rows = [] if run.hub is None else [
         *latency("direct from the publisher", run.direct), *latency("relayed by the hub", run.relayed),
+        *(row for leg, measured in run.legs for row in latency(f"  relayed, {leg}", measured)),
         ["items relayed by the hub / private items it kept (relay-refused)",
          f"{run.relays_published} / {run.relay_refused}"],
     ]
@@ -450,9 +487,8 @@ def report(run: Run, items: int, rate: float, servers: str) -> str:
             *per_member("bridge peak RSS", lambda m: m.bridge_rss, " MB"),
             *per_member("server CPU s over the run", lambda m: m.server_cpu),
             *per_member("server peak RSS", lambda m: m.server_rss, " MB"),
-            ["s waiting for a core, bridge / server (median)",
-             f"{statistics.median(m.bridge_waited for m in run.members):.1f} / "
-             f"{statistics.median(m.server_waited for m in run.members):.1f}"],
+            *per_member("bridge s waiting for a core", lambda m: m.bridge_waited),
+            *per_member("server s waiting for a core", lambda m: m.server_waited),
             ["open fds, bridge / server (max)", f"{max(m.bridge_fds for m in run.members)} / "
                                                 f"{max(m.server_fds for m in run.members)}"],
             ["s2s TCP connections / linked pairs", f"{run.s2s_connections} / {run.s2s_pairs} "
