@@ -270,9 +270,11 @@ def relay_times(consortium: Consortium, hub: str, tag: str) -> dict[str, tuple[f
 def relay_legs(arrivals: list[tuple[str, float]], submit_of: dict[str, float], at_hub: dict[str, float],
                relays: dict[str, tuple[float, float]]) -> list[tuple[str, tuple[int, float, float]]]:
     """Relayed deliveries ((item id, arrival at the spoke)) cut into their legs: from the submit to the
-    hub's store, in the hub's outbox (queued to taken by its server), from there to the spoke's store."""
-    legs: dict[str, list[float]] = {"submit to the hub's store": [], "in the hub's outbox": [],
-                                    "hub's server to the spoke's store": []}
+    hub's store; in the hub's outbox, until its server answered the publish and it was marked published;
+    from that answer to the spoke's store (below 0 when the notification reached the spoke first)."""
+    legs: dict[str, list[float]] = {"submit to the hub's store": [],
+                                    "in the hub's outbox, to its server's answer": [],
+                                    "hub's answer to the spoke's store": []}
     for item_id, arrived in arrivals:
         if item_id not in relays or item_id not in at_hub:
             continue
