@@ -1,26 +1,32 @@
-"""Benchmark: a consortium of N members in a full mesh on this machine (issue 17, SCALING.md).
+"""Benchmark: a consortium of N members, full mesh or hub and spoke, on this machine (issue 17, SCALING.md).
 
-The consortium is the demo's (``demo.consortium.Consortium`` with ``demo.topology.mesh``): one XMPP
-server and one bridge process per member, every member following every other. After a warm-up (each
+The consortium is the demo's (``demo.consortium.Consortium`` with a ``demo.topology``): one XMPP server
+and one bridge process per member; in the mesh every member follows every other, in hub and spoke
+(``--topology hub``) member a follows the others and relays what they publish (every restriction but
+private, ``Topology.relay_section``) to the rest, which follow a alone. After a warm-up (each
 member publishes one item per node, so every node exists and is discovered), each member publishes
 ``--items`` items (default 250), interleaved across the members at an aggregate offered rate of
 ``--rate`` items/s (default 20), through ``Publisher.submit`` into its own bridge's outbox, in this
 process (as ``xmppbridge publish`` does in its own). Per run:
 
-- exactly once: in every receiver's store, one entry per item it may see (``topology.may_receive``), at
-  revision 1 with one change in the feed's change log; lost = expected but absent, duplicated = stored
-  more than once over, or not expected at all;
+- exactly once: in every receiver's store, one entry per item it may see (``topology.routes``: from its
+  publisher's service, or relayed, from the hub's), at revision 1 with one change in the feed's change
+  log; lost = expected but absent, duplicated = stored more than once over, or not expected at all;
+  quarantined: every refusal, less the hub's of the spokes' private items (``relay-refused``, by design:
+  private is never relayed), counted apart;
 - time to converge: from the first submit to the last delivery stored anywhere (``received_at``);
-- delivery latency p50/p99 over every (item, receiver): the receiver's ``received_at`` minus the submit;
+- delivery latency p50/p99 over every (item, receiver): the receiver's ``received_at`` minus the submit
+  at the originator (for a relayed item, through the hub), and apart for direct and relayed deliveries;
 - CPU seconds over the run (publishing until converged), seconds spent runnable but waiting for a core
   (``bench.cpu``: where latency goes when the machine is full), and peak RSS (VmHWM, the process's lifetime)
   of every bridge and every server (ejabberd: its Erlang VM with ejabberdctl, a process tree);
 - s2s: established TCP connections from one member's server to port 5269 of another's, and the server
-  pairs they link (a mesh of N needs N(N-1)/2);
-- stored bytes per item: growth of the bridges' SQLite stores (checkpointed) per entry stored, and of
-  the servers' files per item published there.
+  pairs they link (a mesh of N needs N(N-1)/2, a hub and spoke N-1);
+- stored bytes per item: growth of the bridges' SQLite stores (checkpointed) per entry stored (the hub's
+  relayed copies included), and of the servers' files per item published there (relays included).
 
-``bench_scale.py [N ...] [--items 250] [--rate 20] [--servers prosody[,ejabberd]]`` (default N = 4 8 16).
+``bench_scale.py [N ...] [--items 250] [--rate 20] [--servers prosody[,ejabberd]] [--topology mesh|hub]``
+(default N = 4 8 16, mesh).
 Members on 127.0.<slot>.220-235 (XMPPBRIDGE_TEST_SLOT, default 0), feeds on 127.0.0.1:19100+, so the
 integration tests (127.0.<slot>.200-203) can run beside it. Discovery every 10 s, checks every 60 s
 (the shipped default). Take /tmp/xmppbridge-bench.lock (flock) for figures that go into SCALING.md.
@@ -37,6 +43,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +54,7 @@ from bench.cpu import Usage, tree_usage, usage  # noqa: E402
 from bench.lab import RESTRICTIONS, document, epoch, percentile  # noqa: E402
 from xmppbridge.config import load_config  # noqa: E402
 from xmppbridge.demo.consortium import Consortium  # noqa: E402
-from xmppbridge.demo.topology import may_receive, member_names, mesh, server_kinds  # noqa: E402
+from xmppbridge.demo.topology import member_names, routes, server_kinds, topology  # noqa: E402
 from xmppbridge.publish import Publisher  # noqa: E402
 from xmppbridge.store import Store  # noqa: E402
 
@@ -88,6 +95,14 @@ class Run:
     rejected: int = 0
     p50: float = 0.0
     p99: float = 0.0
+    hub: str | None = None
+    relay_refused: int = 0  # the hub's refusals of the spokes' private items (never relayed, by design)
+    direct: tuple[int, float, float] = (0, 0.0, 0.0)  # deliveries from the publisher: count, p50, p99
+    relayed: tuple[int, float, float] = (0, 0.0, 0.0)  # through the hub
+    relays_published: int = 0  # the hub's relayed copies
+    # Where a relayed delivery's time goes: (leg, its count, p50, p99), ``relay_legs``
+    legs: list[tuple[str, tuple[int, float, float]]] = field(default_factory=list)
+    links: int = 0  # member pairs the topology links (Topology.links)
     s2s_connections: int = 0
     s2s_pairs: int = 0
     store_bytes_per_entry: float = 0.0
@@ -207,18 +222,83 @@ def remote_rows(consortium: Consortium, name: str, tag: str) -> list[tuple[str, 
         conn.close()
 
 
-def rejects(consortium: Consortium, name: str) -> int:
+def rejects(consortium: Consortium, name: str, tag: str) -> Counter[tuple[str, str]]:
+    """(source, reason) -> refusals of the ``tag`` run's items in member ``name``'s quarantine (a refused
+    warm-up item would have kept the warm-up from converging)."""
     conn = sqlite3.connect(consortium[name].store_path, timeout=30)
     try:
-        return conn.execute("SELECT count(*) FROM rejects").fetchone()[0]
+        return Counter({(source, reason): count for source, reason, count in conn.execute(
+            "SELECT source, reason, count(*) FROM rejects WHERE item_id IS NULL OR item_id LIKE ?"
+            " GROUP BY source, reason",
+            (f"%/{tag}-%",))})
+    finally:
+        conn.close()
+
+
+def entries_of(consortium: Consortium, tag: str) -> int:
+    """Entries of the ``tag`` run stored anywhere: received, published, and the hub's relayed copies."""
+    total = 0
+    for member in consortium.members.values():
+        conn = sqlite3.connect(member.store_path, timeout=30)
+        try:
+            total += conn.execute("SELECT count(*) FROM entries WHERE incident_id LIKE ?",
+                                  (f"{tag}-%",)).fetchone()[0]
+        finally:
+            conn.close()
+    return total
+
+
+def spread_of(latencies: list[float]) -> tuple[int, float, float]:
+    """How many, p50, p99."""
+    if not latencies:
+        return 0, 0.0, 0.0
+    return len(latencies), percentile(latencies, 50), percentile(latencies, 99)
+
+
+def relay_times(consortium: Consortium, hub: str, tag: str) -> dict[str, tuple[float, float]]:
+    """Item id -> when the hub queued its relay (in the transaction that stored the item, hub.py) and when
+    its server took it (marked published), from the hub's outbox."""
+    conn = sqlite3.connect(consortium[hub].store_path, timeout=30)
+    try:
+        rows = conn.execute("SELECT item_id, created_at, published_at FROM outbox WHERE source LIKE 'relay:%'"
+                            " AND status = 'published' AND item_id LIKE ?", (f"%/{tag}-%",)).fetchall()
+    finally:
+        conn.close()
+    return {item_id: (epoch(queued), epoch(published)) for item_id, queued, published in rows}
+
+
+def relay_legs(arrivals: list[tuple[str, float]], submit_of: dict[str, float], at_hub: dict[str, float],
+               relays: dict[str, tuple[float, float]]) -> list[tuple[str, tuple[int, float, float]]]:
+    """Relayed deliveries ((item id, arrival at the spoke)) cut into their legs: from the submit to the
+    hub's store; in the hub's outbox, until its server answered the publish and it was marked published;
+    from that answer to the spoke's store (below 0 when the notification reached the spoke first)."""
+    legs: dict[str, list[float]] = {"submit to the hub's store": [],
+                                    "in the hub's outbox, to its server's answer": [],
+                                    "hub's answer to the spoke's store": []}
+    for item_id, arrived in arrivals:
+        if item_id not in relays or item_id not in at_hub:
+            continue
+        queued, published = relays[item_id]
+        for leg, seconds in zip(legs, (at_hub[item_id] - submit_of[item_id], published - queued,
+                                       arrived - published), strict=True):
+            legs[leg].append(seconds)
+    return [(leg, spread_of(values)) for leg, values in legs.items()]
+
+
+def relayed_copies(consortium: Consortium, hub: str, tag: str) -> int:
+    """The hub's own entries of the ``tag`` run that other members originated: what it relayed."""
+    conn = sqlite3.connect(consortium[hub].store_path, timeout=30)
+    try:
+        return conn.execute("SELECT count(*) FROM entries WHERE origin = 'local' AND incident_id LIKE ? AND "
+                            "item_id NOT LIKE ?", (f"{tag}-%", f"csirt.{hub}.test/%")).fetchone()[0]
     finally:
         conn.close()
 
 
 def publish(consortium: Consortium, tag: str, per_member: int, rate: float | None,
             categories: tuple[str, ...] = RESTRICTIONS) -> tuple[dict[tuple[str, str], float], float, float]:
-    """Interleaved across the members at ``rate`` items/s in all (None: as fast as they sign): item id ->
-    submit time, the first submit's time, and the offered rate achieved."""
+    """Interleaved across the members at ``rate`` items/s in all (None: as fast as they sign): (publisher's
+    service, item id) -> submit time, the first submit's time, and the offered rate achieved."""
     stores = {name: Store(m.store_path) for name, m in consortium.members.items()}
     try:
         publishers = {name: Publisher.for_config(store, load_config(consortium[name].config_path))
@@ -242,16 +322,18 @@ def publish(consortium: Consortium, tag: str, per_member: int, rate: float | Non
 
 def expected_at(consortium: Consortium,
                 submitted: dict[tuple[str, str], float]) -> dict[str, Counter[tuple[str, str]]]:
-    """Receiver -> the (service, item id) it must hold once each: item i of a member is in category
+    """Receiver -> the (service, item id) it must hold once each: the publisher's service, or the hub's
+    for a relayed item (same item id, ``relay.prepare_relay``); item i of a member is in category
     ``RESTRICTIONS[i % 4]`` (``publish``)."""
     services = {m.pubsub_jid: name for name, m in consortium.members.items()}
     audiences = {name: consortium.audiences(name) for name in consortium.members}
     expected: dict[str, Counter[tuple[str, str]]] = {name: Counter() for name in consortium.members}
-    for key in submitted:
-        publisher = services[key[0]]
-        restriction = RESTRICTIONS[int(key[1].rsplit("-", 1)[1]) % len(RESTRICTIONS)]
-        for receiver in may_receive(consortium.topology, audiences, publisher, restriction, PURPOSE):
-            expected[receiver][key] = 1
+    for service, item_id in submitted:
+        publisher = services[service]
+        restriction = RESTRICTIONS[int(item_id.rsplit("-", 1)[1]) % len(RESTRICTIONS)]
+        reached = routes(consortium.topology, audiences, publisher, restriction, PURPOSE)
+        for receiver, source in reached.items():
+            expected[receiver][(consortium[source].pubsub_jid, item_id)] = 1
     return expected
 
 
@@ -278,13 +360,14 @@ def wait_converged(consortium: Consortium, tag: str, expected: dict[str, Counter
         time.sleep(1.0)
 
 
-def one_run(n: int, items: int, rate: float, servers: str, workdir: Path) -> Run:
+def one_run(n: int, items: int, rate: float, servers: str, shape: str, workdir: Path) -> Run:
     names = member_names(n)
     kinds = server_kinds(servers, names)
     addresses = {name: f"127.0.{slot()}.{HOST_BASE + i}" for i, name in enumerate(names)}
     consortium = Consortium(workdir, addresses, feed_port_base=FEED_PORT, discovery_interval=DISCOVERY,
-                            check_interval=CHECK, servers=kinds, topology=mesh(names))
-    run = Run(n, members=[Member(name, kinds[name]) for name in names])
+                            check_interval=CHECK, servers=kinds, topology=topology(shape, names))
+    run = Run(n, members=[Member(name, kinds[name]) for name in names], hub=consortium.topology.hub,
+              links=len(consortium.topology.links()))
     consortium.write_files()
     try:
         start = time.monotonic()
@@ -300,7 +383,7 @@ def one_run(n: int, items: int, rate: float, servers: str, workdir: Path) -> Run
         wait_converged(consortium, "W", expected_at(consortium, warm), 300.0)
         run.warmed_up = time.monotonic() - start
 
-        stores_before = store_bytes(consortium)
+        stores_before, entries_before = store_bytes(consortium), entries_of(consortium, "S")
         servers_before = sum(directory_bytes(m.prosody.workdir) for m in consortium.members.values())
         bridges = {name: m.bridge.pid for name, m in consortium.members.items() if m.bridge is not None}
         roots = {name: server_root(consortium, name) for name in names}
@@ -326,26 +409,42 @@ def one_run(n: int, items: int, rate: float, servers: str, workdir: Path) -> Run
 
         # A check round later (60 s): a late duplicate or a stray item would have landed by now.
         time.sleep(CHECK + 5)
-        latencies, last = [], t0
+        # Item ids name their originator's domain, so one id is one submit wherever it is relayed.
+        submit_of = {item_id: at for (_, item_id), at in submitted.items()}
+        origin_of = {item_id: service for service, item_id in submitted}
+        latencies: dict[bool, list[float]] = {False: [], True: []}  # relayed? -> seconds
+        relayed_arrivals: list[tuple[str, float]] = []
+        last = t0
         for name in names:
             rows = remote_rows(consortium, name, "S")
             held = Counter((service, item_id) for service, item_id, *_ in rows)
             run.lost += sum((expected[name] - held).values())
             run.duplicated += sum((held - expected[name]).values())
             run.duplicated += sum(1 for _, _, revision, changes, _ in rows if revision != 1 or changes != 1)
-            run.rejected += rejects(consortium, name)
+            refused = rejects(consortium, name, "S")
+            if name == run.hub:
+                run.relay_refused = refused.pop(("relay", "relay-refused"), 0)
+            run.rejected += sum(refused.values())
             for service, item_id, _, _, received_at in rows:
-                if (service, item_id) in submitted:
+                if (service, item_id) in expected[name]:
                     arrived = epoch(received_at)
-                    latencies.append(arrived - submitted[(service, item_id)])
+                    latencies[service != origin_of[item_id]].append(arrived - submit_of[item_id])
+                    if service != origin_of[item_id]:
+                        relayed_arrivals.append((item_id, arrived))
                     last = max(last, arrived)
+        every = latencies[False] + latencies[True]
         run.converged = last - t0
         run.drained = last - max(submitted.values())
-        run.p50, run.p99 = percentile(latencies, 50), percentile(latencies, 99)
-        stored = run.expected + len(submitted)  # the copies at the receivers and the publishers' own
+        run.p50, run.p99 = percentile(every, 50), percentile(every, 99)
+        run.direct, run.relayed = (spread_of(latencies[False]), spread_of(latencies[True]))
+        if run.hub is not None:
+            at_hub = {item_id: epoch(at) for _, item_id, _, _, at in remote_rows(consortium, run.hub, "S")}
+            run.legs = relay_legs(relayed_arrivals, submit_of, at_hub, relay_times(consortium, run.hub, "S"))
+        stored = entries_of(consortium, "S") - entries_before  # received, own, and the hub's relayed copies
+        run.relays_published = relayed_copies(consortium, run.hub, "S") if run.hub else 0
         run.store_bytes_per_entry = (store_bytes(consortium) - stores_before) / stored
         servers_after = sum(directory_bytes(m.prosody.workdir) for m in consortium.members.values())
-        run.server_bytes_per_item = (servers_after - servers_before) / len(submitted)
+        run.server_bytes_per_item = (servers_after - servers_before) / (len(submitted) + run.relays_published)
         return run
     finally:
         consortium.stop()
@@ -355,9 +454,28 @@ def report(run: Run, items: int, rate: float, servers: str) -> str:
     def spread(values: list[float], unit: str = "") -> str:
         return f"median {statistics.median(values):.1f}{unit}, max {max(values):.1f}{unit}"
 
+    def per_member(what: str, value: Callable[[Member], float], unit: str = "") -> list[list[str]]:
+        """One row over every member, or in a hub and spoke the hub's and the spokes' apart."""
+        if run.hub is None:
+            return [[what, spread([value(m) for m in run.members], unit)]]
+        [hub] = [m for m in run.members if m.name == run.hub]
+        return [[f"{what}: hub", f"{value(hub):.1f}{unit}"],
+                [f"{what}: spokes", spread([value(m) for m in run.members if m is not hub], unit)]]
+
+    def latency(label: str, measured: tuple[int, float, float]) -> list[list[str]]:
+        count, p50, p99 = measured
+        return [[f"{label} p50 / p99 ({count} deliveries)", f"{p50 * 1000:.0f} ms / {p99 * 1000:.0f} ms"]]
+
     bridges_cpu = [m.bridge_cpu for m in run.members]
+    shape = "Full mesh" if run.hub is None else f"Hub and spoke around {run.hub}"
+    hub_rows = [] if run.hub is None else [
+        *latency("direct from the publisher", run.direct), *latency("relayed by the hub", run.relayed),
+        *(row for leg, measured in run.legs for row in latency(f"  relayed, {leg}", measured)),
+        ["items relayed by the hub / private items it kept (relay-refused)",
+         f"{run.relays_published} / {run.relay_refused}"],
+    ]
     lines = [
-        f"Full mesh of {run.n} members ({servers}), {items} items each at {rate:g} items/s aggregate "
+        f"{shape} of {run.n} members ({servers}), {items} items each at {rate:g} items/s aggregate "
         f"offered ({run.n * items} items, {run.expected} deliveries)",
         table([
             ["start servers / bridges / warm-up",
@@ -365,18 +483,18 @@ def report(run: Run, items: int, rate: float, servers: str) -> str:
             ["offered rate achieved", f"{run.offered:.1f} items/s"],
             ["lost / duplicated / quarantined", f"{run.lost} / {run.duplicated} / {run.rejected}"],
             ["time to converge (after the last submit)", f"{run.converged:.1f} s ({run.drained:.1f} s)"],
-            ["delivery latency p50 / p99", f"{run.p50 * 1000:.0f} ms / {run.p99 * 1000:.0f} ms"],
-            ["bridge CPU s over the run", spread(bridges_cpu)],
-            ["bridge peak RSS", spread([m.bridge_rss for m in run.members], " MB")],
-            ["server CPU s over the run", spread([m.server_cpu for m in run.members])],
-            ["s waiting for a core, bridge / server (median)",
-             f"{statistics.median(m.bridge_waited for m in run.members):.1f} / "
-             f"{statistics.median(m.server_waited for m in run.members):.1f}"],
-            ["server peak RSS", spread([m.server_rss for m in run.members], " MB")],
+            *latency("delivery latency", (run.direct[0] + run.relayed[0], run.p50, run.p99)),
+            *hub_rows,
+            *per_member("bridge CPU s over the run", lambda m: m.bridge_cpu),
+            *per_member("bridge peak RSS", lambda m: m.bridge_rss, " MB"),
+            *per_member("server CPU s over the run", lambda m: m.server_cpu),
+            *per_member("server peak RSS", lambda m: m.server_rss, " MB"),
+            *per_member("bridge s waiting for a core", lambda m: m.bridge_waited),
+            *per_member("server s waiting for a core", lambda m: m.server_waited),
             ["open fds, bridge / server (max)", f"{max(m.bridge_fds for m in run.members)} / "
                                                 f"{max(m.server_fds for m in run.members)}"],
             ["s2s TCP connections / linked pairs", f"{run.s2s_connections} / {run.s2s_pairs} "
-                                                   f"(mesh: {run.n * (run.n - 1) // 2} pairs)"],
+                                                   f"(of {run.links} in the topology)"],
             ["bridge store bytes per stored entry", f"{run.store_bytes_per_entry:.0f}"],
             ["server bytes per published item", f"{run.server_bytes_per_item:.0f}"],
         ], ["measure", "value"]),
@@ -386,19 +504,19 @@ def report(run: Run, items: int, rate: float, servers: str) -> str:
               ["member", "server", "bridge CPU s", "bridge peak RSS MB", "server CPU s",
                "server peak RSS MB"]),
         f"CPU per delivery (all bridges): {1000 * sum(bridges_cpu) / max(run.expected, 1):.1f} ms; "
-        f"per item published (all servers): "
-        f"{1000 * sum(m.server_cpu for m in run.members) / (run.n * items):.1f} ms",
+        f"per item published (all servers, relays included): "
+        f"{1000 * sum(m.server_cpu for m in run.members) / (run.n * items + run.relays_published):.1f} ms",
     ]
     return "\n".join(lines)
 
 
 def main() -> None:
-    sizes = [int(arg) for arg in positional("--items", "--rate", "--servers")] or list(SIZES)
+    sizes = [int(arg) for arg in positional("--items", "--rate", "--servers", "--topology")] or list(SIZES)
     items, rate = int(option("--items", str(ITEMS))), float(option("--rate", str(RATE)))
-    servers = option("--servers", "prosody")
+    servers, shape = option("--servers", "prosody"), option("--topology", "mesh")
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix=f"bench-scale-{n}-") as tmp:
-            run = one_run(n, items, rate, servers, Path(tmp))
+            run = one_run(n, items, rate, servers, shape, Path(tmp))
         print(report(run, items, rate, servers), flush=True)
         print(flush=True)
 

@@ -240,3 +240,40 @@ def test_a_demo_of_four_members_on_prosody_and_ejabberd_is_ready_once_each_mirro
         rest, _ = demo.communicate(timeout=60)
     assert demo.returncode == 0, "".join(output) + rest
     _no_leftovers(workdir)
+
+
+def test_a_demo_of_a_hub_and_three_spokes_is_ready_once_each_holds_what_the_hub_relays(
+        tmp_path: Path) -> None:
+    """``--topology hub``: a follows b, c and d and relays what each publishes (private aside) to the
+    other two, which follow a alone; READY once every spoke holds the others' items as a's copies."""
+    workdir = tmp_path / "demo"
+    port = 18688 + 20 * _slot()
+    demo = _start_demo(workdir, (244, 245, 246, 247), port, "--members", "4", "--topology", "hub")
+    output: list[str] = []
+    try:
+        assert _read_until(demo, output, "READY ", timeout=240), "".join(output)
+        assert output[-1] == "READY " + " ".join(f"http://127.0.0.1:{port + i}/" for i in range(4)) + "\n"
+        text = "".join(output)
+        assert "(federated over s2s, hub and spoke around a.test)" in text
+        published = [line for line in output if ": published to " in line]
+        assert len(published) == 4 * 8
+        private = sum(" to iodef/private/" in line for line in published) // 4  # of each member's 8
+        # By hand: every spoke gets a's 8 from a, and the other two spokes' relayable ones from a.
+        relayed = 3 * 2 * (8 - private)
+        assert f"Each of the 4 members mirrored what the other 3 published ({3 * 8 + 3 * 8 + relayed} " \
+               f"incidents in all, {relayed} of them relayed by A with the custody chain publisher then " \
+               "A)" in text
+        assert f"A did not relay the {3 * private} private incidents it received" in text
+        hub, spoke = _health(244, port), _health(247, port + 3)
+        # The hub: its own 8, the spokes' 24, and its relayed copies of theirs.
+        assert (hub["entries"], hub["rejects"]) == (8 + 3 * 8 + 3 * (8 - private), 3 * private)
+        assert (spoke["entries"], spoke["rejects"]) == (8 + 8 + 2 * (8 - private), 0)
+        with Store(workdir / "data" / "d.sqlite") as store:
+            [entry] = [e for e in store.entries(limit=100) if e.incident.id == "B-2024-0101"]
+        assert entry.service == "pubsub.a.test"
+        assert [(c.role, c.member) for c in entry.custody] == [("originator", "b"), ("relay", "a")]
+    finally:
+        demo.send_signal(signal.SIGINT)
+        rest, _ = demo.communicate(timeout=60)
+    assert demo.returncode == 0, "".join(output) + rest
+    _no_leftovers(workdir)

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from xmppbridge.config import load_config
+from xmppbridge.demo.consortium import Consortium
 from xmppbridge.demo.run import demo_addresses
-from xmppbridge.demo.topology import TopologyError, may_receive, member_names, mesh, server_kinds, topology
+from xmppbridge.demo.topology import (
+    TopologyError,
+    hub_and_spoke,
+    may_receive,
+    member_names,
+    mesh,
+    routes,
+    server_kinds,
+    topology,
+)
 from xmppbridge.policy.audiences import parse_audiences
 
 
@@ -18,13 +31,68 @@ def test_a_full_mesh_has_every_member_follow_every_other_over_one_link_per_pair(
     assert len(shape.links()) == 16 * 15 // 2
 
 
-def test_hub_and_unknown_shapes_and_sizes_are_refused_with_what_to_ask_instead() -> None:
-    with pytest.raises(TopologyError, match="--topology hub is not available yet.*use --topology mesh"):
-        topology("hub", ["a", "b"])
+def test_unknown_shapes_and_sizes_are_refused_with_what_to_ask_instead() -> None:
     with pytest.raises(TopologyError, match="must be one of mesh, hub"):
         topology("ring", ["a", "b"])
     with pytest.raises(TopologyError, match="between 2 and 26"):
         member_names(1)
+    with pytest.raises(TopologyError, match="needs 3 members at least"):
+        topology("hub", ["a", "b"])
+    with pytest.raises(TopologyError, match="--hub 'x' is not a member; the members are a, b, c"):
+        topology("hub", ["a", "b", "c"], "x")
+    with pytest.raises(TopologyError, match="a full mesh has none"):
+        topology("mesh", ["a", "b", "c"], "a")
+
+
+def test_in_a_hub_and_spoke_the_spokes_follow_the_hub_alone_over_one_link_each() -> None:
+    names = member_names(16)
+    shape = topology("hub", names)
+    assert shape.hub == "a" and shape.follows["a"] == frozenset(names[1:])
+    assert all(shape.follows[spoke] == {"a"} for spoke in names[1:])
+    assert shape.links() == {frozenset(("a", spoke)) for spoke in names[1:]}  # 15, not a mesh's 120
+    assert shape.receivers_of("a") == frozenset(names[1:]) and shape.receivers_of("c") == {"a"}
+    assert hub_and_spoke(["a", "b", "c"], "c").follows == {"a": {"c"}, "b": {"c"}, "c": {"a", "b"}}
+
+
+def test_the_hub_relays_every_restriction_but_private_from_every_spoke_to_all() -> None:
+    shape = hub_and_spoke(["h", "a", "b", "c"], "h")
+    assert shape.relay_section("h") == [{"from": ["a", "b", "c"], "to": "all"}]
+    assert shape.relay_section("a") is None and mesh(["a", "b"]).relay_section("a") is None
+    assert all(shape.relays("h", "a", r) for r in ("public", "partner", "need-to-know", "default", "green"))
+    assert not shape.relays("h", "a", "private") and not shape.relays("h", "a", "red")
+    assert not shape.relays("a", "h", "public")  # a spoke relays nothing
+
+
+def test_a_spoke_gets_another_spokes_items_from_the_hub_in_what_the_hubs_audiences_let_it_read() -> None:
+    shape = hub_and_spoke(["h", "a", "b", "c"], "h")
+    bridges = {n: f"bridge.{n}.test" for n in "habc"}
+    everyone = {"partner": "all", "need-to-know": "all", "private": "all"}
+    audiences = {n: parse_audiences(everyone, {m: j for m, j in bridges.items() if m != n}) for n in "abc"}
+    audiences["h"] = parse_audiences({"partner": "all", "need-to-know": ["b"], "private": []},
+                                     {m: j for m, j in bridges.items() if m != "h"})
+    # a's items: to the hub from a, to the other spokes from the hub; a's own relayed copy does not count.
+    assert routes(shape, audiences, "a", "partner", "mitigation") == {"h": "a", "b": "h", "c": "h"}
+    assert routes(shape, audiences, "a", "need-to-know", "mitigation") == {"h": "a", "b": "h"}
+    assert routes(shape, audiences, "a", "private", "mitigation") == {"h": "a"}  # never relayed
+    # The hub's own items reach the spokes straight from it.
+    assert routes(shape, audiences, "h", "public", "reporting") == {"a": "h", "b": "h", "c": "h"}
+    assert routes(shape, audiences, "h", "private", "reporting") == {}
+    assert may_receive(shape, audiences, "c", "partner", "watch") == {"h", "a", "b"}
+
+
+def test_a_hub_consortium_writes_configs_the_bridge_loads(tmp_path: Path) -> None:
+    """The topology as the bridges read it: the hub's relay: rules pass the config's checks (they widen
+    no audience) and every member follows whom the topology says."""
+    names = ["a", "b", "c", "d"]
+    shape = topology("hub", names)
+    consortium = Consortium(tmp_path, dict(zip(names, demo_addresses(4), strict=True)), topology=shape)
+    consortium.write_files()
+    configs = {name: load_config(consortium[name].config_path) for name in names}
+    assert len(configs["a"].relay.rules) == 1 and configs["a"].relay.rules[0].to == {"b", "c", "d"}
+    assert not configs["b"].relay
+    for name, config in configs.items():
+        followed = {m.name for m in config.registry.peers() if m.follow}
+        assert followed == shape.follows[name], name
 
 
 def test_server_kinds_are_dealt_round_robin() -> None:

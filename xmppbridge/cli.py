@@ -184,8 +184,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="number of member domains, a.test, b.test, ... (2 to 16, default 2); with more "
                           "than 2 every member publishes the samples")
     sub.add_argument("--topology", default="mesh", choices=TOPOLOGIES,
-                     help="who subscribes to whom: mesh (every member to every other; the default); "
-                          "hub is not available yet")
+                     help="who subscribes to whom: mesh (every member to every other; the default) or "
+                          "hub (the hub follows every other member and relays what each publishes to the "
+                          "rest, which follow the hub alone; 3 members at least)")
+    sub.add_argument("--hub", metavar="MEMBER",
+                     help="with --topology hub: the coordinator, a member's letter (default a)")
     sub.add_argument("--servers", default="prosody",
                      help="XMPP server software, dealt round-robin: prosody,ejabberd puts a on Prosody, b "
                           "on ejabberd, c on Prosody, ... (default prosody)")
@@ -623,8 +626,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return restart(args.workdir.resolve(), args.restart)
 
     addresses = args.addresses.split(",") if args.addresses else None
-    return run_demo(args.workdir, members=args.members, shape=args.topology, servers=args.servers,
-                    addresses=addresses, feed_port=args.feed_port)
+    return run_demo(args.workdir, members=args.members, shape=args.topology, hub=args.hub,
+                    servers=args.servers, addresses=addresses, feed_port=args.feed_port)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ scale benchmark runs it with up to 16 members. Each member gets its own loopback
 listens for s2s on port 5269 of its own address); everything generated lives under ``workdir``. Its feed
 listens on 127.0.0.1, its operator listener (/metrics, the detailed /healthz that says when it is ready)
 on the member's own address, each on a port of its own. Who follows whom is a ``demo.topology.Topology``
-(default: the full mesh).
+(default: the full mesh); a hub's ``relay:`` section comes from it too.
 """
 
 from __future__ import annotations
@@ -188,6 +188,8 @@ class Consortium:
                 "chat": {"readers": {"all": [f"analyst@{m.domain}" for m in self.members.values()]}},
                 "rooms": [{"room": f"incidents@rooms.{member.domain}", "post": ["public"]}],
                 "admins": [f"analyst@{member.domain}"],
+                # A hub's relay: rules, as the topology says it relays (``Topology.relay_section``).
+                **({"relay": relay} if (relay := self.topology.relay_section(member.name)) else {}),
                 **(extra or {}).get(member.name, {}),
             }
             (self.workdir / "data").mkdir(exist_ok=True)

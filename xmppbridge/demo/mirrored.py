@@ -2,7 +2,9 @@
 
 An entry counts only when the receiver stores exactly the signed bytes the publisher stored (which it
 does only after verifying the signature); an item the receiver holds in quarantine is missing with the
-quarantine's reason, so the demo can say why instead of waiting.
+quarantine's reason, so the demo can say why instead of waiting. An item a hub relayed counts when the
+receiver holds the hub's copy (the originator's signature and the hub's relay signature) with the custody
+chain originator then hub, as the receiver verified it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from xmppbridge.store import Store
@@ -26,9 +28,14 @@ Pair = tuple[str, str]  # (receiver, publisher): member names
 @dataclass(frozen=True)
 class Published:
     file: str
-    service: str
+    service: str  # where the receiver gets it: the publisher's service, or the hub's that relays it
     node: str
     item_id: str
+    relay: str | None = None  # the member that relayed it to the receiver (hub and spoke)
+
+    def relayed_by(self, relay: str, service: str) -> Published:
+        """This item as ``relay`` re-publishes it on ``service``: same node and item id (relay.py)."""
+        return replace(self, service=service, relay=relay)
 
 
 @dataclass(frozen=True)
@@ -38,9 +45,12 @@ class Missing:
 
     def describe(self) -> str:
         where = f"{self.item.node} item {self.item.item_id} ({Path(self.item.file).name})"
+        if self.item.relay is not None:
+            where += f" relayed by {self.item.relay.upper()}"
         if self.reason is None:
             return f"{where}: not received"
-        return f"{where}: quarantined as {self.reason}"
+        return f"{where}: {self.reason}" if self.reason.startswith("custody") else \
+            f"{where}: quarantined as {self.reason}"
 
 
 def published_by(output: str) -> list[Published]:
@@ -58,8 +68,9 @@ def unreachable(receiver: Path, service: str) -> bool:
 def missing_in(stores: Mapping[str, Path],
                expected: Mapping[Pair, Sequence[Published]]) -> dict[Pair, list[Missing]]:
     """For each (receiver, publisher) pair of ``expected``, the items that the receiver's store does not
-    hold byte-equal to the publisher's, each with the receiver's quarantine reason if it has one.
-    ``stores`` maps members to their SQLite files; each is opened once, however many pairs it is in."""
+    hold byte-equal to the publisher's (for a relayed item: to the relay's copy, with the custody chain
+    publisher then relay), each with the receiver's quarantine reason if it has one. ``stores`` maps
+    members to their SQLite files; each is opened once, however many pairs it is in."""
     with ExitStack() as stack:
         opened: dict[str, Store] = {}
 
@@ -79,10 +90,15 @@ def missing_in(stores: Mapping[str, Path],
             for item in items:
                 key = (item.service, item.node, item.item_id)
                 if key not in sent:
-                    ours = store(publisher).find_entry(*key)
+                    ours = store(item.relay or publisher).find_entry(*key)
                     sent[key] = None if ours is None else ours.xml
                 got = store(receiver).find_entry(*key)
                 if sent[key] is None or got is None or got.deleted or got.xml != sent[key]:
                     missing.append(Missing(item, reasons[receiver].get(key)))
+                elif item.relay is not None and (chain := [c.member for c in got.custody]) != \
+                        [publisher, item.relay]:
+                    # Never expected: the receiver derives the chain from the signatures it verified.
+                    missing.append(Missing(item, f"custody chain {' then '.join(chain) or 'empty'}, not "
+                                                 f"{publisher} then {item.relay}"))
             result[(receiver, publisher)] = missing
         return result

@@ -2,11 +2,13 @@
 
 By default two members: the samples are published at A and mirrored at B. With ``--members N`` (up to
 16) every member publishes its own copy of the samples (IncidentIDs of its own domain), and each member
-that follows it (``--topology``: the full mesh, every member follows every other) mirrors them.
+that follows it mirrors them (``--topology``: the full mesh, every member follows every other; or hub
+and spoke, where the hub, A or ``--hub``, relays what each spoke publishes to the other spokes).
 ``--servers prosody,ejabberd`` deals the server software round-robin.
 
 READY is printed only once every member holds every sample it should, byte for byte as its publisher
-signed it (a member stores an entry only after verifying its signature). Otherwise the demo stops with a
+signed it (a member stores an entry only after verifying its signature), or as the hub relayed it, with
+the custody chain publisher then hub. Otherwise the demo stops with a
 diagnosis. Once READY, a part that dies is reported with the command that starts it again, and the rest
 keeps running.
 """
@@ -31,7 +33,7 @@ from xmppbridge.demo.mirrored import Missing, Pair, Published, missing_in, publi
 from xmppbridge.demo.prosody import MISSING_UNBOUND, REPO_ROOT, ProsodyError, has_lua_unbound
 from xmppbridge.demo.supervise import Part, Supervisor
 from xmppbridge.demo.tampered import Tampered, refusal, slip_into_outbox
-from xmppbridge.demo.topology import TopologyError, may_receive, member_names, server_kinds, topology
+from xmppbridge.demo.topology import TopologyError, member_names, routes, server_kinds, topology
 from xmppbridge.doctor import diagnose, format_text
 from xmppbridge.policy.nodes import parse_node_name
 
@@ -45,7 +47,7 @@ MAX_MEMBERS = 16  # one XMPP server and one bridge each, on a machine of 2 cores
 ADDRESSES = ("127.0.0.2", "127.0.0.3")
 MORE_ADDRESSES = 240
 LABELS = {"prosody": "Prosody", "ejabberd": "ejabberd"}
-SHAPES = {"mesh": "full mesh"}
+SHAPES = {"mesh": "full mesh", "hub": "hub and spoke"}
 
 
 def demo_addresses(count: int) -> list[str]:
@@ -53,14 +55,14 @@ def demo_addresses(count: int) -> list[str]:
     return [*ADDRESSES, *(f"127.0.0.{MORE_ADDRESSES + i}" for i in range(count - 2))][:count]
 
 
-def run_demo(workdir: Path, *, members: int = 2, shape: str = "mesh", servers: str = "prosody",
-             addresses: Sequence[str] | None = None, feed_port: int = 8081) -> int:
+def run_demo(workdir: Path, *, members: int = 2, shape: str = "mesh", hub: str | None = None,
+             servers: str = "prosody", addresses: Sequence[str] | None = None, feed_port: int = 8081) -> int:
     try:
         if members > MAX_MEMBERS:
             raise TopologyError(f"--members: at most {MAX_MEMBERS} on one machine (each member runs an "
                                 f"XMPP server and a bridge), got {members}")
         names = member_names(members)
-        follows = topology(shape, names)
+        follows = topology(shape, names, hub)
         kinds = server_kinds(servers, names)
         addresses = list(addresses or demo_addresses(members))
         if len(addresses) != members:
@@ -113,7 +115,7 @@ def run_demo(workdir: Path, *, members: int = 2, shape: str = "mesh", servers: s
         if any(missing.values()):
             print(_diagnosis(consortium, expected, missing), file=sys.stderr, flush=True)
             return 1
-        print(_mirrored_line(expected, members))
+        print(_mirrored_line(consortium, expected))
         if tampered is not None:
             print(_refusal_line(consortium, tampered))
         for member in consortium.members.values():
@@ -168,6 +170,8 @@ def _servers_line(consortium: Consortium, kinds: Mapping[str, str]) -> str:
         if hosted:
             groups.append(f"{label}: {', '.join(hosted)}")
     shape = f", {SHAPES[consortium.topology.name]}" if len(consortium.members) > 2 else ""
+    if consortium.topology.hub is not None:
+        shape += f" around {consortium[consortium.topology.hub].domain}"
     return f"{'; '.join(groups)} (federated over s2s{shape})"
 
 
@@ -209,26 +213,49 @@ def _publish(consortium: Consortium,
 
 def _expected(consortium: Consortium, items: Mapping[str, list[Published]]) -> dict[Pair, list[Published]]:
     """(receiver, publisher) -> what the receiver must hold of the publisher's items: those it follows
-    (the topology) in categories the publisher's audiences let it read."""
+    (the topology) in categories the publisher's audiences let it read, and those a hub relays to it in
+    categories the hub's audiences let it read, as the hub's copies (``topology.routes``)."""
     expected: dict[Pair, list[Published]] = {}
-    audiences = {name: consortium.audiences(name) for name in items}
+    audiences = {name: consortium.audiences(name) for name in consortium.members}
     for publisher, published in items.items():
         for item in published:
             category = parse_node_name("iodef", item.node)
             assert category is not None  # the bridge published it under its node prefix
-            for receiver in sorted(may_receive(consortium.topology, audiences, publisher, *category)):
-                expected.setdefault((receiver, publisher), []).append(item)
+            routes_of = routes(consortium.topology, audiences, publisher, *category)
+            for receiver, source in sorted(routes_of.items()):
+                held = item if source == publisher else item.relayed_by(source, consortium[source].pubsub_jid)
+                expected.setdefault((receiver, publisher), []).append(held)
     return expected
 
 
-def _mirrored_line(expected: Mapping[Pair, list[Published]], members: int) -> str:
+def _mirrored_line(consortium: Consortium, expected: Mapping[Pair, list[Published]]) -> str:
+    members = len(consortium.members)
     if len(expected) == 1:
         [((receiver, publisher), items)] = expected.items()
         return (f"\n{receiver.upper()} mirrored all {len(items)} incidents published at {publisher.upper()}, "
                 "signatures verified.")
     total = sum(map(len, expected.values()))
+    hub = consortium.topology.hub
+    if hub is None:
+        return (f"\nEach of the {members} members mirrored what the other {members - 1} published ({total} "
+                "incidents in all), signatures verified.")
+    relayed = sum(item.relay is not None for items in expected.values() for item in items)
+    # What the hub received and may not relay: the spokes' private incidents (policy.relaying), which it
+    # keeps in its quarantine as relay-refused, so that an operator sees they went no further.
+    kept = sum(not consortium.topology.relays(hub, publisher, _restriction(item))
+               for (receiver, publisher), items in expected.items() if receiver == hub for item in items)
     return (f"\nEach of the {members} members mirrored what the other {members - 1} published ({total} "
-            "incidents in all), signatures verified.")
+            f"incidents in all, {relayed} of them relayed by {hub.upper()} with the custody chain "
+            f"publisher then {hub.upper()}), signatures verified."
+            + (f"\n{hub.upper()} did not relay the {kept} private incidents it received: private is never "
+               "relayed; they are in its quarantine as relay-refused (xmppbridge quarantine list -c "
+               f"{consortium[hub].config_path})." if kept else ""))
+
+
+def _restriction(item: Published) -> str:
+    category = parse_node_name("iodef", item.node)
+    assert category is not None  # the bridge published it under its node prefix
+    return category[0]
 
 
 def _refusal_line(consortium: Consortium, tampered: Tampered) -> str:
@@ -272,8 +299,10 @@ def _wait_until_mirrored(consortium: Consortium, expected: Mapping[Pair, list[Pu
         waiting = [pair for pair, lacking in missing.items() if any(m.reason is None for m in lacking)]
         if not waiting or time.monotonic() > deadline or stopping():
             return missing
-        if all(unreachable(stores[receiver], consortium[publisher].pubsub_jid)
-               for receiver, publisher in waiting):
+        # The service a receiver waits on: its publisher's, or for a relayed item the hub's.
+        if all(unreachable(stores[receiver], lacking.item.service)
+               for receiver, publisher in waiting for lacking in missing[(receiver, publisher)]
+               if lacking.reason is None):
             return missing
         time.sleep(0.5)
 

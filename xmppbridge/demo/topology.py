@@ -5,10 +5,11 @@ consortium from these values, so a topology is one mapping, member -> the member
 follows, and everything that depends on the shape (the member registry's ``follow`` flags, which
 items each member must end up holding) is derived from it.
 
-Only the full mesh exists so far: every member follows every other (the MILE transport's "full mesh").
-Hub and spoke (a coordinator re-publishes to spokes that follow only it) is planned; it is a topology
-whose spokes follow the hub alone, plus relaying at the hub, so it changes ``follows`` and
-``receivers_of``, not the harness.
+Two shapes, the MILE transport's two: the full mesh, every member follows every other; and hub and
+spoke, a coordinator (the hub) follows every other member and re-publishes what they send it (its
+``relay:`` section, ``relay_section``) to the spokes, which follow the hub alone. A spoke then holds
+another spoke's item as the hub's copy, on the hub's service, with the custody chain originator then
+hub (``routes`` says which member each receiver gets an item from).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from xmppbridge.policy.audiences import Audiences
+from xmppbridge.policy.nodes import canonical_restriction
+from xmppbridge.policy.relaying import RELAYABLE
 
 MAX_NAMES = 26  # members are named a, b, c, ...: one letter each, the domain <letter>.test
 SERVER_KINDS = ("prosody", "ejabberd")
-TOPOLOGIES = ("mesh", "hub")  # what --topology names; hub is not available yet
-AVAILABLE = ("mesh",)
+TOPOLOGIES = ("mesh", "hub")  # what --topology names
 
 
 class TopologyError(ValueError):
@@ -34,14 +36,29 @@ class TopologyError(ValueError):
 class Topology:
     name: str
     follows: Mapping[str, frozenset[str]]  # member -> the members whose nodes it subscribes to
+    hub: str | None = None  # the coordinator that relays what the others send it; None in a mesh
 
     @property
     def members(self) -> tuple[str, ...]:
         return tuple(self.follows)
 
     def receivers_of(self, publisher: str) -> frozenset[str]:
-        """The members that receive what ``publisher`` publishes: in a mesh, those that follow it."""
+        """The members that get what ``publisher`` publishes from its own service: those that follow it."""
         return frozenset(m for m, sources in self.follows.items() if publisher in sources)
+
+    def relays(self, member: str, publisher: str, restriction: str) -> bool:
+        """Whether ``member`` re-publishes what ``publisher`` sends it in ``restriction``: the hub does, for
+        every member it follows and every restriction but private (never relayed, ``policy.relaying``)."""
+        return (member == self.hub and publisher in self.follows[member]
+                and canonical_restriction(restriction) in RELAYABLE)
+
+    def relay_section(self, member: str) -> list[dict[str, object]] | None:
+        """The ``relay:`` section of ``member``'s config (``policy.relayconfig``) that does what ``relays``
+        says, or None for a member that relays nothing. ``to: all`` fits any ``audiences:`` of the hub:
+        whoever reads its node of a category is named, so relaying widens nothing."""
+        if member != self.hub:
+            return None
+        return [{"from": sorted(self.follows[member]), "to": "all"}]
 
     def links(self) -> frozenset[frozenset[str]]:
         """The pairs of members with an s2s link between their servers (a subscription either way)."""
@@ -60,13 +77,30 @@ def mesh(names: Sequence[str]) -> Topology:
     return Topology("mesh", MappingProxyType({m: frozenset(n for n in names if n != m) for m in names}))
 
 
-def topology(kind: str, names: Sequence[str]) -> Topology:
-    if kind == "hub":
-        raise TopologyError("--topology hub is not available yet: a coordinator that re-publishes to its "
-                            "spokes is not wired through XMPP (issue 17); use --topology mesh")
-    if kind not in AVAILABLE:
+def hub_and_spoke(names: Sequence[str], coordinator: str | None = None) -> Topology:
+    """``coordinator`` (default: the first member) follows every other member and relays to them; each
+    of them follows the coordinator alone."""
+    hub = coordinator or names[0]
+    if hub not in names:
+        raise TopologyError(f"--hub {hub!r} is not a member; the members are {', '.join(names)}")
+    if len(names) < 3:
+        raise TopologyError(f"--topology hub needs 3 members at least (a hub and two spokes it relays "
+                            f"between), got {len(names)}")
+    spokes = frozenset(n for n in names if n != hub)
+    return Topology("hub", MappingProxyType({m: spokes if m == hub else frozenset((hub,)) for m in names}),
+                    hub)
+
+
+def topology(kind: str, names: Sequence[str], hub: str | None = None) -> Topology:
+    """The shape ``--topology kind`` names; ``hub``: the coordinator of a hub and spoke (default the first
+    member)."""
+    if kind not in TOPOLOGIES:
         raise TopologyError(f"--topology must be one of {', '.join(TOPOLOGIES)}, got {kind!r}")
-    return mesh(names)
+    if kind == "mesh":
+        if hub is not None:
+            raise TopologyError("--hub names the coordinator of --topology hub; a full mesh has none")
+        return mesh(names)
+    return hub_and_spoke(names, hub)
 
 
 def server_kinds(spec: str, names: Sequence[str]) -> dict[str, str]:
@@ -80,9 +114,31 @@ def server_kinds(spec: str, names: Sequence[str]) -> dict[str, str]:
     return {name: kinds[i % len(kinds)] for i, name in enumerate(names)}
 
 
+def routes(topology: Topology, audiences: Mapping[str, Audiences], publisher: str, restriction: str,
+           purpose: str) -> dict[str, str]:
+    """Receiver -> the member whose service it gets an item from, for every member that must end up
+    holding an item ``publisher`` published in this category: from ``publisher`` itself, those that
+    follow it and its audiences let read it (``policy.audiences``); from a member that relays it
+    (``Topology.relays``), those that follow that member and its audiences let read its node of the
+    same category. The publisher does not count: its own item relayed back to it is passed over
+    (``hub.OwnEcho``)."""
+    reached = dict.fromkeys(_readers(topology, audiences, publisher, restriction, purpose), publisher)
+    for relay in sorted(reached):
+        if topology.relays(relay, publisher, restriction):
+            for receiver in sorted(_readers(topology, audiences, relay, restriction, purpose) - {publisher}):
+                reached.setdefault(receiver, relay)
+    return reached
+
+
 def may_receive(topology: Topology, audiences: Mapping[str, Audiences], publisher: str, restriction: str,
                 purpose: str) -> frozenset[str]:
-    """The members that must end up holding an item ``publisher`` published in this category: those
-    it reaches (``receivers_of``) that its audiences let read it (``policy.audiences``)."""
-    audience = audiences[publisher].of(restriction, purpose)
-    return frozenset(m for m in topology.receivers_of(publisher) if audience.open or m in audience.members)
+    """The members that must end up holding an item ``publisher`` published in this category, directly or
+    relayed (``routes``)."""
+    return frozenset(routes(topology, audiences, publisher, restriction, purpose))
+
+
+def _readers(topology: Topology, audiences: Mapping[str, Audiences], source: str, restriction: str,
+             purpose: str) -> frozenset[str]:
+    """The followers of ``source`` that its audiences let read its node of this category."""
+    audience = audiences[source].of(restriction, purpose)
+    return frozenset(m for m in topology.receivers_of(source) if audience.open or m in audience.members)
