@@ -109,8 +109,8 @@ def page(changes: Sequence[Change], cursor: Cursor, limit: int, urls: FeedUrls, 
     seen: set[str] = set()
     for change in changes:
         skip = cursor.skip if change.seq == cursor.seq + 1 else 0
-        bundle = json.loads(stix.bundle([change.entry], urls)).get("objects", [])
-        for index, obj in enumerate(bundle[skip:], start=skip):
+        objects_of_entry = stix.objects_of(change.entry, urls)
+        for index, obj in enumerate(objects_of_entry[skip:], start=skip):
             if len(objects) == limit:
                 return Page(objects, added, True, Cursor(change.seq - 1, index))
             if obj["id"] in seen:
