@@ -10,6 +10,7 @@ unpredictable as random ones.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
 
@@ -31,6 +32,7 @@ def incident_uuid(name: str, incident_id: str) -> uuid.UUID:
     return derived("incident", name, incident_id)
 
 
+@functools.lru_cache(maxsize=1024)  # a consortium's few members, in every event and bundle
 def member_uuid(name: str) -> uuid.UUID:
     """A reporting CSIRT's (IncidentID ``name``): the STIX ``identity`` and the MISP organisation."""
     return derived("identity", name)
