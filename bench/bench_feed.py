@@ -2,10 +2,11 @@
 
 Four real entries are mirrored through ``Store.upsert_entry`` (one per restriction, signed documents);
 the rest are bulk copies of them (entry row and document) with their own item id, IncidentID, title,
-times, change-log row and full-text row, so every table the feed reads (entries, documents, changes,
-entries_fts) stays consistent. The feed app (``make_app``, no publisher, anonymous readers see every
-collection) runs in a child process on 127.0.9.3; this process times HTTP requests and reads the
-child's resident memory.
+times, change-log row, full-text row and indicator index rows (their template's indicators, their own
+incident's UUID), so every table the feed reads (entries, documents, changes, entries_fts,
+entry_indicators, entry_uuids) stays consistent. The feed app (``make_app``, no publisher, anonymous
+readers see every collection) runs in a child process on 127.0.9.3; this process times HTTP requests and
+reads the child's resident memory.
 
     python3 bench/bench_feed.py [ENTRIES] [--cold]        # default 1,000,000
 
@@ -60,6 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RUNS, table  # noqa: E402
 from bench.lab import IPS, RESTRICTIONS, BenchConsortium, document  # noqa: E402
 from tests.postgres import private_cluster  # noqa: E402
+from xmppbridge.iodef.uuids import incident_uuid  # noqa: E402
 from xmppbridge.store import Store  # noqa: E402
 from xmppbridge.store.copy import copy_store  # noqa: E402
 from xmppbridge.store.db import format_time  # noqa: E402
@@ -73,13 +75,17 @@ WORDS = [f"word{i:03d}" for i in range(1000)]  # word{k} is in 1 of 1000 entries
 BATCH = 20_000
 
 
-def generate(lab: BenchConsortium, total: int) -> Path:
-    """A store with ``total`` live mirrored entries, spread over 2026, 4 collections."""
+Template = Callable[[str, str], bytes]  # (IncidentID, restriction) -> an IODEF document
+
+
+def generate(lab: BenchConsortium, total: int, template: Template = document) -> Path:
+    """A store with ``total`` live mirrored entries, spread over 2026, 4 collections, each entry's document
+    a copy of the ``template`` of its collection."""
     db = lab.db_path("b")
     with lab.store("b") as store:
         publisher = lab.publisher(store)
         for n, restriction in enumerate(RESTRICTIONS):
-            for item in publisher.prepare(document(f"TEMPLATE-{n}", restriction)):  # signed, signer named
+            for item in publisher.prepare(template(f"TEMPLATE-{n}", restriction)):  # signed, signer named
                 store.upsert_entry("pubsub.a.test", item, origin="remote")
     conn = sqlite3.connect(db, isolation_level=None)
     conn.row_factory = sqlite3.Row
@@ -87,13 +93,16 @@ def generate(lab: BenchConsortium, total: int) -> Path:
     conn.execute("PRAGMA synchronous = OFF")
     templates = [dict(row) for row in conn.execute("SELECT * FROM entries ORDER BY id")]
     documents = [row["xml"] for row in conn.execute("SELECT xml FROM documents ORDER BY entry_id")]
+    # The indicator index (store.indicatorindex) of a copy is its template's, with its own incident's UUID.
+    indicators = [conn.execute("SELECT kind, value, low, high FROM entry_indicators WHERE entry_id = ?",
+                               (row["id"],)).fetchall() for row in templates]
     columns = [c for c in templates[0] if c != "id"]
     insert = f"INSERT INTO entries ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
     start = datetime(2026, 1, 1, tzinfo=UTC)
     step = timedelta(days=365) / total
     rng = random.Random(7)
     conn.execute("BEGIN")
-    rows, docs, fts = [], [], []
+    rows, docs, fts, uuids, found = [], [], [], [], []
     for n in range(len(templates), total):
         row = dict(templates[n % 4])
         when = format_time(start + step * n)
@@ -103,6 +112,8 @@ def generate(lab: BenchConsortium, total: int) -> Path:
         rows.append([row[c] for c in columns])
         docs.append(documents[n % 4])
         fts.append(f"Scanning from 198.51.100.{n % 250} {rng.choice(WORDS)} against the web farm")
+        uuids.append(str(incident_uuid(row["id_name"], row["incident_id"])))
+        found.append(indicators[n % 4])
         if len(rows) == BATCH or n == total - 1:
             first = conn.execute("SELECT max(id) FROM entries").fetchone()[0] + 1
             conn.executemany(insert, rows)
@@ -110,7 +121,12 @@ def generate(lab: BenchConsortium, total: int) -> Path:
                              list(enumerate(docs, first)))
             conn.executemany("INSERT INTO entries_fts (rowid, description) VALUES (?, ?)",
                              list(enumerate(fts, first)))
-            rows, docs, fts = [], [], []
+            conn.executemany("INSERT INTO entry_uuids (uuid, entry_id) VALUES (?, ?)",
+                             [(uuid, entry_id) for entry_id, uuid in enumerate(uuids, first)])
+            conn.executemany("INSERT INTO entry_indicators (entry_id, kind, value, low, high)"
+                             " VALUES (?, ?, ?, ?, ?)",
+                             [(entry_id, *i) for entry_id, its in enumerate(found, first) for i in its])
+            rows, docs, fts, uuids, found = [], [], [], [], []
     # The change log: one current row per entry, sequence numbers per collection in entry order.
     conn.execute("DELETE FROM changes")
     conn.execute(
@@ -122,8 +138,9 @@ def generate(lab: BenchConsortium, total: int) -> Path:
     return db
 
 
-def prepare(workdir: Path, total: int) -> tuple[BenchConsortium, Path, str]:
-    """The lab in ``workdir``, its store generated unless a finished one is already there."""
+def prepare(workdir: Path, total: int, template: Template = document) -> tuple[BenchConsortium, Path, str]:
+    """The lab in ``workdir``, its store generated (from ``template``) unless a finished one is already
+    there."""
     # Member a only provides the signing key of the four real entries; b's store and feed are measured.
     lab = BenchConsortium(workdir, IPS, feed_port_base=PORT - 1)
     done = workdir / "generated"
@@ -133,18 +150,19 @@ def prepare(workdir: Path, total: int) -> tuple[BenchConsortium, Path, str]:
     workdir.mkdir(parents=True)
     lab.write_files(subscriptions={"a": [], "b": []}, anonymous_restrictions=list(RESTRICTIONS))
     started = time.perf_counter()
-    db = generate(lab, total)
+    db = generate(lab, total, template)
     seconds = f"{time.perf_counter() - started:.0f}"
     done.write_text(seconds + "\n")
     return lab, db, f"generated in {seconds} s"
 
 
 @contextmanager
-def postgresql_store(db: Path, keep: Path | None) -> Iterator[tuple[str, str, Path]]:
-    """The store ``db`` copied into PostgreSQL, in a private cluster running until the block ends, kept
-    in ``keep`` when given (copied once, then reused); its URL, how it was made and the cluster's
-    directory."""
-    with private_cluster(PG_PORT, PG_HOST, keep=keep) as cluster:
+def postgresql_store(db: Path, keep: Path | None, host: str = PG_HOST,
+                     port: int = PG_PORT) -> Iterator[tuple[str, str, Path]]:
+    """The store ``db`` copied into PostgreSQL, in a private cluster on ``host:port`` running until the
+    block ends, kept in ``keep`` when given (copied once, then reused); its URL, how it was made and the
+    cluster's directory."""
+    with private_cluster(port, host, keep=keep) as cluster:
         url = cluster.database_url("feed")
         done = cluster.directory / "copied"
         if done.exists():

@@ -6,6 +6,7 @@ holds."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,14 @@ from aiohttp.test_utils import TestClient
 from lxml import etree
 from stix2validator import ValidationOptions, validate_string
 
+from tests import stix_library
 from tests.conftest import SAMPLES
 from tests.test_feed_support import ANALYST, MEMBER, OUTSIDER, iodef2, store_document
 from xmppbridge.feed import stix
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.iodef.document import read_document, split_document
 from xmppbridge.iodef.indicators import Indicator
+from xmppbridge.iodef.uuids import NAMESPACE, derived, incident_uuid, member_uuid
 from xmppbridge.store import Store
 
 DATA = Path(__file__).parent / "data"
@@ -58,6 +61,7 @@ def test_every_document_gives_a_bundle_the_oasis_validator_accepts(store: Store,
     for piece in split_document(read_document(path.read_bytes())):  # as the bridge publishes them
         entry = store_document(store, etree.tostring(piece.root))
         bundle = stix.bundle([entry], URLS)
+        assert bundle == stix_library.bundle([entry], URLS)  # the very bytes the stix2 library makes
         result = validate_string(bundle.decode(), ValidationOptions(version="2.1"))
         assert result.is_valid and not result.errors, [str(e) for e in result.errors]
         assert not result.warnings, [str(w) for w in result.warnings]  # not even a SHOULD is missed
@@ -67,6 +71,26 @@ def test_every_document_gives_a_bundle_the_oasis_validator_accepts(store: Store,
         references = {r["source_name"]: r for r in incident["external_references"]}
         assert references[entry.incident.id_name]["external_id"] == entry.incident.id
         assert references["iodef-purpose"]["external_id"] == entry.incident.purpose.removeprefix("ext-")
+
+
+def test_a_bundle_of_many_entries_is_the_one_the_stix2_library_makes(store: Store) -> None:
+    """A collection's bundle, whose entries share objects (their member, the marking, observables), and
+    values that JSON escapes: the objects, their ids (a cyber-observable's: of its value in canonical
+    JSON, RFC 8785) and their order as the library gives them."""
+    entries = [store_document(store, path.read_bytes()) for path in DOCUMENTS
+               if len(split_document(read_document(path.read_bytes()))) == 1]
+    awkward = (DATA / "iodef" / "iodef2-indicators.xml").read_bytes().replace(
+        b"Drop.Example.NET.", "bücher.example".encode()).replace(
+        b"victim@example.org", "josé@über.example".encode()).replace(
+        b"invoice.pdf.exe", "résumé.exe?a=1&amp;b=%22".encode())
+    entries.append(store_document(store, awkward))
+    assert len(entries) > 5
+    bundle = stix.bundle(entries, URLS)
+    assert bundle == stix_library.bundle(entries, URLS)
+    values = {o.get("value") for o in objects(bundle)}
+    assert {"bücher.example", "josé@über.example",
+            "http://drop.example.net:8080/résumé.exe?a=1&b=%22"} <= values
+    assert stix.bundle([], URLS) == stix_library.bundle([], URLS)
 
 
 @pytest.mark.parametrize("restriction", list(TLP_IDS))
@@ -105,6 +129,16 @@ def test_observables_and_indicators_of_a_report(store: Store) -> None:
                                                                         "marking-definition", "relationship")}
 
 
+def test_derived_ids_are_the_published_ones() -> None:
+    """Tools key incidents by these ids: the same derivation forever (RFC 4122 §4.3 name-based, with a
+    UUIDv4's version bits), whatever way it is computed."""
+    assert str(incident_uuid("csirt.a.test", "A-2024-0201")) == "bd9038d0-da32-44cf-b60b-b8121088722f"
+    assert str(member_uuid("csirt.a.test")) == "dea52167-2c13-4664-a5ed-8fe7f758a6c8"
+    for kind, key in [("incident", ("bücher.example", "Ä/1")), ("relationship", ("a", "b", "c")), ("x", ())]:
+        named = uuid.uuid5(NAMESPACE, kind + ":" + "/".join(key))
+        assert derived(kind, *key) == uuid.UUID(bytes=named.bytes, version=4)
+
+
 def test_ids_stay_the_same_across_versions_and_stores(store: Store, tmp_path: Path) -> None:
     first = stix.bundle([store_document(store, iodef2("V-1", description="first at 192.0.2.10"))], URLS)
     second = stix.bundle([store_document(store, iodef2("V-1", description="second at 192.0.2.10"))], URLS)
@@ -130,8 +164,8 @@ def test_a_value_its_object_may_not_hold_is_left_out(store: Store) -> None:
 
 def test_a_quote_in_a_value_cannot_break_out_of_the_pattern() -> None:
     quoted = Indicator("url", "http://x.example/it's", "source")
-    assert stix._pattern(quoted) == "[url:value = 'http://x.example/it\\'s']"
-    assert stix._pattern(Indicator("domain", "a\\b", "source")) == "[domain-name:value = 'a\\\\b']"
+    assert stix.pattern(quoted) == "[url:value = 'http://x.example/it\\'s']"
+    assert stix.pattern(Indicator("domain", "a\\b", "source")) == "[domain-name:value = 'a\\\\b']"
 
 
 async def test_the_bundle_is_served_under_the_entrys_access_rule(store: Store, client: TestClient) -> None:

@@ -71,22 +71,22 @@ async def of_search(request: web.Request) -> web.Response:
 MISP_WINDOW = 10_000
 
 
-def _misp_window(request: web.Request, *, documents: bool) -> list[Entry]:
+def _misp_window(request: web.Request, *, documents: bool) -> dict[str, Entry]:
     found = request.app[STORE].search(SearchQuery(), principal(request).read.readable(), limit=MISP_WINDOW)
     if documents:
         found = with_documents(request, found)
-    return list(misp.entries_of(found))
+    return misp.window(found)
 
 
 async def misp_manifest(request: web.Request) -> web.Response:
     window = _misp_window(request, documents=False)
-    newest = max((e.updated_at for e in window), default=None)
+    newest = max((e.updated_at for e in window.values()), default=None)
     return respond(request, misp.manifest(window), misp.MEDIA_TYPE, last_modified=newest)
 
 
 async def misp_hashes(request: web.Request) -> web.Response:
     window = _misp_window(request, documents=True)
-    newest = max((e.updated_at for e in window), default=None)
+    newest = max((e.updated_at for e in window.values()), default=None)
     return respond(request, misp.hashes_csv(window), misp.CSV_MEDIA_TYPE, last_modified=newest)
 
 
@@ -95,7 +95,7 @@ async def misp_event(request: web.Request) -> web.Response:
     as for anything else the reader may not see, otherwise."""
     holding = request.app[STORE].entries_holding(request.match_info["uuid"].lower())
     readable = [entry for entry in holding if may_read(request, entry)]
-    found = next(misp.entries_of(readable), None)
+    found = next(iter(misp.window(readable).values()), None)
     if found is None:
         raise web.HTTPNotFound()
     return respond(request, misp.event_json(found), misp.MEDIA_TYPE, last_modified=found.updated_at)

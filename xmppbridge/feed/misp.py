@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from xmppbridge.errors import InputRejected
@@ -68,16 +68,15 @@ def event(entry: Entry) -> dict[str, Any]:
     }}
 
 
-def manifest(entries: Iterable[Entry]) -> bytes:
-    """``manifest.json``: every event's UUID and summary."""
-    return _json({event_uuid(entry): _summary(entry) for entry in entries})
+def manifest(events: Mapping[str, Entry]) -> bytes:
+    """``manifest.json``: every event's UUID and summary (``events``: by UUID, as ``window`` gives them)."""
+    return _json({uuid: _summary(entry) for uuid, entry in events.items()})
 
 
-def hashes_csv(entries: Iterable[Entry]) -> bytes:
+def hashes_csv(events: Mapping[str, Entry]) -> bytes:
     """``hashes.csv``: the MD5 of each attribute value (as MISP hashes it, UTF-8) and the event UUID."""
     lines = []
-    for entry in entries:
-        uuid = event_uuid(entry)
+    for uuid, entry in events.items():
         for indicator in _indicators(entry):
             if (pair := _type_and_category(indicator)) is not None:
                 value = _value(indicator, pair[0])
@@ -179,10 +178,11 @@ def _value(indicator: Indicator, kind: str) -> str:
     return indicator.value
 
 
-def entries_of(entries: Iterable[Entry]) -> Iterator[Entry]:
-    """The live entries, one per incident (the newest, if several bridges' copies were mirrored)."""
-    seen: set[str] = set()
+def window(entries: Iterable[Entry]) -> dict[str, Entry]:
+    """The events of ``entries``: the live entries, one per incident (the newest, if several bridges'
+    copies were mirrored), by event UUID, newest first."""
+    events: dict[str, Entry] = {}
     for entry in sorted(entries, key=lambda e: e.updated_at, reverse=True):
-        if not entry.deleted and (uuid := event_uuid(entry)) not in seen:
-            seen.add(uuid)
-            yield entry
+        if not entry.deleted:
+            events.setdefault(event_uuid(entry), entry)
+    return events

@@ -113,11 +113,11 @@ def object_versions(change: Change, urls: FeedUrls, match: Match) -> list[tuple[
     the entry's versions holding it was stored, so what they all share (the member's identity, the
     marking) is added with the entry's last change, as when only the latest is asked for."""
     if match.latest_only:
-        return [(obj, change.entry.updated_at) for obj in _objects(change.entry, urls)]
+        return [(obj, change.entry.updated_at) for obj in stix.objects_of(change.entry, urls)]
     held: dict[str, dict[str, tuple[int, dict[str, Any], datetime]]] = {}  # id -> version -> latest
     order = 0
     for entry in [*change.history, change.entry]:
-        for obj in _objects(entry, urls):
+        for obj in stix.objects_of(entry, urls):
             # an unversioned object (an SCO, its id derived from its content) has one version
             key = version_of(obj, "") if ("modified" in obj or "created" in obj) else ""
             held.setdefault(obj["id"], {})[key] = (order, obj, entry.updated_at)
@@ -127,10 +127,6 @@ def object_versions(change: Change, urls: FeedUrls, match: Match) -> list[tuple[
         stamps = {version_of(obj, timestamp(added)): key for key, (_, obj, added) in versions.items()}
         found += [versions[stamps[v]] for v in chosen(list(stamps), match.versions)]
     return [(obj, added) for _, obj, added in sorted(found, key=lambda each: each[0])]
-
-
-def _objects(entry: Entry, urls: FeedUrls) -> list[dict[str, Any]]:
-    return json.loads(stix.bundle([entry], urls)).get("objects", [])
 
 
 class Pager:
