@@ -28,12 +28,15 @@ class Instance:
     feed_url: str
     metrics_url: str
     log_path: Path
+    # What the command runs under: e.g. ``ip netns exec NS``, to run it on a "machine" of its own
+    # (tests/netns.py), whose loss the failover tests simulate.
+    prefix: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "xmppbridge.cli", "run", "-c", str(self.config_path)],
+            [*self.prefix, sys.executable, "-m", "xmppbridge.cli", "run", "-c", str(self.config_path)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         log.close()

@@ -28,6 +28,7 @@ import psycopg
 from psycopg import pq
 from psycopg_pool import ConnectionPool
 
+from xmppbridge.lease import client_keepalive, server_keepalive
 from xmppbridge.store.sql import POSTGRESQL, redact
 
 # pg_advisory_xact_lock(int, int) keys: the two-integer key space, apart from the one-bigint space that
@@ -163,7 +164,13 @@ def _configure(raw: psycopg.Connection[Any]) -> None:
     # and a text search's, made for rare words, counts a word that is in every entry in 48 ms instead of
     # 2. Planning each run for its values costs well under a millisecond; prepared statements still save
     # the parsing.
-    raw.execute("SET plan_cache_mode = force_custom_plan")
+    #
+    # The server ends the session of a machine that vanished as soon as it frees that machine's lease
+    # (lease.server_keepalive): a writer's transaction left open by it holds the writers' lock, which
+    # would otherwise stop the new active instance's writes until the kernel's keepalives (2 h), and a
+    # statement of it delayed by the network must not land after the takeover.
+    raw.execute("SET plan_cache_mode = force_custom_plan; "
+                + " ".join(f"SET {name} = {int(value)};" for name, value in server_keepalive().items()))
 
 
 class PgBackend:
@@ -176,9 +183,9 @@ class PgBackend:
             psycopg.connect(url, connect_timeout=10).close()
         except psycopg.Error as exc:
             raise StoreUnavailable(url, exc) from None
-        self.pool = ConnectionPool(url, min_size=1, max_size=max_size, kwargs={"autocommit": True},
-                                   configure=_configure, check=ConnectionPool.check_connection,
-                                   open=False, name="xmppbridge-store")
+        self.pool = ConnectionPool(url, min_size=1, max_size=max_size,
+                                   kwargs={"autocommit": True, **client_keepalive()}, configure=_configure,
+                                   check=ConnectionPool.check_connection, open=False, name="xmppbridge-store")
         try:
             self.pool.open(wait=True, timeout=30)
         except psycopg.Error as exc:
