@@ -15,7 +15,8 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # ejabberd: the second XMPP server the bridge supports (mixed-federation tests);
 # profanity + tmux: a real chat client, driven like a person, for the chat tests
 # postgresql: the private clusters (initdb in a temporary directory) of the PostgreSQL store tests
-DEBIAN_PACKAGES := prosody lua-dbi-sqlite3 lua-unbound xmlsec1 trang chromium ejabberd profanity tmux postgresql
+# iproute2: network namespaces and veth links (ip, tc) for the machine-loss failover test (tests/netns.py)
+DEBIAN_PACKAGES := prosody lua-dbi-sqlite3 lua-unbound xmlsec1 trang chromium ejabberd profanity tmux postgresql iproute2
 
 .PHONY: demo test bench lint system-packages clean
 
