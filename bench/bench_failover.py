@@ -144,19 +144,6 @@ def make_active(group: list[Instance], chosen: Instance) -> None:
         raise RuntimeError(f"{other.name} came back active:\n{other.log_tail()}")
 
 
-def fenced_at(log: str) -> float | None:
-    """The time (epoch) of the first fencing record in ``log``, a piece of an instance's text log. The
-    words may be on a later line of the record (after a multi-line error of the lease session)."""
-    stamped: str | None = None  # the last line that starts a record: "2026-12-03 13:24:00,121 ERROR ..."
-    for line in log.splitlines():
-        if line[:4].isdigit() and line[4:5] == "-" and line[19:20] == ",":
-            stamped = line
-        if FENCED in line and stamped is not None:
-            stamp = time.strptime(stamped[:19], "%Y-%m-%d %H:%M:%S")  # asctime: local time, then ",ms"
-            return time.mktime(stamp) + int(stamped[20:23]) / 1000
-    return None
-
-
 def one_run(lab: BenchConsortium, group: list[Instance], tag: str,
             machine: Machine | None = None) -> Failover:
     if machine is not None:
@@ -164,6 +151,7 @@ def one_run(lab: BenchConsortium, group: list[Instance], tag: str,
     killed = active(group)
     [heir] = [i for i in group if i is not killed]
     log_offset = len(killed.log_path.read_text(errors="replace"))
+    heir_offset = len(heir.log_path.read_text(errors="replace"))
     stream = Stream(lab, tag)
     stream.start()
     wait_for(lambda: len(mirrored(lab, tag)) >= LIVE, 60, f"B to mirror the stream {tag}", POLL)
@@ -202,11 +190,15 @@ def one_run(lab: BenchConsortium, group: list[Instance], tag: str,
     else:
         assert machine.dropped() > 0  # the cut swallowed what was sent either way
         machine.restore()  # the machine is back: its instance finds the lease taken and stands by
-        wait_for(lambda: killed.health().get("role") == "standby", 60, f"{killed.name} to stand by", 0.2)
+        try:
+            wait_for(lambda: killed.health().get("role") == "standby", 60, f"{killed.name} to stand by", 0.2)
+        except TimeoutError:
+            raise RuntimeError(f"{killed.name} is not back as the standby:\n{killed.log_tail()}") from None
         log = killed.log_path.read_text(errors="replace")[log_offset:]
-        at = fenced_at(log)
-        if at is None:
-            raise RuntimeError(f"{killed.name} never fenced:\n{log[-4000:]}")
+        at, taken = killed.logged_at(FENCED, log_offset), heir.logged_at("took the lease", heir_offset)
+        if at is None or taken is None or at > taken:  # fencing: stopped before the standby could start
+            raise RuntimeError(f"{killed.name} fenced at {at}, {heir.name} took over at {taken}:\n"
+                               f"{log[-4000:]}")
         since = log.split(FENCED, 1)[1]
         if "took the lease" in since or "mirrored item" in since:
             raise RuntimeError(f"{killed.name} acted after fencing:\n{since[-4000:]}")

@@ -74,6 +74,18 @@ class Instance:
         assert self.process is not None
         stop_process(self.process, kill=kill)
 
+    def logged_at(self, words: str, since: int = 0) -> float | None:
+        """The time (epoch) of the first record of its text log, from character ``since`` on, with
+        ``words`` in it (maybe on a later line of the record, as in a multi-line error); None if none."""
+        stamped: str | None = None  # the last line that starts a record: "2026-12-03 13:24:00,121 ERROR"
+        for line in self.log_path.read_text(errors="replace")[since:].splitlines():
+            if line[:4].isdigit() and line[4:5] == "-" and line[19:20] == ",":
+                stamped = line
+            if words in line and stamped is not None:
+                stamp = time.strptime(stamped[:19], "%Y-%m-%d %H:%M:%S")  # logging's asctime: local time
+                return time.mktime(stamp) + int(stamped[20:23]) / 1000
+        return None
+
     def log_tail(self, size: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-size:] if self.log_path.exists() else "(no log)"
 

@@ -28,7 +28,7 @@ import psycopg
 from psycopg import pq
 from psycopg_pool import ConnectionPool
 
-from xmppbridge.lease import client_keepalive, server_keepalive
+from xmppbridge.lease import TERMS, client_keepalive, server_keepalive
 from xmppbridge.store.sql import POSTGRESQL, redact
 
 # pg_advisory_xact_lock(int, int) keys: the two-integer key space, apart from the one-bigint space that
@@ -183,9 +183,14 @@ class PgBackend:
             psycopg.connect(url, connect_timeout=10).close()
         except psycopg.Error as exc:
             raise StoreUnavailable(url, exc) from None
+        # A store call waits at most the lease's validity for a connection: the bridge makes them on its
+        # event loop, and one waiting while the database is unreachable (every connection broken, none to
+        # be made) would keep the loop from fencing in time (leadership.Leadership), and act on when the
+        # network came back after a standby had taken over.
         self.pool = ConnectionPool(url, min_size=1, max_size=max_size,
                                    kwargs={"autocommit": True, **client_keepalive()}, configure=_configure,
-                                   check=ConnectionPool.check_connection, open=False, name="xmppbridge-store")
+                                   check=ConnectionPool.check_connection, open=False, name="xmppbridge-store",
+                                   timeout=TERMS.valid_for)
         try:
             self.pool.open(wait=True, timeout=30)
         except psycopg.Error as exc:
