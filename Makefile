@@ -17,7 +17,9 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # postgresql: the private clusters (initdb in a temporary directory) of the PostgreSQL store tests
 # erlang-p1-pgsql: ejabberd's PostgreSQL driver (Debian's ejabberd only suggests it), for the ejabberd
 #   cluster test's pubsub on SQL storage
-DEBIAN_PACKAGES := prosody lua-dbi-sqlite3 lua-unbound xmlsec1 trang chromium ejabberd profanity tmux postgresql erlang-p1-pgsql
+# iproute2: network namespaces and veth links (ip, tc) for the machine-loss failover test (tests/netns.py)
+DEBIAN_PACKAGES := prosody lua-dbi-sqlite3 lua-unbound xmlsec1 trang chromium ejabberd profanity tmux postgresql \
+  erlang-p1-pgsql iproute2
 
 .PHONY: demo test bench lint system-packages clean
 

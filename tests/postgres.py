@@ -22,6 +22,7 @@ from pathlib import Path
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 USER = "xmppbridge"  # the cluster's superuser; trust authentication, on loopback only
+MACHINES_HBA = "host all all 10.250.0.0/16 trust"  # tests/netns.NET
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,12 @@ def private_cluster(port: int | None = None, host: str = "127.0.0.1", *, keep: P
             subprocess.run(_as_owner([str(BIN / "initdb"), "-D", str(data), "-U", USER, "-A", "trust",
                                       "--no-sync", "-E", "UTF8"]), check=True, capture_output=True,
                            timeout=120)
+        # The "machines" of tests/netns.py reach this loopback address over their veth links, from their
+        # own addresses: trusted as loopback is (nothing else can send to a loopback address).
+        hba = data / "pg_hba.conf"
+        if MACHINES_HBA not in hba.read_text():
+            with hba.open("a") as lines:
+                lines.write(MACHINES_HBA + "\n")
         options = f"-c listen_addresses={host} -p {port} -k {directory} " + " ".join(
             f"-c {name}={value}" for name, value in {"fsync": "off", **(settings or {})}.items())
         subprocess.run(_as_owner([str(BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l",

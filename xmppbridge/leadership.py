@@ -29,6 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from xmppbridge import lease
 from xmppbridge.config import Config
 from xmppbridge.lease import STATE_KEY, TERMS, Lease, LeaseTerms, Role, Step, lease_key, lock_halves
 from xmppbridge.store.contracts import BridgeState
@@ -116,19 +117,13 @@ class AdvisoryLease:
     def _connect(self) -> Any:
         import psycopg  # only PostgreSQL deployments need it
 
-        server = self.terms.server
         # Our side: find a dead server within the lease's validity, so that a call stuck on a vanished
         # network returns (the loop has fenced already; this frees the thread).
         conn = psycopg.connect(
             self.url, autocommit=True, connect_timeout=max(1, int(self.terms.valid_for)),
-            keepalives=1, keepalives_idle=1, keepalives_interval=1, keepalives_count=2,
-            tcp_user_timeout=int(self.terms.valid_for * 1000),
-            application_name=f"xmppbridge lease {self.instance}"[:63])
+            **lease.client_keepalive(self.terms), application_name=f"xmppbridge lease {self.instance}"[:63])
         # The server's side: how soon it frees the lock of a holder whose machine is gone.
-        for setting, value in (("tcp_keepalives_idle", server.idle),
-                               ("tcp_keepalives_interval", server.interval),
-                               ("tcp_keepalives_count", server.count),
-                               ("tcp_user_timeout", server.user_timeout_ms),
+        for setting, value in (*lease.server_keepalive(self.terms).items(),
                                ("statement_timeout", int(self.terms.valid_for * 1000))):
             conn.execute(f"SET {setting} = {int(value)}")
         return conn

@@ -80,6 +80,22 @@ class LeaseTerms:
 TERMS = LeaseTerms()
 
 
+def client_keepalive(terms: LeaseTerms = TERMS) -> dict[str, int]:
+    """libpq connection parameters for every PostgreSQL session of a bridge: our side finds a vanished
+    server within the lease's validity, so that a call stuck on it returns (and the event loop or thread
+    it blocked gets on, to fence) instead of waiting for the kernel's retransmissions (~15 minutes)."""
+    return {"keepalives": 1, "keepalives_idle": 1, "keepalives_interval": 1, "keepalives_count": 2,
+            "tcp_user_timeout": int(terms.valid_for * 1000)}
+
+
+def server_keepalive(terms: LeaseTerms = TERMS) -> dict[str, int]:
+    """Session settings for the server's side (``SET``; PostgreSQL's defaults are the kernel's, 2 h
+    idle): how soon it ends the session of a vanished machine, and frees what it held."""
+    server = terms.server
+    return {"tcp_keepalives_idle": server.idle, "tcp_keepalives_interval": server.interval,
+            "tcp_keepalives_count": server.count, "tcp_user_timeout": server.user_timeout_ms}
+
+
 class Lease:
     """One instance's view of the lease, fed by the shell with what happened and when (monotonic
     seconds). It says what to do next and whether the instance may act right now."""

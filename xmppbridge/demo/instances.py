@@ -28,12 +28,15 @@ class Instance:
     feed_url: str
     metrics_url: str
     log_path: Path
+    # What the command runs under: e.g. ``ip netns exec NS``, to run it on a "machine" of its own
+    # (tests/netns.py), whose loss the failover tests simulate.
+    prefix: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "xmppbridge.cli", "run", "-c", str(self.config_path)],
+            [*self.prefix, sys.executable, "-m", "xmppbridge.cli", "run", "-c", str(self.config_path)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         log.close()
@@ -70,6 +73,18 @@ class Instance:
             return
         assert self.process is not None
         stop_process(self.process, kill=kill)
+
+    def logged_at(self, words: str, since: int = 0) -> float | None:
+        """The time (epoch) of the first record of its text log, from character ``since`` on, with
+        ``words`` in it (maybe on a later line of the record, as in a multi-line error); None if none."""
+        stamped: str | None = None  # the last line that starts a record: "2026-12-03 13:24:00,121 ERROR"
+        for line in self.log_path.read_text(errors="replace")[since:].splitlines():
+            if line[:4].isdigit() and line[4:5] == "-" and line[19:20] == ",":
+                stamped = line
+            if words in line and stamped is not None:
+                stamp = time.strptime(stamped[:19], "%Y-%m-%d %H:%M:%S")  # logging's asctime: local time
+                return time.mktime(stamp) + int(stamped[20:23]) / 1000
+        return None
 
     def log_tail(self, size: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-size:] if self.log_path.exists() else "(no log)"

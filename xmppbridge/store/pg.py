@@ -30,6 +30,7 @@ import psycopg
 from psycopg import pq
 from psycopg_pool import ConnectionPool
 
+from xmppbridge.lease import TERMS, client_keepalive, server_keepalive
 from xmppbridge.store.sql import POSTGRESQL, redact
 
 # pg_advisory_xact_lock(int, int) keys: the two-integer key space, apart from the one-bigint space that
@@ -165,7 +166,13 @@ def _configure(raw: psycopg.Connection[Any]) -> None:
     # and a text search's, made for rare words, counts a word that is in every entry in 48 ms instead of
     # 2. Planning each run for its values costs well under a millisecond; prepared statements still save
     # the parsing.
-    raw.execute("SET plan_cache_mode = force_custom_plan")
+    #
+    # The server ends the session of a machine that vanished as soon as it frees that machine's lease
+    # (lease.server_keepalive): a writer's transaction left open by it holds the writers' lock, which
+    # would otherwise stop the new active instance's writes until the kernel's keepalives (2 h), and a
+    # statement of it delayed by the network must not land after the takeover.
+    raw.execute("SET plan_cache_mode = force_custom_plan; "
+                + " ".join(f"SET {name} = {int(value)};" for name, value in server_keepalive().items()))
 
 
 # A connection given back in good order this recently is lent again without a check. The check is a round
@@ -191,9 +198,14 @@ class PgBackend:
             psycopg.connect(url, connect_timeout=10).close()
         except psycopg.Error as exc:
             raise StoreUnavailable(url, exc) from None
-        self.pool = ConnectionPool(url, min_size=1, max_size=max_size, kwargs={"autocommit": True},
-                                   configure=_configure, check=self._check, open=False,
-                                   name="xmppbridge-store")
+        # A store call waits at most the lease's validity for a connection: the bridge makes them on its
+        # event loop, and one waiting while the database is unreachable (every connection broken, none to
+        # be made) would keep the loop from fencing in time (leadership.Leadership), and act on when the
+        # network came back after a standby had taken over.
+        self.pool = ConnectionPool(url, min_size=1, max_size=max_size,
+                                   kwargs={"autocommit": True, **client_keepalive()}, configure=_configure,
+                                   check=self._check, open=False, name="xmppbridge-store",
+                                   timeout=TERMS.valid_for)
         try:
             self.pool.open(wait=True, timeout=30)
         except psycopg.Error as exc:

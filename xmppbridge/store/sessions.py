@@ -113,9 +113,12 @@ class Sessions:
         writers wait (SQLite's busy_timeout, PostgreSQL's advisory lock). A batch inside a batch joins
         the outer one; reads inside it see its writes."""
         with self._lock:
-            outer, self._batched = not self._batched, True
+            outer = not self._batched
             if outer and self._pool is not None:
+                # Before marking the batch begun: a pool that gives no connection (the database
+                # unreachable) fails this batch only, not every later call.
                 self._batch, self._batch_thread = self._pool.take(), threading.get_ident()
+            self._batched = True
         try:
             yield
         finally:
