@@ -22,7 +22,7 @@ from xmppbridge.policy.may import Action, Actor, Decides, category_of
 from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS
 from xmppbridge.policy.rights import Rights
 from xmppbridge.store.chatstate import ChatState
-from xmppbridge.store.contracts import Entries, FeedViews
+from xmppbridge.store.contracts import EntryReads, FeedViews
 from xmppbridge.store.entries import Entry
 from xmppbridge.store.search import SearchQuery
 
@@ -32,7 +32,7 @@ CHANGES_PER_ROUND = 500
 MAX_COMMAND = 1000  # characters; anything longer is not a command
 
 
-class ChatReading(Entries, FeedViews, Protocol):
+class ChatReading(EntryReads, FeedViews, Protocol):
     """What chat reads: entries, the change log it announces from, search."""
 
 
