@@ -18,8 +18,8 @@ from xmppbridge.chat.ratelimit import RateLimiter
 from xmppbridge.chat.settings import OperatorSettings
 from xmppbridge.chat.summary import one_line, summary
 from xmppbridge.feed.layout import FeedUrls
+from xmppbridge.iodef.markings import PURPOSES, RESTRICTIONS
 from xmppbridge.policy.may import Action, Actor, Decides, category_of
-from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS
 from xmppbridge.policy.rights import Rights
 from xmppbridge.store.chatstate import ChatState
 from xmppbridge.store.contracts import EntryReads, FeedViews

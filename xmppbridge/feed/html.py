@@ -20,8 +20,8 @@ from xmppbridge.feed import atom
 from xmppbridge.feed.layout import COLLECTIONS, WORKSPACES, FeedUrls
 from xmppbridge.feed.opensearch import TIME_PARAMETERS
 from xmppbridge.iodef.indicators import of_document
+from xmppbridge.iodef.markings import PURPOSES, RESTRICTIONS, canonical_purpose
 from xmppbridge.iodef.parse import parse_untrusted
-from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS, canonical_purpose
 from xmppbridge.store.entries import Entry
 
 NS_DSIG = "http://www.w3.org/2000/09/xmldsig#"

@@ -25,8 +25,8 @@ from xmppbridge.feed.layout import COLLECTION_BY_RESTRICTION, FeedUrls
 from xmppbridge.feed.login import LoginGate
 from xmppbridge.feed.opensearch import SearchRequest, parse_request
 from xmppbridge.feed.settings import FeedSettings
+from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.policy.may import Action, Actor, Decides
-from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.store import Entry
 from xmppbridge.store.contracts import Counted, EntryReads, FeedViews, PeerHealthReads, QuarantineReads
 from xmppbridge.store.feedviews import Change

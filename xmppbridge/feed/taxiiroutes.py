@@ -11,7 +11,7 @@ from aiohttp import web
 from xmppbridge.feed import taxii
 from xmppbridge.feed.http import STORE, URLS, may_read, principal, respond, whole_number, with_documents
 from xmppbridge.iodef.classify import parse_datetime
-from xmppbridge.policy.nodes import RESTRICTIONS
+from xmppbridge.iodef.markings import RESTRICTIONS
 
 TITLE = "xmppbridge incident mirror"
 _BATCH = 50  # entries read per store query while filling a page
