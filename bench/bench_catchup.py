@@ -35,7 +35,7 @@ from bench.lab import (  # noqa: E402
     sql,
     wait_for,
 )
-from xmppbridge.policy.nodes import PURPOSES  # noqa: E402
+from xmppbridge.iodef.markings import PURPOSES  # noqa: E402
 
 N = 2000  # items missed per run
 WINDOW = 16

@@ -25,7 +25,7 @@ from tests.pngpixels import colours, rgb
 from tests.test_feed_browser import FLAGS as CHROMIUM_FLAGS
 from tests.test_store_copy import crawl
 from xmppbridge.feed.dashboard import COLOURS
-from xmppbridge.policy.nodes import RESTRICTIONS
+from xmppbridge.iodef.markings import RESTRICTIONS
 from xmppbridge.store import Store
 
 pytestmark = pytest.mark.integration

@@ -36,7 +36,7 @@ from tests.test_feed_support import (
     utc,
 )
 from xmppbridge.feed.atom import rfc3339
-from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS
+from xmppbridge.iodef.markings import PURPOSES, RESTRICTIONS
 from xmppbridge.store import Entry, Store
 
 PER_RESTRICTION = 3

@@ -43,8 +43,8 @@ from xmppbridge.feed.app import make_app
 from xmppbridge.feed.auth import Authenticator, hash_password, hash_token, main, verify_password
 from xmppbridge.feed.settings import TlsSettings
 from xmppbridge.feed.tls import server_context
+from xmppbridge.iodef.markings import PURPOSES, RESTRICTIONS
 from xmppbridge.iodef.uuids import incident_uuid
-from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS
 from xmppbridge.policy.rights import Rights
 from xmppbridge.signing.keys import generate_identity_files
 from xmppbridge.store import Store

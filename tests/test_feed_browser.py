@@ -19,7 +19,7 @@ from aiohttp import ClientSession, web
 from tests.pngpixels import chunks
 from tests.test_feed_support import iodef2, settings, store_document
 from xmppbridge.feed.app import make_app
-from xmppbridge.policy.nodes import RESTRICTIONS
+from xmppbridge.iodef.markings import RESTRICTIONS
 from xmppbridge.store import Store
 
 CHROMIUM = shutil.which("chromium")

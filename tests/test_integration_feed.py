@@ -24,7 +24,7 @@ from lxml import etree
 from tests.integration import eventually
 from tests.test_feed_support import NS, AtomSchemas, iodef2, link
 from xmppbridge.demo.consortium import Consortium, Member
-from xmppbridge.policy.nodes import RESTRICTIONS
+from xmppbridge.iodef.markings import RESTRICTIONS
 from xmppbridge.store import Store
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 from xmppbridge.config import load_config
 from xmppbridge.feed.access import User
 from xmppbridge.feed.settings import FeedSettings, feed_policy
+from xmppbridge.iodef.markings import PURPOSES, RESTRICTIONS
 from xmppbridge.policy.may import Action, Actor, Policy
-from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS, node_name
+from xmppbridge.policy.nodes import node_name
 from xmppbridge.policy.rights import Rights
 from xmppbridge.signing.keys import generate_identity_files
 

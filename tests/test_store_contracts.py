@@ -16,7 +16,7 @@ from xmppbridge.quarantine import Releasing
 from xmppbridge.receive import Receiving
 from xmppbridge.status import Reported
 from xmppbridge.store import Store
-from xmppbridge.store.contracts import CONCERNS
+from xmppbridge.store.contracts import CONCERNS, READS
 from xmppbridge.xmpp.mirror import Mirroring
 
 SHELLS = (Receiving, Releasing, Mirroring, FeedStore, ChatReading, Reported)
@@ -50,3 +50,12 @@ def test_every_public_method_of_the_store_belongs_to_a_concern() -> None:
     concerned = {name for protocol in CONCERNS for name in members(protocol)}
     public = {name for name in dir(Store) if not name.startswith("_")}
     assert public - concerned - plumbing == set()
+
+
+def test_the_feed_is_typed_against_the_read_halves_only() -> None:
+    """A feed process (serve-feed) writes nothing but the outbox, through the publisher: its store
+    interface offers no write, so that a write added to a feed route does not type-check."""
+    readable = {name for protocol in READS for name in members(protocol)}
+    assert set(members(FeedStore)) <= readable
+    writes = {name for protocol in CONCERNS for name in members(protocol)} - readable
+    assert {"upsert_entry", "add_reject", "record_peer", "enqueue"} <= writes

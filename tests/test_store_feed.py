@@ -12,9 +12,9 @@ import pytest
 
 from tests.conftest import SAMPLES
 from tests.test_feed_support import store_document
+from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.iodef.model import Incident
 from xmppbridge.iodef.uuids import incident_uuid
-from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.store import Store, changelog, db, entries, feedviews, incidents, migrations, searchindex
 from xmppbridge.store.db import _SCHEMA, SCHEMA_VERSION
 from xmppbridge.store.incidents import TIME_FIELDS

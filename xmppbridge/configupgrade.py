@@ -24,7 +24,8 @@ from typing import Any
 from cryptography import x509
 
 from xmppbridge.config import Config
-from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS, node_name
+from xmppbridge.iodef.markings import PURPOSES, RESTRICTIONS
+from xmppbridge.policy.nodes import node_name
 from xmppbridge.signing.certfiles import certificate_files, load_certificates
 from xmppbridge.signing.keys import fingerprint
 from xmppbridge.signing.trust import ANY_DOMAIN, domain_allowed

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING
 
 from xmppbridge.errors import InputRejected, SignerUnusable, TooLarge
 from xmppbridge.iodef.document import incident_item_id, read_document, split_document
+from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.iodef.model import NS_V1, NS_V2, Incident
 from xmppbridge.policy.audiences import AUDIENCE_EMPTY, Audiences
-from xmppbridge.policy.nodes import canonical_purpose, check_publishable, check_shareable, node_name
+from xmppbridge.policy.nodes import check_publishable, check_shareable, node_name
 from xmppbridge.signing.keys import (
     SIGNER_FIXES,
     SigningIdentity,

@@ -12,10 +12,10 @@ from typing import Protocol
 from xmppbridge.config import Config
 from xmppbridge.leadership import lease_held, recorded_active
 from xmppbridge.peers import PeerHealth, degraded
-from xmppbridge.store.contracts import Entries, Outbox, PeerRecords, Quarantine, Subscriptions
+from xmppbridge.store.contracts import EntryReads, Outbox, PeerHealthReads, QuarantineReads, Subscriptions
 
 
-class Reported(Entries, Quarantine, Outbox, PeerRecords, Subscriptions, Protocol):
+class Reported(EntryReads, QuarantineReads, Outbox, PeerHealthReads, Subscriptions, Protocol):
     """What status counts and reads: a little of every concern."""
 
 
@@ -50,7 +50,7 @@ def status_report(config: Config, store: Reported, *, now: datetime | None = Non
     }
 
 
-def peer_report(config: Config, store: PeerRecords) -> dict[str, object]:
+def peer_report(config: Config, store: PeerHealthReads) -> dict[str, object]:
     """Health of each subscribed service (``xmppbridge.peers``), for `status` and ``/healthz``:
     ``peers_degraded`` when one cannot be reached. A service not yet talked to has ``reachable`` None."""
     known = {peer.service: peer for peer in store.peers()}

@@ -18,11 +18,11 @@ from xmppbridge.chat.ratelimit import RateLimiter
 from xmppbridge.chat.settings import OperatorSettings
 from xmppbridge.chat.summary import one_line, summary
 from xmppbridge.feed.layout import FeedUrls
+from xmppbridge.iodef.markings import PURPOSES, RESTRICTIONS
 from xmppbridge.policy.may import Action, Actor, Decides, category_of
-from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS
 from xmppbridge.policy.rights import Rights
 from xmppbridge.store.chatstate import ChatState
-from xmppbridge.store.contracts import Entries, FeedViews
+from xmppbridge.store.contracts import EntryReads, FeedViews
 from xmppbridge.store.entries import Entry
 from xmppbridge.store.search import SearchQuery
 
@@ -32,7 +32,7 @@ CHANGES_PER_ROUND = 500
 MAX_COMMAND = 1000  # characters; anything longer is not a command
 
 
-class ChatReading(Entries, FeedViews, Protocol):
+class ChatReading(EntryReads, FeedViews, Protocol):
     """What chat reads: entries, the change log it announces from, search."""
 
 

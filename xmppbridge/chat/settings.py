@@ -13,8 +13,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from xmppbridge.feed.settings import is_loopback
+from xmppbridge.iodef.markings import RESTRICTIONS
 from xmppbridge.policy.may import Policy
-from xmppbridge.policy.nodes import RESTRICTIONS
 from xmppbridge.policy.rights import Rights
 
 if TYPE_CHECKING:

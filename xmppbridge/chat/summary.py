@@ -6,7 +6,7 @@ from datetime import datetime
 
 from xmppbridge.errors import InputRejected
 from xmppbridge.iodef.indicators import of_document
-from xmppbridge.policy.nodes import canonical_purpose
+from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.store.entries import Entry
 from xmppbridge.store.items import Custodian
 

@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from xmppbridge.iodef.markings import canonical_restriction
 from xmppbridge.policy.audiences import Audiences
-from xmppbridge.policy.nodes import canonical_restriction
 from xmppbridge.policy.relaying import RELAYABLE
 
 MAX_NAMES = 26  # members are named a, b, c, ...: one letter each, the domain <letter>.test

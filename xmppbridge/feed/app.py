@@ -72,8 +72,8 @@ from xmppbridge.feed.layout import (
 from xmppbridge.feed.login import LoginGate
 from xmppbridge.feed.settings import FeedSettings, feed_policy
 from xmppbridge.feed.throttle import Throttle
+from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.policy.may import Decides
-from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.publish import Publisher
 from xmppbridge.store import Entry
 

@@ -26,8 +26,8 @@ from lxml import etree
 from xmppbridge import __version__
 from xmppbridge.custody import describe
 from xmppbridge.feed.layout import COLLECTIONS, PUBLIC_WORKSPACE, WORKSPACES, CollectionInfo, FeedUrls
+from xmppbridge.iodef.markings import PURPOSES, RESTRICTIONS, canonical_purpose
 from xmppbridge.iodef.model import NS_V1, NS_V2, Incident
-from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS, canonical_purpose
 from xmppbridge.store.entries import Entry
 from xmppbridge.store.items import RELAY
 

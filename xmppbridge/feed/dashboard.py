@@ -23,8 +23,8 @@ from lxml import etree
 
 from xmppbridge.feed.html import Viewer, el, page
 from xmppbridge.feed.layout import FeedUrls
+from xmppbridge.iodef.markings import RESTRICTIONS
 from xmppbridge.peers import PeerHealth
-from xmppbridge.policy.nodes import RESTRICTIONS
 from xmppbridge.store.counts import Activity
 
 DAYS = 14

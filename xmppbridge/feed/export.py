@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from xmppbridge.errors import InputRejected
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.iodef.indicators import of_document
-from xmppbridge.policy.nodes import canonical_purpose
+from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.store.entries import Entry
 
 MEDIA_TYPE = "text/csv; charset=utf-8; header=present"  # RFC 7111 §5.1 (header: RFC 4180 §3)

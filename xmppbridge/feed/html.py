@@ -20,8 +20,8 @@ from xmppbridge.feed import atom
 from xmppbridge.feed.layout import COLLECTIONS, WORKSPACES, FeedUrls
 from xmppbridge.feed.opensearch import TIME_PARAMETERS
 from xmppbridge.iodef.indicators import of_document
+from xmppbridge.iodef.markings import PURPOSES, RESTRICTIONS, canonical_purpose
 from xmppbridge.iodef.parse import parse_untrusted
-from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS, canonical_purpose
 from xmppbridge.store.entries import Entry
 
 NS_DSIG = "http://www.w3.org/2000/09/xmldsig#"
@@ -57,7 +57,8 @@ def _text(value: str) -> str:
 Child = etree._Element | str | None
 
 
-def _el(tag: str, attrs: dict[str, str] | None = None, *children: Child) -> etree._Element:
+def el(tag: str, attrs: dict[str, str] | None = None, *children: Child) -> etree._Element:
+    """An element with escaped text children; ``None`` children are left out. The dashboard uses it too."""
     element = etree.Element(tag, {k: _text(v) for k, v in (attrs or {}).items()})
     for child in children:
         _append(element, child)
@@ -77,20 +78,21 @@ def _append(parent: etree._Element, child: Child) -> None:
 
 
 def _a(href: str, label: str, **attrs: str) -> etree._Element:
-    return _el("a", {"href": href, **attrs}, label)
+    return el("a", {"href": href, **attrs}, label)
 
 
-def _page(title: str, urls: FeedUrls, viewer: Viewer, *content: Child) -> bytes:
+def page(title: str, urls: FeedUrls, viewer: Viewer, *content: Child) -> bytes:
+    """A whole HTML page with the feed's header and style around ``content``."""
     search = {"rel": "search", "type": atom.OPENSEARCH_MEDIA_TYPE, "href": urls.search_description(),
               "title": "Incidents"}
-    head = _el("head", None, _el("meta", {"charset": "utf-8"}), _el("title", None, title),
-               _el("link", search), _el("style", None, _STYLE))
+    head = el("head", None, el("meta", {"charset": "utf-8"}), el("title", None, title),
+              el("link", search), el("style", None, _STYLE))
     who = (f"signed in as {viewer.name}" if viewer.name else None)
-    header = _el("header", None, _el("strong", None, "xmppbridge"),
-                 _a(urls.service_document(), "Collections"), _a(urls.search(), "Search"),
-                 _el("span", None, who) if who else _a(urls.login(), "Sign in"))
-    body = _el("body", None, header, _el("main", None, _el("h1", None, title), *content))
-    html = _el("html", {"lang": "en"}, head, body)
+    header = el("header", None, el("strong", None, "xmppbridge"),
+                _a(urls.service_document(), "Collections"), _a(urls.search(), "Search"),
+                el("span", None, who) if who else _a(urls.login(), "Sign in"))
+    body = el("body", None, header, el("main", None, el("h1", None, title), *content))
+    html = el("html", {"lang": "en"}, head, body)
     return lxml.html.tostring(html, doctype="<!DOCTYPE html>", encoding="utf-8")
 
 
@@ -104,41 +106,41 @@ def service_page(urls: FeedUrls, viewer: Viewer, readable: Collection[str],
         listed = [c for c in COLLECTIONS if c.workspace == workspace and c.restriction in readable]
         if not listed:
             continue
-        items = _el("ul")
+        items = el("ul")
         for info in listed:
             note = " (you may publish here)" if info.restriction in writable else ""
-            items.append(_el("li", None, _a(urls.feed(info.restriction), info.title), note))
-        sections += [_el("h2", None, workspace), items]
+            items.append(el("li", None, _a(urls.feed(info.restriction), info.title), note))
+        sections += [el("h2", None, workspace), items]
     if not sections:
-        sections.append(_el("p", None, "Nothing here is readable without signing in."))
-    return _page("Incident collections", urls, viewer, *sections, search_form(urls, (), readable))
+        sections.append(el("p", None, "Nothing here is readable without signing in."))
+    return page("Incident collections", urls, viewer, *sections, search_form(urls, (), readable))
 
 
 def search_form(urls: FeedUrls, given: Sequence[tuple[str, str]],
                 readable: Collection[str]) -> etree._Element:
     """A GET form for /search; ``given`` pre-fills it (the criteria of the shown results)."""
     values = dict(given)
-    form = _el("form", {"class": "search", "method": "get", "action": urls.search()})
+    form = el("form", {"class": "search", "method": "get", "action": urls.search()})
 
     def field(label: str, name: str, placeholder: str = "") -> None:
         attrs = {"name": name, "value": values.get(name, ""), "placeholder": placeholder}
-        form.append(_el("label", None, label + " ", _el("input", attrs)))
+        form.append(el("label", None, label + " ", el("input", attrs)))
 
     field("Text in Description", "q", "words")
     field("IncidentID", "incident")
     field("AlternativeID", "alternative")
     field("RelatedActivity", "related")
     field("Indicator", "indicator", "address, network, name, hash")
-    select = _el("select", {"name": "category"}, _el("option", {"value": ""}, "any category"))
+    select = el("select", {"name": "category"}, el("option", {"value": ""}, "any category"))
     options = [(f"{atom.RESTRICTION_SCHEME} {r}", f"restriction {r}") for r in RESTRICTIONS if r in readable]
     options += [(f"{atom.PURPOSE_SCHEME} {p}", f"purpose {p}") for p in PURPOSES]
     for value, label in options:
         attrs = {"value": value, **({"selected": "selected"} if values.get("category") == value else {})}
-        select.append(_el("option", attrs, label))
-    form.append(_el("label", None, "Category ", select))
+        select.append(el("option", attrs, label))
+    form.append(el("label", None, "Category ", select))
     for name, (param, _) in TIME_PARAMETERS.items():
         field(param.removeprefix("iodef:"), name, "start/end")
-    form.append(_el("button", {"type": "submit"}, "Search"))
+    form.append(el("button", {"type": "submit"}, "Search"))
     return form
 
 
@@ -148,15 +150,15 @@ def search_form(urls: FeedUrls, given: Sequence[tuple[str, str]],
 def _entry_row(entry: Entry, urls: FeedUrls) -> etree._Element:
     incident = entry.incident
     if entry.deleted:
-        return _el("tr", {"class": "deleted"}, _el("td", None, f"{atom.entry_title(incident)} (removed)"),
-                   _el("td", None, incident.id), _el("td"), _el("td"),
-                   _el("td", None, atom.rfc3339(entry.updated_at)))
-    return _el("tr", None,
-               _el("td", None, _a(urls.entry(entry.id), atom.entry_title(incident))),
-               _el("td", None, incident.id),
-               _el("td", None, entry.restriction),
-               _el("td", None, canonical_purpose(incident.purpose)),
-               _el("td", None, atom.rfc3339(entry.updated_at)))
+        return el("tr", {"class": "deleted"}, el("td", None, f"{atom.entry_title(incident)} (removed)"),
+                  el("td", None, incident.id), el("td"), el("td"),
+                  el("td", None, atom.rfc3339(entry.updated_at)))
+    return el("tr", None,
+              el("td", None, _a(urls.entry(entry.id), atom.entry_title(incident))),
+              el("td", None, incident.id),
+              el("td", None, entry.restriction),
+              el("td", None, canonical_purpose(incident.purpose)),
+              el("td", None, atom.rfc3339(entry.updated_at)))
 
 
 def _link_nav(links: Iterable[atom.Link]) -> etree._Element | None:
@@ -164,7 +166,7 @@ def _link_nav(links: Iterable[atom.Link]) -> etree._Element | None:
     shown = [link for link in links if link.rel in _LINK_LABELS or link.title]
     if not shown:
         return None
-    nav = _el("nav", {"class": "paging"})
+    nav = el("nav", {"class": "paging"})
     for link in shown:
         nav.append(_a(link.href, link.title or _LINK_LABELS[link.rel], rel=link.rel))
     return nav
@@ -172,19 +174,19 @@ def _link_nav(links: Iterable[atom.Link]) -> etree._Element | None:
 
 def feed_page(view: atom.FeedView, urls: FeedUrls, viewer: Viewer, *,
               form: etree._Element | None = None) -> bytes:
-    table = _el("table", None, _el("tr", None, *(_el("th", None, h) for h in (
+    table = el("table", None, el("tr", None, *(el("th", None, h) for h in (
         "Incident", "IncidentID", "Restriction", "Purpose", "Updated"))))
     for entry in view.entries:
         table.append(_entry_row(entry, urls))
     notes = []
     if view.archive:
-        notes.append(_el("p", None, "An archive: this page never changes."))
+        notes.append(el("p", None, "An archive: this page never changes."))
     if view.search is not None:
         total = "many" if view.search.total is None else str(view.search.total)
-        notes.append(_el("p", None, f"{total} result(s); showing from number {view.search.start_index}."))
+        notes.append(el("p", None, f"{total} result(s); showing from number {view.search.start_index}."))
     nav = _link_nav(view.links)
-    return _page(view.title, urls, viewer, form, *notes, nav,
-                 table if view.entries else _el("p", None, "No entries."), _link_nav(view.links))
+    return page(view.title, urls, viewer, form, *notes, nav,
+                table if view.entries else el("p", None, "No entries."), _link_nav(view.links))
 
 
 # -- entries -------------------------------------------------------------------------------------------
@@ -206,26 +208,26 @@ def entry_page(entry: Entry, urls: FeedUrls, viewer: Viewer, *, writable: bool =
         ("Version", f"IODEF {entry.version}, revision {entry.revision},"
                     f" updated {atom.rfc3339(entry.updated_at)}"),
     ]
-    table = _el("table")
+    table = el("table")
     for label, value in facts:
         if value:
-            table.append(_el("tr", None, _el("th", None, label), _el("td", None, value)))
+            table.append(el("tr", None, el("th", None, label), el("td", None, value)))
     if entry.custody:  # relayed: who held it, originator first (the signer above is the originator)
-        chain = _el("ol", None, *(_el("li", None, describe(hop, atom.rfc3339)) for hop in entry.custody))
-        table.append(_el("tr", None, _el("th", None, "Custody"), _el("td", None, chain)))
-    links = _el("ul", None,
-                _el("li", None, _a(urls.revision(entry.id, entry.revision), "The signed IODEF document")),
-                _el("li", None, _a(urls.history(entry.id), "Every version (history)")),
-                _el("li", None, _a(urls.indicators_csv(entry.id), "The indicators as CSV")),
-                _el("li", None, _a(urls.stix(entry.id), "The incident as a STIX 2.1 bundle")),
-                _el("li", None, _a(urls.feed(entry.restriction), f"Collection {entry.restriction}")))
+        chain = el("ol", None, *(el("li", None, describe(hop, atom.rfc3339)) for hop in entry.custody))
+        table.append(el("tr", None, el("th", None, "Custody"), el("td", None, chain)))
+    links = el("ul", None,
+               el("li", None, _a(urls.revision(entry.id, entry.revision), "The signed IODEF document")),
+               el("li", None, _a(urls.history(entry.id), "Every version (history)")),
+               el("li", None, _a(urls.indicators_csv(entry.id), "The indicators as CSV")),
+               el("li", None, _a(urls.stix(entry.id), "The incident as a STIX 2.1 bundle")),
+               el("li", None, _a(urls.feed(entry.restriction), f"Collection {entry.restriction}")))
     for title, href in atom.related_links(entry, urls):
-        links.append(_el("li", None, "Related: ", _a(href, title)))
+        links.append(el("li", None, "Related: ", _a(href, title)))
     if writable:
-        links.append(_el("li", None, "You may replace (PUT) or retract (DELETE) this entry over AtomPub."))
-    return _page(atom.entry_title(incident), urls, viewer, table, links,
-                 _el("h2", None, "Indicators"), indicator_table(entry.xml, urls),
-                 _el("h2", None, "The incident"), incident_view(entry.xml))
+        links.append(el("li", None, "You may replace (PUT) or retract (DELETE) this entry over AtomPub."))
+    return page(atom.entry_title(incident), urls, viewer, table, links,
+                el("h2", None, "Indicators"), indicator_table(entry.xml, urls),
+                el("h2", None, "The incident"), incident_view(entry.xml))
 
 
 def indicator_table(xml: bytes, urls: FeedUrls) -> etree._Element:
@@ -234,16 +236,16 @@ def indicator_table(xml: bytes, urls: FeedUrls) -> etree._Element:
     try:
         found = of_document(xml)
     except InputRejected as exc:
-        return _el("p", None, f"The document cannot be read: {exc}")
+        return el("p", None, f"The document cannot be read: {exc}")
     if not found:
-        return _el("p", None, "None: the document names no address, domain, URL, e-mail, hash or port.")
-    table = _el("table", {"class": "indicators"}, _el("tr", None, *(_el("th", None, label) for label in (
+        return el("p", None, "None: the document names no address, domain, URL, e-mail, hash or port.")
+    table = el("table", {"class": "indicators"}, el("tr", None, *(el("th", None, label) for label in (
         "Kind", "Value", "Role", "Expectation"))))
     for i in found:
         kind = f"{i.kind} ({i.algorithm})" if i.algorithm else i.kind
         value = _a(urls.search([("indicator", i.value)]), i.value)
-        table.append(_el("tr", None, _el("td", None, kind), _el("td", None, value),
-                         _el("td", None, i.role), _el("td", None, i.expectation)))
+        table.append(el("tr", None, el("td", None, kind), el("td", None, value),
+                        el("td", None, i.role), el("td", None, i.expectation)))
     return table
 
 
@@ -252,13 +254,13 @@ def incident_view(xml: bytes) -> etree._Element:
     try:
         root = parse_untrusted(xml, max_bytes=max(len(xml), 1))
     except InputRejected as exc:
-        return _el("p", None, f"The document cannot be shown: {exc}")
+        return el("p", None, f"The document cannot be shown: {exc}")
     budget = [MAX_RENDERED_ELEMENTS]
-    container = _el("dl", {"class": "iodef"})
+    container = el("dl", {"class": "iodef"})
     _render(root, container, budget)
     if budget[0] <= 0:
-        cut = _el("p", None, "(cut short: open the IODEF document for the rest)")
-        return _el("div", None, container, cut)
+        cut = el("p", None, "(cut short: open the IODEF document for the rest)")
+        return el("div", None, container, cut)
     return container
 
 
@@ -268,24 +270,19 @@ def _render(element: etree._Element, parent: etree._Element, budget: list[int]) 
     budget[0] -= 1
     name = etree.QName(element).localname
     if etree.QName(element).namespace == NS_DSIG:
-        parent.append(_el("dt", None, "Signature"))
-        parent.append(_el("dd", None, "XML signature, checked when the document was received or published."))
+        parent.append(el("dt", None, "Signature"))
+        parent.append(el("dd", None, "XML signature, checked when the document was received or published."))
         return
     attrs = " ".join(f"{etree.QName(k).localname}={v}" for k, v in element.attrib.items())
-    parent.append(_el("dt", None, name, " ", _el("span", {"class": "attrs"}, attrs) if attrs else None))
-    holder = _el("dd")
+    parent.append(el("dt", None, name, " ", el("span", {"class": "attrs"}, attrs) if attrs else None))
+    holder = el("dd")
     text = " ".join((element.text or "").split())
     if text:
         holder.text = _text(text)
     children = [child for child in element if isinstance(child.tag, str)]
     if children:
-        nested = _el("dl", {"class": "iodef"})
+        nested = el("dl", {"class": "iodef"})
         for child in children:
             _render(child, nested, budget)
         holder.append(nested)
     parent.append(holder)
-
-
-# What feed/dashboard.py builds its page with.
-el = _el
-page = _page

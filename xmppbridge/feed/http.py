@@ -25,19 +25,19 @@ from xmppbridge.feed.layout import COLLECTION_BY_RESTRICTION, FeedUrls
 from xmppbridge.feed.login import LoginGate
 from xmppbridge.feed.opensearch import SearchRequest, parse_request
 from xmppbridge.feed.settings import FeedSettings
+from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.policy.may import Action, Actor, Decides
-from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.store import Entry
-from xmppbridge.store.contracts import Counted, Entries, FeedViews, PeerRecords, Quarantine
+from xmppbridge.store.contracts import Counted, EntryReads, FeedViews, PeerHealthReads, QuarantineReads
 from xmppbridge.store.feedviews import Change
 
 log = logging.getLogger(__name__)
 
 
-class FeedStore(Entries, FeedViews, Quarantine, Counted, PeerRecords, Protocol):
+class FeedStore(EntryReads, FeedViews, QuarantineReads, Counted, PeerHealthReads, Protocol):
     """What the feed reads: entries and the feed's views of them; the quarantine's size, the counts and
-    the peers' health for operators (health, dashboard). Writes go through the publisher, into the
-    outbox."""
+    the peers' health for operators (health, dashboard). Only the read halves of the store's interfaces
+    (``contracts.READS``): writes go through the publisher, into the outbox."""
 
 
 STORE = web.AppKey("store", FeedStore)

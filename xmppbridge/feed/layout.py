@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
-from xmppbridge.policy.nodes import RESTRICTIONS
+from xmppbridge.iodef.markings import RESTRICTIONS
 
 SERVICE_PATH = ".well-known/rolie/servicedocument"
 CATEGORY_PATH = ".well-known/rolie/categorydocument"

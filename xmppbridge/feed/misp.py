@@ -32,8 +32,8 @@ from typing import Any
 
 from xmppbridge.errors import InputRejected
 from xmppbridge.iodef.indicators import Indicator, of_document
+from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.iodef.uuids import derived, incident_uuid, member_uuid
-from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.store.entries import Entry
 
 MEDIA_TYPE = "application/json"

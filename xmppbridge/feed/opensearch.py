@@ -33,8 +33,8 @@ from lxml import etree
 from xmppbridge.feed import atom
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.iodef.classify import parse_datetime
+from xmppbridge.iodef.markings import PURPOSES, RESTRICTIONS
 from xmppbridge.iodef.model import NS_V2
-from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS
 from xmppbridge.store.indicatorindex import IndicatorQuery
 from xmppbridge.store.search import SearchQuery, TimeRange
 

@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 from xmppbridge.feed.access import User
 from xmppbridge.feed.auth import check_password_hash, check_token_hash
 from xmppbridge.feed.throttle import ThrottleSettings
+from xmppbridge.iodef.markings import RESTRICTIONS
 from xmppbridge.policy.may import Policy
-from xmppbridge.policy.nodes import RESTRICTIONS
 from xmppbridge.policy.rights import Rights
 
 if TYPE_CHECKING:  # config imports this module to parse its feed section

@@ -51,8 +51,8 @@ from urllib.parse import urlsplit
 from xmppbridge.errors import InputRejected
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.iodef.indicators import Indicator, of_document
+from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.iodef.uuids import derived
-from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.store.entries import Entry
 
 MEDIA_TYPE = "application/stix+json;version=2.1"  # TAXII 2.1 §1.6.8.1

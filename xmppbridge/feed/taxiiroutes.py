@@ -14,7 +14,7 @@ from xmppbridge.feed import taxii
 from xmppbridge.feed.http import STORE, URLS, may_read, principal, respond, whole_number, with_documents
 from xmppbridge.feed.taxiimatch import FIELDS, Match
 from xmppbridge.iodef.classify import parse_datetime
-from xmppbridge.policy.nodes import RESTRICTIONS
+from xmppbridge.iodef.markings import RESTRICTIONS
 from xmppbridge.store.entries import Entry
 
 TITLE = "xmppbridge incident mirror"

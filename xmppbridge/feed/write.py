@@ -38,8 +38,8 @@ from xmppbridge.feed.http import (
     unauthorized,
 )
 from xmppbridge.feed.layout import FeedUrls
+from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.iodef.parse import parse_untrusted
-from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.publish import Accepted, Publisher
 from xmppbridge.store import Entry, OutboxItem
 from xmppbridge.store.items import SignedItem

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from lxml import etree
 
 from xmppbridge.errors import SchemaInvalid
+from xmppbridge.iodef.markings import canonical_restriction, is_wider
 from xmppbridge.iodef.model import NS_V1, NS_V2, Incident
-from xmppbridge.policy.nodes import canonical_restriction, is_wider
 
 NS_BY_VERSION = {"1.0": NS_V1, "2.0": NS_V2}
 NS_SCI = "urn:ietf:params:xml:ns:iodef-sci-1.0"  # RFC 7203 elements carry IODEF restriction attributes too

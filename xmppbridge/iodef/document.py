@@ -15,10 +15,10 @@ from lxml import etree
 
 from xmppbridge.errors import SchemaInvalid
 from xmppbridge.iodef.classify import NS_BY_VERSION, classify
+from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.iodef.model import Document, Incident
 from xmppbridge.iodef.parse import DEFAULT_MAX_BYTES, parse_untrusted
 from xmppbridge.iodef.schema import detect_version, schema_errors
-from xmppbridge.policy.nodes import canonical_purpose
 
 SCHEMA_MODES = ("strict", "warn")
 ITEM_ID_MAX = 200

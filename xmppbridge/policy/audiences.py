@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS
+from xmppbridge.iodef.markings import PURPOSES, RESTRICTIONS
 from xmppbridge.policy.rights import Rights
 
 EVERY_MEMBER = "all"

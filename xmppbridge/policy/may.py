@@ -23,9 +23,9 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Protocol
 
+from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.jids import bare_jid
 from xmppbridge.policy.audiences import Audiences
-from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.policy.rights import Rights
 
 PUBLIC = Rights.restrictions_of(("public",))

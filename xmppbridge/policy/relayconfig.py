@@ -19,9 +19,10 @@ from __future__ import annotations
 from typing import Any
 
 from xmppbridge.configfile import ConfigReader
+from xmppbridge.iodef.markings import PURPOSES, RESTRICTIONS, TLP_ALIASES, canonical_purpose
 from xmppbridge.policy.audiences import EVERY_MEMBER, Audiences
 from xmppbridge.policy.members import Registry
-from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS, TLP_ALIASES, canonical_purpose, node_restriction
+from xmppbridge.policy.nodes import node_restriction
 from xmppbridge.policy.relaying import NO_RELAY, RELAYABLE, RelayPolicy, RelayRule, audience_problems
 
 _KEYS = ("from", "nodes", "restrictions", "purposes", "to")

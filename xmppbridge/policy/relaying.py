@@ -16,8 +16,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from xmppbridge.errors import InputRejected
+from xmppbridge.iodef.markings import PURPOSES, canonical_purpose, canonical_restriction
 from xmppbridge.policy.audiences import Audiences
-from xmppbridge.policy.nodes import PURPOSES, canonical_purpose, canonical_restriction
 
 # What a rule may relay: every restriction but private, which stays with the originator's recipients.
 RELAYABLE = ("public", "partner", "default", "need-to-know")

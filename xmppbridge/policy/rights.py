@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from xmppbridge.policy.nodes import PURPOSES, RESTRICTIONS
+from xmppbridge.iodef.markings import PURPOSES, RESTRICTIONS
 
 ALL = "all"
 MEMBER = "member:"

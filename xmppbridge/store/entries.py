@@ -15,8 +15,8 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, Literal
 
+from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.iodef.model import Incident
-from xmppbridge.policy.nodes import canonical_purpose
 from xmppbridge.store import changelog, custody, incidents, indicatorindex, searchindex
 from xmppbridge.store.db import from_text, inserted_id, later_than, parse_time, to_text
 from xmppbridge.store.items import Custodian, SignedItem

@@ -10,8 +10,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from xmppbridge.iodef.markings import canonical_restriction, is_wider
 from xmppbridge.iodef.model import Incident
-from xmppbridge.policy.nodes import canonical_restriction, is_wider
 from xmppbridge.store.db import from_text, to_text
 
 TIME_FIELDS = ("report_time", "generation_time", "detect_time", "start_time", "end_time")

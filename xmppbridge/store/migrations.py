@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from xmppbridge.policy.nodes import PURPOSES
+from xmppbridge.iodef.markings import PURPOSES
 from xmppbridge.store import (
     approvals,
     changelog,
