@@ -19,6 +19,7 @@ from xmppbridge.policy.members import EMPTY
 from xmppbridge.policy.sources import Sources
 from xmppbridge.store import Store
 from xmppbridge.store.subscriptions import ItemState
+from xmppbridge.xmpp import mirror as mirror_module
 from xmppbridge.xmpp.mirror import Mirror, retracted_while_away
 from xmppbridge.xmpp.servers import RECONNECT_MAX_DELAY, backoff_delay
 
@@ -273,7 +274,7 @@ def following(*services: str, nodes: tuple[str, ...]) -> SimpleNamespace:
 
 
 async def test_a_reload_unsubscribes_from_a_leaver_passes_over_what_it_still_sends_and_follows_a_newcomer(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     nodes = ["iodef/partner/mitigation", "iodef/public/watch"]
     with Store(tmp_path / "m.sqlite") as store:
         mirror = Mirror(following("pubsub.b.test", "pubsub.c.test", nodes=tuple(nodes)), store, None)  # type: ignore[arg-type]
@@ -293,3 +294,7 @@ async def test_a_reload_unsubscribes_from_a_leaver_passes_over_what_it_still_sen
         await mirror._renew_subscriptions(peer)  # type: ignore[arg-type]
         await mirror.sync_all(peer)  # type: ignore[arg-type]
         assert {service for service, _ in peer.subscribed_at} == {"pubsub.b.test", "pubsub.d.test"}
+        # Once nothing can still be on its way, what c sends is anyone's unsolicited item.
+        monkeypatch.setattr(mirror_module, "DROP_GRACE", 0.0)
+        mirror.on_item("pubsub.c.test", nodes[0], "later", ET.fromstring("<x/>"))
+        assert [r.reason for r in store.rejects()] == ["unknown-source"]

@@ -39,6 +39,9 @@ FETCH_WINDOW = 16
 # time still keeps the link busy: a node's fetches overlap with the next node's listing.
 LIST_WINDOW = 1
 CONTACT_NOTE_INTERVAL = 5.0
+# Seconds after a reload dropped a service in which what it sends is passed over: longer than an IQ's
+# timeout, so that a catch-up's fetches under way at the reload have come back or failed.
+DROP_GRACE = 60.0
 
 
 @dataclass(frozen=True)
@@ -94,9 +97,10 @@ class Mirror:
         # ask_again): once per connection, not at every retry of a node the owner keeps us out of.
         self._asked_again: set[tuple[str, str]] = set()
         self._cancel: set[tuple[str, str]] = set()  # nodes of services a reload dropped, to unsubscribe
-        # Services a reload dropped: what they still send (a catch-up or check under way at the reload,
-        # a notification crossing our unsubscribe) is expected, and passed over rather than quarantined.
-        self._dropped: set[str] = set()
+        # Services a reload dropped -> when: never subscribed to again (a round under way at the reload
+        # would), and what they send within DROP_GRACE (a catch-up or check under way, a notification
+        # crossing our unsubscribe) is expected, and passed over rather than quarantined.
+        self._dropped: dict[str, float] = {}
         # One catch-up per node at a time: a second caller (rediscovery, or the sync after a reconnection)
         # waits for the one under way instead of starting another or going on as if it were done.
         self._node_locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -110,7 +114,7 @@ class Mirror:
         self.peers = PeerNotes(store)
 
     def on_item(self, service: str, node: str, item_id: str, payload: ET.Element | None) -> None:
-        if service in self._dropped:
+        if self._just_dropped(service):
             log.debug("passed over item %s on %s/%s: no longer followed", item_id, service, node)
             return
         data = None if payload is None else wire_bytes(payload)
@@ -151,7 +155,7 @@ class Mirror:
             self.store.record_item(service, node)
 
     def on_retract(self, service: str, node: str, item_id: str) -> None:
-        if service in self._dropped:
+        if self._just_dropped(service):
             return
         if not self.config.sources.follows(service):
             log.warning("ignored the retraction of %s on %s/%s: not one of the subscriptions", item_id,
@@ -169,12 +173,14 @@ class Mirror:
     async def follow(self, config: Config, xmpp: BridgeComponent, dropped: Iterable[str]) -> None:
         """A reload: verify with ``config``'s trust and follow its subscriptions from now on. Nodes of the
         ``dropped`` services (members that left, or no longer followed) are unsubscribed, so that their
-        services stop notifying us (what they still send is quarantined as ``unknown-source``); services
-        newly followed are subscribed to and caught up at once rather than at the next discovery."""
+        services stop notifying us (what is still on its way from them is passed over); services newly
+        followed are subscribed to and caught up at once rather than at the next discovery."""
         self.config, self.trust = config, config.trust
         self.member_of = member_names(config.registry)
         gone = set(dropped)
-        self._dropped = (self._dropped | gone) - config.sources.services
+        self._dropped.update(dict.fromkeys(gone, time.monotonic()))
+        for service in config.sources.services:
+            self._dropped.pop(service, None)  # followed again
         leaving = {key for key in self._synced if key[0] in gone}
         self._synced -= leaving
         self._cancel |= leaving
@@ -183,6 +189,14 @@ class Mirror:
         if xmpp.online.is_set():
             await self._cancel_dropped(xmpp)
             await self.subscribe_all(xmpp)
+
+    def _just_dropped(self, service: str) -> bool:
+        """Dropped by a reload, and its unsubscription pending or within DROP_GRACE: after that, what a
+        former source sends is quarantined as ``unknown-source`` like anyone's."""
+        since = self._dropped.get(service)
+        if since is None:
+            return False
+        return time.monotonic() - since < DROP_GRACE or any(key[0] == service for key in self._cancel)
 
     async def _cancel_dropped(self, xmpp: BridgeComponent) -> None:
         """Unsubscribe from the nodes of services dropped by a reload; those the link was down for are
