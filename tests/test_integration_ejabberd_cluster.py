@@ -7,7 +7,8 @@ both on node 1 at first: bridge.a.test publishes the burst from its outbox to pu
 bridge.m.test (member m, whose own component and pubsub service the same cluster hosts, so that no s2s
 link is in the way) mirrors a's nodes. After the kill both fail over to node 2: a publishes what was
 left in its outbox, m catches up from the nodes' history what it missed. Counted exactly, at m and in
-the cluster's pubsub tables.
+the cluster's pubsub tables, with the bytes a signed. Then a subscription left pending with no form on
+its way (as after an approval lost with the node) is asked for again and approved.
 """
 
 from __future__ import annotations
