@@ -307,7 +307,8 @@ def main() -> None:
             print(compare(results[old], results[new]))
     print()
     for name in results:
-        print(f"{name} feed server RSS: {at_start[name]['VmRSS']:.0f} MB at start,"
+        label = f"{name} feed server" if len(results) > 1 else "Feed server"
+        print(f"{label} RSS: {at_start[name]['VmRSS']:.0f} MB at start,"
               f" {after[name]['VmRSS']:.0f} MB after the requests, peak {after[name]['VmHWM']:.0f} MB"
               f" (target < {RSS_TARGET_MB} MB)")
 

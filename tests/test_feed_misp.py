@@ -15,7 +15,7 @@ from pymisp import MISPEvent
 
 from tests.conftest import SAMPLES
 from tests.test_feed_support import ANALYST, MEMBER, OUTSIDER, iodef2, store_document
-from xmppbridge.feed import misp
+from xmppbridge.feed import downloads, misp
 from xmppbridge.iodef.document import read_document, split_document
 from xmppbridge.iodef.uuids import incident_uuid
 from xmppbridge.store import Store
@@ -102,3 +102,11 @@ async def test_readers_get_only_what_they_may_read(client: TestClient) -> None:
     member = await get_json(client, "/misp/manifest.json", MEMBER.headers)
     assert len(public) < len(member) < len(everything)  # the analyst also reads private
     assert (await client.get(f"/misp/{incident_uuid('x', 'y')}.json")).status == 404
+
+
+async def test_hashes_read_a_few_documents_at_a_time_are_the_same(client: TestClient,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = await (await client.get("/misp/hashes.csv", headers=ANALYST.headers)).read()
+    monkeypatch.setattr(downloads, "_DOCUMENTS_AT_ONCE", 2)  # the samples in several reads
+    assert await (await client.get("/misp/hashes.csv", headers=ANALYST.headers)).read() == whole
+    assert whole.count(b"\n") > 2

@@ -24,7 +24,7 @@ from xmppbridge.feed import stix
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.iodef.document import read_document, split_document
 from xmppbridge.iodef.indicators import Indicator
-from xmppbridge.iodef.uuids import NAMESPACE, derived, incident_uuid, member_uuid
+from xmppbridge.iodef.uuids import NAMESPACE, derived, derived_text, incident_uuid, member_uuid
 from xmppbridge.store import Store
 
 DATA = Path(__file__).parent / "data"
@@ -137,6 +137,7 @@ def test_derived_ids_are_the_published_ones() -> None:
     for kind, key in [("incident", ("bücher.example", "Ä/1")), ("relationship", ("a", "b", "c")), ("x", ())]:
         named = uuid.uuid5(NAMESPACE, kind + ":" + "/".join(key))
         assert derived(kind, *key) == uuid.UUID(bytes=named.bytes, version=4)
+        assert derived_text(kind, *key) == str(derived(kind, *key))
 
 
 def test_ids_stay_the_same_across_versions_and_stores(store: Store, tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ from xmppbridge.errors import InputRejected
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.iodef.indicators import Indicator, of_document
 from xmppbridge.iodef.markings import canonical_purpose
-from xmppbridge.iodef.uuids import derived
+from xmppbridge.iodef.uuids import derived_text
 from xmppbridge.store.entries import Entry
 
 MEDIA_TYPE = "application/stix+json;version=2.1"  # TAXII 2.1 §1.6.8.1
@@ -114,7 +114,7 @@ def objects_of(entry: Entry, urls: FeedUrls) -> list[dict[str, Any]]:
 
 def stix_id(kind: str, *parts: str) -> str:
     """The id of a domain or relationship object (or a bundle), derived from what it stands for."""
-    return f"{kind}--{derived(kind, *parts)}"
+    return f"{kind}--{derived_text(kind, *parts)}"
 
 
 def timestamp(moment: datetime, *, milliseconds: bool = True) -> str:
@@ -127,6 +127,9 @@ def timestamp(moment: datetime, *, milliseconds: bool = True) -> str:
     return zoned.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "") + "Z"
 
 
+_IDENTITY_STAMP = timestamp(IDENTITY_CREATED)
+
+
 def _objects(entry: Entry, urls: FeedUrls) -> Iterator[dict[str, Any]]:
     incident = entry.incident
     level = TLP_OF_RESTRICTION.get(entry.restriction, "red")
@@ -134,8 +137,9 @@ def _objects(entry: Entry, urls: FeedUrls) -> Iterator[dict[str, Any]]:
     # The first version's ReportTime/GenerationTime: the same in every bridge and in every version.
     created_at = min(entry.published_at or entry.received_at, entry.updated_at)
     created, modified = timestamp(created_at), timestamp(entry.updated_at)
+    valid_from = timestamp(created_at, milliseconds=False)
     identity = {"type": "identity", "spec_version": _SPEC, "id": stix_id("identity", incident.id_name),
-                "created": timestamp(IDENTITY_CREATED), "modified": timestamp(IDENTITY_CREATED),
+                "created": _IDENTITY_STAMP, "modified": _IDENTITY_STAMP,
                 "name": incident.id_name, "identity_class": "organization", "object_marking_refs": [tlp]}
     common = {"spec_version": _SPEC, "created_by_ref": identity["id"], "created": created,
               "modified": modified, "object_marking_refs": [tlp]}
@@ -159,7 +163,7 @@ def _objects(entry: Entry, urls: FeedUrls) -> Iterator[dict[str, Any]]:
                 "id": stix_id("indicator", incident.id_name, incident.id, indicator.kind, indicator.value),
                 "name": f"{indicator.kind} {indicator.value}", "pattern": pattern(indicator),
                 "pattern_type": "stix", "pattern_version": _SPEC,
-                "valid_from": timestamp(created_at, milliseconds=False), "description": described(indicator),
+                "valid_from": valid_from, "description": described(indicator),
                 **common}
             yield detection
             yield _related(detection["id"], report["id"], common)

@@ -18,13 +18,23 @@ NAMESPACE = uuid.UUID("6f1e0f6c-52a3-4b0e-9d0e-6d8b3f8a2c11")  # xmppbridge's ow
 
 
 def derived(kind: str, *key: str) -> uuid.UUID:
-    """``uuid5(NAMESPACE, "kind:key/...")`` with a UUIDv4's version bits. Written out (RFC 4122 §4.3:
-    the first 16 bytes of the SHA-1 of namespace and name, then version and variant) because an export
-    derives a thousand ids a page, and ``uuid.uuid5`` and ``UUID(version=)`` build two objects each."""
+    """``uuid5(NAMESPACE, "kind:key/...")`` with a UUIDv4's version bits."""
+    return uuid.UUID(bytes=_derived_bytes(kind, key))
+
+
+def derived_text(kind: str, *key: str) -> str:
+    """``str(derived(kind, *key))``, without the ``UUID`` object: an export writes a thousand a page."""
+    h = _derived_bytes(kind, key).hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _derived_bytes(kind: str, key: tuple[str, ...]) -> bytes:
+    """Written out (RFC 4122 §4.3: the first 16 bytes of the SHA-1 of namespace and name, then version
+    and variant), because ``uuid.uuid5`` and ``UUID(version=)`` build two objects for each."""
     digest = bytearray(hashlib.sha1(NAMESPACE.bytes + f"{kind}:{'/'.join(key)}".encode()).digest()[:16])
     digest[6] = digest[6] & 0x0F | 0x40  # version 4
     digest[8] = digest[8] & 0x3F | 0x80  # the RFC 4122 variant
-    return uuid.UUID(bytes=bytes(digest))
+    return bytes(digest)
 
 
 def incident_uuid(name: str, incident_id: str) -> uuid.UUID:
