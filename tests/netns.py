@@ -2,10 +2,12 @@
 Linux network namespace joined to the host by a veth pair, whose link can be cut silently.
 
 The namespace reaches the host's servers at their usual loopback addresses (the private PostgreSQL
-cluster, Prosody's component port), so nothing of the servers' configuration changes: its own loopback
-addresses are removed and 127.0.0.0/8 is routed over the veth, and both ends accept loopback addresses
-from a wire (``route_localnet``, per device). The host sees the machine's connections come from
-``machine_ip``, and reaches its listeners there.
+cluster, Prosody's component port), so nothing of the servers' configuration changes (but for
+PostgreSQL's trust of ``NET``, tests/postgres.py): its own loopback addresses are removed, but for
+``listen_ip`` where its instance's listeners are, and 127.0.0.0/8 is routed over the veth; both ends
+accept loopback addresses from a wire (``route_localnet``, per device). The host sees the machine's
+connections come from ``machine_ip``, and asks its listeners from inside the namespace
+(``MachineInstance.health``).
 
 ``cut`` puts a ``blackhole`` qdisc (sch_blackhole: every packet dropped, the sender told it was sent) on
 both ends: whatever either side sends vanishes, FIN and RST included, as when a machine loses power or
@@ -63,7 +65,6 @@ class Machine:
         self.host_ip = f"{NET}.{self.slot}.{4 * self.index + 1}"  # the /30 at 4 * index
         self.machine_ip = f"{NET}.{self.slot}.{4 * self.index + 2}"
         self.listen_ip = f"127.0.{self.slot}.{240 + self.index}"  # the machine's own loopback address
-        self.is_cut = False
 
     def open(self) -> Machine:
         self.close()  # what a run killed half-way may have left
@@ -117,13 +118,11 @@ class Machine:
                        check=True, capture_output=True, timeout=30)
         subprocess.run(["tc", "-n", self.name, "qdisc", "add", "dev", self.machine_dev, "root", "blackhole"],
                        check=True, capture_output=True, timeout=30)
-        self.is_cut = True
 
     def restore(self) -> None:
         for argv in (["tc", "qdisc", "del", "dev", self.host_dev, "root"],
                      ["tc", "-n", self.name, "qdisc", "del", "dev", self.machine_dev, "root"]):
             subprocess.run(argv, capture_output=True, timeout=30)  # absent already: nothing to do
-        self.is_cut = False
 
     def dropped(self) -> int:
         """Packets the cut has swallowed so far, both ways (``tc -s``): proof that it dropped them."""
@@ -140,13 +139,6 @@ class Machine:
         still running inside keep the namespace alive but unreachable: stop them first."""
         subprocess.run(["ip", "link", "del", self.host_dev], capture_output=True, timeout=30)
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30)
-        self.is_cut = False
-
-    def __enter__(self) -> Machine:
-        return self.open()
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
 
 # /healthz asked from on the machine (its listeners are on its own loopback address); {} when no answer.

@@ -93,7 +93,7 @@ class Bridge:
                                  lambda: self.leadership.lease.takeovers)
         await self.listeners.start()
         try:
-            await self.leadership.run(self._act, self._fence, self._stopping)
+            await self.leadership.run(self._act, self._fence, self._stopping, sever=self.xmpp.sever)
         finally:
             for task in self._reloads:
                 task.cancel()

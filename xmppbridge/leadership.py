@@ -22,6 +22,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 RELEASE_WAIT = 10.0  # seconds a stopping instance waits for its lease to be given up
+WATCH_INTERVAL = 0.25  # seconds between the watchdog's looks at the lease (Leadership._watch)
 
 
 class LeaseLost(Exception):
@@ -220,6 +222,7 @@ class Leadership:
         self.holder, self.store, self.instance = holder, store, instance
         self.lease = Lease(terms)
         self.clock = clock
+        self._stop_watch = threading.Event()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease")
         self._complaint: str | None = None  # the last acquisition error logged, to log each once
 
@@ -237,12 +240,16 @@ class Leadership:
         return asyncio.get_running_loop().run_in_executor(self._thread, fn)
 
     async def run(self, act: Callable[[], Awaitable[None]], fence: Callable[[], None],
-                  until: asyncio.Event) -> None:
+                  until: asyncio.Event, sever: Callable[[], None] = lambda: None) -> None:
+        """``sever``: cut what acts for the bridge from any thread (the XMPP socket), for the watchdog."""
         stop = asyncio.ensure_future(until.wait())
+        watchdog = threading.Thread(target=self._watch, args=(sever,), name="lease-watchdog", daemon=True)
+        watchdog.start()
         try:
             while await self._stand_by(stop):
                 await self._lead(act, fence, stop)
         finally:
+            self._stop_watch.set()
             stop.cancel()
             release = self._call(self.holder.release)
             await asyncio.wait({release}, timeout=RELEASE_WAIT)
@@ -318,6 +325,24 @@ class Leadership:
             await asyncio.gather(acting, return_exceptions=True)
             self.lease.lost()
             self._call(self.holder.release)  # after a confirmation still stuck, if any
+
+    def _watch(self, sever: Callable[[], None]) -> None:
+        """Fence on time even when the event loop is stuck (a store call waiting on a vanished network
+        blocks it for seconds at a time, and ``_lead`` runs on it): once the lease is past its validity
+        and still not given up, sever the connection from here. ``_lead`` fences properly when the loop
+        gets on."""
+        severed_term: int | None = None  # the takeover whose term was severed, to sever each once
+        while not self._stop_watch.wait(WATCH_INTERVAL):
+            lease = self.lease
+            overdue = lease.role is Role.ACTIVE and not lease.may_act(self.clock())
+            if overdue and severed_term != lease.takeovers:
+                severed_term = lease.takeovers
+                log.error("the lease could not be confirmed for %.0f s and the event loop is busy: severing "
+                          "the XMPP connection, stopping at once (fencing)", lease.terms.valid_for)
+                try:
+                    sever()
+                except Exception:  # noqa: BLE001 - _lead still fences when the loop gets on
+                    log.exception("severing the connection failed")
 
     def _recorded(self) -> str | None:
         try:

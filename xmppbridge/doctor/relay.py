@@ -1,8 +1,9 @@
 """Asking the running bridge to run the XMPP checks over its own connection.
 
-The server refuses a second connection for the bridge's component JID (Prosody: conflict), and a
-server that accepted one (some spread a component's stanzas over all its connections) would hand the
-doctor stanzas meant for the bridge. So while the bridge runs,
+The server refuses a second connection for the bridge's component JID (Prosody: conflict), or, set up
+for failover (``component_conflict_resolve = "kick_old"``, deploy/ha/README.md), lets it replace the
+bridge's; and a server that accepted both (some spread a component's stanzas over all its connections)
+would hand the doctor stanzas meant for the bridge. So while the bridge runs,
 the doctor writes a request into the store's ``bridge_state`` table; the bridge polls it
 (``answer_doctor``), runs ``xmpp.xmpp_checks`` and writes the checks back under the same id.
 """

@@ -8,8 +8,10 @@ in by ``bridge.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -463,6 +465,15 @@ class BridgeComponent(ComponentXMPP):
                                 transient=error.condition in TRANSIENT_CONDITIONS, condition=error.condition,
                                 text=error.text)
         return bool(found)
+
+    def sever(self) -> None:
+        """Shut the connection's socket down at once, from any thread (the lease's watchdog, while the
+        event loop is stuck): nothing more is sent on it, whatever the loop does when it gets on."""
+        transport = self.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):  # closed already
+                sock.shutdown(socket.SHUT_RDWR)
 
     async def keepalive(self, service: str, interval: float, timeout: float) -> None:
         """Detect a dead server link: a disco#info round trip every ``interval``; on no answer, drop the
