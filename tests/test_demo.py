@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -17,13 +18,20 @@ import time
 import urllib.request
 from pathlib import Path
 
+import lxml.html
 import pytest
 
+from tests.pngpixels import colours, rgb
+from tests.test_feed_browser import FLAGS as CHROMIUM_FLAGS
 from tests.test_store_copy import crawl
+from xmppbridge.feed.dashboard import COLOURS
+from xmppbridge.policy.nodes import RESTRICTIONS
 from xmppbridge.store import Store
 
 pytestmark = pytest.mark.integration
 ATOM = "http://www.w3.org/2005/Atom"
+# A bar of the entries-per-day chart: "2026-12-03 public: 2"
+STORED_TITLE = re.compile(r"^\d{4}-\d\d-\d\d (?P<restriction>\S+): (?P<n>\d+)$")
 SAMPLE = Path(__file__).resolve().parents[1] / "config" / "samples" / "01-phishing-public-v2.xml"
 
 
@@ -82,7 +90,10 @@ def test_demo_runs_survives_a_killed_bridge_and_stops_cleanly_on_ctrl_c(tmp_path
         assert f"B mirrored all {published} incidents published at A, signatures verified.\n" in output
         health = _health(33, port + 1)
         assert health["entries"] == published >= 7  # B mirrored everything A published
-        assert health["rejects"] == 0
+        assert health["rejects"] == 1  # the tampered copy, and nothing else
+        assert any(line.startswith("B quarantined a copy of 01-phishing-public-v2.xml altered after A signed "
+                                   "it") and ": bad-digest (" in line for line in output), "".join(output)
+        _dashboards_show_the_demos_traffic(workdir, port, tmp_path)
         with urllib.request.urlopen(f"http://127.0.0.1:{port + 1}/healthz") as response:
             assert json.load(response) == {"status": "up"}  # the feed listener says no more to anyone
         with urllib.request.urlopen(f"http://127.0.0.1:{port + 1}/feeds/public") as response:
@@ -118,6 +129,45 @@ def test_demo_runs_survives_a_killed_bridge_and_stops_cleanly_on_ctrl_c(tmp_path
     assert "stopped." in rest
     _no_leftovers(workdir)  # the restarted bridge, not the demo's child, is stopped too
     _copy_to_postgresql_serves_the_same_feed(workdir / "data" / "b.sqlite", pg_store_url, published + 1)
+
+
+def _dashboards_show_the_demos_traffic(workdir: Path, port: int, tmp_path: Path) -> None:
+    """Each member's /dashboard as the demo's operator opens it in Chromium: B's charts show what it
+    mirrored from A and the tampered copy it refused; A's what it published, its delays and its outbox's
+    depth; each its peer, reachable. The screenshots (kept with the test's files) show the bars drawn."""
+    passwords = dict(line.split(" ", 1) for line in (workdir / "credentials").read_text().splitlines()
+                     if " operator:" in line)
+    for name, feed in (("b", f"http://127.0.0.1:{port + 1}/"), ("a", f"http://127.0.0.1:{port}/")):
+        signed_in = feed.replace("http://", f"http://{passwords[name]}@") + "dashboard"
+        page = lxml.html.fromstring(_chromium(tmp_path, "--dump-dom", signed_in))
+        assert page.findtext(".//h1") == "Dashboard", lxml.html.tostring(page)
+        titles = page.xpath("//svg[@class='chart']//rect/title/text()")
+        per_day = [m for m in map(STORED_TITLE.match, titles) if m and m["restriction"] in RESTRICTIONS]
+        stored = sum(int(m["n"]) for m in per_day)
+        assert stored == (8 if name == "b" else 9)  # A also holds the tampered copy it published
+        assert page.xpath("//table[@class='members']//td[1]/text()") == ["csirt.a.test"]
+        [peer] = page.xpath("//table[@class='peers']//tr[td]")
+        assert peer.xpath(".//circle/@fill") == ["#33a02c"]  # reachable
+        assert peer.xpath("string(td[2])") == ("pubsub.a.test" if name == "b" else "pubsub.b.test")
+        if name == "b":
+            assert "bad-digest: 1 refusals" in titles
+        else:
+            assert any(" median: " in t for t in titles) and any(" p95: " in t for t in titles)
+            assert any(" peak: " in t for t in titles)  # the outbox's depth while A published
+        shot = tmp_path / f"dashboard-{name}.png"
+        _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1000,1800", signed_in)
+        drawn = colours(shot.read_bytes())
+        assert len(drawn) > 32  # not a blank page
+        charted = (COLOURS["private"], COLOURS["public"]) + (("#c7c7c7", "#ff9f00") if name == "a" else ())
+        assert all(drawn[rgb(colour)] > 50 for colour in charted), name  # the bars, as Chromium drew them
+
+
+def _chromium(tmp_path: Path, *args: str) -> bytes:
+    """Headless Debian Chromium; it signs in with the user and password of a URL, as with HTTP Basic."""
+    done = subprocess.run(["/usr/bin/chromium", *CHROMIUM_FLAGS, "--disable-quic", "--disable-sync",
+                           f"--user-data-dir={tmp_path / 'chromium'}", *args],
+                          capture_output=True, timeout=120, check=True)
+    return done.stdout
 
 
 def _copy_to_postgresql_serves_the_same_feed(demo_store: Path, url: str, entries: int) -> None:

@@ -37,6 +37,7 @@ from tests.test_feed_support import (
 )
 from xmppbridge.config import Config, load_config
 from xmppbridge.errors import ConfigError
+from xmppbridge.feed import taxii
 from xmppbridge.feed.access import User
 from xmppbridge.feed.app import make_app
 from xmppbridge.feed.auth import Authenticator, hash_password, hash_token, main, verify_password
@@ -315,8 +316,18 @@ async def test_access_matrix(matrix: tuple[TestClient, dict[str, int]], who: Who
     await get("/search/indicators.csv?q=words", 200)
     await get("/misp/manifest.json", 200)
     await get("/misp/hashes.csv", 200)
+    await get("/taxii2/api/collections/", 200)
     for restriction in RESTRICTIONS:
         entry = ids[restriction]
+        # TAXII, every version of the incident (it has two): a collection one may not read is 404 to all
+        collection = f"/taxii2/api/collections/{taxii.collection_id(restriction)}/"
+        incident = f"incident--{incident_uuid('csirt.example.org', f'SECRET-{restriction}')}"
+        taxii_paths = (collection, collection + "objects/?match[version]=all",
+                       collection + "manifest/?match[version]=all", f"{collection}objects/{incident}/",
+                       f"{collection}objects/{incident}/?match[version]=first",
+                       f"{collection}objects/{incident}/versions/")
+        for path in taxii_paths:
+            await get(path, 200 if restriction in VISIBLE[who] else 404)
         if restriction in VISIBLE[who]:
             for path in (
                 f"/feeds/{restriction}",

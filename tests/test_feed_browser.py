@@ -16,6 +16,7 @@ import lxml.html
 import pytest
 from aiohttp import ClientSession, web
 
+from tests.pngpixels import chunks
 from tests.test_feed_support import iodef2, settings, store_document
 from xmppbridge.feed.app import make_app
 from xmppbridge.policy.nodes import RESTRICTIONS
@@ -157,15 +158,5 @@ async def test_screenshot(site: str, tmp_path: Path) -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", png[16:24])
     assert (width, height) == (1200, 800)
-    pixels = zlib.decompress(b"".join(_chunks(png, b"IDAT")))
+    pixels = zlib.decompress(b"".join(chunks(png, b"IDAT")))
     assert len(set(pixels)) > 32  # text, table lines and the header bar, not a blank page
-
-
-def _chunks(png: bytes, kind: bytes) -> list[bytes]:
-    found, offset = [], 8
-    while offset < len(png):
-        length = struct.unpack(">I", png[offset : offset + 4])[0]
-        if png[offset + 4 : offset + 8] == kind:
-            found.append(png[offset + 8 : offset + 8 + length])
-        offset += 12 + length
-    return found

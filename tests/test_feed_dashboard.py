@@ -3,9 +3,8 @@ Chromium renders it with non-empty inline SVG charts and no script, and a screen
 
 from __future__ import annotations
 
-import struct
-import zlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import lxml.html
@@ -13,12 +12,14 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import SAMPLES
-from tests.test_feed_browser import _chunks, _free_port, chromium
+from tests.pngpixels import colours, rgb
+from tests.test_feed_browser import _free_port, chromium
 from tests.test_feed_support import ANALYST, USERS, basic, settings, store_document
 from tests.test_store import make_incident
 from xmppbridge.feed.access import User
 from xmppbridge.feed.app import make_app
 from xmppbridge.feed.auth import hash_password
+from xmppbridge.feed.dashboard import COLOURS, peak_depths
 from xmppbridge.peers import Outcome
 from xmppbridge.policy.rights import Rights
 from xmppbridge.store import Store
@@ -70,16 +71,29 @@ async def test_chromium_renders_non_empty_charts(site: str, tmp_path: Path) -> N
     page = lxml.html.fromstring(await chromium(tmp_path, "--dump-dom", signed_in + "dashboard"))
     assert page.findtext(".//h1") == "Dashboard" and not page.xpath("//script")
     charts = page.xpath("//svg[@class='chart']")
-    assert len(charts) == 4  # per day, refusals, publish delay, outbox
+    assert len(charts) == 5  # per day, refusals, publish delay, outbox depth per day and now
     assert all(chart.xpath(".//rect") for chart in charts)  # each one draws something
     titles = page.xpath("//svg[@class='chart']//rect/title/text()")
     assert any("bad-signature: 1" in t for t in titles) and any("iodef/public/other: 1" in t for t in titles)
-    assert any("median" in t for t in titles)
+    assert any("median" in t for t in titles) and any("peak: " in t for t in titles)
     assert page.xpath("//table[@class='peers']//circle[@fill='#d62728']")  # c is unreachable
     members = page.xpath("//table[@class='members']//td[1]/text()")
     assert "csirt.a.test" in members
     shot = tmp_path / "dashboard.png"  # kept by pytest with the test's other files
     await chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,1600", signed_in + "dashboard")
-    png = shot.read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (1200, 1600)
-    assert len(set(zlib.decompress(b"".join(_chunks(png, b"IDAT"))))) > 32  # not a blank page
+    drawn = colours(shot.read_bytes())
+    assert sum(drawn.values()) == 1200 * 1600 and len(drawn) > 32  # not a blank page
+    # the bars as drawn: refusals and an unreachable peer, the outbox, publish delays
+    assert all(drawn[rgb(colour)] > 50 for colour in (COLOURS["private"], "#ff9f00", "#4a90d9", "#c7c7c7"))
+
+
+def test_the_outbox_depth_per_day_is_its_peak_from_queued_and_published_times() -> None:
+    day = datetime(2026, 12, 1, 10, tzinfo=UTC)
+    at = [day + timedelta(minutes=n) for n in range(6)]
+    outbox = [(at[0], at[1]), (at[1], at[2]),  # one at a time, published as the next is queued: depth 1
+              (at[3], at[5]), (at[4], at[5]),  # two waiting at once
+              (at[4], None),  # still waiting, into the next days
+              (day - timedelta(days=1), day + timedelta(days=1, hours=1))]  # queued before the window
+    days = ["2026-12-01", "2026-12-02", "2026-12-03"]
+    assert peak_depths(outbox, days) == {"2026-12-01": 4, "2026-12-02": 2, "2026-12-03": 1}
+    assert peak_depths([], days) == dict.fromkeys(days, 0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,14 @@ from aiohttp.test_utils import TestServer
 from lxml import etree
 from requests import HTTPError
 from stix2validator import ValidationOptions, validate_string
-from taxii2client.v21 import ApiRoot, Server, as_pages
+from taxii2client.v21 import ApiRoot, Collection, Server, as_pages
 
 from tests.conftest import SAMPLES
 from tests.test_feed_support import ANALYST, MEMBER, OUTSIDER, TestUser, iodef2, settings, store_document
-from xmppbridge.feed import stix, taxii
+from xmppbridge.feed import stix, taxii, taxiiroutes
 from xmppbridge.feed.app import make_app
 from xmppbridge.feed.layout import FeedUrls
+from xmppbridge.feed.taxiimatch import Match, chosen
 from xmppbridge.iodef.document import read_document, split_document
 from xmppbridge.store import Store
 
@@ -49,11 +51,16 @@ async def base(store: Store, unused_tcp_port: int) -> AsyncIterator[str]:
     await server.close()
 
 
+def _objects(store: Store, restriction: str, urls: FeedUrls) -> list[dict[str, Any]]:
+    """Every STIX object of the collection's live entries (those several share, more than once)."""
+    entries = [store.entry(e.id) for e in store.entries(restrictions=[restriction], limit=1000)]
+    return [o for e in entries if e is not None and not e.deleted
+            for o in json.loads(stix.bundle([e], urls)).get("objects", [])]
+
+
 def expected(store: Store, restriction: str, urls: FeedUrls) -> set[str]:
     """The ids of every STIX object of the collection's live entries."""
-    entries = [store.entry(e.id) for e in store.entries(restrictions=[restriction], limit=1000)]
-    return {o["id"] for e in entries if e is not None and not e.deleted
-            for o in json.loads(stix.bundle([e], urls)).get("objects", [])}
+    return {o["id"] for o in _objects(store, restriction, urls)}
 
 
 def walk(base: str, who: TestUser | None, per_request: int) -> dict[str, Any]:
@@ -137,3 +144,142 @@ async def test_an_incident_by_id_and_what_a_stranger_may_not_see(store: Store, b
     with pytest.raises(HTTPError) as elsewhere:  # an incident of another collection is not in this one
         await asyncio.to_thread(lambda: partner["collection"].get_object(other))
     assert elsewhere.value.response.status_code == 404
+
+
+def _collection(base: str, who: TestUser | None, restriction: str) -> Collection:
+    auth = {} if who is None else {"user": who.name, "password": who.password}
+    return Collection(f"{base}taxii2/api/collections/{taxii.collection_id(restriction)}/", **auth)
+
+
+def _paged(func: Any, per_request: int, **filters: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every page taxii2-client's as_pages reads with these filters, and their objects."""
+    pages = list(as_pages(func, per_request=per_request, **filters))
+    return pages, [o for p in pages for o in p.get("objects", [])]
+
+
+async def test_match_filters_select_objects_and_manifest_across_pages(store: Store, base: str) -> None:
+    every = _objects(store, "public", FeedUrls(base))
+    incidents = {o["id"] for o in every if o["type"] == "incident"}
+    two = sorted(incidents)[:2]
+    observables = {o["id"] for o in every if o["type"] in ("ipv4-addr", "domain-name")}
+
+    def read() -> dict[str, Any]:
+        public = _collection(base, MEMBER, "public")
+        pages, typed = _paged(public.get_objects, 4, type="incident")
+        _, listed = _paged(public.get_manifest, 4, type="incident")
+        _, several = _paged(public.get_objects, 4, type="ipv4-addr,domain-name")
+        _, chosen = _paged(public.get_objects, 4, id=",".join(two))
+        _, both = _paged(public.get_objects, 4, id=",".join(two), type="identity")  # filters AND
+        _, spec = _paged(public.get_objects, 50, spec_version="2.0")
+        return {"pages": pages, "typed": typed, "listed": listed, "several": several, "chosen": chosen,
+                "both": both, "spec": spec}
+
+    found = await asyncio.to_thread(read)
+    assert [o["id"] for o in found["typed"]] == [m["id"] for m in found["listed"]]  # same order and paging
+    assert {o["id"] for o in found["typed"]} == incidents and len(found["typed"]) == len(incidents)
+    assert {o["type"] for o in found["several"]} <= {"ipv4-addr", "domain-name"}
+    assert {o["id"] for o in found["several"]} == observables
+    assert sorted(o["id"] for o in found["chosen"]) == two
+    assert found["both"] == [] and found["spec"] == []
+    # 'more' with a 'next' on every page but the last, whose 'more' is false and has no 'next'
+    pages = found["pages"]
+    assert len(pages) > 2 and all(len(p["objects"]) == 4 and p["more"] and p["next"] for p in pages[:-1])
+    assert pages[-1]["more"] is False and "next" not in pages[-1]
+
+
+async def test_versions_and_match_version_reach_an_incidents_earlier_versions(store: Store,
+                                                                             base: str) -> None:
+    first = store_document(store, iodef2("V-1", restriction="partner", description="first assessment"))
+    store_document(store, iodef2("V-1", restriction="partner", description="revised: also 192.0.2.77"))
+    current = store.entry(first.id)
+    assert current is not None and current.revision == 2
+    [incident] = [o["id"] for o in json.loads(stix.bundle([current], FeedUrls(base)))["objects"]
+                  if o["type"] == "incident"]
+
+    def read(who: TestUser | None) -> dict[str, Any]:
+        partner = _collection(base, who, "partner")
+        versions = partner.object_versions(incident)
+        return {
+            "versions": versions, "paged": _versions_pages(partner, incident),
+            "latest": partner.get_object(incident), "all": partner.get_object(incident, version="all"),
+            "first": partner.get_object(incident, version="first"),
+            "at": partner.get_object(incident, version=versions["versions"][0]),
+            "objects": _paged(partner.get_objects, 3, id=incident, version="all")[1],
+            "manifest": _paged(partner.get_manifest, 3, id=incident, version="all")[1],
+            "default": _paged(partner.get_objects, 3, id=incident)[1],
+        }
+
+    found = await asyncio.to_thread(read, MEMBER)
+    older, newer = found["versions"]["versions"]
+    assert older < newer and found["versions"]["more"] is False
+    assert [v for p in found["paged"] for v in p.get("versions", [])] == [older, newer]
+    assert [o["modified"] for o in found["latest"]["objects"]] == [newer]
+    assert [o["modified"] for o in found["all"]["objects"]] == [older, newer]
+    assert [o["modified"] for o in found["first"]["objects"]] == [older] == \
+        [o["modified"] for o in found["at"]["objects"]]
+    [signed] = [r for r in found["first"]["objects"][0]["external_references"] if r["source_name"] == "iodef"]
+    assert signed["description"].endswith("revision 1")  # the first signed document, as it was
+    assert [o["modified"] for o in found["objects"]] == [older, newer]
+    assert [m["version"] for m in found["manifest"]] == [older, newer]
+    assert [o["modified"] for o in found["default"]] == [newer]  # match[version] is last by default
+    for stranger in (OUTSIDER, None):  # nothing beyond public: 404, as if nothing were there
+        partner = _collection(base, stranger, "partner")
+        for call in (partial(partner.object_versions, incident),
+                     partial(partner.get_object, incident, version="all"),
+                     partial(partner.get_objects, id=incident, version="all")):
+            with pytest.raises(HTTPError) as refused:
+                await asyncio.to_thread(call)
+            assert refused.value.response.status_code == 404
+        public = _collection(base, stranger, "public")  # nor does asking a collection it may read for it
+        _, leaked = await asyncio.to_thread(_paged, public.get_objects, 50, id=incident, version="all")
+        assert leaked == []
+        with pytest.raises(HTTPError) as elsewhere:
+            await asyncio.to_thread(public.object_versions, incident)
+        assert elsewhere.value.response.status_code == 404
+
+
+def _versions_pages(partner: Collection, incident: str) -> list[dict[str, Any]]:
+    """The versions resource a page of one at a time, following 'next' while 'more'."""
+    pages = [partner.object_versions(incident, limit=1)]
+    while pages[-1]["more"]:
+        pages.append(partner.object_versions(incident, limit=1, next=pages[-1]["next"]))
+    return pages
+
+
+async def test_bad_filters_are_refused_with_a_taxii_error(base: str) -> None:
+    url = f"{base}taxii2/api/collections/{taxii.collection_id('public')}/objects/"
+
+    def status(params: dict[str, str]) -> tuple[int, str]:
+        response = requests.get(url, params=params, headers={"Accept": taxii.MEDIA_TYPE}, timeout=10)
+        return response.status_code, response.json()["title"] if response.status_code == 400 else ""
+
+    for params, says in (({"match[colour]": "red"}, "match[colour] is not a filter"),
+                         ({"match[version]": "newest"}, "match[version] must be last, first, all")):
+        code, title = await asyncio.to_thread(status, params)
+        assert code == 400 and title.startswith(says), title
+
+
+def test_match_parses_the_filters_and_chooses_versions() -> None:
+    match = Match.parse({"match[type]": "incident, indicator", "match[version]": "first,2024-05-02T08:05:00Z",
+                         "limit": "5"})
+    assert match.types == {"incident", "indicator"} and match.ids is None and not match.latest_only
+    assert match.versions == ("first", "2024-05-02T08:05:00Z")
+    assert Match.parse({}).latest_only  # match[version] is last unless asked
+    with pytest.raises(ValueError, match=r"match\[id\] is not a filter of this endpoint"):
+        Match.parse({"match[id]": "x"}, ("version", "spec_version"))
+    stamps = ["2024-05-03T00:00:00.000Z", "2024-05-01T00:00:00.000Z", "2024-05-02T08:05:00.000Z"]
+    assert chosen(stamps, ("last",)) == {stamps[0]} and chosen(stamps, ("first",)) == {stamps[1]}
+    assert chosen(stamps, ("all",)) == set(stamps)
+    assert chosen(stamps, match.versions) == {stamps[1], stamps[2]}  # first, and the one at that moment
+    assert Match(spec_versions=frozenset(["2.1"])).selects({"id": "ipv4-addr--1", "type": "ipv4-addr"})
+
+
+async def test_a_page_stops_early_when_a_filter_matches_few_and_the_walk_still_finds_all(
+        store: Store, base: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(taxiiroutes, "_SCAN", 2)  # entries turned into STIX per page at most
+    incidents = [o["id"] for o in _objects(store, "public", FeedUrls(base)) if o["type"] == "incident"]
+    public = _collection(base, ANALYST, "public")
+    pages, found = await asyncio.to_thread(_paged, public.get_objects, 10, type="incident")
+    assert sorted(o["id"] for o in found) == sorted(incidents)  # each once
+    assert pages[0]["more"] and len(pages[0]["objects"]) == 2 < 10 and pages[0]["next"]  # short, with more
+    assert pages[-1]["more"] is False and "next" not in pages[-1]

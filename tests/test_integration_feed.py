@@ -409,9 +409,12 @@ def test_access_matrix_on_a_running_bridge(
 
 def test_demo_credentials_file(federation: Consortium) -> None:
     lines = (federation.workdir / "credentials").read_text().splitlines()
-    assert [line.split()[0] for line in lines] == ["a", "b"]
+    assert [line.split(":")[0] for line in lines] == ["a analyst", "b analyst", "a operator", "b operator"]
     for line in lines:
         name, credentials = line.split()
         user, password = credentials.split(":", 1)
         header = {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
-        assert http(federation[name], "GET", "feeds/private", user=None, headers=header).status == 200
+        # the analyst reads everything; the operator sees the dashboard and reads only what anyone may
+        private = http(federation[name], "GET", "feeds/private", user=None, headers=header).status
+        dashboard = http(federation[name], "GET", "dashboard", user=None, headers=header).status
+        assert (private, dashboard) == ((200, 404) if user == "analyst" else (404, 200))

@@ -32,12 +32,15 @@ from xmppbridge.demo.ejabberd import EjabberdError
 from xmppbridge.demo.mirrored import Missing, Pair, Published, missing_in, published_by, unreachable
 from xmppbridge.demo.prosody import MISSING_UNBOUND, REPO_ROOT, ProsodyError, has_lua_unbound
 from xmppbridge.demo.supervise import Part, Supervisor
+from xmppbridge.demo.tampered import Tampered, refusal, slip_into_outbox
 from xmppbridge.demo.topology import TopologyError, member_names, routes, server_kinds, topology
 from xmppbridge.doctor import diagnose, format_text
 from xmppbridge.policy.nodes import parse_node_name
 
 SAMPLES = REPO_ROOT / "config" / "samples"
 MIRROR_TIMEOUT = 60.0  # seconds for two members to mirror the samples; they arrive within a second or two
+REFUSAL_TIMEOUT = 30.0  # seconds for B to refuse the tampered item, which A publishes after the samples
+TAMPERED_SAMPLE = "01-phishing-public-v2.xml"
 MAX_MEMBERS = 16  # one XMPP server and one bridge each, on a machine of 2 cores
 # a and b keep the two-member demo's addresses; the third member on take 127.0.0.240-253, which no
 # test suite uses (tests/integration.py and bench/lab.py pick theirs by XMPPBRIDGE_TEST_SLOT).
@@ -102,6 +105,8 @@ def run_demo(workdir: Path, *, members: int = 2, shape: str = "mesh", hub: str |
                 print(result.stderr, file=sys.stderr, end="")
                 return 1
             items[name] = published_by(result.stdout)
+        # The two-member demo also shows a refusal: B quarantines a copy altered after A signed it.
+        tampered = slip_into_outbox(consortium["a"], SAMPLES / TAMPERED_SAMPLE) if members == 2 else None
         expected = _expected(consortium, items)
         missing = _wait_until_mirrored(consortium, expected, MIRROR_TIMEOUT * members / 2,
                                        lambda: stop_requested)
@@ -111,12 +116,16 @@ def run_demo(workdir: Path, *, members: int = 2, shape: str = "mesh", hub: str |
             print(_diagnosis(consortium, expected, missing), file=sys.stderr, flush=True)
             return 1
         print(_mirrored_line(consortium, expected))
+        if tampered is not None:
+            print(_refusal_line(consortium, tampered))
         for member in consortium.members.values():
             print(f"{member.name.upper()}'s feeds: {member.feed_url}.well-known/rolie/servicedocument")
         a, b = consortium["a"], consortium["b"]
         print(f"operators: {a.metrics_url}healthz, {b.metrics_url}metrics (the operator listeners; the"
               " feeds' /healthz says only up)")
-        print(f"sign in:   analyst passwords (HTTP Basic) are in {consortium.workdir / 'credentials'}")
+        print(f"sign in:   analyst and operator passwords (HTTP Basic) are in "
+              f"{consortium.workdir / 'credentials'}")
+        print(f"dashboard: {b.feed_url}dashboard, {a.feed_url}dashboard (sign in as operator)")
         print(f"chat:      accounts {', '.join(a.jid for a in accounts)} are in "
               f"{consortium.workdir / 'xmpp-credentials'}; message bridge.b.test 'help'")
         print(f"try:       {Path(sys.executable).parent / 'xmppbridge'} publish -c {a.config_path} FILE.xml")
@@ -247,6 +256,16 @@ def _restriction(item: Published) -> str:
     category = parse_node_name("iodef", item.node)
     assert category is not None  # the bridge published it under its node prefix
     return category[0]
+
+
+def _refusal_line(consortium: Consortium, tampered: Tampered) -> str:
+    b = consortium["b"]
+    reason = refusal(b, tampered, REFUSAL_TIMEOUT)
+    what = (f"a copy of {tampered.sample.name} altered after A signed it (item {tampered.item_id}), which the"
+            " demo put in A's outbox")
+    if reason is None:
+        return f"B has not refused {what} within {REFUSAL_TIMEOUT:.0f} s: see {consortium.log_path('b')}"
+    return f"B quarantined {what}: {reason} (xmppbridge quarantine list -c {b.config_path})"
 
 
 def _supervise(consortium: Consortium) -> Supervisor:

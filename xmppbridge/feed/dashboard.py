@@ -7,7 +7,9 @@ Drawn from the store (``store.counts.activity``, ``Store.peers``, the outbox):
 - refusals per reason (the quarantine);
 - publish delay per day, median and 95th percentile, from queued to published in our outbox: the part
   of delivery this bridge controls (a peer's receipt time is not known here);
-- each peer's health, and the outbox's depth per node.
+- each peer's health;
+- the outbox's depth: its peak per day (from when each item was queued and published, since a healthy
+  outbox is empty whenever one looks) and what waits now, per node.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ def render(activity: Activity, peers: Sequence[PeerHealth], urls: FeedUrls, view
                 el("h2", None, "Publish delay per day (queued to published, median and 95th percentile)"),
                 _delays(activity, days),
                 el("h2", None, "Peers"), _peers(peers),
-                el("h2", None, f"Outbox: {depth} waiting"),
+                el("h2", None, "Outbox depth per day (the most items waiting at once)"),
+                _peaks(peak_depths(activity.outbox, days), days),
+                el("h2", None, f"Outbox now: {depth} waiting"),
                 _bars(activity.pending, "waiting", "#ff9f00"))
 
 
@@ -109,27 +113,67 @@ def _bars(rows: Sequence[tuple[str, int]], unit: str, colour: str) -> etree._Ele
     return svg
 
 
+def peak_depths(outbox: Sequence[tuple[datetime, datetime | None]], days: Sequence[str]) -> dict[str, int]:
+    """The most items waiting at once on each of ``days`` (UTC, oldest first), from each item's (queued,
+    published or None while waiting). An item published in the instant another is queued has left
+    first, so that one at a time through an idle outbox is a depth of 1."""
+    events = sorted([(queued, 1) for queued, _ in outbox]
+                    + [(published, -1) for _, published in outbox if published is not None])
+    peaks, depth, i = {}, 0, 0
+    for day in days:
+        while i < len(events) and events[i][0].date().isoformat() < day:
+            depth += events[i][1]
+            i += 1
+        peak = depth  # what was still waiting when the day began
+        while i < len(events) and events[i][0].date().isoformat() == day:
+            depth += events[i][1]
+            peak = max(peak, depth)
+            i += 1
+        peaks[day] = peak
+    return peaks
+
+
+def _peaks(peaks: dict[str, int], days: list[str]) -> etree._Element:
+    top = max(peaks.values(), default=0)
+    if not top:
+        return el("p", None, f"Nothing queued in the last {DAYS} days.")
+    height, base, column = 180, 160, (_WIDTH - 40) / len(days)
+    svg = _svg(height, "outbox depth per day")
+    for i, day in enumerate(days):
+        x = 30 + i * column
+        if peaks[day]:
+            h = (base - 10) * peaks[day] / top
+            svg.append(_rect(x, base - h, column * 0.8, h, "#ff9f00", f"{day} peak: {peaks[day]} waiting"))
+        svg.append(_text(x, base + 14, day[5:]))
+    svg.append(_text(2, 12, str(top)))
+    return svg
+
+
 def _delays(activity: Activity, days: list[str]) -> etree._Element:
     per_day: dict[str, list[float]] = defaultdict(list)
-    for day, seconds in activity.publish_delays:
-        per_day[day].append(seconds)
+    for queued, published in activity.outbox:
+        if published is not None:
+            per_day[published.date().isoformat()].append((published - queued).total_seconds())
     figures = {day: (statistics.median(v), _p95(v)) for day, v in per_day.items()}
     if not figures:
         return el("p", None, f"Nothing published in the last {DAYS} days.")
     top = max(p95 for _, p95 in figures.values()) or 1.0
-    height, base, column = 180, 160, (_WIDTH - 40) / len(days)
+    height, base, column = 195, 160, (_WIDTH - 40) / len(days)
     svg = _svg(height, "publish delay per day")
     for i, day in enumerate(days):
+        x = 30 + i * column
+        svg.append(_text(x, base + 14, day[5:]))
         if day not in figures:
             continue
         median, p95 = figures[day]
-        x = 30 + i * column
         svg.append(_rect(x, base - (base - 10) * p95 / top, column * 0.35, (base - 10) * p95 / top, "#c7c7c7",
                          f"{day} p95: {_duration(p95)}"))
         svg.append(_rect(x + column * 0.4, base - (base - 10) * median / top, column * 0.35,
                          (base - 10) * median / top, "#4a90d9", f"{day} median: {_duration(median)}"))
-        svg.append(_text(x, base + 14, day[5:]))
     svg.append(_text(2, 12, _duration(top)))
+    for i, (label, colour) in enumerate((("95th percentile", "#c7c7c7"), ("median", "#4a90d9"))):
+        svg.append(_rect(30 + i * 140, height - 12, 10, 10, colour, label))
+        svg.append(_text(44 + i * 140, height - 3, label))
     return svg
 
 

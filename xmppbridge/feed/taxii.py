@@ -11,8 +11,12 @@ connectors (taxii2-client) pull.
   ``X-TAXII-Date-Added-First``/``-Last`` headers (§3.4.2). An object that several entries share (their
   member's identity, the TLP marking) comes once per page.
 - The manifest (§5.4) lists the same objects' ids, dates and versions, paged alike.
-- An object by id (§5.5) is found for incidents (by their derived UUID, ``iodef.uuids``); the versions
-  endpoint (§5.6) and ``match[...]`` filters are not offered, and writing (§5.4 Add Objects) neither.
+- ``match[id]``, ``match[type]``, ``match[version]`` and ``match[spec_version]`` filter objects and
+  the manifest (§3.5, ``feed/taxiimatch.py``). ``match[version]=all``/``first``/a timestamp reach the
+  earlier versions of each entry (the store keeps every signed version), each added when it was stored.
+- An object by id (§5.5, with ``match[version]``, ``match[spec_version]`` and paging) and its versions
+  (§5.6) are found for incidents (by their derived UUID, ``iodef.uuids``); other objects by id answer
+  404. Writing (§5.4 Add Objects, §5.7 Delete) is not offered.
 
 This module renders and decides the paging; the HTTP shell (``feed/taxiiroutes.py``) reads the store
 with the reader's rights.
@@ -22,12 +26,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from xmppbridge.feed import stix
 from xmppbridge.feed.layout import FeedUrls
+from xmppbridge.feed.taxiimatch import Match, chosen, version_of
 from xmppbridge.iodef.uuids import derived
 from xmppbridge.store.entries import Entry
 
@@ -85,10 +90,12 @@ class Cursor:
 
 @dataclass(frozen=True)
 class Change:
-    """An entry as the collection holds it: its change number and when it was added."""
+    """An entry as the collection holds it: its change number and when it was added; ``history`` its
+    earlier versions, oldest first, with their documents (read only when a filter asks for them)."""
 
     seq: int
     entry: Entry
+    history: Sequence[Entry] = ()
 
 
 @dataclass(frozen=True)
@@ -99,26 +106,92 @@ class Page:
     next: Cursor | None
 
 
-def page(changes: Sequence[Change], cursor: Cursor, limit: int, urls: FeedUrls, *, exhausted: bool,
-         last_seq: int) -> Page:
-    """The next ``limit`` objects after ``cursor`` among ``changes`` (the live ones of the changes after
-    ``cursor.seq`` up to ``last_seq``, oldest first). ``exhausted``: the collection has nothing after
-    ``last_seq``."""
-    objects: list[dict[str, Any]] = []
-    added: list[datetime] = []
-    seen: set[str] = set()
-    for change in changes:
-        skip = cursor.skip if change.seq == cursor.seq + 1 else 0
-        bundle = json.loads(stix.bundle([change.entry], urls)).get("objects", [])
-        for index, obj in enumerate(bundle[skip:], start=skip):
-            if len(objects) == limit:
-                return Page(objects, added, True, Cursor(change.seq - 1, index))
-            if obj["id"] in seen:
+def object_versions(change: Change, urls: FeedUrls, match: Match) -> list[tuple[dict[str, Any], datetime]]:
+    """The objects of a change with when each was added, oldest first, in the versions ``match`` asks
+    for: the entry's current bundle alone for the latest, else the versions of the entry's objects that
+    ``match[version]`` selects among all its versions. Each object version is added when the newest of
+    the entry's versions holding it was stored, so what they all share (the member's identity, the
+    marking) is added with the entry's last change, as when only the latest is asked for."""
+    if match.latest_only:
+        return [(obj, change.entry.updated_at) for obj in _objects(change.entry, urls)]
+    held: dict[str, dict[str, tuple[int, dict[str, Any], datetime]]] = {}  # id -> version -> latest
+    order = 0
+    for entry in [*change.history, change.entry]:
+        for obj in _objects(entry, urls):
+            # an unversioned object (an SCO, its id derived from its content) has one version
+            key = version_of(obj, "") if ("modified" in obj or "created" in obj) else ""
+            held.setdefault(obj["id"], {})[key] = (order, obj, entry.updated_at)
+            order += 1
+    found = []
+    for versions in held.values():
+        stamps = {version_of(obj, timestamp(added)): key for key, (_, obj, added) in versions.items()}
+        found += [versions[stamps[v]] for v in chosen(list(stamps), match.versions)]
+    return [(obj, added) for _, obj, added in sorted(found, key=lambda each: each[0])]
+
+
+def _objects(entry: Entry, urls: FeedUrls) -> list[dict[str, Any]]:
+    return json.loads(stix.bundle([entry], urls)).get("objects", [])
+
+
+class Pager:
+    """Fills a page of at most ``limit`` objects after ``cursor`` from changes given oldest first. The
+    cursor counts positions in ``object_versions``, so a client must send the same filters with
+    ``next``, as taxii2-client's ``as_pages`` does. An object that several entries share (their member's
+    identity, the TLP marking) comes once per page."""
+
+    def __init__(self, cursor: Cursor, limit: int, urls: FeedUrls, match: Match) -> None:
+        self.cursor, self.limit, self.urls, self.match = cursor, limit, urls, match
+        self.objects: list[dict[str, Any]] = []
+        self.added: list[datetime] = []
+        self.seen: set[tuple[str, str]] = set()
+        self.stop: Cursor | None = None
+
+    def add(self, change: Change) -> bool:
+        """Take a change's objects; True once the page is full (then give it no more)."""
+        skip = self.cursor.skip if change.seq == self.cursor.seq + 1 else 0
+        objects = object_versions(change, self.urls, self.match)
+        for index, (obj, added) in enumerate(objects[skip:], start=skip):
+            key = (obj["id"], version_of(obj, timestamp(added)))
+            if not self.match.selects(obj) or key in self.seen:
                 continue
-            seen.add(obj["id"])
-            objects.append(obj)
-            added.append(change.entry.updated_at)
-    return Page(objects, added, not exhausted, None if exhausted else Cursor(last_seq, 0))
+            if len(self.objects) == self.limit:
+                self.stop = Cursor(change.seq - 1, index)
+                return True
+            self.seen.add(key)
+            self.objects.append(obj)
+            self.added.append(added)
+        return False
+
+    def page(self, *, exhausted: bool, last_seq: int) -> Page:
+        """The page: ``more`` with a ``next`` where it stopped if it is full and more objects follow, or
+        after ``last_seq`` (the last change given) unless ``exhausted`` (the collection has no more)."""
+        if self.stop is not None:
+            return Page(self.objects, self.added, True, self.stop)
+        return Page(self.objects, self.added, not exhausted, None if exhausted else Cursor(last_seq, 0))
+
+
+def versions(changes: Sequence[Change], object_id: str, urls: FeedUrls,
+             match: Match) -> list[tuple[str, datetime]]:
+    """The versions of an object among ``changes`` (the entries holding it), with when each was added,
+    oldest first (§5.6): ``match[spec_version]`` applies, ``match[version]`` does not."""
+    every = replace(match, ids=frozenset([object_id]), versions=("all",))
+    found = {version_of(obj, timestamp(added)): added for change in changes
+             for obj, added in object_versions(change, urls, every) if every.selects(obj)}
+    return sorted(found.items(), key=lambda item: item[1])
+
+
+def versions_page(found: Sequence[tuple[str, datetime]], cursor: Cursor,
+                  limit: int) -> tuple[dict[str, Any], Page]:
+    """A page of the versions resource (§5.6.1), and its dates for the headers."""
+    shown = found[cursor.skip:cursor.skip + limit]
+    more = cursor.skip + limit < len(found)
+    result = Page([], [added for _, added in shown], more, Cursor(0, cursor.skip + limit) if more else None)
+    body: dict[str, Any] = {"more": more}
+    if more:
+        body["next"] = str(result.next)
+    if shown:
+        body["versions"] = [version for version, _ in shown]
+    return body, result
 
 
 def envelope(result: Page) -> dict[str, Any]:
@@ -128,8 +201,7 @@ def envelope(result: Page) -> dict[str, Any]:
 
 def manifest(result: Page) -> dict[str, Any]:
     """The manifest records of a page's objects (§5.4)."""
-    records = [{"id": obj["id"], "date_added": timestamp(when),
-                "version": obj.get("modified", obj.get("created", timestamp(when))),
+    records = [{"id": obj["id"], "date_added": timestamp(when), "version": version_of(obj, timestamp(when)),
                 "media_type": stix.MEDIA_TYPE}
                for obj, when in zip(result.objects, result.added, strict=True)]
     return _paged(result, records)

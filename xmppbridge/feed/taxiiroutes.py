@@ -4,17 +4,25 @@ rule that what a reader may not see answers 404, exactly as if it were not there
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from aiohttp import web
 
 from xmppbridge.feed import taxii
 from xmppbridge.feed.http import STORE, URLS, may_read, principal, respond, whole_number, with_documents
+from xmppbridge.feed.taxiimatch import FIELDS, Match
 from xmppbridge.iodef.classify import parse_datetime
 from xmppbridge.policy.nodes import RESTRICTIONS
+from xmppbridge.store.entries import Entry
 
 TITLE = "xmppbridge incident mirror"
 _BATCH = 50  # entries read per store query while filling a page
+# What one page reads at most, so that filters matching few objects cannot make a request read a whole
+# store: entries turned into STIX (a few ms each), and entries of the change log looked at.
+_SCAN = 500
+_READ = 20_000
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
@@ -26,6 +34,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get(base + "objects/", objects)
     router.add_get(base + "manifest/", manifest)
     router.add_get(base + "objects/{object}/", one_object)
+    router.add_get(base + "objects/{object}/versions/", versions)
 
 
 def _json(request: web.Request, body: object, *, headers: dict[str, str] | None = None) -> web.Response:
@@ -72,40 +81,70 @@ async def collection(request: web.Request) -> web.Response:
     return _json(request, taxii.collection(_restriction(request)))
 
 
-def _page(request: web.Request) -> taxii.Page:
-    restriction = _restriction(request)
-    store = request.app[STORE]
-    purposes = principal(request).read.purposes(restriction)
+def _paging(request: web.Request, allowed: Sequence[str] = FIELDS) -> tuple[int, taxii.Cursor | None, Match]:
+    """limit, next (None: none given) and the match[] filters of a request; 400 for bad ones."""
     limit = min(whole_number(request, "limit") or taxii.DEFAULT_LIMIT, taxii.MAX_LIMIT)
     if limit < 1:
         raise _bad("limit must be at least 1")
     try:
-        if "next" in request.query:
-            cursor = taxii.Cursor.parse(request.query["next"])
-        elif "added_after" in request.query:
-            cursor = taxii.Cursor(store.seq_at(restriction, _moment(request.query["added_after"])))
-        else:
-            cursor = taxii.Cursor()
+        cursor = taxii.Cursor.parse(request.query["next"]) if "next" in request.query else None
+        return limit, cursor, Match.parse(request.query, allowed)
     except ValueError as exc:
         raise _bad(str(exc)) from None
-    changes: list[taxii.Change] = []
-    after, objects_wanted = cursor.seq, limit + cursor.skip
-    while True:  # entries until the page is full (an entry gives at least three objects) or none is left
-        batch = store.current_page(restriction, purposes, limit=_BATCH, after=after)
+
+
+def _history(request: web.Request, entry: Entry, match: Match) -> list[Entry]:
+    """The earlier versions of an entry, oldest first, when the filter asks for more than the latest."""
+    if match.latest_only or entry.revision < 2:
+        return []
+    return [r.entry for r in reversed(request.app[STORE].revisions(entry.id)) if r.superseded_at is not None]
+
+
+def _entries_named(request: web.Request, restriction: str, match: Match) -> set[int] | None:
+    """When match[id] names incidents only: the entries that hold them, so that a page renders those
+    alone (None: any entry may hold what the filters select)."""
+    if match.ids is None or not all(i.startswith("incident--") for i in match.ids):
+        return None
+    store = request.app[STORE]
+    return {e.id for i in match.ids for e in store.entries_holding(i.partition("--")[2].lower())
+            if e.restriction == restriction}
+
+
+def _page(request: web.Request) -> taxii.Page:
+    restriction = _restriction(request)
+    store = request.app[STORE]
+    purposes = principal(request).read.purposes(restriction)
+    limit, cursor, match = _paging(request)
+    if cursor is None:
+        try:
+            added_after = request.query.get("added_after")
+            cursor = taxii.Cursor(store.seq_at(restriction, _moment(added_after)) if added_after else 0)
+        except ValueError as exc:
+            raise _bad(str(exc)) from None
+    pager = taxii.Pager(cursor, limit, request.app[URLS], match)
+    named = _entries_named(request, restriction, match)
+    after, rendered, read, full = cursor.seq, 0, 0, False
+    # Entries until the page is full or none is left; filters may skip many, so a page also stops after
+    # _SCAN rendered or _READ read entries, with more and a next where it stopped.
+    while not full:
+        asked = min(_BATCH, _SCAN - rendered)
+        batch = store.current_page(restriction, purposes, limit=asked, after=after)
         batch.reverse()  # oldest first
-        live = [c for c in batch if not c.entry.deleted]
+        live = [c for c in batch if not c.entry.deleted and (named is None or c.entry.id in named)]
         loaded = with_documents(request, [c.entry for c in live])
-        changes += [taxii.Change(c.seq, entry) for c, entry in zip(live, loaded, strict=True)]
-        exhausted = len(batch) < _BATCH
+        for change, entry in zip(live, loaded, strict=True):
+            if pager.add(taxii.Change(change.seq, entry, _history(request, entry, match))):
+                full = True
+                break
+        exhausted = len(batch) < asked
         if batch:
             after = batch[-1].seq
-        if exhausted or len(changes) * 3 >= objects_wanted:
+        rendered, read = rendered + len(live), read + len(batch)
+        if exhausted or rendered >= _SCAN or read >= _READ:
             break
-    if changes and not exhausted:
+    if not full and not exhausted:
         exhausted = not store.has_current(restriction, purposes, above=after)
-    return taxii.page(changes, cursor, limit, request.app[URLS], exhausted=exhausted,
-                      last_seq=after)
-
+    return pager.page(exhausted=exhausted, last_seq=after)
 
 
 def _moment(text: str) -> datetime:
@@ -125,8 +164,9 @@ async def manifest(request: web.Request) -> web.Response:
     return _json(request, taxii.manifest(result), headers=taxii.date_headers(result))
 
 
-async def one_object(request: web.Request) -> web.Response:
-    """An incident by its id; what the reader may not read, or any other object, is not found."""
+def _holding(request: web.Request) -> list[taxii.Change]:
+    """The live entries of this collection holding the incident the URL names, that the reader may
+    read, each with its earlier versions; 404 for anything else, as if it were not there."""
     restriction = _restriction(request)
     kind, _, uuid = request.match_info["object"].partition("--")
     if kind != "incident":
@@ -135,10 +175,35 @@ async def one_object(request: web.Request) -> web.Response:
                if not e.deleted and e.restriction == restriction and may_read(request, e)]
     if not holding:
         raise _not_found("object")
-    entry = max(holding, key=lambda e: e.updated_at)
-    result = taxii.page([taxii.Change(1, entry)], taxii.Cursor(), taxii.MAX_LIMIT, request.app[URLS],
-                        exhausted=True, last_seq=1)
-    found = [obj for obj in result.objects if obj["id"] == request.match_info["object"]]
-    return _json(request, taxii.envelope(taxii.Page(found, result.added[:len(found)], False, None)),
-                 headers=taxii.date_headers(result))
+    every = Match(versions=("all",))
+    return [taxii.Change(n, entry, _history(request, entry, every))
+            for n, entry in enumerate(sorted(holding, key=lambda e: e.updated_at), start=1)]
 
+
+async def one_object(request: web.Request) -> web.Response:
+    """An incident by its id (§5.5), in the versions match[version] selects (default the latest)."""
+    changes = _holding(request)
+    limit, cursor, match = _paging(request, ("version", "spec_version"))
+    match = replace(match, ids=frozenset([request.match_info["object"]]))
+    pager = taxii.Pager(cursor or taxii.Cursor(), limit, request.app[URLS], match)
+    # the versions of the newest entry holding it (a document split or sent again holds it once more)
+    pager.add(replace(changes[-1], seq=1))
+    result = pager.page(exhausted=True, last_seq=1)
+    if not result.objects:
+        raise _not_found("object")
+    return _json(request, taxii.envelope(result), headers=taxii.date_headers(result))
+
+
+async def versions(request: web.Request) -> web.Response:
+    """The versions of an incident (§5.6), oldest first, with added_after, limit and next."""
+    changes = _holding(request)
+    limit, cursor, match = _paging(request, ("spec_version",))
+    found = taxii.versions(changes[-1:], request.match_info["object"], request.app[URLS], match)
+    if "added_after" in request.query:
+        try:
+            after = _moment(request.query["added_after"])
+        except ValueError as exc:
+            raise _bad(str(exc)) from None
+        found = [(version, added) for version, added in found if added > after]
+    body, result = taxii.versions_page(found, cursor or taxii.Cursor(), limit)
+    return _json(request, body, headers=taxii.date_headers(result))

@@ -52,11 +52,13 @@ class Activity:
 
     stored: list[tuple[str, str, str, int]]  # (UTC day, reporting CSIRT, restriction, entries first stored)
     refusals: list[tuple[str, int]]  # (reason, quarantine records), all time
-    publish_delays: list[tuple[str, float]]  # (UTC day, seconds from queued to published), per item
+    # (queued, published) of each outbox item published since, and (queued, None) of each one waiting:
+    # the publish delays and the outbox's depth over time.
+    outbox: list[tuple[datetime, datetime | None]]
     pending: list[tuple[str, int]]  # (node, outbox items waiting)
 
 
-# The newest published items whose delays the dashboard draws at most: a bound on one page's work.
+# The newest published (and, apart, waiting) items the dashboard draws at most: a bound on one page's work.
 MAX_DELAYS = 100_000
 
 
@@ -70,12 +72,14 @@ def activity(conn: Connection, since: datetime) -> Activity:
     delays = conn.execute(
         "SELECT created_at, published_at FROM outbox WHERE status = 'published' AND published_at >= ?"
         " ORDER BY id DESC LIMIT ?", (stamp, MAX_DELAYS)).fetchall()
+    waiting = conn.execute("SELECT created_at FROM outbox WHERE status = 'pending' ORDER BY id LIMIT ?",
+                           (MAX_DELAYS,)).fetchall()
     pending = conn.execute("SELECT node, count(*) AS n FROM outbox WHERE status = 'pending' GROUP BY node"
                            " ORDER BY 2 DESC, 1").fetchall()
     return Activity(
         stored=[(row[0], row[1], row[2], int(row[3])) for row in stored],
         refusals=[(row[0], int(row[1])) for row in refusals.fetchall()],
-        publish_delays=[(row[1][:10], (parse_time(row[1]) - parse_time(row[0])).total_seconds())
-                        for row in delays],
+        outbox=[(parse_time(row[0]), parse_time(row[1])) for row in delays]
+        + [(parse_time(row[0]), None) for row in waiting],
         pending=[(row[0], int(row[1])) for row in pending],
     )
