@@ -16,12 +16,6 @@ sending, so the window stays full under load, and items that went out are marked
 and then marked them, which left the server idle for a tenth of every round (BENCHMARKS.md §3). If the
 process dies before an item is marked, it goes out again on restart, which only overwrites it with the
 same bytes.
-
-On PostgreSQL the marking runs in a thread: it is mostly waiting on the server (two round trips per new
-entry), and the event loop goes on reading answers and sending meanwhile, where it sat idle before
-(BENCHMARKS.md, benchmark 12). One marking at a time; what is sent meanwhile waits for the next. On SQLite
-the marking is work in this process on the store's one connection, which the loop's own store calls would
-wait for: a thread there would only add hand-offs, so it runs on the loop as before.
 """
 
 from __future__ import annotations
@@ -86,8 +80,6 @@ class OutboxDrain:
         self._taken: set[int] = set()  # outbox ids in a chain, or sent and not marked yet
         self._sent: list[OutboxItem] = []  # the server has them; not marked published yet
         self._holds = 0  # held(): nothing new is sent while above 0
-        self._marking: asyncio.Task[None] | None = None  # PostgreSQL: the marking under way in a thread
-        self._mark_in_thread = store.backend == "postgresql"
 
     async def run(self) -> None:
         try:
@@ -104,8 +96,6 @@ class OutboxDrain:
             for task in self._chains.values():
                 task.cancel()
             await asyncio.gather(*self._chains.values(), return_exceptions=True)
-            if self._marking is not None:  # let it finish: what it marks is not sent again on restart
-                await asyncio.gather(self._marking, return_exceptions=True)
             try:
                 self._mark_sent()  # spares re-sending them on restart; harmless if it cannot
             except Exception:  # noqa: BLE001 - at shutdown the store may be closed already
@@ -122,17 +112,10 @@ class OutboxDrain:
             self._holds -= 1
 
     def _step(self) -> None:
-        if self._marking is not None and self._marking.done():
-            marking, self._marking = self._marking, None
-            marking.result()  # the store's error, if it failed (its items are back in _sent)
         # Mark in groups while the window is full; at once when it is not (light load, or the end of a
         # burst), so that published_at stays close to the publish.
-        if (self._sent and self._marking is None
-                and (len(self._sent) >= MARK_BATCH or len(self._chains) < PUBLISH_WINDOW)):
-            if self._mark_in_thread:
-                self._marking = asyncio.create_task(self._mark_sent_in_thread())
-            else:
-                self._mark_sent()
+        if self._sent and (len(self._sent) >= MARK_BATCH or len(self._chains) < PUBLISH_WINDOW):
+            self._mark_sent()
         if len(self._chains) < REFILL_BELOW:
             for key, chain in self._next_chains().items():
                 self._taken.update(item.id for item in chain)
@@ -184,20 +167,6 @@ class OutboxDrain:
         sent, service = self._sent, self.config.pubsub_service
         self.store.mark_published(*(item.id for item in sent), service=service)  # if it raises: kept
         self._sent = []
-        self._marked(sent)
-
-    async def _mark_sent_in_thread(self) -> None:
-        sent, self._sent = self._sent, []  # what is sent from now on waits for the next marking
-        try:
-            await asyncio.to_thread(self.store.mark_published, *(item.id for item in sent),
-                                    service=self.config.pubsub_service)
-        except BaseException:
-            self._sent = sent + self._sent  # kept, to be marked by a later step
-            raise
-        self._marked(sent)
-
-    def _marked(self, sent: list[OutboxItem]) -> None:
-        service = self.config.pubsub_service
         self._taken.difference_update(item.id for item in sent)
         for item in sent:
             what = "retracted" if item.action == RETRACT else "published"
