@@ -348,6 +348,26 @@ def test_mark_published_is_atomic(store: Store, monkeypatch: pytest.MonkeyPatch)
     assert item is not None and item.status == "pending"
 
 
+def test_a_round_marks_versions_of_one_item_in_order(store: Store) -> None:
+    """One mark_published for a round of the drain: an item twice in it (a second version, a retraction
+    after its publish) ends as its last outbox row says."""
+    incident = make_incident()
+    old = store.enqueue(SignedItem("n", "old", b"<old/>", incident, "2.0"), source="t")
+    store.mark_published(old, service="s")
+    round_ = [store.enqueue(SignedItem("n", "twice", b"<v1/>", incident, "2.0"), source="t"),
+              store.enqueue(SignedItem("n", "new", b"<new/>", incident, "2.0"), source="t"),
+              store.enqueue(SignedItem("n", "twice", b"<v2/>", incident, "2.0"), source="t"),
+              store.enqueue(SignedItem("n", "old", b"", incident, "2.0"), source="t", action="retract"),
+              store.enqueue(SignedItem("n", "old", b"<back/>", incident, "2.0"), source="t")]
+    assert len(set(round_)) == 5  # each submit reports its own new id (on PostgreSQL read after COMMIT)
+    store.mark_published(*round_, service="s")
+    twice, new, back = (store.find_entry("s", "n", item_id) for item_id in ("twice", "new", "old"))
+    assert twice is not None and (twice.xml, twice.revision) == (b"<v2/>", 2)
+    assert [version.xml for version in store.entry_versions(twice.id)] == [b"<v1/>"]
+    assert new is not None and (new.xml, new.revision) == (b"<new/>", 1)
+    assert back is not None and not back.deleted and (back.xml, back.revision) == (b"<back/>", 2)
+
+
 _STATE = "INSERT INTO bridge_state (key, value, updated_at) VALUES (?, 'v', '2024-01-01T00:00:00.000000Z')"
 
 

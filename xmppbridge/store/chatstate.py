@@ -83,7 +83,8 @@ class ChatState:
     def cursors(self) -> dict[str, int]:
         """The last sequence number announced, per collection that has one: one read for all of them
         (the watcher looks every half second; on PostgreSQL each read is a round trip)."""
-        rows = self._sessions.read(lambda conn: conn.execute("SELECT collection, seq FROM chat_cursor").fetchall())
+        rows = self._sessions.read(lambda conn: conn.execute(
+            "SELECT collection, seq FROM chat_cursor").fetchall())
         return {row["collection"]: row["seq"] for row in rows}
 
     def set_cursors(self, moved: dict[str, int]) -> None:

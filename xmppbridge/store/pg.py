@@ -185,7 +185,8 @@ class PgBackend:
         self.url = url
         # Monotonic time each pooled connection was last given back without an error (weak: the pool
         # drops and replaces connections on its own).
-        self._returned: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = weakref.WeakKeyDictionary()
+        self._returned: weakref.WeakKeyDictionary[psycopg.Connection[Any], float]
+        self._returned = weakref.WeakKeyDictionary()
         try:  # once by hand first: a wrong URL or a server that is down fails now, with libpq's reason
             psycopg.connect(url, connect_timeout=10).close()
         except psycopg.Error as exc:
