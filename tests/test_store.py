@@ -341,7 +341,7 @@ def test_mark_published_is_atomic(store: Store, monkeypatch: pytest.MonkeyPatch)
     def broken(*args: object, **kwargs: object) -> str:
         raise sqlite3.OperationalError("disk on fire")
 
-    monkeypatch.setattr(entries, "upsert_found", broken)  # what upsert stores through
+    monkeypatch.setattr(entries, "upsert", broken)
     with pytest.raises(sqlite3.OperationalError):
         store.mark_published(ident, service="s")
     item = store.outbox_item(ident)
@@ -349,8 +349,8 @@ def test_mark_published_is_atomic(store: Store, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_a_round_marks_versions_of_one_item_in_order(store: Store) -> None:
-    """One mark_published reads its entries' rows together; an item twice in it (a second version, a
-    retraction after its publish) still ends as its last outbox row says."""
+    """One mark_published for a round of the drain: an item twice in it (a second version, a retraction
+    after its publish) ends as its last outbox row says."""
     incident = make_incident()
     old = store.enqueue(SignedItem("n", "old", b"<old/>", incident, "2.0"), source="t")
     store.mark_published(old, service="s")
@@ -359,6 +359,7 @@ def test_a_round_marks_versions_of_one_item_in_order(store: Store) -> None:
               store.enqueue(SignedItem("n", "twice", b"<v2/>", incident, "2.0"), source="t"),
               store.enqueue(SignedItem("n", "old", b"", incident, "2.0"), source="t", action="retract"),
               store.enqueue(SignedItem("n", "old", b"<back/>", incident, "2.0"), source="t")]
+    assert len(set(round_)) == 5  # each submit reports its own new id (on PostgreSQL read after COMMIT)
     store.mark_published(*round_, service="s")
     twice, new, back = (store.find_entry("s", "n", item_id) for item_id in ("twice", "new", "old"))
     assert twice is not None and (twice.xml, twice.revision) == (b"<v2/>", 2)

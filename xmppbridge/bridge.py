@@ -67,8 +67,7 @@ class Bridge:
         self.rooms = attach_rooms(self.xmpp, ops.rooms) if ops.rooms else None
         self.policy = LivePolicy(config.policy)  # asked by the feed, chat and ad-hoc; swapped on reload
         self.chat = attach_chat(self.xmpp, ChatService(ops, self.policy, self.store, self.chat_state,
-                                                       FeedUrls(config.feed_base_url)), self.rooms,
-                                backend=self.store.backend)
+                                                       FeedUrls(config.feed_base_url)), self.rooms)
         attach_adhoc(self.xmpp, self.policy, operator_actions(config, self.store, self.chat_state))
         self.presence = attach_presence(self.xmpp)  # chat clients show the bridge online
         self.approvals = ApprovalDesk(config, self.store, self.xmpp, self.chat.send)

@@ -37,9 +37,6 @@ class Outbox(Protocol):
     def mark_published(self, *outbox_ids: int, service: str) -> None: ...
     def mark_failed(self, outbox_id: int, reason: str) -> None: ...
     def outbox_depth(self) -> int: ...
-    @property
-    def backend(self) -> str:
-        """"sqlite" or "postgresql"."""
 
 
 class EntryReads(Protocol):

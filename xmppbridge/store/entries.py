@@ -109,16 +109,10 @@ def upsert(conn: Connection, service: str, item: SignedItem, *, origin: Origin) 
 
     Changes are logged in the collection of the entry's audience; an entry whose audience changes
     leaves a tombstone in its old collection, so that readers of that feed learn it is gone there."""
-    return upsert_found(conn, service, item, _find_row(conn, service, item.node, item.item_id), origin=origin)
-
-
-def upsert_found(conn: Connection, service: str, item: SignedItem, row: Row | None, *,
-                 origin: Origin) -> UpsertResult:
-    """``upsert`` with the entry's row as ``find_rows`` read it (None: no entry yet), for a batch of
-    items whose rows were read in one statement."""
     if origin not in ("local", "remote"):
         raise ValueError(f"origin must be 'local' or 'remote', not {origin!r}")
     node, item_id, incident, xml = item.node, item.item_id, item.incident, item.xml
+    row = _find_row(conn, service, node, item_id)
     collection, purpose = incidents.audience(incident), canonical_purpose(incident.purpose)
     fields = {
         "origin": origin,
@@ -240,18 +234,6 @@ def get(conn: Connection, entry_id: int) -> Entry | None:
 def find(conn: Connection, service: str, node: str, item_id: str) -> Entry | None:
     row = _find_row(conn, service, node, item_id)
     return None if row is None else from_row(row)
-
-
-def find_rows(conn: Connection, service: str,
-              keys: Collection[tuple[str, str]]) -> dict[tuple[str, str], Row]:
-    """The rows ``upsert`` reads, of several (node, item id) of one service, in one statement: on
-    PostgreSQL one round trip for a round of the outbox drain instead of one per item. Both lists go
-    into the UNIQUE index's range (nodes are few); the pairs are picked out here."""
-    nodes, node_list = conn.dialect.one_of("e.node", sorted({node for node, _ in keys}))
-    items, item_list = conn.dialect.one_of("e.item_id", sorted({item_id for _, item_id in keys}))
-    rows = conn.execute(f"{_WITH_DOCUMENT} WHERE e.service = ? AND {nodes} AND {items}",
-                        (service, node_list, item_list))
-    return {key: row for row in rows if (key := (row["node"], row["item_id"])) in keys}
 
 
 def _find_row(conn: Connection, service: str, node: str, item_id: str) -> Row | None:

@@ -119,25 +119,16 @@ def mark_published(conn: Connection, items: Sequence[int], *, service: str) -> N
         "UPDATE outbox SET status = ?, reason = NULL, service = ?, published_at = ? WHERE id = ?",
         [(PUBLISHED, service, later_than(None), item) for item in items],
     )
-    # Our entries' rows, read together (``entries.find_rows``); an item twice in the round (a second
-    # version, or a retraction) is read again after its first, as upsert reads it.
-    found = entries.find_rows(conn, service, {(row["node"], row["item_id"]) for row in rows.values()})
-    done: set[tuple[str, str]] = set()
     for item in items:
         row = rows[item]
-        key = (row["node"], row["item_id"])
         if row["action"] == RETRACT:
-            entries.mark_deleted(conn, service, *key)
-        else:
-            signed = SignedItem(row["node"], row["item_id"], bytes(row["payload"]),
-                                incidents.from_json(row["incident"]), row["version"],
-                                Signer(row["signer_subject"], row["signer_fingerprint"]),
-                                custody.from_json(row["custody"]))
-            if key in done:
-                entries.upsert(conn, service, signed, origin="local")
-            else:
-                entries.upsert_found(conn, service, signed, found.get(key), origin="local")
-        done.add(key)
+            entries.mark_deleted(conn, service, row["node"], row["item_id"])
+            continue
+        signed = SignedItem(row["node"], row["item_id"], bytes(row["payload"]),
+                            incidents.from_json(row["incident"]), row["version"],
+                            Signer(row["signer_subject"], row["signer_fingerprint"]),
+                            custody.from_json(row["custody"]))
+        entries.upsert(conn, service, signed, origin="local")
 
 
 def mark_failed(conn: Connection, item: int, reason: str) -> None:

@@ -35,7 +35,6 @@ class Sessions:
         self._lock = threading.Lock()  # the SQLite connection, and the batch's
         self._batched = False  # inside batch(): writes are savepoints of one transaction
         self._batch: Connection | None = None  # PostgreSQL: the connection the batch holds
-        self._batch_thread: int | None = None  # PostgreSQL: the thread whose batch it is
         self._sqlite: Connection | None = None
         self._pool: PgBackend | None = None
         self._open = True
@@ -62,18 +61,12 @@ class Sessions:
             raise self._closed()
         return self._sqlite
 
-    def _joins_batch(self) -> bool:
-        """Whether a call joins the open batch: on SQLite any call (one connection, in its transaction),
-        on PostgreSQL only the batch's own thread's; another thread's (the drain marks in one) goes on
-        with a connection of the pool, as outside a batch."""
-        return self._batched and (self._pool is None or self._batch_thread == threading.get_ident())
-
     @contextmanager
     def _connection(self) -> Iterator[Connection]:
         """The connection for one call: the batch's or SQLite's (under the lock), or one of the pool."""
         if not self._open:
             raise self._closed()
-        if self._pool is None or self._joins_batch():
+        if self._pool is None or self._batched:
             with self._lock:
                 conn = self._batch or self._sqlite
                 if conn is None:
@@ -88,8 +81,7 @@ class Sessions:
         """``pipelined``: in ``Connection.pipeline()``, the transaction's statements too (on PostgreSQL a
         round trip per read of rows, not per statement), for writes that never count rows."""
         with self._connection() as conn:
-            joined = conn is self._batch or (self._pool is None and self._batched)  # under the lock then
-            if not joined:
+            if not self._batched:
                 with db.transaction(conn, pipelined=pipelined):
                     yield conn
                 return
@@ -117,7 +109,7 @@ class Sessions:
             if outer and self._pool is not None:
                 # Before marking the batch begun: a pool that gives no connection (the database
                 # unreachable) fails this batch only, not every later call.
-                self._batch, self._batch_thread = self._pool.take(), threading.get_ident()
+                self._batch = self._pool.take()
             self._batched = True
         try:
             yield
@@ -127,7 +119,7 @@ class Sessions:
                     self._end_batch()
 
     def _end_batch(self) -> None:
-        self._batched, self._batch_thread = False, None
+        self._batched = False
         held, self._batch = self._batch, None
         # Nothing to commit when the batch wrote nothing (it then costs nothing), nor when the store was
         # closed meanwhile (at shutdown, the server's last bytes still arrive).

@@ -14,7 +14,6 @@ from typing import Any
 from xmppbridge.chat.service import ChatService, Notice
 from xmppbridge.xmpp.component import BridgeComponent
 from xmppbridge.xmpp.rooms import RoomShell
-from xmppbridge.xmpp.storecalls import store_call
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +22,8 @@ WATCH_INTERVAL = 0.5  # seconds between looks at the change log
 
 class ChatShell:
     def __init__(self, component: BridgeComponent, service: ChatService,
-                 rooms: RoomShell | None = None, *, backend: str = "sqlite") -> None:
+                 rooms: RoomShell | None = None) -> None:
         self.component, self.service, self.rooms = component, service, rooms
-        self.backend = backend  # the store's: where its reads run (xmpp.storecalls)
         # Clients ping the contacts they talk to (XEP-0199); answer instead of service-unavailable.
         component.register_plugin("xep_0199", {"keepalive": False})
         component.add_event_handler("message", self._on_message)
@@ -47,11 +45,9 @@ class ChatShell:
         self.component.send_message(mto=notice.to, mbody=notice.body, mtype="chat",
                                     mfrom=self.component.boundjid.bare)
 
-    async def announce(self) -> None:
-        """Send what the change log has that was not announced yet. Reading it is store calls only (a
-        dozen a round, more under load), made where they wait least (``store_call``); sending is the
-        loop's."""
-        for notice in await store_call(self.backend, lambda: self.service.notices(self.service.changes())):
+    def announce(self) -> None:
+        """Send what the change log has that was not announced yet."""
+        for notice in self.service.notices(self.service.changes()):
             self.send(notice)
 
     async def watch(self, interval: float = WATCH_INTERVAL) -> None:
@@ -60,12 +56,12 @@ class ChatShell:
         while True:
             await self.component.online.wait()
             try:
-                await self.announce()
+                self.announce()
             except Exception:  # noqa: BLE001 - a bad entry must not stop announcements for good
                 log.exception("announcing changes failed")
             await asyncio.sleep(interval)
 
 
 def attach_chat(component: BridgeComponent, service: ChatService,
-                rooms: RoomShell | None = None, *, backend: str = "sqlite") -> ChatShell:
-    return ChatShell(component, service, rooms, backend=backend)
+                rooms: RoomShell | None = None) -> ChatShell:
+    return ChatShell(component, service, rooms)

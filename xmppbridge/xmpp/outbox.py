@@ -16,10 +16,6 @@ sending, so the window stays full under load, and items that went out are marked
 and then marked them, which left the server idle for a tenth of every round (BENCHMARKS.md §3). If the
 process dies before an item is marked, it goes out again on restart, which only overwrites it with the
 same bytes.
-
-On PostgreSQL the looks at the outbox and the marking run in a thread (``xmpp.storecalls``): they are
-mostly waiting on the server (the marking two round trips per new entry), and the event loop goes on
-reading answers and sending meanwhile. One marking at a time; what is sent meanwhile waits for the next.
 """
 
 from __future__ import annotations
@@ -45,7 +41,6 @@ from xmppbridge.store import OutboxItem
 from xmppbridge.store.contracts import Outbox
 from xmppbridge.store.outbox import RETRACT
 from xmppbridge.xmpp.component import BridgeComponent
-from xmppbridge.xmpp.storecalls import store_call, waits_on_server
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +80,12 @@ class OutboxDrain:
         self._taken: set[int] = set()  # outbox ids in a chain, or sent and not marked yet
         self._sent: list[OutboxItem] = []  # the server has them; not marked published yet
         self._holds = 0  # held(): nothing new is sent while above 0
-        self._marking: asyncio.Task[None] | None = None  # PostgreSQL: the marking under way in a thread
-        self._mark_in_thread = waits_on_server(store.backend)
 
     async def run(self) -> None:
         try:
             while True:
                 try:
-                    await self._step()
+                    self._step()
                 except Exception:  # noqa: BLE001 - e.g. the store locked by another process for too long
                     # Whatever it was, the items are still pending: log it and go on, never stop draining.
                     log.exception("reading or marking the outbox failed; trying again in %.0f s", RETRY_DELAY)
@@ -103,8 +96,6 @@ class OutboxDrain:
             for task in self._chains.values():
                 task.cancel()
             await asyncio.gather(*self._chains.values(), return_exceptions=True)
-            if self._marking is not None:  # let it finish: what it marks is not sent again on restart
-                await asyncio.gather(self._marking, return_exceptions=True)
             try:
                 self._mark_sent()  # spares re-sending them on restart; harmless if it cannot
             except Exception:  # noqa: BLE001 - at shutdown the store may be closed already
@@ -120,35 +111,26 @@ class OutboxDrain:
         finally:
             self._holds -= 1
 
-    async def _step(self) -> None:
-        if self._marking is not None and self._marking.done():
-            marking, self._marking = self._marking, None
-            marking.result()  # the store's error, if it failed (its items are back in _sent)
+    def _step(self) -> None:
         # Mark in groups while the window is full; at once when it is not (light load, or the end of a
         # burst), so that published_at stays close to the publish.
-        if (self._sent and self._marking is None
-                and (len(self._sent) >= MARK_BATCH or len(self._chains) < PUBLISH_WINDOW)):
-            if self._mark_in_thread:
-                self._marking = asyncio.create_task(self._mark_sent_in_thread())
-            else:
-                self._mark_sent()
+        if self._sent and (len(self._sent) >= MARK_BATCH or len(self._chains) < PUBLISH_WINDOW):
+            self._mark_sent()
         if len(self._chains) < REFILL_BELOW:
-            for key, chain in (await self._next_chains()).items():
+            for key, chain in self._next_chains().items():
                 self._taken.update(item.id for item in chain)
                 self._chains[key] = asyncio.create_task(self._run_chain(key, chain))
 
-    async def _next_chains(self) -> dict[Key, list[OutboxItem]]:
+    def _next_chains(self) -> dict[Key, list[OutboxItem]]:
         """Pending items that may go now, grouped per PubSub item in outbox order."""
         if not self.xmpp.online.is_set() or self._holds:
             return {}
-        # Without the items under way: reading them again (payload, incident) only to skip them cost
-        # the loop tens of milliseconds per look under load. A copy: chains end during the read.
-        taken = frozenset(self._taken)
-        pending = await store_call(self.store.backend, lambda: self.store.pending(limit=BATCH, exclude=taken))
         now = time.monotonic()
         chains: dict[Key, list[OutboxItem]] = defaultdict(list)
         held: set[Key] = set(self._chains)  # a chain of the key under way, or a retry to wait out
-        for item in pending:
+        # Without the items under way: reading them again (payload, incident) only to skip them cost
+        # the loop tens of milliseconds per look under load.
+        for item in self.store.pending(limit=BATCH, exclude=self._taken):
             key = (item.node, item.item_id)
             if key in held:
                 continue
@@ -185,20 +167,6 @@ class OutboxDrain:
         sent, service = self._sent, self.config.pubsub_service
         self.store.mark_published(*(item.id for item in sent), service=service)  # if it raises: kept
         self._sent = []
-        self._marked(sent)
-
-    async def _mark_sent_in_thread(self) -> None:
-        sent, self._sent = self._sent, []  # what is sent from now on waits for the next marking
-        ids, service = [item.id for item in sent], self.config.pubsub_service
-        try:
-            await store_call(self.store.backend, lambda: self.store.mark_published(*ids, service=service))
-        except BaseException:
-            self._sent = sent + self._sent  # kept, to be marked by a later step
-            raise
-        self._marked(sent)
-
-    def _marked(self, sent: list[OutboxItem]) -> None:
-        service = self.config.pubsub_service
         self._taken.difference_update(item.id for item in sent)
         for item in sent:
             what = "retracted" if item.action == RETRACT else "published"
