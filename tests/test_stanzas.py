@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from xml.etree import ElementTree as ET
 
 import pytest
+from slixmpp.exceptions import IqTimeout
 
 from xmppbridge.errors import PublishFailed
 from xmppbridge.xmpp import component as component_module
@@ -338,3 +339,29 @@ async def test_asked_again_a_pending_request_is_withdrawn_and_made_anew() -> Non
     assert await asyncio.wait_for(subscribing, 5) == "pending"
     requests = [re.findall(r"<(subscribe|unsubscribe) ", str(stanza)) for stanza in sent]
     assert requests == [["subscribe"], ["unsubscribe"], ["subscribe"]]
+
+
+class Unanswered:
+    """disco#info that times out; ``meanwhile`` runs while it waits (bytes arriving from the server)."""
+
+    def __init__(self, component: BridgeComponent, meanwhile: Callable[[], None] = lambda: None) -> None:
+        self.component, self.meanwhile = component, meanwhile
+
+    async def get_info(self, **_: object) -> None:
+        self.meanwhile()
+        raise IqTimeout(self.component.Iq())
+
+
+@pytest.mark.parametrize(("server_sends", "dropped"), [(False, True), (True, False)],
+                         ids=["silent link dropped", "busy server kept"])
+async def test_an_unanswered_keepalive_drops_only_a_silent_link(monkeypatch: pytest.MonkeyPatch,
+                                                                 server_sends: bool, dropped: bool) -> None:
+    """A server that answers the probe late but keeps sending is busy, not gone: dropping it would make
+    it fetch every node again at the reconnection (SCALING.md, hub and spoke)."""
+    component = started(RecordingSink())
+    aborted: list[bool] = []
+    monkeypatch.setattr(component, "abort", lambda: aborted.append(True))
+    sends = (lambda: component.data_received(b" ")) if server_sends else (lambda: None)  # whitespace
+    monkeypatch.setitem(component.plugin._plugins, "xep_0030", Unanswered(component, sends))
+    await component.probe_link("pubsub.a.test", timeout=10)
+    assert bool(aborted) is dropped

@@ -239,7 +239,8 @@ def test_entries_order_paging_and_restriction_filter(store: Store) -> None:
 
 
 def test_filter_uses_the_narrowest_marking_inside_the_incident(store: Store) -> None:
-    """A public Incident with a private part is filed as private (DIGEST §5: never expose more widely)."""
+    """A public Incident with a private part is filed as private (RFC 7970 §3.3.1: never expose more
+    widely)."""
     mixed = make_incident(1, "public", narrowest_restriction="private")
     upsert(store, 1, incident=mixed)
     assert store.entries(restrictions=["public"]) == [] and store.count_entries(["public"]) == 0

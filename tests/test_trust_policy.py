@@ -52,7 +52,7 @@ def test_check_publishable(node: str, restriction: str, ok: bool) -> None:
 
 
 def test_the_narrowest_marking_inside_an_incident_decides() -> None:
-    # A public Incident with a private part must not go to a public node (DIGEST §5).
+    # A public Incident with a private part must not go to a public node (RFC 7970 §3.3.1).
     mixed = make_incident(restriction="public", narrowest_restriction="private")
     with pytest.raises(InputRejected):
         check_publishable("iodef/public/reporting", mixed)

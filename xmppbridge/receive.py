@@ -115,7 +115,7 @@ def receive_item(store: Receiving, trust: TrustStore, ref: ItemRef, payload: byt
 
 def representative(incidents: list[Incident]) -> Incident:
     """One Incident stands for the item; its restriction is the narrowest of all of them, so an entry is
-    never shown more widely than its most restricted part (DIGEST §5)."""
+    never shown more widely than its most restricted part (RFC 7970 §3.3.1)."""
     narrowest = incidents[0].effective_restriction
     for incident in incidents[1:]:
         if is_wider(narrowest, incident.effective_restriction):

@@ -5,7 +5,7 @@ run either).
 ejabberd is Erlang: ``ejabberdctl`` started as root runs the VM as the ``ejabberd`` user, which must be
 able to read its files. Test and demo work directories are often private to root (pytest's are), so the
 server's files live in a directory of their own under the system temp dir, owned by ``ejabberd``,
-linked from ``workdir`` and removed by ``stop``. There is no epmd (LAB-NOTES §3).
+linked from ``workdir`` and removed by ``stop``. There is no epmd (INTEROP.md §3).
 
 Name resolution for s2s stays on loopback without touching ``/etc/hosts``: ejabberd 23.01 looks up SRV
 records with Erlang's resolver (``inet_res``) and then resolves the target with the C library

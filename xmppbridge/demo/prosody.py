@@ -73,7 +73,7 @@ class ProsodyServer(LocalServer):
         hosts += [f"{ip} {_names(domain)}" for domain, ip in self.peers.items()]
         (self.workdir / "hosts").write_text("\n".join(hosts) + "\n")
         # Nothing listens on 127.0.0.1:53 here, so SRV lookups fail fast and Prosody falls back to
-        # the hosts file (LAB-NOTES §2).
+        # the hosts file (INTEROP.md §2).
         (self.workdir / "resolv.conf").write_text("nameserver 127.0.0.1\n")
         config = Template(TEMPLATE.read_text()).substitute(
             run_as_root="run_as_root = true -- started as root (CI, containers)" if os.geteuid() == 0 else "",

@@ -169,7 +169,7 @@ def entry_atom_id(incident: Incident, published: datetime | None) -> str:
     """``tag:<name>,<year>:<id>[/<instance>]`` (RFC 4151), ids percent-encoded so that any IncidentID text
     gives a valid IRI. ``published`` must be the entry's fixed first-seen time so the id never changes.
     A name that is not a DNS name (IODEF does not enforce it) gives a ``urn:uuid`` derived from the same
-    parts instead; the draft-02 concatenation ``name`` + ``id`` is not an IRI at all (DIGEST §5)."""
+    parts instead; the draft-02 concatenation ``name`` + ``id`` is not an IRI at all (RFC 4287 §4.2.6)."""
     year = published.astimezone(UTC).year if published else TAG_FALLBACK_YEAR
     authority = dns_tagging_name(incident.id_name)
     if authority is None:

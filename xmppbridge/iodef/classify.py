@@ -2,7 +2,8 @@
 
 Reads the tree exactly as received. In particular restriction comes only from attributes actually
 present: the 1.0 XSD declares defaults on child classes (IncidentID="public", EventData="default", ...)
-which would break restriction inheritance if a validator had inserted them (DIGEST §1, §5).
+which would break restriction inheritance if a validator had inserted them (RFC 5070 §3.2: a
+restriction covers its class and the classes in it).
 Elements are matched by namespace URI + local name, never by prefix.
 """
 

@@ -32,13 +32,13 @@ class Incident:
     related_ids: tuple[tuple[str, str], ...] = ()  # RelatedActivity IncidentIDs
     # Canonical narrowest restriction written anywhere in the Incident (itself included) or on a root-level
     # AdditionalData travelling with it. Publishing wider than this would leak a more restricted part
-    # (DIGEST §5); None when not computed.
+    # (RFC 7970 §3.3.1); None when not computed.
     narrowest_restriction: str | None = None
 
     @property
     def effective_restriction(self) -> str:
         """What the bridge routes and guards on: the narrowest marking inside the Incident, so that a
-        public Incident with a private part never goes to a public node or feed (DIGEST §5)."""
+        public Incident with a private part never goes to a public node or feed (RFC 7970 §3.3.1)."""
         return self.narrowest_restriction or self.restriction
 
     @property

@@ -16,7 +16,7 @@ from lxml import etree
 
 from xmppbridge.errors import MalformedXML, TooLarge, UnsafeXML
 
-# Prosody closes the whole component stream for a stanza over ~512 KB (LAB-NOTES §1); a signed
+# Prosody closes the whole component stream for a stanza over ~512 KB (INTEROP.md §1); a signed
 # document plus the publish IQ around it must stay well below that.
 DEFAULT_MAX_BYTES = 400_000
 # IODEF nests about a dozen levels deep; 64 leaves room for AdditionalData payloads without letting

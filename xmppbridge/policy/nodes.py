@@ -41,7 +41,7 @@ def parse_node_name(prefix: str, node: str) -> tuple[str, str] | None:
 
 @dataclass(frozen=True)
 class NodeAccess:
-    access_model: str  # "open" or "whitelist": the only models Prosody offers (LAB-NOTES §5)
+    access_model: str  # "open" or "whitelist": the only models Prosody offers (INTEROP.md §1)
 
 
 def node_access(restriction: str) -> NodeAccess:
@@ -63,7 +63,8 @@ def check_publishable(node: str, incident: Incident) -> None:
     document's narrowest marking allows, or when the node name does not say who can read it.
 
     Call it right before publishing: whatever built the item (split, relay, a hand-filled outbox), the
-    node must not leak it (DIGEST §5). Raises ``InputRejected`` with reason ``restriction-wider-than-node``.
+    node must not leak it (RFC 7970 §3.3.1). Raises ``InputRejected`` with reason
+    ``restriction-wider-than-node``.
     """
     restriction = node_restriction(node)
     narrowest = incident.effective_restriction

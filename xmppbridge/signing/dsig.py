@@ -8,7 +8,8 @@ DS_NS = "http://www.w3.org/2000/09/xmldsig#"
 DS_SIGNATURE = f"{{{DS_NS}}}Signature"
 
 # Exclusive C14N: RID (RFC 6545 §9.1) requires it, and unlike inclusive C14N / C14N 1.1 it does not
-# digest the namespace declarations of the pubsub <item>/<message> around the document (DIGEST §5).
+# digest the namespace declarations of the pubsub <item>/<message> around the document (W3C Exclusive
+# XML Canonicalization 1.0, §1).
 EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
 ENVELOPED = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
 SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"

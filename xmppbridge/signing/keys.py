@@ -1,7 +1,7 @@
 """Signing identities: a private key loaded once, with its certificate.
 
 signxml re-parses a PEM key on every ``sign()`` call, and cryptography's RSA key validation on load costs
-~50 ms (LAB-NOTES §4), so the bridge loads the key object once at start-up and hands the object to the
+~50 ms (INTEROP.md §5), so the bridge loads the key object once at start-up and hands the object to the
 signer. The same key-strength policy is applied to our own key and to the members' pinned certificates.
 """
 

@@ -1,11 +1,11 @@
 """The only shapes of signed document the verifier accepts; everything else is refused before any crypto.
 
-Signature wrapping works by making the verifier check one thing and the application use another (DIGEST
-§5). We rule it out structurally: no IODEF-Document inside the document, exactly one originator
-signature in an IODEF ``AdditionalData``, optionally followed by relay signatures, each alone in a
-trailing ``AdditionalData meaning="relay-signature"`` of the same parent, and every signature made of
-SignedInfo, SignatureValue and KeyInfo only (no ``ds:Object`` to hide a copy in), with exactly one
-whole-document reference (``URI=""``), the enveloped transform and allowed algorithms.
+Signature wrapping works by making the verifier check one thing and the application use another (W3C, "XML
+Signature Best Practices", 2013). We rule it out structurally: no IODEF-Document inside the document,
+exactly one originator signature in an IODEF ``AdditionalData``, optionally followed by relay signatures,
+each alone in a trailing ``AdditionalData meaning="relay-signature"`` of the same parent, and every
+signature made of SignedInfo, SignatureValue and KeyInfo only (no ``ds:Object`` to hide a copy in), with
+exactly one whole-document reference (``URI=""``), the enveloped transform and allowed algorithms.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Sign an IODEF document: one enveloped XML signature over the wire form of the whole document.
 
 The signature sits in ``AdditionalData dtype="xml" meaning="signature"`` because neither IODEF schema
-allows ``ds:Signature`` directly under IODEF-Document (DIGEST §2): the last root child in IODEF 2.0, the
+allows ``ds:Signature`` directly under IODEF-Document (schemas/): the last root child in IODEF 2.0, the
 last child of the last Incident in 1.0 (whose root allows no AdditionalData). The reference is
 ``URI=""`` with the enveloped transform, so it covers the whole document wherever the signature sits.
 
@@ -182,9 +182,10 @@ def _iodef_namespace(doc: etree._Element) -> str:
 
 def _remove_document_signatures(doc: etree._Element, ns: str) -> bool:
     """Remove earlier document signatures; True if there were any."""
-    # Re-signing replaces the old signature (never moves signed nodes, DIGEST §5). An AdditionalData that
-    # directly holds a ds:Signature is an earlier document signature too, even without meaning="signature"
-    # (other implementations label it differently); left in place it would make two signatures.
+    # Re-signing replaces the old signature (never moves signed nodes: W3C XML Signature Best Practices). An
+    # AdditionalData that directly holds a ds:Signature is an earlier document signature too, even without
+    # meaning="signature" (other implementations label it differently); left in place it would make two
+    # signatures.
     removed = False
     for parent in (doc, *doc.findall(f"{{{ns}}}Incident")):
         for extra in parent.findall(f"{{{ns}}}AdditionalData"):

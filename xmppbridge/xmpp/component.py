@@ -72,7 +72,7 @@ class BridgeComponent(ComponentXMPP):
         self.rotation = Rotation(tuple(servers))
         first = self.rotation.current
         # fix_error_ns: without it every IqError reads feature-not-implemented, because the real
-        # <error> arrives in the jabber:component:accept namespace (LAB-NOTES §5).
+        # <error> arrives in the jabber:component:accept namespace (INTEROP.md §4).
         super().__init__(jid, secret, first.host, first.port, fix_error_ns=True)
         self.sink = sink
         self.stopping = False  # set by the owner before disconnecting on purpose
@@ -96,6 +96,7 @@ class BridgeComponent(ComponentXMPP):
         self._held: list[Notification] = []
         self._hold_timer: asyncio.TimerHandle | None = None
         self._delivered_at = float("-inf")  # loop time of the last delivery
+        self._received_at = float("-inf")  # monotonic time the server last sent us any bytes (keepalive)
         # XEP-0060 §8.6 subscription requests to our nodes go here (xmpp.approvals), not to the chat.
         self.on_authorization: Callable[[AuthorizationRequest], None] | None = None
 
@@ -106,6 +107,7 @@ class BridgeComponent(ComponentXMPP):
     def data_received(self, data: bytes | str) -> None:
         # slixmpp handles every stanza of one read from the server right here, synchronously: one sink
         # batch per read stores the items fetched in it with one commit instead of one each.
+        self._received_at = time.monotonic()  # any bytes say the server is alive (``probe_link``)
         with self.sink.batch():
             super().data_received(data)
         if self._held and self._hold_timer is None:
@@ -476,22 +478,36 @@ class BridgeComponent(ComponentXMPP):
                 sock.shutdown(socket.SHUT_RDWR)
 
     async def keepalive(self, service: str, interval: float, timeout: float) -> None:
-        """Detect a dead server link: a disco#info round trip every ``interval``; on no answer, drop the
-        connection so that the reconnect logic takes over. (Components do not get mod_ping's answers
-        for component hosts, LAB-NOTES §5, but every pubsub service answers disco#info.)"""
+        """Detect a dead server link: a disco#info round trip every ``interval``; when it goes unanswered
+        and the server sent nothing else meanwhile, drop the connection so that the reconnect logic takes
+        over. (Components do not get mod_ping's answers for component hosts, INTEROP.md §1, but every
+        pubsub service answers disco#info.)"""
         while True:
             await asyncio.sleep(interval)
+            if self.online.is_set():
+                await self.probe_link(service, timeout)
+
+    async def probe_link(self, service: str, timeout: float) -> None:
+        """One keepalive probe. A server that keeps sending (notifications, answers to other requests)
+        but answers the probe late is busy, not gone: a hub's server fanning a burst out to many spokes
+        fell behind by more than the timeout, and dropping the link made it worse, since every
+        reconnection fetches every node again (SCALING.md, hub and spoke). A dead link sends nothing."""
+        sent = time.monotonic()
+        try:
+            await self.plugin["xep_0030"].get_info(jid=service, ifrom=self.boundjid.bare, timeout=timeout,
+                                                   cached=False)
+        except IqTimeout:
             if not self.online.is_set():
-                continue
-            try:
-                await self.plugin["xep_0030"].get_info(jid=service, ifrom=self.boundjid.bare, timeout=timeout,
-                                                       cached=False)
-            except IqTimeout:
-                if self.online.is_set():  # else the connection dropped meanwhile (``_fail_in_flight``)
-                    log.warning("no answer from %s within %.0f s; dropping the connection", service, timeout)
-                    self.abort()
-            except IqError:
-                pass  # an error reply is still an answer: the link is alive
+                return  # the connection dropped meanwhile (``_fail_in_flight``)
+            if self._received_at > sent:
+                log.info("%s answered no keepalive within %.0f s but is still sending: busy, keeping the "
+                         "connection", service, timeout)
+                return
+            log.warning("no answer from %s within %.0f s and nothing else from it; dropping the connection",
+                        service, timeout)
+            self.abort()
+        except IqError:
+            pass  # an error reply is still an answer: the link is alive
 
 
 def peer_failure(exc: BaseException) -> StanzaError | None:

@@ -32,7 +32,7 @@ from xmppbridge.xmpp.peers import PeerNotes
 log = logging.getLogger(__name__)
 
 # Item fetches in flight during catch-up, over all nodes together: enough to hide the s2s round trip
-# (LAB-NOTES §1: windows of 16-64).
+# (INTEROP.md §1: windows of 16-64).
 FETCH_WINDOW = 16
 # Node listings in flight. Prosody 0.12 loads every item of a node, payloads included, to list its ids
 # (a second or more for a full node); twenty at once starve the server until the IQs time out. One at a
