@@ -73,6 +73,11 @@ def held(consortium: Consortium, name: str) -> dict[str, Entry]:
         return {e.incident.id: e for e in store.entries(limit=1000) if e.service == HUB_SERVICE}
 
 
+def holds(consortium: Consortium, name: str, service: str, node: str, item_id: str) -> bool:
+    with closing(store_of(consortium, name)) as store:
+        return store.find_entry(service, node, item_id) is not None
+
+
 def relayed(restrictions: tuple[str, ...]) -> set[str]:
     return {f"HUB-{r}" for r in restrictions}
 
@@ -92,8 +97,11 @@ def test_each_spoke_gets_what_its_audience_may_read_through_the_hub(star: Consor
         assert entry.signer_subject.startswith("CN=CSIRT A ")
         assert [(c.role, c.member) for c in entry.custody] == [("originator", "a"), ("relay", "h")]
         assert all(c.at is not None for c in entry.custody)
+    # h holds a's private incident (its own catch-up of that node, not what b's copies came through) and
+    # refused to relay it.
+    private = ("pubsub.a.test", "iodef/private/mitigation", "csirt.a.test/HUB-private")
+    eventually(lambda: holds(star, "h", *private), timeout=60, what="h to hold a's private incident")
     with closing(store_of(star, "h")) as store:
-        assert store.find_entry("pubsub.a.test", "iodef/private/mitigation", "csirt.a.test/HUB-private")
         [refused] = store.rejects()  # the private incident, and nothing else
         assert (refused.source, refused.reason) == ("relay", "relay-refused")
     for spoke in "abc":  # a's own incidents came back relayed and were passed over, not quarantined
