@@ -16,6 +16,8 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lxml.html
@@ -215,15 +217,29 @@ def _close_every_connection(server: socket.socket) -> None:
         connection.close()
 
 
-def test_a_demo_of_four_members_on_prosody_and_ejabberd_is_ready_once_each_mirrors_the_others(
-        tmp_path: Path) -> None:
-    workdir = tmp_path / "demo"
-    port = 18684 + 20 * _slot()
-    demo = _start_demo(workdir, (204, 205, 206, 207), port, "--members", "4", "--servers", "prosody,ejabberd")
+@contextmanager
+def four_members_ready(workdir: Path, hosts: tuple[int, ...], port: int,
+                       *options: str) -> Iterator[list[str]]:
+    """``demo --members 4 OPTIONS`` until READY (its output so far); stopped with ^C on the way out, which
+    must leave no process behind."""
+    demo = _start_demo(workdir, hosts, port, "--members", "4", *options)
     output: list[str] = []
     try:
         assert _read_until(demo, output, "READY ", timeout=240), "".join(output)
         assert output[-1] == "READY " + " ".join(f"http://127.0.0.1:{port + i}/" for i in range(4)) + "\n"
+        yield output
+    finally:
+        demo.send_signal(signal.SIGINT)
+        rest, _ = demo.communicate(timeout=60)
+    assert demo.returncode == 0, "".join(output) + rest
+    _no_leftovers(workdir)
+
+
+def test_a_demo_of_four_members_on_prosody_and_ejabberd_is_ready_once_each_mirrors_the_others(
+        tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    port = 18684 + 20 * _slot()
+    with four_members_ready(workdir, (204, 205, 206, 207), port, "--servers", "prosody,ejabberd") as output:
         text = "".join(output)
         net = f"127.0.{_slot()}"
         assert f"Prosody: a.test on {net}.204, c.test on {net}.206; ejabberd: b.test on {net}.205, " \
@@ -235,11 +251,6 @@ def test_a_demo_of_four_members_on_prosody_and_ejabberd_is_ready_once_each_mirro
         for host, offset in ((204, 0), (207, 3)):
             health = _health(host, port + offset)
             assert health["entries"] == published and health["rejects"] == 0  # its own 8 and 24 others'
-    finally:
-        demo.send_signal(signal.SIGINT)
-        rest, _ = demo.communicate(timeout=60)
-    assert demo.returncode == 0, "".join(output) + rest
-    _no_leftovers(workdir)
 
 
 def test_a_demo_of_a_hub_and_three_spokes_is_ready_once_each_holds_what_the_hub_relays(
@@ -248,11 +259,7 @@ def test_a_demo_of_a_hub_and_three_spokes_is_ready_once_each_holds_what_the_hub_
     other two, which follow a alone; READY once every spoke holds the others' items as a's copies."""
     workdir = tmp_path / "demo"
     port = 18688 + 20 * _slot()
-    demo = _start_demo(workdir, (244, 245, 246, 247), port, "--members", "4", "--topology", "hub")
-    output: list[str] = []
-    try:
-        assert _read_until(demo, output, "READY ", timeout=240), "".join(output)
-        assert output[-1] == "READY " + " ".join(f"http://127.0.0.1:{port + i}/" for i in range(4)) + "\n"
+    with four_members_ready(workdir, (244, 245, 246, 247), port, "--topology", "hub") as output:
         text = "".join(output)
         assert "(federated over s2s, hub and spoke around a.test)" in text
         published = [line for line in output if ": published to " in line]
@@ -272,8 +279,3 @@ def test_a_demo_of_a_hub_and_three_spokes_is_ready_once_each_holds_what_the_hub_
             [entry] = [e for e in store.entries(limit=100) if e.incident.id == "B-2024-0101"]
         assert entry.service == "pubsub.a.test"
         assert [(c.role, c.member) for c in entry.custody] == [("originator", "b"), ("relay", "a")]
-    finally:
-        demo.send_signal(signal.SIGINT)
-        rest, _ = demo.communicate(timeout=60)
-    assert demo.returncode == 0, "".join(output) + rest
-    _no_leftovers(workdir)
