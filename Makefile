@@ -18,8 +18,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # erlang-p1-pgsql: ejabberd's PostgreSQL driver (Debian's ejabberd only suggests it), for the ejabberd
 #   cluster test's pubsub on SQL storage
 # iproute2: network namespaces and veth links (ip, tc) for the machine-loss failover test (tests/netns.py)
-DEBIAN_PACKAGES := prosody lua-dbi-sqlite3 lua-unbound xmlsec1 trang chromium ejabberd profanity tmux postgresql \
-  erlang-p1-pgsql iproute2
+DEBIAN_PACKAGES := prosody lua-dbi-sqlite3 lua-unbound xmlsec1 trang chromium ejabberd profanity tmux postgresql erlang-p1-pgsql iproute2
 
 .PHONY: demo test bench lint system-packages clean
 
