@@ -394,8 +394,7 @@ class BridgeComponent(ComponentXMPP):
         if state is not None:
             return state
         if ask_again:
-            with self._unless_link_lost(service):
-                await self.pubsub.unsubscribe(service, node, ifrom=self.boundjid.bare, timeout=IQ_TIMEOUT)
+            await self.unsubscribe(service, node)
             state = await self._request_subscription(service, node)
         return state or "pending"
 
@@ -414,8 +413,10 @@ class BridgeComponent(ComponentXMPP):
         return str(answer["pubsub"]["subscription"]["subscription"] or "subscribed")
 
     async def unsubscribe(self, service: str, node: str) -> None:
-        """Cancel our bare JID's subscription (XEP-0060 §6.2): a member that left sends us nothing more."""
-        await self.pubsub.unsubscribe(service, node, ifrom=self.boundjid.bare, timeout=IQ_TIMEOUT)
+        """Cancel our bare JID's subscription (XEP-0060 §6.2): a member that left sends us nothing more,
+        and a pending request of ours is withdrawn (``subscribe``'s ask_again)."""
+        with self._unless_link_lost(service):
+            await self.pubsub.unsubscribe(service, node, ifrom=self.boundjid.bare, timeout=IQ_TIMEOUT)
 
     async def discover_iodef_nodes(self, service: str, *, timeout: float = IQ_TIMEOUT) -> list[str]:
         """Nodes of ``service`` whose ``pubsub#type`` is an IODEF namespace (RFC 8600 §5); ``timeout`` per
