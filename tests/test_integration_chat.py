@@ -5,6 +5,7 @@ servers; a MUC room gets summaries; an admin runs ad-hoc commands; /metrics pars
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import sqlite3
@@ -80,9 +81,17 @@ class Profanity:
         db = self.home / ".local/share/profanity/database" / account / "chatlog.db"
         if not db.exists():
             return []
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            rows = conn.execute("SELECT message FROM ChatLogs WHERE from_jid = ? ORDER BY id",
-                                (sender,)).fetchall()
+        # ``immutable=1``: read without taking SQLite's shared lock. Profanity sets no busy timeout, so
+        # a write that meets our lock fails ("database is locked" in its log) and the message is never
+        # logged: a poll every few milliseconds made the test lose a room message now and then. Without
+        # the lock a read can meet a write half done; that read fails or misses the newest row, and
+        # ``eventually`` reads again.
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True)) as conn:
+                rows = conn.execute("SELECT message FROM ChatLogs WHERE from_jid = ? ORDER BY id",
+                                    (sender,)).fetchall()
+        except sqlite3.DatabaseError:
+            return []
         return [row[0] for row in rows]
 
     def reply_to(self, to: str, command: str, expect: str, timeout: float = 20) -> str:
