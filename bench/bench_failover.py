@@ -55,7 +55,7 @@ from bench.lab import RESTRICTIONS, BenchConsortium, consortium, document, epoch
 from tests.netns import Machine, unavailable  # noqa: E402
 from xmppbridge.demo.instances import Instance, instances  # noqa: E402
 from xmppbridge.lease import TERMS  # noqa: E402
-from xmppbridge.logging_setup import TEXT_FORMAT  # noqa: E402
+from xmppbridge.process.logs import TEXT_FORMAT  # noqa: E402
 
 RUNS = 5
 RATE = 20.0  # items/s A submits while B fails over: a new item every 50 ms to be the first one

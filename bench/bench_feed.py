@@ -202,7 +202,7 @@ def serve(config_path: str, db: str, port: int) -> None:
     """Child process: the feed app alone over store ``db`` (a file or a URL), until killed."""
     from aiohttp import web
 
-    from xmppbridge.config import load_config
+    from xmppbridge.config.settings import load_config
     from xmppbridge.feed.app import make_app
 
     async def run() -> None:

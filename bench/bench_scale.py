@@ -52,10 +52,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import option, positional, table  # noqa: E402
 from bench.cpu import Usage, tree_usage, usage  # noqa: E402
 from bench.lab import RESTRICTIONS, document, epoch, percentile  # noqa: E402
-from xmppbridge.config import load_config  # noqa: E402
+from xmppbridge.config.settings import load_config  # noqa: E402
 from xmppbridge.demo.consortium import Consortium  # noqa: E402
 from xmppbridge.demo.topology import member_names, routes, server_kinds, topology  # noqa: E402
-from xmppbridge.publish import Publisher  # noqa: E402
+from xmppbridge.paths.publish import Publisher  # noqa: E402
 from xmppbridge.store import Store  # noqa: E402
 
 SIZES = (4, 8, 16)

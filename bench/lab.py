@@ -28,7 +28,7 @@ from slixmpp.xmlstream.matcher import MatcherId
 
 from tests.postgres import Cluster, private_cluster
 from xmppbridge.demo.consortium import Consortium
-from xmppbridge.publish import Publisher
+from xmppbridge.paths.publish import Publisher
 from xmppbridge.signing.keys import load_identity
 from xmppbridge.store import Store
 from xmppbridge.store.db import parse_time

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import table  # noqa: E402
 from bench.lab import RESTRICTIONS, consortium, document  # noqa: E402
 from tests.postgres import private_cluster  # noqa: E402
-from xmppbridge.publish import Publisher  # noqa: E402
+from xmppbridge.paths.publish import Publisher  # noqa: E402
 from xmppbridge.store import Store  # noqa: E402
 
 N = 320

@@ -339,7 +339,7 @@ def _algorithm_cases(good: bytes, a: SigningIdentity) -> list[Case]:
 
 def measure(passes: int) -> None:
     """Print JSON: peak RSS after one pass over the corpus and after ``passes`` passes, and the time."""
-    from xmppbridge.receive import receive_item
+    from xmppbridge.paths.receive import receive_item
     from xmppbridge.store import Store
 
     world = build_world()

@@ -11,10 +11,10 @@ import pytest
 
 from tests.test_config import base, write  # noqa: F401 - base is a fixture
 from tests.test_store_feed import old_store
-from xmppbridge.config import load_config
+from xmppbridge.config.settings import load_config
 from xmppbridge.doctor.advice import approval_check
 from xmppbridge.errors import ConfigError
-from xmppbridge.membercmd import decide, list_lines, pending_lines
+from xmppbridge.ops.members import decide, list_lines, pending_lines
 from xmppbridge.store import Store
 from xmppbridge.store.approvals import APPROVED, DENIED, PENDING
 from xmppbridge.store.db import SCHEMA_VERSION

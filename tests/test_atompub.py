@@ -32,8 +32,8 @@ from tests.test_feed_support import (
     path_of,
     store_document,
 )
+from xmppbridge.paths.publish import Publisher
 from xmppbridge.policy.audiences import OPEN
-from xmppbridge.publish import Publisher
 from xmppbridge.signing.keys import generate_identity_files
 from xmppbridge.store import OutboxItem, Store
 from xmppbridge.store.items import SignedItem

@@ -7,8 +7,8 @@ import copy
 from pathlib import Path
 
 from tests.test_members import base, load, member  # noqa: F401 - base is a fixture
+from xmppbridge.config.reload import reloaded
 from xmppbridge.policy.churn import Churn, churn
-from xmppbridge.reload import reloaded
 from xmppbridge.signing.keys import generate_identity_files
 
 

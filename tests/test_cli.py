@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.conftest import SAMPLES
 from tests.pki import DAY, NOW
-from xmppbridge.publish import speaks_for
+from xmppbridge.paths.publish import speaks_for
 from xmppbridge.signing.keys import (
     fingerprint,
     generate_identity_files,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xmppbridge.config import load_config
+from xmppbridge.config.settings import load_config
 from xmppbridge.errors import ConfigError
 from xmppbridge.signing.keys import generate_identity_files
 

@@ -35,7 +35,7 @@ from tests.test_feed_support import (
     settings,
     store_document,
 )
-from xmppbridge.config import Config, load_config
+from xmppbridge.config.settings import Config, load_config
 from xmppbridge.errors import ConfigError
 from xmppbridge.feed import taxii
 from xmppbridge.feed.access import User

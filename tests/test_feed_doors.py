@@ -18,15 +18,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.test_config import write
 from tests.test_feed_support import TOKEN, TOOL, basic, settings
 from tests.test_throttle import Clock
-from xmppbridge.config import load_config
+from xmppbridge.config.settings import load_config
 from xmppbridge.errors import ConfigError
 from xmppbridge.feed import auth
 from xmppbridge.feed.access import User
 from xmppbridge.feed.app import make_app, store_health
 from xmppbridge.feed.auth import hash_password
 from xmppbridge.feed.throttle import Throttle, ThrottleSettings
-from xmppbridge.metrics import BridgeMetrics, operator_app
 from xmppbridge.policy.rights import Rights
+from xmppbridge.process.metrics import BridgeMetrics, operator_app
 from xmppbridge.signing.keys import generate_identity_files
 from xmppbridge.store import Store
 

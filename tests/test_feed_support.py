@@ -22,9 +22,9 @@ from xmppbridge.feed.app import make_app
 from xmppbridge.feed.auth import hash_password, hash_token
 from xmppbridge.feed.settings import FeedSettings
 from xmppbridge.iodef.document import read_document
+from xmppbridge.paths.publish import Publisher
 from xmppbridge.policy.nodes import node_name
 from xmppbridge.policy.rights import Rights
-from xmppbridge.publish import Publisher
 from xmppbridge.store import Entry, Store
 from xmppbridge.store.items import SignedItem, Signer
 

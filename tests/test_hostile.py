@@ -18,7 +18,7 @@ import pytest
 from lxml import etree
 
 from tests.hostile_corpus import MAX_BYTES, NODE, SERVICE, Case, World, build_corpus, build_world, iodef2
-from xmppbridge.receive import receive_item
+from xmppbridge.paths.receive import receive_item
 from xmppbridge.signing.sign import sign_document
 from xmppbridge.store import Store
 from xmppbridge.store.items import ItemRef

@@ -18,7 +18,7 @@ from lxml import etree
 from tests.hostile_corpus import NODE, SERVICE, build_corpus, build_world, ec_identity, iodef2
 from tests.integration import eventually
 from xmppbridge.demo.consortium import Consortium
-from xmppbridge.publish import prepare
+from xmppbridge.paths.publish import prepare
 from xmppbridge.signing.keys import load_identity
 from xmppbridge.signing.relay import relay_sign
 from xmppbridge.signing.sign import sign_document

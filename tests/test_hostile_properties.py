@@ -13,7 +13,7 @@ from lxml import etree
 from tests.hostile_corpus import MAX_BYTES, NODE, SERVICE, build_world, iodef2
 from xmppbridge.errors import InputRejected
 from xmppbridge.iodef.parse import parse_untrusted
-from xmppbridge.receive import check_item
+from xmppbridge.paths.receive import check_item
 from xmppbridge.signing.relay import relay_sign
 from xmppbridge.signing.sign import sign_document
 from xmppbridge.signing.verify import verify_document

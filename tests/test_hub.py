@@ -16,15 +16,15 @@ from tests.hostile_corpus import iodef2
 from tests.test_members import error, load, member
 from tests.test_mirror import ScriptedNode
 from xmppbridge.chat.summary import summary
-from xmppbridge.config import Config
-from xmppbridge.custody import member_names
+from xmppbridge.config.settings import Config
 from xmppbridge.feed import atom, html
 from xmppbridge.feed.layout import FeedUrls
-from xmppbridge.hub import Hub, OwnEcho
+from xmppbridge.ops.quarantine import release
+from xmppbridge.paths.custody import member_names
+from xmppbridge.paths.hub import Hub, OwnEcho
+from xmppbridge.paths.relay import RELAY_SOURCE, Relayer, Route, prepare_relay
 from xmppbridge.policy.relaying import RelayRule
 from xmppbridge.policy.sources import Sources
-from xmppbridge.quarantine import release
-from xmppbridge.relay import RELAY_SOURCE, Relayer, Route, prepare_relay
 from xmppbridge.signing.keys import SigningIdentity, load_identity
 from xmppbridge.signing.sign import sign_document
 from xmppbridge.signing.trust import TrustStore

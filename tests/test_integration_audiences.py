@@ -27,12 +27,12 @@ from slixmpp.exceptions import IqError, IqTimeout
 
 from tests.integration import loopback_consortium
 from tests.test_integration_federation import iodef2
-from xmppbridge.config import load_config
+from xmppbridge.config.settings import load_config
 from xmppbridge.demo.accounts import Account, ProsodyAccounts, create_accounts
 from xmppbridge.demo.consortium import Consortium
 from xmppbridge.demo.ejabberd import EjabberdServer
 from xmppbridge.demo.prosody import ProsodyServer
-from xmppbridge.publish import Publisher
+from xmppbridge.paths.publish import Publisher
 from xmppbridge.store import Store
 
 pytestmark = pytest.mark.integration

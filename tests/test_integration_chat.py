@@ -269,7 +269,7 @@ async def test_a_notification_from_a_person_is_not_mirrored(chat_consortium: Run
     really signed: it is kept in the quarantine as unknown-source, never mirrored."""
     from contextlib import closing
 
-    from xmppbridge.publish import prepare
+    from xmppbridge.paths.publish import prepare
     from xmppbridge.signing.keys import load_identity
     from xmppbridge.store import Store
 

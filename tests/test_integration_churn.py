@@ -44,11 +44,11 @@ from slixmpp.exceptions import IqError, IqTimeout
 
 from tests.integration import eventually, loopback_consortium
 from tests.test_integration_federation import iodef2
-from xmppbridge.config import load_config
+from xmppbridge.config.settings import load_config
 from xmppbridge.demo.consortium import Consortium
 from xmppbridge.demo.mirrored import published_by
+from xmppbridge.paths.publish import Publisher
 from xmppbridge.policy.nodes import parse_node_name
-from xmppbridge.publish import Publisher
 from xmppbridge.signing.keys import fingerprint
 from xmppbridge.store import Store
 

@@ -31,7 +31,7 @@ from tests.postgres import Cluster
 from tests.test_integration_faults import RESTRICTIONS, Key, document
 from xmppbridge.demo.consortium import Consortium
 from xmppbridge.demo.ejabberd_cluster import EjabberdCluster, SqlDatabase, load_schema
-from xmppbridge.publish import Publisher
+from xmppbridge.paths.publish import Publisher
 from xmppbridge.signing.keys import load_identity
 from xmppbridge.store import Store
 

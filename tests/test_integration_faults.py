@@ -16,7 +16,7 @@ import pytest
 
 from tests.integration import eventually, loopback_consortium, running
 from xmppbridge.demo.consortium import Consortium
-from xmppbridge.publish import Publisher
+from xmppbridge.paths.publish import Publisher
 from xmppbridge.signing.keys import load_identity
 from xmppbridge.store import Store
 

@@ -16,7 +16,7 @@ from lxml import etree
 from tests.conftest import SAMPLES
 from tests.integration import eventually
 from xmppbridge.demo.consortium import Consortium
-from xmppbridge.publish import prepare
+from xmppbridge.paths.publish import prepare
 from xmppbridge.signing.keys import generate_identity_files, load_identity
 from xmppbridge.store import Store
 from xmppbridge.store.items import SignedItem

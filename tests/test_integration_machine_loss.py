@@ -23,7 +23,7 @@ from tests.test_integration_faults import RESTRICTIONS, document
 from xmppbridge.demo.consortium import Consortium
 from xmppbridge.demo.instances import Instance, instances
 from xmppbridge.lease import lease_key, lock_halves
-from xmppbridge.publish import Publisher
+from xmppbridge.paths.publish import Publisher
 from xmppbridge.signing.keys import load_identity
 from xmppbridge.store import Store
 

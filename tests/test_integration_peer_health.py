@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration import eventually, loopback_consortium, running
 from xmppbridge.demo.consortium import Consortium
-from xmppbridge.publish import Publisher
+from xmppbridge.paths.publish import Publisher
 from xmppbridge.signing.keys import generate_identity_files, load_identity
 from xmppbridge.store import Store
 

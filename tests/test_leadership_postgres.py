@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.postgres import Cluster, private_cluster
-from xmppbridge.leadership import AdvisoryLease, Leadership, LeaseLost
 from xmppbridge.lease import lease_key
+from xmppbridge.process.leadership import AdvisoryLease, Leadership, LeaseLost
 from xmppbridge.store import Store
 
 KEY = lease_key("bridge.b.test")
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 # A lease holder in a process of its own: says "acquired" once it holds the lock, then keeps it.
 HOLDER = """
 import sys, time
-from xmppbridge.leadership import AdvisoryLease
+from xmppbridge.process.leadership import AdvisoryLease
 lease = AdvisoryLease(sys.argv[1], int(sys.argv[2]), sys.argv[3])
 while not lease.acquire():
     time.sleep(0.2)

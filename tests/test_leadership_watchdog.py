@@ -8,8 +8,8 @@ import threading
 import time
 from datetime import datetime
 
-from xmppbridge.leadership import Leadership
 from xmppbridge.lease import LeaseTerms
+from xmppbridge.process.leadership import Leadership
 
 TERMS = LeaseTerms(retry=0.1, check=0.1, valid_for=1.5)  # roomy: a loaded machine delays a free loop too
 

@@ -14,13 +14,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.hostile_corpus import MAX_BYTES, ec_identity, iodef2
 from tests.pki import issue, make_ca, pem
-from xmppbridge.config import load_config
+from xmppbridge.config.settings import load_config
 from xmppbridge.errors import ConfigError, InputRejected
 from xmppbridge.iodef.classify import classify
 from xmppbridge.iodef.parse import parse_untrusted
+from xmppbridge.paths.publish import prepare
+from xmppbridge.paths.receive import check_item
 from xmppbridge.policy.audiences import AUDIENCE_EMPTY, Audiences, parse_audiences
-from xmppbridge.publish import prepare
-from xmppbridge.receive import check_item
 from xmppbridge.signing.keys import generate_identity_files, self_signed_certificate
 from xmppbridge.signing.sign import sign_document
 from xmppbridge.signing.trust import TrustStore

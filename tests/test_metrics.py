@@ -9,8 +9,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.test_chat import add
-from xmppbridge.metrics import BridgeMetrics, metrics_routes
 from xmppbridge.peers import OK, classify
+from xmppbridge.process.metrics import BridgeMetrics, metrics_routes
 from xmppbridge.store import Store
 from xmppbridge.store.items import ItemRef, Refused, SignedItem
 from xmppbridge.xmpp.component import ItemSink

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from xmppbridge.logging_setup import configure_logging
+from xmppbridge.process.logs import configure_logging
 
 
 def test_json_lines(capsys: pytest.CaptureFixture[str]) -> None:

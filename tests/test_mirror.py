@@ -13,7 +13,7 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from tests.test_feed_support import SERVICE, iodef2, store_document
-from xmppbridge.config import Subscription
+from xmppbridge.config.settings import Subscription
 from xmppbridge.errors import PublishFailed
 from xmppbridge.policy.members import EMPTY
 from xmppbridge.policy.sources import Sources

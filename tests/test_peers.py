@@ -13,8 +13,8 @@ from slixmpp.exceptions import IqError, IqTimeout
 from tests.test_mirror import NODE, ScriptedNode
 from tests.test_store_feed import old_store
 from xmppbridge.errors import PublishFailed
+from xmppbridge.ops.status import format_status, peer_report
 from xmppbridge.peers import OK, TIMEOUT, classify, degraded, must_write
-from xmppbridge.status import format_status, peer_report
 from xmppbridge.store import Store
 from xmppbridge.store import peers as peer_rows
 from xmppbridge.store.db import SCHEMA_VERSION

@@ -11,7 +11,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xmppbridge.config import load_config
+from xmppbridge.config.settings import load_config
 from xmppbridge.feed.access import User
 from xmppbridge.feed.settings import FeedSettings, feed_policy
 from xmppbridge.iodef.markings import PURPOSES, RESTRICTIONS
@@ -145,7 +145,7 @@ def circles(graph: dict[str, set[str]], within: tuple[str, ...]) -> list[list[st
     return found
 
 
-CONFIG_AND_POLICY = ("xmppbridge.config", "xmppbridge.configfile", "xmppbridge.policy",
+CONFIG_AND_POLICY = ("xmppbridge.config.settings", "xmppbridge.configfile", "xmppbridge.policy",
                      "xmppbridge.feed.settings", "xmppbridge.feed.access", "xmppbridge.chat.settings",
                      "xmppbridge.signing.trustconfig", "xmppbridge.signing.trust")
 

@@ -14,13 +14,13 @@ from lxml import etree
 from tests.conftest import SAMPLES
 from tests.hostile_corpus import MAX_BYTES, ec_identity, iodef2
 from tests.pki import DAY, NOW, Authority, issue, make_ca
-from xmppbridge.config import load_config
+from xmppbridge.config.settings import load_config
 from xmppbridge.demo.consortium import Consortium
 from xmppbridge.errors import InputRejected, SignerUnusable
+from xmppbridge.paths.publish import prepare, speaks_for
+from xmppbridge.paths.receive import check_item
+from xmppbridge.paths.relay import Relayer, Route, prepare_relay
 from xmppbridge.policy.audiences import Audience
-from xmppbridge.publish import prepare, speaks_for
-from xmppbridge.receive import check_item
-from xmppbridge.relay import Relayer, Route, prepare_relay
 from xmppbridge.signing.keys import SigningIdentity, generate_identity_files, load_identity
 from xmppbridge.signing.sign import sign_document
 from xmppbridge.signing.trust import SignerRef, TrustStore, certificate_domains

@@ -15,8 +15,8 @@ from lxml import etree
 
 from tests.hostile_corpus import MAX_BYTES, NODE, SERVICE, ec_identity, iodef2
 from xmppbridge.cli import main
-from xmppbridge.quarantine import held, parse_age, release
-from xmppbridge.receive import receive_item
+from xmppbridge.ops.quarantine import held, parse_age, release
+from xmppbridge.paths.receive import receive_item
 from xmppbridge.signing.keys import SigningIdentity, generate_identity_files
 from xmppbridge.signing.sign import sign_document
 from xmppbridge.signing.trust import TrustStore

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.test_members import base, load  # noqa: F401 - base is a fixture
+from xmppbridge.config.reload import reloaded
 from xmppbridge.errors import ConfigError
 from xmppbridge.policy.may import Action, Actor
-from xmppbridge.reload import reloaded
 from xmppbridge.xmpp.servers import ServerAddress
 
 

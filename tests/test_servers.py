@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_config import base, write  # noqa: F401 - the fixture
-from xmppbridge.config import load_config
+from xmppbridge.config.settings import load_config
 from xmppbridge.errors import ConfigError
 from xmppbridge.xmpp.servers import RECONNECT_MAX_DELAY, Rotation, ServerAddress, parse_address
 

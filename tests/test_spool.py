@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SAMPLES
-from xmppbridge.publish import Publisher
+from xmppbridge.paths.publish import Publisher
+from xmppbridge.paths.spool import Spool
 from xmppbridge.signing.keys import generate_identity_files
-from xmppbridge.spool import Spool
 from xmppbridge.store import Store
 
 

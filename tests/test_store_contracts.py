@@ -12,9 +12,9 @@ import pytest
 
 from xmppbridge.chat.service import ChatReading
 from xmppbridge.feed.http import FeedStore
-from xmppbridge.quarantine import Releasing
-from xmppbridge.receive import Receiving
-from xmppbridge.status import Reported
+from xmppbridge.ops.quarantine import Releasing
+from xmppbridge.ops.status import Reported
+from xmppbridge.paths.receive import Receiving
 from xmppbridge.store import Store
 from xmppbridge.store.contracts import CONCERNS, READS
 from xmppbridge.xmpp.mirror import Mirroring

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from xmppbridge.config import load_config
+from xmppbridge.config.settings import load_config
 from xmppbridge.demo.consortium import Consortium
 from xmppbridge.demo.run import demo_addresses
 from xmppbridge.demo.topology import (

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.pki import DAY, NOW, issue, make_ca, make_crl, pem
-from xmppbridge.config import load_config
+from xmppbridge.config.settings import load_config
 from xmppbridge.errors import ConfigError
 from xmppbridge.signing.keys import generate_identity_files
 

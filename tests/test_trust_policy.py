@@ -14,11 +14,11 @@ from tests.conftest import SAMPLES
 from tests.hostile_corpus import MAX_BYTES, ec_identity, iodef2
 from tests.test_store import make_incident
 from xmppbridge.errors import InputRejected
+from xmppbridge.paths.publish import prepare
+from xmppbridge.paths.receive import receive_item
+from xmppbridge.paths.relay import Relayer, Route, prepare_relay
 from xmppbridge.policy.audiences import Audience
 from xmppbridge.policy.nodes import check_publishable, check_relayable, node_restriction
-from xmppbridge.publish import prepare
-from xmppbridge.receive import receive_item
-from xmppbridge.relay import Relayer, Route, prepare_relay
 from xmppbridge.signing.sign import sign_document
 from xmppbridge.signing.trust import SignerRef, SourceRule, TrustStore
 from xmppbridge.signing.verify import verify_document

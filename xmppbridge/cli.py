@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from xmppbridge.config import load_config
+from xmppbridge.config.settings import load_config
 from xmppbridge.demo.topology import TOPOLOGIES
 from xmppbridge.errors import BridgeError, InputRejected
 
@@ -205,8 +205,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from xmppbridge.bridge import Bridge
-    from xmppbridge.logging_setup import configure_logging
+    from xmppbridge.process.logs import configure_logging
+    from xmppbridge.process.run import Bridge
 
     config = load_config(args.config)
     configure_logging(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -225,8 +225,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_feed(args: argparse.Namespace) -> int:
-    from xmppbridge.feedprocess import FeedProcess
-    from xmppbridge.logging_setup import configure_logging
+    from xmppbridge.process.logs import configure_logging
+    from xmppbridge.process.servefeed import FeedProcess
 
     config = load_config(args.config)
     overrides: dict[str, object] = {}
@@ -253,7 +253,7 @@ def cmd_serve_feed(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from xmppbridge.publish import speaks_for
+    from xmppbridge.paths.publish import speaks_for
     from xmppbridge.signing.keys import load_identity
 
     config = load_config(args.config)  # loads and checks the trust section too
@@ -272,7 +272,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_config_upgrade(args: argparse.Namespace) -> int:
     import yaml
 
-    from xmppbridge.configupgrade import UpgradeError, same_bridge, upgrade
+    from xmppbridge.config.upgrade import UpgradeError, same_bridge, upgrade
 
     config = load_config(args.config)
     try:
@@ -398,7 +398,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from xmppbridge.publish import Publisher
+    from xmppbridge.paths.publish import Publisher
     from xmppbridge.store import Store
 
     config = load_config(args.config)
@@ -494,7 +494,7 @@ def cmd_quarantine_show(args: argparse.Namespace) -> int:
 
 
 def cmd_quarantine_release(args: argparse.Namespace) -> int:
-    from xmppbridge.quarantine import held, release
+    from xmppbridge.ops.quarantine import held, release
     from xmppbridge.store import Store
 
     if bool(args.ids) + args.all + (args.reason is not None) != 1:
@@ -523,7 +523,7 @@ def cmd_quarantine_release(args: argparse.Namespace) -> int:
 def cmd_quarantine_purge(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from xmppbridge.quarantine import parse_age
+    from xmppbridge.ops.quarantine import parse_age
 
     if not (args.ids or args.older_than or args.released):
         print("error: give item IDs, --older-than AGE and/or --released", file=sys.stderr)
@@ -540,7 +540,7 @@ def cmd_quarantine_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_members_pending(args: argparse.Namespace) -> int:
-    from xmppbridge.membercmd import pending_lines
+    from xmppbridge.ops.members import pending_lines
 
     with _open_store(args) as store:
         print("\n".join(pending_lines(store)))
@@ -548,7 +548,7 @@ def cmd_members_pending(args: argparse.Namespace) -> int:
 
 
 def cmd_members_list(args: argparse.Namespace) -> int:
-    from xmppbridge.membercmd import list_lines
+    from xmppbridge.ops.members import list_lines
     from xmppbridge.store import Store
 
     config = load_config(args.config)
@@ -558,7 +558,7 @@ def cmd_members_list(args: argparse.Namespace) -> int:
 
 
 def cmd_members_decide(args: argparse.Namespace) -> int:
-    from xmppbridge.membercmd import decide
+    from xmppbridge.ops.members import decide
 
     with _open_store(args) as store:
         ok, message = decide(store, args.node, args.jid, args.approve, timeout=args.timeout)
@@ -592,7 +592,7 @@ def cmd_store_copy(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from xmppbridge.status import format_status, status_report
+    from xmppbridge.ops.status import format_status, status_report
     from xmppbridge.store import Store
 
     config = load_config(args.config)

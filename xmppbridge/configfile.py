@@ -1,7 +1,7 @@
 """Reading one YAML config file with error messages that name file and key.
 
 A leaf module: the config sections (feed, chat, trust, members) parse their part with a ``ConfigReader``
-and ``config.py`` assembles them, so no section imports ``config.py`` back.
+and ``config/settings.py`` assembles them, so no section imports it back.
 """
 
 from __future__ import annotations

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 
 STATE_KEY = "active_instance"  # Store.set_state key: who took the lease, and when (its updated_at)
 
@@ -160,3 +162,16 @@ def valid_instance_name(name: str) -> str | None:
     if any(ch.isspace() or not ch.isprintable() for ch in name):
         return "must have no spaces or control characters"
     return None
+
+
+def lease_path(store_path: Path | str) -> Path:
+    """The SQLite store's lease: a file beside it, held with flock."""
+    return Path(f"{store_path}.lease")
+
+
+def recorded_active(state: dict[str, tuple[str, datetime]]) -> dict[str, str | None]:
+    """The active instance the store names (the last to take the lease) and since when, from
+    ``Store.state()``: for ``/healthz`` and ``status``."""
+    name, since = state.get(STATE_KEY, (None, None))
+    return {"active_instance": name,
+            "active_since": None if since is None else since.strftime("%Y-%m-%dT%H:%M:%SZ")}

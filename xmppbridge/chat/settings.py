@@ -37,7 +37,7 @@ class RoomSettings:
 
 @dataclass(frozen=True)
 class OperatorSettings:
-    """Everything issue 6 adds to a bridge config, in one value for ``bridge.py``."""
+    """Everything issue 6 adds to a bridge config, in one value for ``process/run.py``."""
 
     # chat.readers: bare JID or "*@domain" -> the rights it holds beyond public (asked via policy.may)
     readers: Mapping[str, Rights] = field(default_factory=lambda: MappingProxyType({}))

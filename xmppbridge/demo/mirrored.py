@@ -34,7 +34,7 @@ class Published:
     relay: str | None = None  # the member that relayed it to the receiver (hub and spoke)
 
     def relayed_by(self, relay: str, service: str) -> Published:
-        """This item as ``relay`` re-publishes it on ``service``: same node and item id (relay.py)."""
+        """This item as ``relay`` re-publishes it on ``service``: same node and item id (paths/relay.py)."""
         return replace(self, service=service, relay=relay)
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from xmppbridge.config import load_config
+from xmppbridge.config.settings import load_config
 from xmppbridge.demo.accounts import Account, chat_server, create_accounts, write_credentials
 from xmppbridge.demo.consortium import Consortium
 from xmppbridge.demo.ejabberd import EjabberdError

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from xmppbridge.config import load_config
+from xmppbridge.config.settings import load_config
 from xmppbridge.demo.consortium import Member
-from xmppbridge.publish import Publisher
+from xmppbridge.paths.publish import Publisher
 from xmppbridge.store import Store
 
 INCIDENT = b"A-2024-0999"

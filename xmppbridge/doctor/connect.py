@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from xmppbridge.config import Config
+from xmppbridge.config.settings import Config
 from xmppbridge.xmpp.component import BridgeComponent
 from xmppbridge.xmpp.servers import ServerAddress
 

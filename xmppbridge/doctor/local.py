@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from xmppbridge.config import Config
+from xmppbridge.config.settings import Config
 from xmppbridge.doctor.advice import base_url_check, certificate_check, crl_check, signing_usage_check
 from xmppbridge.doctor.report import Check
 from xmppbridge.feed.settings import FeedSettings

@@ -17,7 +17,7 @@ import secrets
 import time
 from datetime import UTC, datetime, timedelta
 
-from xmppbridge.config import Config
+from xmppbridge.config.settings import Config
 from xmppbridge.doctor.report import Check, checks_from_data, checks_to_data
 from xmppbridge.doctor.xmpp import xmpp_checks
 from xmppbridge.store.contracts import BridgeState

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from xmppbridge.config import Config
+from xmppbridge.config.settings import Config
 from xmppbridge.doctor.advice import connection_check
 from xmppbridge.doctor.connect import CONFLICT, component_session
 from xmppbridge.doctor.local import feed_checks, signing_checks, trust_checks

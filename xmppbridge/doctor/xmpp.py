@@ -7,7 +7,7 @@ import secrets
 
 from slixmpp.exceptions import IqError, IqTimeout
 
-from xmppbridge.config import Config, Subscription
+from xmppbridge.config.settings import Config, Subscription
 from xmppbridge.doctor.advice import approval_check, nodes_check, xmpp_error_fix
 from xmppbridge.doctor.report import Check
 from xmppbridge.xmpp.authorization import AUTHORIZE_FEATURE

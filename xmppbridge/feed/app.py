@@ -73,8 +73,8 @@ from xmppbridge.feed.login import LoginGate
 from xmppbridge.feed.settings import FeedSettings, feed_policy
 from xmppbridge.feed.throttle import Throttle
 from xmppbridge.iodef.markings import canonical_purpose
+from xmppbridge.paths.publish import Publisher
 from xmppbridge.policy.may import Decides
-from xmppbridge.publish import Publisher
 from xmppbridge.store import Entry
 
 __all__ = ["FeedSettings", "make_app"]

@@ -24,10 +24,10 @@ from urllib.parse import quote
 from lxml import etree
 
 from xmppbridge import __version__
-from xmppbridge.custody import describe
 from xmppbridge.feed.layout import COLLECTIONS, PUBLIC_WORKSPACE, WORKSPACES, CollectionInfo, FeedUrls
 from xmppbridge.iodef.markings import PURPOSES, RESTRICTIONS, canonical_purpose
 from xmppbridge.iodef.model import NS_V1, NS_V2, Incident
+from xmppbridge.paths.custody import describe
 from xmppbridge.store.entries import Entry
 from xmppbridge.store.items import RELAY
 

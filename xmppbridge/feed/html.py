@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import lxml.html
 from lxml import etree
 
-from xmppbridge.custody import describe
 from xmppbridge.errors import InputRejected
 from xmppbridge.feed import atom
 from xmppbridge.feed.layout import COLLECTIONS, WORKSPACES, FeedUrls
@@ -22,6 +21,7 @@ from xmppbridge.feed.opensearch import TIME_PARAMETERS
 from xmppbridge.iodef.indicators import of_document
 from xmppbridge.iodef.markings import PURPOSES, RESTRICTIONS, canonical_purpose
 from xmppbridge.iodef.parse import parse_untrusted
+from xmppbridge.paths.custody import describe
 from xmppbridge.store.entries import Entry
 
 NS_DSIG = "http://www.w3.org/2000/09/xmldsig#"

@@ -40,7 +40,7 @@ from xmppbridge.feed.http import (
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.iodef.parse import parse_untrusted
-from xmppbridge.publish import Accepted, Publisher
+from xmppbridge.paths.publish import Accepted, Publisher
 from xmppbridge.store import Entry, OutboxItem
 from xmppbridge.store.items import SignedItem
 

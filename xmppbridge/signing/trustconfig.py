@@ -155,7 +155,8 @@ def _check_crls(r: ConfigReader, crls: tuple[x509.CertificateRevocationList, ...
 
 def domain_list(r: ConfigReader, key: str, value: Any, *, allow_any: bool) -> tuple[str, ...]:
     """A list of IncidentID domains (one string is a list of one), lowercased; ``"*"`` only if
-    ``allow_any``. Also reads ``signing.domains`` (config.py), which peers mirror in ``trust.domains``."""
+    ``allow_any``. Also reads ``signing.domains`` (config/settings.py), which peers mirror in
+    ``trust.domains``."""
     if allow_any and value == ANY_DOMAIN:
         return (ANY_DOMAIN,)
     if isinstance(value, str):

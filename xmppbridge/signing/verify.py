@@ -1,7 +1,7 @@
 """Verify a signed IODEF document: its shape (``shape.py``), its signers (``trust.py``), then the crypto.
 
 A document carries one originator signature and, when members relayed it, one relay signature per hop
-(``relay.py``). Each signature is verified over the document as its signer saw it: the originator's over
+(``paths/relay.py``). Each signature is verified over the document as its signer saw it: the originator's over
 the document without any relay signature, relay *i*'s over the document without the relays after it.
 Callers must use only ``Verified.signed_root``, the content the originator signed as signxml returns it,
 re-parsed from its canonical form. The cryptographic check of the shape our signer writes is

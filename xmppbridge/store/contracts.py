@@ -117,7 +117,7 @@ class Subscriptions(BridgeState, Protocol):
 
 
 class PeerHealthReads(Protocol):
-    """Each peer's last answer (``xmppbridge.peers``), as the health page and the dashboard read it."""
+    """Each peer's last answer (``peers``), as the health page and the dashboard read it."""
 
     def peers(self) -> list[PeerHealth]: ...
 

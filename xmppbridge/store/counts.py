@@ -1,4 +1,4 @@
-"""What ``/metrics`` counts, read from the store at scrape time (``xmppbridge.metrics``), so the figures
+"""What ``/metrics`` counts, read from the store at scrape time (``process.metrics``), so the figures
 are right across restarts and include what other processes did. Reads only: a scrape never writes to,
 or locks, the store."""
 

@@ -284,7 +284,7 @@ class Store:
     def state(self) -> dict[str, tuple[str, datetime]]:
         return self._read(subscriptions.get_state)
 
-    # -- peer health (xmppbridge.peers) -----------------------------------------------------------------
+    # -- peer health (peers) ------------------------------------------------------------
 
     def record_peer(self, service: str, outcome: Outcome) -> None:
         with self._write() as conn:

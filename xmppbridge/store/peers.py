@@ -1,4 +1,4 @@
-"""One row per peer service: its health as the running bridge last saw it (``xmppbridge.peers``)."""
+"""One row per peer service: its health as the running bridge last saw it (``peers``)."""
 
 from __future__ import annotations
 

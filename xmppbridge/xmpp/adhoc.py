@@ -20,10 +20,10 @@ from typing import Any
 
 from slixmpp.exceptions import XMPPError
 
-from xmppbridge.config import Config
+from xmppbridge.config.settings import Config
+from xmppbridge.ops.quarantine import held, release
+from xmppbridge.ops.status import format_status, status_report
 from xmppbridge.policy.may import Action, Actor, Decides
-from xmppbridge.quarantine import held, release
-from xmppbridge.status import format_status, status_report
 from xmppbridge.store.approvals import APPROVED, DENIED, PENDING
 from xmppbridge.store.chatstate import ChatState
 from xmppbridge.store.contracts import Approvals

@@ -27,7 +27,7 @@ from xml.etree import ElementTree as ET
 from slixmpp.exceptions import IqError, IqTimeout
 
 from xmppbridge.chat.service import Notice
-from xmppbridge.config import Config
+from xmppbridge.config.settings import Config
 from xmppbridge.store.approvals import APPROVED, DENIED, PENDING, Approval
 from xmppbridge.store.contracts import Approvals
 from xmppbridge.xmpp.authorization import (

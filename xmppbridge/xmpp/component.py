@@ -2,7 +2,7 @@
 
 This is protocol glue. It knows how to create nodes, publish exact bytes, subscribe, discover and
 fetch; it does not know what IODEF is. What to do with an item is the job of the ``ItemSink`` handed
-in by ``bridge.py``.
+in by ``process/run.py``.
 """
 
 from __future__ import annotations

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Protocol
 from xml.etree import ElementTree as ET
 
-from xmppbridge.config import Config, Subscription
-from xmppbridge.custody import MemberOf, member_names
+from xmppbridge.config.settings import Config, Subscription
+from xmppbridge.paths.custody import MemberOf, member_names
+from xmppbridge.paths.receive import Checked, receive_item
 from xmppbridge.peers import classify
-from xmppbridge.receive import Checked, receive_item
 from xmppbridge.signing.verify import TrustStore
 from xmppbridge.signing.wireform import wire_bytes
 from xmppbridge.store.contracts import Batches, Entries, PeerRecords, Quarantine, Subscriptions
@@ -143,7 +143,7 @@ class Mirror:
                                schema_mode=self.config.schema_mode, member_of=self.member_of)
         if self.relay is not None and data is not None and outcome.checked is not None \
                 and outcome.status != "unchanged":
-            # In the batch that stored it: the item and its relay are committed together (hub.py).
+            # In the batch that stored it: the item and its relay are committed together (paths/hub.py).
             self.relay(ref, data, outcome.checked)
 
     def _note_contact(self, service: str, node: str) -> None:

@@ -30,12 +30,12 @@ from enum import Enum
 
 from slixmpp.exceptions import IqError, IqTimeout
 
-from xmppbridge.config import Config
+from xmppbridge.config.settings import Config
 from xmppbridge.errors import InputRejected, PublishFailed
 from xmppbridge.iodef.parse import parse_untrusted
+from xmppbridge.paths.publish import payload_namespace
 from xmppbridge.policy.audiences import AUDIENCE_EMPTY
 from xmppbridge.policy.nodes import check_publishable, node_access, parse_node_name
-from xmppbridge.publish import payload_namespace
 from xmppbridge.signing.wireform import wire_bytes
 from xmppbridge.store import OutboxItem
 from xmppbridge.store.contracts import Outbox

@@ -1,4 +1,4 @@
-"""Record each peer's health as the mirror talks to it (the decisions are in ``xmppbridge.peers``)."""
+"""Record each peer's health as the mirror talks to it (decided in ``peers``)."""
 
 from __future__ import annotations
 

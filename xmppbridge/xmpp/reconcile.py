@@ -26,7 +26,7 @@ from xml.etree import ElementTree as ET
 from slixmpp import Iq
 from slixmpp.exceptions import IqError
 
-from xmppbridge.config import Config
+from xmppbridge.config.settings import Config
 from xmppbridge.jids import bare_jid
 from xmppbridge.policy.affiliations import Changes, NodeSubscription, plan, target_of
 from xmppbridge.policy.members import Registry

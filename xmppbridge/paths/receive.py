@@ -13,11 +13,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
-from xmppbridge.custody import MemberOf, received_chain
 from xmppbridge.errors import InputRejected, TooLarge
 from xmppbridge.iodef.document import document_from_root
 from xmppbridge.iodef.markings import is_wider
 from xmppbridge.iodef.model import Document, Incident
+from xmppbridge.paths.custody import MemberOf, received_chain
 from xmppbridge.policy.nodes import check_publishable, check_shareable, node_restriction
 from xmppbridge.policy.sources import authorize_source
 from xmppbridge.signing.verify import TrustStore, Verified, verify_document

@@ -14,14 +14,14 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from xmppbridge.custody import MemberOf, relayed_chain
 from xmppbridge.errors import InputRejected, TooLarge
 from xmppbridge.iodef.document import incident_item_id
+from xmppbridge.paths.custody import MemberOf, relayed_chain
+from xmppbridge.paths.publish import check_signer
+from xmppbridge.paths.receive import Checked, check_item
 from xmppbridge.policy.audiences import AUDIENCE_EMPTY, Audience
 from xmppbridge.policy.nodes import check_publishable, check_relayable, node_name
 from xmppbridge.policy.relaying import check_reach
-from xmppbridge.publish import check_signer
-from xmppbridge.receive import Checked, check_item
 from xmppbridge.signing.keys import SigningIdentity
 from xmppbridge.signing.relay import relay_sign
 from xmppbridge.signing.trust import Signer as TrustedSigner

@@ -15,14 +15,14 @@ from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
-from xmppbridge.config import Config
+from xmppbridge.config.settings import Config
 from xmppbridge.errors import ConfigError
 from xmppbridge.feed.app import make_app
 from xmppbridge.feed.throttle import Throttle
 from xmppbridge.feed.tls import server_context
-from xmppbridge.metrics import BridgeMetrics, operator_app
+from xmppbridge.paths.publish import Publisher
 from xmppbridge.policy.may import Decides
-from xmppbridge.publish import Publisher
+from xmppbridge.process.metrics import BridgeMetrics, operator_app
 from xmppbridge.store import Store
 
 log = logging.getLogger(__name__)

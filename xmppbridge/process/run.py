@@ -1,6 +1,6 @@
 """Wire the core to its shells for ``xmppbridge run``: XMPP component, mirror, outbox drain, HTTP feed,
 and the operator listener (``metrics.listen``: /metrics and the detailed /healthz, loopback only).
-The XMPP side runs only while this instance holds the store's lease (``xmppbridge.leadership``)."""
+The XMPP side runs only while this instance holds the store's lease (``xmppbridge.process.leadership``)."""
 
 from __future__ import annotations
 
@@ -9,21 +9,21 @@ import logging
 from dataclasses import replace
 
 from xmppbridge.chat.service import ChatService
-from xmppbridge.config import Config
-from xmppbridge.custody import member_names
+from xmppbridge.config.reload import reread
+from xmppbridge.config.settings import Config
 from xmppbridge.doctor.relay import answer_doctor
 from xmppbridge.feed.app import store_health
 from xmppbridge.feed.layout import FeedUrls
-from xmppbridge.hub import Hub, OwnEcho
-from xmppbridge.leadership import Leadership, holder_for
-from xmppbridge.listeners import Listeners
-from xmppbridge.metrics import BridgeMetrics
+from xmppbridge.ops.status import peer_report
+from xmppbridge.paths.custody import member_names
+from xmppbridge.paths.hub import Hub, OwnEcho
+from xmppbridge.paths.publish import Publisher
+from xmppbridge.paths.spool import Spool
 from xmppbridge.policy.churn import churn
 from xmppbridge.policy.may import LivePolicy
-from xmppbridge.publish import Publisher
-from xmppbridge.reload import reread
-from xmppbridge.spool import Spool
-from xmppbridge.status import peer_report
+from xmppbridge.process.leadership import Leadership, holder_for
+from xmppbridge.process.listeners import Listeners
+from xmppbridge.process.metrics import BridgeMetrics
 from xmppbridge.store import Store
 from xmppbridge.xmpp.adhoc import attach_adhoc, operator_actions
 from xmppbridge.xmpp.approvals import ApprovalDesk
@@ -51,7 +51,7 @@ class Bridge:
         # AtomPub writes go through the same Publisher as `xmppbridge publish`, into this outbox.
         self.publisher = Publisher.for_config(self.store, config)
         identity = self.publisher.identity
-        # A coordinator relays what its relay: rules select (hub.py); a spoke passes over its own items
+        # A coordinator relays what its relay: rules select (paths/hub.py); a spoke passes over its own items
         # coming back from the hub.
         self.hub = Hub(config, self.store, identity) if config.relay else None
         self.mirror = Mirror(config, self.store, config.trust,  # trust: loaded and checked by load_config
@@ -74,7 +74,7 @@ class Bridge:
         self.outbox = OutboxDrain(config, self.store, self.xmpp, self.approvals.access_model)
         self.reconciler = Reconciler(config, self.xmpp, self.metrics.count_affiliation_change,
                                      self.store.approved_jids)
-        # The feed and the operator listener, as `xmppbridge serve-feed` serves them (xmppbridge.listeners).
+        # The feed and the operator listener, as `xmppbridge serve-feed` serves them (listeners.py).
         self.listeners = Listeners(config, self.store, policy=self.policy, health=self._health,
                                    metrics=self.metrics, publisher=self.publisher)
         self._reloads: set[asyncio.Task[None]] = set()  # referenced until done (asyncio keeps weak ones)
@@ -86,7 +86,7 @@ class Bridge:
 
     async def run(self) -> None:
         """Serve the feed and the operator listener from the start; act on XMPP only while this instance
-        holds the store's lease (``xmppbridge.leadership``), standing by otherwise."""
+        holds the store's lease (``xmppbridge.process.leadership``), standing by otherwise."""
         config = self.config
         self.metrics.watch_lease(config.instance_name, lambda: self.leadership.active,
                                  lambda: self.leadership.lease.takeovers)
@@ -171,7 +171,7 @@ class Bridge:
             self.store.set_state("connection", "offline")
 
     def reload(self) -> None:
-        """SIGHUP: read the config file again, apply its audiences, reconcile now (``xmppbridge.reload``)."""
+        """SIGHUP: read the config file again, apply its audiences, reconcile now (``config.reload``)."""
         task = asyncio.get_running_loop().create_task(self._reload())
         self._reloads.add(task)
         task.add_done_callback(self._reloads.discard)

@@ -123,7 +123,7 @@ class AuthCollector(Collector):
 
 
 class LeaseCollector(Collector):
-    """Whether this instance holds the store's lease and acts (``xmppbridge.leadership``): summed over
+    """Whether this instance holds the store's lease and acts (``xmppbridge.process.leadership``): summed over
     every instance of one bridge, ``xmppbridge_active`` is 1. The label is ``instance_name``, not
     ``instance``, which Prometheus gives every scraped target itself."""
 

@@ -16,8 +16,8 @@ from typing import Protocol
 
 from xmppbridge.errors import InputRejected
 from xmppbridge.jids import InvalidJID, service_key
-from xmppbridge.receive import message_of, mirror_item
-from xmppbridge.relay import RELAY_SOURCE
+from xmppbridge.paths.receive import message_of, mirror_item
+from xmppbridge.paths.relay import RELAY_SOURCE
 from xmppbridge.signing.verify import TrustStore
 from xmppbridge.store import Reject
 from xmppbridge.store.contracts import Entries, Quarantine

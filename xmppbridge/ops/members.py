@@ -7,7 +7,7 @@ from __future__ import annotations
 import getpass
 import time
 
-from xmppbridge.config import Config
+from xmppbridge.config.settings import Config
 from xmppbridge.store.approvals import APPROVED, DENIED, PENDING, STATES, Approval
 from xmppbridge.store.contracts import Approvals
 

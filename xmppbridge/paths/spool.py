@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from xmppbridge.errors import InputRejected
-from xmppbridge.publish import Publisher
+from xmppbridge.paths.publish import Publisher
 
 log = logging.getLogger(__name__)
 

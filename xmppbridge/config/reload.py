@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import fields, replace
 from typing import TypeVar
 
-from xmppbridge.config import Config, load_config
+from xmppbridge.config.settings import Config, load_config
 from xmppbridge.errors import ConfigError
 from xmppbridge.feed.access import User
 from xmppbridge.policy.rights import Rights

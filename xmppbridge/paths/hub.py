@@ -23,14 +23,14 @@ from typing import Protocol
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
-from xmppbridge.config import Config
-from xmppbridge.custody import member_names
+from xmppbridge.config.settings import Config
 from xmppbridge.errors import InputRejected
 from xmppbridge.iodef.document import incident_item_id
 from xmppbridge.iodef.parse import parse_untrusted
+from xmppbridge.paths.custody import member_names
+from xmppbridge.paths.receive import Checked, message_of
+from xmppbridge.paths.relay import RELAY_SOURCE, Relayer, Route, prepare_relay
 from xmppbridge.policy.nodes import node_name
-from xmppbridge.receive import Checked, message_of
-from xmppbridge.relay import RELAY_SOURCE, Relayer, Route, prepare_relay
 from xmppbridge.signing.keys import SigningIdentity, fingerprint
 from xmppbridge.signing.shape import signature_layout
 from xmppbridge.signing.verify import embedded_certificates

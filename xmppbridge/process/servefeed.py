@@ -22,13 +22,13 @@ import logging
 import os
 from collections.abc import Mapping
 
-from xmppbridge.config import Config
+from xmppbridge.config.reload import reread
+from xmppbridge.config.settings import Config
 from xmppbridge.feed.app import store_health
-from xmppbridge.listeners import Listeners
-from xmppbridge.metrics import BridgeMetrics
+from xmppbridge.paths.publish import Publisher
 from xmppbridge.policy.may import LivePolicy
-from xmppbridge.publish import Publisher
-from xmppbridge.reload import reread
+from xmppbridge.process.listeners import Listeners
+from xmppbridge.process.metrics import BridgeMetrics
 from xmppbridge.store import Store
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class FeedProcess:
 
     def reload(self) -> None:
         """SIGHUP: the rights of feed users and anonymous readers and the audiences (the publisher's refusal
-        of a category nobody reads) from the file again; the rest needs a restart (``xmppbridge.reload``)."""
+        of a category nobody reads) from the file again; the rest needs a restart (``config.reload``)."""
         config = reread(self.config, self.overrides)
         if config is None:
             return

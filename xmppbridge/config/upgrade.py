@@ -23,7 +23,7 @@ from typing import Any
 
 from cryptography import x509
 
-from xmppbridge.config import Config
+from xmppbridge.config.settings import Config
 from xmppbridge.iodef.markings import PURPOSES, RESTRICTIONS
 from xmppbridge.policy.nodes import node_name
 from xmppbridge.signing.certfiles import certificate_files, load_certificates

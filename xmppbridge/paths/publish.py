@@ -39,7 +39,7 @@ from xmppbridge.store.contracts import Outbox
 from xmppbridge.store.items import SignedItem, Signer
 
 if TYPE_CHECKING:
-    from xmppbridge.config import Config
+    from xmppbridge.config.settings import Config
 
 
 def prepare(data: bytes, *, prefix: str, identity: SigningIdentity, max_bytes: int,

@@ -26,13 +26,23 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from xmppbridge import lease
-from xmppbridge.config import Config
-from xmppbridge.lease import STATE_KEY, TERMS, Lease, LeaseTerms, Role, Step, lease_key, lock_halves
+from xmppbridge.config.settings import Config
+from xmppbridge.lease import (
+    STATE_KEY,
+    TERMS,
+    Lease,
+    LeaseTerms,
+    Role,
+    Step,
+    lease_key,
+    lease_path,
+    lock_halves,
+    recorded_active,
+)
 from xmppbridge.store.contracts import BridgeState
 
 log = logging.getLogger(__name__)
@@ -60,10 +70,6 @@ class LeaseHolder(Protocol):
     def release(self) -> None:
         """Give the lease up (nothing if not held); also after it was lost."""
         ...
-
-
-def lease_path(store_path: Path | str) -> Path:
-    return Path(f"{store_path}.lease")
 
 
 class FileLease:
@@ -170,43 +176,6 @@ def holder_for(config: Config) -> LeaseHolder:
     if config.store_url is not None:
         return AdvisoryLease(config.store_url, lease_key(config.jid), config.instance_name)
     return FileLease(lease_path(config.store_path))
-
-
-def lease_held(config: Config) -> bool | None:
-    """Whether any instance holds this bridge's lease now (for ``status``); None if it cannot be told."""
-    if config.store_url is None:
-        path = lease_path(config.store_path)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared: costs a standby nothing
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
-    import psycopg
-
-    high, low = lock_halves(lease_key(config.jid))
-    try:
-        with psycopg.connect(config.store_url, autocommit=True, connect_timeout=5) as conn:
-            row = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s"
-                               " AND objid = %s AND objsubid = 1 AND granted", (high, low)).fetchone()
-    except psycopg.Error:
-        return None
-    return bool(row and row[0])
-
-
-def recorded_active(state: dict[str, tuple[str, datetime]]) -> dict[str, str | None]:
-    """The active instance the store names (the last to take the lease) and since when, from
-    ``Store.state()``: for ``/healthz`` and ``status``."""
-    name, since = state.get(STATE_KEY, (None, None))
-    return {"active_instance": name,
-            "active_since": None if since is None else since.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
 class Leadership:

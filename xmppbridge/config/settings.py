@@ -78,7 +78,7 @@ class Config:
     reconcile_interval: float = 300.0  # bring our nodes' affiliations to their audiences (xmpp.reconcile)
     trust: TrustStore = NO_TRUST  # trust: + subscriptions[].signers/allow_domains (signing.trustconfig)
     operators: OperatorSettings = field(default_factory=OperatorSettings)  # chat:, rooms:, admins:, ...
-    spool_dir: Path | None = None  # watched folder: files dropped here are published (xmppbridge.spool)
+    spool_dir: Path | None = None  # watched folder: files dropped here are published (xmppbridge.paths.spool)
     spool_interval: float = 2.0
     registry: Registry = EMPTY  # members: (policy.members), the source of trust, subscriptions, audiences
     audiences: Audiences = field(default_factory=Audiences)  # who reads each category of our nodes
@@ -88,8 +88,8 @@ class Config:
     # store.url: a PostgreSQL database (postgresql://user@host:port/db) instead of the SQLite file, for
     # several processes and machines over one store (issue 16; store.pg)
     store_url: str | None = None
-    # instance.name: this `run` among several over one store (xmppbridge.leadership), as status, /healthz
-    # and /metrics name it; default <hostname>:<pid>
+    # instance.name: this `run` among several over one store (process/leadership.py), as status,
+    # /healthz and /metrics name it; default <hostname>:<pid>
     instance_name: str = field(default_factory=default_instance_name)
     # relay: what this member, as a coordinator, re-publishes of what it receives (policy.relaying)
     relay: RelayPolicy = NO_RELAY

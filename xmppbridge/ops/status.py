@@ -6,11 +6,13 @@ from another process and even while the bridge is down (it then says so).
 
 from __future__ import annotations
 
+import fcntl
+import os
 from datetime import UTC, datetime
 from typing import Protocol
 
-from xmppbridge.config import Config
-from xmppbridge.leadership import lease_held, recorded_active
+from xmppbridge.config.settings import Config
+from xmppbridge.lease import lease_key, lease_path, lock_halves, recorded_active
 from xmppbridge.peers import PeerHealth, degraded
 from xmppbridge.store.contracts import EntryReads, Outbox, PeerHealthReads, QuarantineReads, Subscriptions
 
@@ -37,7 +39,7 @@ def status_report(config: Config, store: Reported, *, now: datetime | None = Non
         "connection_since": _iso(since),
         # The server address (of a cluster: the node) the bridge connected to last (component.servers).
         "server": state.get("server", (None, None))[0],
-        # Several `run`s may share the store (xmppbridge.leadership): the last to take the lease, and
+        # Several `run`s may share the store (xmppbridge.process.leadership): the last to take the lease, and
         # whether anyone holds it now (None: could not be told, e.g. the database is unreachable).
         **recorded_active(state),
         "lease_held": lease_held(config),
@@ -128,3 +130,32 @@ def _iso(value: datetime | None) -> str | None:
 
 def _age(now: datetime, value: datetime | None) -> float | None:
     return None if value is None else max(0.0, (now - value).total_seconds())
+
+
+def lease_held(config: Config) -> bool | None:
+    """Whether any instance holds this bridge's lease now (for ``status``); None if it cannot be told."""
+    if config.store_url is None:
+        path = lease_path(config.store_path)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared: costs a standby nothing
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+    import psycopg
+
+    high, low = lock_halves(lease_key(config.jid))
+    try:
+        with psycopg.connect(config.store_url, autocommit=True, connect_timeout=5) as conn:
+            row = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s"
+                               " AND objid = %s AND objsubid = 1 AND granted", (high, low)).fetchone()
+    except psycopg.Error:
+        return None
+    return bool(row and row[0])
