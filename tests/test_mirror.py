@@ -71,7 +71,7 @@ class ScriptedNode:
         self.mirror, self.ids = mirror, ids
         self.fetched: list[str] = []
         self.while_listing: Callable[[], None] = lambda: None
-        self.refused = False  # items requests refused: we may no longer read the node
+        self.refusal: str | None = None  # the error condition items requests get, if any
 
     async def list_item_ids(self, service: str, node: str) -> list[str]:
         listed = list(self.ids)
@@ -81,8 +81,8 @@ class ScriptedNode:
 
     async def fetch_item(self, service: str, node: str, item_id: str) -> bool:
         self.fetched.append(item_id)
-        if self.refused:
-            raise PublishFailed(f"{service} refused item {item_id} of {node}", condition="forbidden")
+        if self.refusal:
+            raise PublishFailed(f"{service} refused item {item_id} of {node}", condition=self.refusal)
         return item_id in self.ids
 
 
@@ -115,13 +115,15 @@ async def test_a_node_listed_empty_that_refuses_our_items_requests_retracts_noth
         mirror = Mirror(SimpleNamespace(), store, None)  # type: ignore[arg-type]
         held = [mirrored(store, "KEPT-1"), mirrored(store, "KEPT-2")]
         remote = ScriptedNode(mirror, [])
-        remote.refused = True
+        remote.refusal = "forbidden"
         for only_missing in (False, True):
             result = await mirror.catch_up(remote, SERVICE, NODE, remote_capacity=100,  # type: ignore[arg-type]
                                            only_missing=only_missing)
             assert result.retracted == 0
         assert remote.fetched == [held[0], held[0]]  # one item asked for, each time
         assert not any(store.find_entry(SERVICE, NODE, i).deleted for i in held)  # type: ignore[union-attr]
+        remote.refusal = "item-not-found"  # readable, and really gone
+        assert (await mirror.catch_up(remote, SERVICE, NODE, remote_capacity=100)).retracted == 2  # type: ignore[arg-type]
 
 
 async def test_the_periodic_check_fetches_an_item_missing_at_two_checks_in_a_row(tmp_path: Path) -> None:

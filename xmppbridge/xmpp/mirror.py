@@ -329,6 +329,8 @@ class Mirror:
         except PublishFailed as exc:
             if exc.transient:
                 raise
+            if exc.condition == "item-not-found":  # how a server may say it is gone (RFC 6120 §8.3.3.7)
+                return True
             log.info("not taking %d items of %s on %s for retracted: the node is listed without them, but "
                      "asking for %s is refused (%s): we may no longer read it", count, node, service,
                      item_id, exc.condition)
