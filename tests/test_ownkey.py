@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from tests.hostile_corpus import ec_identity, iodef2
 from tests.pki import NOW, issue, make_ca
 from tests.test_members import base, load, member  # noqa: F401 - base is a fixture
+from xmppbridge.feedprocess import FeedProcess
 from xmppbridge.policy.members import Member
 from xmppbridge.policy.ownkey import own_key
 from xmppbridge.publish import Publisher
@@ -173,3 +174,19 @@ def test_what_was_queued_before_a_switch_keeps_its_bytes_and_what_follows_is_sig
         assert {a.item.signer.fingerprint for a in before} == {old.fingerprint}
         assert {a.item.signer.fingerprint for a in after} == {identity.fingerprint}
         assert identity.cert_pem.split(b"\n")[-3] in after[0].item.xml
+
+
+def test_a_feed_process_signs_its_atompub_writes_with_the_reloaded_key(
+        tmp_path: Path, rotating: dict) -> None:
+    running = load(tmp_path, rotating)
+    process = FeedProcess(running)
+    try:
+        old = process.publisher.identity
+        changed = copy.deepcopy(rotating)
+        changed["signing"] = {"key": "a2.key", "cert": "a2.crt"}
+        load(tmp_path, changed)  # the file the process reads again
+        process.reload()
+        assert process.publisher.identity.fingerprint != old.fingerprint
+        assert process.config.signing_cert == tmp_path / "a2.crt"
+    finally:
+        process.store.close()
