@@ -71,6 +71,7 @@ class ScriptedNode:
         self.mirror, self.ids = mirror, ids
         self.fetched: list[str] = []
         self.while_listing: Callable[[], None] = lambda: None
+        self.refusal: str | None = None  # the error condition items requests get, if any
 
     async def list_item_ids(self, service: str, node: str) -> list[str]:
         listed = list(self.ids)
@@ -80,7 +81,9 @@ class ScriptedNode:
 
     async def fetch_item(self, service: str, node: str, item_id: str) -> bool:
         self.fetched.append(item_id)
-        return True
+        if self.refusal:
+            raise PublishFailed(f"{service} refused item {item_id} of {node}", condition=self.refusal)
+        return item_id in self.ids
 
 
 NODE = "iodef/public/mitigation"
@@ -102,6 +105,24 @@ async def test_an_item_arriving_during_the_listing_is_not_taken_for_retracted(tm
         assert result.retracted == 0
         assert not store.find_entry(SERVICE, NODE, late[0]).deleted  # type: ignore[union-attr]
         remote.ids = []  # now OLD really was retracted
+        assert (await mirror.catch_up(remote, SERVICE, NODE, remote_capacity=100)).retracted == 2  # type: ignore[arg-type]
+
+
+async def test_a_node_listed_empty_that_refuses_our_items_requests_retracts_nothing(tmp_path: Path) -> None:
+    """ejabberd lists a node it no longer lets us read (we left, our affiliation is gone) as empty, where
+    Prosody answers forbidden: what we mirrored from it must not be marked retracted for that."""
+    with Store(tmp_path / "m.sqlite") as store:
+        mirror = Mirror(SimpleNamespace(), store, None)  # type: ignore[arg-type]
+        held = [mirrored(store, "KEPT-1"), mirrored(store, "KEPT-2")]
+        remote = ScriptedNode(mirror, [])
+        remote.refusal = "forbidden"
+        for only_missing in (False, True):
+            result = await mirror.catch_up(remote, SERVICE, NODE, remote_capacity=100,  # type: ignore[arg-type]
+                                           only_missing=only_missing)
+            assert result.retracted == 0
+        assert remote.fetched == [held[0], held[0]]  # one item asked for, each time
+        assert not any(store.find_entry(SERVICE, NODE, i).deleted for i in held)  # type: ignore[union-attr]
+        remote.refusal = "item-not-found"  # readable, and really gone
         assert (await mirror.catch_up(remote, SERVICE, NODE, remote_capacity=100)).retracted == 2  # type: ignore[arg-type]
 
 

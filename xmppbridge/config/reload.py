@@ -8,14 +8,17 @@ commands ask), so swapping them touches neither the store nor the outbox. So are
 derives on the receive side, the trust store (pinned certificates, CAs, per-source rules) and the
 subscriptions: the mirror verifies with the new trust from the next item on and follows the new
 subscriptions at once (``xmpp.mirror.Mirror.follow``), so that a member joins, leaves or rotates its
-key without any peer restarting (``policy.churn``). Everything else (component JID and secret, ports,
-store path, our own signing key, feed listener and credentials, ...) is wired into connections,
+key without any peer restarting (``policy.churn``). Our own signing key and certificate (``signing:``) are
+read again on every reload and switched to if ``policy.ownkey`` accepts them (``reload_signing``), so a
+rotating member does not restart either. Everything else (component JID and secret, ports,
+store path, feed listener and credentials, ...) is wired into connections,
 listeners and loops at start; a reload logs it as needing a restart and keeps the running value. A user
 added on reload can log in only after a restart; an existing user's rights change at once.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Mapping
 from dataclasses import fields, replace
@@ -24,13 +27,17 @@ from typing import TypeVar
 from xmppbridge.config.settings import Config, load_config
 from xmppbridge.errors import ConfigError
 from xmppbridge.feed.access import User
+from xmppbridge.policy.ownkey import own_key
 from xmppbridge.policy.rights import Rights
+from xmppbridge.signing.keys import SigningIdentity, read_identity
 
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
 LIVE = ("registry", "audiences", "trust", "trust_anchors", "subscriptions")
+# Taken from the file too, but only once ``reload_signing`` has accepted the key they name.
+SIGNING = ("signing_key", "signing_cert")
 # Sections of which only the rights are live: section -> its fields that hold rights.
 RIGHTS = {"feed": ("anonymous_restrictions",), "operators": ("readers", "rooms", "admins")}
 
@@ -40,9 +47,9 @@ def reloaded(running: Config, loaded: Config) -> tuple[Config, list[str]]:
     sections = {name: _rights_of(getattr(running, name), getattr(loaded, name), names)
                 for name, names in RIGHTS.items()}
     sections["feed"] = replace(sections["feed"], users=_user_rights(running.feed.users, loaded.feed.users))
-    restart = [f.name for f in fields(Config) if f.name not in LIVE
+    restart = [f.name for f in fields(Config) if f.name not in LIVE + SIGNING
                and sections.get(f.name, getattr(running, f.name)) != getattr(loaded, f.name)]
-    live = {name: getattr(loaded, name) for name in LIVE}
+    live = {name: getattr(loaded, name) for name in LIVE + SIGNING}
     return replace(running, **live, **sections), restart
 
 
@@ -63,6 +70,28 @@ def reread(running: Config, overrides: Mapping[str, object] | None = None) -> Co
     if restart:
         log.warning("reload of %s: %s changed, which needs a restart; not applied", file, ", ".join(restart))
     return config
+
+
+def reload_signing(running: Config, config: Config, identity: SigningIdentity,
+                   now: datetime.datetime | None = None) -> tuple[Config, SigningIdentity]:
+    """The key to sign with after a reload, and ``config`` with the ``signing:`` files of that key: the
+    files ``config`` names read again (an operator may have replaced them in place), judged by
+    ``policy.ownkey``; a refused key is logged as an error and the running one (``identity``, from
+    ``running``'s files) kept."""
+    try:
+        loaded: SigningIdentity | str = read_identity(config.signing_key, config.signing_cert)
+    except Exception as exc:  # noqa: BLE001 - whatever is wrong with the new files, the running key stays
+        loaded = str(exc) or type(exc).__name__
+    own = config.registry.get(config.registry.own) if config.registry.own else None
+    decision = own_key(identity, loaded, own, now or datetime.datetime.now(datetime.UTC))
+    if decision.refused:
+        log.error("reload: not switching our signing key: %s; still signing with %s (certificate %s)",
+                  decision.refused, identity.subject, identity.fingerprint)
+        return replace(config, signing_key=running.signing_key, signing_cert=running.signing_cert), identity
+    line = decision.line()
+    if line:
+        log.info("audit: %s (reload)", line)
+    return config, decision.identity
 
 
 def _rights_of(running: T, loaded: T, names: tuple[str, ...]) -> T:

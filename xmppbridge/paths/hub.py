@@ -88,17 +88,22 @@ class Hub:
 
 
 class OwnEcho:
-    """Recognises documents we originated, relayed back to us by a hub."""
+    """Recognises documents we originated, relayed back to us by a hub: signed with our key, or with a key
+    we signed with before a reload switched keys (``also``), which a hub may still be relaying."""
 
     def __init__(self, identity: SigningIdentity) -> None:
-        self.fingerprint = identity.fingerprint
-        # The last full line of our certificate's PEM body, as our signatures embed it (signing.sign):
+        self._markers: dict[str, bytes] = {}  # our certificates' fingerprints -> their markers
+        self.also(identity)
+
+    def also(self, identity: SigningIdentity) -> None:
+        # The last full line of the certificate's PEM body, as our signatures embed it (signing.sign):
         # searching the bytes for it is cheap, and only a document that has it is parsed.
         lines = identity.certificate.public_bytes(serialization.Encoding.PEM).split(b"\n")
-        self._marker = lines[-4] if len(lines) > 4 else b""
+        if len(lines) > 4:
+            self._markers[identity.fingerprint] = lines[-4]
 
     def __call__(self, payload: bytes | None) -> bool:
-        if not payload or not self._marker or self._marker not in payload:
+        if not payload or not any(marker in payload for marker in self._markers.values()):
             return False
         try:
             root = parse_untrusted(payload)
@@ -108,4 +113,4 @@ class OwnEcho:
             return False  # not ours after all: the receive path says what is wrong with it
         # Unverified, and only used to pass an item over: a forgery that names our certificate gains
         # nothing it could not get by not being sent.
-        return fingerprint(certificates[0]) == self.fingerprint
+        return fingerprint(certificates[0]) in self._markers

@@ -4,9 +4,9 @@ these as audit lines and applies them to the mirror (``xmpp.mirror.Mirror.follow
 
 A member joins or leaves by its entry in the registry (``policy.members``), matched by name. A member
 rotates its key by listing the new certificate beside the old one (``certificate: [old, new]``) in
-every peer's registry, then switching its own ``signing:`` to the new key; the old one is dropped once
-nothing signed with it is still on the way. Each of those edits is a reload of every peer, and no peer
-restarts: trust, subscriptions and audiences all follow the registry live.
+every peer's registry, then switching its own ``signing:`` to the new key (a reload too, judged by
+``policy.ownkey``); the old one is dropped once nothing signed with it is still on the way. Each of those
+edits is a reload, and nobody restarts: trust, subscriptions and audiences follow the registry live.
 """
 
 from __future__ import annotations

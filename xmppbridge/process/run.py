@@ -9,7 +9,7 @@ import logging
 from dataclasses import replace
 
 from xmppbridge.chat.service import ChatService
-from xmppbridge.config.reload import reread
+from xmppbridge.config.reload import reload_signing, reread
 from xmppbridge.config.settings import Config
 from xmppbridge.doctor.relay import answer_doctor
 from xmppbridge.feed.app import store_health
@@ -54,10 +54,11 @@ class Bridge:
         # A coordinator relays what its relay: rules select (paths/hub.py); a spoke passes over its own items
         # coming back from the hub.
         self.hub = Hub(config, self.store, identity) if config.relay else None
+        self.own_echo = OwnEcho(identity)
         self.mirror = Mirror(config, self.store, config.trust,  # trust: loaded and checked by load_config
                              relay=self.hub.relay if self.hub else None,
                              retract_relayed=self.hub.retract if self.hub else None,
-                             own_echo=OwnEcho(identity), member_of=member_names(config.registry))
+                             own_echo=self.own_echo, member_of=member_names(config.registry))
         self.metrics = BridgeMetrics(self.store, connected=lambda: self.xmpp.online.is_set())
         self.xmpp = BridgeComponent(config.jid, config.secret, config.servers,
                                     self.metrics.timed_sink(self.mirror))
@@ -180,6 +181,12 @@ class Bridge:
         config = reread(self.config)
         if config is None:
             return
+        config, identity = reload_signing(self.config, config, self.publisher.identity)
+        if identity is not self.publisher.identity:
+            # What is queued keeps the bytes it was signed with; what is submitted from now on is signed
+            # with the new key, and what a hub still relays with the old one is still recognised as ours.
+            self.publisher.identity = identity
+            self.own_echo.also(identity)
         file = config.file
         changed = churn(self.config.registry, config.registry, self.config.sources.services,
                         config.sources.services)
@@ -191,7 +198,7 @@ class Bridge:
             self.config = self.outbox.config = self.reconciler.config = self.approvals.config = config
             if self.hub is not None:
                 self.hub.config = config
-                self.hub.relayer = replace(self.hub.relayer, trust=config.trust,
+                self.hub.relayer = replace(self.hub.relayer, identity=identity, trust=config.trust,
                                            member_of=member_names(config.registry))
             self.publisher.audiences = config.audiences
             self.policy.current = config.policy

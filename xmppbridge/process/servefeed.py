@@ -22,7 +22,7 @@ import logging
 import os
 from collections.abc import Mapping
 
-from xmppbridge.config.reload import reread
+from xmppbridge.config.reload import reload_signing, reread
 from xmppbridge.config.settings import Config
 from xmppbridge.feed.app import store_health
 from xmppbridge.paths.publish import Publisher
@@ -75,11 +75,14 @@ class FeedProcess:
                 "bridge_connection_since": None if since is None else since.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
     def reload(self) -> None:
-        """SIGHUP: the rights of feed users and anonymous readers and the audiences (the publisher's refusal
-        of a category nobody reads) from the file again; the rest needs a restart (``config.reload``)."""
+        """SIGHUP: the rights of feed users and anonymous readers, the audiences (the publisher's refusal
+        of a category nobody reads) and our signing key from the file again; the rest needs a restart
+        (``config.reload``)."""
         config = reread(self.config, self.overrides)
         if config is None:
             return
+        # AtomPub writes here are signed here too: with the reloaded key, as the bridge's are.
+        config, self.publisher.identity = reload_signing(self.config, config, self.publisher.identity)
         self.config = config
         self.policy.current = config.policy
         self.publisher.audiences = config.audiences

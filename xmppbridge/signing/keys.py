@@ -118,6 +118,20 @@ def load_identity(
     now: datetime.datetime | None = None,
 ) -> SigningIdentity:
     """Load the private key (once) and its certificate; refuse weak keys, mismatches and expired certs."""
+    identity = read_identity(key_path, cert_path, password=password)
+    _check_usable_for_signing(identity.certificate, Path(cert_path), as_utc(now))
+    return identity
+
+
+def read_identity(
+    key_path: str | os.PathLike[str],
+    cert_path: str | os.PathLike[str],
+    *,
+    password: bytes | None = None,
+) -> SigningIdentity:
+    """The key and certificate files as an identity: unreadable files, weak keys and a key that is not the
+    certificate's are refused, the validity period is not judged (``load_identity`` does at start-up, a
+    reload in ``policy.ownkey``)."""
     key_path, cert_path = Path(key_path), Path(cert_path)
     try:
         key_data = key_path.read_bytes()
@@ -141,11 +155,9 @@ def load_identity(
         raise IdentityError(f"{cert_path}: not a PEM certificate: {exc}") from None
 
     try:
-        identity = SigningIdentity.from_objects(private_key, certificate, tuple(intermediates))
+        return SigningIdentity.from_objects(private_key, certificate, tuple(intermediates))
     except IdentityError as exc:
         raise IdentityError(f"{key_path} / {cert_path}: {exc}") from None
-    _check_usable_for_signing(certificate, cert_path, as_utc(now))
-    return identity
 
 
 def _check_usable_for_signing(certificate: x509.Certificate, cert_path: Path, now: datetime.datetime) -> None:
@@ -169,7 +181,7 @@ class CertificateProblem:
 # What the owner of a signing certificate does about each problem (the bridge at start-up and at publish).
 SIGNER_FIXES = {
     "certificate-expired": "issue a new certificate (signing.cert), send it to the members who pin it, "
-                           "and restart the bridge",
+                           "and reload the bridge (see README \"Membership churn\", rotate a key)",
     "certificate-not-yet-valid": "check the system clock, or wait until the certificate is valid",
     "wrong-key-usage": "issue a certificate whose KeyUsage includes digitalSignature",
     "weak-key": f"generate an RSA key of {MIN_RSA_BITS}+ bits or an EC P-256+ key and a certificate for it",

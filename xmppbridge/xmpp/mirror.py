@@ -18,6 +18,7 @@ from typing import Protocol
 from xml.etree import ElementTree as ET
 
 from xmppbridge.config.settings import Config, Subscription
+from xmppbridge.errors import PublishFailed
 from xmppbridge.paths.custody import MemberOf, member_names
 from xmppbridge.paths.receive import Checked, receive_item
 from xmppbridge.peers import classify
@@ -310,10 +311,31 @@ class Mirror:
 
         await asyncio.gather(*(fetch(item_id) for item_id in to_fetch))
         gone = retracted_while_away(states, ids, remote_capacity=remote_capacity)
+        if gone and not await self._really_gone(xmpp, service, node, gone[0], len(gone)):
+            gone = []
         for item_id in gone:
             self._retract(service, node, item_id)
         self.store.record_sync(service, node)
         return CatchUp(len(ids), len(to_fetch), len(gone))
+
+    async def _really_gone(self, xmpp: BridgeComponent, service: str, node: str, item_id: str,
+                           count: int) -> bool:
+        """Whether the listing's word that our items are gone holds, asked of one of them. ejabberd 23.01
+        answers disco#items on a node it no longer lets us read (our affiliation removed: we left the
+        consortium, or its audience) with an empty list rather than an error, as Prosody does
+        (INTEROP.md); the items request is refused then, and what we mirrored is not retracted for it."""
+        try:
+            present = await xmpp.fetch_item(service, node, item_id)
+        except PublishFailed as exc:
+            if exc.transient:
+                raise
+            if exc.condition == "item-not-found":  # how a server may say it is gone (RFC 6120 §8.3.3.7)
+                return True
+            log.info("not taking %d items of %s on %s for retracted: the node is listed without them, but "
+                     "asking for %s is refused (%s): we may no longer read it", count, node, service,
+                     item_id, exc.condition)
+            return False
+        return not present  # there after all (the fetch mirrored it): the listing was short
 
     async def rediscover(self, xmpp: BridgeComponent) -> None:
         """Every ``discovery_interval``: pick up nodes a peer created since, and retry subscriptions that
