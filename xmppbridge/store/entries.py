@@ -278,10 +278,11 @@ def _find_rows(conn: Connection, service: str, keys: Collection[tuple[str, str]]
     if not keys:
         return {}
     table, params = conn.dialect.keys_table(("node", "item_id"), keys)
+    # CROSS JOIN: SQLite's planner then reads the keys first, one index look-up each (with a plain
+    # JOIN it scanned the service's entries for each round); PostgreSQL plans it as any join.
     rows = conn.execute(
-        f"SELECT e.*, d.xml FROM {table} JOIN entries AS e"
-        " ON e.service = ? AND e.node = k.node AND e.item_id = k.item_id"
-        " JOIN documents AS d ON d.entry_id = e.id", [*params, service]).fetchall()
+        f"SELECT e.*, d.xml FROM {table} CROSS JOIN entries AS e JOIN documents AS d ON d.entry_id = e.id"
+        " WHERE e.service = ? AND e.node = k.node AND e.item_id = k.item_id", [*params, service]).fetchall()
     return {(row["node"], row["item_id"]): row for row in rows}
 
 

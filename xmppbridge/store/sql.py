@@ -83,7 +83,7 @@ class Dialect:
         """``keys`` (tuples of text, one value per name) as a table ``k`` for a FROM clause, with its
         parameters: a round's keys joined against a unique index in one statement, the index kept for
         each key (PostgreSQL: ``unnest`` of arrays, its columns in the ``"C"`` collation of ours; SQLite:
-        a JSON array of arrays, which its planner reads first, one index look-up a row)."""
+        a JSON array of arrays, to be read first by a ``CROSS JOIN``, one index look-up a row)."""
         if self.name == "postgresql":
             arrays = ", ".join("CAST(? AS TEXT[])" for _ in names)
             columns = ", ".join(f'{name} COLLATE "C" AS {name}' for name in names)
