@@ -278,11 +278,19 @@ def _find_rows(conn: Connection, service: str, keys: Collection[tuple[str, str]]
     if not keys:
         return {}
     table, params = conn.dialect.keys_table(("node", "item_id"), keys)
-    # CROSS JOIN: SQLite's planner then reads the keys first, one index look-up each (with a plain
-    # JOIN it scanned the service's entries for each round); PostgreSQL plans it as any join.
-    rows = conn.execute(
-        f"SELECT e.*, d.xml FROM {table} CROSS JOIN entries AS e JOIN documents AS d ON d.entry_id = e.id"
-        " WHERE e.service = ? AND e.node = k.node AND e.item_id = k.item_id", [*params, service]).fetchall()
+    # One index look-up per key, whatever the planner's statistics say. PostgreSQL: a LATERAL subquery
+    # that LIMIT keeps from being flattened (as a plain join, a burst's entries not yet analysed made
+    # it hash-join all of the service's entries). SQLite has no LATERAL; its CROSS JOIN reads the keys
+    # first (with a plain JOIN it scanned the service's entries for every round).
+    if conn.dialect.name == "postgresql":
+        entry = ("CROSS JOIN LATERAL (SELECT * FROM entries WHERE service = ? AND node = k.node"
+                 " AND item_id = k.item_id LIMIT 1) AS e")
+        where = ""
+    else:
+        entry = "CROSS JOIN entries AS e"
+        where = " WHERE e.service = ? AND e.node = k.node AND e.item_id = k.item_id"
+    rows = conn.execute(f"SELECT e.*, d.xml FROM {table} {entry}"
+                        f" JOIN documents AS d ON d.entry_id = e.id{where}", [*params, service]).fetchall()
     return {(row["node"], row["item_id"]): row for row in rows}
 
 
