@@ -61,10 +61,17 @@ RUNS = 5
 RATE = 20.0  # items/s A submits while B fails over: a new item every 50 ms to be the first one
 LIVE = 20  # items B mirrors from the stream before the kill: it is mirroring live
 POLL = 0.02  # seconds between looks at the standby's /healthz and B's store
+SLOW = 1.0  # seconds from connected to ready past which a run's takeover is explained (log, lock waits)
 SLOT = int(os.environ.get("XMPPBRIDGE_TEST_SLOT", "0"))
 SETUPS = {"sqlite": ({"a": f"127.0.{SLOT}.192", "b": f"127.0.{SLOT}.193"}, ()),
           "postgresql": ({"a": f"127.0.{SLOT}.194", "b": f"127.0.{SLOT}.195"}, ("a", "b"))}
 ENTRIES = "SELECT item_id, received_at FROM entries WHERE incident_id LIKE ?"
+# B's store sessions waiting for a lock, and who holds it: sampled while the standby takes over, to say
+# where a slow takeover's time goes (the lost machine's sessions show as its address, ``machine_ip``).
+WAITS = ("SELECT w.client_addr::text AS waiter, left(w.query, 50) AS query, h.client_addr::text AS holder,"
+         " h.state AS holder_state FROM pg_stat_activity AS w"
+         " LEFT JOIN pg_stat_activity AS h ON h.pid = ANY(pg_blocking_pids(w.pid))"
+         " WHERE w.datname = current_database() AND w.wait_event_type = 'Lock'")
 FENCED = "stopping at once (fencing)"  # leadership.Leadership's log line when it fences
 assert TEXT_FORMAT.startswith("%(asctime)s ")  # the fencing line's time is read from its log line
 
@@ -79,6 +86,10 @@ class Failover:
     ready: float
     first_item: float
     fenced: float | None = None  # machine loss: when the cut-off instance fenced itself (its log line)
+    # Where the time went, seconds from the kill: B's sessions seen waiting for a lock (first, last
+    # sample, and what), and the heir's log from taking the lease to the first item.
+    waits: list[tuple[float, str]] = field(default_factory=list)
+    log: str = ""
 
 
 @dataclass
@@ -161,6 +172,7 @@ def one_run(lab: BenchConsortium, group: list[Instance], tag: str,
     else:
         machine.cut()  # silently: its sockets stay open on both sides, nothing it sends arrives
     seen: dict[str, float] = {}
+    waits: list[tuple[float, str]] = []
     first: float | None = None
     deadline = time.monotonic() + 120
     while first is None:
@@ -173,6 +185,9 @@ def one_run(lab: BenchConsortium, group: list[Instance], tag: str,
             seen.setdefault("connected", now)
         if health.get("ready"):
             seen.setdefault("ready", now)
+        if machine is not None and "lease" in seen and "ready" not in seen:
+            waits.extend((now - killed_at, f"{w['waiter']} waits ({w['query']}) for {w['holder']}"
+                          f" ({w['holder_state']})") for w in lab.query("b", WAITS))
         after = [at for item_id, at in mirrored(lab, tag).items()
                  if stream.submitted.get(item_id, 0) > killed_at]
         first = min(after) if after else None
@@ -209,7 +224,9 @@ def one_run(lab: BenchConsortium, group: list[Instance], tag: str,
     steps = [first]
     for step in ("ready", "connected", "lease"):
         steps.insert(0, min(seen.get(step, steps[0]), steps[0]))
-    return Failover(*(at - killed_at for at in steps), fenced=fenced)
+    heir_log = heir.log_path.read_text(errors="replace")[heir_offset:]
+    return Failover(*(at - killed_at for at in steps), fenced=fenced, waits=waits,
+                    log=heir_log[heir_log.find("took the lease"):][:6000])
 
 
 def main() -> None:
@@ -261,7 +278,20 @@ def main() -> None:
                 print(f"run {run + 1}, {setup}: " + (f"fenced {f.fenced:.2f} s, " if f.fenced else "")
                       + f"lease {f.lease:.2f} s, connected {f.connected:.2f} s, "
                       f"ready {f.ready:.2f} s, first new item at B {f.first_item:.2f} s", flush=True)
+                if f.ready - f.connected > SLOW:
+                    explain(f)
     report(results, fault)
+
+
+def explain(f: Failover) -> None:
+    """Where a slow takeover's time went: lock waits seen while it was not ready, and the heir's log."""
+    kinds = sorted({what for _, what in f.waits})
+    for what in kinds:
+        at = [t for t, seen in f.waits if seen == what]
+        print(f"  lock wait {min(at):.2f}-{max(at):.2f} s after the cut: {what}")
+    if not kinds:
+        print("  no session of B's store seen waiting for a lock")
+    print("  the heir's log from the lease on:\n    " + "\n    ".join(f.log.splitlines()[:60]), flush=True)
 
 
 def report(results: dict[str, list[Failover]], fault: str) -> None:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -342,11 +343,40 @@ def test_mark_published_is_atomic(store: Store, monkeypatch: pytest.MonkeyPatch)
     def broken(*args: object, **kwargs: object) -> str:
         raise sqlite3.OperationalError("disk on fire")
 
-    monkeypatch.setattr(entries, "upsert", broken)
+    monkeypatch.setattr(entries, "_store", broken)  # the storing step of every upsert
     with pytest.raises(sqlite3.OperationalError):
         store.mark_published(ident, service="s")
     item = store.outbox_item(ident)
     assert item is not None and item.status == "pending"
+
+
+def test_a_round_is_marked_with_as_many_reads_whatever_its_size(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Marking a round reads the store (on PostgreSQL: waits for a round trip, the writers' lock held) a
+    fixed number of times, not once or twice per item: a read is a statement whose rows come back."""
+    from xmppbridge.store.pg import PgConnection
+    from xmppbridge.store.sql import SqliteConnection
+
+    reads: list[str] = []
+    for cls in (SqliteConnection, PgConnection):
+        def counted(self: Any, sql: str, *args: Any, _execute: Any = cls.execute) -> Any:
+            if sql.lstrip().upper().startswith("SELECT") or "RETURNING" in sql.upper():
+                reads.append(sql)
+            return _execute(self, sql, *args)
+        monkeypatch.setattr(cls, "execute", counted)
+
+    def marked(size: int, start: int) -> int:
+        ids = [store.enqueue(SignedItem("n", f"i{n}", b"<p/>", make_incident(), "2.0"), source="t")
+               for n in range(start, start + size)]
+        store.mark_published(ids[0], service="s")  # an entry that exists already, beside new ones
+        ids[0] = store.enqueue(SignedItem("n", f"i{start}", b"<p2/>", make_incident(), "2.0"), source="t")
+        reads.clear()
+        store.mark_published(*ids, service="s")
+        return len(reads)
+
+    few, many = marked(3, 0), marked(30, 100)
+    assert few == many, f"{few} reads for a round of 3, {many} for 30"
+    assert store.find_entry("s", "n", "i129") is not None
 
 
 def test_a_round_marks_versions_of_one_item_in_order(store: Store) -> None:

@@ -9,7 +9,8 @@ Functions take an open connection and run plain SQL; the ``Store`` facade owns t
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections import Counter
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -109,10 +110,38 @@ def upsert(conn: Connection, service: str, item: SignedItem, *, origin: Origin) 
 
     Changes are logged in the collection of the entry's audience; an entry whose audience changes
     leaves a tombstone in its old collection, so that readers of that feed learn it is gone there."""
+    return _store(conn, service, item, origin, _find_row(conn, service, item.node, item.item_id), None)
+
+
+class Round:
+    """Upserts of one round of the outbox drain, their entry rows read in one statement and the ids of
+    new ones taken in one more, instead of two waits for each item (its row, then its new id): on
+    PostgreSQL every other statement of an upsert is pipelined, and these waits are what the writers'
+    lock is held for. ``keys`` are all the round's (node, item id), retractions too, ``upserts`` those
+    published. A key that comes more than once has its row read when its turn comes (an earlier turn
+    changed it); each key without an entry makes at most one, so its id is among those taken."""
+
+    def __init__(self, conn: Connection, service: str, keys: Sequence[tuple[str, str]],
+                 upserts: Collection[tuple[str, str]]) -> None:
+        self.conn, self.service = conn, service
+        counted = Counter(keys)
+        self.once = {key for key in upserts if counted[key] == 1}
+        self.rows = _find_rows(conn, service, upserts)
+        self.ids = iter(_new_ids(conn, len(set(upserts) - self.rows.keys())))
+
+    def upsert(self, item: SignedItem, *, origin: Origin) -> UpsertResult:
+        key = (item.node, item.item_id)
+        row = self.rows.get(key) if key in self.once else _find_row(self.conn, self.service, *key)
+        return _store(self.conn, self.service, item, origin, row, None if row is not None else next(self.ids))
+
+
+def _store(conn: Connection, service: str, item: SignedItem, origin: Origin, row: Row | None,
+           new_id: int | None) -> UpsertResult:
+    """``upsert`` with the entry's row read (None: no entry yet), and for a new entry its id if taken
+    already (None: the insert reports it)."""
     if origin not in ("local", "remote"):
         raise ValueError(f"origin must be 'local' or 'remote', not {origin!r}")
     node, item_id, incident, xml = item.node, item.item_id, item.incident, item.xml
-    row = _find_row(conn, service, node, item_id)
     collection, purpose = incidents.audience(incident), canonical_purpose(incident.purpose)
     fields = {
         "origin": origin,
@@ -134,10 +163,16 @@ def upsert(conn: Connection, service: str, item: SignedItem, *, origin: Origin) 
             "received_at": stamp,
             "updated_at": stamp,
         }
+        if new_id is not None:
+            fields["id"] = new_id
         names = ", ".join(fields)
         marks = ", ".join(f":{name}" for name in fields)
-        entry_id = inserted_id(conn.execute(f"INSERT INTO entries ({names}) VALUES ({marks}) RETURNING id",
-                                            fields))
+        if new_id is None:
+            entry_id = inserted_id(conn.execute(
+                f"INSERT INTO entries ({names}) VALUES ({marks}) RETURNING id", fields))
+        else:  # nothing to wait for
+            conn.execute(f"INSERT INTO entries ({names}) VALUES ({marks})", fields)
+            entry_id = new_id
         conn.execute("INSERT INTO documents (entry_id, xml) VALUES (?, ?)", (entry_id, xml))
         changelog.append(conn, entry_id=entry_id, collection=collection, revision=1, purpose=purpose,
                          deleted=False, changed_at=stamp, first=True)
@@ -234,6 +269,43 @@ def get(conn: Connection, entry_id: int) -> Entry | None:
 def find(conn: Connection, service: str, node: str, item_id: str) -> Entry | None:
     row = _find_row(conn, service, node, item_id)
     return None if row is None else from_row(row)
+
+
+def _find_rows(conn: Connection, service: str, keys: Collection[tuple[str, str]]
+               ) -> dict[tuple[str, str], Row]:
+    """The rows of those of ``keys`` (node, item id) that have an entry, with their documents, in one
+    statement that looks each key up in the UNIQUE index."""
+    if not keys:
+        return {}
+    table, params = conn.dialect.keys_table(("node", "item_id"), keys)
+    # One index look-up per key, whatever the planner's statistics say. PostgreSQL: a LATERAL subquery
+    # that LIMIT keeps from being flattened (as a plain join, a burst's entries not yet analysed made
+    # it hash-join all of the service's entries). SQLite has no LATERAL; its CROSS JOIN reads the keys
+    # first (with a plain JOIN it scanned the service's entries for every round).
+    if conn.dialect.name == "postgresql":
+        entry = ("CROSS JOIN LATERAL (SELECT * FROM entries WHERE service = ? AND node = k.node"
+                 " AND item_id = k.item_id LIMIT 1) AS e")
+        where = ""
+    else:
+        entry = "CROSS JOIN entries AS e"
+        where = " WHERE e.service = ? AND e.node = k.node AND e.item_id = k.item_id"
+    rows = conn.execute(f"SELECT e.*, d.xml FROM {table} {entry}"
+                        f" JOIN documents AS d ON d.entry_id = e.id{where}", [*params, service]).fetchall()
+    return {(row["node"], row["item_id"]): row for row in rows}
+
+
+def _new_ids(conn: Connection, count: int) -> list[int]:
+    """Ids for ``count`` new entries, taken in one statement. PostgreSQL: from the id column's own
+    sequence, as an insert would. SQLite: after the largest, as its row ids go; safe because writers go
+    one at a time (``changelog.append`` says how) and entries are never deleted."""
+    if count == 0:
+        return []
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute("SELECT nextval(pg_get_serial_sequence('entries', 'id'))"
+                            " FROM generate_series(1, ?)", (count,)).fetchall()
+        return [row[0] for row in rows]
+    last = conn.execute("SELECT coalesce(max(id), 0) FROM entries").fetchone()[0]
+    return list(range(last + 1, last + 1 + count))
 
 
 def _find_row(conn: Connection, service: str, node: str, item_id: str) -> Row | None:

@@ -109,8 +109,9 @@ def get(conn: Connection, item: int) -> OutboxItem | None:
 def mark_published(conn: Connection, items: Sequence[int], *, service: str) -> None:
     """Mark published and upsert our own entries (origin "local"), or for a retraction mark the entry
     deleted, in the order given. Call inside a transaction so that all of it happens or none does. The
-    items are read in one statement and marked in one batch: on PostgreSQL one round trip each for the
-    whole round of the drain, not two per item, while the writers' lock is held."""
+    items are read in one statement and marked in one batch, their entries' rows read in one more and
+    the new ones' ids taken in another (``entries.Round``): on PostgreSQL a round trip each for the whole
+    round of the drain, not two or three per item, while the writers' lock is held."""
     condition, ids = conn.dialect.one_of("id", items)
     rows = {row["id"]: row for row in conn.execute(f"SELECT * FROM outbox WHERE {condition}", (ids,))}
     if missing := [item for item in items if item not in rows]:
@@ -119,6 +120,9 @@ def mark_published(conn: Connection, items: Sequence[int], *, service: str) -> N
         "UPDATE outbox SET status = ?, reason = NULL, service = ?, published_at = ? WHERE id = ?",
         [(PUBLISHED, service, later_than(None), item) for item in items],
     )
+    keys = [(rows[item]["node"], rows[item]["item_id"]) for item in items]
+    publishes = {key for item, key in zip(items, keys, strict=True) if rows[item]["action"] != RETRACT}
+    upserts = entries.Round(conn, service, keys, publishes)
     for item in items:
         row = rows[item]
         if row["action"] == RETRACT:
@@ -128,7 +132,7 @@ def mark_published(conn: Connection, items: Sequence[int], *, service: str) -> N
                             incidents.from_json(row["incident"]), row["version"],
                             Signer(row["signer_subject"], row["signer_fingerprint"]),
                             custody.from_json(row["custody"]))
-        entries.upsert(conn, service, signed, origin="local")
+        upserts.upsert(signed, origin="local")
 
 
 def mark_failed(conn: Connection, item: int, reason: str) -> None:

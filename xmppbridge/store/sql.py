@@ -79,6 +79,19 @@ class Dialect:
         keyword = "NOT IN" if negate else "IN"
         return f"{column} {keyword} (SELECT value FROM json_each(?))", json.dumps(list(values))
 
+    def keys_table(self, names: Sequence[str], keys: Collection[Sequence[str]]) -> tuple[str, list[Any]]:
+        """``keys`` (tuples of text, one value per name) as a table ``k`` for a FROM clause, with its
+        parameters: a round's keys joined against a unique index in one statement, the index kept for
+        each key (PostgreSQL: ``unnest`` of arrays, its columns in the ``"C"`` collation of ours; SQLite:
+        a JSON array of arrays, to be read first by a ``CROSS JOIN``, one index look-up a row)."""
+        if self.name == "postgresql":
+            arrays = ", ".join("CAST(? AS TEXT[])" for _ in names)
+            columns = ", ".join(f'{name} COLLATE "C" AS {name}' for name in names)
+            return (f"(SELECT {columns} FROM unnest({arrays}) AS u({', '.join(names)})) AS k",
+                    [list(column) for column in zip(*keys, strict=True)] or [[] for _ in names])
+        columns = ", ".join(f"json_extract(value, '$[{i}]') AS {name}" for i, name in enumerate(names))
+        return f"(SELECT {columns} FROM json_each(?)) AS k", [json.dumps([list(key) for key in keys])]
+
     def unindexed(self, expression: str) -> str:
         """``expression`` such that SQLite's planner does not pick an index for it (the unary ``+``);
         PostgreSQL plans by its statistics and has no such hint."""
