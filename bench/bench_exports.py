@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -124,7 +125,8 @@ def document(incident_id: str, restriction: str) -> bytes:
 Request = tuple[str, dict[str, str]]  # URL, headers
 Queries = dict[str, Callable[[], Request]]  # request kind -> its next request
 # Requests per run of the kinds that are not pages of 50 (the MISP windows), which take much longer.
-FEWER = {"MISP manifest.json (window)": 5, "MISP hashes.csv (window)": 3}
+FEWER = {"MISP manifest.json (window)": 5, "MISP hashes.csv (window)": 3,
+         "MISP manifest.json (If-None-Match, 304)": 5}
 CONTROLS = ("Atom page of 50 (newest), control", "Atom search, category + time, control")
 
 
@@ -135,6 +137,7 @@ def queries(base: str, total: int) -> Queries:
     start, step = datetime(2026, 1, 1, tzinfo=UTC), timedelta(days=365) / total  # as bench_feed made them
     plain: dict[str, str] = {}
     accept = {"Accept": TAXII}
+    etag = _etag_of(f"{base}/misp/manifest.json", plain)
 
     def deep_seq() -> int:  # a collection holds a quarter of the entries
         return rng.randint(total // 400 + 2, total // 4)
@@ -163,12 +166,29 @@ def queries(base: str, total: int) -> Queries:
             f"{base}/feeds/partner/indicators.csv?count=50&before={deep_seq()}", plain),
         "MISP manifest.json (window)": lambda: (f"{base}/misp/manifest.json", plain),
         "MISP hashes.csv (window)": lambda: (f"{base}/misp/hashes.csv", plain),
+        # MISP's periodic pull: the manifest again with the ETag it kept (downloads: what Feed.php sends)
+        "MISP manifest.json (If-None-Match, 304)": lambda: (f"{base}/misp/manifest.json",
+                                                            {**plain, "If-None-Match": etag()}),
         CONTROLS[0]: lambda: (f"{base}/feeds/need-to-know?count=50", plain),
         CONTROLS[1]: lambda: (
             f"{base}/search?category=partner&reporttime=2026-{rng.randint(1, 11):02d}-01/2026-12-01", plain),
         # the text search of benchmark 4 too, as a control of the store's own speed
         "Atom text search, rare word, control": lambda: (f"{base}/search?q={rng.choice(WORDS)}", plain),
     }
+
+
+def _etag_of(url: str, headers: dict[str, str]) -> Callable[[], str]:
+    """The ETag ``url`` answers with, asked once (untimed, at the first call)."""
+    known: list[str] = []
+
+    def etag() -> str:
+        if not known:
+            asked = urllib.request.Request(url, headers=headers)
+            with urllib.request.urlopen(asked, timeout=120) as response:
+                known.append(response.headers["ETag"])
+        return known[0]
+
+    return etag
 
 
 def bulk_uuid(n: int) -> str:
@@ -179,9 +199,12 @@ def bulk_uuid(n: int) -> str:
 def timed_get(request: Request) -> float:
     url, headers = request
     start = time.perf_counter()
-    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=120) as response:
-        response.read()
-        assert response.status == 200, url
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=120) as response:
+            response.read()
+            assert response.status == 200, url
+    except urllib.error.HTTPError as error:  # urllib raises on a 304, which a conditional request wants
+        assert error.code == 304 and "If-None-Match" in headers, (url, error.code)
     return time.perf_counter() - start
 
 
@@ -248,6 +271,7 @@ def main() -> None:
     parser.add_argument("--store", choices=(*BACKENDS, "both"), default="sqlite")
     parser.add_argument("--before", type=Path, help="a source tree to serve the same store from as well")
     parser.add_argument("--requests", type=int, default=REQUESTS, help="per run and request kind")
+    parser.add_argument("--only", default="", help="time only the request kinds whose name holds this")
     args = parser.parse_args()
     backends = BACKENDS if args.store == "both" else (args.store,)
     trees = {"after": Path(__file__).resolve().parents[1]}
@@ -280,7 +304,8 @@ def main() -> None:
             for n, feed in enumerate(feeds):
                 child = children[feed]
                 assert child.stdout is not None and child.stdout.readline().strip() == "READY"
-                urls[names[feed]] = queries(f"http://{IPS['b']}:{PORT + n}", total)
+                urls[names[feed]] = {name: url for name, url in queries(f"http://{IPS['b']}:{PORT + n}",
+                                                                        total).items() if args.only in name}
             at_start = {names[f]: memory_mb(child.pid) for f, child in children.items()}
             read_into_cache(files)
             for queries_of in urls.values():  # warm: each request kind once, untimed

@@ -26,7 +26,7 @@ import pytest
 from tests.pngpixels import colours, rgb
 from tests.test_feed_browser import FLAGS as CHROMIUM_FLAGS
 from tests.test_store_copy import crawl
-from xmppbridge.feed.dashboard import COLOURS
+from xmppbridge.feed.dashboard import ARRIVAL_MEDIAN, COLOURS, P95
 from xmppbridge.iodef.markings import RESTRICTIONS
 from xmppbridge.store import Store
 
@@ -153,6 +153,9 @@ def _dashboards_show_the_demos_traffic(workdir: Path, port: int, tmp_path: Path)
         assert peer.xpath("string(td[2])") == ("pubsub.a.test" if name == "b" else "pubsub.b.test")
         if name == "b":
             assert "bad-digest: 1 refusals" in titles
+            # how long A's items took to reach B, from the times their signed documents state
+            assert page.xpath("//svg[@aria-label='arrival delay per day from csirt.a.test']//rect/title"
+                              "[contains(., ' median: ')]")
         else:
             assert any(" median: " in t for t in titles) and any(" p95: " in t for t in titles)
             assert any(" peak: " in t for t in titles)  # the outbox's depth while A published
@@ -160,7 +163,7 @@ def _dashboards_show_the_demos_traffic(workdir: Path, port: int, tmp_path: Path)
         _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1000,1800", signed_in)
         drawn = colours(shot.read_bytes())
         assert len(drawn) > 32  # not a blank page
-        charted = (COLOURS["private"], COLOURS["public"]) + (("#c7c7c7", "#ff9f00") if name == "a" else ())
+        charted = (COLOURS["private"], COLOURS["public"], P95, "#ff9f00" if name == "a" else ARRIVAL_MEDIAN)
         assert all(drawn[rgb(colour)] > 50 for colour in charted), name  # the bars, as Chromium drew them
 
 

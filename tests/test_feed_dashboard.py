@@ -19,7 +19,7 @@ from tests.test_store import make_incident
 from xmppbridge.feed.access import User
 from xmppbridge.feed.app import make_app
 from xmppbridge.feed.auth import hash_password
-from xmppbridge.feed.dashboard import COLOURS, peak_depths
+from xmppbridge.feed.dashboard import AHEAD, ARRIVAL_MEDIAN, COLOURS, MEDIAN, P95, peak_depths
 from xmppbridge.peers import Outcome
 from xmppbridge.policy.rights import Rights
 from xmppbridge.store import Store
@@ -35,6 +35,10 @@ async def site(tmp_path: Path) -> AsyncIterator[str]:
     with Store(tmp_path / "dashboard.sqlite") as store:
         for sample in sorted(SAMPLES.glob("*.xml")):
             store_document(store, sample.read_bytes())
+        # A copy from a member whose clock is an hour ahead of ours: stored before the time it states.
+        ahead = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+        store_document(store, (SAMPLES / "01-phishing-public-v2.xml").read_bytes()
+                       .replace(b"2024-05-02T08:05:00Z", ahead).replace(b"A-2024-0101", b"A-2024-0199"))
         for n in range(3):
             signed = SignedItem("iodef/public/other", f"out-{n}", b"<p/>", make_incident(n), "2.0")
             item = store.enqueue(signed, source="cli:x")
@@ -71,11 +75,17 @@ async def test_chromium_renders_non_empty_charts(site: str, tmp_path: Path) -> N
     page = lxml.html.fromstring(await chromium(tmp_path, "--dump-dom", signed_in + "dashboard"))
     assert page.findtext(".//h1") == "Dashboard" and not page.xpath("//script")
     charts = page.xpath("//svg[@class='chart']")
-    assert len(charts) == 5  # per day, refusals, publish delay, outbox depth per day and now
+    # per day, refusals, publish delay, arrival delay (one member), outbox depth per day and now
+    assert len(charts) == 6
     assert all(chart.xpath(".//rect") for chart in charts)  # each one draws something
     titles = page.xpath("//svg[@class='chart']//rect/title/text()")
     assert any("bad-signature: 1" in t for t in titles) and any("iodef/public/other: 1" in t for t in titles)
     assert any("median" in t for t in titles) and any("peak: " in t for t in titles)
+    [arrival] = page.xpath("//svg[@aria-label='arrival delay per day from csirt.a.test']")
+    arrived = arrival.xpath(".//rect/title/text()")
+    assert any(" median: " in t and t.endswith(" d") for t in arrived)  # the samples state 2024 times
+    assert any(": 1 stored before the time they state (clocks differ), counted as 0" in t for t in arrived)
+    assert "clocks may differ" in page.xpath("string(//h2[contains(., 'Arrival delay')])")
     assert page.xpath("//table[@class='peers']//circle[@fill='#d62728']")  # c is unreachable
     members = page.xpath("//table[@class='members']//td[1]/text()")
     assert "csirt.a.test" in members
@@ -83,8 +93,9 @@ async def test_chromium_renders_non_empty_charts(site: str, tmp_path: Path) -> N
     await chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,1600", signed_in + "dashboard")
     drawn = colours(shot.read_bytes())
     assert sum(drawn.values()) == 1200 * 1600 and len(drawn) > 32  # not a blank page
-    # the bars as drawn: refusals and an unreachable peer, the outbox, publish delays
-    assert all(drawn[rgb(colour)] > 50 for colour in (COLOURS["private"], "#ff9f00", "#4a90d9", "#c7c7c7"))
+    # the bars as drawn: refusals and an unreachable peer, the outbox, publish and arrival delays, skew
+    assert all(drawn[rgb(colour)] > 50 for colour in (COLOURS["private"], "#ff9f00", MEDIAN, P95,
+                                                      ARRIVAL_MEDIAN, AHEAD))
 
 
 def test_the_outbox_depth_per_day_is_its_peak_from_queued_and_published_times() -> None:
@@ -97,3 +108,16 @@ def test_the_outbox_depth_per_day_is_its_peak_from_queued_and_published_times() 
     days = ["2026-12-01", "2026-12-02", "2026-12-03"]
     assert peak_depths(outbox, days) == {"2026-12-01": 4, "2026-12-02": 2, "2026-12-03": 1}
     assert peak_depths([], days) == dict.fromkeys(days, 0)
+
+
+def test_the_store_gives_each_mirrored_entrys_stated_and_received_times_on_both_backends(
+        store_target: str) -> None:
+    with Store(store_target) as store:
+        since = datetime.now(UTC) - timedelta(minutes=5)
+        sample = (SAMPLES / "01-phishing-public-v2.xml").read_bytes()
+        store_document(store, sample)
+        store_document(store, sample.replace(b"A-2024-0101", b"A-2024-0102"), origin="local")  # ours
+        [(member, stated, received)] = store.activity(since).arrivals
+        assert (member, stated) == ("csirt.a.test", datetime(2024, 5, 2, 8, 5, tzinfo=UTC))
+        assert since <= received <= datetime.now(UTC)
+        assert store.activity(datetime.now(UTC) + timedelta(minutes=1)).arrivals == []  # the window

@@ -15,7 +15,7 @@ from pymisp import MISPEvent
 
 from tests.conftest import SAMPLES
 from tests.test_feed_support import ANALYST, MEMBER, OUTSIDER, iodef2, store_document
-from xmppbridge.feed import downloads, misp
+from xmppbridge.feed import misp
 from xmppbridge.iodef.document import read_document, split_document
 from xmppbridge.iodef.uuids import incident_uuid
 from xmppbridge.store import Store
@@ -59,7 +59,9 @@ async def test_pymisp_loads_every_event_and_derives_the_same_manifest_and_hashes
         assert [t.name for t in loaded.tags][0].startswith("tlp:")
         assert all(a.type in loaded.describe_types["types"] for a in loaded.attributes)
         expected_hashes += [f"{h},{uuid}" for h in loaded.attributes_hashes("md5")]
-    assert sorted(hashes.splitlines()) == sorted(expected_hashes) and expected_hashes
+    # Built from the indicator index, each line once: MISP keeps them in a set (downloads, misp.hashes_csv).
+    lines = hashes.splitlines()
+    assert len(lines) == len(set(lines)) and set(lines) == set(expected_hashes) and expected_hashes
 
 
 async def test_an_event_names_its_restriction_indicators_and_origin(store: Store, client: TestClient) -> None:
@@ -104,9 +106,35 @@ async def test_readers_get_only_what_they_may_read(client: TestClient) -> None:
     assert (await client.get(f"/misp/{incident_uuid('x', 'y')}.json")).status == 404
 
 
-async def test_hashes_read_a_few_documents_at_a_time_are_the_same(client: TestClient,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    whole = await (await client.get("/misp/hashes.csv", headers=ANALYST.headers)).read()
-    monkeypatch.setattr(downloads, "_DOCUMENTS_AT_ONCE", 2)  # the samples in several reads
-    assert await (await client.get("/misp/hashes.csv", headers=ANALYST.headers)).read() == whole
-    assert whole.count(b"\n") > 2
+@pytest.mark.parametrize("path", ["/misp/manifest.json", "/misp/hashes.csv"])
+async def test_misps_conditional_pull_gets_304_until_something_it_may_read_changes(
+        store: Store, client: TestClient, path: str) -> None:
+    """What MISP's feed fetcher sends (If-None-Match with the ETag it kept), per reader's rights."""
+    first = await client.get(path, headers=ANALYST.headers)
+    etag = first.headers["ETag"]
+    again = await client.get(path, headers={**ANALYST.headers, "If-None-Match": etag})
+    assert again.status == 304 and again.headers["ETag"] == etag and not await again.read()
+    assert "private" in again.headers["Cache-Control"] and "Authorization" in again.headers["Vary"]
+    # Another reader's rights give another tag: the analyst's never validates the public reader's copy.
+    public = await client.get(path, headers={"If-None-Match": etag})
+    assert public.status == 200 and public.headers["ETag"] != etag
+    assert (await client.get(path, headers={"If-None-Match": public.headers["ETag"]})).status == 304
+    # A private entry changes the analyst's answer and not the public reader's.
+    store_document(store, iodef2("M-9", restriction="private"))
+    changed = await client.get(path, headers={**ANALYST.headers, "If-None-Match": etag})
+    assert changed.status == 200 and changed.headers["ETag"] != etag
+    assert (await client.get(path, headers={"If-None-Match": public.headers["ETag"]})).status == 304
+    if path.endswith(".json"):
+        assert str(incident_uuid("csirt.example.org", "M-9")) in json.loads(await changed.read())
+
+
+@pytest.mark.parametrize("store_target", ["sqlite", "postgresql"], indirect=True)
+def test_the_store_reads_last_changes_and_indicator_rows_alike_on_both_backends(store_target: str) -> None:
+    with Store(store_target) as opened:
+        entry = store_document(opened, (SAMPLES / "04-ddos-amber-v2.xml").read_bytes())
+        assert opened.last_seqs(["need-to-know", "public"]) == {"need-to-know": 1, "public": 0}
+        assert opened.last_seqs([]) == {}
+        rows = opened.indicator_values([entry.id, entry.id + 1000])
+        named = {(kind, value) for _, kind, value in rows}
+        assert named >= {("ipv4-net", "192.0.2.0/25"), ("port", "53/udp")}
+        assert {entry_id for entry_id, _, _ in rows} == {entry.id} and opened.indicator_values([]) == []

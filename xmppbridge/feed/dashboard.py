@@ -7,6 +7,9 @@ Drawn from the store (``store.counts.activity``, ``Store.peers``, the outbox):
 - refusals per reason (the quarantine);
 - publish delay per day, median and 95th percentile, from queued to published in our outbox: the part
   of delivery this bridge controls (a peer's receipt time is not known here);
+- arrival delay per reporting CSIRT and day, the receiving side's: from the time each mirrored item's
+  signed document states to when we first stored it (``feed/arrivals.py`` says why that is the best a
+  receiver can know), with the items that arrived before the time they state shown apart;
 - each peer's health;
 - the outbox's depth: its peak per day (from when each item was queued and published, since a healthy
   outbox is empty whenever one looks) and what waits now, per node.
@@ -21,6 +24,8 @@ from datetime import datetime, timedelta
 
 from lxml import etree
 
+from xmppbridge.feed import arrivals
+from xmppbridge.feed.arrivals import p95
 from xmppbridge.feed.html import Viewer, el, page
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.iodef.markings import RESTRICTIONS
@@ -30,6 +35,7 @@ from xmppbridge.store.counts import Activity
 DAYS = 14
 COLOURS = {"public": "#4a90d9", "partner": "#33a02c", "need-to-know": "#ff9f00", "private": "#d62728",
            "default": "#7f7f7f"}
+MEDIAN, ARRIVAL_MEDIAN, P95, AHEAD = "#4a90d9", "#17becf", "#c7c7c7", "#9467bd"
 _WIDTH, _BAR = 640, 18
 
 
@@ -44,6 +50,9 @@ def render(activity: Activity, peers: Sequence[PeerHealth], urls: FeedUrls, view
                 _bars([(reason, n) for reason, n in activity.refusals], "refusals", "#d62728"),
                 el("h2", None, "Publish delay per day (queued to published, median and 95th percentile)"),
                 _delays(activity, days),
+                el("h2", None, "Arrival delay per reporting CSIRT and day (from the time its signed document"
+                               " states to our receipt; clocks may differ)"),
+                *_arrivals(activity, days),
                 el("h2", None, "Peers"), _peers(peers),
                 el("h2", None, "Outbox depth per day (the most items waiting at once)"),
                 _peaks(peak_depths(activity.outbox, days), days),
@@ -154,36 +163,78 @@ def _delays(activity: Activity, days: list[str]) -> etree._Element:
     for queued, published in activity.outbox:
         if published is not None:
             per_day[published.date().isoformat()].append((published - queued).total_seconds())
-    figures = {day: (statistics.median(v), _p95(v)) for day, v in per_day.items()}
-    if not figures:
+    if not per_day:
         return el("p", None, f"Nothing published in the last {DAYS} days.")
-    top = max(p95 for _, p95 in figures.values()) or 1.0
+    figures = {day: (statistics.median(v), p95(v)) for day, v in per_day.items()}
+    return _percentiles(figures, days, "publish delay per day", MEDIAN)
+
+
+def _arrivals(activity: Activity, days: list[str]) -> list[etree._Element]:
+    """The receiving side's delivery latency (feed/arrivals.py), one chart per reporting CSIRT."""
+    found = arrivals.per_member_and_day(activity.arrivals, days)
+    if not found:
+        return [el("p", None, f"Nothing mirrored in the last {DAYS} days.")]
+    shown: list[etree._Element] = [el("p", None, ARRIVAL_NOTE)]
+    for member in sorted(found):
+        figures = {day: (a.median, a.p95) for day, a in found[member].items() if a.timed}
+        ahead = {day: a.ahead for day, a in found[member].items() if a.ahead}
+        timed = sum(a.timed for a in found[member].values())
+        untimed = sum(a.untimed for a in found[member].values())
+        shown.append(el("h3", None, f"{member}: {timed} items"
+                        + (f", {sum(ahead.values())} of them before the time they state" if ahead else "")
+                        + (f"; {untimed} stating no time, not charted" if untimed else "")))
+        if figures:
+            shown.append(_percentiles(figures, days, f"arrival delay per day from {member}", ARRIVAL_MEDIAN,
+                                      ahead))
+    return shown
+
+
+ARRIVAL_NOTE = ("From the time the originator's signed document states (its ReportTime, or GenerationTime)"
+                " to when this bridge first stored the item; the first version received of each item. It"
+                " includes any time between writing the report and publishing it. Each member's clock is"
+                " its own and may differ from ours: an item stored before the time it states is counted as"
+                " 0 and marked below its day, with how many.")
+
+
+def _percentiles(figures: dict[str, tuple[float, float]], days: list[str], label: str, colour: str,
+                 ahead: dict[str, int] | None = None) -> etree._Element:
+    """Median and 95th percentile bars per day (``figures``: day -> seconds); ``ahead``: per day, how
+    many items were counted as 0 for being stored before the time they state."""
+    top = max(p for _, p in figures.values()) or 1.0
     height, base, column = 195, 160, (_WIDTH - 40) / len(days)
-    svg = _svg(height, "publish delay per day")
+    svg = _svg(height, label)
     for i, day in enumerate(days):
         x = 30 + i * column
         svg.append(_text(x, base + 14, day[5:]))
+        if ahead and ahead.get(day):
+            svg.append(_rect(x, base + 17, column * 0.75, 5, AHEAD,
+                             f"{day}: {ahead[day]} stored before the time they state (clocks differ),"
+                             " counted as 0"))
         if day not in figures:
             continue
-        median, p95 = figures[day]
-        svg.append(_rect(x, base - (base - 10) * p95 / top, column * 0.35, (base - 10) * p95 / top, "#c7c7c7",
-                         f"{day} p95: {_duration(p95)}"))
+        median, high = figures[day]
+        svg.append(_rect(x, base - (base - 10) * high / top, column * 0.35, (base - 10) * high / top, P95,
+                         f"{day} p95: {_duration(high)}"))
         svg.append(_rect(x + column * 0.4, base - (base - 10) * median / top, column * 0.35,
-                         (base - 10) * median / top, "#4a90d9", f"{day} median: {_duration(median)}"))
+                         (base - 10) * median / top, colour, f"{day} median: {_duration(median)}"))
     svg.append(_text(2, 12, _duration(top)))
-    for i, (label, colour) in enumerate((("95th percentile", "#c7c7c7"), ("median", "#4a90d9"))):
-        svg.append(_rect(30 + i * 140, height - 12, 10, 10, colour, label))
-        svg.append(_text(44 + i * 140, height - 3, label))
+    legend = [("95th percentile", P95), ("median", colour)]
+    if ahead:
+        legend.append(("before stated time", AHEAD))
+    for i, (name, shade) in enumerate(legend):
+        svg.append(_rect(30 + i * 140, height - 12, 10, 10, shade, name))
+        svg.append(_text(44 + i * 140, height - 3, name))
     return svg
 
 
 def _duration(seconds: float) -> str:
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.1f} d"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 120:
+        return f"{seconds / 60:.1f} min"
     return f"{seconds:.1f} s" if seconds >= 10 else f"{seconds * 1000:.1f} ms"
-
-
-def _p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
 
 
 def _peers(peers: Sequence[PeerHealth]) -> etree._Element:

@@ -10,6 +10,7 @@ Deleted entries (tombstones in the feed) have nothing to export and are left out
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -20,11 +21,14 @@ from xmppbridge.feed.http import (
     STORE,
     URLS,
     collection_page,
+    etag_of,
+    matches,
     may_read,
     principal,
     readable_entry,
     respond,
     search_results,
+    validator_headers,
     with_documents,
 )
 from xmppbridge.feed.layout import FeedUrls
@@ -66,12 +70,40 @@ async def of_search(request: web.Request) -> web.Response:
 # -- the MISP feed -------------------------------------------------------------------------------------
 # A MISP feed has no paging: its manifest lists the events, and MISP fetches those it lacks or holds
 # older versions of. So the manifest is a window: the newest MISP_WINDOW entries the reader may read.
+#
+# What MISP does with them (app/Model/Feed.php, MISP 2.4/2.5): each fetch of a feed GETs manifest.json
+# with If-None-Match set to the ETag it stored with its cached copy, and reads that copy on a 304
+# (getRemoteManifest); it GETs hashes.csv without validators whenever it caches the feed for correlation
+# (getCache), and keeps the hashes in Redis sets. So the manifest's ETag is told before anything is built
+# (``_validator``), and a periodic pull that changed nothing costs one small statement; hashes.csv,
+# always built, is made from the indicator index instead of the documents.
 
 
 MISP_WINDOW = 10_000
-# hashes.csv reads the window's documents this many at a time: all 10,000 at once held 40 MB of XML
-# (twice, with the driver's rows) and took the feed process past 200 MB on PostgreSQL.
-_DOCUMENTS_AT_ONCE = 500
+# Bumped when what the manifest or hashes.csv hold for the same store changes, so that a MISP holding an
+# older rendering's ETag gets the new one.
+_MISP_RENDERING = 2
+
+
+def _validator(request: web.Request) -> str:
+    """The ETag of this reader's manifest or hashes.csv, from the reader's rights and the last change of
+    each collection they may read: any change to an entry, its move to another collection included, is
+    a new change in the collection (``store.changelog``), so nothing the window could hold changes while
+    this stays. Readers with the same rights get the same bytes and so the same tag; readers with other
+    rights get another one, so one viewer's tag never validates another's answer (and no answer is kept
+    for anyone: each 200 is built for who asks)."""
+    readable = principal(request).read.readable()
+    seqs = request.app[STORE].last_seqs(readable)
+    state = [_MISP_RENDERING, request.path, MISP_WINDOW,
+             [[c, None if p is None else sorted(p), seqs.get(c, 0)] for c, p in sorted(readable.items())]]
+    return etag_of(json.dumps(state).encode())
+
+
+def _not_modified(request: web.Request, etag: str) -> web.Response | None:
+    """304 before the body is built, for a client that sent this ETag (what MISP sends)."""
+    if request.method in ("GET", "HEAD") and matches(request.headers.get("If-None-Match", ""), etag):
+        return web.Response(status=304, headers=validator_headers(request, etag))
+    return None
 
 
 def _misp_window(request: web.Request) -> dict[str, Entry]:
@@ -80,19 +112,25 @@ def _misp_window(request: web.Request) -> dict[str, Entry]:
 
 
 async def misp_manifest(request: web.Request) -> web.Response:
+    etag = _validator(request)
+    if (unchanged := _not_modified(request, etag)) is not None:
+        return unchanged
     window = _misp_window(request)
     newest = max((e.updated_at for e in window.values()), default=None)
-    return respond(request, misp.manifest(window), misp.MEDIA_TYPE, last_modified=newest)
+    return respond(request, misp.manifest(window), misp.MEDIA_TYPE, last_modified=newest, etag=etag)
 
 
 async def misp_hashes(request: web.Request) -> web.Response:
-    window = list(_misp_window(request).items())
-    newest = max((e.updated_at for _, e in window), default=None)
-    parts = []
-    for start in range(0, len(window), _DOCUMENTS_AT_ONCE):
-        uuids, entries = zip(*window[start:start + _DOCUMENTS_AT_ONCE], strict=True)
-        parts.append(misp.hashes_csv(dict(zip(uuids, with_documents(request, entries), strict=True))))
-    return respond(request, b"".join(parts), misp.CSV_MEDIA_TYPE, last_modified=newest)
+    etag = _validator(request)
+    if (unchanged := _not_modified(request, etag)) is not None:
+        return unchanged
+    window = _misp_window(request)
+    uuid_of = {entry.id: uuid for uuid, entry in window.items()}
+    rows: dict[str, list[tuple[str, str]]] = {uuid: [] for uuid in window}
+    for entry_id, kind, value in request.app[STORE].indicator_values(uuid_of):
+        rows[uuid_of[entry_id]].append((kind, value))
+    newest = max((e.updated_at for e in window.values()), default=None)
+    return respond(request, misp.hashes_csv(rows), misp.CSV_MEDIA_TYPE, last_modified=newest, etag=etag)
 
 
 async def misp_event(request: web.Request) -> web.Response:

@@ -248,7 +248,8 @@ def etag_of(body: bytes) -> str:
     return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
-def _matches(header: str, etag: str) -> bool:
+def matches(header: str, etag: str) -> bool:
+    """Whether an If-None-Match header names ``etag`` (weak comparison, RFC 9110 §13.1.2)."""
     tags = [tag.strip().removeprefix("W/") for tag in header.split(",")]
     return "*" in tags or etag in tags
 
@@ -256,7 +257,7 @@ def _matches(header: str, etag: str) -> bool:
 def _not_modified(request: web.Request, etag: str, last_modified: datetime | None) -> bool:
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None:  # RFC 9110 §13.2.2: If-None-Match wins over If-Modified-Since
-        return _matches(if_none_match, etag)
+        return matches(if_none_match, etag)
     since = request.headers.get("If-Modified-Since")
     if since is None or last_modified is None:
         return False
@@ -268,19 +269,25 @@ def _not_modified(request: web.Request, etag: str, last_modified: datetime | Non
 
 
 def respond(request: web.Request, body: bytes, content_type: str, *, last_modified: datetime | None = None,
-            max_age: int = 0) -> web.Response:
+            max_age: int = 0, etag: str | None = None) -> web.Response:
     """200 with validators, or 304 when the client's copy is current. Responses depend on who asks, so
-    they vary by Authorization, and authenticated ones are private to that user's cache."""
-    etag = etag_of(body)
+    they vary by Authorization, and authenticated ones are private to that user's cache. ``etag``: a
+    validator the caller told before building ``body`` (it must change whenever the body would), else the
+    body's own."""
+    headers = validator_headers(request, etag or etag_of(body), max_age)
+    if last_modified is not None:
+        headers["Last-Modified"] = format_datetime(last_modified.astimezone(UTC), usegmt=True)
+    if request.method in ("GET", "HEAD") and _not_modified(request, headers["ETag"], last_modified):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, headers={**headers, "Content-Type": content_type})
+
+
+def validator_headers(request: web.Request, etag: str, max_age: int = 0) -> dict[str, str]:
+    """ETag, Vary and Cache-Control, as a 200 and its 304 both carry them (RFC 9110 §15.4.5)."""
     cache = "no-cache" if max_age == 0 else f"max-age={max_age}"
     if not principal(request).anonymous:
         cache = "private, " + cache
-    headers = {"ETag": etag, "Vary": "Accept, Authorization", "Cache-Control": cache}
-    if last_modified is not None:
-        headers["Last-Modified"] = format_datetime(last_modified.astimezone(UTC), usegmt=True)
-    if request.method in ("GET", "HEAD") and _not_modified(request, etag, last_modified):
-        return web.Response(status=304, headers=headers)
-    return web.Response(body=body, headers={**headers, "Content-Type": content_type})
+    return {"ETag": etag, "Vary": "Accept, Authorization", "Cache-Control": cache}
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -56,9 +56,13 @@ class Activity:
     # the publish delays and the outbox's depth over time.
     outbox: list[tuple[datetime, datetime | None]]
     pending: list[tuple[str, int]]  # (node, outbox items waiting)
+    # (reporting CSIRT, time its document states or None, first stored) of each mirrored entry first
+    # stored since: the receiving side's delivery latency (feed/arrivals.py).
+    arrivals: list[tuple[str, datetime | None, datetime]]
 
 
-# The newest published (and, apart, waiting) items the dashboard draws at most: a bound on one page's work.
+# The newest published (and, apart, waiting) outbox items and mirrored entries the dashboard draws at
+# most: a bound on one page's work.
 MAX_DELAYS = 100_000
 
 
@@ -74,6 +78,10 @@ def activity(conn: Connection, since: datetime) -> Activity:
         " ORDER BY id DESC LIMIT ?", (stamp, MAX_DELAYS)).fetchall()
     waiting = conn.execute("SELECT created_at FROM outbox WHERE status = 'pending' ORDER BY id LIMIT ?",
                            (MAX_DELAYS,)).fetchall()
+    # Bounded by the window and by MAX_DELAYS, newest first, as the outbox's rows are.
+    arrivals = conn.execute(
+        "SELECT id_name, published_at, received_at FROM entries WHERE origin = 'remote' AND received_at >= ?"
+        " ORDER BY id DESC LIMIT ?", (stamp, MAX_DELAYS)).fetchall()
     pending = conn.execute("SELECT node, count(*) AS n FROM outbox WHERE status = 'pending' GROUP BY node"
                            " ORDER BY 2 DESC, 1").fetchall()
     return Activity(
@@ -82,4 +90,5 @@ def activity(conn: Connection, since: datetime) -> Activity:
         outbox=[(parse_time(row[0]), parse_time(row[1])) for row in delays]
         + [(parse_time(row[0]), None) for row in waiting],
         pending=[(row[0], int(row[1])) for row in pending],
+        arrivals=[(row[0], from_text(row[1]), parse_time(row[2])) for row in arrivals],
     )

@@ -18,6 +18,7 @@ from xmppbridge.store import (
     db,
     entries,
     feedviews,
+    indicatorindex,
     outbox,
     peers,
     rejects,
@@ -191,6 +192,9 @@ class Store:
     def last_seq(self, collection: str) -> int:
         return self._read(lambda conn: feedviews.last_seq(conn, collection))
 
+    def last_seqs(self, collections: Collection[str]) -> dict[str, int]:
+        return self._read(lambda conn: feedviews.last_seqs(conn, collections))
+
     def revisions(self, entry_id: int) -> list[Revision]:
         """Every document version of an entry, newest first."""
         return self._read(lambda conn: feedviews.revisions(conn, entry_id))
@@ -200,6 +204,9 @@ class Store:
 
     def current_documents(self, entry_ids: Collection[int]) -> dict[int, bytes]:
         return self._read(lambda conn: feedviews.current_documents(conn, entry_ids))
+
+    def indicator_values(self, entry_ids: Collection[int]) -> list[tuple[int, str, str]]:
+        return self._read(lambda conn: indicatorindex.values_of(conn, entry_ids))
 
     def seq_at(self, collection: str, moment: datetime) -> int:
         return self._read(lambda conn: feedviews.seq_at(conn, collection, moment))

@@ -141,6 +141,18 @@ def last_seq(conn: Connection, collection: str) -> int:
     return row.fetchone()[0]
 
 
+def last_seqs(conn: Connection, collections: Collection[str]) -> dict[str, int]:
+    """``last_seq`` of each of ``collections``, in one statement of one indexed max() each (a GROUP BY
+    would read every row of the collections)."""
+    names = sorted(set(collections))
+    if not names:
+        return {}
+    one = ("SELECT CAST(? AS TEXT) AS collection,"
+           " (SELECT coalesce(max(seq), 0) FROM changes WHERE collection = ?) AS seq")
+    rows = conn.execute(" UNION ALL ".join([one] * len(names)), [n for name in names for n in (name, name)])
+    return {row["collection"]: int(row["seq"]) for row in rows.fetchall()}
+
+
 def revisions(conn: Connection, entry_id: int) -> list[Revision]:
     """Every document version of an entry, newest first; [] when the entry does not exist."""
     current = get(conn, entry_id)
