@@ -237,12 +237,23 @@ def _to_11(conn: Connection) -> None:
     """Each entry's indicators as extracted (``indicatorindex.LISTS``), filled from its current document.
     A store upgraded from before step 9 has them already: step 9 indexes with today's ``index``."""
     conn.execute(indicatorindex.LISTS)
-    rows = conn.execute("SELECT d.entry_id, d.xml FROM documents AS d WHERE d.entry_id NOT IN"
-                        " (SELECT entry_id FROM entry_indicator_lists) ORDER BY d.entry_id").fetchall()
-    if len(rows) >= _MANY_ENTRIES:
-        log.info("storing the indicators of %d entries (schema 11)", len(rows))
-    for row in rows:
-        indicatorindex.list_indicators(conn, row["entry_id"], bytes(row["xml"]), new=True)
+    missing = ("FROM documents AS d WHERE d.entry_id > ? AND NOT EXISTS"
+               " (SELECT 1 FROM entry_indicator_lists AS i WHERE i.entry_id = d.entry_id)")
+    total = conn.execute(f"SELECT count(*) AS n {missing}", (0,)).fetchone()["n"]
+    if total >= _MANY_ENTRIES:
+        log.info("storing the indicators of %d entries (schema 11)", total)
+    last = 0
+    while True:  # in batches, so that a million documents (3 GB) are not held at once
+        rows = conn.execute(f"SELECT d.entry_id, d.xml {missing} ORDER BY d.entry_id LIMIT ?",
+                            (last, _BACKFILL_BATCH)).fetchall()
+        if not rows:
+            return
+        for row in rows:
+            indicatorindex.list_indicators(conn, row["entry_id"], bytes(row["xml"]), new=True)
+        last = rows[-1]["entry_id"]
+
+
+_BACKFILL_BATCH = 1000
 
 
 @contextmanager
