@@ -481,3 +481,16 @@ def test_a_version_10_store_gets_the_stored_indicators_of_every_entry(tmp_path: 
         assert {e.id: documents[e.id].indicators for e in stored} == {e.id: of_document(e.xml)
                                                                        for e in stored}
         assert any(documents[e.id].indicators for e in stored)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_pages_documents_come_with_their_stored_indicators(backend: str, tmp_path: Path,
+                                                             request: pytest.FixtureRequest) -> None:
+    """The exports' read of a page's documents brings each one's indicators as extracted, in document
+    order with their role and expectation (schema 11), on both backends: what parsing gives."""
+    url = tmp_path / "s.sqlite" if backend == "sqlite" else request.getfixturevalue("pg_store_url")
+    with Store(url) as store:
+        stored = [store_document(store, s.read_bytes()) for s in sorted(SAMPLES.glob("0[1-4]*.xml"))]
+        documents = store.current_documents([e.id for e in stored])
+    assert [documents[e.id].indicators for e in stored] == [of_document(e.xml) for e in stored]
+    assert any(i.expectation for e in stored for i in documents[e.id].indicators or ())
