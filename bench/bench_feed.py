@@ -96,6 +96,8 @@ def generate(lab: BenchConsortium, total: int, template: Template = document) ->
     # The indicator index (store.indicatorindex) of a copy is its template's, with its own incident's UUID.
     indicators = [conn.execute("SELECT kind, value, low, high FROM entry_indicators WHERE entry_id = ?",
                                (row["id"],)).fetchall() for row in templates]
+    lists = [conn.execute("SELECT indicators FROM entry_indicator_lists WHERE entry_id = ?",
+                          (row["id"],)).fetchone()[0] for row in templates]
     columns = [c for c in templates[0] if c != "id"]
     insert = f"INSERT INTO entries ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
     start = datetime(2026, 1, 1, tzinfo=UTC)
@@ -126,6 +128,8 @@ def generate(lab: BenchConsortium, total: int, template: Template = document) ->
             conn.executemany("INSERT INTO entry_indicators (entry_id, kind, value, low, high)"
                              " VALUES (?, ?, ?, ?, ?)",
                              [(entry_id, *i) for entry_id, its in enumerate(found, first) for i in its])
+            conn.executemany("INSERT INTO entry_indicator_lists (entry_id, indicators) VALUES (?, ?)",
+                             [(i, lists[(i - 1) % 4]) for i in range(first, first + len(rows))])
             rows, docs, fts, uuids, found = [], [], [], [], []
     # The change log: one current row per entry, sequence numbers per collection in entry order.
     conn.execute("DELETE FROM changes")

@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import SAMPLES
 from tests.test_feed_support import store_document
+from xmppbridge.iodef.indicators import of_document
 from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.iodef.model import Incident
 from xmppbridge.iodef.uuids import incident_uuid
@@ -453,6 +454,7 @@ def test_a_version_8_store_gets_the_indicators_of_every_entry(tmp_path: Path) ->
             store_document(store, sample.read_bytes())
         store.conn.execute("DROP TABLE entry_indicators")
         store.conn.execute("DROP TABLE entry_uuids")
+        store.conn.execute("DROP TABLE entry_indicator_lists")  # what version 11 adds
         for table in ("entries", "outbox"):  # what version 10 adds (the custody chain)
             store.conn.execute(f"ALTER TABLE {table} DROP COLUMN custody")
         store.conn.execute("UPDATE schema_version SET version = 8")
@@ -463,3 +465,32 @@ def test_a_version_8_store_gets_the_indicators_of_every_entry(tmp_path: Path) ->
             "A-2024-0102", "A-2024-0103", "A-2024-0104"]
         [held] = store.entries_holding(str(incident_uuid("csirt.a.test", "A-2024-0104")))
         assert held.incident.id == "A-2024-0104" and held.xml
+
+
+def test_a_version_10_store_gets_the_stored_indicators_of_every_entry(tmp_path: Path) -> None:
+    """Version 11 stores each entry's indicators as extracted (for STIX without parsing), filled from the
+    documents already stored: the same as parsing them gives."""
+    path = tmp_path / "v10.sqlite"
+    with Store(path) as store:
+        stored = [store_document(store, s.read_bytes()) for s in sorted(SAMPLES.glob("0[1-4]*.xml"))]
+        store.conn.execute("DROP TABLE entry_indicator_lists")
+        store.conn.execute("UPDATE schema_version SET version = 10")
+    with Store(path) as store:
+        assert store.conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+        documents = store.current_documents([e.id for e in stored])
+        assert {e.id: documents[e.id].indicators for e in stored} == {e.id: of_document(e.xml)
+                                                                       for e in stored}
+        assert any(documents[e.id].indicators for e in stored)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_pages_documents_come_with_their_stored_indicators(backend: str, tmp_path: Path,
+                                                             request: pytest.FixtureRequest) -> None:
+    """The exports' read of a page's documents brings each one's indicators as extracted, in document
+    order with their role and expectation (schema 11), on both backends: what parsing gives."""
+    url = tmp_path / "s.sqlite" if backend == "sqlite" else request.getfixturevalue("pg_store_url")
+    with Store(url) as store:
+        stored = [store_document(store, s.read_bytes()) for s in sorted(SAMPLES.glob("0[1-4]*.xml"))]
+        documents = store.current_documents([e.id for e in stored])
+    assert [documents[e.id].indicators for e in stored] == [of_document(e.xml) for e in stored]
+    assert any(i.expectation for e in stored for i in documents[e.id].indicators or ())

@@ -29,7 +29,7 @@ from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.policy.may import Action, Actor, Decides
 from xmppbridge.store import Entry
 from xmppbridge.store.contracts import Counted, EntryReads, FeedViews, PeerHealthReads, QuarantineReads
-from xmppbridge.store.feedviews import Change
+from xmppbridge.store.feedviews import Change, Document
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +189,12 @@ def collection_page(request: web.Request) -> tuple[str, frozenset[str] | None, P
 
 
 def with_documents(request: web.Request, entries: Sequence[Entry]) -> list[Entry]:
-    """``entries`` with their current documents, read in one statement (pages and search results come
-    without them): for the exports, which read every document of a page."""
+    """``entries`` with their current documents and stored indicators, read in one statement (pages and
+    search results come without them): for the exports, which read every document of a page."""
     documents = request.app[STORE].current_documents([entry.id for entry in entries])
-    return [replace(entry, xml=documents.get(entry.id, b"")) for entry in entries]
+    missing = Document(b"", None)
+    return [replace(entry, xml=(found := documents.get(entry.id, missing)).xml, indicators=found.indicators)
+            for entry in entries]
 
 
 def search_results(request: web.Request) -> tuple[SearchRequest, list[Entry]]:

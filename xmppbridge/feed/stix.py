@@ -147,11 +147,7 @@ def _objects(entry: Entry, urls: FeedUrls) -> Iterator[dict[str, Any]]:
               "name": incident.title or f"Incident {incident.id} ({incident.id_name})",
               "external_references": references(entry, urls), **common}
     yield from (marking(level), identity, report)
-    try:
-        found = of_document(entry.xml)
-    except InputRejected:  # stored documents parse; a broken one gives the incident alone
-        return
-    for indicator in found:
+    for indicator in indicators(entry):
         observable = _observable(indicator, tlp)
         if observable is None:
             continue
@@ -167,6 +163,17 @@ def _objects(entry: Entry, urls: FeedUrls) -> Iterator[dict[str, Any]]:
                 **common}
             yield detection
             yield _related(detection["id"], report["id"], common)
+
+
+def indicators(entry: Entry) -> tuple[Indicator, ...]:
+    """The entry's indicators: as the index stored them if they were read with it (a page's bundle then
+    parses no document), else from its document (a broken one gives none: the incident alone)."""
+    if entry.indicators is not None:
+        return entry.indicators
+    try:
+        return of_document(entry.xml)
+    except InputRejected:  # stored documents parse
+        return ()
 
 
 def references(entry: Entry, urls: FeedUrls) -> list[dict[str, Any]]:

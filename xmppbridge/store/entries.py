@@ -16,6 +16,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, Literal
 
+from xmppbridge.iodef.indicators import Indicator
 from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.iodef.model import Incident
 from xmppbridge.store import changelog, custody, incidents, indicatorindex, searchindex
@@ -58,6 +59,9 @@ class Entry:
     # A relayed document's custody chain, originator first (schema version 10); empty when it came
     # straight from its signer. The current document's: older revisions are shown with it too.
     custody: tuple[Custodian, ...] = ()
+    # The document's indicators as the index stored them (``indicatorindex.indicator_lists``), when read
+    # with it: the exports use them instead of parsing ``xml``. None when not read.
+    indicators: tuple[Indicator, ...] | None = None
 
     @cached_property  # asked several times per entry of a feed page; the frozen incident cannot change it
     def restriction(self) -> str:

@@ -28,7 +28,7 @@ from xmppbridge.store import (
 from xmppbridge.store.approvals import Approval
 from xmppbridge.store.chatstate import ChatState
 from xmppbridge.store.entries import Entry, EntryVersion, Origin, UpsertResult
-from xmppbridge.store.feedviews import Change, Revision
+from xmppbridge.store.feedviews import Change, Document, Revision
 from xmppbridge.store.items import Refused, SignedItem
 from xmppbridge.store.outbox import OutboxItem
 from xmppbridge.store.rejects import Reject
@@ -202,7 +202,7 @@ class Store:
     def revision_xml(self, entry_id: int, number: int) -> bytes | None:
         return self._read(lambda conn: feedviews.revision_xml(conn, entry_id, number))
 
-    def current_documents(self, entry_ids: Collection[int]) -> dict[int, bytes]:
+    def current_documents(self, entry_ids: Collection[int]) -> dict[int, Document]:
         return self._read(lambda conn: feedviews.current_documents(conn, entry_ids))
 
     def indicator_values(self, entry_ids: Collection[int]) -> list[tuple[int, str, str]]:

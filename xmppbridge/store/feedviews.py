@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from xmppbridge.iodef.indicators import Indicator
 from xmppbridge.store import incidents, indicatorindex
 from xmppbridge.store.db import parse_time, to_text
 from xmppbridge.store.entries import Entry, from_row, get
@@ -178,14 +179,25 @@ def revisions(conn: Connection, entry_id: int) -> list[Revision]:
     return found
 
 
-def current_documents(conn: Connection, entry_ids: Collection[int]) -> dict[int, bytes]:
-    """The current document of each of ``entry_ids`` (pages and search results leave them out), in one
-    statement: for exports, which read the documents of a whole page."""
+@dataclass(frozen=True)
+class Document:
+    """An entry's current document, and its indicators as stored (None if the index has none for it)."""
+
+    xml: bytes
+    indicators: tuple[Indicator, ...] | None
+
+
+def current_documents(conn: Connection, entry_ids: Collection[int]) -> dict[int, Document]:
+    """The current document of each of ``entry_ids`` (pages and search results leave them out) with its
+    stored indicators, in one statement: for exports, which read the documents of a whole page."""
     if not entry_ids:
         return {}
-    condition, ids = conn.dialect.one_of("entry_id", sorted(set(entry_ids)))
-    rows = conn.execute(f"SELECT entry_id, xml FROM documents WHERE {condition}", (ids,)).fetchall()
-    return {row["entry_id"]: bytes(row["xml"]) for row in rows}
+    condition, ids = conn.dialect.one_of("d.entry_id", sorted(set(entry_ids)))
+    rows = conn.execute("SELECT d.entry_id, d.xml, i.indicators FROM documents AS d LEFT JOIN"
+                        f" entry_indicator_lists AS i ON i.entry_id = d.entry_id WHERE {condition}",
+                        (ids,)).fetchall()
+    return {row["entry_id"]: Document(bytes(row["xml"]), None if row["indicators"] is None
+                                      else indicatorindex.from_json(row["indicators"])) for row in rows}
 
 
 def seq_at(conn: Connection, collection: str, moment: datetime) -> int:

@@ -6,7 +6,8 @@ added from the data already there, or replace an index by a wider one. Step 5 mo
 document into a table of its own and rebuilds ``entries`` without it. An existing store keeps everything
 it had. Step 6 adds the ``peers`` table, step 7 the ``approvals`` table, step 8 chat's tables (which
 chat kept beside the store's until then), step 9 the indicator index and the incidents' UUIDs, filled
-from the documents, step 10 the custody chain of relayed documents.
+from the documents, step 10 the custody chain of relayed documents, step 11 each entry's indicators as
+extracted (for STIX without parsing), filled from the documents.
 
 PostgreSQL stores run the same steps from version 1 (one history, one schema for both); the SQL is the
 table modules' (``store.sql``), and only step 5 takes a different way on PostgreSQL, which can drop a
@@ -232,6 +233,29 @@ def _to_10(conn: Connection) -> None:
         conn.execute(f"ALTER TABLE {table} ADD COLUMN custody TEXT")
 
 
+def _to_11(conn: Connection) -> None:
+    """Each entry's indicators as extracted (``indicatorindex.LISTS``), filled from its current document.
+    A store upgraded from before step 9 has them already: step 9 indexes with today's ``index``."""
+    conn.execute(indicatorindex.LISTS)
+    missing = ("FROM documents AS d WHERE d.entry_id > ? AND NOT EXISTS"
+               " (SELECT 1 FROM entry_indicator_lists AS i WHERE i.entry_id = d.entry_id)")
+    total = conn.execute(f"SELECT count(*) AS n {missing}", (0,)).fetchone()["n"]
+    if total >= _MANY_ENTRIES:
+        log.info("storing the indicators of %d entries (schema 11)", total)
+    last = 0
+    while True:  # in batches, so that a million documents (3 GB) are not held at once
+        rows = conn.execute(f"SELECT d.entry_id, d.xml {missing} ORDER BY d.entry_id LIMIT ?",
+                            (last, _BACKFILL_BATCH)).fetchall()
+        if not rows:
+            return
+        for row in rows:
+            indicatorindex.list_indicators(conn, row["entry_id"], bytes(row["xml"]), new=True)
+        last = rows[-1]["entry_id"]
+
+
+_BACKFILL_BATCH = 1000
+
+
 @contextmanager
 def _secure_delete_off(conn: Connection) -> Iterator[None]:
     """Free pages without overwriting them with zeros. For the old entries table that hides nothing: its
@@ -255,4 +279,5 @@ _STEPS: tuple[tuple[int, Callable[[Connection], None]], ...] = (
     (8, _to_8),
     (9, _to_9),
     (10, _to_10),
+    (11, _to_11),
 )
