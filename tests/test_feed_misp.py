@@ -17,6 +17,7 @@ from tests.conftest import SAMPLES
 from tests.test_feed_support import ANALYST, MEMBER, OUTSIDER, iodef2, store_document
 from xmppbridge.feed import misp
 from xmppbridge.iodef.document import read_document, split_document
+from xmppbridge.iodef.indicators import of_document
 from xmppbridge.iodef.uuids import incident_uuid
 from xmppbridge.store import Store
 
@@ -134,7 +135,8 @@ def test_the_store_reads_last_changes_and_indicator_rows_alike_on_both_backends(
         entry = store_document(opened, (SAMPLES / "04-ddos-amber-v2.xml").read_bytes())
         assert opened.last_seqs(["need-to-know", "public"]) == {"need-to-know": 1, "public": 0}
         assert opened.last_seqs([]) == {}
-        rows = opened.indicator_values([entry.id, entry.id + 1000])
-        named = {(kind, value) for _, kind, value in rows}
+        stored = opened.stored_indicators([entry.id, entry.id + 1000])
+        assert set(stored) == {entry.id} and opened.stored_indicators([]) == {}
+        assert stored[entry.id] == of_document(entry.xml)  # what the event's attributes are made of
+        named = {(i.kind, i.value) for i in stored[entry.id]}
         assert named >= {("ipv4-net", "192.0.2.0/25"), ("port", "53/udp")}
-        assert {entry_id for entry_id, _, _ in rows} == {entry.id} and opened.indicator_values([]) == []

@@ -126,9 +126,8 @@ async def misp_hashes(request: web.Request) -> web.Response:
         return unchanged
     window = _misp_window(request)
     uuid_of = {entry.id: uuid for uuid, entry in window.items()}
-    rows: dict[str, list[tuple[str, str]]] = {uuid: [] for uuid in window}
-    for entry_id, kind, value in request.app[STORE].indicator_values(uuid_of):
-        rows[uuid_of[entry_id]].append((kind, value))
+    stored = request.app[STORE].stored_indicators(uuid_of)
+    rows = {uuid: stored.get(entry.id, ()) for uuid, entry in window.items()}
     newest = max((e.updated_at for e in window.values()), default=None)
     return respond(request, misp.hashes_csv(rows), misp.CSV_MEDIA_TYPE, last_modified=newest, etag=etag)
 

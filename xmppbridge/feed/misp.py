@@ -73,32 +73,20 @@ def manifest(events: Mapping[str, Entry]) -> bytes:
     return _json({uuid: _summary(entry) for uuid, entry in events.items()})
 
 
-def hashes_csv(events: Mapping[str, Iterable[tuple[str, str]]]) -> bytes:
+def hashes_csv(events: Mapping[str, Iterable[Indicator]]) -> bytes:
     """``hashes.csv``: the MD5 of each attribute value (as MISP hashes it, UTF-8) and the event UUID, from
-    each event's (kind, value) rows of the indicator index (``store.indicatorindex``: the indicators of
-    the entry's current document, distinct), so that no document is parsed. Each line once per event:
+    each event's indicators as the store keeps them beside the entry (``store.indicatorindex``: what
+    ``iodef.indicators`` extracted from its current document, the same the event's attributes are made
+    of), so that no document is parsed and every line matches an attribute. Each line once per event:
     MISP keeps these hashes in sets (``misp:feed_cache:<feed id>``, Redis SADD/SISMEMBER in its
     Feed.php), so a value an event names in two roles adds nothing by a second line."""
     lines: dict[str, None] = {}
     for uuid, rows in events.items():
-        for kind, value in rows:
-            if (hashed := _indexed_value(kind, value)) is not None:
+        for indicator in rows:
+            if (pair := _type_and_category(indicator)) is not None:
+                hashed = _value(indicator, pair[0])
                 lines[f"{hashlib.md5(hashed.encode(), usedforsecurity=False).hexdigest()},{uuid}\n"] = None
     return "".join(lines).encode()
-
-
-# A hex digest's length -> the MISP hash type of that size. The index keeps a hash's value, not its
-# algorithm: an algorithm MISP has no type for with one of these lengths (RIPEMD-160, SHA3-256...) would be
-# listed though its event has no attribute for it, which costs MISP a correlation hint to that event.
-_HASH_OF_LENGTH = {32: "md5", 40: "sha1", 56: "sha224", 64: "sha256", 96: "sha384", 128: "sha512"}
-
-
-def _indexed_value(kind: str, value: str) -> str | None:
-    """The attribute value MISP hashes for an indicator index row, or None when the event has no
-    attribute of it (the role, which the index does not keep, picks ip-src or ip-dst, not the value)."""
-    indicator = Indicator(kind, value, "observable", algorithm=_HASH_OF_LENGTH.get(len(value), ""))
-    pair = _type_and_category(indicator)
-    return None if pair is None else _value(indicator, pair[0])
 
 
 def event_json(entry: Entry) -> bytes:

@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from xmppbridge.iodef.indicators import Indicator
 from xmppbridge.peers import Outcome, PeerHealth
 from xmppbridge.store import (
     approvals,
@@ -205,8 +206,8 @@ class Store:
     def current_documents(self, entry_ids: Collection[int]) -> dict[int, Document]:
         return self._read(lambda conn: feedviews.current_documents(conn, entry_ids))
 
-    def indicator_values(self, entry_ids: Collection[int]) -> list[tuple[int, str, str]]:
-        return self._read(lambda conn: indicatorindex.values_of(conn, entry_ids))
+    def stored_indicators(self, entry_ids: Collection[int]) -> dict[int, tuple[Indicator, ...]]:
+        return self._read(lambda conn: indicatorindex.indicator_lists(conn, entry_ids))
 
     def seq_at(self, collection: str, moment: datetime) -> int:
         return self._read(lambda conn: feedviews.seq_at(conn, collection, moment))

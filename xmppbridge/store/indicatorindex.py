@@ -116,17 +116,6 @@ def holding(conn: Connection, incident: str) -> list[int]:
     return [row["entry_id"] for row in rows]
 
 
-def values_of(conn: Connection, entry_ids: Collection[int]) -> list[tuple[int, str, str]]:
-    """(entry id, kind, value) of every indicator the entries name, by entry id, in one statement: what
-    the MISP feed's hashes.csv is made of, without parsing a document."""
-    if not entry_ids:
-        return []
-    condition, ids = conn.dialect.one_of("entry_id", sorted(set(entry_ids)))
-    rows = conn.execute(f"SELECT entry_id, kind, value FROM entry_indicators WHERE {condition}"
-                        " ORDER BY entry_id, kind, value", (ids,)).fetchall()
-    return [(row["entry_id"], row["kind"], row["value"]) for row in rows]
-
-
 @dataclass(frozen=True)
 class IndicatorQuery:
     """What ``/search?indicator=`` asked for: an address or network (matched by containment either way),
