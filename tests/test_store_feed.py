@@ -15,6 +15,7 @@ from tests.test_feed_support import store_document
 from xmppbridge.iodef.indicators import of_document
 from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.iodef.model import Incident
+from xmppbridge.iodef.parse import StoredDocument
 from xmppbridge.iodef.uuids import incident_uuid
 from xmppbridge.store import Store, changelog, db, entries, feedviews, incidents, migrations, searchindex
 from xmppbridge.store.db import _SCHEMA, SCHEMA_VERSION
@@ -328,7 +329,7 @@ def put_before_5(conn: sqlite3.Connection, n: int, xml: bytes, restriction: str 
         conn.execute(f"UPDATE entries SET {', '.join(f'{f} = :{f}' for f in fields)} WHERE id = :id", fields)
     changelog.append(conn, entry_id=entry_id, collection=fields["effective_restriction"], revision=revision,
                      purpose=fields["purpose_key"], deleted=False, changed_at=stamp)
-    searchindex.index(conn, entry_id, xml, inc)
+    searchindex.index(conn, entry_id, StoredDocument(xml), inc)
     return entry_id
 
 

@@ -12,9 +12,12 @@ XInclude and ``xsi:schemaLocation`` are never processed (validation uses the loc
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+
 from lxml import etree
 
-from xmppbridge.errors import MalformedXML, TooLarge, UnsafeXML
+from xmppbridge.errors import InputRejected, MalformedXML, TooLarge, UnsafeXML
 
 # Prosody closes the whole component stream for a stanza over ~512 KB (INTEROP.md §1); a signed
 # document plus the publish IQ around it must stay well below that.
@@ -92,3 +95,21 @@ def _depth(root: etree._Element) -> int:
             break
         stack.extend((child, depth + 1) for child in elem)
     return deepest
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """A document as the store keeps it, parsed at most once for all the indexes written with it (the
+    text index and the indicator index each parsed it again, a parse per index for every delivery). It
+    was verified when it came in; it is still parsed with the safe parser, as any bytes from a peer are,
+    and with no size limit of its own: it was stored within the configured one."""
+
+    xml: bytes
+
+    @functools.cached_property
+    def root(self) -> etree._Element | None:
+        """The root element; None for a document that does not parse (it is still stored and listed)."""
+        try:
+            return parse_untrusted(self.xml, max_bytes=max(len(self.xml), 1))
+        except InputRejected:
+            return None

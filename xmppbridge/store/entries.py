@@ -19,6 +19,7 @@ from typing import Any, Literal
 from xmppbridge.iodef.indicators import Indicator
 from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.iodef.model import Incident
+from xmppbridge.iodef.parse import StoredDocument
 from xmppbridge.store import changelog, custody, incidents, indicatorindex, searchindex
 from xmppbridge.store.db import from_text, inserted_id, later_than, parse_time, to_text
 from xmppbridge.store.items import Custodian, SignedItem
@@ -180,8 +181,9 @@ def _store(conn: Connection, service: str, item: SignedItem, origin: Origin, row
         conn.execute("INSERT INTO documents (entry_id, xml) VALUES (?, ?)", (entry_id, xml))
         changelog.append(conn, entry_id=entry_id, collection=collection, revision=1, purpose=purpose,
                          deleted=False, changed_at=stamp, first=True)
-        searchindex.index(conn, entry_id, xml, incident, new=True)
-        indicatorindex.index(conn, entry_id, xml, incident, new=True)
+        document = StoredDocument(xml)  # parsed once for both indexes
+        searchindex.index(conn, entry_id, document, incident, new=True)
+        indicatorindex.index(conn, entry_id, document, incident, new=True)
         return "new"
 
     same_xml = bytes(row["xml"]) == xml
@@ -215,9 +217,10 @@ def _store(conn: Connection, service: str, item: SignedItem, origin: Origin, row
                          revision=row["revision"], purpose=row["purpose_key"], deleted=True, changed_at=stamp)
     changelog.append(conn, entry_id=row["id"], collection=collection, revision=revision, purpose=purpose,
                      deleted=False, changed_at=stamp)
-    searchindex.index(conn, row["id"], xml, incident)
+    document = StoredDocument(xml)
+    searchindex.index(conn, row["id"], document, incident)
     if not same_xml:
-        indicatorindex.index(conn, row["id"], xml, incident)
+        indicatorindex.index(conn, row["id"], document, incident)
     return "updated"
 
 

@@ -21,9 +21,9 @@ import json
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from xmppbridge.errors import InputRejected
-from xmppbridge.iodef.indicators import Indicator, of_document
+from xmppbridge.iodef.indicators import Indicator, extract
 from xmppbridge.iodef.model import Incident
+from xmppbridge.iodef.parse import StoredDocument
 from xmppbridge.iodef.uuids import incident_uuid
 from xmppbridge.store.sql import Connection, Dialect
 
@@ -58,7 +58,8 @@ SCHEMA = (
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def index(conn: Connection, entry_id: int, xml: bytes, incident: Incident, *, new: bool = False) -> None:
+def index(conn: Connection, entry_id: int, document: StoredDocument, incident: Incident, *,
+          new: bool = False) -> None:
     """(Re)index one entry's indicators and incident; call inside the transaction that stores it. A
     document that does not parse has no indicators (the entry is still stored and listed, only not found
     by indicator)."""
@@ -67,7 +68,7 @@ def index(conn: Connection, entry_id: int, xml: bytes, incident: Incident, *, ne
         conn.execute("DELETE FROM entry_uuids WHERE entry_id = ?", (entry_id,))
     conn.execute("INSERT INTO entry_uuids (uuid, entry_id) VALUES (?, ?)",
                  (str(incident_uuid(incident.id_name, incident.id)), entry_id))
-    found = list_indicators(conn, entry_id, xml, new=new)
+    found = list_indicators(conn, entry_id, document, new=new)
     rows = {(i.kind, i.value): _range(i.value) for i in found}
     conn.executemany(
         "INSERT INTO entry_indicators (entry_id, kind, value, low, high) VALUES (?, ?, ?, ?, ?)",
@@ -75,14 +76,11 @@ def index(conn: Connection, entry_id: int, xml: bytes, incident: Incident, *, ne
     )
 
 
-def list_indicators(conn: Connection, entry_id: int, xml: bytes, *,
+def list_indicators(conn: Connection, entry_id: int, document: StoredDocument, *,
                     new: bool = False) -> tuple[Indicator, ...]:
     """Store (replacing) and return the indicators of one entry's document, in order; none for a document
     that does not parse, which is what the STIX conversion makes of one (the incident alone)."""
-    try:
-        found = of_document(xml)
-    except InputRejected:
-        found = ()
+    found = () if document.root is None else extract(document.root)
     if not new:
         conn.execute("DELETE FROM entry_indicator_lists WHERE entry_id = ?", (entry_id,))
     conn.execute("INSERT INTO entry_indicator_lists (entry_id, indicators) VALUES (?, ?)",

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from xmppbridge.iodef.markings import PURPOSES
+from xmppbridge.iodef.parse import StoredDocument
 from xmppbridge.store import (
     approvals,
     changelog,
@@ -104,7 +105,7 @@ def _to_2(conn: Connection) -> None:
         changelog.append(conn, entry_id=row["id"], collection=row["effective_restriction"],
                          revision=row["revision"], purpose=row["purpose_key"],
                          deleted=row["deleted_at"] is not None, changed_at=row["updated_at"])
-        searchindex.index(conn, row["id"], bytes(row["xml"]), incidents.from_columns(row))
+        searchindex.index(conn, row["id"], StoredDocument(bytes(row["xml"])), incidents.from_columns(row))
 
 
 def _to_4(conn: Connection) -> None:
@@ -223,7 +224,8 @@ def _to_9(conn: Connection) -> None:
     if len(rows) >= _MANY_ENTRIES:
         log.info("indexing the indicators of %d entries (schema 9)", len(rows))
     for row in rows:
-        indicatorindex.index(conn, row["id"], bytes(row["xml"]), incidents.from_columns(row), new=True)
+        indicatorindex.index(conn, row["id"], StoredDocument(bytes(row["xml"])), incidents.from_columns(row),
+                             new=True)
 
 
 def _to_10(conn: Connection) -> None:
@@ -249,7 +251,7 @@ def _to_11(conn: Connection) -> None:
         if not rows:
             return
         for row in rows:
-            indicatorindex.list_indicators(conn, row["entry_id"], bytes(row["xml"]), new=True)
+            indicatorindex.list_indicators(conn, row["entry_id"], StoredDocument(bytes(row["xml"])), new=True)
         last = rows[-1]["entry_id"]
 
 

@@ -6,9 +6,8 @@ The queries are in ``store.search``.
 
 from __future__ import annotations
 
-from xmppbridge.errors import InputRejected
 from xmppbridge.iodef.model import NS_V1, NS_V2, Incident
-from xmppbridge.iodef.parse import parse_untrusted
+from xmppbridge.iodef.parse import StoredDocument
 from xmppbridge.store import fulltext
 from xmppbridge.store.sql import Connection, Dialect
 
@@ -31,27 +30,28 @@ def schema(dialect: Dialect) -> tuple[str, ...]:
     return (*fulltext.schema(dialect), *_IDS)
 
 
-# Stored documents are at most a few hundred kB; the limit only guards the parser.
-_MAX_INDEXED_BYTES = 4_000_000
 _DESCRIPTIONS = (f"{{{NS_V1}}}Description", f"{{{NS_V2}}}Description")
 
 
 def description_text(xml: bytes) -> str:
     """The text of every Description element, one per line; "" for a document that does not parse
     (the entry is still stored and listed, only not found by text)."""
-    try:
-        root = parse_untrusted(xml, max_bytes=_MAX_INDEXED_BYTES)
-    except InputRejected:
+    return descriptions(StoredDocument(xml))
+
+
+def descriptions(document: StoredDocument) -> str:
+    root = document.root
+    if root is None:
         return ""
     texts = (" ".join(str(element.xpath("string()")).split()) for element in root.iter(*_DESCRIPTIONS))
     return "\n".join(text for text in texts if text)
 
 
-def index(conn: Connection, entry_id: int, xml: bytes, incident: Incident, *, new: bool = False
-          ) -> None:
+def index(conn: Connection, entry_id: int, document: StoredDocument, incident: Incident, *,
+          new: bool = False) -> None:
     """(Re)index one entry. Call inside the transaction that stores it. ``new``: the entry was just
     inserted, so there is nothing of it to remove first (entries are never deleted, ids never reused)."""
-    fulltext.index(conn, entry_id, description_text(xml), new=new)
+    fulltext.index(conn, entry_id, descriptions(document), new=new)
     if not new:
         conn.execute("DELETE FROM entry_ids WHERE entry_id = ?", (entry_id,))
     conn.executemany(
