@@ -15,9 +15,7 @@ import csv
 import io
 from collections.abc import Iterable
 
-from xmppbridge.errors import InputRejected
 from xmppbridge.feed.layout import FeedUrls
-from xmppbridge.iodef.indicators import of_document
 from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.store.entries import Entry
 
@@ -33,12 +31,8 @@ def indicators_csv(entries: Iterable[Entry], urls: FeedUrls) -> bytes:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(COLUMNS)
     for entry in entries:
-        try:
-            found = of_document(entry.xml)
-        except InputRejected:  # stored documents parse; a broken one gives no rows rather than no file
-            continue
         incident = entry.incident
-        for i in found:
+        for i in entry.indicator_list():
             writer.writerow(_safe(cell) for cell in (
                 entry.restriction, canonical_purpose(incident.purpose), incident.id_name, incident.id,
                 i.kind, i.value, i.role, i.expectation, i.algorithm, urls.entry(entry.id)))

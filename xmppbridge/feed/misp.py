@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from xmppbridge.errors import InputRejected
-from xmppbridge.iodef.indicators import Indicator, of_document
+from xmppbridge.iodef.indicators import Indicator
 from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.iodef.uuids import derived, incident_uuid, member_uuid
 from xmppbridge.store.entries import Entry
@@ -54,7 +53,7 @@ def event(entry: Entry) -> dict[str, Any]:
     """The ``{"Event": ...}`` document of an entry (with its document loaded)."""
     stamp = str(int(entry.updated_at.timestamp()))
     distribution = str(DISTRIBUTION.get(entry.restriction, 0))
-    attributes = [_attribute(entry, indicator, stamp, distribution) for indicator in _indicators(entry)]
+    attributes = [_attribute(entry, indicator, stamp, distribution) for indicator in entry.indicator_list()]
     summary = _summary(entry)
     return {"Event": {
         **summary,
@@ -123,13 +122,6 @@ def _tags(entry: Entry) -> list[dict[str, Any]]:
         {"name": f'iodef:incident-id="{incident.id_name}:{incident.id}"', "colour": "#0088cc",
          "local": False, "relationship_type": ""},
     ]
-
-
-def _indicators(entry: Entry) -> Sequence[Indicator]:
-    try:
-        return of_document(entry.xml)
-    except InputRejected:  # stored documents parse; a broken one gives an event without attributes
-        return ()
 
 
 def _attribute(entry: Entry, indicator: Indicator, stamp: str, distribution: str) -> dict[str, Any] | None:

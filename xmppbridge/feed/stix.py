@@ -48,9 +48,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from xmppbridge.errors import InputRejected
 from xmppbridge.feed.layout import FeedUrls
-from xmppbridge.iodef.indicators import Indicator, of_document
+from xmppbridge.iodef.indicators import Indicator
 from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.iodef.uuids import derived_text
 from xmppbridge.store.entries import Entry
@@ -147,7 +146,7 @@ def _objects(entry: Entry, urls: FeedUrls) -> Iterator[dict[str, Any]]:
               "name": incident.title or f"Incident {incident.id} ({incident.id_name})",
               "external_references": references(entry, urls), **common}
     yield from (marking(level), identity, report)
-    for indicator in indicators(entry):
+    for indicator in entry.indicator_list():
         observable = _observable(indicator, tlp)
         if observable is None:
             continue
@@ -163,17 +162,6 @@ def _objects(entry: Entry, urls: FeedUrls) -> Iterator[dict[str, Any]]:
                 **common}
             yield detection
             yield _related(detection["id"], report["id"], common)
-
-
-def indicators(entry: Entry) -> tuple[Indicator, ...]:
-    """The entry's indicators: as the index stored them if they were read with it (a page's bundle then
-    parses no document), else from its document (a broken one gives none: the incident alone)."""
-    if entry.indicators is not None:
-        return entry.indicators
-    try:
-        return of_document(entry.xml)
-    except InputRejected:  # stored documents parse
-        return ()
 
 
 def references(entry: Entry, urls: FeedUrls) -> list[dict[str, Any]]:

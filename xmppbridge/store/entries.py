@@ -16,7 +16,8 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, Literal
 
-from xmppbridge.iodef.indicators import Indicator
+from xmppbridge.errors import InputRejected
+from xmppbridge.iodef.indicators import Indicator, of_document
 from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.iodef.model import Incident
 from xmppbridge.iodef.parse import StoredDocument
@@ -68,6 +69,17 @@ class Entry:
     def restriction(self) -> str:
         """Who may see it: the narrowest marking inside the incident (its feed collection)."""
         return incidents.audience(self.incident)
+
+    def indicator_list(self) -> tuple[Indicator, ...]:
+        """The document's indicators, for the exports: as stored, if read with the entry (then no document
+        is parsed), else extracted from ``xml``; none for a document that does not parse (stored ones do:
+        a broken one still exports the incident alone, or no rows)."""
+        if self.indicators is not None:
+            return self.indicators
+        try:
+            return of_document(self.xml)
+        except InputRejected:
+            return ()
 
 
 @dataclass(frozen=True)
