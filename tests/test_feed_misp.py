@@ -20,6 +20,7 @@ from xmppbridge.iodef.document import read_document, split_document
 from xmppbridge.iodef.indicators import of_document
 from xmppbridge.iodef.uuids import incident_uuid
 from xmppbridge.store import Store
+from xmppbridge.store.search import SearchQuery
 
 DATA = Path(__file__).parent / "data"
 DOCUMENTS = sorted([*SAMPLES.glob("*.xml"), *(DATA / "iodef").glob("*.xml"),
@@ -140,3 +141,21 @@ def test_the_store_reads_last_changes_and_indicator_rows_alike_on_both_backends(
         assert stored[entry.id] == of_document(entry.xml)  # what the event's attributes are made of
         named = {(i.kind, i.value) for i in stored[entry.id]}
         assert named >= {("ipv4-net", "192.0.2.0/25"), ("port", "53/udp")}
+
+
+@pytest.mark.parametrize("store_target", ["sqlite", "postgresql"], indirect=True)
+def test_the_manifests_narrow_read_gives_the_heads_of_what_a_search_finds(store_target: str) -> None:
+    """``Store.heads`` (the MISP window's read, columns only) is the same entries, in the same order, and
+    the same values as the whole entries a search with no criteria finds, for each reader's rights."""
+    with Store(store_target) as opened:
+        for path in DOCUMENTS[:12]:
+            for piece in split_document(read_document(path.read_bytes())):
+                store_document(opened, etree.tostring(piece.root))
+        gone = store_document(opened, iodef2("M-7", restriction="partner"))
+        assert opened.mark_deleted(gone.service, gone.node, gone.item_id)
+        for readable in ({"public": None}, {"public": None, "need-to-know": ["mitigation"]},
+                         {r: None for r in ("public", "partner", "need-to-know", "private", "default")}):
+            for limit in (3, 1000):
+                found = opened.search(SearchQuery(), readable, limit=limit)
+                assert opened.heads(readable, limit=limit) == [entry.head() for entry in found]
+                assert found and all(not entry.deleted for entry in found)

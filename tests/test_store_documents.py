@@ -10,6 +10,7 @@ from tests.test_store_feed import (
     ALL,
     INDEXES_OF_8,
     INDEXES_OF_9,
+    INDEXES_OF_12,
     document,
     entry_id,
     old_store,
@@ -83,7 +84,7 @@ def test_a_version_4_store_keeps_every_document(tmp_path: Path) -> None:
         assert {e.id: e.xml for e in store.entries(limit=100)} == {
             ident: key[-1] for ident, key in keys.items() if ident != 6}  # 6 is deleted
         assert rows(store.conn, "SELECT * FROM entry_versions ORDER BY id") == superseded
-        added = INDEXES_OF_8 | INDEXES_OF_9
+        added = INDEXES_OF_8 | INDEXES_OF_9 | INDEXES_OF_12
         assert [row for row in rows(store.conn, "SELECT name, sql FROM sqlite_master WHERE type = 'index'"
                                               " ORDER BY name") if row[0] not in added] == v4_indexes
         assert [e.incident.id for e in store.search(SearchQuery(text="incident"), ALL, limit=20)] == [

@@ -286,6 +286,8 @@ INDEXES_OF_8 = {"chat_subscriptions_category", "sqlite_autoindex_chat_cursor_1",
 # Schema version 9: the indicator index (store.indicatorindex).
 INDEXES_OF_9 = {"entry_indicators_value", "entry_indicators_low", "sqlite_autoindex_entry_indicators_1",
                 "sqlite_autoindex_entry_uuids_1", "changes_added"}
+# Schema version 12: the dashboard's (store.counts.INDEXES).
+INDEXES_OF_12 = {"entries_received", "outbox_published"}
 
 
 def old_store(path: Path, version: int) -> sqlite3.Connection:
@@ -351,7 +353,8 @@ def test_a_version_3_store_is_upgraded_in_place(tmp_path: Path) -> None:
         indexes = {row[0] for row in
                    store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert indexes == v3_indexes - {f"entries_{t}" for t in TIME_FIELDS} | {
-            "entries_access", *(f"entries_{t}_covering" for t in TIME_FIELDS)} | INDEXES_OF_8 | INDEXES_OF_9
+            "entries_access", *(f"entries_{t}_covering" for t in TIME_FIELDS)} | INDEXES_OF_8 | INDEXES_OF_9 \
+            | INDEXES_OF_12
         in_time = SearchQuery(times=(TimeRange("report_time", T0 + timedelta(hours=2)),))
         assert [e.incident.id for e in store.search(in_time, ALL, limit=10)] == ["INC-4", "INC-3", "INC-2"]
         assert store.count_matches(in_time, ALL, cap=100) == 3

@@ -33,7 +33,7 @@ from xmppbridge.feed.http import (
 )
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.store import Entry
-from xmppbridge.store.search import SearchQuery
+from xmppbridge.store.entries import Head
 
 Render = Callable[[Sequence[Entry], FeedUrls], bytes]
 # The file name at the end of the URL -> how to render it and its media type.
@@ -106,9 +106,8 @@ def _not_modified(request: web.Request, etag: str) -> web.Response | None:
     return None
 
 
-def _misp_window(request: web.Request) -> dict[str, Entry]:
-    found = request.app[STORE].search(SearchQuery(), principal(request).read.readable(), limit=MISP_WINDOW)
-    return misp.window(found)
+def _misp_window(request: web.Request) -> dict[str, Head]:
+    return misp.window(request.app[STORE].heads(principal(request).read.readable(), limit=MISP_WINDOW))
 
 
 async def misp_manifest(request: web.Request) -> web.Response:
@@ -125,9 +124,8 @@ async def misp_hashes(request: web.Request) -> web.Response:
     if (unchanged := _not_modified(request, etag)) is not None:
         return unchanged
     window = _misp_window(request)
-    uuid_of = {entry.id: uuid for uuid, entry in window.items()}
-    stored = request.app[STORE].stored_indicators(uuid_of)
-    rows = {uuid: stored.get(entry.id, ()) for uuid, entry in window.items()}
+    stored = request.app[STORE].stored_indicators([head.entry_id for head in window.values()])
+    rows = {uuid: stored.get(head.entry_id, ()) for uuid, head in window.items()}
     newest = max((e.updated_at for e in window.values()), default=None)
     return respond(request, misp.hashes_csv(rows), misp.CSV_MEDIA_TYPE, last_modified=newest, etag=etag)
 
@@ -136,8 +134,9 @@ async def misp_event(request: web.Request) -> web.Response:
     """One event by its UUID: the newest live entry holding that incident that the reader may read; 404,
     as for anything else the reader may not see, otherwise."""
     holding = request.app[STORE].entries_holding(request.match_info["uuid"].lower())
-    readable = [entry for entry in holding if may_read(request, entry)]
-    found = next(iter(misp.window(readable).values()), None)
-    if found is None:
+    readable = {entry.id: entry for entry in holding if not entry.deleted and may_read(request, entry)}
+    newest = next(iter(misp.window(entry.head() for entry in readable.values()).values()), None)
+    if newest is None:
         raise web.HTTPNotFound()
+    found = readable[newest.entry_id]
     return respond(request, misp.event_json(found), misp.MEDIA_TYPE, last_modified=found.updated_at)

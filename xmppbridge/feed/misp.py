@@ -33,7 +33,7 @@ from typing import Any
 from xmppbridge.iodef.indicators import Indicator
 from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.iodef.uuids import derived, incident_uuid, member_uuid
-from xmppbridge.store.entries import Entry
+from xmppbridge.store.entries import Entry, Head
 
 MEDIA_TYPE = "application/json"
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
@@ -45,20 +45,22 @@ _VICTIM = {"target", "sensor"}
 _HASHES = {"md5", "sha1", "sha224", "sha256", "sha384", "sha512"}  # MISP attribute types of the same name
 
 
-def event_uuid(entry: Entry) -> str:
-    return str(incident_uuid(entry.incident.id_name, entry.incident.id))
+def event_uuid(item: Entry | Head) -> str:
+    head = item.head() if isinstance(item, Entry) else item
+    return str(incident_uuid(head.id_name, head.incident_id))
 
 
 def event(entry: Entry) -> dict[str, Any]:
     """The ``{"Event": ...}`` document of an entry (with its document loaded)."""
     stamp = str(int(entry.updated_at.timestamp()))
     distribution = str(DISTRIBUTION.get(entry.restriction, 0))
-    attributes = [_attribute(entry, indicator, stamp, distribution) for indicator in entry.indicator_list()]
-    summary = _summary(entry)
+    uuid = event_uuid(entry)
+    attributes = [_attribute(uuid, indicator, stamp, distribution) for indicator in entry.indicator_list()]
+    summary = _summary(entry.head())
     return {"Event": {
         **summary,
         **{key: str(summary[key]) for key in ("timestamp", "analysis", "threat_level_id")},
-        "uuid": event_uuid(entry),
+        "uuid": uuid,
         "published": True,
         "publish_timestamp": stamp,
         "distribution": distribution,
@@ -67,9 +69,9 @@ def event(entry: Entry) -> dict[str, Any]:
     }}
 
 
-def manifest(events: Mapping[str, Entry]) -> bytes:
+def manifest(events: Mapping[str, Head]) -> bytes:
     """``manifest.json``: every event's UUID and summary (``events``: by UUID, as ``window`` gives them)."""
-    return _json({uuid: _summary(entry) for uuid, entry in events.items()})
+    return _json({uuid: _summary(head) for uuid, head in events.items()})
 
 
 def hashes_csv(events: Mapping[str, Iterable[Indicator]]) -> bytes:
@@ -96,35 +98,32 @@ def _json(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _summary(entry: Entry) -> dict[str, Any]:
+def _summary(head: Head) -> dict[str, Any]:
     """What the manifest holds of an event, and the event repeats (with its numbers as text there, as
     MISP writes events; PyMISP's manifest keeps them numbers)."""
-    incident = entry.incident
-    published = entry.published_at or entry.received_at
     return {
-        "info": incident.title or f"Incident {incident.id} ({incident.id_name})",
-        "date": published.date().isoformat(),
-        "timestamp": int(entry.updated_at.timestamp()),
+        "info": head.title or f"Incident {head.incident_id} ({head.id_name})",
+        "date": head.stated.date().isoformat(),
+        "timestamp": int(head.updated_at.timestamp()),
         "analysis": 1,  # ongoing: a report the originator may still revise
         "threat_level_id": 4,  # undefined: IODEF has no such scale
-        "Orgc": {"name": incident.id_name, "uuid": str(member_uuid(incident.id_name))},
-        "Tag": _tags(entry),
+        "Orgc": {"name": head.id_name, "uuid": str(member_uuid(head.id_name))},
+        "Tag": _tags(head),
     }
 
 
-def _tags(entry: Entry) -> list[dict[str, Any]]:
-    tlp = TLP_OF_RESTRICTION.get(entry.restriction, "red")
-    incident = entry.incident
+def _tags(head: Head) -> list[dict[str, Any]]:
+    tlp = TLP_OF_RESTRICTION.get(head.restriction, "red")
     return [
         {"name": f"tlp:{tlp}", "colour": _TLP_COLOURS[tlp], "local": False, "relationship_type": ""},
-        {"name": f'iodef:purpose="{canonical_purpose(incident.purpose)}"', "colour": "#0088cc",
+        {"name": f'iodef:purpose="{canonical_purpose(head.purpose)}"', "colour": "#0088cc",
          "local": False, "relationship_type": ""},
-        {"name": f'iodef:incident-id="{incident.id_name}:{incident.id}"', "colour": "#0088cc",
+        {"name": f'iodef:incident-id="{head.id_name}:{head.incident_id}"', "colour": "#0088cc",
          "local": False, "relationship_type": ""},
     ]
 
 
-def _attribute(entry: Entry, indicator: Indicator, stamp: str, distribution: str) -> dict[str, Any] | None:
+def _attribute(event: str, indicator: Indicator, stamp: str, distribution: str) -> dict[str, Any] | None:
     pair = _type_and_category(indicator)
     if pair is None:
         return None
@@ -132,7 +131,7 @@ def _attribute(entry: Entry, indicator: Indicator, stamp: str, distribution: str
     value = _value(indicator, kind)
     expected = f"; expected action: {indicator.expectation}" if indicator.expectation else ""
     return {
-        "uuid": str(derived("misp-attribute", event_uuid(entry), kind, value)),
+        "uuid": str(derived("misp-attribute", event, kind, value)),
         "type": kind,
         "category": category,
         "value": value,
@@ -175,11 +174,10 @@ def _value(indicator: Indicator, kind: str) -> str:
     return indicator.value
 
 
-def window(entries: Iterable[Entry]) -> dict[str, Entry]:
-    """The events of ``entries``: the live entries, one per incident (the newest, if several bridges'
-    copies were mirrored), by event UUID, newest first."""
-    events: dict[str, Entry] = {}
-    for entry in sorted(entries, key=lambda e: e.updated_at, reverse=True):
-        if not entry.deleted:
-            events.setdefault(event_uuid(entry), entry)
+def window(heads: Iterable[Head]) -> dict[str, Head]:
+    """The events of ``heads`` (live entries): one per incident (the newest, if several bridges' copies
+    were mirrored), by event UUID, newest first."""
+    events: dict[str, Head] = {}
+    for head in sorted(heads, key=lambda h: h.updated_at, reverse=True):
+        events.setdefault(event_uuid(head), head)
     return events

@@ -18,7 +18,7 @@ from xmppbridge.iodef.indicators import Indicator
 from xmppbridge.peers import Outcome, PeerHealth
 from xmppbridge.store.approvals import Approval
 from xmppbridge.store.counts import Activity, Counts
-from xmppbridge.store.entries import Entry, EntryVersion, Origin, UpsertResult
+from xmppbridge.store.entries import Entry, EntryVersion, Head, Origin, UpsertResult
 from xmppbridge.store.feedviews import Change, Document, Revision
 from xmppbridge.store.items import Refused, SignedItem
 from xmppbridge.store.outbox import OutboxItem
@@ -78,6 +78,7 @@ class FeedViews(Protocol):
     def seq_at(self, collection: str, moment: datetime) -> int: ...
     def search(self, query: SearchQuery, readable: Readable, *, limit: int,
                offset: int = 0) -> list[Entry]: ...
+    def heads(self, readable: Readable, *, limit: int) -> list[Head]: ...
     def count_matches(self, query: SearchQuery, readable: Readable, *, cap: int) -> int: ...
 
 

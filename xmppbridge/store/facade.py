@@ -28,7 +28,7 @@ from xmppbridge.store import (
 )
 from xmppbridge.store.approvals import Approval
 from xmppbridge.store.chatstate import ChatState
-from xmppbridge.store.entries import Entry, EntryVersion, Origin, UpsertResult
+from xmppbridge.store.entries import Entry, EntryVersion, Head, Origin, UpsertResult
 from xmppbridge.store.feedviews import Change, Document, Revision
 from xmppbridge.store.items import Refused, SignedItem
 from xmppbridge.store.outbox import OutboxItem
@@ -219,6 +219,9 @@ class Store:
 
     def search(self, query: SearchQuery, readable: Readable, *, limit: int, offset: int = 0) -> list[Entry]:
         return self._read(lambda conn: search.search(conn, query, readable, limit=limit, offset=offset))
+
+    def heads(self, readable: Readable, *, limit: int) -> list[Head]:
+        return self._read(lambda conn: search.heads(conn, readable, limit=limit))
 
     def count_matches(self, query: SearchQuery, readable: Readable, *, cap: int) -> int:
         return self._read(lambda conn: search.count(conn, query, readable, cap=cap))

@@ -7,7 +7,8 @@ document into a table of its own and rebuilds ``entries`` without it. An existin
 it had. Step 6 adds the ``peers`` table, step 7 the ``approvals`` table, step 8 chat's tables (which
 chat kept beside the store's until then), step 9 the indicator index and the incidents' UUIDs, filled
 from the documents, step 10 the custody chain of relayed documents, step 11 each entry's indicators as
-extracted (for STIX without parsing), filled from the documents.
+extracted (for STIX without parsing), filled from the documents, step 12 the indexes the operators'
+dashboard reads (``counts.INDEXES``).
 
 PostgreSQL stores run the same steps from version 1 (one history, one schema for both); the SQL is the
 table modules' (``store.sql``), and only step 5 takes a different way on PostgreSQL, which can drop a
@@ -26,6 +27,7 @@ from xmppbridge.store import (
     approvals,
     changelog,
     chatstate,
+    counts,
     entries,
     incidents,
     indicatorindex,
@@ -258,6 +260,12 @@ def _to_11(conn: Connection) -> None:
 _BACKFILL_BATCH = 1000
 
 
+def _to_12(conn: Connection) -> None:
+    """The dashboard's indexes (``counts.INDEXES``): a few seconds on a million entries."""
+    for statement in counts.INDEXES:
+        conn.execute(statement)
+
+
 @contextmanager
 def _secure_delete_off(conn: Connection) -> Iterator[None]:
     """Free pages without overwriting them with zeros. For the old entries table that hides nothing: its
@@ -282,4 +290,5 @@ _STEPS: tuple[tuple[int, Callable[[Connection], None]], ...] = (
     (9, _to_9),
     (10, _to_10),
     (11, _to_11),
+    (12, _to_12),
 )

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from xmppbridge.store import fulltext
-from xmppbridge.store.db import to_text
-from xmppbridge.store.entries import Entry, from_row
+from xmppbridge.store.db import parse_time, to_text
+from xmppbridge.store.entries import Entry, Head, from_row
 from xmppbridge.store.incidents import TIME_FIELDS
 from xmppbridge.store.indicatorindex import IndicatorQuery
 from xmppbridge.store.sql import Connection, Dialect
@@ -134,6 +134,18 @@ def search(conn: Connection, query: SearchQuery, readable: Readable, *, limit: i
         [*params, limit, offset],
     ).fetchall()
     return [from_row(row) for row in rows]
+
+
+def heads(conn: Connection, readable: Readable, *, limit: int) -> list[Head]:
+    """The newest ``limit`` live entries ``readable`` shows, as heads: what ``search`` finds with no
+    criteria, in its order, and only the columns a head holds."""
+    where, params = _where(conn.dialect, SearchQuery(), readable)
+    rows = conn.execute(
+        "SELECT e.id, e.id_name, e.incident_id, e.title, e.purpose, e.effective_restriction,"
+        f" coalesce(e.published_at, e.received_at), e.updated_at FROM entries AS e WHERE {where}"
+        " ORDER BY e.id DESC LIMIT ?", [*params, limit]).fetchall()
+    return [Head(row[0], row[1], row[2], row[3], row[4], row[5], parse_time(row[6]), parse_time(row[7]))
+            for row in rows]
 
 
 def count(conn: Connection, query: SearchQuery, readable: Readable, *, cap: int) -> int:
