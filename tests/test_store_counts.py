@@ -74,3 +74,11 @@ def test_each_query_of_a_window_reads_its_covering_index_only(tmp_path: Path) ->
             plan = [row[3] for row in store.conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
             assert plan[0].startswith("SEARCH") and "USING COVERING INDEX" in plan[0], (name, plan)
             assert not any("ORDER BY" in step for step in plan), (name, plan)
+
+
+def test_the_scrapes_counts_of_entries_read_an_index_not_the_table(tmp_path: Path) -> None:
+    """/metrics counts every entry at each scrape: from ``entries_counted``, not a scan of the table."""
+    with Store(tmp_path / "store.sqlite") as store:
+        for name in ("received", "entries"):
+            plan = [row[3] for row in store.conn.execute("EXPLAIN QUERY PLAN " + counts.QUERIES[name])]
+            assert plan == [plan[0]] and "USING COVERING INDEX entries_counted" in plan[0], (name, plan)

@@ -8,7 +8,7 @@ it had. Step 6 adds the ``peers`` table, step 7 the ``approvals`` table, step 8 
 chat kept beside the store's until then), step 9 the indicator index and the incidents' UUIDs, filled
 from the documents, step 10 the custody chain of relayed documents, step 11 each entry's indicators as
 extracted (for STIX without parsing), filled from the documents, step 12 the indexes the operators'
-dashboard reads (``counts.INDEXES``).
+dashboard and ``/metrics`` read (``counts.INDEXES``).
 
 PostgreSQL stores run the same steps from version 1 (one history, one schema for both); the SQL is the
 table modules' (``store.sql``), and only step 5 takes a different way on PostgreSQL, which can drop a
@@ -261,7 +261,7 @@ _BACKFILL_BATCH = 1000
 
 
 def _to_12(conn: Connection) -> None:
-    """The dashboard's indexes (``counts.INDEXES``): a few seconds on a million entries."""
+    """The indexes of the dashboard and of /metrics (``counts.INDEXES``): seconds on a million entries."""
     for statement in counts.INDEXES:
         conn.execute(statement)
 
