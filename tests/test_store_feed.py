@@ -287,7 +287,7 @@ INDEXES_OF_8 = {"chat_subscriptions_category", "sqlite_autoindex_chat_cursor_1",
 INDEXES_OF_9 = {"entry_indicators_value", "entry_indicators_low", "sqlite_autoindex_entry_indicators_1",
                 "sqlite_autoindex_entry_uuids_1", "changes_added"}
 # Schema version 12: the dashboard's (store.counts.INDEXES).
-INDEXES_OF_12 = {"entries_received", "outbox_published", "entries_counted"}
+INDEXES_OF_12 = {"entries_received", "entries_arrivals", "outbox_published", "entries_counted"}
 
 
 def old_store(path: Path, version: int) -> sqlite3.Connection:

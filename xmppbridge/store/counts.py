@@ -69,9 +69,10 @@ MAX_DELAYS = 100_000
 # they read index entries in the index's order and never the tables: without them each query scanned
 # every entry (or every published outbox item), 2 s each on a million entries.
 INDEXES = (
-    # stored per day (a range of received_at, grouped) and arrivals (the remote ones, newest first)
-    "CREATE INDEX IF NOT EXISTS entries_received ON entries"
-    " (received_at, origin, id_name, effective_restriction, published_at)",
+    # stored per day: a range of received_at, grouped
+    "CREATE INDEX IF NOT EXISTS entries_received ON entries (received_at, id_name, effective_restriction)",
+    # arrivals: the remote ones of the range, newest first
+    "CREATE INDEX IF NOT EXISTS entries_arrivals ON entries (origin, received_at, id_name, published_at)",
     # publish delays: the published items of the window, newest first
     "CREATE INDEX IF NOT EXISTS outbox_published ON outbox (status, published_at, created_at)",
     # /metrics: entries per origin and collection, and the remote revisions received (QUERIES), from an
