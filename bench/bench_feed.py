@@ -2,11 +2,11 @@
 
 Four real entries are mirrored through ``Store.upsert_entry`` (one per restriction, signed documents);
 the rest are bulk copies of them (entry row and document) with their own item id, IncidentID, title,
-times, change-log row, full-text row and indicator index rows (their template's indicators, their own
-incident's UUID), so every table the feed reads (entries, documents, changes, entries_fts,
-entry_indicators, entry_uuids) stays consistent. The feed app (``make_app``, no publisher, anonymous
-readers see every collection) runs in a child process on 127.0.9.3; this process times HTTP requests and
-reads the child's resident memory.
+times, change-log row, full-text row, indicator index rows (their template's indicators, their own
+incident's UUID) and STIX object index rows, so every table the feed reads (entries, documents, changes,
+entries_fts, entry_indicators, entry_uuids, entry_indicator_lists, entry_objects) stays consistent. The
+feed app (``make_app``, no publisher, anonymous readers see every collection) runs in a child process on
+127.0.9.3; this process times HTTP requests and reads the child's resident memory.
 
     python3 bench/bench_feed.py [ENTRIES] [--cold]        # default 1,000,000
 
@@ -62,9 +62,10 @@ from bench.common import RUNS, table  # noqa: E402
 from bench.lab import IPS, RESTRICTIONS, BenchConsortium, document  # noqa: E402
 from tests.postgres import private_cluster  # noqa: E402
 from xmppbridge.iodef.uuids import incident_uuid  # noqa: E402
-from xmppbridge.store import Store  # noqa: E402
+from xmppbridge.store import Store, objectindex  # noqa: E402
 from xmppbridge.store.copy import copy_store  # noqa: E402
 from xmppbridge.store.db import format_time  # noqa: E402
+from xmppbridge.store.indicatorindex import from_json  # noqa: E402
 
 PORT = 29091  # the SQLite store's feed; the PostgreSQL store's is PORT + 1
 PG_HOST, PG_PORT = "127.0.0.182", 31432
@@ -98,13 +99,14 @@ def generate(lab: BenchConsortium, total: int, template: Template = document) ->
                                (row["id"],)).fetchall() for row in templates]
     lists = [conn.execute("SELECT indicators FROM entry_indicator_lists WHERE entry_id = ?",
                           (row["id"],)).fetchone()[0] for row in templates]
+    parsed = [from_json(text) for text in lists]
     columns = [c for c in templates[0] if c != "id"]
     insert = f"INSERT INTO entries ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
     start = datetime(2026, 1, 1, tzinfo=UTC)
     step = timedelta(days=365) / total
     rng = random.Random(7)
     conn.execute("BEGIN")
-    rows, docs, fts, uuids, found = [], [], [], [], []
+    rows, docs, fts, uuids, found, objects = [], [], [], [], [], []
     for n in range(len(templates), total):
         row = dict(templates[n % 4])
         when = format_time(start + step * n)
@@ -116,6 +118,8 @@ def generate(lab: BenchConsortium, total: int, template: Template = document) ->
         fts.append(f"Scanning from 198.51.100.{n % 250} {rng.choice(WORDS)} against the web farm")
         uuids.append(str(incident_uuid(row["id_name"], row["incident_id"])))
         found.append(indicators[n % 4])
+        objects.append(objectindex.keys(row["id_name"], row["incident_id"], parsed[n % 4],
+                                        row["effective_restriction"]))
         if len(rows) == BATCH or n == total - 1:
             first = conn.execute("SELECT max(id) FROM entries").fetchone()[0] + 1
             conn.executemany(insert, rows)
@@ -130,7 +134,10 @@ def generate(lab: BenchConsortium, total: int, template: Template = document) ->
                              [(entry_id, *i) for entry_id, its in enumerate(found, first) for i in its])
             conn.executemany("INSERT INTO entry_indicator_lists (entry_id, indicators) VALUES (?, ?)",
                              [(i, lists[(i - 1) % 4]) for i in range(first, first + len(rows))])
-            rows, docs, fts, uuids, found = [], [], [], [], []
+            conn.executemany("INSERT INTO entry_objects (key, entry_id) VALUES (?, ?)",
+                             [(key, entry_id) for entry_id, keys in enumerate(objects, first)
+                              for key in keys])
+            rows, docs, fts, uuids, found, objects = [], [], [], [], [], []
     # The change log: one current row per entry, sequence numbers per collection in entry order.
     conn.execute("DELETE FROM changes")
     conn.execute(

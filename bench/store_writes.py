@@ -1,12 +1,15 @@
 """Where a published item's store work goes, per backend: not a benchmark of the bridge, a profile of
 its store calls without XMPP.
 
-``store_writes.py [N]``: N documents (320) submitted through ``Publisher.submit`` (validate, sign, one
-committed outbox row each), then the outbox drained as the bridge marks it, ``pending`` and
-``mark_published`` of 16 at a time (``xmpp.outbox.MARK_BATCH``), once into an SQLite store and once into
-a PostgreSQL one (a private durable cluster on 127.0.0.173, as ``bench.lab.postgres``, with
-pg_stat_statements). Prints, per backend, ms per item of wall time and of this process's CPU for both
-phases, and for PostgreSQL the server's time per item and statement (execution and planning).
+``store_writes.py [N] [DOCUMENT]``: N documents (320) submitted through ``Publisher.submit`` (validate,
+sign, one committed outbox row each): ``bench.lab``'s small one, with no indicators, or copies of the
+IODEF 2.0 file DOCUMENT with their own IncidentID and restriction
+(``tests/data/iodef/iodef2-indicators.xml`` has seven indicators, so a copy is indexed as a document
+with indicators is), then the outbox drained as the bridge marks it, ``pending`` and ``mark_published``
+of 16 at a time (``xmpp.outbox.MARK_BATCH``), once into an SQLite store and once into a PostgreSQL one
+(a private durable cluster on 127.0.0.173, as ``bench.lab.postgres``, with pg_stat_statements). Prints,
+per backend, ms per item of wall time and of this process's CPU for both phases, and for PostgreSQL the
+server's time per item and statement (execution and planning).
 """
 
 from __future__ import annotations
@@ -15,15 +18,18 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+from lxml import etree
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import table  # noqa: E402
 from bench.lab import RESTRICTIONS, consortium, document  # noqa: E402
 from tests.postgres import private_cluster  # noqa: E402
+from xmppbridge.iodef.model import NS_V2  # noqa: E402
 from xmppbridge.paths.publish import Publisher  # noqa: E402
 from xmppbridge.store import Store  # noqa: E402
 
@@ -38,12 +44,31 @@ def cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def phases(store: Store, publisher: Publisher, count: int) -> list[tuple[float, float]]:
+def copies(template: Path | None) -> Callable[[str, str], bytes]:
+    """What each item is: ``bench.lab.document``, or ``template`` with that IncidentID and restriction."""
+    if template is None:
+        return document
+    root = etree.parse(str(template)).getroot()
+
+    def copy(incident_id: str, restriction: str) -> bytes:
+        incident = root.find(f"{{{NS_V2}}}Incident")
+        assert incident is not None, f"{template}: not an IODEF 2.0 document"
+        incident.set("restriction", restriction)
+        found = incident.find(f"{{{NS_V2}}}IncidentID")
+        assert found is not None
+        found.text = incident_id
+        return etree.tostring(root)
+
+    return copy
+
+
+def phases(store: Store, publisher: Publisher, count: int,
+           make: Callable[[str, str], bytes]) -> list[tuple[float, float]]:
     """(wall s, CPU s) of submitting ``count`` documents, then of marking them all published."""
     results = []
     wall, used = time.perf_counter(), cpu()
     for i in range(count):
-        publisher.submit(document(f"x-{i:05d}", RESTRICTIONS[i % 4]), source="bench")
+        publisher.submit(make(f"x-{i:05d}", RESTRICTIONS[i % 4]), source="bench")
     results.append((time.perf_counter() - wall, cpu() - used))
     wall, used = time.perf_counter(), cpu()
     while items := store.pending(MARK_BATCH):
@@ -68,6 +93,7 @@ def server_time(url: str, count: int) -> str:
 
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else N
+    make = copies(Path(sys.argv[2]) if len(sys.argv) > 2 else None)
     with tempfile.TemporaryDirectory() as tmp, consortium(Path(tmp), ("a",)) as lab, \
             private_cluster(host="127.0.0.173", settings=SETTINGS) as cluster:
         url = cluster.create_database("writes")
@@ -80,12 +106,13 @@ def main() -> None:
                 if name == "postgresql":
                     with psycopg.connect(url, autocommit=True) as conn:
                         conn.execute("SELECT pg_stat_statements_reset()")
-                (submit_wall, submit_cpu), (mark_wall, mark_cpu) = phases(store, publisher, count)
+                (submit_wall, submit_cpu), (mark_wall, mark_cpu) = phases(store, publisher, count, make)
                 if name == "postgresql":
                     servers = server_time(url, count)
             rows.append([name, *(f"{x / count * 1000:.2f}" for x in (submit_wall, submit_cpu, mark_wall,
                                                                     mark_cpu))])
-    print(f"Store work of {count} published items, ms per item (one run)")
+    print(f"Store work of {count} published items ({sys.argv[2] if len(sys.argv) > 2 else 'bench.lab'}"
+          " documents), ms per item (one run)")
     print(table(rows, ["store", "submit wall", "submit CPU", "mark wall", "mark CPU"]))
     print(f"\nPostgreSQL server, both phases\n{servers}")
 

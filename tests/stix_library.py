@@ -16,6 +16,7 @@ import stix2
 from xmppbridge.errors import InputRejected
 from xmppbridge.feed import stix
 from xmppbridge.feed.layout import FeedUrls
+from xmppbridge.iodef import stixids
 from xmppbridge.iodef.indicators import of_document
 from xmppbridge.store.entries import Entry
 
@@ -39,7 +40,7 @@ def bundle(entries: Iterable[Entry], urls: FeedUrls) -> bytes:
         versions.append(f"{entry.id}.{entry.revision}")
         for obj in _objects(entry, urls):
             objects.setdefault(obj.id, obj)
-    result = stix2.Bundle(objects=list(objects.values()), id=stix.stix_id("bundle", *versions),
+    result = stix2.Bundle(objects=list(objects.values()), id=stixids.stix_id("bundle", *versions),
                           allow_custom=False)
     return json.dumps(json.loads(result.serialize()), separators=(",", ":"), sort_keys=True).encode()
 
@@ -49,12 +50,12 @@ def _objects(entry: Entry, urls: FeedUrls) -> Iterator[Any]:
     tlp = marking(stix.TLP_OF_RESTRICTION.get(entry.restriction, "red"))
     modified = entry.updated_at
     created = min(entry.published_at or entry.received_at, modified)
-    identity = stix2.Identity(id=stix.stix_id("identity", incident.id_name), name=incident.id_name,
+    identity = stix2.Identity(id=stixids.stix_id("identity", incident.id_name), name=incident.id_name,
                               identity_class="organization", created=stix.IDENTITY_CREATED,
                               modified=stix.IDENTITY_CREATED, object_marking_refs=[tlp.id])
     common = {"created_by_ref": identity.id, "object_marking_refs": [tlp.id], "created": created,
               "modified": modified}
-    report = stix2.Incident(id=stix.stix_id("incident", incident.id_name, incident.id),
+    report = stix2.Incident(id=stixids.stix_id("incident", incident.id_name, incident.id),
                             name=incident.title or f"Incident {incident.id} ({incident.id_name})",
                             external_references=stix.references(entry, urls), **common)
     yield from (tlp, identity, report)
@@ -63,7 +64,7 @@ def _objects(entry: Entry, urls: FeedUrls) -> Iterator[Any]:
     except InputRejected:
         return
     for indicator in found:
-        mapped = stix.observable_of(indicator)
+        mapped = stixids.observable_of(indicator)
         if mapped is None:
             continue
         kind, properties = mapped
@@ -72,7 +73,8 @@ def _objects(entry: Entry, urls: FeedUrls) -> Iterator[Any]:
         yield _related(observable.id, report.id, common)
         if indicator.role not in ("target", "sensor"):
             detection = stix2.Indicator(
-                id=stix.stix_id("indicator", incident.id_name, incident.id, indicator.kind, indicator.value),
+                id=stixids.stix_id("indicator", incident.id_name, incident.id, indicator.kind,
+                                   indicator.value),
                 name=f"{indicator.kind} {indicator.value}", pattern=stix.pattern(indicator),
                 pattern_type="stix", valid_from=created, description=stix.described(indicator), **common)
             yield detection
@@ -80,5 +82,5 @@ def _objects(entry: Entry, urls: FeedUrls) -> Iterator[Any]:
 
 
 def _related(source: str, target: str, common: dict[str, Any]) -> stix2.Relationship:
-    return stix2.Relationship(id=stix.stix_id("relationship", source, "related-to", target),
+    return stix2.Relationship(id=stixids.stix_id("relationship", source, "related-to", target),
                               source_ref=source, relationship_type="related-to", target_ref=target, **common)

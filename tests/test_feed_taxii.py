@@ -20,7 +20,16 @@ from stix2validator import ValidationOptions, validate_string
 from taxii2client.v21 import ApiRoot, Collection, Server, as_pages
 
 from tests.conftest import SAMPLES
-from tests.test_feed_support import ANALYST, MEMBER, OUTSIDER, TestUser, iodef2, settings, store_document
+from tests.test_feed_support import (
+    ANALYST,
+    MEMBER,
+    MITIGATOR,
+    OUTSIDER,
+    TestUser,
+    iodef2,
+    settings,
+    store_document,
+)
 from xmppbridge.feed import stix, taxii, taxiiroutes
 from xmppbridge.feed.app import make_app
 from xmppbridge.feed.layout import FeedUrls
@@ -283,3 +292,71 @@ async def test_a_page_stops_early_when_a_filter_matches_few_and_the_walk_still_f
     assert sorted(o["id"] for o in found) == sorted(incidents)  # each once
     assert pages[0]["more"] and len(pages[0]["objects"]) == 2 < 10 and pages[0]["next"]  # short, with more
     assert pages[-1]["more"] is False and "next" not in pages[-1]
+
+
+def _with_address(incident_id: str, address: str, **fields: str) -> bytes:
+    """``iodef2`` with an attacker's address: an observable, a detection and their relationships."""
+    flow = (f'<EventData><Flow><System category="source"><Node><Address category="ipv4-addr">{address}'
+            "</Address></Node></System></Flow></EventData>")
+    return iodef2(incident_id, **fields).replace(b"</Contact>", b"</Contact>" + flow.encode())
+
+
+def _by_id(base: str, who: TestUser | None, restriction: str, object_id: str) -> tuple[Any, Any]:
+    """The object and its versions, or the HTTP status for each that is refused."""
+    collection = _collection(base, who, restriction)
+    answers: list[Any] = []
+    for call in (collection.get_object, collection.object_versions):
+        try:
+            answers.append(call(object_id))
+        except HTTPError as refused:
+            answers.append(refused.response.status_code)
+    return answers[0], answers[1]
+
+
+async def test_every_object_by_id_for_every_reader_and_nothing_beyond(store: Store, base: str) -> None:
+    """TAXII's object by id (§5.5) and its versions (§5.6) for every kind of object a collection holds
+    (incidents, identities, markings, observables, detections, relationships), through the object
+    index: each reader gets every object it walked, from the collection it walked it in, and for
+    every object in a collection that another reader may see and it may not (another purpose, another
+    collection), 404."""
+    for n, purpose in enumerate(("reporting", "mitigation")):  # MITIGATOR may read the second alone
+        store_document(store, _with_address(f"O-{n}", f"198.51.100.{201 + n}", restriction="need-to-know",
+                                            purpose=purpose))
+    first = store_document(store, _with_address("O-3", "198.51.100.203", restriction="partner"))
+    store_document(store, _with_address("O-3", "198.51.100.204", restriction="partner"))  # a new version
+    readers = (ANALYST, MEMBER, MITIGATOR, OUTSIDER, None)
+    walked = {who: await asyncio.to_thread(walk, base, who, 200) for who in readers}
+    everything = {(title, o["id"]) for title, seen in walked[ANALYST].items() for o in seen["objects"]}
+    kinds = {object_id.partition("--")[0] for _, object_id in everything}
+    assert {"incident", "identity", "marking-definition", "ipv4-addr", "indicator", "relationship"} <= kinds
+
+    def check(who: TestUser | None) -> None:
+        seen = walked[who]
+        for title, object_id in sorted(everything):
+            restriction = title.removeprefix("Incidents (").removesuffix(")")
+            found, versions = _by_id(base, who, restriction, object_id)
+            walked_as = [o for o in seen.get(title, {"objects": []})["objects"] if o["id"] == object_id]
+            if not walked_as:
+                assert (found, versions) == (404, 404), (who, title, object_id)
+                continue
+            [one] = found["objects"]
+            assert one in walked_as, (who, title, object_id)
+            assert versions["versions"] and not versions["more"]
+
+    for who in readers:
+        await asyncio.to_thread(check, who)
+    urls = FeedUrls(base)
+    sco = {o["value"]: o["id"] for o in _objects(store, "need-to-know", urls) if o["type"] == "ipv4-addr"}
+    other, own = [await asyncio.to_thread(_by_id, base, MITIGATOR, "need-to-know", sco[f"198.51.100.{n}"])
+                  for n in (201, 202)]
+    assert other == (404, 404) and own[0] != 404  # an observable only another purpose's entry holds
+    # The address the new version dropped is in the collection's history only: by id as on the objects
+    # resource, it is there with match[version]=all, not in the latest state.
+    partner = _collection(base, ANALYST, "partner")
+    oldest = store.revisions(first.id)[-1].entry
+    assert oldest.revision == 1 and len(store.revisions(first.id)) == 2
+    dropped = json.loads(stix.bundle([oldest], urls))
+    [old] = [o["id"] for o in dropped["objects"] if o.get("value") == "198.51.100.203"]
+    assert (await asyncio.to_thread(_by_id, base, ANALYST, "partner", old))[0] == 404
+    again = await asyncio.to_thread(partner.get_object, old, version="all")
+    assert [o["value"] for o in again["objects"]] == ["198.51.100.203"]

@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import SAMPLES
 from tests.test_feed_support import store_document
+from xmppbridge.iodef import stixids
 from xmppbridge.iodef.indicators import of_document
 from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.iodef.model import Incident
@@ -498,3 +499,43 @@ def test_a_pages_documents_come_with_their_stored_indicators(backend: str, tmp_p
         documents = store.current_documents([e.id for e in stored])
     assert [documents[e.id].indicators for e in stored] == [of_document(e.xml) for e in stored]
     assert any(i.expectation for e in stored for i in documents[e.id].indicators or ())
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_object_index_finds_the_entries_holding_each_stix_object(backend: str, tmp_path: Path,
+                                                                    request: pytest.FixtureRequest) -> None:
+    """store.objectindex on both backends: every object of an entry's indicators and its member's
+    identity lead to the entry, within its collection and the purposes asked for, newest first; a
+    store of schema 12 gets the index filled when it is upgraded."""
+    url = tmp_path / "s.sqlite" if backend == "sqlite" else request.getfixturevalue("pg_store_url")
+    with Store(url) as store:
+        stored = [store_document(store, s.read_bytes()) for s in sorted(SAMPLES.glob("0[1-4]*.xml"))]
+
+    def held(store: Store) -> dict[tuple[int, str], list[int]]:
+        found = {}
+        for entry in stored:
+            incident = entry.incident
+            ids = stixids.held_ids(incident.id_name, incident.id, of_document(entry.xml))
+            for object_id in [*ids, stixids.identity_id(incident.id_name)]:
+                holders = store.object_holders(object_id, entry.restriction, None, limit=100)
+                assert holders == sorted(holders, reverse=True)
+                found[entry.id, object_id] = holders
+        return found
+
+    with Store(url) as store:
+        before = held(store)
+        assert all(entry_id in holders for (entry_id, _), holders in before.items())
+        assert any(len(ids) > 1 for ids in before.values())  # an identity, an address several name
+        (entry_id, object_id), _ = next(iter(before.items()))
+        entry = store.entry(entry_id)
+        assert entry is not None
+        purpose = canonical_purpose(entry.incident.purpose)
+        assert entry_id in store.object_holders(object_id, entry.restriction, {purpose}, limit=100)
+        assert store.object_holders(object_id, entry.restriction, {"no-such-purpose"}, limit=100) == []
+        assert store.object_holders(object_id, "no-such-collection", None, limit=100) == []
+        assert store.object_holders("ipv4-addr--not-a-uuid", entry.restriction, None, limit=100) == []
+        store.sql("DROP TABLE entry_objects")
+        store.sql("UPDATE schema_version SET version = 12")
+    with Store(url) as store:
+        assert store.sql("SELECT version FROM schema_version")[0][0] == SCHEMA_VERSION
+        assert held(store) == before

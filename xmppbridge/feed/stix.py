@@ -23,11 +23,12 @@ and what MISP and OpenCTI read:
   the safe reading when the agreement is unknown to the tool. Every object but the marking definitions
   carries the marking.
 
-Ids are derived from what the object stands for (``iodef.uuids``): the same incident, member or
+Ids are derived from what the object stands for (``iodef.stixids``): the same incident, member or
 indicator has the same id in every bridge's bundles and across versions, and a tool that loads bundles
 from several members merges them instead of duplicating; a MISP event of the incident has its UUID. A
 new version of an incident keeps its id and gets a later ``modified``. Cyber-observable ids are the
-library's deterministic UUIDv5 ones (§2.9, from the SCO's id contributing properties).
+library's deterministic UUIDv5 ones (§2.9, from the SCO's id contributing properties). The store
+indexes the same ids (``store.objectindex``) for TAXII's object by id.
 
 The objects are written as plain JSON objects here, not built with the ``stix2`` library: the library
 validates each object as it builds it (a pattern is parsed by its ANTLR grammar), which cost about 12 ms
@@ -39,19 +40,16 @@ the tests and the samples gives JSON equal to it, which the OASIS ``stix2-valida
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
-import re
-import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from xmppbridge.feed.layout import FeedUrls
+from xmppbridge.iodef import stixids
 from xmppbridge.iodef.indicators import Indicator
 from xmppbridge.iodef.markings import canonical_purpose
-from xmppbridge.iodef.uuids import derived_text
+from xmppbridge.iodef.stixids import HASHES, stix_id
 from xmppbridge.store.entries import Entry
 
 MEDIA_TYPE = "application/stix+json;version=2.1"  # TAXII 2.1 §1.6.8.1
@@ -65,15 +63,10 @@ TLP2 = {  # level -> the official marking definition's UUID
 }
 TLP_OF_RESTRICTION = {"public": "clear", "partner": "green", "need-to-know": "amber+strict",
                       "private": "red", "default": "red"}
-_NOT_INDICATORS = {"target", "sensor"}  # a victim's address is an observable, not a detection
 # An identity stands for a member, not for one report: one fixed creation time, so that every bundle
 # carries the very same object.
 IDENTITY_CREATED = datetime(2016, 1, 1, tzinfo=UTC)
 MARKING_CREATED = "2022-10-01T00:00:00.000Z"
-HASHES = {"md5": "MD5", "sha1": "SHA-1", "sha256": "SHA-256", "sha512": "SHA-512"}  # hash-algorithm-ov
-# STIX 2.1 §2.9: cyber-observable ids are UUIDv5 under this namespace, of the object's ID contributing
-# properties in JSON canonical form (RFC 8785).
-_SCO_NAMESPACE = uuid.UUID("00abedb4-aa42-466c-9c01-fed23315a9b7")
 _SPEC = "2.1"
 
 
@@ -111,11 +104,6 @@ def objects_of(entry: Entry, urls: FeedUrls) -> list[dict[str, Any]]:
     return list(unique.values())
 
 
-def stix_id(kind: str, *parts: str) -> str:
-    """The id of a domain or relationship object (or a bundle), derived from what it stands for."""
-    return f"{kind}--{derived_text(kind, *parts)}"
-
-
 def timestamp(moment: datetime, *, milliseconds: bool = True) -> str:
     """A STIX timestamp (§3.2, UTC, "Z") to the microsecond, without trailing zeros: at least to the
     millisecond for ``created`` and ``modified`` (§3.2 asks for it), as the library writes them."""
@@ -137,25 +125,23 @@ def _objects(entry: Entry, urls: FeedUrls) -> Iterator[dict[str, Any]]:
     created_at = min(entry.published_at or entry.received_at, entry.updated_at)
     created, modified = timestamp(created_at), timestamp(entry.updated_at)
     valid_from = timestamp(created_at, milliseconds=False)
-    identity = {"type": "identity", "spec_version": _SPEC, "id": stix_id("identity", incident.id_name),
+    identity = {"type": "identity", "spec_version": _SPEC, "id": stixids.identity_id(incident.id_name),
                 "created": _IDENTITY_STAMP, "modified": _IDENTITY_STAMP,
                 "name": incident.id_name, "identity_class": "organization", "object_marking_refs": [tlp]}
     common = {"spec_version": _SPEC, "created_by_ref": identity["id"], "created": created,
               "modified": modified, "object_marking_refs": [tlp]}
-    report = {"type": "incident", "id": stix_id("incident", incident.id_name, incident.id),
+    report = {"type": "incident", "id": stixids.incident_id(incident.id_name, incident.id),
               "name": incident.title or f"Incident {incident.id} ({incident.id_name})",
               "external_references": references(entry, urls), **common}
     yield from (marking(level), identity, report)
-    for indicator in entry.indicator_list():
-        observable = _observable(indicator, tlp)
-        if observable is None:
-            continue
-        yield observable
-        yield _related(observable["id"], report["id"], common)
-        if indicator.role not in _NOT_INDICATORS:
+    for each in stixids.observed(incident.id_name, incident.id, entry.indicator_list()):
+        yield {"type": each.kind, "spec_version": _SPEC, "id": each.id, **each.properties,
+               "object_marking_refs": [tlp]}
+        yield _related(each.id, report["id"], common)
+        if each.detection is not None:
+            indicator = each.indicator
             detection = {
-                "type": "indicator",
-                "id": stix_id("indicator", incident.id_name, incident.id, indicator.kind, indicator.value),
+                "type": "indicator", "id": each.detection,
                 "name": f"{indicator.kind} {indicator.value}", "pattern": pattern(indicator),
                 "pattern_type": "stix", "pattern_version": _SPEC,
                 "valid_from": valid_from, "description": described(indicator),
@@ -178,81 +164,13 @@ def references(entry: Entry, urls: FeedUrls) -> list[dict[str, Any]]:
 
 
 def _related(source: str, target: str, common: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "relationship", "id": stix_id("relationship", source, "related-to", target),
+    return {"type": "relationship", "id": stixids.related_id(source, target),
             "relationship_type": "related-to", "source_ref": source, "target_ref": target, **common}
 
 
 def described(indicator: Indicator) -> str:
     expected = f"; expected action: {indicator.expectation}" if indicator.expectation else ""
     return f"IODEF role: {indicator.role}{expected}"
-
-
-def observable_of(indicator: Indicator) -> tuple[str, dict[str, Any]] | None:
-    """The cyber-observable object type and ID contributing properties (§6) for an indicator, or None for
-    what STIX has no object for here and for a value its object may not hold (a peer wrote it; the CSV
-    and the HTML still show it)."""
-    value = indicator.value
-    if not well_formed(indicator):
-        return None
-    if indicator.kind in ("ipv4-addr", "ipv4-net", "ipv6-addr", "ipv6-net"):
-        try:
-            network = ipaddress.ip_network(value, strict=False)
-        except ValueError:
-            return None
-        return ("ipv4-addr" if network.version == 4 else "ipv6-addr"), {"value": value}
-    if indicator.kind == "asn":
-        number = value.upper().removeprefix("AS")
-        return ("autonomous-system", {"number": int(number)}) if number.isdigit() else None
-    if indicator.kind == "hash":
-        name = HASHES.get(indicator.algorithm)
-        return ("file", {"hashes": {name: value}}) if name else None
-    kinds = {"domain": "domain-name", "url": "url", "email": "email-addr", "mac": "mac-addr"}
-    return (kinds[indicator.kind], {"value": value}) if indicator.kind in kinds else None
-
-
-def _observable(indicator: Indicator, tlp: str) -> dict[str, Any] | None:
-    found = observable_of(indicator)
-    if found is None:
-        return None
-    kind, properties = found
-    # Every object here has one ID contributing property (a file: one hash), which is its whole key.
-    canonical = json.dumps(properties, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-    return {"type": kind, "spec_version": _SPEC, "id": f"{kind}--{uuid.uuid5(_SCO_NAMESPACE, canonical)}",
-            **properties, "object_marking_refs": [tlp]}
-
-
-_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
-_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")  # STIX 2.1 §6.9: lower case, colon-delimited
-_NOT_IN_URLS = set('"<>\\^`{|}')
-_HASH_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128}
-
-
-def _hostname(value: str) -> bool:
-    """A host name (RFC 1123 §2.1), internationalised ones by their IDNA form."""
-    try:
-        ascii_form = value.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        return False
-    return 0 < len(ascii_form) <= 253 and all(_LABEL.fullmatch(label) for label in ascii_form.split("."))
-
-
-def well_formed(indicator: Indicator) -> bool:
-    """What the STIX 2.1 object's value must be (§6), as stix2-validator checks it."""
-    value = indicator.value
-    if indicator.kind == "domain":
-        return _hostname(value)
-    if indicator.kind == "email":
-        local, at, domain = value.rpartition("@")
-        return bool(at and local) and not any(c.isspace() for c in local) and _hostname(domain)
-    if indicator.kind == "url":
-        parts = urlsplit(value)  # an absolute URL, without what RFC 3986 §2 never allows in one
-        return bool(parts.scheme and parts.netloc) and not any(c.isspace() or c in _NOT_IN_URLS
-                                                               for c in value)
-    if indicator.kind == "mac":
-        return bool(_MAC.fullmatch(value))
-    if indicator.kind == "hash":
-        return len(value) == _HASH_LENGTHS.get(indicator.algorithm, -1)
-    return True
 
 
 def pattern(indicator: Indicator) -> str:

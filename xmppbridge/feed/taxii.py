@@ -15,8 +15,10 @@ connectors (taxii2-client) pull.
   the manifest (§3.5, ``feed/taxiimatch.py``). ``match[version]=all``/``first``/a timestamp reach the
   earlier versions of each entry (the store keeps every signed version), each added when it was stored.
 - An object by id (§5.5, with ``match[version]``, ``match[spec_version]`` and paging) and its versions
-  (§5.6) are found for incidents (by their derived UUID, ``iodef.uuids``); other objects by id answer
-  404. Writing (§5.4 Add Objects, §5.7 Delete) is not offered.
+  (§5.6), for every kind of object, come from the newest live entry of the collection holding it that
+  the reader may read: incidents by their derived UUID (``iodef.uuids``), the TLP marking from any entry,
+  the rest through the object index (``store.objectindex``). Writing (§5.4 Add Objects, §5.7 Delete) is
+  not offered.
 
 This module renders and decides the paging; the HTTP shell (``feed/taxiiroutes.py``) reads the store
 with the reader's rights.

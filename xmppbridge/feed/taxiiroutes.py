@@ -23,6 +23,7 @@ _BATCH = 50  # entries read per store query while filling a page
 # store: entries turned into STIX (a few ms each), and entries of the change log looked at.
 _SCAN = 500
 _READ = 20_000
+_CANDIDATES = 50  # entries looked at for an object by id: those that may hold it, newest first
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
@@ -101,13 +102,23 @@ def _history(request: web.Request, entry: Entry, match: Match) -> list[Entry]:
 
 
 def _entries_named(request: web.Request, restriction: str, match: Match) -> set[int] | None:
-    """When match[id] names incidents only: the entries that hold them, so that a page renders those
-    alone (None: any entry may hold what the filters select)."""
-    if match.ids is None or not all(i.startswith("incident--") for i in match.ids):
+    """When match[id] names objects that few entries hold (not an identity or a marking, which every
+    entry of a member or of the collection holds): the entries of the collection that may hold them, so
+    that a page renders those alone (None: any entry may hold what the filters select)."""
+    if match.ids is None or any(i.startswith(("identity--", "marking-definition--")) for i in match.ids):
         return None
     store = request.app[STORE]
-    return {e.id for i in match.ids for e in store.entries_holding(i.partition("--")[2].lower())
-            if e.restriction == restriction}
+    named: set[int] = set()
+    for object_id in match.ids:
+        kind, _, uuid = object_id.partition("--")
+        if kind == "incident":
+            named |= {e.id for e in store.entries_holding(uuid.lower()) if e.restriction == restriction}
+            continue
+        holders = store.object_holders(object_id, restriction, None, limit=_READ)
+        if len(holders) == _READ:  # too many to list: walk the collection instead
+            return None
+        named.update(holders)
+    return named
 
 
 def _page(request: web.Request) -> taxii.Page:
@@ -164,30 +175,45 @@ async def manifest(request: web.Request) -> web.Response:
     return _json(request, taxii.manifest(result), headers=taxii.date_headers(result))
 
 
-def _holding(request: web.Request) -> list[taxii.Change]:
-    """The live entries of this collection holding the incident the URL names, that the reader may
-    read, each with its earlier versions; 404 for anything else, as if it were not there."""
+def _holding(request: web.Request) -> taxii.Change:
+    """The newest live entry of this collection that the reader may read and that holds the object the
+    URL names, in one of its versions, with its earlier versions; 404 for anything else, as if it were not
+    there. Incidents are found by their UUID, a collection's TLP marking in any of its entries, and every
+    other object through the object index (``store.objectindex``)."""
     restriction = _restriction(request)
-    kind, _, uuid = request.match_info["object"].partition("--")
-    if kind != "incident":
-        raise _not_found("object")
-    holding = [e for e in request.app[STORE].entries_holding(uuid.lower())
-               if not e.deleted and e.restriction == restriction and may_read(request, e)]
-    if not holding:
-        raise _not_found("object")
-    every = Match(versions=("all",))
-    return [taxii.Change(n, entry, _history(request, entry, every))
-            for n, entry in enumerate(sorted(holding, key=lambda e: e.updated_at), start=1)]
+    object_id = request.match_info["object"]
+    kind, _, uuid = object_id.partition("--")
+    store = request.app[STORE]
+    purposes = principal(request).read.purposes(restriction)
+    if kind == "incident":
+        candidates = sorted((e for e in store.entries_holding(uuid.lower())
+                             if not e.deleted and e.restriction == restriction),
+                            key=lambda e: e.updated_at, reverse=True)
+    elif kind == "marking-definition":
+        newest = store.current_page(restriction, purposes, limit=_CANDIDATES)
+        candidates = with_documents(request, [c.entry for c in newest if not c.entry.deleted])
+    else:
+        holders = store.object_holders(object_id, restriction, purposes, limit=_CANDIDATES)
+        candidates = [entry for i in holders if (entry := store.entry(i)) is not None]
+    every = Match(ids=frozenset([object_id]), versions=("all",))
+    for entry in candidates:
+        if not may_read(request, entry):
+            continue
+        change = taxii.Change(1, entry, _history(request, entry, every))
+        if any(every.selects(obj) for obj, _ in taxii.object_versions(change, request.app[URLS], every)):
+            return change
+    raise _not_found("object")
 
 
 async def one_object(request: web.Request) -> web.Response:
-    """An incident by its id (§5.5), in the versions match[version] selects (default the latest)."""
-    changes = _holding(request)
+    """An object by its id (§5.5), in the versions match[version] selects (default the latest), from the
+    newest entry holding it (a document split or sent again holds it once more; an observable that many
+    incidents name is the same object in each)."""
+    change = _holding(request)
     limit, cursor, match = _paging(request, ("version", "spec_version"))
     match = replace(match, ids=frozenset([request.match_info["object"]]))
     pager = taxii.Pager(cursor or taxii.Cursor(), limit, request.app[URLS], match)
-    # the versions of the newest entry holding it (a document split or sent again holds it once more)
-    pager.add(replace(changes[-1], seq=1))
+    pager.add(change)
     result = pager.page(exhausted=True, last_seq=1)
     if not result.objects:
         raise _not_found("object")
@@ -195,10 +221,10 @@ async def one_object(request: web.Request) -> web.Response:
 
 
 async def versions(request: web.Request) -> web.Response:
-    """The versions of an incident (§5.6), oldest first, with added_after, limit and next."""
-    changes = _holding(request)
+    """The versions of an object (§5.6), oldest first, with added_after, limit and next."""
+    change = _holding(request)
     limit, cursor, match = _paging(request, ("spec_version",))
-    found = taxii.versions(changes[-1:], request.match_info["object"], request.app[URLS], match)
+    found = taxii.versions([change], request.match_info["object"], request.app[URLS], match)
     if "added_after" in request.query:
         try:
             after = _moment(request.query["added_after"])

@@ -35,6 +35,7 @@ TABLES: tuple[tuple[str, str, bool], ...] = (
     ("entry_indicators", "entry_id, kind, value", False),
     ("entry_uuids", "uuid, entry_id", False),
     ("entry_indicator_lists", "entry_id", False),
+    ("entry_objects", "key, entry_id", False),
     ("outbox", "id", True),
     ("rejects", "id", True),
     ("subscriptions", "service, node", False),

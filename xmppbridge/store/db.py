@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from xmppbridge.store.sql import Connection, Cursor
 
-SCHEMA_VERSION = 12  # each step above 1 is a function in store.migrations
+SCHEMA_VERSION = 13  # each step above 1 is a function in store.migrations
 # The version 1 schema, which every store starts from (migrations.ensure_schema brings it up to date). One
 # statement per entry; all idempotent so that concurrent openers cannot trip over each other.
 _SCHEMA = (

@@ -21,7 +21,7 @@ from xmppbridge.iodef.indicators import Indicator, of_document
 from xmppbridge.iodef.markings import canonical_purpose
 from xmppbridge.iodef.model import Incident
 from xmppbridge.iodef.parse import StoredDocument
-from xmppbridge.store import changelog, custody, incidents, indicatorindex, searchindex
+from xmppbridge.store import changelog, custody, incidents, indicatorindex, objectindex, searchindex
 from xmppbridge.store.db import from_text, inserted_id, later_than, parse_time, to_text
 from xmppbridge.store.items import Custodian, SignedItem
 from xmppbridge.store.sql import Connection, Row
@@ -217,7 +217,8 @@ def _store(conn: Connection, service: str, item: SignedItem, origin: Origin, row
                          deleted=False, changed_at=stamp, first=True)
         document = StoredDocument(xml)  # parsed once for both indexes
         searchindex.index(conn, entry_id, document, incident, new=True)
-        indicatorindex.index(conn, entry_id, document, incident, new=True)
+        found = indicatorindex.index(conn, entry_id, document, incident, new=True)
+        objectindex.index(conn, entry_id, incident, found, collection)
         return "new"
 
     same_xml = bytes(row["xml"]) == xml
@@ -254,7 +255,8 @@ def _store(conn: Connection, service: str, item: SignedItem, origin: Origin, row
     document = StoredDocument(xml)
     searchindex.index(conn, row["id"], document, incident)
     if not same_xml:
-        indicatorindex.index(conn, row["id"], document, incident)
+        found = indicatorindex.index(conn, row["id"], document, incident)
+        objectindex.index(conn, row["id"], incident, found, collection)
     return "updated"
 
 

@@ -20,6 +20,7 @@ from xmppbridge.store import (
     entries,
     feedviews,
     indicatorindex,
+    objectindex,
     outbox,
     peers,
     rejects,
@@ -216,6 +217,14 @@ class Store:
         """The entries (deleted ones too, with their documents) holding the incident whose derived UUID
         (``iodef.uuids.incident_uuid``) is ``incident``."""
         return self._read(lambda conn: feedviews.entries_holding(conn, incident))
+
+    def object_holders(self, object_id: str, collection: str, purposes: Collection[str] | None, *,
+                       limit: int) -> list[int]:
+        """The ids of the newest ``limit`` live entries of ``collection`` (of ``purposes``; None: any) that
+        may hold the STIX object ``object_id`` (``store.objectindex``), newest first; a caller keeps those
+        that do hold it."""
+        return self._read(lambda conn: objectindex.holding(conn, object_id, collection, purposes,
+                                                           limit=limit))
 
     def search(self, query: SearchQuery, readable: Readable, *, limit: int, offset: int = 0) -> list[Entry]:
         return self._read(lambda conn: search.search(conn, query, readable, limit=limit, offset=offset))

@@ -59,10 +59,10 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def index(conn: Connection, entry_id: int, document: StoredDocument, incident: Incident, *,
-          new: bool = False) -> None:
-    """(Re)index one entry's indicators and incident; call inside the transaction that stores it. A
-    document that does not parse has no indicators (the entry is still stored and listed, only not found
-    by indicator)."""
+          new: bool = False) -> tuple[Indicator, ...]:
+    """(Re)index one entry's indicators and incident, and return its indicators; call inside the
+    transaction that stores it. A document that does not parse has no indicators (the entry is still
+    stored and listed, only not found by indicator)."""
     if not new:
         conn.execute("DELETE FROM entry_indicators WHERE entry_id = ?", (entry_id,))
         conn.execute("DELETE FROM entry_uuids WHERE entry_id = ?", (entry_id,))
@@ -74,6 +74,7 @@ def index(conn: Connection, entry_id: int, document: StoredDocument, incident: I
         "INSERT INTO entry_indicators (entry_id, kind, value, low, high) VALUES (?, ?, ?, ?, ?)",
         [(entry_id, kind, value, *span) for (kind, value), span in rows.items()],
     )
+    return found
 
 
 def list_indicators(conn: Connection, entry_id: int, document: StoredDocument, *,

@@ -8,7 +8,8 @@ it had. Step 6 adds the ``peers`` table, step 7 the ``approvals`` table, step 8 
 chat kept beside the store's until then), step 9 the indicator index and the incidents' UUIDs, filled
 from the documents, step 10 the custody chain of relayed documents, step 11 each entry's indicators as
 extracted (for STIX without parsing), filled from the documents, step 12 the indexes the operators'
-dashboard and ``/metrics`` read (``counts.INDEXES``).
+dashboard and ``/metrics`` read (``counts.INDEXES``), step 13 the STIX object index (``store.objectindex``),
+filled from the indicators of step 11.
 
 PostgreSQL stores run the same steps from version 1 (one history, one schema for both); the SQL is the
 table modules' (``store.sql``), and only step 5 takes a different way on PostgreSQL, which can drop a
@@ -31,6 +32,7 @@ from xmppbridge.store import (
     entries,
     incidents,
     indicatorindex,
+    objectindex,
     peers,
     rejects,
     search,
@@ -266,6 +268,30 @@ def _to_12(conn: Connection) -> None:
         conn.execute(statement)
 
 
+def _to_13(conn: Connection) -> None:
+    """The STIX object index (``store.objectindex``), filled from each entry's stored indicators (step
+    11), a batch at a time. Earlier versions of an entry are not read again: an object that only they
+    hold is found by id from the next version on, as in a new store."""
+    for statement in objectindex.SCHEMA:
+        conn.execute(statement)
+    total = conn.execute("SELECT count(*) AS n FROM entry_indicator_lists").fetchone()["n"]
+    if total >= _MANY_ENTRIES:
+        log.info("indexing the STIX objects of %d entries (schema 13)", total)
+    last = 0
+    while True:
+        rows = conn.execute("SELECT e.id, e.id_name, e.incident_id, e.effective_restriction, i.indicators"
+                            " FROM entries AS e JOIN"
+                            " entry_indicator_lists AS i ON i.entry_id = e.id WHERE e.id > ? ORDER BY e.id"
+                            " LIMIT ?", (last, _BACKFILL_BATCH)).fetchall()
+        if not rows:
+            return
+        for row in rows:
+            objectindex.index_keys(conn, row["id"], objectindex.keys(
+                row["id_name"], row["incident_id"], indicatorindex.from_json(row["indicators"]),
+                row["effective_restriction"]))
+        last = rows[-1]["id"]
+
+
 @contextmanager
 def _secure_delete_off(conn: Connection) -> Iterator[None]:
     """Free pages without overwriting them with zeros. For the old entries table that hides nothing: its
@@ -291,4 +317,5 @@ _STEPS: tuple[tuple[int, Callable[[Connection], None]], ...] = (
     (10, _to_10),
     (11, _to_11),
     (12, _to_12),
+    (13, _to_13),
 )

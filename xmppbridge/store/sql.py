@@ -92,6 +92,13 @@ class Dialect:
         columns = ", ".join(f"json_extract(value, '$[{i}]') AS {name}" for i, name in enumerate(names))
         return f"(SELECT {columns} FROM json_each(?)) AS k", [json.dumps([list(key) for key in keys])]
 
+    def integers(self, values: Collection[int]) -> tuple[str, Any]:
+        """``values`` as a one-column table (column ``value``) for a FROM clause, and its parameter: many
+        rows inserted by one statement (PostgreSQL: ``unnest`` of an array; SQLite: a JSON array)."""
+        if self.name == "postgresql":
+            return "unnest(CAST(? AS BIGINT[])) AS k(value)", list(values)
+        return "json_each(?)", json.dumps(list(values))
+
     def unindexed(self, expression: str) -> str:
         """``expression`` such that SQLite's planner does not pick an index for it (the unary ``+``);
         PostgreSQL plans by its statistics and has no such hint."""
