@@ -28,11 +28,21 @@ def derived_text(kind: str, *key: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def uuid5_text(namespace: uuid.UUID, name: str) -> str:
+    """``str(uuid.uuid5(namespace, name))``, without the two ``UUID`` objects it builds."""
+    h = _name_based(namespace, name, 0x50).hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def _derived_bytes(kind: str, key: tuple[str, ...]) -> bytes:
+    return _name_based(NAMESPACE, f"{kind}:{'/'.join(key)}", 0x40)  # a UUIDv4's version bits
+
+
+def _name_based(namespace: uuid.UUID, name: str, version: int) -> bytes:
     """Written out (RFC 4122 §4.3: the first 16 bytes of the SHA-1 of namespace and name, then version
     and variant), because ``uuid.uuid5`` and ``UUID(version=)`` build two objects for each."""
-    digest = bytearray(hashlib.sha1(NAMESPACE.bytes + f"{kind}:{'/'.join(key)}".encode()).digest()[:16])
-    digest[6] = digest[6] & 0x0F | 0x40  # version 4
+    digest = bytearray(hashlib.sha1(namespace.bytes + name.encode()).digest()[:16])
+    digest[6] = digest[6] & 0x0F | version
     digest[8] = digest[8] & 0x3F | 0x80  # the RFC 4122 variant
     return bytes(digest)
 
