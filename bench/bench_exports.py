@@ -22,9 +22,10 @@ tree's schema (build it with that tree, or run with ``--before`` first).
 ``bench_feed.postgresql_store``, beside it) and reuses it. Members are on ``XMPPBRIDGE_BENCH_NET``.3
 (``bench/lab.py``), feeds on 29191+, the PostgreSQL cluster on 127.0.0.183:31532.
 
-Every timed request is a page of 50 (entries, or TAXII objects) but the MISP feed's manifest.json and
-hashes.csv, which have no paging: they are the newest ``downloads.MISP_WINDOW`` entries; and the
-operators' ``/dashboard``, asked as the lab's operator user, which counts the last 14 days' entries.
+Every timed request is a page of 50 (entries, or TAXII objects) but TAXII's objects by id (one object,
+found through the object index), the MISP feed's manifest.json and hashes.csv, which have no paging:
+they are the newest ``downloads.MISP_WINDOW`` entries; and the operators' ``/dashboard``, asked as the
+lab's operator user, which counts the last 14 days' entries.
 """
 
 from __future__ import annotations
@@ -63,9 +64,11 @@ from bench.bench_feed import (  # noqa: E402
     store_files,
 )
 from bench.common import RUNS, table  # noqa: E402
-from bench.lab import IPS, percentile  # noqa: E402
+from bench.lab import IPS, RESTRICTIONS, percentile  # noqa: E402
 from xmppbridge.feed.downloads import MISP_WINDOW  # noqa: E402
 from xmppbridge.feed.taxii import collection_id  # noqa: E402
+from xmppbridge.iodef import stixids  # noqa: E402
+from xmppbridge.iodef.indicators import Indicator  # noqa: E402
 from xmppbridge.iodef.uuids import incident_uuid  # noqa: E402
 
 PORT = 29191
@@ -170,6 +173,12 @@ def queries(base: str, total: int, operator: dict[str, str]) -> Queries:
             f"{taxii['partner']}objects/?limit=50&added_after={deep_time()}", accept),
         "TAXII manifest (deep, added_after)": lambda: (
             f"{taxii['partner']}manifest/?limit=50&added_after={deep_time()}", accept),
+        # TAXII 2.1 §5.5 through the object index: a detection one entry holds, and an observable that a
+        # quarter of the store holds (every partner entry names the same address)
+        "TAXII object by id (indicator)": lambda: (
+            f"{taxii['partner']}objects/{detection_id(partner_entry(rng, total))}/", accept),
+        "TAXII object by id (observable)": lambda: (
+            f"{taxii['partner']}objects/{observable_id('partner')}/", accept),
         "MISP event": lambda: (f"{base}/misp/{bulk_uuid(rng.randint(4, total - 1))}.json", plain),
         "collection indicators.csv": lambda: (
             f"{base}/feeds/partner/indicators.csv?count=50&before={deep_seq()}", plain),
@@ -234,6 +243,24 @@ def _etag_of(url: str, headers: dict[str, str]) -> Callable[[], str]:
 def bulk_uuid(n: int) -> str:
     """The MISP event UUID of bulk entry ``n`` (its IncidentID is bench_feed's)."""
     return str(incident_uuid("csirt.a.test", f"BULK-{n:07d}"))
+
+
+def partner_entry(rng: random.Random, total: int) -> int:
+    """A bulk entry of the partner collection (bench_feed gives entry ``n`` template ``n % 4``)."""
+    return rng.randrange(4 + RESTRICTIONS.index("partner"), total, 4)
+
+
+def detection_id(n: int) -> str:
+    """The STIX indicator of bulk entry ``n``'s domain (``document``: its template's, a partner one)."""
+    return stixids.stix_id("indicator", "csirt.a.test", f"BULK-{n:07d}", "domain",
+                           f"scanner{10 + len('partner')}.example.net")
+
+
+def observable_id(restriction: str) -> str:
+    """The ipv4-addr observable of every entry of the collection (``document``'s source address)."""
+    [found] = [o.id for o in stixids.observed("csirt.a.test", "x", [
+        Indicator("ipv4-addr", f"198.51.100.{10 + len(restriction)}", "source")])]
+    return found
 
 
 def timed_get(request: Request) -> float:
