@@ -85,10 +85,10 @@ def test_an_ejabberd_member_leaves_is_revoked_and_no_longer_asks_the_authorize_n
     ledger.step("leave", after="rotate")
     consortium = ledger.consortium
     d, e = consortium["d"], consortium["e"]
-    leave(ledger, "d")
     since = {name: consortium.log_path(name).stat().st_size for name in "de"}
+    leave(ledger, "d")
     go_on_without(ledger, "d")  # with a few of d's check rounds (1 s), each renewing what it follows
-    # d's renewals of e's authorize nodes stopped: e's desk heard nothing from d since the reload.
+    # d's renewals of e's authorize nodes stopped: e's desk heard nothing from d since the leave.
     assert desk_lines(ledger, "e", d.bridge_jid, since["e"]) == []
     with closing(Store(e.store_path)) as store:
         assert [a for a in store.approvals() if a.jid == d.bridge_jid] == []
