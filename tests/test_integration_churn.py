@@ -220,13 +220,26 @@ def without(name: str) -> Callable[[dict[str, Any]], None]:
     return change
 
 
+def require_servers() -> None:
+    for tool in ("prosody", "ejabberdctl"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed: run `make test`, which installs it")
+
+
+def converge(book: Ledger) -> None:
+    """Every present member publishes one item per category, and each then holds exactly what it must."""
+    names = "".join(sorted(book.present))
+    for name in names:
+        book.publish(name)
+    eventually(lambda: book.holds(names), timeout=90, interval=0.5, what=f"{', '.join(names)} to converge")
+    book.check_exact(names)
+
+
 @pytest.fixture(scope="module")
 def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
     """a, b and c running, each having published one item per category; d's server up, d known to
     nobody yet (its own config already names everyone: that is what it gets when it is admitted)."""
-    for tool in ("prosody", "ejabberdctl"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not installed: run `make test`, which installs it")
+    require_servers()
     workdir = tmp_path_factory.mktemp("churn")
     consortium = loopback_consortium(workdir, HOSTS, feed_port_base=21000, discovery_interval=1.0,
                                      servers=SERVERS)
@@ -239,10 +252,7 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
         consortium.start_servers()
         consortium.start_bridges("abc", timeout=120)
         book = Ledger(consortium, workdir, {"a", "b", "c"}, d_entry)
-        for name in "abc":
-            book.publish(name)
-        eventually(lambda: book.holds("abc"), timeout=90, interval=0.5, what="a, b and c to converge")
-        book.check_exact("abc")
+        converge(book)
         yield book
     finally:
         consortium.stop()
@@ -301,74 +311,89 @@ def mirrored_bytes(consortium: Consortium, receiver: str, items: Iterable[Item])
                 if e.origin == "remote" and (e.service, e.item_id) in wanted}
 
 
-def test_a_member_rotates_its_key_in_the_middle_of_a_burst_without_restarting_and_nothing_is_lost(
-        ledger: Ledger) -> None:
-    ledger.step("rotate", after="join")
+def rotate_in_a_burst(ledger: Ledger, name: str, *, alongside: str) -> None:
+    """Member ``name`` rotates its key (``xmppbridge keygen``) in the middle of an AtomPub burst that its
+    bridge signs, while ``alongside`` publishes to everyone: an unpinned key refused first, then every
+    present member pins the new certificate beside the old one, ``name`` switches by a reload and never
+    restarts, the others hold every item once with the bytes it was signed with, nothing quarantined;
+    then the old certificate is retired and nothing changes."""
     consortium = ledger.consortium
-    b = consortium["b"]
+    member = consortium[name]
+    everyone = "".join(sorted(ledger.present))
     keys = consortium.workdir / "keys"
-    made = subprocess.run([sys.executable, "-m", "xmppbridge.cli", "keygen", "--key", str(keys / "b2.key"),
-                           "--cert", str(keys / "b2.crt"), "--domain", "b.test"],
+    made = subprocess.run([sys.executable, "-m", "xmppbridge.cli", "keygen", "--key",
+                           str(keys / f"{name}2.key"), "--cert", str(keys / f"{name}2.crt"),
+                           "--domain", member.domain],
                           capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
     old, new = (fingerprint(x509.load_pem_x509_certificate((keys / f"{n}.crt").read_bytes()))
-                for n in ("b", "b2"))
+                for n in (name, f"{name}2"))
 
     def pin_both(config: dict[str, Any]) -> None:
-        entry = next(m for m in config["members"] if m["name"] == "b")
-        entry["certificate"] = ["keys/b.crt", "keys/b2.crt"]
+        entry = next(m for m in config["members"] if m["name"] == name)
+        entry["certificate"] = [f"keys/{name}.crt", f"keys/{name}2.crt"]
 
     def new_key(config: dict[str, Any]) -> None:
-        config["signing"].update(key="keys/b2.key", cert="keys/b2.crt")
+        config["signing"].update(key=f"keys/{name}2.key", cert=f"keys/{name}2.crt")
 
-    # 0. Switching before the new certificate is pinned in b's own entry is refused: b keeps its key.
-    assert b.bridge is not None
-    pid = b.bridge.pid
-    edit_config(consortium, "b", new_key)
-    start = consortium.log_path("b").stat().st_size
-    b.bridge.send_signal(signal.SIGHUP)
-    eventually(lambda: "keeping the running config" in log_since(consortium, "b", start), timeout=30,
-               what="b to refuse the unpinned key")
-    assert "does not hold our signing.cert" in log_since(consortium, "b", start)
-    edit_config(consortium, "b", lambda config: config["signing"].update(key="keys/b.key", cert="keys/b.crt"))
-    # 1. Every member pins b's new certificate beside the old one (b too: its own entry names both).
-    logs = reload(consortium, "abcd", pin_both)
-    assert all("audit: member b's signing certificates changed (reload)" in log for log in logs.values())
-    # 2. A burst at b's AtomPub, which b's bridge signs itself, and in its middle the switch to the new key
-    # by a reload of b alone, while a goes on publishing to everyone. b's bridge does not restart.
-    others = threading.Thread(target=ledger.publish, args=("a", [("partner", "mitigation")] * 3))
+    # 0. Switching before the new certificate is pinned in its own entry is refused: it keeps its key.
+    assert member.bridge is not None
+    pid = member.bridge.pid
+    edit_config(consortium, name, new_key)
+    start = consortium.log_path(name).stat().st_size
+    member.bridge.send_signal(signal.SIGHUP)
+    eventually(lambda: "keeping the running config" in log_since(consortium, name, start), timeout=30,
+               what=f"{name} to refuse the unpinned key")
+    assert "does not hold our signing.cert" in log_since(consortium, name, start)
+    edit_config(consortium, name, lambda config: config["signing"].update(key=f"keys/{name}.key",
+                                                                         cert=f"keys/{name}.crt"))
+    # 1. Every member pins the new certificate beside the old one (``name`` too: its own entry names both).
+    logs = reload(consortium, everyone, pin_both)
+    assert all(f"audit: member {name}'s signing certificates changed (reload)" in log
+               for log in logs.values())
+    # 2. A burst at its AtomPub, which its bridge signs itself, and in its middle the switch to the new key
+    # by a reload of ``name`` alone, while ``alongside`` goes on publishing to everyone. No restart.
+    others = threading.Thread(target=ledger.publish, args=(alongside, [("partner", "mitigation")] * 3))
     others.start()
     with ThreadPoolExecutor(4) as pool:
-        first = [pool.submit(post, b, f"OLD-{i}") for i in range(20)]
-        eventually(lambda: len(queued(consortium, "b", "OLD")) == 20, timeout=90, interval=0.2,
-                   what="b to sign the first half of the burst")  # signed; published or still queued
-        logs = reload(consortium, "b", new_key)
-        second = [pool.submit(post, b, f"NEW-{i}") for i in range(20)]
+        first = [pool.submit(post, member, f"OLD-{i}") for i in range(20)]
+        eventually(lambda: len(queued(consortium, name, "OLD")) == 20, timeout=90, interval=0.2,
+                   what=f"{name} to sign the first half of the burst")  # signed; published or still queued
+        logs = reload(consortium, name, new_key)
+        second = [pool.submit(post, member, f"NEW-{i}") for i in range(20)]
         assert {f.result() for f in first + second} <= {201, 202}
     others.join()
-    assert f"(certificate {new}) instead of " in logs["b"] and f"(certificate {old}) (reload)" in logs["b"]
-    assert b.bridge.pid == pid and b.bridge.poll() is None  # the same process all along
-    before, after = queued(consortium, "b", "OLD"), queued(consortium, "b", "NEW")
+    assert f"(certificate {new}) instead of " in logs[name] and f"(certificate {old}) (reload)" in logs[name]
+    assert member.bridge.pid == pid and member.bridge.poll() is None  # the same process all along
+    before, after = queued(consortium, name, "OLD"), queued(consortium, name, "NEW")
     assert len(before) == len(after) == 20
     for item_id in {i for _, i in before} | {i for _, i in after}:
-        ledger.expect("b", b.pubsub_jid, "iodef/partner/mitigation", item_id)
-    eventually(lambda: ledger.holds("abcd"), timeout=90, interval=0.5, what="the burst across the rotation")
-    ledger.check_exact("abcd")  # nothing quarantined by anyone, nothing twice
-    for receiver in "acd":
+        ledger.expect(name, member.pubsub_jid, "iodef/partner/mitigation", item_id)
+    eventually(lambda: ledger.holds(everyone), timeout=90, interval=0.5, what="the burst across the rotation")
+    ledger.check_exact(everyone)  # nothing quarantined by anyone, nothing twice
+    receivers = everyone.replace(name, "")
+    for receiver in receivers:
         assert signers(consortium, receiver, before) == {old: 20}, receiver
         assert signers(consortium, receiver, after) == {new: 20}, receiver
         # What was queued before the switch went out with the bytes it was signed with.
         assert mirrored_bytes(consortium, receiver, before) == before, receiver
-    # 3. The old key retired: what it signed stays mirrored, and b goes on with the new one.
-    reload(consortium, "abcd", lambda config: next(
-        m for m in config["members"] if m["name"] == "b").update(certificate="keys/b2.crt"))
-    assert post(b, "RETIRED-0") in (201, 202)
-    retired = queued(consortium, "b", "RETIRED")
-    ledger.expect("b", b.pubsub_jid, "iodef/partner/mitigation", next(iter(retired))[1])
-    eventually(lambda: ledger.holds("abcd"), timeout=60, interval=0.5, what="b's items after the retirement")
-    ledger.check_exact("abcd")
-    assert signers(consortium, "a", retired) == {new: 1}
-    assert b.bridge.pid == pid
+    # 3. The old key retired: what it signed stays mirrored, and ``name`` goes on with the new one.
+    reload(consortium, everyone, lambda config: next(
+        m for m in config["members"] if m["name"] == name).update(certificate=f"keys/{name}2.crt"))
+    assert post(member, "RETIRED-0") in (201, 202)
+    retired = queued(consortium, name, "RETIRED")
+    ledger.expect(name, member.pubsub_jid, "iodef/partner/mitigation", next(iter(retired))[1])
+    eventually(lambda: ledger.holds(everyone), timeout=60, interval=0.5,
+               what=f"{name}'s items after the retirement")
+    ledger.check_exact(everyone)
+    assert all(signers(consortium, receiver, retired) == {new: 1} for receiver in receivers)
+    assert member.bridge.pid == pid
+
+
+def test_a_member_rotates_its_key_in_the_middle_of_a_burst_without_restarting_and_nothing_is_lost(
+        ledger: Ledger) -> None:
+    ledger.step("rotate", after="join")
+    rotate_in_a_burst(ledger, "b", alongside="a")
     ledger.steps.append("rotate")
 
 
@@ -434,34 +459,65 @@ async def source_view(consortium: Consortium, name: str,
     return found
 
 
+def leave(ledger: Ledger, name: str) -> dict[str, str]:
+    """Member ``name`` leaves: the others drop it from their registries (reload), which revokes it at each
+    of their non-public nodes whose audience named it (its subscription cancelled, its affiliation
+    removed) and unsubscribes them from its nodes. Each one's log lines of the reload, by member."""
+    consortium = ledger.consortium
+    stayers = "".join(sorted(ledger.present - {name}))
+    bridge, service = consortium[name].bridge_jid, consortium[name].pubsub_jid
+    logs = reload(consortium, stayers, without(name))
+    for stayer, log in logs.items():
+        assert f"audit: member {name} left (reload)" in log and f"audit: no longer following {service}" in log
+        audiences = consortium.audiences(stayer)
+        for node in NON_PUBLIC_NODES:
+            category = parse_node_name("iodef", node)
+            assert category is not None
+            if name in audiences.of(*category).members:
+                assert f"audit: cancelled the subscription of {bridge} to {node}" in log, (stayer, node)
+                assert f"audit: removed {bridge} from {node}" in log, (stayer, node)
+    eventually(lambda: all(f"unsubscribed from iodef/partner/mitigation on {service}" in
+                           log_since(consortium, n, 0) for n in stayers), timeout=30,
+               what=f"{', '.join(stayers)} to unsubscribe from {name}'s nodes")
+    ledger.present.discard(name)
+    return logs
+
+
+def go_on_without(ledger: Ledger, name: str) -> None:
+    """The others go on among themselves (not in public: that is open to anyone, ``name`` as well);
+    ``name``, unaware, publishes too, and none of it reaches them (nor their quarantines: they left its
+    nodes); ``name`` gets nothing new. Each holds exactly what it must."""
+    stayers = "".join(sorted(ledger.present))
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda n: ledger.publish(n, CATEGORIES[1:] if n != name else CATEGORIES),
+                      stayers + name))
+    eventually(lambda: ledger.holds(stayers), timeout=60, interval=0.5,
+               what=f"{', '.join(stayers)} to go on")
+    time.sleep(5)  # the leaver's check rounds (1 s) ask the others' nodes again: they must get nothing
+    ledger.check_exact(stayers + name)
+
+
+def revoked_at_the_sources(ledger: Ledger, name: str) -> dict[tuple[str, str], tuple[bool, str]]:
+    """With ``name``'s bridge stopped, a component as ``name`` asks each other service what it may do
+    at their non-public nodes (``source_view``); then its bridge starts again, and catches up with every
+    node it follows anew: what it mirrored before it left stays, nothing more comes."""
+    consortium = ledger.consortium
+    consortium.stop_bridge(name)
+    services = [consortium[n].pubsub_jid for n in sorted(ledger.present)]
+    view = asyncio.run(source_view(consortium, name, services))
+    consortium.start_bridge(name, timeout=120)
+    ledger.check_exact("".join(sorted(ledger.present | {name})))
+    return view
+
+
 def test_a_member_leaves_is_revoked_at_the_source_and_gets_nothing_new(ledger: Ledger) -> None:
     ledger.step("leave", after="server down")
     consortium = ledger.consortium
-    logs = reload(consortium, "abd", without("c"))
-    for name, log in logs.items():
-        assert "audit: member c left (reload)" in log and "audit: no longer following pubsub.c.test" in log
-        for node in ("iodef/partner/mitigation", "iodef/partner/watch"):
-            assert f"audit: cancelled the subscription of bridge.c.test to {node}" in log, name
-            assert f"audit: removed bridge.c.test from {node}" in log, name
-    eventually(lambda: all("unsubscribed from iodef/partner/mitigation on pubsub.c.test" in
-                           log_since(consortium, n, 0) for n in "abd"), timeout=30,
-               what="a, b and d to unsubscribe from c's nodes")
-    ledger.present.discard("c")
-    # The others go on among themselves (not in public: that is open to anyone, c as well); c, unaware,
-    # publishes too, and none of it reaches them (nor their quarantines: they left its nodes).
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda name: ledger.publish(name, CATEGORIES[1:] if name != "c" else CATEGORIES),
-                      "abdc"))
-    eventually(lambda: ledger.holds("abd"), timeout=60, interval=0.5, what="a, b and d to go on")
-    time.sleep(5)  # c's check rounds (1 s) ask the others' nodes again: they must get nothing
-    ledger.check_exact("abcd")
-    # At the source: c's bridge stopped, a component as c asks each service what c may do there.
-    consortium.stop_bridge("c")
+    leave(ledger, "c")
+    go_on_without(ledger, "c")
+    # At the source, each service refuses c. Restarted, c lists every node it follows anew: d's ejabberd
+    # lists its nodes to c as empty rather than refusing (INTEROP.md); what c mirrored from d before it
+    # left stays, not retracted.
     services = [consortium[n].pubsub_jid for n in "abd"]
-    view = asyncio.run(source_view(consortium, "c", services))
-    assert view == {(service, node): (False, "forbidden")
-                    for service in services for node in NON_PUBLIC_NODES}
-    # c's bridge again: its catch-up lists every node it follows anew. d's ejabberd lists its nodes to c as
-    # empty rather than refusing (INTEROP.md); what c mirrored from d before it left stays, not retracted.
-    consortium.start_bridge("c", timeout=120)
-    ledger.check_exact("abcd")
+    assert revoked_at_the_sources(ledger, "c") == {(service, node): (False, "forbidden")
+                                                   for service in services for node in NON_PUBLIC_NODES}

@@ -4,6 +4,7 @@ reconnect timing."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -319,3 +320,57 @@ async def test_a_reload_unsubscribes_from_a_leaver_passes_over_what_it_still_sen
         monkeypatch.setattr(mirror_module, "DROP_GRACE", 0.0)
         mirror.on_item("pubsub.c.test", nodes[0], "later", ET.fromstring("<x/>"))
         assert [r.reason for r in store.rejects()] == ["unknown-source"]
+
+
+class AuthorizePeer(ChurningPeer):
+    """ejabberd's authorize nodes: every subscription request is held for the owner (``pending``), and
+    our affiliation is what the owner set (XEP-0060 §5.7)."""
+
+    def __init__(self, nodes: list[str]) -> None:
+        super().__init__(nodes)
+        self.affiliations = dict.fromkeys(nodes, "member")
+        self.asked_affiliation: list[str] = []
+
+    async def subscribe(self, service: str, node: str, *, ask_again: bool = False) -> str:
+        await super().subscribe(service, node, ask_again=ask_again)
+        return "pending"
+
+    async def affiliation(self, service: str, node: str) -> str | None:
+        self.asked_affiliation.append(node)
+        return self.affiliations[node]
+
+
+def test_renewals_go_on_where_the_service_holds_no_request_for_its_owner_or_lists_us_as_a_reader() -> None:
+    assert mirror_module.renews(False, None) and mirror_module.renews(False, "none")
+    assert mirror_module.renews(True, "member") and mirror_module.renews(True, "publisher")
+    assert mirror_module.renews(True, None)  # the service does not say: renewed, as before
+    assert not mirror_module.renews(True, "none") and not mirror_module.renews(True, "outcast")
+
+
+async def test_a_leaver_stops_renewing_at_authorize_nodes_whose_owner_removed_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """ejabberd holds every renewal to an authorize node as a new request for the owner: once the owner
+    revoked us (we left: subscription cancelled, affiliation removed), renewals would reach its operator's
+    approval desk at every check round, and after each reconnection. They stop until it lets us in again."""
+    caplog.set_level(logging.INFO, logger=mirror_module.__name__)
+    nodes = ["iodef/partner/mitigation", "iodef/need-to-know/mitigation"]
+    with Store(tmp_path / "m.sqlite") as store:
+        mirror = Mirror(following(SERVICE, nodes=tuple(nodes)), store, None)  # type: ignore[arg-type]
+        peer = AuthorizePeer(nodes)
+        await mirror.sync_all(peer)  # type: ignore[arg-type]  # held for the owner, who approves members
+        await mirror._renew_subscriptions(peer)  # type: ignore[arg-type]
+        assert peer.subscribed_at.count((SERVICE, nodes[0])) == 2  # a member: renewed
+        peer.affiliations[nodes[0]] = "none"  # the owner removed us from one node
+        peer.subscribed_at = []
+        for _ in range(3):
+            await mirror._renew_subscriptions(peer)  # type: ignore[arg-type]
+        await mirror.sync_all(peer)  # type: ignore[arg-type]  # a reconnection
+        assert peer.subscribed_at == [(SERVICE, nodes[1])] * 4  # nothing more asked of the other one
+        assert caplog.text.count(f"no longer renewing the subscription to {nodes[0]} on {SERVICE}") == 1
+        peer.affiliations[nodes[0]] = "member"  # let in again: the next discovery round subscribes
+        peer.subscribed_at = []
+        await mirror.subscribe_all(peer)  # type: ignore[arg-type]
+        assert peer.subscribed_at == [(SERVICE, nodes[0])]
+        await mirror._renew_subscriptions(peer)  # type: ignore[arg-type]
+        assert sorted(peer.subscribed_at[1:]) == sorted((SERVICE, node) for node in nodes)
+        assert f"renewing the subscription to {nodes[0]} on {SERVICE} again" in caplog.text

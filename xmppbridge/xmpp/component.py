@@ -418,6 +418,20 @@ class BridgeComponent(ComponentXMPP):
         with self._unless_link_lost(service):
             await self.pubsub.unsubscribe(service, node, ifrom=self.boundjid.bare, timeout=IQ_TIMEOUT)
 
+    async def affiliation(self, service: str, node: str) -> str | None:
+        """Our bare JID's affiliation with ``node`` as the service tells it (XEP-0060 §5.7): ``none`` when
+        it lists none for the node, None when it does not answer the request (an error: not supported)."""
+        try:
+            with self._unless_link_lost(service):
+                answer = await self.pubsub.get_affiliations(service, node=node, ifrom=self.boundjid.bare,
+                                                            timeout=IQ_TIMEOUT)
+        except IqError:
+            return None
+        for affiliation in answer.xml.iter(f"{{{PUBSUB_NS}}}affiliation"):
+            if affiliation.get("node", node) == node:
+                return affiliation.get("affiliation", "none")
+        return "none"
+
     async def discover_iodef_nodes(self, service: str, *, timeout: float = IQ_TIMEOUT) -> list[str]:
         """Nodes of ``service`` whose ``pubsub#type`` is an IODEF namespace (RFC 8600 §5); ``timeout`` per
         request (`xmppbridge doctor` gives its own)."""

@@ -22,6 +22,7 @@ from xmppbridge.errors import PublishFailed
 from xmppbridge.paths.custody import MemberOf, member_names
 from xmppbridge.paths.receive import Checked, receive_item
 from xmppbridge.peers import classify
+from xmppbridge.policy.affiliations import READING
 from xmppbridge.signing.verify import TrustStore
 from xmppbridge.signing.wireform import wire_bytes
 from xmppbridge.store.contracts import Batches, Entries, PeerRecords, Quarantine, Subscriptions
@@ -71,6 +72,17 @@ def retracted_while_away(states: Iterable[ItemState], remote_ids: Iterable[str],
     return [s.item_id for s in missing if s.updated_at > oldest_present]
 
 
+def renews(held_for_owner: bool, affiliation: str | None) -> bool:
+    """Whether a renewal subscribes to a node we follow again. On a node whose service held our request
+    for its owner (``authorize``, RFC 8600 §8.3.4: ejabberd holds every request to such a node, members'
+    too), a subscription request from a JID that is no member of the node is one more request for the
+    owner's operator to decide: a member that left the consortium, revoked by the owner (subscription
+    cancelled, affiliation removed), would ask at every check round. So there it renews only while the
+    service lists us as a reader (XEP-0060 §5.7), or cannot tell (``affiliation`` None). Anywhere else a
+    renewal is harmless (Prosody refuses a JID that is no member; an open node lets anyone in)."""
+    return not held_for_owner or affiliation is None or affiliation in READING
+
+
 class Mirroring(Entries, Quarantine, Subscriptions, PeerRecords, Batches, Protocol):
     """What the mirror reads and writes: entries, the quarantine, our subscriptions and the peers'
     health, in batches of one notification stanza."""
@@ -97,6 +109,10 @@ class Mirror:
         # Nodes whose pending request was made anew in this session (``component.subscribe``'s
         # ask_again): once per connection, not at every retry of a node the owner keeps us out of.
         self._asked_again: set[tuple[str, str]] = set()
+        # Nodes whose service held a request of ours for its owner (``authorize``), and of those the ones
+        # whose renewals are held off because the service no longer lists us as a member (``renews``).
+        self._held_for_owner: set[tuple[str, str]] = set()
+        self._not_renewed: set[tuple[str, str]] = set()
         self._cancel: set[tuple[str, str]] = set()  # nodes of services a reload dropped, to unsubscribe
         # Services a reload dropped -> when: never subscribed to again (a round under way at the reload
         # would), and what they send within DROP_GRACE (a catch-up or check under way, a notification
@@ -252,6 +268,8 @@ class Mirror:
             if key in self._synced or service in self._dropped:
                 return  # done, or dropped by a reload since the round began
             try:
+                if key in self._not_renewed and not await self._asks(xmpp, key):
+                    return  # the owner removed us: not even after a reconnection, until it lists us again
                 # A request left pending is made anew, once per node and connection (component.subscribe).
                 ask_again = key not in self._asked_again
                 self._asked_again.add(key)
@@ -266,7 +284,8 @@ class Mirror:
                 return
             self._synced.add(key)
             self.peers.answered(service)
-        if state == "pending":  # RFC 8600 authorize: the peer's operator decides; renewals ask again
+        if state == "pending":  # RFC 8600 authorize: the owner decides; renewals ask again while members
+            self._held_for_owner.add(key)
             log.info("subscription to %s on %s is pending the owner's approval: %d items readable there",
                      node, service, result.listed)
             return
@@ -371,17 +390,39 @@ class Mirror:
         node we may read (we are in its audience, so the owner approves at once) is made anew: its form
         or approval was lost, as when the owner was offline and ejabberd's SQL backend then found no
         pending request for it (``component.subscribe``). Nodes the owner keeps us out of are not
-        followed, so they are not asked again here."""
+        followed, so they are not asked again here; nor are authorize nodes whose owner removed us, as
+        when we left the consortium (``renews``): the owner's operator hears nothing more from us, until
+        the service lists us as a member again."""
         for service, node in sorted(self._synced):
-            if (service, node) not in self._synced:
+            key = (service, node)
+            if key not in self._synced:
                 continue  # dropped by a reload during the round
             try:
+                if not await self._asks(xmpp, key):
+                    continue
                 await xmpp.subscribe(service, node, ask_again=True)
             except Exception as exc:  # noqa: BLE001 - a peer being away is normal; try again next round
                 log.debug("renewing the subscription to %s on %s failed: %s", node, service, explain(exc))
                 self.peers.failed(service, exc)
             else:
                 self.peers.answered(service)
+
+    async def _asks(self, xmpp: BridgeComponent, key: tuple[str, str]) -> bool:
+        """``renews`` for a node, asking its service for our affiliation where that matters; a change
+        either way is logged once."""
+        held = key in self._held_for_owner
+        if renews(held, await xmpp.affiliation(*key) if held else None):
+            if key in self._not_renewed:
+                self._not_renewed.discard(key)
+                log.info("renewing the subscription to %s on %s again: the service lists us as a member",
+                         key[1], key[0])
+            return True
+        if key not in self._not_renewed:
+            self._not_renewed.add(key)
+            log.info("no longer renewing the subscription to %s on %s: the service does not list us as a "
+                     "member of the node (its owner removed us, or has not let us in) and would hold every "
+                     "request for its operator", key[1], key[0])
+        return False
 
     async def _check(self, xmpp: BridgeComponent, service: str, node: str) -> None:
         subscription = next((s for s in self.config.subscriptions if s.service == service), None)
