@@ -248,6 +248,8 @@ def store_files(db: Path) -> list[Path]:
 
 def read_into_cache(paths: list[Path]) -> None:
     for path in paths:
+        if not path.exists():  # an empty WAL that SQLite removed when the last connection closed
+            continue
         with path.open("rb") as file:
             while file.read(1 << 24):
                 pass
