@@ -4,7 +4,7 @@ rule that what a reader may not see answers 404, exactly as if it were not there
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -185,6 +185,7 @@ def _holding(request: web.Request) -> taxii.Change:
     kind, _, uuid = object_id.partition("--")
     store = request.app[STORE]
     purposes = principal(request).read.purposes(restriction)
+    candidates: Iterable[Entry]
     if kind == "incident":
         candidates = sorted((e for e in store.entries_holding(uuid.lower())
                              if not e.deleted and e.restriction == restriction),
@@ -193,8 +194,9 @@ def _holding(request: web.Request) -> taxii.Change:
         newest = store.current_page(restriction, purposes, limit=_CANDIDATES)
         candidates = with_documents(request, [c.entry for c in newest if not c.entry.deleted])
     else:
+        # read one at a time: the newest holder nearly always answers, and each read is a query
         holders = store.object_holders(object_id, restriction, purposes, limit=_CANDIDATES)
-        candidates = [entry for i in holders if (entry := store.entry(i)) is not None]
+        candidates = (entry for i in holders if (entry := store.entry(i)) is not None)
     every = Match(ids=frozenset([object_id]), versions=("all",))
     for entry in candidates:
         if not may_read(request, entry):
