@@ -2,13 +2,14 @@
 
 ``bench_receive.py [N] [DOCUMENT] [--stores sqlite,postgresql]``: N signed documents (400) go through
 ``paths.receive.receive_item`` one at a time, as the mirror hands them over (verify, classify, authorise,
-store with its indexes, one commit each), into an SQLite store and into a PostgreSQL one (a private
-durable cluster on 127.0.0.174, as ``bench.lab.postgres``). The documents are ``bench.lab``'s small one
-(no indicators), or copies of the IODEF 2.0 file DOCUMENT with their own IncidentID
-(``tests/data/iodef/iodef2-indicators.xml``: indicators, so the indicator and STIX object indexes
-have rows to write). Prints, per backend, this process's CPU per item for the whole path and for its two
-halves, ``check_item`` (signature, classification, source) and the store's upsert, and how many times
-the payload's bytes are parsed per item (``iodef.parse.parse_untrusted``), median of three rounds.
+store with its indexes, one commit each), into an SQLite store and into a PostgreSQL one
+(``bench.lab.postgres``'s private durable cluster, started only when ``--stores`` names it). The
+documents are ``bench.lab``'s small one (no indicators), or copies of the IODEF 2.0 file DOCUMENT with
+their own IncidentID (``tests/data/iodef/iodef2-indicators.xml``: indicators, so the indicator and STIX
+object indexes have rows to write). Prints, per backend, this process's CPU per item for the whole path
+and for its two halves, ``check_item`` (signature, classification, source) and the store's upsert, and
+how many times the payload's bytes are parsed per item (``iodef.parse.parse_untrusted``), median of
+three rounds.
 
 What it answers: whether parsing a received payload once instead of several times is worth doing (it
 is not, while a parse is a few percent of the path), and what share of a mesh bridge's CPU per delivery
@@ -22,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from lxml import etree
@@ -30,9 +31,8 @@ from lxml import etree
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import option, positional, table  # noqa: E402
-from bench.lab import document  # noqa: E402
+from bench.lab import document, postgres  # noqa: E402
 from tests.hostile_corpus import ec_identity  # noqa: E402
-from tests.postgres import private_cluster  # noqa: E402
 from xmppbridge.iodef import parse  # noqa: E402
 from xmppbridge.paths import receive  # noqa: E402
 from xmppbridge.signing import verify  # noqa: E402
@@ -49,12 +49,13 @@ A = ec_identity("CSIRT A", domains=("a.test",))
 
 def payloads(count: int, source: Path | None) -> list[bytes]:
     """``count`` documents signed by A, each with its own IncidentID (so each is a new entry)."""
+    original = None if source is None else source.read_bytes()
     signed = []
     for i in range(count):
-        if source is None:
+        if original is None:
             root = etree.fromstring(document(f"R-{i:05d}", "need-to-know"))
         else:
-            root = etree.fromstring(source.read_bytes())
+            root = etree.fromstring(original)
             for incident_id in root.iter("{*}IncidentID"):
                 incident_id.text = f"R-{i:05d}"
                 incident_id.set("name", "csirt.a.test")
@@ -121,12 +122,13 @@ def main() -> None:
     print(f"receive path in process: {count} documents of {len(items[0])} bytes "
           f"({source or 'bench.lab document'}), median of {ROUNDS} rounds")
     rows = []
-    with tempfile.TemporaryDirectory() as tmp, \
-            private_cluster(host="127.0.0.174", settings={"fsync": "on"}) as cluster:
+    with ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        cluster = stack.enter_context(postgres()) if "postgresql" in stores else None
         for backend in stores:
             results = []
             for r in range(ROUNDS):
-                target = (str(Path(tmp) / f"{r}.db") if backend == "sqlite"
+                target = (str(Path(tmp) / f"{r}.db") if cluster is None or backend == "sqlite"
                           else cluster.create_database(f"receive{r}"))
                 results.append(one_round(target, items))
             columns = zip(*results, strict=True)
