@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -193,6 +193,34 @@ async def test_each_check_lists_one_node_and_renews_every_subscription(tmp_path:
         # A listing costs the remote server a load of every item: one node per round, in turn.
         assert peer.listed[:6] == sorted(nodes) * 2
         assert peer.subscribed.count(nodes[0]) >= 5  # renewed every round: about six rounds went by
+
+
+class DiscoveredPeer(ScriptedPeer):
+    """A peer whose nodes are discovered; records the nodes each discovery was told it knows."""
+
+    def __init__(self, nodes: list[str]) -> None:
+        super().__init__(nodes)
+        self.known: list[set[str]] = []
+
+    async def discover_iodef_nodes(self, service: str, *, known: Collection[str] = ()) -> list[str]:
+        self.known.append(set(known))
+        return list(self.nodes)
+
+
+async def test_discovery_does_not_ask_again_about_nodes_followed_since_the_connection(tmp_path: Path) -> None:
+    nodes = ["iodef/public/mitigation", "iodef/partner/watch"]
+    config = SimpleNamespace(subscriptions=[Subscription(SERVICE, None)], discovery_interval=60)
+    with Store(tmp_path / "m.sqlite") as store:
+        mirror = Mirror(config, store, None)  # type: ignore[arg-type]
+        peer = DiscoveredPeer(nodes)
+        peer.failing = {nodes[1]}  # not caught up: still to be asked about at the next round
+        await mirror.sync_all(peer)  # type: ignore[arg-type]
+        await mirror.subscribe_all(peer)  # type: ignore[arg-type]  # a discovery round
+        peer.failing = set()
+        await mirror.subscribe_all(peer)  # type: ignore[arg-type]
+        await mirror.subscribe_all(peer)  # type: ignore[arg-type]
+        await mirror.sync_all(peer)  # type: ignore[arg-type]  # a new connection: everything asked anew
+        assert peer.known == [set(), {nodes[0]}, {nodes[0]}, set(nodes), set()]
 
 
 async def test_discovery_rounds_list_nothing(tmp_path: Path) -> None:

@@ -12,8 +12,11 @@ from xml.etree import ElementTree as ET
 
 import pytest
 from slixmpp.exceptions import IqTimeout
+from slixmpp.plugins.xep_0004 import Form
+from slixmpp.plugins.xep_0030.stanza import DiscoInfo
 
 from xmppbridge.errors import PublishFailed
+from xmppbridge.iodef.model import NS_V1, NS_V2
 from xmppbridge.xmpp import component as component_module
 from xmppbridge.xmpp.component import BridgeComponent, peer_failure
 from xmppbridge.xmpp.servers import ServerAddress
@@ -365,3 +368,42 @@ async def test_an_unanswered_keepalive_drops_only_a_silent_link(monkeypatch: pyt
     monkeypatch.setitem(component.plugin._plugins, "xep_0030", Unanswered(component, sends))
     await component.probe_link("pubsub.a.test", timeout=10)
     assert bool(aborted) is dropped
+
+
+class Directory:
+    """disco#items and disco#info of a pubsub service: every node listed, each asked about recorded."""
+
+    def __init__(self, types: dict[str, str]) -> None:
+        self.types = types  # node -> its pubsub#type
+        self.asked: list[str] = []
+
+    async def get_items(self, **_: object) -> dict[str, object]:
+        return {"disco_items": {"items": [("pubsub.a.test", node, None) for node in self.types]}}
+
+    async def get_info(self, *, node: str, **_: object) -> dict[str, object]:
+        self.asked.append(node)
+        form = Form()
+        form.add_field(var="pubsub#type", value=self.types[node])
+        info = DiscoInfo()
+        info.append(form)
+        return {"disco_info": info}
+
+
+async def test_discovery_asks_only_about_nodes_not_known_to_be_iodef(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A discovery round costs a peer one disco#items, plus one disco#info per node not yet known."""
+    component = started(RecordingSink())
+    directory = Directory({"iodef/public/mitigation": NS_V2, "iodef/partner/watch": NS_V1,
+                           "chatter": "urn:example:other"})
+    monkeypatch.setitem(component.plugin._plugins, "xep_0030", directory)
+    assert await component.discover_iodef_nodes("pubsub.a.test") == ["iodef/public/mitigation",
+                                                                     "iodef/partner/watch"]
+    assert directory.asked == list(directory.types)
+    directory.asked = []
+    directory.types["iodef/amber/watch"] = NS_V2  # a node the peer created since
+    found = await component.discover_iodef_nodes("pubsub.a.test",
+                                                 known={"iodef/public/mitigation", "iodef/partner/watch"})
+    assert found == ["iodef/public/mitigation", "iodef/partner/watch", "iodef/amber/watch"]
+    assert directory.asked == ["chatter", "iodef/amber/watch"]
+    del directory.types["iodef/partner/watch"]  # deleted: no longer listed, so no longer found
+    assert "iodef/partner/watch" not in await component.discover_iodef_nodes(
+        "pubsub.a.test", known={"iodef/partner/watch"})

@@ -252,7 +252,10 @@ class Mirror:
 
     async def _subscribe_peer(self, xmpp: BridgeComponent, subscription: Subscription) -> None:
         try:
-            nodes = subscription.nodes or await xmpp.discover_iodef_nodes(subscription.service)
+            service = subscription.service
+            # Nodes subscribed to in this connection are known IODEF nodes: no disco#info for them.
+            nodes = subscription.nodes or await xmpp.discover_iodef_nodes(
+                service, known={node for s, node in self._synced if s == service})
         except Exception as exc:  # noqa: BLE001 - one unreachable peer must not stop the others
             log.warning("cannot discover nodes of %s: %s", subscription.service, explain(exc))
             self.peers.failed(subscription.service, exc)
