@@ -34,6 +34,7 @@ from xmppbridge.demo.ejabberd import EjabberdServer
 from xmppbridge.demo.prosody import ProsodyServer
 from xmppbridge.paths.publish import Publisher
 from xmppbridge.store import Store
+from xmppbridge.xmpp.stanzas import subscriptions_of
 
 pytestmark = pytest.mark.integration
 
@@ -143,6 +144,12 @@ class Probe:
         """Whether the service lists a subscription of ours to ``node`` (XEP-0060 §5.6)."""
         reply = await self.xmpp.plugin["xep_0060"].get_subscriptions(SERVICE, node, ifrom=self.me, timeout=20)
         return any(s["subscription"] == "subscribed" for s in reply["pubsub"]["subscriptions"])
+
+    async def listed(self) -> dict[str, str]:
+        """All our subscriptions on a's service in one request, read as a bridge's renewal round reads
+        them (``subscriptions_of``, XEP-0060 §5.6)."""
+        reply = await self.xmpp.plugin["xep_0060"].get_subscriptions(SERVICE, ifrom=self.me, timeout=20)
+        return subscriptions_of(reply.xml, self.me)
 
 
 @asynccontextmanager
@@ -262,6 +269,9 @@ async def test_the_access_matrix_then_removal_on_sighup(three: Running, tmp_path
         # proves that items still flow.
         b, c = actors["b"], actors["c"]
         assert await b.subscribed(node("partner")) and await b.subscribed(node("need-to-know"))
+        # What a renewal round reads: one answer lists every node, as each node's own listing has it.
+        assert {n for n, s in (await b.listed()).items() if s == "subscribed"} == {
+            node(restriction) for restriction in RESTRICTIONS[:3]}
         log_start = consortium.log_path("a").stat().st_size
         edit_config(consortium, lambda config: config["audiences"].update(AFTER))
         consortium["a"].bridge.send_signal(signal.SIGHUP)
@@ -280,6 +290,7 @@ async def test_the_access_matrix_then_removal_on_sighup(three: Running, tmp_path
 
         # The removed member's row of the matrix, and c's under the new audiences.
         assert not await b.subscribed(node("partner")) and not await b.subscribed(node("need-to-know"))
+        assert {n for n, s in (await b.listed()).items() if s == "subscribed"} == {node("public")}
         assert await b.items(node("need-to-know")) == refused
         # On ejabberd c's earlier request was held; joining the audience lets it in (the reload asks for
         # the pending requests again), so it ends up subscribed either way.

@@ -158,6 +158,13 @@ class ScriptedPeer:
         self.subscribed: list[str] = []
         self.asked_again: list[str] = []
         self.failing: set[str] = set()  # nodes whose listing fails
+        # What the service lists as our subscriptions (XEP-0060 §5.6); None: it refuses to say.
+        self.held: dict[str, str] | None = None
+        self.asked_for_subscriptions: list[str] = []
+
+    async def subscriptions(self, service: str) -> dict[str, str] | None:
+        self.asked_for_subscriptions.append(service)
+        return None if self.held is None else dict(self.held)
 
     async def subscribe(self, service: str, node: str, *, ask_again: bool = False) -> str:
         self.subscribed.append(node)
@@ -193,6 +200,31 @@ async def test_each_check_lists_one_node_and_renews_every_subscription(tmp_path:
         # A listing costs the remote server a load of every item: one node per round, in turn.
         assert peer.listed[:6] == sorted(nodes) * 2
         assert peer.subscribed.count(nodes[0]) >= 5  # renewed every round: about six rounds went by
+
+
+async def test_renewals_ask_again_only_for_what_the_service_no_longer_lists_as_subscribed(
+        tmp_path: Path) -> None:
+    """One request per service for all our subscriptions, then a subscription only where one was lost:
+    a renewal round cost a peer one subscribe per node we follow (SCALING.md)."""
+    nodes = [f"iodef/public/{purpose}" for purpose in ("mitigation", "reporting", "traceback", "watch")]
+    config = SimpleNamespace(subscriptions=[Subscription(SERVICE, tuple(nodes)),
+                                            Subscription("pubsub.c.test", tuple(nodes[:1]))],
+                             discovery_interval=60)
+    with Store(tmp_path / "m.sqlite") as store:
+        mirror = Mirror(config, store, None)  # type: ignore[arg-type]
+        peer = ChurningPeer(nodes)
+        await mirror.sync_all(peer)  # type: ignore[arg-type]
+        peer.subscribed_at = []
+        # Every node listed by both services as ours, one forgotten (a restart of a server that keeps
+        # subscriptions in memory), one left pending, one subscribed, options still to set.
+        peer.held = {nodes[0]: "subscribed", nodes[1]: "pending", nodes[3]: "unconfigured"}
+        await mirror._renew_subscriptions(peer)  # type: ignore[arg-type]
+        assert peer.asked_for_subscriptions == [SERVICE, "pubsub.c.test"]
+        assert peer.subscribed_at == [(SERVICE, nodes[1]), (SERVICE, nodes[2])]
+        # A service that does not answer the request: every node is renewed, as before.
+        peer.held, peer.subscribed_at = None, []
+        await mirror._renew_subscriptions(peer)  # type: ignore[arg-type]
+        assert peer.subscribed_at == [(SERVICE, node) for node in nodes] + [("pubsub.c.test", nodes[0])]
 
 
 class DiscoveredPeer(ScriptedPeer):

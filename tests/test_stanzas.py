@@ -20,7 +20,14 @@ from xmppbridge.iodef.model import NS_V1, NS_V2
 from xmppbridge.xmpp import component as component_module
 from xmppbridge.xmpp.component import BridgeComponent, peer_failure
 from xmppbridge.xmpp.servers import ServerAddress
-from xmppbridge.xmpp.stanzas import Published, Retracted, StanzaError, error_of, notification
+from xmppbridge.xmpp.stanzas import (
+    Published,
+    Retracted,
+    StanzaError,
+    error_of,
+    notification,
+    subscriptions_of,
+)
 
 EVENT_NS = "http://jabber.org/protocol/pubsub#event"
 STREAM = ("<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' "
@@ -103,6 +110,27 @@ def test_errors_are_read_in_the_component_namespace() -> None:
     assert error_of(parse("<iq type='error' id='1'/>")) == StanzaError("undefined-condition", "")
     assert error_of(parse("<iq type='result' id='1'/>")) is None
 
+
+PUBSUB = "<pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+OUR_SUBSCRIPTIONS = (
+    f"{PUBSUB}<subscriptions>"
+    "<subscription node='iodef/public/watch' jid='bridge.b.test' subscription='subscribed' subid='1'/>"
+    "<subscription node='iodef/public/reporting' jid='bridge.b.test/r' subscription='pending' subid='2'/>"
+    "<subscription node='iodef/public/reporting' jid='bridge.b.test' subscription='subscribed' subid='3'/>"
+    "<subscription node='iodef/public/mitigation' jid='bridge.b.test' subscription='pending'/>"
+    "<subscription node='iodef/public/traceback' jid='bridge.c.test' subscription='subscribed'/>"
+    "<subscription jid='bridge.b.test' subscription='subscribed'/>"
+    "</subscriptions></pubsub>")
+
+
+def test_our_subscriptions_on_a_service_come_in_one_request() -> None:
+    """XEP-0060 §5.6: only our bare JID's entries count, the furthest of several subids of a node, and an
+    entry naming no node (a subscription to the service's root) is passed over."""
+    answer = parse(f"<iq type='result' id='1' from='pubsub.a.test'>{OUR_SUBSCRIPTIONS}</iq>")
+    assert subscriptions_of(answer, "bridge.b.test") == {
+        "iodef/public/watch": "subscribed", "iodef/public/reporting": "subscribed",
+        "iodef/public/mitigation": "pending"}
+    assert subscriptions_of(parse("<iq type='result' id='1'/>"), "bridge.b.test") == {}
 
 def started(sink: RecordingSink) -> BridgeComponent:
     component = BridgeComponent("bridge.b.test", "secret", [ServerAddress("127.0.0.1", 5347)], sink)
@@ -343,6 +371,26 @@ async def test_asked_again_a_pending_request_is_withdrawn_and_made_anew() -> Non
     requests = [re.findall(r"<(subscribe|unsubscribe) ", str(stanza)) for stanza in sent]
     assert requests == [["subscribe"], ["unsubscribe"], ["subscribe"]]
 
+
+
+async def test_our_subscriptions_are_read_through_the_component_and_a_refusal_is_no_listing() -> None:
+    """A service that does not support the request (feature-not-implemented) answers None, so every node
+    is renewed; one that is away for now raises, like a timeout."""
+    component = started(RecordingSink())
+    asking = asyncio.ensure_future(component.subscriptions("pubsub.a.test"))
+    await asyncio.sleep(0)
+    answer_last(component, OUR_SUBSCRIPTIONS)
+    assert (await asyncio.wait_for(asking, 5))["iodef/public/reporting"] == "subscribed"  # type: ignore[index]
+    for condition, raises in (("feature-not-implemented", False), ("remote-server-not-found", True)):
+        asking = asyncio.ensure_future(component.subscriptions("pubsub.a.test"))
+        await asyncio.sleep(0)
+        answer_last(component, f"<error type='cancel'><{condition} "
+                               "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>", "error")
+        if raises:
+            with pytest.raises(Exception, match=condition):
+                await asyncio.wait_for(asking, 5)
+        else:
+            assert await asyncio.wait_for(asking, 5) is None
 
 class Unanswered:
     """disco#info that times out; ``meanwhile`` runs while it waits (bytes arriving from the server)."""

@@ -28,11 +28,20 @@ from xmppbridge.iodef.model import NS_V1, NS_V2
 from xmppbridge.peers import TIMEOUT
 from xmppbridge.xmpp.authorization import AuthorizationRequest, authorization_request
 from xmppbridge.xmpp.servers import Rotation, ServerAddress
-from xmppbridge.xmpp.stanzas import IQ, Notification, Published, StanzaError, bare, error_of, notification
+from xmppbridge.xmpp.stanzas import (
+    IQ,
+    PUBSUB_NS,
+    Notification,
+    Published,
+    StanzaError,
+    bare,
+    error_of,
+    notification,
+    subscriptions_of,
+)
 
 log = logging.getLogger(__name__)
 
-PUBSUB_NS = "http://jabber.org/protocol/pubsub"
 PUBSUB_ERRORS_NS = "http://jabber.org/protocol/pubsub#errors"  # XEP-0060 §14.2
 IODEF_TYPES = (NS_V1, NS_V2)
 IQ_TIMEOUT = 30.0
@@ -431,6 +440,21 @@ class BridgeComponent(ComponentXMPP):
             if affiliation.get("node", node) == node:
                 return affiliation.get("affiliation", "none")
         return "none"
+
+    async def subscriptions(self, service: str) -> dict[str, str] | None:
+        """Our bare JID's subscriptions on ``service``, node -> state, in one request (XEP-0060 §5.6):
+        the renewals of a round ask this once per peer rather than subscribing again node by node. None
+        when the service refuses the request (not supported); an error that says the peer is away for
+        now (``TRANSIENT_CONDITIONS``) is raised, like a timeout."""
+        try:
+            with self._unless_link_lost(service):
+                answer = await self.pubsub.get_subscriptions(service, ifrom=self.boundjid.bare,
+                                                             timeout=IQ_TIMEOUT)
+        except IqError as exc:
+            if exc.condition in TRANSIENT_CONDITIONS:
+                raise
+            return None
+        return subscriptions_of(answer.xml, self.boundjid.bare)
 
     async def discover_iodef_nodes(self, service: str, *, timeout: float = IQ_TIMEOUT,
                                    known: Collection[str] = ()) -> list[str]:

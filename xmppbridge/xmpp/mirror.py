@@ -83,6 +83,15 @@ def renews(held_for_owner: bool, affiliation: str | None) -> bool:
     return not held_for_owner or affiliation is None or affiliation in READING
 
 
+def still_subscribed(state: str) -> bool:
+    """Whether a subscription the service lists for us needs no renewal (XEP-0060 §4.1.2): ``subscribed``,
+    or ``unconfigured`` (held until its options are set, §6.1.5: subscribing again would not change that,
+    and neither Prosody nor ejabberd asks for it). ``pending`` is renewed: a request held for an owner
+    who would let us in at once was lost (``component.subscribe``); ``none``, or not listed, is a
+    subscription the service forgot or cancelled."""
+    return state in ("subscribed", "unconfigured")
+
+
 class Mirroring(Entries, Quarantine, Subscriptions, PeerRecords, Batches, Protocol):
     """What the mirror reads and writes: entries, the quarantine, our subscriptions and the peers'
     health, in batches of one notification stanza."""
@@ -361,7 +370,8 @@ class Mirror:
 
     async def rediscover(self, xmpp: BridgeComponent) -> None:
         """Every ``discovery_interval``: pick up nodes a peer created since, and retry subscriptions that
-        failed. Nodes already followed cost one disco#info each, nothing more."""
+        failed. Nodes already followed cost nothing more than the peer's one disco#items
+        (``discover_iodef_nodes``'s ``known``)."""
         while True:
             await asyncio.sleep(self.config.discovery_interval)
             if xmpp.online.is_set():
@@ -388,27 +398,45 @@ class Mirror:
                 await self._check(xmpp, service, node)
 
     async def _renew_subscriptions(self, xmpp: BridgeComponent) -> None:
-        """Subscribe again to every node we follow: cheap, idempotent, and restores what a remote
-        server with non-persistent subscriptions forgot when it restarted. A request still pending on a
-        node we may read (we are in its audience, so the owner approves at once) is made anew: its form
-        or approval was lost, as when the owner was offline and ejabberd's SQL backend then found no
-        pending request for it (``component.subscribe``). Nodes the owner keeps us out of are not
-        followed, so they are not asked again here; nor are authorize nodes whose owner removed us, as
-        when we left the consortium (``renews``): the owner's operator hears nothing more from us, until
-        the service lists us as a member again."""
-        for service, node in sorted(self._synced):
-            key = (service, node)
-            if key not in self._synced:
-                continue  # dropped by a reload during the round
+        """Subscribe again where a service no longer lists a subscription of ours: a remote server with
+        non-persistent subscriptions forgets them when it restarts, and a request still pending on a node
+        we may read (we are in its audience, so the owner approves at once) is made anew, its form or
+        approval lost (``component.subscribe``). Each service is asked once for all our subscriptions
+        (XEP-0060 §5.6), and only nodes it does not list as subscribed are renewed (``_renew``): a round
+        costs a peer one request, not one per node (SCALING.md). A service that does not answer that
+        request has every node renewed, as before."""
+        for service in sorted({service for service, _ in self._synced}):
             try:
-                if not await self._asks(xmpp, key):
-                    continue
-                await xmpp.subscribe(service, node, ask_again=True)
+                listed = await xmpp.subscriptions(service)
             except Exception as exc:  # noqa: BLE001 - a peer being away is normal; try again next round
-                log.debug("renewing the subscription to %s on %s failed: %s", node, service, explain(exc))
+                log.debug("asking %s for our subscriptions failed: %s", service, explain(exc))
                 self.peers.failed(service, exc)
-            else:
-                self.peers.answered(service)
+                continue
+            self.peers.answered(service)
+            for node in sorted(node for s, node in self._synced if s == service):
+                key = (service, node)
+                if key not in self._synced:
+                    continue  # dropped by a reload during the round
+                if listed is not None and key not in self._not_renewed \
+                        and still_subscribed(listed.get(node, "none")):
+                    continue
+                await self._renew(xmpp, key)
+
+    async def _renew(self, xmpp: BridgeComponent, key: tuple[str, str]) -> None:
+        """Subscribe to a node we follow again. Nodes the owner keeps us out of are not followed, so they
+        are not asked again here; nor are authorize nodes whose owner removed us, as when we left the
+        consortium (``renews``): the owner's operator hears nothing more from us, until the service lists
+        us as a member again."""
+        service, node = key
+        try:
+            if not await self._asks(xmpp, key):
+                return
+            await xmpp.subscribe(service, node, ask_again=True)
+        except Exception as exc:  # noqa: BLE001 - a peer being away is normal; try again next round
+            log.debug("renewing the subscription to %s on %s failed: %s", node, service, explain(exc))
+            self.peers.failed(service, exc)
+        else:
+            self.peers.answered(service)
 
     async def _asks(self, xmpp: BridgeComponent, key: tuple[str, str]) -> bool:
         """``renews`` for a node, asking its service for our affiliation where that matters; a change

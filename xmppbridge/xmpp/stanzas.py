@@ -14,6 +14,7 @@ from xml.etree import ElementTree as ET
 from xmppbridge.jids import InvalidJID, service_key
 
 STREAM_NS = "jabber:component:accept"
+PUBSUB_NS = "http://jabber.org/protocol/pubsub"
 EVENT_NS = "http://jabber.org/protocol/pubsub#event"
 STANZAS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
@@ -23,6 +24,10 @@ _ITEMS = f"{{{EVENT_NS}}}event/{{{EVENT_NS}}}items"
 _ITEM = f"{{{EVENT_NS}}}item"
 _RETRACT = f"{{{EVENT_NS}}}retract"
 _TEXT = f"{{{STANZAS_NS}}}text"
+_SUBSCRIPTION = f"{{{PUBSUB_NS}}}pubsub/{{{PUBSUB_NS}}}subscriptions/{{{PUBSUB_NS}}}subscription"
+# How far along a subscription is (XEP-0060 §4.1.2): where a node lists several of ours (subids), the
+# furthest one counts.
+_PROGRESS = {"none": 0, "pending": 1, "unconfigured": 2, "subscribed": 3}
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,21 @@ def error_of(iq: ET.Element) -> StanzaError | None:
                       if child.tag.startswith(f"{{{STANZAS_NS}}}") and child.tag != _TEXT),
                      "undefined-condition")
     return StanzaError(condition, (error.findtext(_TEXT) or "").strip())
+
+
+def subscriptions_of(answer: ET.Element, subscriber: str) -> dict[str, str]:
+    """Per node, the state of ``subscriber``'s subscription, from the answer to a request for all our
+    subscriptions on a service (XEP-0060 §5.6). Entries for any other JID are passed over; a node the
+    answer does not name has no subscription of ours."""
+    ours = bare(subscriber)
+    states: dict[str, str] = {}
+    for entry in answer.iterfind(_SUBSCRIPTION):
+        node, state = entry.get("node"), entry.get("subscription", "none")
+        if not node or bare(entry.get("jid")) != ours:
+            continue
+        if _PROGRESS.get(state, 0) >= _PROGRESS.get(states.get(node, "none"), 0):
+            states[node] = state
+    return states
 
 
 def bare(jid: str | None) -> str | None:
