@@ -7,6 +7,8 @@ A's bridge process drains the outbox, B's bridge process mirrors.
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -170,3 +172,47 @@ def test_items_retracted_while_receiver_was_down(pair: Consortium) -> None:
     pair.start_bridge("b")  # ready = subscribed and caught up, retractions included
     assert deleted_at_b(pair, published) == retracted
     assert set(mirrored_at_b(pair, "X6")) == published - retracted  # the rest untouched
+
+
+def subscribers_on_a(pair: Consortium) -> dict[str, set[str]]:
+    """Per node of ``pubsub.a.test``, the JIDs A's Prosody holds as subscribers, read from its SQL
+    storage (Prosody 0.12 keeps each node's ``subscribers`` map as one JSON value of ``pubsub_nodes``)."""
+    database = pair["a"].prosody.workdir / "pubsub.sqlite"
+    with closing(sqlite3.connect(database, timeout=10)) as db:
+        rows = db.execute("SELECT user, value FROM prosody WHERE host = 'pubsub.a.test' "
+                          "AND store = 'pubsub_nodes' AND key = 'subscribers'").fetchall()
+    return {node: set(json.loads(value)) for node, value in rows if value}
+
+
+def forget_b_on_a(pair: Consortium) -> set[str]:
+    """Remove B's subscriptions from A's stopped Prosody, as a server with non-persistent subscriptions
+    (or an operator's cleanup) would: A's server comes back without them and tells nobody."""
+    database = pair["a"].prosody.workdir / "pubsub.sqlite"
+    forgotten: set[str] = set()
+    with closing(sqlite3.connect(database, timeout=10)) as db, db:
+        for node, value in db.execute("SELECT user, value FROM prosody WHERE host = 'pubsub.a.test' "
+                                      "AND store = 'pubsub_nodes' AND key = 'subscribers'").fetchall():
+            subscribers = json.loads(value)
+            if subscribers.pop("bridge.b.test", None) is not None:
+                forgotten.add(node)
+                db.execute("UPDATE prosody SET value = ? WHERE host = 'pubsub.a.test' AND "
+                           "store = 'pubsub_nodes' AND key = 'subscribers' AND user = ?",
+                           (json.dumps(subscribers), node))
+    return forgotten
+
+
+def test_subscriptions_forgotten_by_publishers_server_are_renewed(pair: Consortium) -> None:
+    """A's server comes back without B's subscriptions; only B's periodic renewal (one XEP-0060 §5.6
+    request per service, then a subscribe per missing node) can notice, since B's own link never dropped."""
+    before = submit_burst(pair, "F7", 40)  # every node exists, and B follows it
+    assert_converged(pair, "F7", before)
+    followed = {node for node, jids in subscribers_on_a(pair).items() if "bridge.b.test" in jids}
+    assert followed, "B follows none of A's nodes"
+    pair["a"].prosody.stop()
+    assert forget_b_on_a(pair) == followed
+    pair["a"].prosody.start()
+    assert not any("bridge.b.test" in jids for jids in subscribers_on_a(pair).values())
+    eventually(lambda: {node for node, jids in subscribers_on_a(pair).items() if "bridge.b.test" in jids}
+               >= followed, timeout=60, interval=0.5, what="B to subscribe again to every node A forgot")
+    after = submit_burst(pair, "F8", 400)
+    assert_converged(pair, "F8", after)
