@@ -434,3 +434,47 @@ async def test_a_leaver_stops_renewing_at_authorize_nodes_whose_owner_removed_it
         await mirror._renew_subscriptions(peer)  # type: ignore[arg-type]
         assert sorted(peer.subscribed_at[1:]) == sorted((SERVICE, node) for node in nodes)
         assert f"renewing the subscription to {nodes[0]} on {SERVICE} again" in caplog.text
+
+
+class ApprovingPeer(AuthorizePeer):
+    """An authorize node whose items the test sets, and which records what was fetched."""
+
+    def __init__(self, nodes: list[str]) -> None:
+        super().__init__(nodes)
+        self.items: list[str] = []
+        self.fetched: list[str] = []
+
+    async def list_item_ids(self, service: str, node: str) -> list[str]:
+        await super().list_item_ids(service, node)
+        return list(self.items)
+
+    async def fetch_item(self, service: str, node: str, item_id: str) -> bool:
+        self.fetched.append(item_id)
+        return True
+
+
+async def test_an_item_published_while_our_request_was_pending_is_fetched_once_the_owner_approves(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """ejabberd holds a request to an authorize node for its owner, and notifies us only once approved:
+    an item published between our catch-up and the approval reaches us through no notification. The
+    first renewal round that sees the approval fetches it, without the periodic check's second look."""
+    caplog.set_level(logging.INFO, logger=mirror_module.__name__)
+    nodes = ["iodef/partner/mitigation"]
+    with Store(tmp_path / "m.sqlite") as store:
+        mirror = Mirror(following(SERVICE, nodes=tuple(nodes)), store, None)  # type: ignore[arg-type]
+        peer = ApprovingPeer(nodes)
+        before = store_document(store, iodef2("before", restriction="partner"), service=SERVICE).item_id
+        peer.items = [before]
+        await mirror.sync_all(peer)  # type: ignore[arg-type]  # pending; the catch-up fetches what is there
+        assert peer.fetched == [before]
+        peer.items, peer.fetched = [before, "meanwhile"], []
+        peer.held = {nodes[0]: "pending"}  # not decided yet: asked again, nothing fetched
+        await mirror._renew_subscriptions(peer)  # type: ignore[arg-type]
+        assert peer.fetched == []
+        peer.held = {nodes[0]: "subscribed"}  # the owner approved
+        await mirror._renew_subscriptions(peer)  # type: ignore[arg-type]
+        assert peer.fetched == ["meanwhile"]
+        assert f"subscription to {nodes[0]} on {SERVICE} approved by its owner" in caplog.text
+        peer.fetched = []
+        await mirror._renew_subscriptions(peer)  # type: ignore[arg-type]  # once per approval
+        assert peer.fetched == []

@@ -122,6 +122,9 @@ class Mirror:
         # whose renewals are held off because the service no longer lists us as a member (``renews``).
         self._held_for_owner: set[tuple[str, str]] = set()
         self._not_renewed: set[tuple[str, str]] = set()
+        # Of those, the ones still pending when last asked: their owner's approval is seen at a renewal
+        # round, which then catches up on what was published while we waited (``_approved``).
+        self._awaiting_owner: set[tuple[str, str]] = set()
         self._cancel: set[tuple[str, str]] = set()  # nodes of services a reload dropped, to unsubscribe
         # Services a reload dropped -> when: never subscribed to again (a round under way at the reload
         # would), and what they send within DROP_GRACE (a catch-up or check under way, a notification
@@ -298,16 +301,21 @@ class Mirror:
             self.peers.answered(service)
         if state == "pending":  # RFC 8600 authorize: the owner decides; renewals ask again while members
             self._held_for_owner.add(key)
+            self._awaiting_owner.add(key)
             log.info("subscription to %s on %s is pending the owner's approval: %d items readable there",
                      node, service, result.listed)
             return
+        self._awaiting_owner.discard(key)  # let in since an earlier request: the catch-up above had it all
         log.info("subscribed to %s on %s: %d items there, %d retracted while away", node, service,
                  result.listed, result.retracted)
 
     async def catch_up(self, xmpp: BridgeComponent, service: str, node: str, *,
-                       remote_capacity: int, only_missing: bool = False) -> CatchUp:
+                       remote_capacity: int, only_missing: bool = False,
+                       second_look: bool = True) -> CatchUp:
         """Reconcile with the remote node. ``only_missing`` (the periodic check) fetches just the ids we
-        did not hold at this check and the one before; otherwise every item is fetched again, which also
+        did not hold at this check and the one before (at this one alone without ``second_look``, after an
+        approval: an item also on its way as a notification is then stored once, the second copy being
+        "unchanged"); otherwise every item is fetched again, which also
         picks up items republished with new content while we were away.
 
         The periodic check does not fetch items held in the quarantine either: verifying the same refused
@@ -330,7 +338,7 @@ class Mirror:
             # During a burst, many listed items are still on their way as notifications; fetching them
             # would double the work exactly when the bridge is busiest. An item missing at two checks
             # in a row was lost (a remote restart, say) and is fetched now.
-            suspects = self._missing.get((service, node), set())
+            suspects = self._missing.get((service, node), set()) if second_look else missing
             self._missing[(service, node)] = missing - suspects
             to_fetch = [item_id for item_id in ids if item_id in missing & suspects]
         else:
@@ -419,8 +427,32 @@ class Mirror:
                     continue  # dropped by a reload during the round
                 if listed is not None and key not in self._not_renewed \
                         and still_subscribed(listed.get(node, "none")):
+                    if key in self._awaiting_owner and listed.get(node) == "subscribed":
+                        await self._approved(xmpp, key)
                     continue
                 await self._renew(xmpp, key)
+
+    async def _approved(self, xmpp: BridgeComponent, key: tuple[str, str]) -> None:
+        """The owner let a pending subscription in. What was published between our catch-up (made while
+        the request was pending) and the approval came to nobody's notification: fetch what the node
+        lists and we lack, now, rather than after two periodic checks of it (each node's turn comes once
+        in as many rounds as we follow nodes: 8 minutes at a spoke of 4 hub nodes, SCALING.md)."""
+        service, node = key
+        subscription = next((s for s in self.config.subscriptions if s.service == service), None)
+        if subscription is None:
+            return  # no longer configured
+        try:
+            async with self._node_locks.setdefault(key, asyncio.Lock()):
+                result = await self.catch_up(xmpp, service, node, remote_capacity=subscription.max_items,
+                                             only_missing=True, second_look=False)
+        except Exception as exc:  # noqa: BLE001 - a peer being away is normal; try again next round
+            log.debug("catching up on %s on %s after its approval failed: %s", node, service, explain(exc))
+            self.peers.failed(service, exc)
+            return
+        self._awaiting_owner.discard(key)
+        self.peers.answered(service)
+        log.info("subscription to %s on %s approved by its owner: %d items there, %d fetched that came "
+                 "while it was pending", node, service, result.listed, result.fetched)
 
     async def _renew(self, xmpp: BridgeComponent, key: tuple[str, str]) -> None:
         """Subscribe to a node we follow again. Nodes the owner keeps us out of are not followed, so they
