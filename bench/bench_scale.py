@@ -25,8 +25,12 @@ process (as ``xmppbridge publish`` does in its own). Per run:
 - stored bytes per item: growth of the bridges' SQLite stores (checkpointed) per entry stored (the hub's
   relayed copies included), and of the servers' files per item published there (relays included).
 
-``bench_scale.py [N ...] [--items 250] [--rate 20] [--servers prosody[,ejabberd]] [--topology mesh|hub]``
-(default N = 4 8 16, mesh).
+``bench_scale.py [N ...] [--items 250] [--rate 20] [--servers prosody[,ejabberd]] [--topology mesh|hub]
+[--hub-nice 0] [--keep]`` (default N = 4 8 16, mesh; ``--keep`` leaves the members' logs and stores in
+the temporary directory it prints). ``--hub-nice -10`` (root) runs the hub's bridge and server at
+that niceness: on one machine they get one share of the cores each, like every spoke's, though they
+carry the whole consortium's traffic; a deployed hub has cores of its own, and this approximates it
+(SCALING.md, "the hub's tail").
 Members on 127.0.<slot>.220-235 (XMPPBRIDGE_TEST_SLOT, default 0), feeds on 127.0.0.1:19100+, so the
 integration tests (127.0.<slot>.200-203) can run beside it. Discovery every 10 s, checks every 60 s
 (the shipped default). Take /tmp/xmppbridge-bench.lock (flock) for figures that go into SCALING.md.
@@ -78,6 +82,7 @@ class Member:
     server_rss: float = 0.0
     bridge_fds: int = 0  # most open at once during the run
     server_fds: int = 0
+    dropped: int = 0  # times the bridge lost its connection to its server during the run (its log)
 
 
 @dataclass
@@ -123,6 +128,35 @@ def server_root(consortium: Consortium, name: str) -> int:
     process = consortium[name].prosody.process
     assert process is not None
     return process.pid
+
+
+def renice(root: int, niceness: int) -> None:
+    """Every thread of ``root`` and of its descendants (niceness is per thread on Linux), and the
+    scheduler's autogroup of ``root``'s session: with autogroups on (``kernel.sched_autogroup_enabled``,
+    Debian's default), each session shares the cores as one, and a task's own niceness counts only
+    within it. The servers and bridges run in sessions of their own (``start_new_session``)."""
+    autogroup = Path(f"/proc/{root}/autogroup")
+    if autogroup.exists() and os.getsid(root) != os.getsid(0):
+        autogroup.write_text(f"{niceness}\n")
+    for pid in tree_usage(root):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                os.setpriority(os.PRIO_PROCESS, int(task.name), niceness)
+            except ProcessLookupError:
+                continue
+
+
+def log_size(consortium: Consortium, name: str) -> int:
+    path = consortium.log_path(name)
+    return path.stat().st_size if path.exists() else 0
+
+
+def connections_lost(consortium: Consortium, name: str, since: int) -> int:
+    """Lines of ``xmpp.component`` saying the bridge lost its server, in its log after byte ``since``:
+    each reconnection fetches what the bridge may have missed again, from every peer it follows."""
+    with open(consortium.log_path(name), "rb") as log:
+        log.seek(since)
+        return log.read().count(b"lost the connection to ")
 
 
 def fds(pid: int) -> int:
@@ -360,7 +394,8 @@ def wait_converged(consortium: Consortium, tag: str, expected: dict[str, Counter
         time.sleep(1.0)
 
 
-def one_run(n: int, items: int, rate: float, servers: str, shape: str, workdir: Path) -> Run:
+def one_run(n: int, items: int, rate: float, servers: str, shape: str, workdir: Path,
+            hub_nice: int = 0) -> Run:
     names = member_names(n)
     kinds = server_kinds(servers, names)
     addresses = {name: f"127.0.{slot()}.{HOST_BASE + i}" for i, name in enumerate(names)}
@@ -376,6 +411,11 @@ def one_run(n: int, items: int, rate: float, servers: str, shape: str, workdir: 
         start = time.monotonic()
         consortium.start_bridges(timeout=120.0 + 20.0 * n)
         run.started_bridges = time.monotonic() - start
+        if hub_nice and run.hub is not None:
+            hub = consortium[run.hub]
+            assert hub.bridge is not None
+            renice(hub.bridge.pid, hub_nice)
+            renice(server_root(consortium, run.hub), hub_nice)
 
         # Warm-up: one item per node and member, so that every node exists and has been discovered.
         start = time.monotonic()
@@ -390,6 +430,7 @@ def one_run(n: int, items: int, rate: float, servers: str, shape: str, workdir: 
         cpu_before = {name: usage(pid) for name, pid in bridges.items()}
         server_before = {name: tree_usage(root) for name, root in roots.items()}
 
+        logs_before = {name: log_size(consortium, name) for name in names}
         submitted, t0, run.offered = publish(consortium, "S", items, rate)
         expected = expected_at(consortium, submitted)
         run.expected = sum(sum(c.values()) for c in expected.values())
@@ -405,6 +446,7 @@ def one_run(n: int, items: int, rate: float, servers: str, shape: str, workdir: 
             m.server_cpu, m.server_waited = served.cpu, served.waited
             m.bridge_rss = peak_rss_mb([bridges[m.name]])
             m.server_rss = peak_rss_mb(list(tree_after))
+            m.dropped = connections_lost(consortium, m.name, logs_before[m.name])
         run.s2s_connections, run.s2s_pairs = s2s(roots, addresses)
 
         # A check round later (60 s): a late duplicate or a stray item would have landed by now.
@@ -491,6 +533,7 @@ def report(run: Run, items: int, rate: float, servers: str) -> str:
             *per_member("server peak RSS", lambda m: m.server_rss, " MB"),
             *per_member("bridge s waiting for a core", lambda m: m.bridge_waited),
             *per_member("server s waiting for a core", lambda m: m.server_waited),
+            *per_member("connections a bridge lost to its server", lambda m: m.dropped),
             ["open fds, bridge / server (max)", f"{max(m.bridge_fds for m in run.members)} / "
                                                 f"{max(m.server_fds for m in run.members)}"],
             ["s2s TCP connections / linked pairs", f"{run.s2s_connections} / {run.s2s_pairs} "
@@ -511,12 +554,22 @@ def report(run: Run, items: int, rate: float, servers: str) -> str:
 
 
 def main() -> None:
-    sizes = [int(arg) for arg in positional("--items", "--rate", "--servers", "--topology")] or list(SIZES)
+    sizes = [int(arg) for arg in positional("--items", "--rate", "--servers", "--topology", "--hub-nice")] \
+        or list(SIZES)
     items, rate = int(option("--items", str(ITEMS))), float(option("--rate", str(RATE)))
     servers, shape = option("--servers", "prosody"), option("--topology", "mesh")
+    hub_nice = int(option("--hub-nice", "0"))
+    keep = "--keep" in sys.argv[1:]  # leave every member's logs and stores behind, for a run that failed
     for n in sizes:
-        with tempfile.TemporaryDirectory(prefix=f"bench-scale-{n}-") as tmp:
-            run = one_run(n, items, rate, servers, shape, Path(tmp))
+        if keep:
+            tmp = tempfile.mkdtemp(prefix=f"bench-scale-{n}-")
+            print(f"keeping {tmp}", flush=True)
+            run = one_run(n, items, rate, servers, shape, Path(tmp), hub_nice)
+        else:
+            with tempfile.TemporaryDirectory(prefix=f"bench-scale-{n}-") as tmp:
+                run = one_run(n, items, rate, servers, shape, Path(tmp), hub_nice)
+        if hub_nice and run.hub is not None:
+            print(f"(the hub's bridge and server at niceness {hub_nice}, the rest at 0)")
         print(report(run, items, rate, servers), flush=True)
         print(flush=True)
 
