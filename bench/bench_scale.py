@@ -29,8 +29,9 @@ process (as ``xmppbridge publish`` does in its own). Per run:
 [--hub-nice 0] [--keep]`` (default N = 4 8 16, mesh; ``--keep`` leaves the members' logs and stores in
 the temporary directory it prints). ``--hub-nice -10`` (root) runs the hub's bridge and server at
 that niceness: on one machine they get one share of the cores each, like every spoke's, though they
-carry the whole consortium's traffic; a deployed hub has cores of its own, and this approximates it
-(SCALING.md, "the hub's tail").
+carry the whole consortium's traffic. It was meant to approximate a hub with cores of its own, and
+does not: the starved spokes then read the hub's fan-out late (SCALING.md, "the 16-member hub on
+ejabberd against Prosody").
 Members on 127.0.<slot>.220-235 (XMPPBRIDGE_TEST_SLOT, default 0), feeds on 127.0.0.1:19100+, so the
 integration tests (127.0.<slot>.200-203) can run beside it. Discovery every 10 s, checks every 60 s
 (the shipped default). Take /tmp/xmppbridge-bench.lock (flock) for figures that go into SCALING.md.
@@ -48,6 +49,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -561,13 +563,13 @@ def main() -> None:
     hub_nice = int(option("--hub-nice", "0"))
     keep = "--keep" in sys.argv[1:]  # leave every member's logs and stores behind, for a run that failed
     for n in sizes:
-        if keep:
-            tmp = tempfile.mkdtemp(prefix=f"bench-scale-{n}-")
-            print(f"keeping {tmp}", flush=True)
+        prefix = f"bench-scale-{n}-"
+        workdir = (nullcontext(tempfile.mkdtemp(prefix=prefix)) if keep
+                   else tempfile.TemporaryDirectory(prefix=prefix))
+        with workdir as tmp:
+            if keep:
+                print(f"keeping {tmp}", flush=True)
             run = one_run(n, items, rate, servers, shape, Path(tmp), hub_nice)
-        else:
-            with tempfile.TemporaryDirectory(prefix=f"bench-scale-{n}-") as tmp:
-                run = one_run(n, items, rate, servers, shape, Path(tmp), hub_nice)
         if hub_nice and run.hub is not None:
             print(f"(the hub's bridge and server at niceness {hub_nice}, the rest at 0)")
         print(report(run, items, rate, servers), flush=True)

@@ -438,19 +438,10 @@ class Mirror:
         lists and we lack, now, rather than after two periodic checks of it (each node's turn comes once
         in as many rounds as we follow nodes: 8 minutes at a spoke of 4 hub nodes, SCALING.md)."""
         service, node = key
-        subscription = next((s for s in self.config.subscriptions if s.service == service), None)
-        if subscription is None:
-            return  # no longer configured
-        try:
-            async with self._node_locks.setdefault(key, asyncio.Lock()):
-                result = await self.catch_up(xmpp, service, node, remote_capacity=subscription.max_items,
-                                             only_missing=True, second_look=False)
-        except Exception as exc:  # noqa: BLE001 - a peer being away is normal; try again next round
-            log.debug("catching up on %s on %s after its approval failed: %s", node, service, explain(exc))
-            self.peers.failed(service, exc)
-            return
+        result = await self._check(xmpp, service, node, second_look=False)
+        if result is None:
+            return  # tried again next round
         self._awaiting_owner.discard(key)
-        self.peers.answered(service)
         log.info("subscription to %s on %s approved by its owner: %d items there, %d fetched that came "
                  "while it was pending", node, service, result.listed, result.fetched)
 
@@ -487,19 +478,23 @@ class Mirror:
                      "request for its operator", key[1], key[0])
         return False
 
-    async def _check(self, xmpp: BridgeComponent, service: str, node: str) -> None:
+    async def _check(self, xmpp: BridgeComponent, service: str, node: str, *,
+                     second_look: bool = True) -> CatchUp | None:
+        """Fetch what ``node`` lists and we lack (``catch_up``'s ``only_missing``); None if the service
+        is no longer configured or the check failed."""
         subscription = next((s for s in self.config.subscriptions if s.service == service), None)
         if subscription is None:
-            return  # no longer configured
+            return None  # no longer configured
         try:
             async with self._node_locks.setdefault((service, node), asyncio.Lock()):
                 result = await self.catch_up(xmpp, service, node, remote_capacity=subscription.max_items,
-                                             only_missing=True)
+                                             only_missing=True, second_look=second_look)
         except Exception as exc:  # noqa: BLE001 - a peer being away is normal; try again next round
             log.debug("checking %s on %s failed: %s", node, service, explain(exc))
             self.peers.failed(service, exc)
-            return
+            return None
         self.peers.answered(service)
         if result.fetched or result.retracted:
             log.info("caught up on %s on %s: %d missing items fetched, %d retracted", node, service,
                      result.fetched, result.retracted)
+        return result
