@@ -34,7 +34,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_e2e import bridge_run  # noqa: E402
-from bench.common import RUNS, table  # noqa: E402
+from bench.common import RUNS, positional, table  # noqa: E402
 from bench.lab import NET, BenchConsortium, consortium  # noqa: E402
 
 GUESSERS = 8
@@ -100,7 +100,7 @@ def phase(lab: BenchConsortium, tag: str, count: int, flood: bool) -> tuple[floa
 
 
 def main() -> None:
-    args = sys.argv[1:]
+    args = positional()
     count = int(args[0]) if args else N
     runs = int(args[1]) if len(args) > 1 else RUNS
     latencies: dict[str, list[float]] = {name: [] for name in PHASES}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import RUNS, table  # noqa: E402
+from bench.common import RUNS, positional, table  # noqa: E402
 from bench.lab import (  # noqa: E402
     RESTRICTIONS,
     BenchConsortium,
@@ -117,8 +117,9 @@ def one_run(run: int, n: int) -> tuple[float, float, float, float]:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else N
-    runs = int(sys.argv[2]) if len(sys.argv) > 2 else RUNS
+    args = positional()
+    n = int(args[0]) if args else N
+    runs = int(args[1]) if len(args) > 1 else RUNS
     results = [one_run(run, n) for run in range(runs)]
     converged = statistics.median(r[0] for r in results)
     stored = statistics.median(r[1] for r in results)

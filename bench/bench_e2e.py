@@ -160,7 +160,7 @@ def one_run(lab: BenchConsortium, run: int, n_sat: int, series: Series, pg_serve
 def main() -> None:
     # bench_e2e.py [N] [RUNS] [--pubsub-wal] [--stores SETUPS]: --pubsub-wal puts the pubsub services'
     # SQLite files in WAL mode; --stores: see the module's docstring
-    args = positional("--stores")
+    args = positional("--stores", flags=("--pubsub-wal",))
     wal = "--pubsub-wal" in sys.argv[1:]
     n_sat = int(args[0]) if args else N_SAT
     runs = int(args[1]) if len(args) > 1 else RUNS

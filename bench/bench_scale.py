@@ -556,7 +556,8 @@ def report(run: Run, items: int, rate: float, servers: str) -> str:
 
 
 def main() -> None:
-    sizes = [int(arg) for arg in positional("--items", "--rate", "--servers", "--topology", "--hub-nice")] \
+    sizes = [int(arg) for arg in positional("--items", "--rate", "--servers", "--topology", "--hub-nice",
+                                           flags=("--keep",))] \
         or list(SIZES)
     items, rate = int(option("--items", str(ITEMS))), float(option("--rate", str(RATE)))
     servers, shape = option("--servers", "prosody"), option("--topology", "mesh")

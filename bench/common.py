@@ -85,10 +85,22 @@ def choices(name: str, known: Collection[str], default: str) -> list[str]:
     return chosen
 
 
-def positional(*with_values: str) -> list[str]:
-    """The command line's arguments that are not options, nor the values of ``with_values`` options."""
+def positional(*with_values: str, flags: Collection[str] = ()) -> list[str]:
+    """The command line's arguments that are not options, nor the values of ``with_values`` options.
+
+    A benchmark runs for minutes, so a command line it does not understand must not start one:
+    ``-h``/``--help`` prints the script's docstring, and an option that is neither in ``with_values``
+    nor in ``flags`` exits naming the known ones."""
     argv, found = sys.argv[1:], []
+    if "-h" in argv or "--help" in argv:
+        print((sys.modules["__main__"].__doc__ or "").strip())
+        sys.exit(0)
     for i, arg in enumerate(argv):
-        if not arg.startswith("--") and not (i and argv[i - 1] in with_values):
+        if i and argv[i - 1] in with_values:
+            continue  # an option's value, such as --hub-nice -10
+        if arg.startswith("-") and arg.split("=", 1)[0] not in (*with_values, *flags):
+            known = ", ".join(sorted((*with_values, *flags, "--help")))
+            sys.exit(f"unknown option {arg} (known: {known}); nothing was run")
+        if not arg.startswith("-"):
             found.append(arg)
     return found
