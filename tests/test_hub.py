@@ -26,6 +26,7 @@ from xmppbridge.paths.relay import RELAY_SOURCE, Relayer, Route, prepare_relay
 from xmppbridge.policy.relaying import RelayRule
 from xmppbridge.policy.sources import Sources
 from xmppbridge.signing.keys import SigningIdentity, load_identity
+from xmppbridge.signing.relay import relay_sign
 from xmppbridge.signing.sign import sign_document
 from xmppbridge.signing.trust import TrustStore
 from xmppbridge.signing.verify import verify_document
@@ -224,6 +225,26 @@ def test_a_spoke_passes_over_its_own_items_relayed_back(tmp_path: Path, hub_conf
     assert echo(own) and echo(relayed)
     assert not echo(sign_document(etree.fromstring(iodef2("E-2", name="csirt.b.test")), b))
     assert not echo(None) and not echo(b"<not-signed/>")
+
+
+def test_a_hub_passes_over_its_own_relays_coming_back_from_another_hub(tmp_path: Path,
+                                                                        hub_config: dict) -> None:
+    """A tree of hubs: h relays a's item, hub b relays it on, and h, following b, gets it back."""
+    config = load(tmp_path, hub_config)
+    a, b, h = (identity(tmp_path, n) for n in "abh")
+    through_h = prepare_relay_for(config, h, sign_document(etree.fromstring(iodef2("E-4")), a))
+    through_h_and_b = relay_sign(through_h, b)
+    assert OwnEcho(h)(through_h_and_b) and OwnEcho(h)(through_h)
+    assert OwnEcho(b)(through_h_and_b) and not OwnEcho(b)(through_h)
+    # An item of hub b's own, relayed by h, is an echo at both, and at nobody else.
+    theirs = relay_sign(sign_document(etree.fromstring(iodef2("E-5", name="csirt.b.test")), b), h)
+    assert OwnEcho(b)(theirs) and OwnEcho(h)(theirs) and not OwnEcho(a)(theirs)
+    with Store(tmp_path / "h2.sqlite") as store:
+        mirror = Mirror(SimpleNamespace(sources=Sources(frozenset({"pubsub.b.test"}))), store, None,
+                        own_echo=OwnEcho(h))  # type: ignore[arg-type]
+        mirror.on_item("pubsub.b.test", "iodef/need-to-know/mitigation", "csirt.a.test/E-4",
+                       ET.fromstring(through_h_and_b))
+        assert store.count_entries() == 0 and store.count_rejects() == 0  # passed over
 
 
 def prepare_relay_for(config: Config, h: SigningIdentity, payload: bytes) -> bytes:

@@ -12,7 +12,12 @@ relayed copy (``Hub.retract``). Items a rule selects and the policy refuses
 
 A spoke follows the hub only, and its own items come back from there, relayed: ``own_echo`` recognises
 them so that the mirror passes them over instead of quarantining them as signed by a stranger (a bridge
-does not trust its own certificate as a peer's).
+does not trust its own certificate as a peer's). Hubs that relay to each other (a tree of hubs, each with
+spokes of its own) get their own relays back the same way: hub 1 relays a spoke's item, hub 2 relays it
+on to its spokes on a node hub 1 follows too, and hub 1 receives it again with its own relay signature.
+It already holds that incident (from the spoke, and its relayed copy), so the echo is passed over too.
+Otherwise every item would end in its quarantine, as ``unknown-signer``: its own relay signature is by a
+certificate it does not trust as a peer's.
 """
 
 from __future__ import annotations
@@ -88,8 +93,9 @@ class Hub:
 
 
 class OwnEcho:
-    """Recognises documents we originated, relayed back to us by a hub: signed with our key, or with a key
-    we signed with before a reload switched keys (``also``), which a hub may still be relaying."""
+    """Recognises documents we originated or relayed, coming back to us through a hub: signed (as their
+    originator or as one of their relays) with our key, or with a key we signed with before a reload
+    switched keys (``also``), which a hub may still be relaying."""
 
     def __init__(self, identity: SigningIdentity) -> None:
         self._markers: dict[str, bytes] = {}  # our certificates' fingerprints -> their markers
@@ -108,9 +114,10 @@ class OwnEcho:
         try:
             root = parse_untrusted(payload)
             layout = signature_layout(root, etree.QName(root).namespace or "")
-            certificates = embedded_certificates(layout.originator)
+            signers = [embedded_certificates(signature)[0]
+                       for signature in (layout.originator, *layout.relays)]
         except InputRejected:
             return False  # not ours after all: the receive path says what is wrong with it
         # Unverified, and only used to pass an item over: a forgery that names our certificate gains
         # nothing it could not get by not being sent.
-        return fingerprint(certificates[0]) in self._markers
+        return any(fingerprint(certificate) in self._markers for certificate in signers)
