@@ -1,4 +1,4 @@
-"""A tree of two hubs on four real Prosody domains: spoke a -> hub h -> hub k -> spoke b, and back.
+"""A tree of two hubs on four real domains: spoke a -> hub h -> hub k -> spoke b, and back.
 
 SCALING.md's plan for 700 members has regional hubs relaying to each other. Here hub h follows its
 spoke a and hub k; k follows h and its spoke b; each hub relays what it gets from the other and from
@@ -38,13 +38,16 @@ SHARED = ("public", "partner")
 RELAYED = {"restrictions": list(SHARED), "to": "all"}
 
 
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consortium]:
+@pytest.fixture(scope="module", params=["prosody", "ejabberd"])
+def tree(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consortium]:
+    """The hubs on Prosody, then on ejabberd as the README advises (its non-public nodes are
+    ``authorize``: each hub's subscriptions to the other's are held until that hub's bridge approves them)."""
+    hubs = request.param
     for tool in ("prosody", str(XMLSEC1)):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is not installed: run `make test`, which installs it")
-    consortium = loopback_consortium(tmp_path_factory.mktemp("hub-tree"), HOSTS, feed_port_base=22100,
-                                     discovery_interval=1.0)
+    consortium = loopback_consortium(tmp_path_factory.mktemp(f"hub-tree-{hubs}"), HOSTS, feed_port_base=22100,
+                                     discovery_interval=1.0, servers={"h": hubs, "k": hubs})
     everyone = {"partner": "all", "need-to-know": [], "private": []}
     consortium.write_files(
         subscriptions={"a": ["h"], "h": ["a", "k"], "k": ["h", "b"], "b": ["k"]},
