@@ -240,11 +240,16 @@ def test_a_hub_passes_over_its_own_relays_coming_back_from_another_hub(tmp_path:
     theirs = relay_sign(sign_document(etree.fromstring(iodef2("E-5", name="csirt.b.test")), b), h)
     assert OwnEcho(b)(theirs) and OwnEcho(h)(theirs) and not OwnEcho(a)(theirs)
     with Store(tmp_path / "h2.sqlite") as store:
-        mirror = Mirror(SimpleNamespace(sources=Sources(frozenset({"pubsub.b.test"}))), store, None,
-                        own_echo=OwnEcho(h))  # type: ignore[arg-type]
+        mirror = echo_mirror(store, "pubsub.b.test", h)
         mirror.on_item("pubsub.b.test", "iodef/need-to-know/mitigation", "csirt.a.test/E-4",
                        ET.fromstring(through_h_and_b))
         assert store.count_entries() == 0 and store.count_rejects() == 0  # passed over
+
+
+def echo_mirror(store: Store, service: str, us: SigningIdentity) -> Mirror:
+    """A mirror that follows ``service`` alone and recognises what ``us`` signed coming back."""
+    return Mirror(SimpleNamespace(sources=Sources(frozenset({service}))), store, None,  # type: ignore[arg-type]
+                  own_echo=OwnEcho(us))
 
 
 def prepare_relay_for(config: Config, h: SigningIdentity, payload: bytes) -> bytes:
@@ -279,8 +284,7 @@ async def test_a_spoke_does_not_fetch_its_own_echoes_again_at_every_check(tmp_pa
     a, h = identity(tmp_path, "a"), identity(tmp_path, "h")
     echo = prepare_relay_for(config, h, sign_document(etree.fromstring(iodef2("E-3")), a))
     with Store(tmp_path / "a.sqlite") as store:
-        mirror = Mirror(SimpleNamespace(sources=Sources(frozenset({"pubsub.h.test"}))), store, None,
-                        own_echo=OwnEcho(a))  # type: ignore[arg-type]
+        mirror = echo_mirror(store, "pubsub.h.test", a)
         mirror.on_item("pubsub.h.test", "iodef/need-to-know/mitigation", "csirt.a.test/E-3",
                        ET.fromstring(echo))
         assert store.count_entries() == 0 and store.count_rejects() == 0  # passed over
