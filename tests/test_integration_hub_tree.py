@@ -27,6 +27,7 @@ from tests.pki import XMLSEC1, xmlsec1
 from xmppbridge.demo.consortium import Consortium
 from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.iodef.model import NS_V2
+from xmppbridge.signing.dsig import DS_SIGNATURE
 from xmppbridge.signing.shape import signature_layout
 from xmppbridge.store import Store
 from xmppbridge.store.entries import Entry
@@ -73,9 +74,14 @@ def entries(consortium: Consortium, name: str) -> list[Entry]:
         return store.entries(limit=1000)
 
 
+def held_from(consortium: Consortium, spoke: str, hub: str) -> dict[str, Entry]:
+    """Incident id -> the entry ``spoke`` mirrored from ``hub``'s service."""
+    return {e.incident.id: e for e in entries(consortium, spoke) if e.service == f"pubsub.{hub}.test"}
+
+
 def from_hub(consortium: Consortium, spoke: str, hub: str, want: set[str]) -> dict[str, Entry] | None:
-    """Incident id -> the entry ``spoke`` mirrored from ``hub``'s service, once it holds ``want``."""
-    held = {e.incident.id: e for e in entries(consortium, spoke) if e.service == f"pubsub.{hub}.test"}
+    """``held_from``, once it holds ``want``."""
+    held = held_from(consortium, spoke, hub)
     return held if held.keys() >= want else None
 
 
@@ -131,7 +137,7 @@ def test_xmlsec1_verifies_all_three_signatures(tree: Consortium, tmp_path: Path)
                 container.getparent().remove(container)
             path = tmp_path / f"{incident_id}.{signer}.xml"
             path.write_bytes(etree.tostring(root))
-            index = len(list(root.iter("{http://www.w3.org/2000/09/xmldsig#}Signature")))
+            index = len(list(root.iter(DS_SIGNATURE)))
             result = xmlsec1("--verify", "--trusted-pem", keys / f"{signer}.crt",
                              "--node-xpath", f"(//*[local-name()='Signature'])[{index}]", path)
             assert result.returncode == 0, (signer, result.stderr)
@@ -145,6 +151,6 @@ def test_a_retraction_at_the_originator_reaches_the_far_spoke_through_both_hubs(
                                      headers=a.basic_auth())
     with urllib.request.urlopen(request, timeout=60) as response:
         assert response.status == 204
-    eventually(lambda: "TREE-a-partner" not in (from_hub(tree, "b", "k", set()) or {}), timeout=60,
+    eventually(lambda: "TREE-a-partner" not in held_from(tree, "b", "k"), timeout=60,
                what="b to drop TREE-a-partner, retracted by a, then by h, then by k")
-    assert "TREE-a-public" in (from_hub(tree, "b", "k", set()) or {})  # nothing else went
+    assert "TREE-a-public" in held_from(tree, "b", "k")  # nothing else went
