@@ -246,6 +246,36 @@ def test_a_hub_passes_over_its_own_relays_coming_back_from_another_hub(tmp_path:
         assert store.count_entries() == 0 and store.count_rejects() == 0  # passed over
 
 
+def test_a_hub_relays_a_document_once_however_many_ways_it_comes(tmp_path: Path, hub_config: dict) -> None:
+    """Hubs in a ring or a mesh: h follows hubs b and c (and a), each of which relays a's item on, so the
+    same document comes by three ways, with three custody chains. h relays it once, the first time; an
+    update is relayed once too, and the old document, brought late by a way that lags, is not relayed
+    again over the update."""
+    hub_config["relay"] = [{"from": ["a", "b", "c"], "restrictions": ["partner"], "to": "all"}]
+    hub = Coordinator(tmp_path, hub_config)
+    a, b, c = (identity(tmp_path, n) for n in "abc")
+    first, update = (sign_document(etree.fromstring(iodef2("W-1", restriction="partner", description=t)), a)
+                     for t in ("Botnet C2 seen at 192.0.2.10", "Botnet C2 seen at 192.0.2.10 and .11"))
+
+    def comes(service: str, payload: bytes, item: str = "csirt.a.test/W-1") -> list[list[str]]:
+        """``payload`` from ``service``; the custody chains of what h has queued to relay, in order."""
+        with hub.store.batch():
+            hub.mirror.on_item(service, "iodef/partner/mitigation", item, ET.fromstring(payload))
+        return [[c.member for c in item.custody] for item in hub.store.pending()]
+
+    with hub.store:
+        assert comes("pubsub.b.test", relay_sign(first, b)) == [["a", "b", "h"]]
+        assert comes("pubsub.c.test", relay_sign(first, c)) == [["a", "b", "h"]]  # mirrored, not relayed
+        assert comes("pubsub.c.test", relay_sign(update, c)) == [["a", "b", "h"], ["a", "c", "h"]]
+        assert comes("pubsub.b.test", relay_sign(update, b)) == [["a", "b", "h"], ["a", "c", "h"]]
+        assert comes("pubsub.a.test", first) == [["a", "b", "h"], ["a", "c", "h"]]  # a's own way, lagging
+        assert comes("pubsub.a.test", update) == [["a", "b", "h"], ["a", "c", "h"]]
+        assert hub.store.count_entries() == 3 and hub.store.count_rejects() == 0  # each way's copy is kept
+        # Another incident from the same originator is still relayed.
+        other = sign_document(etree.fromstring(iodef2("W-2", restriction="partner")), a)
+        assert len(comes("pubsub.c.test", relay_sign(other, c), "csirt.a.test/W-2")) == 3
+
+
 def echo_mirror(store: Store, service: str, us: SigningIdentity) -> Mirror:
     """A mirror that follows ``service`` alone and recognises what ``us`` signed coming back."""
     return Mirror(SimpleNamespace(sources=Sources(frozenset({service}))), store, None,  # type: ignore[arg-type]

@@ -18,6 +18,14 @@ on to its spokes on a node hub 1 follows too, and hub 1 receives it again with i
 It already holds that incident (from the spoke, and its relayed copy), so the echo is passed over too.
 Otherwise every item would end in its quarantine, as ``unknown-signer``: its own relay signature is by a
 certificate it does not trust as a peer's.
+
+Hubs that follow each other in a ring or a mesh get one document by more than one way: hub 3 follows
+hubs 1 and 2, gets a spoke's item from hub 1 relayed by 1, then from hub 2 relayed by 1 and 2. The
+second is new bytes (another custody chain), so the mirror stores it, and relaying it too would send
+every spoke of hub 3 the same document again as a second revision. So a document is relayed once: the
+first way it comes decides, and any later way that brings the same originator's same signed content
+(``Layout.originator_digest``) is passed over (``Hub.came_before``), as is a revision an update has
+superseded, brought late by a way that lags. An update by the originator is new content, and is relayed.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from xmppbridge.config.settings import Config
 from xmppbridge.errors import InputRejected
 from xmppbridge.iodef.document import incident_item_id
 from xmppbridge.iodef.parse import parse_untrusted
+from xmppbridge.iodef.uuids import incident_uuid
 from xmppbridge.paths.custody import member_names
 from xmppbridge.paths.receive import Checked, message_of
 from xmppbridge.paths.relay import RELAY_SOURCE, Relayer, Route, prepare_relay
@@ -40,6 +49,7 @@ from xmppbridge.signing.keys import SigningIdentity, fingerprint
 from xmppbridge.signing.shape import signature_layout
 from xmppbridge.signing.verify import embedded_certificates
 from xmppbridge.store.contracts import Entries, Outbox, Quarantine
+from xmppbridge.store.entries import Entry
 from xmppbridge.store.items import ItemRef, Refused, SignedItem
 from xmppbridge.store.outbox import RETRACT
 
@@ -47,7 +57,10 @@ log = logging.getLogger(__name__)
 
 
 class Relaying(Entries, Outbox, Quarantine, Protocol):
-    """What the hub reads and writes: the entry just mirrored, the outbox, the quarantine."""
+    """What the hub reads and writes: the entry just mirrored, the other entries of its incident, the
+    outbox, the quarantine."""
+
+    def entries_holding(self, incident: str) -> list[Entry]: ...
 
 
 class Hub:
@@ -64,6 +77,11 @@ class Hub:
                                           incident.purpose)
         if rule is None:
             return
+        first = self.came_before(ref, payload, checked)
+        if first is not None:
+            log.info("not relaying item %s: the same document by its originator came first from %s as "
+                     "item %s, and was relayed (or refused) then", ref, first.service, first.item_id)
+            return
         try:
             item = prepare_relay(ref, payload, self.relayer,
                                  Route(audience=self.config.node_audience, allowed=rule.to_bridges),
@@ -74,6 +92,35 @@ class Hub:
             return
         self.store.enqueue(item, source=f"{RELAY_SOURCE}:{ref.service}")
         log.info("relaying item %s to %s as %s", ref, item.node, item.item_id)
+
+    def came_before(self, ref: ItemRef, payload: bytes, checked: Checked) -> Entry | None:
+        """Another live entry than ``ref`` that held what ``payload`` holds, as its originator signed it,
+        and was relayed (or refused) then: one a rule selects, or our own relayed copy; else None. Held
+        now, or before an update superseded it: a way that lags brings an older document after a newer
+        one, and relaying it would take the spokes back a revision.
+
+        Only the entries of the same incident are read (in a tree of hubs, ``ref``'s own, and for an
+        update our relayed copy too), and documents are parsed only when there is another."""
+        incident, originator = checked.incident, checked.verified.originator.fingerprint
+        holding = self.store.entries_holding(str(incident_uuid(incident.id_name, incident.id)))
+        others = [entry for entry in holding if not entry.deleted and entry.signer_fingerprint == originator
+                  and (entry.service, entry.node, entry.item_id) != (ref.service, ref.node, ref.item_id)
+                  and self._relayed(entry)]
+        if not others:
+            return None
+        digest = originator_digest(payload)
+        if not digest:
+            return None
+        current = next((entry for entry in others if originator_digest(entry.xml) == digest), None)
+        return current or next((entry for entry in others
+                                if any(originator_digest(old.xml) == digest
+                                       for old in self.store.entry_versions(entry.id))), None)
+
+    def _relayed(self, entry: Entry) -> bool:
+        if entry.service == self.config.pubsub_service:
+            return bool(entry.custody)  # our relayed copy, not an incident we originated
+        return self.config.relay.rule_for(entry.service, entry.node, entry.incident.effective_restriction,
+                                          entry.incident.purpose) is not None
 
     def retract(self, ref: ItemRef) -> None:
         """The originator retracted ``ref`` (the mirror just marked it deleted): retract our relayed copy
@@ -90,6 +137,15 @@ class Hub:
         self.store.enqueue(SignedItem(ours.node, ours.item_id, b"", ours.incident, ours.version),
                            source=f"{RELAY_SOURCE}:{ref.service}", action=RETRACT)
         log.info("retracting our relayed copy %s of %s: retracted by its originator", ours.item_id, ref)
+
+
+def originator_digest(payload: bytes) -> str:
+    """``Layout.originator_digest`` of a document the receive path accepted ("" if it no longer parses)."""
+    try:
+        root = parse_untrusted(payload)
+        return signature_layout(root, etree.QName(root).namespace or "").originator_digest
+    except InputRejected:
+        return ""
 
 
 class OwnEcho:

@@ -42,6 +42,15 @@ class Layout:
     originator: etree._Element  # ds:Signature
     relays: tuple[etree._Element, ...]  # ds:Signature of each relay, oldest first
 
+    @property
+    def originator_digest(self) -> str:
+        """The DigestValue of the originator's signature: the digest of what the originator signed, the
+        same for a document however many relays have signed it since (each relay's covers the document
+        as it got it, and leaves the originator's as it was)."""
+        signed_info = child(self.originator, f"{_DS}SignedInfo")
+        reference = None if signed_info is None else child(signed_info, f"{_DS}Reference")
+        return "" if reference is None else _text(child(reference, f"{_DS}DigestValue")).strip()
+
 
 def signature_layout(root: etree._Element, ns: str) -> Layout:
     """The signatures of ``root`` (an IODEF-Document in namespace ``ns``) if their shape is acceptable."""
