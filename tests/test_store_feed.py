@@ -470,6 +470,11 @@ def test_a_version_8_store_gets_the_indicators_of_every_entry(tmp_path: Path) ->
             "A-2024-0102", "A-2024-0103", "A-2024-0104"]
         [held] = store.entries_holding(str(incident_uuid("csirt.a.test", "A-2024-0104")))
         assert held.incident.id == "A-2024-0104" and held.xml
+        uuid = str(incident_uuid("csirt.a.test", "A-2024-0104"))
+        assert store.live_holders(uuid, other_than="pubsub.x.test") == [held.id]
+        assert store.live_holders(uuid, other_than=held.service) == []
+        store.mark_deleted(held.service, held.node, held.item_id)
+        assert store.live_holders(uuid, other_than="pubsub.x.test") == []
 
 
 def test_a_version_10_store_gets_the_stored_indicators_of_every_entry(tmp_path: Path) -> None:

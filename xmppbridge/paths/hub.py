@@ -60,7 +60,7 @@ class Relaying(Entries, Outbox, Quarantine, Protocol):
     """What the hub reads and writes: the entry just mirrored, the other entries of its incident, the
     outbox, the quarantine."""
 
-    def entries_holding(self, incident: str) -> list[Entry]: ...
+    def live_holders(self, incident: str, *, other_than: str) -> list[int]: ...
 
 
 class Hub:
@@ -94,21 +94,24 @@ class Hub:
         log.info("relaying item %s to %s as %s", ref, item.node, item.item_id)
 
     def came_before(self, ref: ItemRef, payload: bytes, checked: Checked) -> Entry | None:
-        """Another live entry than ``ref`` that held what ``payload`` holds, as its originator signed it,
-        and was relayed (or refused) then: one a rule selects, or our own relayed copy; else None. Held
-        now, or before an update superseded it: a way that lags brings an older document after a newer
-        one, and relaying it would take the spokes back a revision.
+        """Another live entry than ``ref``, mirrored from a source a rule selects, that held what
+        ``payload`` holds, as its originator signed it, and so was relayed (or refused) then; else None.
+        Held now, or before an update superseded it: a way that lags brings an older document after a
+        newer one, and relaying it would take the spokes back a revision.
 
-        Only the entries of the same incident are read (in a tree of hubs, ``ref``'s own, and for an
-        update our relayed copy too), and documents are parsed only when there is another."""
+        One indexed read while ``ref``'s entry is the incident's only one beside our relayed copy (each
+        item in a tree of hubs, and each update there); the entries are read, and documents parsed, only
+        when the incident came by another way too (a ring's)."""
         incident, originator = checked.incident, checked.verified.originator.fingerprint
-        holding = self.store.entries_holding(str(incident_uuid(incident.id_name, incident.id)))
-        others = [entry for entry in holding if not entry.deleted and entry.signer_fingerprint == originator
+        holders = self.store.live_holders(str(incident_uuid(incident.id_name, incident.id)),
+                                          other_than=self.config.pubsub_service)
+        if len(holders) < 2:
+            return None  # ``ref``'s own entry alone, just stored
+        others = [entry for entry in map(self.store.entry, holders)
+                  if entry is not None and entry.signer_fingerprint == originator
                   and (entry.service, entry.node, entry.item_id) != (ref.service, ref.node, ref.item_id)
-                  and self._relayed(entry)]
-        if not others:
-            return None
-        digest = originator_digest(payload)
+                  and self._selected(entry)]
+        digest = originator_digest(payload) if others else ""
         if not digest:
             return None
         current = next((entry for entry in others if originator_digest(entry.xml) == digest), None)
@@ -116,9 +119,7 @@ class Hub:
                                 if any(originator_digest(old.xml) == digest
                                        for old in self.store.entry_versions(entry.id))), None)
 
-    def _relayed(self, entry: Entry) -> bool:
-        if entry.service == self.config.pubsub_service:
-            return bool(entry.custody)  # our relayed copy, not an incident we originated
+    def _selected(self, entry: Entry) -> bool:
         return self.config.relay.rule_for(entry.service, entry.node, entry.incident.effective_restriction,
                                           entry.incident.purpose) is not None
 

@@ -213,6 +213,11 @@ class Store:
     def seq_at(self, collection: str, moment: datetime) -> int:
         return self._read(lambda conn: feedviews.seq_at(conn, collection, moment))
 
+    def live_holders(self, incident: str, *, other_than: str) -> list[int]:
+        """The ids of the live entries holding the incident whose derived UUID is ``incident``, but those
+        of service ``other_than``, oldest first: one indexed read, without the documents."""
+        return self._read(lambda conn: indicatorindex.live_holding(conn, incident, other_than))
+
     def entries_holding(self, incident: str) -> list[Entry]:
         """The entries (deleted ones too, with their documents) holding the incident whose derived UUID
         (``iodef.uuids.incident_uuid``) is ``incident``."""

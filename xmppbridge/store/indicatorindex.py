@@ -115,6 +115,14 @@ def holding(conn: Connection, incident: str) -> list[int]:
     return [row["entry_id"] for row in rows]
 
 
+def live_holding(conn: Connection, incident: str, other_than: str) -> list[int]:
+    """``holding``, without the deleted entries and those of service ``other_than``."""
+    rows = conn.execute("SELECT u.entry_id FROM entry_uuids u JOIN entries e ON e.id = u.entry_id"
+                        " WHERE u.uuid = ? AND e.deleted_at IS NULL AND e.service <> ? ORDER BY u.entry_id",
+                        (incident, other_than))
+    return [row["entry_id"] for row in rows]
+
+
 @dataclass(frozen=True)
 class IndicatorQuery:
     """What ``/search?indicator=`` asked for: an address or network (matched by containment either way),
