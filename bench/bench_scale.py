@@ -1,33 +1,36 @@
-"""Benchmark: a consortium of N members, full mesh or hub and spoke, on this machine (issue 17, SCALING.md).
+"""Benchmark: a consortium of N members, mesh, hub and spoke or a tree of hubs, here (issue 17, SCALING.md).
 
 The consortium is the demo's (``demo.consortium.Consortium`` with a ``demo.topology``): one XMPP server
 and one bridge process per member; in the mesh every member follows every other, in hub and spoke
 (``--topology hub``) member a follows the others and relays what they publish (every restriction but
-private, ``Topology.relay_section``) to the rest, which follow a alone. After a warm-up (each
+private, ``Topology.relay_section``) to the rest, which follow a alone; in a tree of hubs
+(``--topology tree``) a and b are hubs following each other, each with half the others as spokes, and
+relay what they get from their spokes and from each other. After a warm-up (each
 member publishes one item per node, so every node exists and is discovered), each member publishes
 ``--items`` items (default 250), interleaved across the members at an aggregate offered rate of
 ``--rate`` items/s (default 20), through ``Publisher.submit`` into its own bridge's outbox, in this
 process (as ``xmppbridge publish`` does in its own). Per run:
 
-- exactly once: in every receiver's store, one entry per item it may see (``topology.routes``: from its
-  publisher's service, or relayed, from the hub's), at revision 1 with one change in the feed's change
+- exactly once: in every receiver's store, one entry per item it may see (``topology.paths``: from its
+  publisher's service, or relayed, from the last hub's), at revision 1 with one change in the feed's change
   log; lost = expected but absent, duplicated = stored more than once over, or not expected at all;
   quarantined: every refusal, less the hub's of the spokes' private items (``relay-refused``, by design:
   private is never relayed), counted apart;
 - time to converge: from the first submit to the last delivery stored anywhere (``received_at``);
 - delivery latency p50/p99 over every (item, receiver): the receiver's ``received_at`` minus the submit
-  at the originator (for a relayed item, through the hub), and apart for direct and relayed deliveries;
+  at the originator (for a relayed item, through the hubs), and apart by the relays on the way (none,
+  one hub, two);
 - CPU seconds over the run (publishing until converged), seconds spent runnable but waiting for a core
   (``bench.cpu``: where latency goes when the machine is full), and peak RSS (VmHWM, the process's lifetime)
   of every bridge and every server (ejabberd: its Erlang VM with ejabberdctl, a process tree);
 - s2s: established TCP connections from one member's server to port 5269 of another's, and the server
-  pairs they link (a mesh of N needs N(N-1)/2, a hub and spoke N-1);
+  pairs they link (a mesh of N needs N(N-1)/2, a hub and spoke or a tree N-1);
 - stored bytes per item: growth of the bridges' SQLite stores (checkpointed) per entry stored (the hub's
   relayed copies included), and of the servers' files per item published there (relays included).
 
-``bench_scale.py [N ...] [--items 250] [--rate 20] [--servers prosody[,ejabberd]] [--topology mesh|hub]
+``bench_scale.py [N ...] [--items 250] [--rate 20] [--servers prosody[,ejabberd]] [--topology mesh|hub|tree]
 [--hub-nice 0] [--keep]`` (default N = 4 8 16, mesh; ``--keep`` leaves the members' logs and stores in
-the temporary directory it prints). ``--hub-nice -10`` (root) runs the hub's bridge and server at
+the temporary directory it prints). ``--hub-nice -10`` (root) runs the hubs' bridges and servers at
 that niceness: on one machine they get one share of the cores each, like every spoke's, though they
 carry the whole consortium's traffic. It was meant to approximate a hub with cores of its own, and
 does not: the starved spokes then read the hub's fan-out late (SCALING.md, "the 16-member hub on
@@ -60,7 +63,7 @@ from bench.cpu import Usage, tree_usage, usage  # noqa: E402
 from bench.lab import RESTRICTIONS, document, epoch, percentile  # noqa: E402
 from xmppbridge.config.settings import load_config  # noqa: E402
 from xmppbridge.demo.consortium import Consortium  # noqa: E402
-from xmppbridge.demo.topology import member_names, routes, server_kinds, topology  # noqa: E402
+from xmppbridge.demo.topology import member_names, paths, server_kinds, topology  # noqa: E402
 from xmppbridge.paths.publish import Publisher  # noqa: E402
 from xmppbridge.store import Store  # noqa: E402
 
@@ -102,12 +105,12 @@ class Run:
     rejected: int = 0
     p50: float = 0.0
     p99: float = 0.0
-    hub: str | None = None
-    relay_refused: int = 0  # the hub's refusals of the spokes' private items (never relayed, by design)
-    direct: tuple[int, float, float] = (0, 0.0, 0.0)  # deliveries from the publisher: count, p50, p99
-    relayed: tuple[int, float, float] = (0, 0.0, 0.0)  # through the hub
-    relays_published: int = 0  # the hub's relayed copies
-    # Where a relayed delivery's time goes: (leg, its count, p50, p99), ``relay_legs``
+    hubs: tuple[str, ...] = ()
+    relay_refused: int = 0  # the hubs' refusals of private items (never relayed, by design)
+    # Relays on the way (0: from the publisher) -> deliveries: count, p50, p99
+    by_hops: dict[int, tuple[int, float, float]] = field(default_factory=dict)
+    relays_published: int = 0  # the hubs' relayed copies
+    # Where a relayed delivery's time goes, with one hub: (leg, its count, p50, p99), ``relay_legs``
     legs: list[tuple[str, tuple[int, float, float]]] = field(default_factory=list)
     links: int = 0  # member pairs the topology links (Topology.links)
     s2s_connections: int = 0
@@ -356,21 +359,26 @@ def publish(consortium: Consortium, tag: str, per_member: int, rate: float | Non
             store.close()
 
 
-def expected_at(consortium: Consortium,
-                submitted: dict[tuple[str, str], float]) -> dict[str, Counter[tuple[str, str]]]:
-    """Receiver -> the (service, item id) it must hold once each: the publisher's service, or the hub's
-    for a relayed item (same item id, ``relay.prepare_relay``); item i of a member is in category
-    ``RESTRICTIONS[i % 4]`` (``publish``)."""
+def deliveries(consortium: Consortium,
+               submitted: dict[tuple[str, str], float]) -> dict[str, dict[tuple[str, str], int]]:
+    """Receiver -> the (service, item id) it must hold once each -> the relays on its way: the
+    publisher's service, or the last hub's for a relayed item (same item id, ``relay.prepare_relay``);
+    item i of a member is in category ``RESTRICTIONS[i % 4]`` (``publish``)."""
     services = {m.pubsub_jid: name for name, m in consortium.members.items()}
     audiences = {name: consortium.audiences(name) for name in consortium.members}
-    expected: dict[str, Counter[tuple[str, str]]] = {name: Counter() for name in consortium.members}
+    expected: dict[str, dict[tuple[str, str], int]] = {name: {} for name in consortium.members}
     for service, item_id in submitted:
         publisher = services[service]
         restriction = RESTRICTIONS[int(item_id.rsplit("-", 1)[1]) % len(RESTRICTIONS)]
-        reached = routes(consortium.topology, audiences, publisher, restriction, PURPOSE)
-        for receiver, source in reached.items():
-            expected[receiver][(consortium[source].pubsub_jid, item_id)] = 1
+        for receiver, via in paths(consortium.topology, audiences, publisher, restriction, PURPOSE).items():
+            expected[receiver][(consortium[via[-1] if via else publisher].pubsub_jid, item_id)] = len(via)
     return expected
+
+
+def expected_at(consortium: Consortium,
+                submitted: dict[tuple[str, str], float]) -> dict[str, Counter[tuple[str, str]]]:
+    """``deliveries``, each once."""
+    return {name: Counter(held.keys()) for name, held in deliveries(consortium, submitted).items()}
 
 
 def wait_converged(consortium: Consortium, tag: str, expected: dict[str, Counter[tuple[str, str]]],
@@ -403,7 +411,7 @@ def one_run(n: int, items: int, rate: float, servers: str, shape: str, workdir: 
     addresses = {name: f"127.0.{slot()}.{HOST_BASE + i}" for i, name in enumerate(names)}
     consortium = Consortium(workdir, addresses, feed_port_base=FEED_PORT, discovery_interval=DISCOVERY,
                             check_interval=CHECK, servers=kinds, topology=topology(shape, names))
-    run = Run(n, members=[Member(name, kinds[name]) for name in names], hub=consortium.topology.hub,
+    run = Run(n, members=[Member(name, kinds[name]) for name in names], hubs=consortium.topology.hubs,
               links=len(consortium.topology.links()))
     consortium.write_files()
     try:
@@ -413,11 +421,11 @@ def one_run(n: int, items: int, rate: float, servers: str, shape: str, workdir: 
         start = time.monotonic()
         consortium.start_bridges(timeout=120.0 + 20.0 * n)
         run.started_bridges = time.monotonic() - start
-        if hub_nice and run.hub is not None:
-            hub = consortium[run.hub]
+        for name in run.hubs if hub_nice else ():
+            hub = consortium[name]
             assert hub.bridge is not None
             renice(hub.bridge.pid, hub_nice)
-            renice(server_root(consortium, run.hub), hub_nice)
+            renice(server_root(consortium, name), hub_nice)
 
         # Warm-up: one item per node and member, so that every node exists and has been discovered.
         start = time.monotonic()
@@ -434,7 +442,8 @@ def one_run(n: int, items: int, rate: float, servers: str, shape: str, workdir: 
 
         logs_before = {name: log_size(consortium, name) for name in names}
         submitted, t0, run.offered = publish(consortium, "S", items, rate)
-        expected = expected_at(consortium, submitted)
+        hops = deliveries(consortium, submitted)
+        expected = {name: Counter(held.keys()) for name, held in hops.items()}
         run.expected = sum(sum(c.values()) for c in expected.values())
         wait_converged(consortium, "S", expected, 300.0 + 60.0 * n, run)
 
@@ -456,7 +465,7 @@ def one_run(n: int, items: int, rate: float, servers: str, shape: str, workdir: 
         # Item ids name their originator's domain, so one id is one submit wherever it is relayed.
         submit_of = {item_id: at for (_, item_id), at in submitted.items()}
         origin_of = {item_id: service for service, item_id in submitted}
-        latencies: dict[bool, list[float]] = {False: [], True: []}  # relayed? -> seconds
+        latencies: dict[int, list[float]] = {}  # relays on the way -> seconds
         relayed_arrivals: list[tuple[str, float]] = []
         last = t0
         for name in names:
@@ -466,26 +475,28 @@ def one_run(n: int, items: int, rate: float, servers: str, shape: str, workdir: 
             run.duplicated += sum((held - expected[name]).values())
             run.duplicated += sum(1 for _, _, revision, changes, _ in rows if revision != 1 or changes != 1)
             refused = rejects(consortium, name, "S")
-            if name == run.hub:
-                run.relay_refused = refused.pop(("relay", "relay-refused"), 0)
+            if name in run.hubs:
+                run.relay_refused += refused.pop(("relay", "relay-refused"), 0)
             run.rejected += sum(refused.values())
             for service, item_id, _, _, received_at in rows:
                 if (service, item_id) in expected[name]:
                     arrived = epoch(received_at)
-                    latencies[service != origin_of[item_id]].append(arrived - submit_of[item_id])
+                    relays = hops[name][(service, item_id)]
+                    latencies.setdefault(relays, []).append(arrived - submit_of[item_id])
                     if service != origin_of[item_id]:
                         relayed_arrivals.append((item_id, arrived))
                     last = max(last, arrived)
-        every = latencies[False] + latencies[True]
+        every = [seconds for values in latencies.values() for seconds in values]
         run.converged = last - t0
         run.drained = last - max(submitted.values())
         run.p50, run.p99 = percentile(every, 50), percentile(every, 99)
-        run.direct, run.relayed = (spread_of(latencies[False]), spread_of(latencies[True]))
-        if run.hub is not None:
-            at_hub = {item_id: epoch(at) for _, item_id, _, _, at in remote_rows(consortium, run.hub, "S")}
-            run.legs = relay_legs(relayed_arrivals, submit_of, at_hub, relay_times(consortium, run.hub, "S"))
-        stored = entries_of(consortium, "S") - entries_before  # received, own, and the hub's relayed copies
-        run.relays_published = relayed_copies(consortium, run.hub, "S") if run.hub else 0
+        run.by_hops = {count: spread_of(values) for count, values in sorted(latencies.items())}
+        if len(run.hubs) == 1:  # with two hubs, a relayed delivery's legs are at one hub or the other
+            [hub] = run.hubs
+            at_hub = {item_id: epoch(at) for _, item_id, _, _, at in remote_rows(consortium, hub, "S")}
+            run.legs = relay_legs(relayed_arrivals, submit_of, at_hub, relay_times(consortium, hub, "S"))
+        stored = entries_of(consortium, "S") - entries_before  # received, own, and the hubs' relayed copies
+        run.relays_published = sum(relayed_copies(consortium, hub, "S") for hub in run.hubs)
         run.store_bytes_per_entry = (store_bytes(consortium) - stores_before) / stored
         servers_after = sum(directory_bytes(m.prosody.workdir) for m in consortium.members.values())
         run.server_bytes_per_item = (servers_after - servers_before) / (len(submitted) + run.relays_published)
@@ -499,23 +510,27 @@ def report(run: Run, items: int, rate: float, servers: str) -> str:
         return f"median {statistics.median(values):.1f}{unit}, max {max(values):.1f}{unit}"
 
     def per_member(what: str, value: Callable[[Member], float], unit: str = "") -> list[list[str]]:
-        """One row over every member, or in a hub and spoke the hub's and the spokes' apart."""
-        if run.hub is None:
+        """One row over every member, or the hubs' and the spokes' apart."""
+        if not run.hubs:
             return [[what, spread([value(m) for m in run.members], unit)]]
-        [hub] = [m for m in run.members if m.name == run.hub]
-        return [[f"{what}: hub", f"{value(hub):.1f}{unit}"],
-                [f"{what}: spokes", spread([value(m) for m in run.members if m is not hub], unit)]]
+        hubs = [m for m in run.members if m.name in run.hubs]
+        spokes = [value(m) for m in run.members if m.name not in run.hubs]
+        return [[f"{what}: hub", f"{value(hubs[0]):.1f}{unit}"] if len(hubs) == 1
+                else [f"{what}: hubs", spread([value(m) for m in hubs], unit)],
+                [f"{what}: spokes", spread(spokes, unit)]]
 
     def latency(label: str, measured: tuple[int, float, float]) -> list[list[str]]:
         count, p50, p99 = measured
         return [[f"{label} p50 / p99 ({count} deliveries)", f"{p50 * 1000:.0f} ms / {p99 * 1000:.0f} ms"]]
 
     bridges_cpu = [m.bridge_cpu for m in run.members]
-    shape = "Full mesh" if run.hub is None else f"Hub and spoke around {run.hub}"
-    hub_rows = [] if run.hub is None else [
-        *latency("direct from the publisher", run.direct), *latency("relayed by the hub", run.relayed),
+    shape = ("Full mesh" if not run.hubs else f"Hub and spoke around {run.hubs[0]}" if len(run.hubs) == 1
+             else f"Tree of hubs {', '.join(run.hubs)}")
+    relayed_by = {0: "direct from the publisher", 1: "relayed by one hub", 2: "relayed by two hubs"}
+    hub_rows = [] if not run.hubs else [
+        *(row for count, measured in run.by_hops.items() for row in latency(relayed_by[count], measured)),
         *(row for leg, measured in run.legs for row in latency(f"  relayed, {leg}", measured)),
-        ["items relayed by the hub / private items it kept (relay-refused)",
+        ["items relayed by the hubs / private items they kept (relay-refused)",
          f"{run.relays_published} / {run.relay_refused}"],
     ]
     lines = [
@@ -527,7 +542,7 @@ def report(run: Run, items: int, rate: float, servers: str) -> str:
             ["offered rate achieved", f"{run.offered:.1f} items/s"],
             ["lost / duplicated / quarantined", f"{run.lost} / {run.duplicated} / {run.rejected}"],
             ["time to converge (after the last submit)", f"{run.converged:.1f} s ({run.drained:.1f} s)"],
-            *latency("delivery latency", (run.direct[0] + run.relayed[0], run.p50, run.p99)),
+            *latency("delivery latency", (sum(c for c, _, _ in run.by_hops.values()), run.p50, run.p99)),
             *hub_rows,
             *per_member("bridge CPU s over the run", lambda m: m.bridge_cpu),
             *per_member("bridge peak RSS", lambda m: m.bridge_rss, " MB"),
@@ -571,8 +586,8 @@ def main() -> None:
             if keep:
                 print(f"keeping {tmp}", flush=True)
             run = one_run(n, items, rate, servers, shape, Path(tmp), hub_nice)
-        if hub_nice and run.hub is not None:
-            print(f"(the hub's bridge and server at niceness {hub_nice}, the rest at 0)")
+        if hub_nice and run.hubs:
+            print(f"(the hubs' bridges and servers at niceness {hub_nice}, the rest at 0)")
         print(report(run, items, rate, servers), flush=True)
         print(flush=True)
 

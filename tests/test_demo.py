@@ -282,3 +282,33 @@ def test_a_demo_of_a_hub_and_three_spokes_is_ready_once_each_holds_what_the_hub_
             [entry] = [e for e in store.entries(limit=100) if e.incident.id == "B-2024-0101"]
         assert entry.service == "pubsub.a.test"
         assert [(c.role, c.member) for c in entry.custody] == [("originator", "b"), ("relay", "a")]
+
+
+def test_a_demo_of_a_tree_of_two_hubs_is_ready_once_each_spoke_holds_the_other_regions_items(
+        tmp_path: Path) -> None:
+    """``--topology tree``: hubs a and b follow each other, c is a's spoke and d b's. What c publishes
+    reaches d relayed by a, then b, with the custody chain c, a, b; READY once every member holds it all."""
+    workdir = tmp_path / "demo"
+    port = 18692 + 20 * _slot()
+    with four_members_ready(workdir, (208, 209, 210, 211), port, "--topology", "tree") as output:
+        text = "".join(output)
+        assert "(federated over s2s, tree of hubs around a.test and b.test)" in text
+        published = [line for line in output if ": published to " in line]
+        assert len(published) == 4 * 8
+        private = sum(" to iodef/private/" in line for line in published) // 4  # of each member's 8
+        shared = 8 - private
+        # By hand. Straight from the publisher: each hub gets the other hub's 8 and its spoke's 8, each
+        # spoke its hub's 8. Relayed: each hub gets the other spoke's shared ones (once); each spoke the
+        # other hub's shared ones (once) and the other spoke's (twice over).
+        direct, relayed = 2 * (8 + 8) + 2 * 8, 2 * shared + 2 * shared + 2 * shared
+        assert f"Each of the 4 members mirrored what the other 3 published ({direct + relayed} incidents " \
+               f"in all, {relayed} of them relayed by A and B with the custody chain publisher then each " \
+               "hub it passed)" in text
+        for hub in "AB":  # its own spoke's private ones, and the other hub's
+            assert f"{hub} did not relay the {2 * private} private incidents it received" in text
+        with Store(workdir / "data" / "d.sqlite") as store:
+            [entry] = [e for e in store.entries(limit=100) if e.incident.id == "C-2024-0101"]
+        assert entry.service == "pubsub.b.test"
+        assert [(c.role, c.member) for c in entry.custody] == [("originator", "c"), ("relay", "a"),
+                                                               ("relay", "b")]
+

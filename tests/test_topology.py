@@ -15,9 +15,11 @@ from xmppbridge.demo.topology import (
     may_receive,
     member_names,
     mesh,
+    paths,
     routes,
     server_kinds,
     topology,
+    tree,
 )
 from xmppbridge.policy.audiences import parse_audiences
 
@@ -40,14 +42,18 @@ def test_unknown_shapes_and_sizes_are_refused_with_what_to_ask_instead() -> None
         topology("hub", ["a", "b"])
     with pytest.raises(TopologyError, match="--hub 'x' is not a member; the members are a, b, c"):
         topology("hub", ["a", "b", "c"], "x")
-    with pytest.raises(TopologyError, match="a full mesh has none"):
+    with pytest.raises(TopologyError, match="--topology mesh has none"):
         topology("mesh", ["a", "b", "c"], "a")
+    with pytest.raises(TopologyError, match="--topology tree has the first two members as its hubs"):
+        topology("tree", ["a", "b", "c", "d"], "a")
+    with pytest.raises(TopologyError, match="needs 4 members at least"):
+        topology("tree", ["a", "b", "c"])
 
 
 def test_in_a_hub_and_spoke_the_spokes_follow_the_hub_alone_over_one_link_each() -> None:
     names = member_names(16)
     shape = topology("hub", names)
-    assert shape.hub == "a" and shape.follows["a"] == frozenset(names[1:])
+    assert shape.hubs == ("a",) and shape.follows["a"] == frozenset(names[1:])
     assert all(shape.follows[spoke] == {"a"} for spoke in names[1:])
     assert shape.links() == {frozenset(("a", spoke)) for spoke in names[1:]}  # 15, not a mesh's 120
     assert shape.receivers_of("a") == frozenset(names[1:]) and shape.receivers_of("c") == {"a"}
@@ -78,6 +84,37 @@ def test_a_spoke_gets_another_spokes_items_from_the_hub_in_what_the_hubs_audienc
     assert routes(shape, audiences, "h", "public", "reporting") == {"a": "h", "b": "h", "c": "h"}
     assert routes(shape, audiences, "h", "private", "reporting") == {}
     assert may_receive(shape, audiences, "c", "partner", "watch") == {"h", "a", "b"}
+
+
+def test_a_tree_has_two_hubs_relaying_to_each_other_and_half_the_spokes_each() -> None:
+    shape = topology("tree", member_names(6))
+    assert shape.hubs == ("a", "b")
+    assert shape.follows == {"a": {"b", "c", "e"}, "b": {"a", "d", "f"}, "c": {"a"}, "d": {"b"}, "e": {"a"},
+                             "f": {"b"}}
+    assert len(shape.links()) == 5  # a tree of 6: one link fewer than members
+    assert shape.relay_section("a") == [{"from": ["b", "c", "e"], "to": "all"}]
+    assert shape.relay_section("c") is None
+    assert shape.relays("b", "a", "partner") and not shape.relays("b", "a", "private")
+
+
+def test_in_a_tree_an_item_reaches_the_other_region_through_both_hubs() -> None:
+    shape = tree(member_names(6))
+    bridges = {n: f"bridge.{n}.test" for n in "abcdef"}
+    everyone = {"partner": "all", "need-to-know": "all", "private": "all"}
+    audiences = {n: parse_audiences(everyone, {m: j for m, j in bridges.items() if m != n}) for n in bridges}
+    assert paths(shape, audiences, "c", "partner", "mitigation") == {
+        "a": (), "e": ("a",), "b": ("a",), "d": ("a", "b"), "f": ("a", "b")}
+    assert routes(shape, audiences, "c", "partner", "mitigation") == {"a": "c", "e": "a", "b": "a", "d": "b",
+                                                                      "f": "b"}
+    # A hub's own items: to its spokes and the other hub straight, to the other region through that hub.
+    assert paths(shape, audiences, "b", "public", "reporting") == {
+        "a": (), "d": (), "f": (), "c": ("a",), "e": ("a",)}
+    assert paths(shape, audiences, "c", "private", "mitigation") == {"a": ()}  # never relayed
+    # The hub's audiences decide what it hands on: b lets only d read its need-to-know nodes.
+    audiences["b"] = parse_audiences({"partner": "all", "need-to-know": ["d"], "private": []},
+                                     {m: j for m, j in bridges.items() if m != "b"})
+    assert paths(shape, audiences, "e", "need-to-know", "watch") == {"a": (), "c": ("a",), "b": ("a",),
+                                                                     "d": ("a", "b")}
 
 
 def test_a_hub_consortium_writes_configs_the_bridge_loads(tmp_path: Path) -> None:

@@ -184,9 +184,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="number of member domains, a.test, b.test, ... (2 to 16, default 2); with more "
                           "than 2 every member publishes the samples")
     sub.add_argument("--topology", default="mesh", choices=TOPOLOGIES,
-                     help="who subscribes to whom: mesh (every member to every other; the default) or "
+                     help="who subscribes to whom: mesh (every member to every other; the default), "
                           "hub (the hub follows every other member and relays what each publishes to the "
-                          "rest, which follow the hub alone; 3 members at least)")
+                          "rest, which follow the hub alone; 3 members at least) or tree (two hubs, a and "
+                          "b, each with half the other members as its spokes, relaying to each other and "
+                          "to their spokes; 4 members at least)")
     sub.add_argument("--hub", metavar="MEMBER",
                      help="with --topology hub: the coordinator, a member's letter (default a)")
     sub.add_argument("--servers", default="prosody",

@@ -3,8 +3,9 @@
 An entry counts only when the receiver stores exactly the signed bytes the publisher stored (which it
 does only after verifying the signature); an item the receiver holds in quarantine is missing with the
 quarantine's reason, so the demo can say why instead of waiting. An item a hub relayed counts when the
-receiver holds the hub's copy (the originator's signature and the hub's relay signature) with the custody
-chain originator then hub, as the receiver verified it.
+receiver holds the hub's copy (the originator's signature and the hub's relay signature, and in a tree of
+hubs the first hub's before it) with the custody chain originator then each hub, as the receiver verified
+it.
 """
 
 from __future__ import annotations
@@ -31,11 +32,17 @@ class Published:
     service: str  # where the receiver gets it: the publisher's service, or the hub's that relays it
     node: str
     item_id: str
-    relay: str | None = None  # the member that relayed it to the receiver (hub and spoke)
+    via: tuple[str, ...] = ()  # the members that relayed it to the receiver, in order (hubs)
 
-    def relayed_by(self, relay: str, service: str) -> Published:
-        """This item as ``relay`` re-publishes it on ``service``: same node and item id (paths/relay.py)."""
-        return replace(self, service=service, relay=relay)
+    @property
+    def relay(self) -> str | None:
+        """The member that handed it to the receiver, if not its publisher."""
+        return self.via[-1] if self.via else None
+
+    def relayed_by(self, via: tuple[str, ...], service: str) -> Published:
+        """This item as the last of ``via`` re-publishes it on ``service``: same node and item id
+        (paths/relay.py)."""
+        return replace(self, service=service, via=via)
 
 
 @dataclass(frozen=True)
@@ -45,8 +52,8 @@ class Missing:
 
     def describe(self) -> str:
         where = f"{self.item.node} item {self.item.item_id} ({Path(self.item.file).name})"
-        if self.item.relay is not None:
-            where += f" relayed by {self.item.relay.upper()}"
+        if self.item.via:
+            where += f" relayed by {' then '.join(m.upper() for m in self.item.via)}"
         if self.reason is None:
             return f"{where}: not received"
         return f"{where}: {self.reason}" if self.reason.startswith("custody") else \
@@ -68,9 +75,9 @@ def unreachable(receiver: Path, service: str) -> bool:
 def missing_in(stores: Mapping[str, Path],
                expected: Mapping[Pair, Sequence[Published]]) -> dict[Pair, list[Missing]]:
     """For each (receiver, publisher) pair of ``expected``, the items that the receiver's store does not
-    hold byte-equal to the publisher's (for a relayed item: to the relay's copy, with the custody chain
-    publisher then relay), each with the receiver's quarantine reason if it has one. ``stores`` maps
-    members to their SQLite files; each is opened once, however many pairs it is in."""
+    hold byte-equal to the publisher's (for a relayed item: to the last relay's copy, with the custody
+    chain publisher then each relay), each with the receiver's quarantine reason if it has one.
+    ``stores`` maps members to their SQLite files; each is opened once, however many pairs it is in."""
     with ExitStack() as stack:
         opened: dict[str, Store] = {}
 
@@ -95,10 +102,9 @@ def missing_in(stores: Mapping[str, Path],
                 got = store(receiver).find_entry(*key)
                 if sent[key] is None or got is None or got.deleted or got.xml != sent[key]:
                     missing.append(Missing(item, reasons[receiver].get(key)))
-                elif item.relay is not None and (chain := [c.member for c in got.custody]) != \
-                        [publisher, item.relay]:
+                elif item.via and (chain := [c.member for c in got.custody]) != [publisher, *item.via]:
                     # Never expected: the receiver derives the chain from the signatures it verified.
                     missing.append(Missing(item, f"custody chain {' then '.join(chain) or 'empty'}, not "
-                                                 f"{publisher} then {item.relay}"))
+                                                 f"{' then '.join((publisher, *item.via))}"))
             result[(receiver, publisher)] = missing
         return result

@@ -2,13 +2,15 @@
 
 By default two members: the samples are published at A and mirrored at B. With ``--members N`` (up to
 16) every member publishes its own copy of the samples (IncidentIDs of its own domain), and each member
-that follows it mirrors them (``--topology``: the full mesh, every member follows every other; or hub
-and spoke, where the hub, A or ``--hub``, relays what each spoke publishes to the other spokes).
+that follows it mirrors them (``--topology``: the full mesh, every member follows every other; hub and
+spoke, where the hub, A or ``--hub``, relays what each spoke publishes to the other spokes; or a tree of
+two hubs, A and B, each relaying what its spokes publish to its other spokes and to the other hub, and
+what the other hub relays to its own spokes).
 ``--servers prosody,ejabberd`` deals the server software round-robin.
 
 READY is printed only once every member holds every sample it should, byte for byte as its publisher
 signed it (a member stores an entry only after verifying its signature), or as the hub relayed it, with
-the custody chain publisher then hub. Otherwise the demo stops with a
+the custody chain publisher then hub (then each hub, in a tree). Otherwise the demo stops with a
 diagnosis. Once READY, a part that dies is reported with the command that starts it again, and the rest
 keeps running.
 """
@@ -33,7 +35,7 @@ from xmppbridge.demo.mirrored import Missing, Pair, Published, missing_in, publi
 from xmppbridge.demo.prosody import MISSING_UNBOUND, REPO_ROOT, ProsodyError, has_lua_unbound
 from xmppbridge.demo.supervise import Part, Supervisor
 from xmppbridge.demo.tampered import Tampered, refusal, slip_into_outbox
-from xmppbridge.demo.topology import TopologyError, member_names, routes, server_kinds, topology
+from xmppbridge.demo.topology import TopologyError, member_names, paths, server_kinds, topology
 from xmppbridge.doctor import diagnose, format_text
 from xmppbridge.policy.nodes import parse_node_name
 
@@ -47,7 +49,7 @@ MAX_MEMBERS = 16  # one XMPP server and one bridge each, on a machine of 2 cores
 ADDRESSES = ("127.0.0.2", "127.0.0.3")
 MORE_ADDRESSES = 240
 LABELS = {"prosody": "Prosody", "ejabberd": "ejabberd"}
-SHAPES = {"mesh": "full mesh", "hub": "hub and spoke"}
+SHAPES = {"mesh": "full mesh", "hub": "hub and spoke", "tree": "tree of hubs"}
 
 
 def demo_addresses(count: int) -> list[str]:
@@ -170,8 +172,8 @@ def _servers_line(consortium: Consortium, kinds: Mapping[str, str]) -> str:
         if hosted:
             groups.append(f"{label}: {', '.join(hosted)}")
     shape = f", {SHAPES[consortium.topology.name]}" if len(consortium.members) > 2 else ""
-    if consortium.topology.hub is not None:
-        shape += f" around {consortium[consortium.topology.hub].domain}"
+    if consortium.topology.hubs:
+        shape += f" around {_and([consortium[hub].domain for hub in consortium.topology.hubs])}"
     return f"{'; '.join(groups)} (federated over s2s{shape})"
 
 
@@ -214,16 +216,16 @@ def _publish(consortium: Consortium,
 def _expected(consortium: Consortium, items: Mapping[str, list[Published]]) -> dict[Pair, list[Published]]:
     """(receiver, publisher) -> what the receiver must hold of the publisher's items: those it follows
     (the topology) in categories the publisher's audiences let it read, and those a hub relays to it in
-    categories the hub's audiences let it read, as the hub's copies (``topology.routes``)."""
+    categories the hub's audiences let it read, as the hub's copies (``topology.paths``)."""
     expected: dict[Pair, list[Published]] = {}
     audiences = {name: consortium.audiences(name) for name in consortium.members}
     for publisher, published in items.items():
         for item in published:
             category = parse_node_name("iodef", item.node)
             assert category is not None  # the bridge published it under its node prefix
-            routes_of = routes(consortium.topology, audiences, publisher, *category)
-            for receiver, source in sorted(routes_of.items()):
-                held = item if source == publisher else item.relayed_by(source, consortium[source].pubsub_jid)
+            paths_of = paths(consortium.topology, audiences, publisher, *category)
+            for receiver, via in sorted(paths_of.items()):
+                held = item.relayed_by(via, consortium[via[-1]].pubsub_jid) if via else item
                 expected.setdefault((receiver, publisher), []).append(held)
     return expected
 
@@ -235,21 +237,26 @@ def _mirrored_line(consortium: Consortium, expected: Mapping[Pair, list[Publishe
         return (f"\n{receiver.upper()} mirrored all {len(items)} incidents published at {publisher.upper()}, "
                 "signatures verified.")
     total = sum(map(len, expected.values()))
-    hub = consortium.topology.hub
-    if hub is None:
+    hubs = consortium.topology.hubs
+    if not hubs:
         return (f"\nEach of the {members} members mirrored what the other {members - 1} published ({total} "
                 "incidents in all), signatures verified.")
-    relayed = sum(item.relay is not None for items in expected.values() for item in items)
-    # What the hub received and may not relay: the spokes' private incidents (policy.relaying), which it
-    # keeps in its quarantine as relay-refused, so that an operator sees they went no further.
-    kept = sum(not consortium.topology.relays(hub, publisher, _restriction(item))
-               for (receiver, publisher), items in expected.items() if receiver == hub for item in items)
-    return (f"\nEach of the {members} members mirrored what the other {members - 1} published ({total} "
-            f"incidents in all, {relayed} of them relayed by {hub.upper()} with the custody chain "
-            f"publisher then {hub.upper()}), signatures verified."
-            + (f"\n{hub.upper()} did not relay the {kept} private incidents it received: private is never "
-               "relayed; they are in its quarantine as relay-refused (xmppbridge quarantine list -c "
-               f"{consortium[hub].config_path})." if kept else ""))
+    relayed = sum(bool(item.via) for items in expected.values() for item in items)
+    chain = f"publisher then {hubs[0].upper()}" if len(hubs) == 1 else "publisher then each hub it passed"
+    text = (f"\nEach of the {members} members mirrored what the other {members - 1} published ({total} "
+            f"incidents in all, {relayed} of them relayed by {_and([h.upper() for h in hubs])} with the "
+            f"custody chain {chain}), signatures verified.")
+    for hub in hubs:
+        # What the hub received and may not relay: private incidents (policy.relaying), which it keeps in
+        # its quarantine as relay-refused, so that an operator sees they went no further.
+        kept = sum(not consortium.topology.relays(hub, publisher, _restriction(item))
+                   for (receiver, publisher), items in expected.items() if receiver == hub
+                   for item in items if not item.via)
+        if kept:
+            text += (f"\n{hub.upper()} did not relay the {kept} private incidents it received: private is "
+                     "never relayed; they are in its quarantine as relay-refused (xmppbridge quarantine list "
+                     f"-c {consortium[hub].config_path}).")
+    return text
 
 
 def _restriction(item: Published) -> str:

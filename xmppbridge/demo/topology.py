@@ -5,11 +5,14 @@ consortium from these values, so a topology is one mapping, member -> the member
 follows, and everything that depends on the shape (the member registry's ``follow`` flags, which
 items each member must end up holding) is derived from it.
 
-Two shapes, the MILE transport's two: the full mesh, every member follows every other; and hub and
-spoke, a coordinator (the hub) follows every other member and re-publishes what they send it (its
-``relay:`` section, ``relay_section``) to the spokes, which follow the hub alone. A spoke then holds
-another spoke's item as the hub's copy, on the hub's service, with the custody chain originator then
-hub (``routes`` says which member each receiver gets an item from).
+The MILE transport's two shapes: the full mesh, every member follows every other; and hub and spoke, a
+coordinator (the hub) follows every other member and re-publishes what they send it (its ``relay:``
+section, ``relay_section``) to the spokes, which follow the hub alone. A spoke then holds another spoke's
+item as the hub's copy, on the hub's service, with the custody chain originator then hub (``paths`` says
+by which relays each receiver gets an item, ``routes`` from which member). And a tree of two hubs, the
+regional hubs of SCALING.md's plan for 700 members: each hub has half the spokes, follows them and the
+other hub, and relays both ways, so that a spoke of one region gets the other region's items with the
+custody chain originator, its hub, our hub.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from xmppbridge.policy.relaying import RELAYABLE
 
 MAX_NAMES = 26  # members are named a, b, c, ...: one letter each, the domain <letter>.test
 SERVER_KINDS = ("prosody", "ejabberd")
-TOPOLOGIES = ("mesh", "hub")  # what --topology names
+TOPOLOGIES = ("mesh", "hub", "tree")  # what --topology names
+TREE_HUBS = 2
 
 
 class TopologyError(ValueError):
@@ -36,7 +40,7 @@ class TopologyError(ValueError):
 class Topology:
     name: str
     follows: Mapping[str, frozenset[str]]  # member -> the members whose nodes it subscribes to
-    hub: str | None = None  # the coordinator that relays what the others send it; None in a mesh
+    hubs: tuple[str, ...] = ()  # the coordinators, which relay what they receive; none in a mesh
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -46,17 +50,18 @@ class Topology:
         """The members that get what ``publisher`` publishes from its own service: those that follow it."""
         return frozenset(m for m, sources in self.follows.items() if publisher in sources)
 
-    def relays(self, member: str, publisher: str, restriction: str) -> bool:
-        """Whether ``member`` re-publishes what ``publisher`` sends it in ``restriction``: the hub does, for
-        every member it follows and every restriction but private (never relayed, ``policy.relaying``)."""
-        return (member == self.hub and publisher in self.follows[member]
+    def relays(self, member: str, source: str, restriction: str) -> bool:
+        """Whether ``member`` re-publishes what it receives from ``source`` in ``restriction``: a hub does,
+        from every member it follows (spokes, and in a tree the other hub), in every restriction but
+        private (never relayed, ``policy.relaying``)."""
+        return (member in self.hubs and source in self.follows[member]
                 and canonical_restriction(restriction) in RELAYABLE)
 
     def relay_section(self, member: str) -> list[dict[str, object]] | None:
         """The ``relay:`` section of ``member``'s config (``policy.relayconfig``) that does what ``relays``
         says, or None for a member that relays nothing. ``to: all`` fits any ``audiences:`` of the hub:
         whoever reads its node of a category is named, so relaying widens nothing."""
-        if member != self.hub:
+        if member not in self.hubs:
             return None
         return [{"from": sorted(self.follows[member]), "to": "all"}]
 
@@ -88,7 +93,21 @@ def hub_and_spoke(names: Sequence[str], coordinator: str | None = None) -> Topol
                             f"between), got {len(names)}")
     spokes = frozenset(n for n in names if n != hub)
     return Topology("hub", MappingProxyType({m: spokes if m == hub else frozenset((hub,)) for m in names}),
-                    hub)
+                    (hub,))
+
+
+def tree(names: Sequence[str]) -> Topology:
+    """Two regional hubs, the first two members, relaying to each other; the other members are their
+    spokes, dealt in turn (c to a, d to b, e to a, ...), each following its hub alone."""
+    if len(names) < 2 * TREE_HUBS:
+        raise TopologyError(f"--topology tree needs {2 * TREE_HUBS} members at least (two hubs with a spoke "
+                            f"each), got {len(names)}")
+    hubs = tuple(names[:TREE_HUBS])
+    region = {spoke: hubs[i % TREE_HUBS] for i, spoke in enumerate(names[TREE_HUBS:])}
+    follows = {hub: frozenset({*(h for h in hubs if h != hub), *(s for s, h in region.items() if h == hub)})
+               for hub in hubs}
+    return Topology("tree", MappingProxyType({**follows, **{s: frozenset((h,)) for s, h in region.items()}}),
+                    hubs)
 
 
 def topology(kind: str, names: Sequence[str], hub: str | None = None) -> Topology:
@@ -96,10 +115,13 @@ def topology(kind: str, names: Sequence[str], hub: str | None = None) -> Topolog
     member)."""
     if kind not in TOPOLOGIES:
         raise TopologyError(f"--topology must be one of {', '.join(TOPOLOGIES)}, got {kind!r}")
+    if kind != "hub" and hub is not None:
+        raise TopologyError(f"--hub names the coordinator of --topology hub; --topology {kind} has "
+                            + ("none" if kind == "mesh" else "the first two members as its hubs"))
     if kind == "mesh":
-        if hub is not None:
-            raise TopologyError("--hub names the coordinator of --topology hub; a full mesh has none")
         return mesh(names)
+    if kind == "tree":
+        return tree(names)
     return hub_and_spoke(names, hub)
 
 
@@ -114,20 +136,37 @@ def server_kinds(spec: str, names: Sequence[str]) -> dict[str, str]:
     return {name: kinds[i % len(kinds)] for i, name in enumerate(names)}
 
 
+def paths(topology: Topology, audiences: Mapping[str, Audiences], publisher: str, restriction: str,
+          purpose: str) -> dict[str, tuple[str, ...]]:
+    """Receiver -> the members that relayed an item to it, in order (empty: straight from the publisher),
+    for every member that must end up holding an item ``publisher`` published in this category: from
+    ``publisher`` itself, those that follow it and its audiences let read it (``policy.audiences``);
+    from a member that relays what it got (``Topology.relays``), those that follow that member and its
+    audiences let read its node of the same category, and so on, hub after hub. A member already
+    reached keeps the first way (breadth first: the fewest relays). The publisher does not count: its own
+    item relayed back to it is passed over (``hub.OwnEcho``), as is a hub's own relay coming back."""
+    reached: dict[str, tuple[str, ...]] = dict.fromkeys(_readers(topology, audiences, publisher, restriction,
+                                                                  purpose), ())
+    frontier = sorted(reached)
+    while frontier:
+        later = []
+        for relay in frontier:
+            via = reached[relay]
+            if topology.relays(relay, via[-1] if via else publisher, restriction):
+                for receiver in sorted(_readers(topology, audiences, relay, restriction, purpose)
+                                       - {publisher} - set(reached)):
+                    reached[receiver] = (*via, relay)
+                    later.append(receiver)
+        frontier = later
+    return reached
+
+
 def routes(topology: Topology, audiences: Mapping[str, Audiences], publisher: str, restriction: str,
            purpose: str) -> dict[str, str]:
-    """Receiver -> the member whose service it gets an item from, for every member that must end up
-    holding an item ``publisher`` published in this category: from ``publisher`` itself, those that
-    follow it and its audiences let read it (``policy.audiences``); from a member that relays it
-    (``Topology.relays``), those that follow that member and its audiences let read its node of the
-    same category. The publisher does not count: its own item relayed back to it is passed over
-    (``hub.OwnEcho``)."""
-    reached = dict.fromkeys(_readers(topology, audiences, publisher, restriction, purpose), publisher)
-    for relay in sorted(reached):
-        if topology.relays(relay, publisher, restriction):
-            for receiver in sorted(_readers(topology, audiences, relay, restriction, purpose) - {publisher}):
-                reached.setdefault(receiver, relay)
-    return reached
+    """Receiver -> the member whose service it gets an item from: the last relay of its ``paths``, or the
+    publisher."""
+    return {receiver: via[-1] if via else publisher
+            for receiver, via in paths(topology, audiences, publisher, restriction, purpose).items()}
 
 
 def may_receive(topology: Topology, audiences: Mapping[str, Audiences], publisher: str, restriction: str,
