@@ -25,7 +25,9 @@ second is new bytes (another custody chain), so the mirror stores it, and relayi
 every spoke of hub 3 the same document again as a second revision. So a document is relayed once: the
 first way it comes decides, and any later way that brings the same originator's same signed content
 (``Layout.originator_digest``) is passed over (``Hub.came_before``), as is a revision an update has
-superseded, brought late by a way that lags. An update by the originator is new content, and is relayed.
+superseded, brought late by a way that lags. An update by the originator is new content, and is relayed;
+one whose signed content were byte for byte an earlier revision's would not be (its digest is that
+revision's): an update that changes nothing it reports, not even a time.
 """
 
 from __future__ import annotations
