@@ -256,6 +256,16 @@ def test_a_demo_of_four_members_on_prosody_and_ejabberd_is_ready_once_each_mirro
             assert health["entries"] == published and health["rejects"] == 0  # its own 8 and 24 others'
 
 
+def _shape_and_private(output: list[str], shape: str) -> tuple[str, int]:
+    """The output of a four-member demo that says it runs ``shape`` and where each member published the
+    samples' 8 incidents: the text, and how many of each member's 8 are private."""
+    text = "".join(output)
+    assert f"(federated over s2s, {shape})" in text
+    published = [line for line in output if ": published to " in line]
+    assert len(published) == 4 * 8
+    return text, sum(" to iodef/private/" in line for line in published) // 4
+
+
 def test_a_demo_of_a_hub_and_three_spokes_is_ready_once_each_holds_what_the_hub_relays(
         tmp_path: Path) -> None:
     """``--topology hub``: a follows b, c and d and relays what each publishes (private aside) to the
@@ -263,11 +273,7 @@ def test_a_demo_of_a_hub_and_three_spokes_is_ready_once_each_holds_what_the_hub_
     workdir = tmp_path / "demo"
     port = 18688 + 20 * _slot()
     with four_members_ready(workdir, (244, 245, 246, 247), port, "--topology", "hub") as output:
-        text = "".join(output)
-        assert "(federated over s2s, hub and spoke around a.test)" in text
-        published = [line for line in output if ": published to " in line]
-        assert len(published) == 4 * 8
-        private = sum(" to iodef/private/" in line for line in published) // 4  # of each member's 8
+        text, private = _shape_and_private(output, "hub and spoke around a.test")
         # By hand: every spoke gets a's 8 from a, and the other two spokes' relayable ones from a.
         relayed = 3 * 2 * (8 - private)
         assert f"Each of the 4 members mirrored what the other 3 published ({3 * 8 + 3 * 8 + relayed} " \
@@ -291,11 +297,7 @@ def test_a_demo_of_a_tree_of_two_hubs_is_ready_once_each_spoke_holds_the_other_r
     workdir = tmp_path / "demo"
     port = 18692 + 20 * _slot()
     with four_members_ready(workdir, (208, 209, 210, 211), port, "--topology", "tree") as output:
-        text = "".join(output)
-        assert "(federated over s2s, tree of hubs around a.test and b.test)" in text
-        published = [line for line in output if ": published to " in line]
-        assert len(published) == 4 * 8
-        private = sum(" to iodef/private/" in line for line in published) // 4  # of each member's 8
+        text, private = _shape_and_private(output, "tree of hubs around a.test and b.test")
         shared = 8 - private
         # By hand. Straight from the publisher: each hub gets the other hub's 8 and its spoke's 8, each
         # spoke its hub's 8. Relayed: each hub gets the other spoke's shared ones (once); each spoke the

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import closing
 
@@ -21,9 +20,8 @@ import pytest
 
 from tests.hostile_corpus import iodef2
 from tests.integration import eventually, loopback_consortium, running
-from tests.test_integration_hub_tree import entries, from_hub, held_from
+from tests.test_integration_hub_tree import entries, from_hub, held_from, retract
 from xmppbridge.demo.consortium import Consortium
-from xmppbridge.feed.layout import FeedUrls
 from xmppbridge.store import Store
 from xmppbridge.store.entries import Entry
 
@@ -158,11 +156,7 @@ def test_a_retraction_reaches_the_far_spoke_whichever_way(ring: Consortium) -> N
     eventually(lambda: held_from(ring, "b", "k").keys() >= incidents("a"), timeout=90,
                what="b to hold a's incidents")
     [own] = [e for e in held_from(ring, "a", "a").values() if e.incident.id == "RING-a-public"]
-    a = ring["a"]
-    request = urllib.request.Request(FeedUrls(a.feed_url).entry(own.id), method="DELETE",
-                                     headers=a.basic_auth())
-    with urllib.request.urlopen(request, timeout=60) as response:
-        assert response.status == 204
+    retract(ring, "a", own)
     eventually(lambda: "RING-a-public" not in held_from(ring, "b", "k"), timeout=60,
                what="b to drop RING-a-public, retracted by a, then by h, then by k")
     assert "RING-a-partner" in held_from(ring, "b", "k")

@@ -146,11 +146,17 @@ def test_xmlsec1_verifies_all_three_signatures(tree: Consortium, tmp_path: Path)
 def test_a_retraction_at_the_originator_reaches_the_far_spoke_through_both_hubs(tree: Consortium) -> None:
     eventually(lambda: from_hub(tree, "b", "k", incidents("a")), timeout=90, what="b to hold a's incidents")
     [own] = [e for e in entries(tree, "a") if e.incident.id == "TREE-a-partner"]
-    a = tree["a"]
-    request = urllib.request.Request(FeedUrls(a.feed_url).entry(own.id), method="DELETE",
-                                     headers=a.basic_auth())
-    with urllib.request.urlopen(request, timeout=60) as response:
-        assert response.status == 204
+    retract(tree, "a", own)
     eventually(lambda: "TREE-a-partner" not in held_from(tree, "b", "k"), timeout=60,
                what="b to drop TREE-a-partner, retracted by a, then by h, then by k")
     assert "TREE-a-public" in held_from(tree, "b", "k")  # nothing else went
+
+
+def retract(consortium: Consortium, name: str, own: Entry) -> None:
+    """Member ``name`` retracts its entry ``own`` as an analyst would: AtomPub DELETE on its feed."""
+    member = consortium[name]
+    request = urllib.request.Request(FeedUrls(member.feed_url).entry(own.id), method="DELETE",
+                                     headers=member.basic_auth())
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.status == 204
+
