@@ -478,3 +478,28 @@ async def test_an_item_published_while_our_request_was_pending_is_fetched_once_t
         peer.fetched = []
         await mirror._renew_subscriptions(peer)  # type: ignore[arg-type]  # once per approval
         assert peer.fetched == []
+
+
+async def test_a_pending_request_is_looked_at_again_within_seconds_not_at_the_next_round(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The owner's bridge approves a member at once; ``watch_approvals`` asks soon after the pending
+    answer, and fetches what was published meanwhile, instead of waiting for the renewal round."""
+    monkeypatch.setattr(mirror_module, "APPROVAL_LOOKS", (0.02, 0.02, 0.02))
+    nodes = ["iodef/partner/mitigation"]
+    with Store(tmp_path / "m.sqlite") as store:
+        mirror = Mirror(following(SERVICE, nodes=tuple(nodes)), store, None)  # type: ignore[arg-type]
+        peer = ApprovingPeer(nodes)
+        watch = asyncio.create_task(mirror.watch_approvals(peer))  # type: ignore[arg-type]
+        try:
+            await mirror.sync_all(peer)  # type: ignore[arg-type]  # pending; nothing there yet
+            assert peer.fetched == [] and peer.asked_for_subscriptions == []
+            peer.items, peer.held = ["meanwhile"], {nodes[0]: "subscribed"}  # approved; one came meanwhile
+            for _ in range(100):
+                if peer.fetched:
+                    break
+                await asyncio.sleep(0.01)
+            assert peer.fetched == ["meanwhile"]
+            await asyncio.sleep(0.1)
+            assert peer.asked_for_subscriptions == [SERVICE]  # nothing pending any more: no more looks
+        finally:
+            watch.cancel()

@@ -116,6 +116,7 @@ class Bridge:
             self.reconciler.run(),
             self.mirror.rediscover(self.xmpp),
             self.mirror.recheck(self.xmpp),
+            self.mirror.watch_approvals(self.xmpp),
             self.xmpp.keepalive(self.config.pubsub_service, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT),
             self.chat.watch(),
             self.approvals.run(),

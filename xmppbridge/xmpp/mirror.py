@@ -44,6 +44,10 @@ CONTACT_NOTE_INTERVAL = 5.0
 # Seconds after a reload dropped a service in which what it sends is passed over: longer than an IQ's
 # timeout, so that a catch-up's fetches under way at the reload have come back or failed.
 DROP_GRACE = 60.0
+# Seconds after a request was left pending at which we ask whether the owner let it in (``watch_approvals``).
+# An owner's bridge approves a member within milliseconds, but the request's answer said "pending", and
+# what is published before we know it is approved reaches us through no notification.
+APPROVAL_LOOKS = (1.0, 5.0, 20.0)
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,7 @@ class Mirror:
         # Of those, the ones still pending when last asked: their owner's approval is seen at a renewal
         # round, which then catches up on what was published while we waited (``_approved``).
         self._awaiting_owner: set[tuple[str, str]] = set()
+        self._pending_seen = asyncio.Event()  # a request was left pending: ``watch_approvals`` looks soon
         self._cancel: set[tuple[str, str]] = set()  # nodes of services a reload dropped, to unsubscribe
         # Services a reload dropped -> when: never subscribed to again (a round under way at the reload
         # would), and what they send within DROP_GRACE (a catch-up or check under way, a notification
@@ -302,6 +307,7 @@ class Mirror:
         if state == "pending":  # RFC 8600 authorize: the owner decides; renewals ask again while members
             self._held_for_owner.add(key)
             self._awaiting_owner.add(key)
+            self._pending_seen.set()
             log.info("subscription to %s on %s is pending the owner's approval: %d items readable there",
                      node, service, result.listed)
             return
@@ -432,16 +438,46 @@ class Mirror:
                     continue
                 await self._renew(xmpp, key)
 
+    async def watch_approvals(self, xmpp: BridgeComponent) -> None:
+        """Soon after a request is left pending (``APPROVAL_LOOKS``), ask its service whether the owner
+        let it in, rather than at the next renewal round (``check_interval``, 60 s): until then an item
+        published on the node reaches us at that round only. In a warm-up burst at an ejabberd hub, or
+        between the hubs of a tree, that was a minute's delay for the odd item (SCALING.md)."""
+        while True:
+            await self._pending_seen.wait()
+            self._pending_seen.clear()
+            for delay in APPROVAL_LOOKS:
+                await asyncio.sleep(delay)
+                if xmpp.online.is_set() and not await self._look_for_approvals(xmpp):
+                    break
+
+    async def _look_for_approvals(self, xmpp: BridgeComponent) -> bool:
+        """Catch up on the pending nodes each service now lists as subscribed (one request per service);
+        whether any request is still pending."""
+        for service in sorted({service for service, _ in self._awaiting_owner}):
+            try:
+                listed = await xmpp.subscriptions(service)
+            except Exception as exc:  # noqa: BLE001 - the renewal round asks again
+                log.debug("asking %s for our subscriptions failed: %s", service, explain(exc))
+                continue
+            for node in sorted(node for s, node in self._awaiting_owner if s == service):
+                if listed is not None and listed.get(node) == "subscribed" \
+                        and (service, node) in self._awaiting_owner:
+                    await self._approved(xmpp, (service, node))
+        return bool(self._awaiting_owner)
+
     async def _approved(self, xmpp: BridgeComponent, key: tuple[str, str]) -> None:
         """The owner let a pending subscription in. What was published between our catch-up (made while
         the request was pending) and the approval came to nobody's notification: fetch what the node
         lists and we lack, now, rather than after two periodic checks of it (each node's turn comes once
         in as many rounds as we follow nodes: 8 minutes at a spoke of 4 hub nodes, SCALING.md)."""
         service, node = key
+        # Before the first await: a renewal round and ``watch_approvals`` may both see it approved.
+        self._awaiting_owner.discard(key)
         result = await self._check(xmpp, service, node, second_look=False)
         if result is None:
-            return  # tried again next round
-        self._awaiting_owner.discard(key)
+            self._awaiting_owner.add(key)  # tried again next round
+            return
         log.info("subscription to %s on %s approved by its owner: %d items there, %d fetched that came "
                  "while it was pending", node, service, result.listed, result.fetched)
 
