@@ -375,10 +375,9 @@ def deliveries(consortium: Consortium,
     return expected
 
 
-def expected_at(consortium: Consortium,
-                submitted: dict[tuple[str, str], float]) -> dict[str, Counter[tuple[str, str]]]:
-    """``deliveries``, each once."""
-    return {name: Counter(held.keys()) for name, held in deliveries(consortium, submitted).items()}
+def once_each(held: dict[str, dict[tuple[str, str], int]]) -> dict[str, Counter[tuple[str, str]]]:
+    """``deliveries`` as what each receiver must hold: each (service, item id) once."""
+    return {name: Counter(items.keys()) for name, items in held.items()}
 
 
 def wait_converged(consortium: Consortium, tag: str, expected: dict[str, Counter[tuple[str, str]]],
@@ -430,7 +429,7 @@ def one_run(n: int, items: int, rate: float, servers: str, shape: str, workdir: 
         # Warm-up: one item per node and member, so that every node exists and has been discovered.
         start = time.monotonic()
         warm, _, _ = publish(consortium, "W", len(RESTRICTIONS), None)
-        wait_converged(consortium, "W", expected_at(consortium, warm), 300.0)
+        wait_converged(consortium, "W", once_each(deliveries(consortium, warm)), 300.0)
         run.warmed_up = time.monotonic() - start
 
         stores_before, entries_before = store_bytes(consortium), entries_of(consortium, "S")
@@ -443,7 +442,7 @@ def one_run(n: int, items: int, rate: float, servers: str, shape: str, workdir: 
         logs_before = {name: log_size(consortium, name) for name in names}
         submitted, t0, run.offered = publish(consortium, "S", items, rate)
         hops = deliveries(consortium, submitted)
-        expected = {name: Counter(held.keys()) for name, held in hops.items()}
+        expected = once_each(hops)
         run.expected = sum(sum(c.values()) for c in expected.values())
         wait_converged(consortium, "S", expected, 300.0 + 60.0 * n, run)
 

@@ -9,7 +9,7 @@ The MILE transport's two shapes: the full mesh, every member follows every other
 coordinator (the hub) follows every other member and re-publishes what they send it (its ``relay:``
 section, ``relay_section``) to the spokes, which follow the hub alone. A spoke then holds another spoke's
 item as the hub's copy, on the hub's service, with the custody chain originator then hub (``paths`` says
-by which relays each receiver gets an item, ``routes`` from which member). And a tree of two hubs, the
+by which relays each receiver gets an item). And a tree of two hubs, the
 regional hubs of SCALING.md's plan for 700 members: each hub has half the spokes, follows them and the
 other hub, and relays both ways, so that a spoke of one region gets the other region's items with the
 custody chain originator, its hub, our hub.
@@ -161,19 +161,11 @@ def paths(topology: Topology, audiences: Mapping[str, Audiences], publisher: str
     return reached
 
 
-def routes(topology: Topology, audiences: Mapping[str, Audiences], publisher: str, restriction: str,
-           purpose: str) -> dict[str, str]:
-    """Receiver -> the member whose service it gets an item from: the last relay of its ``paths``, or the
-    publisher."""
-    return {receiver: via[-1] if via else publisher
-            for receiver, via in paths(topology, audiences, publisher, restriction, purpose).items()}
-
-
 def may_receive(topology: Topology, audiences: Mapping[str, Audiences], publisher: str, restriction: str,
                 purpose: str) -> frozenset[str]:
     """The members that must end up holding an item ``publisher`` published in this category, directly or
-    relayed (``routes``)."""
-    return frozenset(routes(topology, audiences, publisher, restriction, purpose))
+    relayed (``paths``)."""
+    return frozenset(paths(topology, audiences, publisher, restriction, purpose))
 
 
 def _readers(topology: Topology, audiences: Mapping[str, Audiences], source: str, restriction: str,

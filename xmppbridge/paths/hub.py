@@ -62,8 +62,6 @@ class Relaying(Entries, Outbox, Quarantine, Protocol):
     """What the hub reads and writes: the entry just mirrored, the other entries of its incident, the
     outbox, the quarantine."""
 
-    def live_holders(self, incident: str, *, other_than: str) -> list[int]: ...
-
 
 class Hub:
     def __init__(self, config: Config, store: Relaying, identity: SigningIdentity) -> None:

@@ -460,9 +460,11 @@ class Mirror:
             except Exception as exc:  # noqa: BLE001 - the renewal round asks again
                 log.debug("asking %s for our subscriptions failed: %s", service, explain(exc))
                 continue
+            if listed is None:
+                continue  # the service does not say: the renewal round renews them all
             for node in sorted(node for s, node in self._awaiting_owner if s == service):
-                if listed is not None and listed.get(node) == "subscribed" \
-                        and (service, node) in self._awaiting_owner:
+                # Still awaited: a renewal round may have seen it approved during our awaits.
+                if listed.get(node) == "subscribed" and (service, node) in self._awaiting_owner:
                     await self._approved(xmpp, (service, node))
         return bool(self._awaiting_owner)
 
