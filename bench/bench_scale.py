@@ -1,11 +1,12 @@
-"""Benchmark: a consortium of N members, mesh, hub and spoke or a tree of hubs, here (issue 17, SCALING.md).
+"""Benchmark: a consortium of N members, mesh, hub and spoke or regional hubs, here (issue 17, SCALING.md).
 
 The consortium is the demo's (``demo.consortium.Consortium`` with a ``demo.topology``): one XMPP server
 and one bridge process per member; in the mesh every member follows every other, in hub and spoke
 (``--topology hub``) member a follows the others and relays what they publish (every restriction but
 private, ``Topology.relay_section``) to the rest, which follow a alone; in a tree of hubs
 (``--topology tree``) a and b are hubs following each other, each with half the others as spokes, and
-relay what they get from their spokes and from each other. After a warm-up (each
+relay what they get from their spokes and from each other; in a ring (``--topology ring``) a, b and c
+are, each following the other two and with a third of the spokes. After a warm-up (each
 member publishes one item per node, so every node exists and is discovered), each member publishes
 ``--items`` items (default 250), interleaved across the members at an aggregate offered rate of
 ``--rate`` items/s (default 20), through ``Publisher.submit`` into its own bridge's outbox, in this
@@ -13,28 +14,30 @@ process (as ``xmppbridge publish`` does in its own). Per run:
 
 - exactly once: in every receiver's store, one entry per item it may see (``topology.paths``: from its
   publisher's service, or relayed, from the last hub's), at revision 1 with one change in the feed's change
-  log; lost = expected but absent, duplicated = stored more than once over, or not expected at all;
+  log; lost = expected but absent, duplicated = stored more than once over, or not expected at all; in a
+  ring a hub may also hold one copy of an item from each other hub that relayed it
+  (``topology.second_ways``), counted apart as second copies, and relays each item once;
   quarantined: every refusal, less the hub's of the spokes' private items (``relay-refused``, by design:
   private is never relayed), counted apart;
 - time to converge: from the first submit to the last delivery stored anywhere (``received_at``);
 - delivery latency p50/p99 over every (item, receiver): the receiver's ``received_at`` minus the submit
-  at the originator (for a relayed item, through the hubs), and apart by the relays on the way (none,
-  one hub, two);
+  at the originator (for a relayed item, through the hubs), and apart by the relays its custody chain
+  names (none, one hub, two, three: in a ring a longer way can come first);
 - CPU seconds over the run (publishing until converged), seconds spent runnable but waiting for a core
   (``bench.cpu``: where latency goes when the machine is full), and peak RSS (VmHWM, the process's lifetime)
   of every bridge and every server (ejabberd: its Erlang VM with ejabberdctl, a process tree);
 - s2s: established TCP connections from one member's server to port 5269 of another's, and the server
-  pairs they link (a mesh of N needs N(N-1)/2, a hub and spoke or a tree N-1);
+  pairs they link (a mesh of N needs N(N-1)/2, a hub and spoke or a tree N-1, a ring N);
 - stored bytes per item: growth of the bridges' SQLite stores (checkpointed) per entry stored (the hub's
   relayed copies included), and of the servers' files per item published there (relays included).
 
-``bench_scale.py [N ...] [--items 250] [--rate 20] [--servers prosody[,ejabberd]] [--topology mesh|hub|tree]
-[--hub-nice 0] [--keep]`` (default N = 4 8 16, mesh; ``--keep`` leaves the members' logs and stores in
-the temporary directory it prints). ``--hub-nice -10`` (root) runs the hubs' bridges and servers at
-that niceness: on one machine they get one share of the cores each, like every spoke's, though they
-carry the whole consortium's traffic. It was meant to approximate a hub with cores of its own, and
-does not: the starved spokes then read the hub's fan-out late (SCALING.md, "the 16-member hub on
-ejabberd against Prosody").
+``bench_scale.py [N ...] [--items 250] [--rate 20] [--servers prosody[,ejabberd]]
+[--topology mesh|hub|tree|ring] [--hub-nice 0] [--keep]`` (default N = 4 8 16, mesh; ``--keep`` leaves
+the members' logs and stores in the temporary directory it prints). ``--hub-nice -10`` (root) runs the
+hubs' bridges and servers at that niceness: on one machine they get one share of the cores each, like
+every spoke's, though they carry the whole consortium's traffic. It was meant to approximate a hub with
+cores of its own, and does not: the starved spokes then read the hub's fan-out late (SCALING.md, "the
+16-member hub on ejabberd against Prosody").
 Members on 127.0.<slot>.220-235 (XMPPBRIDGE_TEST_SLOT, default 0), feeds on 127.0.0.1:19100+, so the
 integration tests (127.0.<slot>.200-203) can run beside it. Discovery every 10 s, checks every 60 s
 (the shipped default). Take /tmp/xmppbridge-bench.lock (flock) for figures that go into SCALING.md.
@@ -63,7 +66,7 @@ from bench.cpu import Usage, tree_usage, usage  # noqa: E402
 from bench.lab import RESTRICTIONS, document, epoch, percentile  # noqa: E402
 from xmppbridge.config.settings import load_config  # noqa: E402
 from xmppbridge.demo.consortium import Consortium  # noqa: E402
-from xmppbridge.demo.topology import member_names, paths, server_kinds, topology  # noqa: E402
+from xmppbridge.demo.topology import member_names, paths, second_ways, server_kinds, topology  # noqa: E402
 from xmppbridge.paths.publish import Publisher  # noqa: E402
 from xmppbridge.store import Store  # noqa: E402
 
@@ -105,7 +108,9 @@ class Run:
     rejected: int = 0
     p50: float = 0.0
     p99: float = 0.0
+    shape: str = "mesh"  # the topology's name
     hubs: tuple[str, ...] = ()
+    second_copies: int = 0  # in a ring, a hub's copies of an item from a second way (mirrored, not relayed)
     relay_refused: int = 0  # the hubs' refusals of private items (never relayed, by design)
     # Relays on the way (0: from the publisher) -> deliveries: count, p50, p99
     by_hops: dict[int, tuple[int, float, float]] = field(default_factory=dict)
@@ -249,13 +254,15 @@ def store_bytes(consortium: Consortium) -> int:
     return total
 
 
-def remote_rows(consortium: Consortium, name: str, tag: str) -> list[tuple[str, str, int, int, str]]:
-    """(service, item id, revision, changes, received_at) of member ``name``'s entries from the others."""
+def remote_rows(consortium: Consortium, name: str, tag: str) -> list[tuple[str, str, int, int, str, int]]:
+    """(service, item id, revision, changes, received_at, relays) of member ``name``'s entries from the
+    others; relays: the hubs in its custody chain (``store.custody``: NULL when it came straight)."""
     conn = sqlite3.connect(consortium[name].store_path, timeout=30)
     try:
         return conn.execute(
             "SELECT service, item_id, revision, (SELECT count(*) FROM changes WHERE changes.entry_id ="
-            " entries.id), received_at FROM entries WHERE origin = 'remote' AND incident_id LIKE ?",
+            " entries.id), received_at, coalesce(json_array_length(custody) - 1, 0) FROM entries"
+            " WHERE origin = 'remote' AND incident_id LIKE ?",
             (f"{tag}-%",)).fetchall()
     finally:
         conn.close()
@@ -359,25 +366,25 @@ def publish(consortium: Consortium, tag: str, per_member: int, rate: float | Non
             store.close()
 
 
-def deliveries(consortium: Consortium,
-               submitted: dict[tuple[str, str], float]) -> dict[str, dict[tuple[str, str], int]]:
-    """Receiver -> the (service, item id) it must hold once each -> the relays on its way: the
-    publisher's service, or the last hub's for a relayed item (same item id, ``relay.prepare_relay``);
-    item i of a member is in category ``RESTRICTIONS[i % 4]`` (``publish``)."""
+def deliveries(consortium: Consortium, submitted: dict[tuple[str, str], float]
+               ) -> tuple[dict[str, Counter[tuple[str, str]]], dict[str, Counter[tuple[str, str]]]]:
+    """Receiver -> the (service, item id) it must hold once each: the publisher's service, or the last
+    hub's for a relayed item (same item id, ``relay.prepare_relay``); and receiver -> those it may hold
+    besides, once each, in a ring (``topology.second_ways``). Item i of a member is in category
+    ``RESTRICTIONS[i % 4]`` (``publish``)."""
     services = {m.pubsub_jid: name for name, m in consortium.members.items()}
     audiences = {name: consortium.audiences(name) for name in consortium.members}
-    expected: dict[str, dict[tuple[str, str], int]] = {name: {} for name in consortium.members}
+    expected: dict[str, Counter[tuple[str, str]]] = {name: Counter() for name in consortium.members}
+    extra: dict[str, Counter[tuple[str, str]]] = {name: Counter() for name in consortium.members}
     for service, item_id in submitted:
         publisher = services[service]
-        restriction = RESTRICTIONS[int(item_id.rsplit("-", 1)[1]) % len(RESTRICTIONS)]
-        for receiver, via in paths(consortium.topology, audiences, publisher, restriction, PURPOSE).items():
-            expected[receiver][(consortium[via[-1] if via else publisher].pubsub_jid, item_id)] = len(via)
-    return expected
-
-
-def once_each(held: dict[str, dict[tuple[str, str], int]]) -> dict[str, Counter[tuple[str, str]]]:
-    """``deliveries`` as what each receiver must hold: each (service, item id) once."""
-    return {name: Counter(items.keys()) for name, items in held.items()}
+        category = (consortium.topology, audiences, publisher,
+                    RESTRICTIONS[int(item_id.rsplit("-", 1)[1]) % len(RESTRICTIONS)], PURPOSE)
+        for receiver, via in paths(*category).items():
+            expected[receiver][(consortium[via[-1] if via else publisher].pubsub_jid, item_id)] = 1
+        for receiver, hubs in second_ways(*category).items():
+            extra[receiver].update((consortium[hub].pubsub_jid, item_id) for hub in hubs)
+    return expected, extra
 
 
 def wait_converged(consortium: Consortium, tag: str, expected: dict[str, Counter[tuple[str, str]]],
@@ -410,8 +417,8 @@ def one_run(n: int, items: int, rate: float, servers: str, shape: str, workdir: 
     addresses = {name: f"127.0.{slot()}.{HOST_BASE + i}" for i, name in enumerate(names)}
     consortium = Consortium(workdir, addresses, feed_port_base=FEED_PORT, discovery_interval=DISCOVERY,
                             check_interval=CHECK, servers=kinds, topology=topology(shape, names))
-    run = Run(n, members=[Member(name, kinds[name]) for name in names], hubs=consortium.topology.hubs,
-              links=len(consortium.topology.links()))
+    run = Run(n, members=[Member(name, kinds[name]) for name in names], shape=shape,
+              hubs=consortium.topology.hubs, links=len(consortium.topology.links()))
     consortium.write_files()
     try:
         start = time.monotonic()
@@ -429,7 +436,7 @@ def one_run(n: int, items: int, rate: float, servers: str, shape: str, workdir: 
         # Warm-up: one item per node and member, so that every node exists and has been discovered.
         start = time.monotonic()
         warm, _, _ = publish(consortium, "W", len(RESTRICTIONS), None)
-        wait_converged(consortium, "W", once_each(deliveries(consortium, warm)), 300.0)
+        wait_converged(consortium, "W", deliveries(consortium, warm)[0], 300.0)
         run.warmed_up = time.monotonic() - start
 
         stores_before, entries_before = store_bytes(consortium), entries_of(consortium, "S")
@@ -441,8 +448,7 @@ def one_run(n: int, items: int, rate: float, servers: str, shape: str, workdir: 
 
         logs_before = {name: log_size(consortium, name) for name in names}
         submitted, t0, run.offered = publish(consortium, "S", items, rate)
-        hops = deliveries(consortium, submitted)
-        expected = once_each(hops)
+        expected, second = deliveries(consortium, submitted)
         run.expected = sum(sum(c.values()) for c in expected.values())
         wait_converged(consortium, "S", expected, 300.0 + 60.0 * n, run)
 
@@ -471,16 +477,16 @@ def one_run(n: int, items: int, rate: float, servers: str, shape: str, workdir: 
             rows = remote_rows(consortium, name, "S")
             held = Counter((service, item_id) for service, item_id, *_ in rows)
             run.lost += sum((expected[name] - held).values())
-            run.duplicated += sum((held - expected[name]).values())
-            run.duplicated += sum(1 for _, _, revision, changes, _ in rows if revision != 1 or changes != 1)
+            run.duplicated += sum((held - expected[name] - second[name]).values())
+            run.second_copies += sum((held & second[name]).values())
+            run.duplicated += sum(1 for _, _, revision, changes, *_ in rows if revision != 1 or changes != 1)
             refused = rejects(consortium, name, "S")
             if name in run.hubs:
                 run.relay_refused += refused.pop(("relay", "relay-refused"), 0)
             run.rejected += sum(refused.values())
-            for service, item_id, _, _, received_at in rows:
-                if (service, item_id) in expected[name]:
+            for service, item_id, _, _, received_at, relays in rows:
+                if (service, item_id) in expected[name]:  # by the relays it came through, not the fewest
                     arrived = epoch(received_at)
-                    relays = hops[name][(service, item_id)]
                     latencies.setdefault(relays, []).append(arrived - submit_of[item_id])
                     if service != origin_of[item_id]:
                         relayed_arrivals.append((item_id, arrived))
@@ -492,7 +498,7 @@ def one_run(n: int, items: int, rate: float, servers: str, shape: str, workdir: 
         run.by_hops = {count: spread_of(values) for count, values in sorted(latencies.items())}
         if len(run.hubs) == 1:  # with two hubs, a relayed delivery's legs are at one hub or the other
             [hub] = run.hubs
-            at_hub = {item_id: epoch(at) for _, item_id, _, _, at in remote_rows(consortium, hub, "S")}
+            at_hub = {item_id: epoch(at) for _, item_id, _, _, at, _ in remote_rows(consortium, hub, "S")}
             run.legs = relay_legs(relayed_arrivals, submit_of, at_hub, relay_times(consortium, hub, "S"))
         stored = entries_of(consortium, "S") - entries_before  # received, own, and the hubs' relayed copies
         run.relays_published = sum(relayed_copies(consortium, hub, "S") for hub in run.hubs)
@@ -524,13 +530,16 @@ def report(run: Run, items: int, rate: float, servers: str) -> str:
 
     bridges_cpu = [m.bridge_cpu for m in run.members]
     shape = ("Full mesh" if not run.hubs else f"Hub and spoke around {run.hubs[0]}" if len(run.hubs) == 1
-             else f"Tree of hubs {', '.join(run.hubs)}")
-    relayed_by = {0: "direct from the publisher", 1: "relayed by one hub", 2: "relayed by two hubs"}
+             else f"{run.shape.capitalize()} of hubs {', '.join(run.hubs)}")
+    relayed_by = {0: "direct from the publisher", 1: "relayed by one hub", 2: "relayed by two hubs",
+                  3: "relayed by three hubs"}
     hub_rows = [] if not run.hubs else [
         *(row for count, measured in run.by_hops.items() for row in latency(relayed_by[count], measured)),
         *(row for leg, measured in run.legs for row in latency(f"  relayed, {leg}", measured)),
         ["items relayed by the hubs / private items they kept (relay-refused)",
          f"{run.relays_published} / {run.relay_refused}"],
+        *([["second copies the hubs mirrored (another way, not relayed)", f"{run.second_copies}"]]
+          if run.shape == "ring" else []),
     ]
     lines = [
         f"{shape} of {run.n} members ({servers}), {items} items each at {rate:g} items/s aggregate "

@@ -221,15 +221,15 @@ def _close_every_connection(server: socket.socket) -> None:
 
 
 @contextmanager
-def four_members_ready(workdir: Path, hosts: tuple[int, ...], port: int,
-                       *options: str) -> Iterator[list[str]]:
-    """``demo --members 4 OPTIONS`` until READY (its output so far); stopped with ^C on the way out, which
-    must leave no process behind."""
-    demo = _start_demo(workdir, hosts, port, "--members", "4", *options)
+def members_ready(workdir: Path, hosts: tuple[int, ...], port: int, *options: str) -> Iterator[list[str]]:
+    """``demo --members N OPTIONS``, one member per host, until READY (its output so far); stopped with ^C
+    on the way out, which must leave no process behind."""
+    demo = _start_demo(workdir, hosts, port, "--members", str(len(hosts)), *options)
     output: list[str] = []
     try:
         assert _read_until(demo, output, "READY ", timeout=240), "".join(output)
-        assert output[-1] == "READY " + " ".join(f"http://127.0.0.1:{port + i}/" for i in range(4)) + "\n"
+        assert output[-1] == "READY " + " ".join(f"http://127.0.0.1:{port + i}/"
+                                                 for i in range(len(hosts))) + "\n"
         yield output
     finally:
         demo.send_signal(signal.SIGINT)
@@ -242,7 +242,7 @@ def test_a_demo_of_four_members_on_prosody_and_ejabberd_is_ready_once_each_mirro
         tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
     port = 18684 + 20 * _slot()
-    with four_members_ready(workdir, (204, 205, 206, 207), port, "--servers", "prosody,ejabberd") as output:
+    with members_ready(workdir, (204, 205, 206, 207), port, "--servers", "prosody,ejabberd") as output:
         text = "".join(output)
         net = f"127.0.{_slot()}"
         assert f"Prosody: a.test on {net}.204, c.test on {net}.206; ejabberd: b.test on {net}.205, " \
@@ -256,14 +256,14 @@ def test_a_demo_of_four_members_on_prosody_and_ejabberd_is_ready_once_each_mirro
             assert health["entries"] == published and health["rejects"] == 0  # its own 8 and 24 others'
 
 
-def _shape_and_private(output: list[str], shape: str) -> tuple[str, int]:
-    """The output of a four-member demo that says it runs ``shape`` and where each member published the
+def _shape_and_private(output: list[str], shape: str, members: int = 4) -> tuple[str, int]:
+    """The output of a demo of ``members`` that says it runs ``shape`` and where each member published the
     samples' 8 incidents: the text, and how many of each member's 8 are private."""
     text = "".join(output)
     assert f"(federated over s2s, {shape})" in text
     published = [line for line in output if ": published to " in line]
-    assert len(published) == 4 * 8
-    return text, sum(" to iodef/private/" in line for line in published) // 4
+    assert len(published) == members * 8
+    return text, sum(" to iodef/private/" in line for line in published) // members
 
 
 def test_a_demo_of_a_hub_and_three_spokes_is_ready_once_each_holds_what_the_hub_relays(
@@ -272,7 +272,7 @@ def test_a_demo_of_a_hub_and_three_spokes_is_ready_once_each_holds_what_the_hub_
     other two, which follow a alone; READY once every spoke holds the others' items as a's copies."""
     workdir = tmp_path / "demo"
     port = 18688 + 20 * _slot()
-    with four_members_ready(workdir, (244, 245, 246, 247), port, "--topology", "hub") as output:
+    with members_ready(workdir, (244, 245, 246, 247), port, "--topology", "hub") as output:
         text, private = _shape_and_private(output, "hub and spoke around a.test")
         # By hand: every spoke gets a's 8 from a, and the other two spokes' relayable ones from a.
         relayed = 3 * 2 * (8 - private)
@@ -296,7 +296,7 @@ def test_a_demo_of_a_tree_of_two_hubs_is_ready_once_each_spoke_holds_the_other_r
     reaches d relayed by a, then b, with the custody chain c, a, b; READY once every member holds it all."""
     workdir = tmp_path / "demo"
     port = 18692 + 20 * _slot()
-    with four_members_ready(workdir, (208, 209, 210, 211), port, "--topology", "tree") as output:
+    with members_ready(workdir, (208, 209, 210, 211), port, "--topology", "tree") as output:
         text, private = _shape_and_private(output, "tree of hubs around a.test and b.test")
         shared = 8 - private
         # By hand. Straight from the publisher: each hub gets the other hub's 8 and its spoke's 8, each
@@ -314,3 +314,27 @@ def test_a_demo_of_a_tree_of_two_hubs_is_ready_once_each_spoke_holds_the_other_r
         assert [(c.role, c.member) for c in entry.custody] == [("originator", "c"), ("relay", "a"),
                                                                ("relay", "b")]
 
+
+def test_a_demo_of_a_ring_of_three_hubs_is_ready_once_each_spoke_holds_every_region_s_items(
+        tmp_path: Path) -> None:
+    """``--topology ring``: hubs a, b and c each follow the other two; d is a's spoke, e b's, f c's. What d
+    publishes reaches f relayed by a, then c, or around by a, b, c, whichever way came first; READY once
+    every member holds it all."""
+    workdir = tmp_path / "demo"
+    port = 22104 + 20 * _slot()
+    with members_ready(workdir, (212, 213, 214, 215, 216, 217), port, "--topology", "ring") as output:
+        text, private = _shape_and_private(output, "ring of hubs around a.test, b.test and c.test", 6)
+        shared = 8 - private
+        # By hand. Straight from the publisher: each hub gets the other two hubs' 8 and its spoke's 8,
+        # each spoke its hub's 8. Relayed: each hub gets the other two spokes' shared ones; each spoke the
+        # other two hubs' shared ones and the other two spokes'.
+        direct, relayed = 3 * (2 * 8 + 8) + 3 * 8, 3 * 2 * shared + 3 * (2 + 2) * shared
+        assert f"Each of the 6 members mirrored what the other 5 published ({direct + relayed} incidents " \
+               f"in all, {relayed} of them relayed by A, B and C with the custody chain publisher then " \
+               "each hub it passed)" in text
+        for hub in "ABC":  # its own spoke's private ones, and the other two hubs'
+            assert f"{hub} did not relay the {3 * private} private incidents it received" in text
+        with Store(workdir / "data" / "f.sqlite") as store:
+            [entry] = [e for e in store.entries(limit=100) if e.incident.id == "D-2024-0101"]
+        assert entry.service == "pubsub.c.test"
+        assert [c.member for c in entry.custody] in (["d", "a", "c"], ["d", "a", "b", "c"])

@@ -16,9 +16,9 @@ from xmppbridge.demo.topology import (
     member_names,
     mesh,
     paths,
+    second_ways,
     server_kinds,
     topology,
-    tree,
 )
 from xmppbridge.policy.audiences import parse_audiences
 
@@ -34,7 +34,7 @@ def test_a_full_mesh_has_every_member_follow_every_other_over_one_link_per_pair(
 
 def test_unknown_shapes_and_sizes_are_refused_with_what_to_ask_instead() -> None:
     with pytest.raises(TopologyError, match="must be one of mesh, hub"):
-        topology("ring", ["a", "b"])
+        topology("star", ["a", "b"])
     with pytest.raises(TopologyError, match="between 2 and 26"):
         member_names(1)
     with pytest.raises(TopologyError, match="needs 3 members at least"):
@@ -43,10 +43,12 @@ def test_unknown_shapes_and_sizes_are_refused_with_what_to_ask_instead() -> None
         topology("hub", ["a", "b", "c"], "x")
     with pytest.raises(TopologyError, match="--topology mesh has none"):
         topology("mesh", ["a", "b", "c"], "a")
-    with pytest.raises(TopologyError, match="--topology tree has the first two members as its hubs"):
+    with pytest.raises(TopologyError, match="--topology tree has the first 2 members as its hubs"):
         topology("tree", ["a", "b", "c", "d"], "a")
     with pytest.raises(TopologyError, match="needs 4 members at least"):
         topology("tree", ["a", "b", "c"])
+    with pytest.raises(TopologyError, match="--topology ring needs 6 members at least"):
+        topology("ring", member_names(5))
 
 
 def test_in_a_hub_and_spoke_the_spokes_follow_the_hub_alone_over_one_link_each() -> None:
@@ -97,7 +99,7 @@ def test_a_tree_has_two_hubs_relaying_to_each_other_and_half_the_spokes_each() -
 
 
 def test_in_a_tree_an_item_reaches_the_other_region_through_both_hubs() -> None:
-    shape = tree(member_names(6))
+    shape = topology("tree", member_names(6))
     bridges = {n: f"bridge.{n}.test" for n in "abcdef"}
     everyone = {"partner": "all", "need-to-know": "all", "private": "all"}
     audiences = {n: parse_audiences(everyone, {m: j for m, j in bridges.items() if m != n}) for n in bridges}
@@ -112,6 +114,34 @@ def test_in_a_tree_an_item_reaches_the_other_region_through_both_hubs() -> None:
                                      {m: j for m, j in bridges.items() if m != "b"})
     assert paths(shape, audiences, "e", "need-to-know", "watch") == {"a": (), "c": ("a",), "b": ("a",),
                                                                      "d": ("a", "b")}
+
+
+def test_a_ring_has_three_hubs_each_relaying_to_the_other_two() -> None:
+    shape = topology("ring", member_names(8))
+    assert shape.hubs == ("a", "b", "c")
+    assert shape.follows == {"a": {"b", "c", "d", "g"}, "b": {"a", "c", "e", "h"}, "c": {"a", "b", "f"},
+                             "d": {"a"}, "e": {"b"}, "f": {"c"}, "g": {"a"}, "h": {"b"}}
+    assert len(shape.links()) == 8  # the hubs' triangle and one link per spoke
+    assert shape.relay_section("c") == [{"from": ["a", "b", "f"], "to": "all"}]
+
+
+def test_in_a_ring_a_hub_may_also_hold_the_copy_of_the_other_way() -> None:
+    shape = topology("ring", member_names(6))  # hubs a, b, c; spokes d at a, e at b, f at c
+    bridges = {n: f"bridge.{n}.test" for n in "abcdef"}
+    everyone = {"partner": "all", "need-to-know": "all", "private": "all"}
+    audiences = {n: parse_audiences(everyone, {m: j for m, j in bridges.items() if m != n}) for n in bridges}
+    assert paths(shape, audiences, "d", "partner", "mitigation") == {
+        "a": (), "b": ("a",), "c": ("a",), "e": ("a", "b"), "f": ("a", "c")}
+    # b gets d's item from a, and maybe c's relay of it too (c -> b, when a's copy reached c first);
+    # a never keeps a relay of what it relayed itself, and a spoke follows its hub alone.
+    assert second_ways(shape, audiences, "d", "partner", "mitigation") == {"b": {"c"}, "c": {"b"}}
+    # A hub's own item: the other hubs have it straight from it, and maybe relayed by each other.
+    assert second_ways(shape, audiences, "a", "public", "reporting") == {"b": {"c"}, "c": {"b"}}
+    assert second_ways(shape, audiences, "d", "private", "mitigation") == {}  # never relayed
+    # Nor has a tree or a hub and spoke any second way.
+    for other in (topology("tree", member_names(6)), topology("hub", member_names(6))):
+        assert second_ways(other, audiences, "d", "partner", "mitigation") == {}
+        assert second_ways(other, audiences, "a", "partner", "mitigation") == {}
 
 
 def test_a_hub_consortium_writes_configs_the_bridge_loads(tmp_path: Path) -> None:

@@ -186,9 +186,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--topology", default="mesh", choices=TOPOLOGIES,
                      help="who subscribes to whom: mesh (every member to every other; the default), "
                           "hub (the hub follows every other member and relays what each publishes to the "
-                          "rest, which follow the hub alone; 3 members at least) or tree (two hubs, a and "
+                          "rest, which follow the hub alone; 3 members at least), tree (two hubs, a and "
                           "b, each with half the other members as its spokes, relaying to each other and "
-                          "to their spokes; 4 members at least)")
+                          "to their spokes; 4 members at least) or ring (three hubs, a, b and c, each "
+                          "with a third of the spokes, relaying to the other two; 6 members at least)")
     sub.add_argument("--hub", metavar="MEMBER",
                      help="with --topology hub: the coordinator, a member's letter (default a)")
     sub.add_argument("--servers", default="prosody",

@@ -5,14 +5,15 @@ By default two members: the samples are published at A and mirrored at B. With `
 that follows it mirrors them (``--topology``: the full mesh, every member follows every other; hub and
 spoke, where the hub, A or ``--hub``, relays what each spoke publishes to the other spokes; or a tree of
 two hubs, A and B, each relaying what its spokes publish to its other spokes and to the other hub, and
-what the other hub relays to its own spokes).
+what the other hub relays to its own spokes; or a ring of three hubs, A, B and C, each relaying to the
+other two).
 ``--servers prosody,ejabberd`` deals the server software round-robin.
 
 READY is printed only once every member holds every sample it should, byte for byte as its publisher
 signed it (a member stores an entry only after verifying its signature), or as the hub relayed it, with
-the custody chain publisher then hub (then each hub, in a tree). Otherwise the demo stops with a
-diagnosis. Once READY, a part that dies is reported with the command that starts it again, and the rest
-keeps running.
+the custody chain publisher then hub (then each hub it passed, with several hubs). Otherwise the demo
+stops with a diagnosis. Once READY, a part that dies is reported with the command that starts it again,
+and the rest keeps running.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ MAX_MEMBERS = 16  # one XMPP server and one bridge each, on a machine of 2 cores
 ADDRESSES = ("127.0.0.2", "127.0.0.3")
 MORE_ADDRESSES = 240
 LABELS = {"prosody": "Prosody", "ejabberd": "ejabberd"}
-SHAPES = {"mesh": "full mesh", "hub": "hub and spoke", "tree": "tree of hubs"}
+SHAPES = {"mesh": "full mesh", "hub": "hub and spoke", "tree": "tree of hubs", "ring": "ring of hubs"}
 
 
 def demo_addresses(count: int) -> list[str]:
@@ -300,7 +301,7 @@ def _wait_until_mirrored(consortium: Consortium, expected: Mapping[Pair, list[Pu
     stores = {name: member.store_path for name, member in consortium.members.items()}
     deadline = time.monotonic() + timeout
     while True:
-        missing = missing_in(stores, expected)
+        missing = missing_in(stores, expected, consortium.topology.hubs)
         # Quarantined items stay there until an operator releases them: no point in waiting. Neither
         # is there while a receiver's bridge finds the publisher's service unreachable (its peer health).
         waiting = [pair for pair, lacking in missing.items() if any(m.reason is None for m in lacking)]

@@ -9,10 +9,12 @@ The MILE transport's two shapes: the full mesh, every member follows every other
 coordinator (the hub) follows every other member and re-publishes what they send it (its ``relay:``
 section, ``relay_section``) to the spokes, which follow the hub alone. A spoke then holds another spoke's
 item as the hub's copy, on the hub's service, with the custody chain originator then hub (``paths`` says
-by which relays each receiver gets an item). And a tree of two hubs, the
-regional hubs of SCALING.md's plan for 700 members: each hub has half the spokes, follows them and the
-other hub, and relays both ways, so that a spoke of one region gets the other region's items with the
-custody chain originator, its hub, our hub.
+by which relays each receiver gets an item). And regional hubs, SCALING.md's plan for 700 members:
+each hub has its share of the spokes, follows them and every other hub, and relays what it gets from
+both. With two hubs (a tree), a spoke of one region gets the other region's items with the custody chain
+originator, its hub, our hub. With three (a ring, in which each hub hears of an item by two ways), a hub
+relays the first copy it gets and only mirrors the second (``paths.hub``), so a spoke still holds each
+item once, with the chain of whichever way came first.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from xmppbridge.policy.relaying import RELAYABLE
 
 MAX_NAMES = 26  # members are named a, b, c, ...: one letter each, the domain <letter>.test
 SERVER_KINDS = ("prosody", "ejabberd")
-TOPOLOGIES = ("mesh", "hub", "tree")  # what --topology names
-TREE_HUBS = 2
+TOPOLOGIES = ("mesh", "hub", "tree", "ring")  # what --topology names
+REGIONAL_HUBS = {"tree": 2, "ring": 3}  # how many hubs each shape of regional hubs has
 
 
 class TopologyError(ValueError):
@@ -96,17 +98,19 @@ def hub_and_spoke(names: Sequence[str], coordinator: str | None = None) -> Topol
                     (hub,))
 
 
-def tree(names: Sequence[str]) -> Topology:
-    """Two regional hubs, the first two members, relaying to each other; the other members are their
-    spokes, dealt in turn (c to a, d to b, e to a, ...), each following its hub alone."""
-    if len(names) < 2 * TREE_HUBS:
-        raise TopologyError(f"--topology tree needs {2 * TREE_HUBS} members at least (two hubs with a spoke "
-                            f"each), got {len(names)}")
-    hubs = tuple(names[:TREE_HUBS])
-    region = {spoke: hubs[i % TREE_HUBS] for i, spoke in enumerate(names[TREE_HUBS:])}
+def regions(kind: str, names: Sequence[str]) -> Topology:
+    """Regional hubs, the first ``REGIONAL_HUBS[kind]`` members, each following and relaying every other;
+    the other members are their spokes, dealt in turn (with two hubs: c to a, d to b, e to a, ...), each
+    following its hub alone."""
+    count = REGIONAL_HUBS[kind]
+    if len(names) < 2 * count:
+        raise TopologyError(f"--topology {kind} needs {2 * count} members at least ({count} hubs with a "
+                            f"spoke each), got {len(names)}")
+    hubs = tuple(names[:count])
+    region = {spoke: hubs[i % count] for i, spoke in enumerate(names[count:])}
     follows = {hub: frozenset({*(h for h in hubs if h != hub), *(s for s, h in region.items() if h == hub)})
                for hub in hubs}
-    return Topology("tree", MappingProxyType({**follows, **{s: frozenset((h,)) for s, h in region.items()}}),
+    return Topology(kind, MappingProxyType({**follows, **{s: frozenset((h,)) for s, h in region.items()}}),
                     hubs)
 
 
@@ -116,12 +120,12 @@ def topology(kind: str, names: Sequence[str], hub: str | None = None) -> Topolog
     if kind not in TOPOLOGIES:
         raise TopologyError(f"--topology must be one of {', '.join(TOPOLOGIES)}, got {kind!r}")
     if kind != "hub" and hub is not None:
-        raise TopologyError(f"--hub names the coordinator of --topology hub; --topology {kind} has "
-                            + ("none" if kind == "mesh" else "the first two members as its hubs"))
+        hubs = "none" if kind == "mesh" else f"the first {REGIONAL_HUBS[kind]} members as its hubs"
+        raise TopologyError(f"--hub names the coordinator of --topology hub; --topology {kind} has {hubs}")
     if kind == "mesh":
         return mesh(names)
-    if kind == "tree":
-        return tree(names)
+    if kind in REGIONAL_HUBS:
+        return regions(kind, names)
     return hub_and_spoke(names, hub)
 
 
@@ -144,9 +148,41 @@ def paths(topology: Topology, audiences: Mapping[str, Audiences], publisher: str
     from a member that relays what it got (``Topology.relays``), those that follow that member and its
     audiences let read its node of the same category, and so on, hub after hub. A member already
     reached keeps the first way (breadth first: the fewest relays). The publisher does not count: its own
-    item relayed back to it is passed over (``hub.OwnEcho``), as is a hub's own relay coming back."""
-    reached: dict[str, tuple[str, ...]] = dict.fromkeys(_readers(topology, audiences, publisher, restriction,
-                                                                  purpose), ())
+    item relayed back to it is passed over (``hub.OwnEcho``), as is a hub's own relay coming back.
+
+    In a ring a longer way can be the faster one: a receiver's copy still comes from the last of these
+    relays, but its custody chain may name more hubs (``second_ways``)."""
+    return _reached(topology, audiences, publisher, restriction, purpose)
+
+
+def second_ways(topology: Topology, audiences: Mapping[str, Audiences], publisher: str, restriction: str,
+                purpose: str) -> dict[str, frozenset[str]]:
+    """Receiver -> the hubs, besides the last relay of its ``paths``, whose copy of the item it may also
+    hold: a hub mirrors the copy of every way it hears of an item by, and relays only the first
+    (``paths.hub``). Whether it does depends on which way is faster, so these copies may come or not;
+    each comes at most once. A hub's copy reaches a member only by a way that avoids that member (its own
+    relay coming back is passed over), so a hub counts only if the item can reach it without passing
+    the receiver. None in a mesh, a hub and spoke or a tree, where every receiver has one way."""
+    first = _reached(topology, audiences, publisher, restriction, purpose)
+    result = {}
+    for receiver, via in first.items():
+        around = _reached(topology, audiences, publisher, restriction, purpose, without=receiver)
+        others = frozenset(
+            hub for hub, way in around.items()
+            if hub != (via[-1] if via else publisher)
+            and topology.relays(hub, way[-1] if way else publisher, restriction)
+            and receiver in _readers(topology, audiences, hub, restriction, purpose))
+        if others:
+            result[receiver] = others
+    return result
+
+
+def _reached(topology: Topology, audiences: Mapping[str, Audiences], publisher: str, restriction: str,
+             purpose: str, without: str | None = None) -> dict[str, tuple[str, ...]]:
+    """``paths``, with member ``without`` (if any) taken out of the consortium."""
+    gone = {publisher, without}
+    reached: dict[str, tuple[str, ...]] = dict.fromkeys(
+        _readers(topology, audiences, publisher, restriction, purpose) - gone, ())
     frontier = sorted(reached)
     while frontier:
         later = []
@@ -154,7 +190,7 @@ def paths(topology: Topology, audiences: Mapping[str, Audiences], publisher: str
             via = reached[relay]
             if topology.relays(relay, via[-1] if via else publisher, restriction):
                 for receiver in sorted(_readers(topology, audiences, relay, restriction, purpose)
-                                       - {publisher} - set(reached)):
+                                       - gone - set(reached)):
                     reached[receiver] = (*via, relay)
                     later.append(receiver)
         frontier = later
