@@ -5,8 +5,8 @@ and one bridge process per member; in the mesh every member follows every other,
 (``--topology hub``) member a follows the others and relays what they publish (every restriction but
 private, ``Topology.relay_section``) to the rest, which follow a alone; in a tree of hubs
 (``--topology tree``) a and b are hubs following each other, each with half the others as spokes, and
-relay what they get from their spokes and from each other; in a ring (``--topology ring``) a, b and c
-are, each following the other two and with a third of the spokes. After a warm-up (each
+relay what they get from their spokes and from each other; in a ring (``--topology ring [--hubs 3]``) a,
+b, c, ... are, each following its two neighbours and with its share of the spokes. After a warm-up (each
 member publishes one item per node, so every node exists and is discovered), each member publishes
 ``--items`` items (default 250), interleaved across the members at an aggregate offered rate of
 ``--rate`` items/s (default 20), through ``Publisher.submit`` into its own bridge's outbox, in this
@@ -31,13 +31,13 @@ process (as ``xmppbridge publish`` does in its own). Per run:
 - stored bytes per item: growth of the bridges' SQLite stores (checkpointed) per entry stored (the hub's
   relayed copies included), and of the servers' files per item published there (relays included).
 
-``bench_scale.py [N ...] [--items 250] [--rate 20] [--servers prosody[,ejabberd]]
-[--topology mesh|hub|tree|ring] [--hub-nice 0] [--keep]`` (default N = 4 8 16, mesh; ``--keep`` leaves
-the members' logs and stores in the temporary directory it prints). ``--hub-nice -10`` (root) runs the
-hubs' bridges and servers at that niceness: on one machine they get one share of the cores each, like
-every spoke's, though they carry the whole consortium's traffic. It was meant to approximate a hub with
-cores of its own, and does not: the starved spokes then read the hub's fan-out late (SCALING.md, "the
-16-member hub on ejabberd against Prosody").
+``bench_scale.py [N ...] [--items 250] [--rate 20] [--servers prosody[,ejabberd]] [--topology
+mesh|hub|tree|ring] [--hubs 3] [--hub-nice 0] [--keep]`` (default N = 4 8 16, mesh; ``--keep`` leaves the
+members' logs and stores in the temporary directory it prints). ``--hub-nice -10`` (root) runs the hubs'
+bridges and servers at that niceness: on one machine they get one share of the cores each, like every
+spoke's, though they carry the whole consortium's traffic. It was meant to approximate a hub with cores of
+its own, and does not: the starved spokes then read the hub's fan-out late (SCALING.md, "the 16-member hub
+on ejabberd against Prosody").
 Members on 127.0.<slot>.220-235 (XMPPBRIDGE_TEST_SLOT, default 0), feeds on 127.0.0.1:19100+, so the
 integration tests (127.0.<slot>.200-203) can run beside it. Discovery every 10 s, checks every 60 s
 (the shipped default). Take /tmp/xmppbridge-bench.lock (flock) for figures that go into SCALING.md.
@@ -66,7 +66,7 @@ from bench.cpu import Usage, tree_usage, usage  # noqa: E402
 from bench.lab import RESTRICTIONS, document, epoch, percentile  # noqa: E402
 from xmppbridge.config.settings import load_config  # noqa: E402
 from xmppbridge.demo.consortium import Consortium  # noqa: E402
-from xmppbridge.demo.topology import member_names, paths, second_ways, server_kinds, topology  # noqa: E402
+from xmppbridge.demo.topology import Shape, member_names, paths, second_ways, server_kinds  # noqa: E402
 from xmppbridge.paths.publish import Publisher  # noqa: E402
 from xmppbridge.store import Store  # noqa: E402
 
@@ -410,14 +410,14 @@ def wait_converged(consortium: Consortium, tag: str, expected: dict[str, Counter
         time.sleep(1.0)
 
 
-def one_run(n: int, items: int, rate: float, servers: str, shape: str, workdir: Path,
+def one_run(n: int, items: int, rate: float, servers: str, shape: Shape, workdir: Path,
             hub_nice: int = 0) -> Run:
     names = member_names(n)
     kinds = server_kinds(servers, names)
     addresses = {name: f"127.0.{slot()}.{HOST_BASE + i}" for i, name in enumerate(names)}
     consortium = Consortium(workdir, addresses, feed_port_base=FEED_PORT, discovery_interval=DISCOVERY,
-                            check_interval=CHECK, servers=kinds, topology=topology(shape, names))
-    run = Run(n, members=[Member(name, kinds[name]) for name in names], shape=shape,
+                            check_interval=CHECK, servers=kinds, topology=shape.of(names))
+    run = Run(n, members=[Member(name, kinds[name]) for name in names], shape=shape.kind,
               hubs=consortium.topology.hubs, links=len(consortium.topology.links()))
     consortium.write_files()
     try:
@@ -531,8 +531,9 @@ def report(run: Run, items: int, rate: float, servers: str) -> str:
     bridges_cpu = [m.bridge_cpu for m in run.members]
     shape = ("Full mesh" if not run.hubs else f"Hub and spoke around {run.hubs[0]}" if len(run.hubs) == 1
              else f"{run.shape.capitalize()} of hubs {', '.join(run.hubs)}")
-    relayed_by = {0: "direct from the publisher", 1: "relayed by one hub", 2: "relayed by two hubs",
-                  3: "relayed by three hubs"}
+    words = ["direct from the publisher", "relayed by one hub", "relayed by two hubs",
+             "relayed by three hubs"]
+    relayed_by = {n: words[n] if n < len(words) else f"relayed by {n} hubs" for n in range(len(run.hubs) + 1)}
     hub_rows = [] if not run.hubs else [
         *(row for count, measured in run.by_hops.items() for row in latency(relayed_by[count], measured)),
         *(row for leg, measured in run.legs for row in latency(f"  relayed, {leg}", measured)),
@@ -579,11 +580,13 @@ def report(run: Run, items: int, rate: float, servers: str) -> str:
 
 
 def main() -> None:
-    sizes = [int(arg) for arg in positional("--items", "--rate", "--servers", "--topology", "--hub-nice",
-                                           flags=("--keep",))] \
+    sizes = [int(arg) for arg in positional("--items", "--rate", "--servers", "--topology", "--hubs",
+                                           "--hub-nice", flags=("--keep",))] \
         or list(SIZES)
     items, rate = int(option("--items", str(ITEMS))), float(option("--rate", str(RATE)))
-    servers, shape = option("--servers", "prosody"), option("--topology", "mesh")
+    servers = option("--servers", "prosody")
+    hubs = option("--hubs", "")
+    shape = Shape(option("--topology", "mesh"), hubs=int(hubs) if hubs else None)
     hub_nice = int(option("--hub-nice", "0"))
     keep = "--keep" in sys.argv[1:]  # leave every member's logs and stores behind, for a run that failed
     for n in sizes:

@@ -10,6 +10,7 @@ from xmppbridge.config.settings import load_config
 from xmppbridge.demo.consortium import Consortium
 from xmppbridge.demo.run import demo_addresses
 from xmppbridge.demo.topology import (
+    Shape,
     TopologyError,
     hub_and_spoke,
     may_receive,
@@ -49,6 +50,12 @@ def test_unknown_shapes_and_sizes_are_refused_with_what_to_ask_instead() -> None
         topology("tree", ["a", "b", "c"])
     with pytest.raises(TopologyError, match="--topology ring needs 6 members at least"):
         topology("ring", member_names(5))
+    with pytest.raises(TopologyError, match=r"--topology ring needs 8 members at least \(4 hubs"):
+        Shape("ring", hubs=4).of(member_names(7))
+    with pytest.raises(TopologyError, match="a ring has 3 hubs at least, got 2"):
+        Shape("ring", hubs=2).of(member_names(8))
+    with pytest.raises(TopologyError, match="--hubs sets how many hubs --topology ring has, not --topology"):
+        Shape("tree", hubs=3).of(member_names(8))
 
 
 def test_in_a_hub_and_spoke_the_spokes_follow_the_hub_alone_over_one_link_each() -> None:
@@ -142,6 +149,23 @@ def test_in_a_ring_a_hub_may_also_hold_the_copy_of_the_other_way() -> None:
     for other in (topology("tree", member_names(6)), topology("hub", member_names(6))):
         assert second_ways(other, audiences, "d", "partner", "mitigation") == {}
         assert second_ways(other, audiences, "a", "partner", "mitigation") == {}
+
+
+def test_on_a_ring_of_four_hubs_each_follows_its_neighbours_and_an_item_comes_by_two_ways_at_most() -> None:
+    shape = Shape("ring", hubs=4).of(member_names(8))  # hubs a-b-c-d-a; spokes e at a, f at b, g at c, h at d
+    assert shape.hubs == ("a", "b", "c", "d")
+    assert shape.follows == {"a": {"b", "d", "e"}, "b": {"a", "c", "f"}, "c": {"b", "d", "g"},
+                             "d": {"a", "c", "h"}, "e": {"a"}, "f": {"b"}, "g": {"c"}, "h": {"d"}}
+    bridges = {n: f"bridge.{n}.test" for n in "abcdefgh"}
+    everyone = {"partner": "all", "need-to-know": "all", "private": "all"}
+    audiences = {n: parse_audiences(everyone, {m: j for m, j in bridges.items() if m != n}) for n in bridges}
+    # The far hub c gets e's item through b or d; the fewest relays, b first by name.
+    assert paths(shape, audiences, "e", "partner", "mitigation") == {
+        "a": (), "b": ("a",), "d": ("a",), "c": ("a", "b"), "f": ("a", "b"), "h": ("a", "d"),
+        "g": ("a", "b", "c")}
+    # c may also hold d's copy; b and d may hold c's when it came the other way round. a none: every way
+    # from e passes it. One second copy per hub at most: a hub has two neighbours.
+    assert second_ways(shape, audiences, "e", "partner", "mitigation") == {"b": {"c"}, "c": {"d"}, "d": {"c"}}
 
 
 def test_a_hub_consortium_writes_configs_the_bridge_loads(tmp_path: Path) -> None:

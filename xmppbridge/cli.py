@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from xmppbridge.config.settings import load_config
-from xmppbridge.demo.topology import TOPOLOGIES
+from xmppbridge.demo.topology import TOPOLOGIES, Shape
 from xmppbridge.errors import BridgeError, InputRejected
 
 if TYPE_CHECKING:
@@ -188,10 +188,13 @@ def _parser() -> argparse.ArgumentParser:
                           "hub (the hub follows every other member and relays what each publishes to the "
                           "rest, which follow the hub alone; 3 members at least), tree (two hubs, a and "
                           "b, each with half the other members as its spokes, relaying to each other and "
-                          "to their spokes; 4 members at least) or ring (three hubs, a, b and c, each "
-                          "with a third of the spokes, relaying to the other two; 6 members at least)")
+                          "to their spokes; 4 members at least) or ring (hubs a, b, c, ... on a ring, "
+                          "each with its share of the spokes, relaying to its two neighbours; twice "
+                          "--hubs members at least)")
     sub.add_argument("--hub", metavar="MEMBER",
                      help="with --topology hub: the coordinator, a member's letter (default a)")
+    sub.add_argument("--hubs", type=int, metavar="K",
+                     help="with --topology ring: how many hubs (3 or more, default 3)")
     sub.add_argument("--servers", default="prosody",
                      help="XMPP server software, dealt round-robin: prosody,ejabberd puts a on Prosody, b "
                           "on ejabberd, c on Prosody, ... (default prosody)")
@@ -629,7 +632,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return restart(args.workdir.resolve(), args.restart)
 
     addresses = args.addresses.split(",") if args.addresses else None
-    return run_demo(args.workdir, members=args.members, shape=args.topology, hub=args.hub,
+    return run_demo(args.workdir, members=args.members, shape=Shape(args.topology, args.hub, args.hubs),
                     servers=args.servers, addresses=addresses, feed_port=args.feed_port)
 
 

@@ -36,7 +36,7 @@ from xmppbridge.demo.mirrored import Missing, Pair, Published, missing_in, publi
 from xmppbridge.demo.prosody import MISSING_UNBOUND, REPO_ROOT, ProsodyError, has_lua_unbound
 from xmppbridge.demo.supervise import Part, Supervisor
 from xmppbridge.demo.tampered import Tampered, refusal, slip_into_outbox
-from xmppbridge.demo.topology import TopologyError, member_names, paths, server_kinds, topology
+from xmppbridge.demo.topology import Shape, TopologyError, member_names, paths, server_kinds
 from xmppbridge.doctor import diagnose, format_text
 from xmppbridge.policy.nodes import parse_node_name
 
@@ -58,14 +58,17 @@ def demo_addresses(count: int) -> list[str]:
     return [*ADDRESSES, *(f"127.0.0.{MORE_ADDRESSES + i}" for i in range(count - 2))][:count]
 
 
-def run_demo(workdir: Path, *, members: int = 2, shape: str = "mesh", hub: str | None = None,
-             servers: str = "prosody", addresses: Sequence[str] | None = None, feed_port: int = 8081) -> int:
+MESH = Shape()
+
+
+def run_demo(workdir: Path, *, members: int = 2, shape: Shape = MESH, servers: str = "prosody",
+             addresses: Sequence[str] | None = None, feed_port: int = 8081) -> int:
     try:
         if members > MAX_MEMBERS:
             raise TopologyError(f"--members: at most {MAX_MEMBERS} on one machine (each member runs an "
                                 f"XMPP server and a bridge), got {members}")
         names = member_names(members)
-        follows = topology(shape, names, hub)
+        follows = shape.of(names)
         kinds = server_kinds(servers, names)
         addresses = list(addresses or demo_addresses(members))
         if len(addresses) != members:

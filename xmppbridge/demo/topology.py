@@ -10,11 +10,11 @@ coordinator (the hub) follows every other member and re-publishes what they send
 section, ``relay_section``) to the spokes, which follow the hub alone. A spoke then holds another spoke's
 item as the hub's copy, on the hub's service, with the custody chain originator then hub (``paths`` says
 by which relays each receiver gets an item). And regional hubs, SCALING.md's plan for 700 members:
-each hub has its share of the spokes, follows them and every other hub, and relays what it gets from
-both. With two hubs (a tree), a spoke of one region gets the other region's items with the custody chain
-originator, its hub, our hub. With three (a ring, in which each hub hears of an item by two ways), a hub
-relays the first copy it gets and only mirrors the second (``paths.hub``), so a spoke still holds each
-item once, with the chain of whichever way came first.
+each hub has its share of the spokes, follows them and its neighbours on a ring of hubs, and relays what
+it gets from both. With two hubs (a tree), a spoke of one region gets the other region's items with the
+custody chain originator, its hub, our hub. With three or more (a ring, in which a hub hears of an item
+by two ways), a hub relays the first copy it gets and only mirrors the second (``paths.hub``), so a spoke
+still holds each item once, with the chain of whichever way came first.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from xmppbridge.policy.relaying import RELAYABLE
 MAX_NAMES = 26  # members are named a, b, c, ...: one letter each, the domain <letter>.test
 SERVER_KINDS = ("prosody", "ejabberd")
 TOPOLOGIES = ("mesh", "hub", "tree", "ring")  # what --topology names
-REGIONAL_HUBS = {"tree": 2, "ring": 3}  # how many hubs each shape of regional hubs has
+REGIONAL_HUBS = {"tree": 2, "ring": 3}  # how many hubs each shape of regional hubs has (a ring: at least)
 
 
 class TopologyError(ValueError):
@@ -98,35 +98,56 @@ def hub_and_spoke(names: Sequence[str], coordinator: str | None = None) -> Topol
                     (hub,))
 
 
-def regions(kind: str, names: Sequence[str]) -> Topology:
-    """Regional hubs, the first ``REGIONAL_HUBS[kind]`` members, each following and relaying every other;
-    the other members are their spokes, dealt in turn (with two hubs: c to a, d to b, e to a, ...), each
-    following its hub alone."""
-    count = REGIONAL_HUBS[kind]
+def regions(kind: str, names: Sequence[str], count: int) -> Topology:
+    """Regional hubs, the first ``count`` members, on a ring: each follows and relays its two neighbours
+    (with two or three hubs, every other hub). The other members are their spokes, dealt in turn (with
+    two hubs: c to a, d to b, e to a, ...), each following its hub alone. On a ring of more than three,
+    an item comes to a hub by two ways at most, however many hubs there are."""
     if len(names) < 2 * count:
         raise TopologyError(f"--topology {kind} needs {2 * count} members at least ({count} hubs with a "
                             f"spoke each), got {len(names)}")
     hubs = tuple(names[:count])
     region = {spoke: hubs[i % count] for i, spoke in enumerate(names[count:])}
-    follows = {hub: frozenset({*(h for h in hubs if h != hub), *(s for s, h in region.items() if h == hub)})
+    neighbours = {hub: {hubs[i - 1], hubs[(i + 1) % count]} - {hub} for i, hub in enumerate(hubs)}
+    follows = {hub: frozenset({*neighbours[hub], *(s for s, h in region.items() if h == hub)})
                for hub in hubs}
     return Topology(kind, MappingProxyType({**follows, **{s: frozenset((h,)) for s, h in region.items()}}),
                     hubs)
 
 
+@dataclass(frozen=True)
+class Shape:
+    """What ``--topology``, ``--hub`` and ``--hubs`` ask for, before the members are named."""
+
+    kind: str = "mesh"
+    hub: str | None = None  # the coordinator of a hub and spoke (default the first member)
+    hubs: int | None = None  # how many hubs a ring has (default 3)
+
+    def of(self, names: Sequence[str]) -> Topology:
+        """The topology of members ``names``; ``TopologyError`` says what to ask instead."""
+        kind = self.kind
+        if kind not in TOPOLOGIES:
+            raise TopologyError(f"--topology must be one of {', '.join(TOPOLOGIES)}, got {kind!r}")
+        if kind != "hub" and self.hub is not None:
+            hubs = "none" if kind == "mesh" else f"the first {REGIONAL_HUBS[kind]} members as its hubs"
+            raise TopologyError(f"--hub names the coordinator of --topology hub; --topology {kind} has "
+                                f"{hubs}")
+        if kind != "ring" and self.hubs is not None:
+            raise TopologyError(f"--hubs sets how many hubs --topology ring has, not --topology {kind}")
+        if kind == "mesh":
+            return mesh(names)
+        if kind == "hub":
+            return hub_and_spoke(names, self.hub)
+        count = REGIONAL_HUBS[kind] if self.hubs is None else self.hubs
+        if count < REGIONAL_HUBS[kind]:
+            raise TopologyError(f"--hubs: a ring has {REGIONAL_HUBS[kind]} hubs at least, got {count}")
+        return regions(kind, names, count)
+
+
 def topology(kind: str, names: Sequence[str], hub: str | None = None) -> Topology:
-    """The shape ``--topology kind`` names; ``hub``: the coordinator of a hub and spoke (default the first
-    member)."""
-    if kind not in TOPOLOGIES:
-        raise TopologyError(f"--topology must be one of {', '.join(TOPOLOGIES)}, got {kind!r}")
-    if kind != "hub" and hub is not None:
-        hubs = "none" if kind == "mesh" else f"the first {REGIONAL_HUBS[kind]} members as its hubs"
-        raise TopologyError(f"--hub names the coordinator of --topology hub; --topology {kind} has {hubs}")
-    if kind == "mesh":
-        return mesh(names)
-    if kind in REGIONAL_HUBS:
-        return regions(kind, names)
-    return hub_and_spoke(names, hub)
+    """The shape ``--topology kind`` names, with its default number of hubs; ``hub``: the coordinator of a
+    hub and spoke (default the first member)."""
+    return Shape(kind, hub).of(names)
 
 
 def server_kinds(spec: str, names: Sequence[str]) -> dict[str, str]:
