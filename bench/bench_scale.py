@@ -15,8 +15,8 @@ process (as ``xmppbridge publish`` does in its own). Per run:
 - exactly once: in every receiver's store, one entry per item it may see (``topology.paths``: from its
   publisher's service, or relayed, from the last hub's), at revision 1 with one change in the feed's change
   log; lost = expected but absent, duplicated = stored more than once over, or not expected at all; in a
-  ring a hub may also hold one copy of an item from each other hub that relayed it
-  (``topology.second_ways``), counted apart as second copies, and relays each item once;
+  ring a hub may hold an item from any hub it follows that relayed it (``topology.ways``): one copy at
+  least, once each, the later ones counted apart as second copies;
   quarantined: every refusal, less the hub's of the spokes' private items (``relay-refused``, by design:
   private is never relayed), counted apart;
 - time to converge: from the first submit to the last delivery stored anywhere (``received_at``);
@@ -54,7 +54,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +66,7 @@ from bench.cpu import Usage, tree_usage, usage  # noqa: E402
 from bench.lab import RESTRICTIONS, document, epoch, percentile  # noqa: E402
 from xmppbridge.config.settings import load_config  # noqa: E402
 from xmppbridge.demo.consortium import Consortium  # noqa: E402
-from xmppbridge.demo.topology import Shape, member_names, paths, second_ways, server_kinds  # noqa: E402
+from xmppbridge.demo.topology import Shape, member_names, server_kinds, ways  # noqa: E402
 from xmppbridge.paths.publish import Publisher  # noqa: E402
 from xmppbridge.store import Store  # noqa: E402
 
@@ -366,44 +366,51 @@ def publish(consortium: Consortium, tag: str, per_member: int, rate: float | Non
             store.close()
 
 
-def deliveries(consortium: Consortium, submitted: dict[tuple[str, str], float]
-               ) -> tuple[dict[str, Counter[tuple[str, str]]], dict[str, Counter[tuple[str, str]]]]:
-    """Receiver -> the (service, item id) it must hold once each: the publisher's service, or the last
-    hub's for a relayed item (same item id, ``relay.prepare_relay``); and receiver -> those it may hold
-    besides, once each, in a ring (``topology.second_ways``). Item i of a member is in category
-    ``RESTRICTIONS[i % 4]`` (``publish``)."""
+Ways = dict[str, dict[str, frozenset[str]]]  # receiver -> item id -> the services it may hold it from
+
+
+def deliveries(consortium: Consortium, submitted: dict[tuple[str, str], float]) -> Ways:
+    """Receiver -> item id -> the services it may hold the item from, at least one of them and each once:
+    the publisher's, or a relaying hub's (same item id, ``relay.prepare_relay``). There is more than one
+    only in a ring, where a hub may hold the copy of each way (``topology.ways``). Item i of a member is in
+    category ``RESTRICTIONS[i % 4]`` (``publish``)."""
     services = {m.pubsub_jid: name for name, m in consortium.members.items()}
     audiences = {name: consortium.audiences(name) for name in consortium.members}
-    expected: dict[str, Counter[tuple[str, str]]] = {name: Counter() for name in consortium.members}
-    extra: dict[str, Counter[tuple[str, str]]] = {name: Counter() for name in consortium.members}
+    expected: Ways = {name: {} for name in consortium.members}
     for service, item_id in submitted:
         publisher = services[service]
-        category = (consortium.topology, audiences, publisher,
-                    RESTRICTIONS[int(item_id.rsplit("-", 1)[1]) % len(RESTRICTIONS)], PURPOSE)
-        for receiver, via in paths(*category).items():
-            expected[receiver][(consortium[via[-1] if via else publisher].pubsub_jid, item_id)] = 1
-        for receiver, hubs in second_ways(*category).items():
-            extra[receiver].update((consortium[hub].pubsub_jid, item_id) for hub in hubs)
-    return expected, extra
+        restriction = RESTRICTIONS[int(item_id.rsplit("-", 1)[1]) % len(RESTRICTIONS)]
+        for receiver, members in ways(consortium.topology, audiences, publisher, restriction,
+                                      PURPOSE).items():
+            expected[receiver][item_id] = frozenset(consortium[m].pubsub_jid for m in members)
+    return expected
 
 
-def wait_converged(consortium: Consortium, tag: str, expected: dict[str, Counter[tuple[str, str]]],
-                   timeout: float, watch: Run | None = None) -> None:
+def lacking(held: Iterable[tuple[str, str]], expected: dict[str, frozenset[str]]) -> int:
+    """How many items of ``expected`` the receiver holds by none of their ways; ``held``: (service, item
+    id) of its entries."""
+    have: dict[str, set[str]] = {}
+    for service, item_id in held:
+        have.setdefault(item_id, set()).add(service)
+    return sum(1 for item_id, services in expected.items() if not have.get(item_id, set()) & services)
+
+
+def wait_converged(consortium: Consortium, tag: str, expected: Ways, timeout: float,
+                   watch: Run | None = None) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        held = {name: Counter((s, i) for s, i, *_ in remote_rows(consortium, name, tag))
-                for name in consortium.members}
+        short = {name: lacking(((s, i) for s, i, *_ in remote_rows(consortium, name, tag)), expected[name])
+                 for name in consortium.members}
         if watch is not None:
             for m in watch.members:
                 bridge = consortium[m.name].bridge
                 assert bridge is not None
                 m.bridge_fds = max(m.bridge_fds, fds(bridge.pid))
                 m.server_fds = max(m.server_fds, tree_fds(server_root(consortium, m.name)))
-        if all(held[name] >= expected[name] for name in consortium.members):
+        if not any(short.values()):
             return
         if time.monotonic() > deadline:
-            lacking = {name: sum((expected[name] - held[name]).values()) for name in consortium.members}
-            raise TimeoutError(f"{tag}: not converged within {timeout:.0f} s; missing per member {lacking}")
+            raise TimeoutError(f"{tag}: not converged within {timeout:.0f} s; missing per member {short}")
         for name, member in consortium.members.items():
             if member.bridge is not None and member.bridge.poll() is not None:
                 raise RuntimeError(f"bridge {name} exited:\n{consortium.log_tail(name)}")
@@ -436,7 +443,7 @@ def one_run(n: int, items: int, rate: float, servers: str, shape: Shape, workdir
         # Warm-up: one item per node and member, so that every node exists and has been discovered.
         start = time.monotonic()
         warm, _, _ = publish(consortium, "W", len(RESTRICTIONS), None)
-        wait_converged(consortium, "W", deliveries(consortium, warm)[0], 300.0)
+        wait_converged(consortium, "W", deliveries(consortium, warm), 300.0)
         run.warmed_up = time.monotonic() - start
 
         stores_before, entries_before = store_bytes(consortium), entries_of(consortium, "S")
@@ -448,8 +455,8 @@ def one_run(n: int, items: int, rate: float, servers: str, shape: Shape, workdir
 
         logs_before = {name: log_size(consortium, name) for name in names}
         submitted, t0, run.offered = publish(consortium, "S", items, rate)
-        expected, second = deliveries(consortium, submitted)
-        run.expected = sum(sum(c.values()) for c in expected.values())
+        expected = deliveries(consortium, submitted)
+        run.expected = sum(map(len, expected.values()))
         wait_converged(consortium, "S", expected, 300.0 + 60.0 * n, run)
 
         for m in run.members:
@@ -475,22 +482,27 @@ def one_run(n: int, items: int, rate: float, servers: str, shape: Shape, workdir
         last = t0
         for name in names:
             rows = remote_rows(consortium, name, "S")
-            held = Counter((service, item_id) for service, item_id, *_ in rows)
-            run.lost += sum((expected[name] - held).values())
-            run.duplicated += sum((held - expected[name] - second[name]).values())
-            run.second_copies += sum((held & second[name]).values())
+            run.lost += lacking(((service, item_id) for service, item_id, *_ in rows), expected[name])
+            for (service, item_id), count in Counter((s, i) for s, i, *_ in rows).items():
+                # Not expected from there at all, or the same copy stored more than once over.
+                run.duplicated += count if service not in expected[name].get(item_id, ()) else count - 1
             run.duplicated += sum(1 for _, _, revision, changes, *_ in rows if revision != 1 or changes != 1)
+            # Each item's first copy is its delivery; a ring hub's later copies of it are second copies.
+            first: dict[str, tuple[str, str, int, int, str, int]] = {}
+            for row in sorted(rows, key=lambda row: row[4]):
+                if row[0] in expected[name].get(row[1], ()):
+                    run.second_copies += row[1] in first
+                    first.setdefault(row[1], row)
             refused = rejects(consortium, name, "S")
             if name in run.hubs:
                 run.relay_refused += refused.pop(("relay", "relay-refused"), 0)
             run.rejected += sum(refused.values())
-            for service, item_id, _, _, received_at, relays in rows:
-                if (service, item_id) in expected[name]:  # by the relays it came through, not the fewest
-                    arrived = epoch(received_at)
-                    latencies.setdefault(relays, []).append(arrived - submit_of[item_id])
-                    if service != origin_of[item_id]:
-                        relayed_arrivals.append((item_id, arrived))
-                    last = max(last, arrived)
+            for service, item_id, _, _, received_at, relays in first.values():
+                arrived = epoch(received_at)  # by the relays it came through, not the fewest
+                latencies.setdefault(relays, []).append(arrived - submit_of[item_id])
+                if service != origin_of[item_id]:
+                    relayed_arrivals.append((item_id, arrived))
+                last = max(last, arrived)
         every = [seconds for values in latencies.values() for seconds in values]
         run.converged = last - t0
         run.drained = last - max(submitted.values())

@@ -17,9 +17,9 @@ from xmppbridge.demo.topology import (
     member_names,
     mesh,
     paths,
-    second_ways,
     server_kinds,
     topology,
+    ways,
 )
 from xmppbridge.policy.audiences import parse_audiences
 
@@ -141,14 +141,24 @@ def test_in_a_ring_a_hub_may_also_hold_the_copy_of_the_other_way() -> None:
         "a": (), "b": ("a",), "c": ("a",), "e": ("a", "b"), "f": ("a", "c")}
     # b gets d's item from a, and maybe c's relay of it too (c -> b, when a's copy reached c first);
     # a never keeps a relay of what it relayed itself, and a spoke follows its hub alone.
-    assert second_ways(shape, audiences, "d", "partner", "mitigation") == {"b": {"c"}, "c": {"b"}}
+    assert ways(shape, audiences, "d", "partner", "mitigation") == {
+        "a": {"d"}, "b": {"a", "c"}, "c": {"a", "b"}, "e": {"b"}, "f": {"c"}}
     # A hub's own item: the other hubs have it straight from it, and maybe relayed by each other.
-    assert second_ways(shape, audiences, "a", "public", "reporting") == {"b": {"c"}, "c": {"b"}}
-    assert second_ways(shape, audiences, "d", "private", "mitigation") == {}  # never relayed
-    # Nor has a tree or a hub and spoke any second way.
+    assert ways(shape, audiences, "a", "public", "reporting") == {
+        "b": {"a", "c"}, "c": {"a", "b"}, "d": {"a"}, "e": {"b"}, "f": {"c"}}
+    assert ways(shape, audiences, "d", "private", "mitigation") == {"a": {"d"}}  # never relayed
+    assert shape.is_way(["d", "a", "c", "b"]) and shape.is_way(["d", "a", "b"])
+    assert not shape.is_way(["d", "b"])  # b does not follow d
+    assert not shape.is_way(["d", "a", "e", "b"])  # e is a spoke: it relays nothing
+    assert not shape.is_way(["d", "a", "b", "a"])  # a member twice
+    # A tree or a hub and spoke has one way to each receiver: the last relay of its path.
     for other in (topology("tree", member_names(6)), topology("hub", member_names(6))):
-        assert second_ways(other, audiences, "d", "partner", "mitigation") == {}
-        assert second_ways(other, audiences, "a", "partner", "mitigation") == {}
+        for publisher in ("a", "d"):
+            assert ways(other, audiences, publisher, "partner", "mitigation") == {
+                receiver: {via[-1] if via else publisher}
+                for receiver, via in paths(other, audiences, publisher, "partner", "mitigation").items()}
+            assert all(other.is_way([publisher, *via])
+                       for via in paths(other, audiences, publisher, "partner", "mitigation").values())
 
 
 def test_on_a_ring_of_four_hubs_each_follows_its_neighbours_and_an_item_comes_by_two_ways_at_most() -> None:
@@ -163,9 +173,14 @@ def test_on_a_ring_of_four_hubs_each_follows_its_neighbours_and_an_item_comes_by
     assert paths(shape, audiences, "e", "partner", "mitigation") == {
         "a": (), "b": ("a",), "d": ("a",), "c": ("a", "b"), "f": ("a", "b"), "h": ("a", "d"),
         "g": ("a", "b", "c")}
-    # c may also hold d's copy; b and d may hold c's when it came the other way round. a none: every way
-    # from e passes it. One second copy per hub at most: a hub has two neighbours.
-    assert second_ways(shape, audiences, "e", "partner", "mitigation") == {"b": {"c"}, "c": {"d"}, "d": {"c"}}
+    # c may hold b's copy or d's; b and d may hold c's when it came the other way round. a only e's: every
+    # way from e passes it. Two ways at most to a hub: it has two neighbours.
+    assert ways(shape, audiences, "e", "partner", "mitigation") == {
+        "a": {"e"}, "b": {"a", "c"}, "d": {"a", "c"}, "c": {"b", "d"}, "f": {"b"}, "h": {"d"}, "g": {"c"}}
+    # Hub d's own item: b does not follow d, so it holds a's copy, c's, or both. a holds d's own copy, and
+    # b's too if the item came around by c and b (as when a subscribed to d's new node late).
+    assert ways(shape, audiences, "d", "public", "reporting")["b"] == {"a", "c"}
+    assert ways(shape, audiences, "d", "public", "reporting")["a"] == {"d", "b"}
 
 
 def test_a_hub_consortium_writes_configs_the_bridge_loads(tmp_path: Path) -> None:

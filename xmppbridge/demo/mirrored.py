@@ -3,19 +3,21 @@
 An entry counts only when the receiver stores exactly the signed bytes the publisher stored (which it
 does only after verifying the signature); an item the receiver holds in quarantine is missing with the
 quarantine's reason, so the demo can say why instead of waiting. An item a hub relayed counts when the
-receiver holds the hub's copy (the originator's signature and the hub's relay signature, and in a tree of
-hubs the first hub's before it) with the custody chain originator then each hub, as the receiver verified
-it.
+receiver holds the hub's copy (the originator's signature and the hub's relay signature, and with several
+hubs those of the hubs before it) with a custody chain the item can come by (``Topology.is_way``), as the
+receiver verified it. In a ring a receiver may hold the item from another hub than its fewest relays'
+last (``topology.ways``): any one of those copies counts.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from xmppbridge.demo.topology import Topology
 from xmppbridge.store import Store
 
 # What `xmppbridge publish` prints for each item it published (cli.cmd_publish).
@@ -33,6 +35,9 @@ class Published:
     node: str
     item_id: str
     via: tuple[str, ...] = ()  # the members that relayed it to the receiver, in order (hubs)
+    # The same item as other members hand it to the receiver (a ring: ``topology.ways``); holding any one
+    # of these instead counts. Each names its last relay alone (its publisher for a straight copy).
+    also: tuple[Published, ...] = ()
 
     @property
     def relay(self) -> str | None:
@@ -73,11 +78,11 @@ def unreachable(receiver: Path, service: str) -> bool:
 
 
 def missing_in(stores: Mapping[str, Path], expected: Mapping[Pair, Sequence[Published]],
-               hubs: Collection[str] = ()) -> dict[Pair, list[Missing]]:
+               topology: Topology) -> dict[Pair, list[Missing]]:
     """For each (receiver, publisher) pair of ``expected``, the items that the receiver's store does not
-    hold byte-equal to the publisher's (for a relayed item: to the last relay's copy, with the custody
-    chain publisher then each relay, or a longer one through more of the ``hubs``: ``fits``), each with
-    the receiver's quarantine reason if it has one.
+    hold byte-equal to the publisher's (for a relayed item: to the last relay's copy, with a custody chain
+    that ends at that relay and that the item can come by, ``Topology.is_way``), nor as any of the item's
+    ``also`` copies, each with the receiver's quarantine reason if it has one.
     ``stores`` maps members to their SQLite files; each is opened once, however many pairs it is in."""
     with ExitStack() as stack:
         opened: dict[str, Store] = {}
@@ -89,6 +94,23 @@ def missing_in(stores: Mapping[str, Path], expected: Mapping[Pair, Sequence[Publ
 
         sent: dict[tuple[str, str, str], bytes | None] = {}
         reasons: dict[str, dict[tuple[str, str, str], str]] = {}
+
+        def lacking(receiver: str, publisher: str, item: Published) -> Missing | None:
+            key = (item.service, item.node, item.item_id)
+            if key not in sent:
+                ours = store(item.relay or publisher).find_entry(*key)
+                sent[key] = None if ours is None else ours.xml
+            got = store(receiver).find_entry(*key)
+            if sent[key] is None or got is None or got.deleted or got.xml != sent[key]:
+                return Missing(item, reasons[receiver].get(key))
+            chain = [c.member for c in got.custody]
+            ends = chain[:1] == [publisher] and chain[-1:] == [item.relay]
+            if item.via and not (ends and topology.is_way(chain)):
+                # Never expected: the receiver derives the chain from the signatures it verified.
+                return Missing(item, f"custody chain {' then '.join(chain) or 'empty'}, not a way from "
+                                     f"{publisher} to {item.relay} ({' then '.join((publisher, *item.via))})")
+            return None
+
         result: dict[Pair, list[Missing]] = {}
         for (receiver, publisher), items in expected.items():
             if receiver not in reasons:
@@ -96,32 +118,8 @@ def missing_in(stores: Mapping[str, Path], expected: Mapping[Pair, Sequence[Publ
                                      for r in store(receiver).rejects(limit=100_000)}
             missing = []
             for item in items:
-                key = (item.service, item.node, item.item_id)
-                if key not in sent:
-                    ours = store(item.relay or publisher).find_entry(*key)
-                    sent[key] = None if ours is None else ours.xml
-                got = store(receiver).find_entry(*key)
-                if sent[key] is None or got is None or got.deleted or got.xml != sent[key]:
-                    missing.append(Missing(item, reasons[receiver].get(key)))
-                elif item.via and not fits(chain := [c.member for c in got.custody], publisher, item.via,
-                                           hubs):
-                    # Never expected: the receiver derives the chain from the signatures it verified.
-                    missing.append(Missing(item, f"custody chain {' then '.join(chain) or 'empty'}, not "
-                                                 f"{' then '.join((publisher, *item.via))}"))
+                found = [lacking(receiver, publisher, copy) for copy in (item, *item.also)]
+                if all(found):
+                    missing.append(found[0])
             result[(receiver, publisher)] = missing
         return result
-
-
-def fits(chain: Sequence[str], publisher: str, via: Sequence[str], hubs: Collection[str]) -> bool:
-    """Whether a custody chain is one an item can come by: the publisher then ``via`` (``topology.paths``,
-    the fewest relays), or, where hubs follow each other in a ring, a longer way that passes more hubs
-    before the same last relay, with ``via``'s relays in their order and no member twice."""
-    if list(chain) == [publisher, *via]:
-        return True
-    relays = list(chain[1:])
-    if chain[:1] != [publisher] or relays[-1:] != list(via[-1:]) or len(set(chain)) != len(chain):
-        return False
-    if not set(relays) <= set(hubs):
-        return False
-    rest = iter(relays)
-    return all(relay in rest for relay in via)  # via is a subsequence of the relays

@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 from xmppbridge.config.settings import load_config
@@ -36,7 +37,7 @@ from xmppbridge.demo.mirrored import Missing, Pair, Published, missing_in, publi
 from xmppbridge.demo.prosody import MISSING_UNBOUND, REPO_ROOT, ProsodyError, has_lua_unbound
 from xmppbridge.demo.supervise import Part, Supervisor
 from xmppbridge.demo.tampered import Tampered, refusal, slip_into_outbox
-from xmppbridge.demo.topology import Shape, TopologyError, member_names, paths, server_kinds
+from xmppbridge.demo.topology import Shape, TopologyError, member_names, paths, server_kinds, ways
 from xmppbridge.doctor import diagnose, format_text
 from xmppbridge.policy.nodes import parse_node_name
 
@@ -228,9 +229,14 @@ def _expected(consortium: Consortium, items: Mapping[str, list[Published]]) -> d
             category = parse_node_name("iodef", item.node)
             assert category is not None  # the bridge published it under its node prefix
             paths_of = paths(consortium.topology, audiences, publisher, *category)
+            ways_of = ways(consortium.topology, audiences, publisher, *category)
             for receiver, via in sorted(paths_of.items()):
                 held = item.relayed_by(via, consortium[via[-1]].pubsub_jid) if via else item
-                expected.setdefault((receiver, publisher), []).append(held)
+                # In a ring, the copies of the other ways it may hold instead (topology.ways).
+                also = tuple(item if member == publisher else
+                             item.relayed_by((member,), consortium[member].pubsub_jid)
+                             for member in sorted(ways_of[receiver] - {held.relay or publisher}))
+                expected.setdefault((receiver, publisher), []).append(replace(held, also=also))
     return expected
 
 
@@ -304,7 +310,7 @@ def _wait_until_mirrored(consortium: Consortium, expected: Mapping[Pair, list[Pu
     stores = {name: member.store_path for name, member in consortium.members.items()}
     deadline = time.monotonic() + timeout
     while True:
-        missing = missing_in(stores, expected, consortium.topology.hubs)
+        missing = missing_in(stores, expected, consortium.topology)
         # Quarantined items stay there until an operator releases them: no point in waiting. Neither
         # is there while a receiver's bridge finds the publisher's service unreachable (its peer health).
         waiting = [pair for pair, lacking in missing.items() if any(m.reason is None for m in lacking)]

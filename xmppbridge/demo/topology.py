@@ -22,6 +22,7 @@ from __future__ import annotations
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from types import MappingProxyType
 
 from xmppbridge.iodef.markings import canonical_restriction
@@ -67,6 +68,12 @@ class Topology:
             return None
         return [{"from": sorted(self.follows[member]), "to": "all"}]
 
+    def is_way(self, chain: Sequence[str]) -> bool:
+        """Whether an item can come by this custody chain: its publisher first, then hubs that each follow
+        the member before; none twice (``ways``)."""
+        return (len(set(chain)) == len(chain) and all(m in self.hubs for m in chain[1:])
+                and all(before in self.follows[after] for before, after in pairwise(chain)))
+
     def links(self) -> frozenset[frozenset[str]]:
         """The pairs of members with an s2s link between their servers (a subscription either way)."""
         return frozenset(frozenset((m, s)) for m, sources in self.follows.items() for s in sources)
@@ -101,8 +108,8 @@ def hub_and_spoke(names: Sequence[str], coordinator: str | None = None) -> Topol
 def regions(kind: str, names: Sequence[str], count: int) -> Topology:
     """Regional hubs, the first ``count`` members, on a ring: each follows and relays its two neighbours
     (with two or three hubs, every other hub). The other members are their spokes, dealt in turn (with
-    two hubs: c to a, d to b, e to a, ...), each following its hub alone. On a ring of more than three,
-    an item comes to a hub by two ways at most, however many hubs there are."""
+    two hubs: c to a, d to b, e to a, ...), each following its hub alone. An item then comes to a hub by
+    two ways at most, however many hubs there are (``ways``)."""
     if len(names) < 2 * count:
         raise TopologyError(f"--topology {kind} needs {2 * count} members at least ({count} hubs with a "
                             f"spoke each), got {len(names)}")
@@ -171,30 +178,32 @@ def paths(topology: Topology, audiences: Mapping[str, Audiences], publisher: str
     reached keeps the first way (breadth first: the fewest relays). The publisher does not count: its own
     item relayed back to it is passed over (``hub.OwnEcho``), as is a hub's own relay coming back.
 
-    In a ring a longer way can be the faster one: a receiver's copy still comes from the last of these
-    relays, but its custody chain may name more hubs (``second_ways``)."""
+    In a ring a longer way can be the faster one, so a receiver may hold the item from another hub, or by
+    a longer custody chain (``ways``, ``Topology.is_way``)."""
     return _reached(topology, audiences, publisher, restriction, purpose)
 
 
-def second_ways(topology: Topology, audiences: Mapping[str, Audiences], publisher: str, restriction: str,
-                purpose: str) -> dict[str, frozenset[str]]:
-    """Receiver -> the hubs, besides the last relay of its ``paths``, whose copy of the item it may also
-    hold: a hub mirrors the copy of every way it hears of an item by, and relays only the first
-    (``paths.hub``). Whether it does depends on which way is faster, so these copies may come or not;
-    each comes at most once. A hub's copy reaches a member only by a way that avoids that member (its own
-    relay coming back is passed over), so a hub counts only if the item can reach it without passing
-    the receiver. None in a mesh, a hub and spoke or a tree, where every receiver has one way."""
-    first = _reached(topology, audiences, publisher, restriction, purpose)
+def ways(topology: Topology, audiences: Mapping[str, Audiences], publisher: str, restriction: str,
+         purpose: str) -> dict[str, frozenset[str]]:
+    """Receiver -> the members whose copy of the item it may hold, for every receiver of ``paths``: the
+    publisher, if the receiver reads it straight; and each hub it reads that relays the item and that the
+    item can reach without passing the receiver (a member's own relay coming back is passed over,
+    ``hub.OwnEcho``). A receiver holds at least one of these copies, and at most one from each.
+
+    In a mesh, a hub and spoke or a tree this is the last relay of ``paths`` alone. In a ring a hub
+    hears of an item by two ways; it mirrors the copy of each and relays only the first (``paths.hub``).
+    Which way comes first depends on timing, not only on the fewest relays. A hub subscribed late to a
+    node may get the item around the ring before it gets it straight. Its relay of that copy names the
+    hub it came through, so that hub passes the relay over, and holds the item from its other way only."""
     result = {}
-    for receiver, via in first.items():
+    for receiver in _reached(topology, audiences, publisher, restriction, purpose):
         around = _reached(topology, audiences, publisher, restriction, purpose, without=receiver)
-        others = frozenset(
-            hub for hub, way in around.items()
-            if hub != (via[-1] if via else publisher)
-            and topology.relays(hub, way[-1] if way else publisher, restriction)
-            and receiver in _readers(topology, audiences, hub, restriction, purpose))
-        if others:
-            result[receiver] = others
+        readers = _readers(topology, audiences, publisher, restriction, purpose)
+        direct = {publisher} if receiver in readers else set()
+        relayed = {hub for hub, way in around.items()
+                   if topology.relays(hub, way[-1] if way else publisher, restriction)
+                   and receiver in _readers(topology, audiences, hub, restriction, purpose)}
+        result[receiver] = frozenset(direct | relayed)
     return result
 
 
