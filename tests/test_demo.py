@@ -315,26 +315,27 @@ def test_a_demo_of_a_tree_of_two_hubs_is_ready_once_each_spoke_holds_the_other_r
                                                                ("relay", "b")]
 
 
-def test_a_demo_of_a_ring_of_three_hubs_is_ready_once_each_spoke_holds_every_region_s_items(
+def test_a_demo_of_a_ring_of_four_hubs_is_ready_once_each_spoke_holds_every_region_s_items(
         tmp_path: Path) -> None:
-    """``--topology ring``: hubs a, b and c each follow the other two; d is a's spoke, e b's, f c's. What d
-    publishes reaches f relayed by a, then c, or around by a, b, c, whichever way came first; READY once
-    every member holds it all."""
+    """``--topology ring --hubs 4``: hubs a, b, c and d on a ring, each following its two neighbours; e is
+    a's spoke, f b's, g c's, h d's. What e publishes reaches g relayed by a, then b or d, then c, whichever
+    way came first; READY once every member holds it all, by one of its ways."""
     workdir = tmp_path / "demo"
-    port = 22104 + 20 * _slot()
-    with members_ready(workdir, (212, 213, 214, 215, 216, 217), port, "--topology", "ring") as output:
-        text, private = _shape_and_private(output, "ring of hubs around a.test, b.test and c.test", 6)
+    port = 23100 + 20 * _slot()
+    hosts = (212, 213, 214, 215, 216, 217, 218, 219)
+    with members_ready(workdir, hosts, port, "--topology", "ring", "--hubs", "4") as output:
+        text, private = _shape_and_private(output, "ring of hubs around a.test, b.test, c.test and d.test", 8)
         shared = 8 - private
-        # By hand. Straight from the publisher: each hub gets the other two hubs' 8 and its spoke's 8,
-        # each spoke its hub's 8. Relayed: each hub gets the other two spokes' shared ones; each spoke the
-        # other two hubs' shared ones and the other two spokes'.
-        direct, relayed = 3 * (2 * 8 + 8) + 3 * 8, 3 * 2 * shared + 3 * (2 + 2) * shared
-        assert f"Each of the 6 members mirrored what the other 5 published ({direct + relayed} incidents " \
-               f"in all, {relayed} of them relayed by A, B and C with the custody chain publisher then " \
+        # By hand. Straight from the publisher: each hub gets its two neighbours' 8 and its spoke's 8, each
+        # spoke its hub's 8. Relayed: each hub gets the far hub's shared ones and the other three spokes';
+        # each spoke the other three hubs' and the other three spokes'.
+        direct, relayed = 4 * (2 * 8 + 8) + 4 * 8, 4 * (1 + 3) * shared + 4 * (3 + 3) * shared
+        assert f"Each of the 8 members mirrored what the other 7 published ({direct + relayed} incidents " \
+               f"in all, {relayed} of them relayed by A, B, C and D with the custody chain publisher then " \
                "each hub it passed)" in text
-        for hub in "ABC":  # its own spoke's private ones, and the other two hubs'
+        for hub in "ABCD":  # its own spoke's private ones, and its two neighbours'
             assert f"{hub} did not relay the {3 * private} private incidents it received" in text
-        with Store(workdir / "data" / "f.sqlite") as store:
-            [entry] = [e for e in store.entries(limit=100) if e.incident.id == "D-2024-0101"]
+        with Store(workdir / "data" / "g.sqlite") as store:
+            [entry] = [e for e in store.entries(limit=100) if e.incident.id == "E-2024-0101"]
         assert entry.service == "pubsub.c.test"
-        assert [c.member for c in entry.custody] in (["d", "a", "c"], ["d", "a", "b", "c"])
+        assert [c.member for c in entry.custody] in (["e", "a", "b", "c"], ["e", "a", "d", "c"])
