@@ -21,7 +21,15 @@ from xmppbridge.demo.topology import (
     topology,
     ways,
 )
-from xmppbridge.policy.audiences import parse_audiences
+from xmppbridge.policy.audiences import Audiences, parse_audiences
+
+
+def open_audiences(names: str) -> tuple[dict[str, str], dict[str, Audiences]]:
+    """Each member's bridge JID, and audiences that let every other member read every category."""
+    bridges = {n: f"bridge.{n}.test" for n in names}
+    everyone = {"partner": "all", "need-to-know": "all", "private": "all"}
+    return bridges, {n: parse_audiences(everyone, {m: j for m, j in bridges.items() if m != n})
+                     for n in bridges}
 
 
 def test_a_full_mesh_has_every_member_follow_every_other_over_one_link_per_pair() -> None:
@@ -107,9 +115,7 @@ def test_a_tree_has_two_hubs_relaying_to_each_other_and_half_the_spokes_each() -
 
 def test_in_a_tree_an_item_reaches_the_other_region_through_both_hubs() -> None:
     shape = topology("tree", member_names(6))
-    bridges = {n: f"bridge.{n}.test" for n in "abcdef"}
-    everyone = {"partner": "all", "need-to-know": "all", "private": "all"}
-    audiences = {n: parse_audiences(everyone, {m: j for m, j in bridges.items() if m != n}) for n in bridges}
+    bridges, audiences = open_audiences("abcdef")
     assert paths(shape, audiences, "c", "partner", "mitigation") == {
         "a": (), "e": ("a",), "b": ("a",), "d": ("a", "b"), "f": ("a", "b")}
     # A hub's own items: to its spokes and the other hub straight, to the other region through that hub.
@@ -134,9 +140,7 @@ def test_a_ring_has_three_hubs_each_relaying_to_the_other_two() -> None:
 
 def test_in_a_ring_a_hub_may_also_hold_the_copy_of_the_other_way() -> None:
     shape = topology("ring", member_names(6))  # hubs a, b, c; spokes d at a, e at b, f at c
-    bridges = {n: f"bridge.{n}.test" for n in "abcdef"}
-    everyone = {"partner": "all", "need-to-know": "all", "private": "all"}
-    audiences = {n: parse_audiences(everyone, {m: j for m, j in bridges.items() if m != n}) for n in bridges}
+    _, audiences = open_audiences("abcdef")
     assert paths(shape, audiences, "d", "partner", "mitigation") == {
         "a": (), "b": ("a",), "c": ("a",), "e": ("a", "b"), "f": ("a", "c")}
     # b gets d's item from a, and maybe c's relay of it too (c -> b, when a's copy reached c first);
@@ -166,9 +170,7 @@ def test_on_a_ring_of_four_hubs_each_follows_its_neighbours_and_an_item_comes_by
     assert shape.hubs == ("a", "b", "c", "d")
     assert shape.follows == {"a": {"b", "d", "e"}, "b": {"a", "c", "f"}, "c": {"b", "d", "g"},
                              "d": {"a", "c", "h"}, "e": {"a"}, "f": {"b"}, "g": {"c"}, "h": {"d"}}
-    bridges = {n: f"bridge.{n}.test" for n in "abcdefgh"}
-    everyone = {"partner": "all", "need-to-know": "all", "private": "all"}
-    audiences = {n: parse_audiences(everyone, {m: j for m, j in bridges.items() if m != n}) for n in bridges}
+    _, audiences = open_audiences("abcdefgh")
     # The far hub c gets e's item through b or d; the fewest relays, b first by name.
     assert paths(shape, audiences, "e", "partner", "mitigation") == {
         "a": (), "b": ("a",), "d": ("a",), "c": ("a", "b"), "f": ("a", "b"), "h": ("a", "d"),
