@@ -12,7 +12,7 @@ member publishes one item per node, so every node exists and is discovered), eac
 ``--rate`` items/s (default 20), through ``Publisher.submit`` into its own bridge's outbox, in this
 process (as ``xmppbridge publish`` does in its own). Per run:
 
-- exactly once: in every receiver's store, one entry per item it may see (``topology.paths``: from its
+- exactly once: in every receiver's store, one entry per item it may see (``topology.ways``: from its
   publisher's service, or relayed, from the last hub's), at revision 1 with one change in the feed's change
   log; lost = expected but absent, duplicated = stored more than once over, or not expected at all; in a
   ring a hub may hold an item from any hub it follows that relayed it (``topology.ways``): one copy at
@@ -482,17 +482,17 @@ def one_run(n: int, items: int, rate: float, servers: str, shape: Shape, workdir
         last = t0
         for name in names:
             rows = remote_rows(consortium, name, "S")
-            run.lost += lacking(((service, item_id) for service, item_id, *_ in rows), expected[name])
             for (service, item_id), count in Counter((s, i) for s, i, *_ in rows).items():
                 # Not expected from there at all, or the same copy stored more than once over.
                 run.duplicated += count if service not in expected[name].get(item_id, ()) else count - 1
             run.duplicated += sum(1 for _, _, revision, changes, *_ in rows if revision != 1 or changes != 1)
             # Each item's first copy is its delivery; a ring hub's later copies of it are second copies.
             first: dict[str, tuple[str, str, int, int, str, int]] = {}
-            for row in sorted(rows, key=lambda row: row[4]):
+            for row in sorted(rows, key=lambda row: epoch(row[4])):
                 if row[0] in expected[name].get(row[1], ()):
                     run.second_copies += row[1] in first
                     first.setdefault(row[1], row)
+            run.lost += len(expected[name]) - len(first)  # held by none of their ways
             refused = rejects(consortium, name, "S")
             if name in run.hubs:
                 run.relay_refused += refused.pop(("relay", "relay-refused"), 0)

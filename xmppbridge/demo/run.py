@@ -5,8 +5,8 @@ By default two members: the samples are published at A and mirrored at B. With `
 that follows it mirrors them (``--topology``: the full mesh, every member follows every other; hub and
 spoke, where the hub, A or ``--hub``, relays what each spoke publishes to the other spokes; or a tree of
 two hubs, A and B, each relaying what its spokes publish to its other spokes and to the other hub, and
-what the other hub relays to its own spokes; or a ring of three hubs, A, B and C, each relaying to the
-other two).
+what the other hub relays to its own spokes; or a ring of ``--hubs`` hubs, A, B, C, ..., each relaying
+to its two neighbours).
 ``--servers prosody,ejabberd`` deals the server software round-robin.
 
 READY is printed only once every member holds every sample it should, byte for byte as its publisher

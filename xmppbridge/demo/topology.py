@@ -196,9 +196,9 @@ def ways(topology: Topology, audiences: Mapping[str, Audiences], publisher: str,
     node may get the item around the ring before it gets it straight. Its relay of that copy names the
     hub it came through, so that hub passes the relay over, and holds the item from its other way only."""
     result = {}
+    readers = _readers(topology, audiences, publisher, restriction, purpose)
     for receiver in _reached(topology, audiences, publisher, restriction, purpose):
         around = _reached(topology, audiences, publisher, restriction, purpose, without=receiver)
-        readers = _readers(topology, audiences, publisher, restriction, purpose)
         direct = {publisher} if receiver in readers else set()
         relayed = {hub for hub, way in around.items()
                    if topology.relays(hub, way[-1] if way else publisher, restriction)
