@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from xmppbridge.policy.sources import Sources
 from xmppbridge.store import Store
 from xmppbridge.store.subscriptions import ItemState
 from xmppbridge.xmpp import mirror as mirror_module
+from xmppbridge.xmpp.listing import ListingPace
 from xmppbridge.xmpp.mirror import Mirror, retracted_while_away
 from xmppbridge.xmpp.servers import RECONNECT_MAX_DELAY, backoff_delay
 
@@ -200,6 +202,52 @@ async def test_each_check_lists_one_node_and_renews_every_subscription(tmp_path:
         # A listing costs the remote server a load of every item: one node per round, in turn.
         assert peer.listed[:6] == sorted(nodes) * 2
         assert peer.subscribed.count(nodes[0]) >= 5  # renewed every round: about six rounds went by
+
+
+class TimedPeer(ScriptedPeer):
+    """Services whose listings take ``delays[service]`` seconds to answer; records (service, node,
+    started, took) for each listing."""
+
+    def __init__(self, nodes: list[str], delays: dict[str, float]) -> None:
+        super().__init__(nodes)
+        self.delays = delays
+        self.listings: list[tuple[str, str, float, float]] = []
+
+    async def list_item_ids(self, service: str, node: str) -> list[str]:
+        started = time.monotonic()
+        await asyncio.sleep(self.delays[service])
+        self.listings.append((service, node, started, time.monotonic() - started))
+        return []
+
+
+async def test_a_service_slow_to_answer_its_listings_is_listed_less_often(tmp_path: Path) -> None:
+    """A listing costs a Prosody peer a load of every item of the node (SCALING.md: half of a
+    16-member hub's Prosody work): after each, the service is not listed again for ``pause`` times as
+    long as it took, while renewals go on every round and a quick service's nodes keep their turns."""
+    slow, quick = SERVICE, "pubsub.c.test"
+    nodes = [f"iodef/public/{purpose}" for purpose in ("mitigation", "reporting")]
+    config = SimpleNamespace(subscriptions=[Subscription(service, tuple(nodes)) for service in (slow, quick)],
+                             check_interval=0.05)  # at most 0.5 s of pause, more than 10 x 0.04 s
+    with Store(tmp_path / "m.sqlite") as store:
+        mirror = Mirror(config, store, None)  # type: ignore[arg-type]
+        mirror.pace = ListingPace(pause=10.0)
+        peer = TimedPeer(nodes, {slow: 0.04, quick: 0.0})
+        await mirror.sync_all(peer)  # type: ignore[arg-type]  # the catch-up lists all, unpaced
+        assert len(peer.listings) == 4
+        peer.listings, peer.subscribed = [], []
+        task = asyncio.create_task(mirror.recheck(peer))  # type: ignore[arg-type]
+        try:
+            while len([s for s, *_ in peer.listings if s == slow]) < 3:
+                await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+        at_slow = [(started, took) for service, _node, started, took in peer.listings if service == slow]
+        for (before, took), (after, _) in zip(at_slow, at_slow[1:], strict=False):
+            assert after - before >= 10.0 * took  # never sooner than its pause
+        assert {node for service, node, *_ in peer.listings if service == slow} == set(nodes)  # in turn
+        # The quick service was listed in the rounds between, and every round renewed.
+        assert len([s for s, *_ in peer.listings if s == quick]) > len(at_slow)
+        assert peer.subscribed.count(nodes[0]) >= len(peer.listings)
 
 
 async def test_renewals_ask_again_only_for_what_the_service_no_longer_lists_as_subscribed(

@@ -29,6 +29,7 @@ from xmppbridge.store.contracts import Batches, Entries, PeerRecords, Quarantine
 from xmppbridge.store.items import ItemRef, Refused
 from xmppbridge.store.subscriptions import ItemState
 from xmppbridge.xmpp.component import BridgeComponent, explain, peer_failure
+from xmppbridge.xmpp.listing import ListingPace
 from xmppbridge.xmpp.peers import PeerNotes
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class CatchUp:
     listed: int
     fetched: int
     retracted: int
+    missing: int = 0  # listed, not held, and not fetched yet (the periodic check's first look)
 
 
 def retracted_while_away(states: Iterable[ItemState], remote_ids: Iterable[str], *,
@@ -144,7 +146,7 @@ class Mirror:
         self._fetch_window = asyncio.Semaphore(FETCH_WINDOW)
         self._list_window = asyncio.Semaphore(LIST_WINDOW)
         self._missing: dict[tuple[str, str], set[str]] = {}  # per node: listed, not held, at the last check
-        self._rounds = 0  # checks so far: which node the next check lists
+        self.pace = ListingPace()  # which node the next check lists, and when (``recheck``)
         self.peers = PeerNotes(store)
 
     def on_item(self, service: str, node: str, item_id: str, payload: ET.Element | None) -> None:
@@ -332,7 +334,10 @@ class Mirror:
             # is on its way was published after the listing was made, and must not count as retracted.
             states = self.store.item_states(service, node)
             quarantined = self.store.held_reject_ids(service, node) if only_missing else set()
+            started = time.monotonic()
             ids = await xmpp.list_item_ids(service, node)
+            answered = time.monotonic()
+            self.pace.listed(service, answered - started, answered)
         if only_missing:
             held = {s.item_id for s in states if not s.deleted}
             offered_again = [item_id for item_id in ids if item_id in quarantined and item_id not in held]
@@ -345,10 +350,10 @@ class Mirror:
             # would double the work exactly when the bridge is busiest. An item missing at two checks
             # in a row was lost (a remote restart, say) and is fetched now.
             suspects = self._missing.get((service, node), set()) if second_look else missing
-            self._missing[(service, node)] = missing - suspects
+            unfetched = self._missing[(service, node)] = missing - suspects
             to_fetch = [item_id for item_id in ids if item_id in missing & suspects]
         else:
-            to_fetch = ids
+            to_fetch, unfetched = ids, set()
 
         async def fetch(item_id: str) -> None:
             async with self._fetch_window:
@@ -361,7 +366,7 @@ class Mirror:
         for item_id in gone:
             self._retract(service, node, item_id)
         self.store.record_sync(service, node)
-        return CatchUp(len(ids), len(to_fetch), len(gone))
+        return CatchUp(len(ids), len(to_fetch), len(gone), len(unfetched))
 
     async def _really_gone(self, xmpp: BridgeComponent, service: str, node: str, item_id: str,
                            count: int) -> bool:
@@ -399,17 +404,19 @@ class Mirror:
         One node per round, in turn, and on its own interval rather than discovery's, because listing a
         node costs its server a load of every item (Prosody 0.12: about 3 s of CPU for 5000 items);
         listing all twenty nodes of a busy peer every round kept that server at full CPU and slowed its
-        real work to a third (BENCHMARKS.md §5)."""
+        real work to a third (BENCHMARKS.md §5). A service is listed again only once its last listing's
+        pause is over (``listing.ListingPace``): the round checks the next node in turn of the next
+        service in turn that may be listed, or none."""
         while True:
             await asyncio.sleep(self.config.check_interval)
             if not xmpp.online.is_set():
                 continue
             await self._renew_subscriptions(xmpp)
-            synced = sorted(self._synced)
-            if synced:
-                service, node = synced[self._rounds % len(synced)]
-                self._rounds += 1
-                await self._check(xmpp, service, node)
+            turn = self.pace.next_node(self._synced, time.monotonic(), self.config.check_interval)
+            if turn is not None:
+                result = await self._check(xmpp, *turn)
+                if result is not None and result.missing:
+                    self.pace.found_missing(turn)
 
     async def _renew_subscriptions(self, xmpp: BridgeComponent) -> None:
         """Subscribe again where a service no longer lists a subscription of ours: a remote server with

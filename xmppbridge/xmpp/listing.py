@@ -1,0 +1,92 @@
+"""How often the periodic check may list a peer's nodes: paced by what the last listing cost the peer.
+
+Listing a node (disco#items, XEP-0060 §5.5) makes Prosody 0.12 load and parse every stored item of it,
+payloads included, to answer with their ids: about 3.5 s of its single core for a full node of 5000
+items (BENCHMARKS.md §5). At a hub every spoke lists the hub's nodes, and in the 16-member hub run,
+with nodes of up to about 770 items, answering those listings was 54 % of the hub's Prosody work, more
+than its whole fan-out (SCALING.md, "What a Prosody hub's server is busy with"). With a fixed interval
+that share grows with the nodes and with the number of spokes, until the listings starve the hub.
+
+So, after a listing of one of a service's nodes, the next periodic listing of that service waits
+``pause`` times as long as that listing took to answer (at least ``check_interval`` passes as before,
+since the check runs once a round). A bridge then takes at most 1/``pause`` of a peer's time with its
+checks, whatever the size of the peer's nodes, and a peer slow to answer (busy, or with full nodes) is
+listed less often by every bridge at once, without any of them knowing how many others there are. The
+answer time includes the peer's queue, so a busy peer is spared more. On ejabberd, whose listings are
+cheap, the pace changes nothing.
+
+The catch-up after a (re)connection and after an approval lists without waiting: those are the listings
+that find what a gap lost. Only answered listings set the pace (a failed one is the peer's health,
+``PeerNotes``). No pause is longer than ``MAX_PAUSE_ROUNDS`` check intervals, so that a lost
+notification is still found within a bounded time (the listing is the only way a bridge learns that a
+peer's server restarted and lost what was on its way). And a check that finds items missing looks at that
+node again at the next round, rather than a whole rotation of paced listings later: an item missing at
+two checks in a row is fetched (``Mirror.catch_up``), so recovery takes one round more than finding the
+gap, and costs at most one listing more per paced one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+# A bridge's periodic listings take at most 1 % of a peer's time...
+PAUSE = 100.0
+# ...or a service is listed at least once in this many check intervals (10 minutes at the shipped 60 s).
+MAX_PAUSE_ROUNDS = 10
+
+Node = tuple[str, str]  # (service, node)
+
+
+@dataclass
+class ListingPace:
+    """Which followed node the periodic check lists next. Services take turns, and each service's nodes
+    take turns, so that a service left waiting does not make one of its nodes lose its turn to the
+    others for good."""
+
+    pause: float = PAUSE
+    _listed: dict[str, tuple[float, float]] = field(default_factory=dict)  # service -> (answered at, took)
+    _service_turn: int = 0
+    _node_turns: dict[str, int] = field(default_factory=dict)
+    _again: list[Node] = field(default_factory=list)  # nodes to look at again at the next round
+    _early: Node | None = None  # the node handed out last, if it was such a second look
+
+    def listed(self, service: str, took: float, now: float) -> None:
+        """A listing of one of ``service``'s nodes was answered ``took`` seconds after it was asked."""
+        self._listed[service] = (now, max(took, 0.0))
+
+    def due(self, service: str, now: float, longest: float) -> bool:
+        """Whether ``service`` may be listed at ``now``, waiting at most ``longest`` seconds."""
+        if service not in self._listed:
+            return True
+        at, took = self._listed[service]
+        return now >= at + min(self.pause * took, longest)
+
+    def found_missing(self, node: Node) -> None:
+        """A paced check of ``node`` found items we lack: look at it again at the next round (once)."""
+        if node != self._early and node not in self._again:
+            self._again.append(node)
+
+    def next_node(self, nodes: Iterable[Node], now: float, interval: float) -> Node | None:
+        """The (service, node) to check this round, of ``nodes``, the check running every ``interval``
+        seconds: a second look due, or else the next service in turn that may be listed now and its
+        next node in turn; None if there is none."""
+        followed = sorted(set(nodes))
+        self._again = [node for node in self._again if node in followed]
+        if self._again:
+            self._early = self._again.pop(0)
+            return self._early
+        self._early = None
+        by_service: dict[str, list[str]] = {}
+        for service, node in followed:
+            by_service.setdefault(service, []).append(node)
+        services = list(by_service)
+        for step in range(len(services)):
+            index = (self._service_turn + step) % len(services)
+            service = services[index]
+            if self.due(service, now, MAX_PAUSE_ROUNDS * interval):
+                self._service_turn = index + 1
+                turn = self._node_turns.get(service, 0)
+                self._node_turns[service] = turn + 1
+                return service, by_service[service][turn % len(by_service[service])]
+        return None
