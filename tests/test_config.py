@@ -88,6 +88,8 @@ def test_secret_from_file(tmp_path: Path, base: dict) -> None:
     (lambda c: c.update(limits={"max_document_bytes": 10_000_000}), "limits.max_document_bytes", "512 KB"),
     (lambda c: c["pubsub"].update(check_interval=0), "pubsub.check_interval", "positive number of seconds"),
     (lambda c: c["pubsub"].update(discovery_interval=-1), "pubsub.discovery_interval", "positive"),
+    (lambda c: c["pubsub"].update(check_pause=-1), "pubsub.check_pause", "between 0 (list every round)"),
+    (lambda c: c["pubsub"].update(check_pause="often"), "pubsub.check_pause", "got str 'often'"),
     (lambda c: c["signing"].update(domains=["csirt b.example"]), "signing.domains", "'csirt b.example' is"),
     (lambda c: c["signing"].update(domains=[]), "signing.domains", "non-empty list of domain names"),
     (lambda c: c["signing"].update(domains={"b.test": 1}), "signing.domains", "must be a list or str"),

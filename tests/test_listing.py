@@ -1,6 +1,6 @@
 """The periodic check's pace: a service is listed again only after a pause in proportion to what its
-last listing took to answer, at most ten check intervals, and a node where items were found missing is
-looked at again at the next round (``xmppbridge.xmpp.listing``)."""
+last listing took to answer, at most ten check intervals; services, and each service's nodes, take turns
+(``xmppbridge.xmpp.listing``)."""
 
 from __future__ import annotations
 
@@ -55,13 +55,7 @@ def test_a_service_waiting_out_its_pause_keeps_its_nodes_turns() -> None:
     assert pace.next_node(NODES, 200.0, ROUND) == NODES[0]
 
 
-def test_a_node_found_missing_items_is_looked_at_again_at_the_next_round_once() -> None:
-    pace = ListingPace(pause=100.0)
-    assert pace.next_node(NODES, 0.0, ROUND) == NODES[0]
-    pace.listed(A, 1.0, now=0.0)
-    pace.found_missing(NODES[0])
-    assert pace.next_node(NODES, 60.0, ROUND) == NODES[0]  # the second look, though a is pausing
-    pace.found_missing(NODES[0])  # still missing at the second look: fetched then, not looked at again
-    assert pace.next_node(NODES, 61.0, ROUND) == NODES[2]
-    pace.found_missing((A, "iodef/gone"))  # a node no longer followed is not looked at
-    assert pace.next_node(NODES, 62.0, ROUND) == NODES[2]
+def test_a_pause_of_zero_lists_every_round_as_before() -> None:
+    pace = ListingPace(pause=0.0)  # pubsub.check_pause: 0
+    pace.listed(A, 3.5, now=0.0)
+    assert pace.due(A, 0.0, 600.0)

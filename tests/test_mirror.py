@@ -204,6 +204,31 @@ async def test_each_check_lists_one_node_and_renews_every_subscription(tmp_path:
         assert peer.subscribed.count(nodes[0]) >= 5  # renewed every round: about six rounds went by
 
 
+async def test_the_next_round_fetches_what_a_check_found_missing_and_still_lacks_without_listing(
+        tmp_path: Path) -> None:
+    """A paced listing of the node may be minutes away: what a check found missing is fetched one round
+    later if it has not come by then (lost, not on its way), with no second listing."""
+    with Store(tmp_path / "m.sqlite") as store:
+        mirror = Mirror(SimpleNamespace(), store, None)  # type: ignore[arg-type]
+        mirror._synced.add((SERVICE, NODE))
+        remote = ScriptedNode(mirror, ["csirt.example.org/in-flight", "lost"])
+        listings = []
+        listing = remote.list_item_ids
+
+        async def counted(service: str, node: str) -> list[str]:
+            listings.append(node)
+            return await listing(service, node)
+
+        remote.list_item_ids = counted  # type: ignore[method-assign]
+        await mirror.catch_up(remote, SERVICE, NODE, remote_capacity=100, only_missing=True)  # type: ignore[arg-type]
+        assert remote.fetched == []  # both may still be on their way as notifications
+        store_document(store, iodef2("in-flight"), service=SERVICE)  # its notification arrives
+        await mirror._follow_up(remote)  # type: ignore[arg-type]  # the next round
+        assert remote.fetched == ["lost"] and listings == [NODE]
+        await mirror._follow_up(remote)  # type: ignore[arg-type]
+        assert remote.fetched == ["lost"]  # once
+
+
 class TimedPeer(ScriptedPeer):
     """Services whose listings take ``delays[service]`` seconds to answer; records (service, node,
     started, took) for each listing."""

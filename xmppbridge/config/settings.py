@@ -35,6 +35,7 @@ from xmppbridge.policy.sources import Sources, with_members
 from xmppbridge.signing.certfiles import load_certificates
 from xmppbridge.signing.trust import NO_TRUST, TrustStore
 from xmppbridge.signing.trustconfig import anchor_paths, domain_list, read_trust
+from xmppbridge.xmpp.listing import PAUSE as LISTING_PAUSE
 from xmppbridge.xmpp.servers import ServerAddress, parse_address
 
 APPROVAL_MODES = ("auto", "off")
@@ -75,6 +76,7 @@ class Config:
     schema_mode: str = "strict"
     discovery_interval: float = 60.0
     check_interval: float = 60.0  # renew subscriptions and re-check one followed node (xmpp.mirror)
+    check_pause: float = LISTING_PAUSE  # a peer listed again after this many times its answer (xmpp.listing)
     reconcile_interval: float = 300.0  # bring our nodes' affiliations to their audiences (xmpp.reconcile)
     trust: TrustStore = NO_TRUST  # trust: + subscriptions[].signers/allow_domains (signing.trustconfig)
     operators: OperatorSettings = field(default_factory=OperatorSettings)  # chat:, rooms:, admins:, ...
@@ -235,6 +237,7 @@ def load_config(file: str | Path, *, overrides: Mapping[str, object] | None = No
         schema_mode=schema_mode,
         discovery_interval=_seconds(r, "pubsub.discovery_interval", 60),
         check_interval=_seconds(r, "pubsub.check_interval", 60),
+        check_pause=_check_pause(r),
         reconcile_interval=_seconds(r, "pubsub.reconcile_interval", 300),
         trust=trust_store,
         operators=operator_settings(r, member_rights),
@@ -332,6 +335,15 @@ def _followed(r: ConfigReader, registry: Registry, listed: list[Subscription]) -
                                            "subscription (the registry entry subscribes to it)")
         listed.append(Subscription(member.pubsub, member.nodes, member.max_items))
     return listed
+
+
+def _check_pause(r: ConfigReader) -> float:
+    """How many times its answer time a periodic listing waits before the same peer is listed again."""
+    value = float(r.get("pubsub.check_pause", LISTING_PAUSE, (int, float)))
+    if not 0 <= value <= 10_000:
+        raise r.error("pubsub.check_pause", "must be between 0 (list every round) and 10000 (100 is a "
+                      "bridge's checks taking at most 1 % of a peer's time)")
+    return value
 
 
 def _seconds(r: ConfigReader, key: str, default: float) -> float:

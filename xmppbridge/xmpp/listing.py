@@ -12,17 +12,16 @@ So, after a listing of one of a service's nodes, the next periodic listing of th
 since the check runs once a round). A bridge then takes at most 1/``pause`` of a peer's time with its
 checks, whatever the size of the peer's nodes, and a peer slow to answer (busy, or with full nodes) is
 listed less often by every bridge at once, without any of them knowing how many others there are. The
-answer time includes the peer's queue, so a busy peer is spared more. On ejabberd, whose listings are
-cheap, the pace changes nothing.
+answer time includes the peer's queue, so a busy peer is spared more. Where a bridge follows many
+services (a mesh), each service's turn comes once in as many rounds anyway, and the pace changes little.
 
 The catch-up after a (re)connection and after an approval lists without waiting: those are the listings
 that find what a gap lost. Only answered listings set the pace (a failed one is the peer's health,
 ``PeerNotes``). No pause is longer than ``MAX_PAUSE_ROUNDS`` check intervals, so that a lost
 notification is still found within a bounded time (the listing is the only way a bridge learns that a
-peer's server restarted and lost what was on its way). And a check that finds items missing looks at that
-node again at the next round, rather than a whole rotation of paced listings later: an item missing at
-two checks in a row is fetched (``Mirror.catch_up``), so recovery takes one round more than finding the
-gap, and costs at most one listing more per paced one.
+peer's server restarted and lost what was on its way). What a check finds missing is not left for the
+node's next paced listing either: the next round fetches what is still missing then, without listing
+again (``Mirror.recheck``).
 """
 
 from __future__ import annotations
@@ -48,8 +47,6 @@ class ListingPace:
     _listed: dict[str, tuple[float, float]] = field(default_factory=dict)  # service -> (answered at, took)
     _service_turn: int = 0
     _node_turns: dict[str, int] = field(default_factory=dict)
-    _again: list[Node] = field(default_factory=list)  # nodes to look at again at the next round
-    _early: Node | None = None  # the node handed out last, if it was such a second look
 
     def listed(self, service: str, took: float, now: float) -> None:
         """A listing of one of ``service``'s nodes was answered ``took`` seconds after it was asked."""
@@ -62,23 +59,12 @@ class ListingPace:
         at, took = self._listed[service]
         return now >= at + min(self.pause * took, longest)
 
-    def found_missing(self, node: Node) -> None:
-        """A paced check of ``node`` found items we lack: look at it again at the next round (once)."""
-        if node != self._early and node not in self._again:
-            self._again.append(node)
-
     def next_node(self, nodes: Iterable[Node], now: float, interval: float) -> Node | None:
         """The (service, node) to check this round, of ``nodes``, the check running every ``interval``
-        seconds: a second look due, or else the next service in turn that may be listed now and its
-        next node in turn; None if there is none."""
-        followed = sorted(set(nodes))
-        self._again = [node for node in self._again if node in followed]
-        if self._again:
-            self._early = self._again.pop(0)
-            return self._early
-        self._early = None
+        seconds: the next service in turn that may be listed now, and its next node in turn; None if no
+        service may be listed."""
         by_service: dict[str, list[str]] = {}
-        for service, node in followed:
+        for service, node in sorted(set(nodes)):
             by_service.setdefault(service, []).append(node)
         services = list(by_service)
         for step in range(len(services)):

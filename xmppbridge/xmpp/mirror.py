@@ -29,6 +29,7 @@ from xmppbridge.store.contracts import Batches, Entries, PeerRecords, Quarantine
 from xmppbridge.store.items import ItemRef, Refused
 from xmppbridge.store.subscriptions import ItemState
 from xmppbridge.xmpp.component import BridgeComponent, explain, peer_failure
+from xmppbridge.xmpp.listing import PAUSE as LISTING_PAUSE
 from xmppbridge.xmpp.listing import ListingPace
 from xmppbridge.xmpp.peers import PeerNotes
 
@@ -56,7 +57,6 @@ class CatchUp:
     listed: int
     fetched: int
     retracted: int
-    missing: int = 0  # listed, not held, and not fetched yet (the periodic check's first look)
 
 
 def retracted_while_away(states: Iterable[ItemState], remote_ids: Iterable[str], *,
@@ -146,7 +146,8 @@ class Mirror:
         self._fetch_window = asyncio.Semaphore(FETCH_WINDOW)
         self._list_window = asyncio.Semaphore(LIST_WINDOW)
         self._missing: dict[tuple[str, str], set[str]] = {}  # per node: listed, not held, at the last check
-        self.pace = ListingPace()  # which node the next check lists, and when (``recheck``)
+        # Which node the next check lists, and when (``recheck``); ``check_pause`` 0 lists every round.
+        self.pace = ListingPace(getattr(config, "check_pause", LISTING_PAUSE))
         self.peers = PeerNotes(store)
 
     def on_item(self, service: str, node: str, item_id: str, payload: ET.Element | None) -> None:
@@ -323,7 +324,8 @@ class Mirror:
         """Reconcile with the remote node. ``only_missing`` (the periodic check) fetches just the ids we
         did not hold at this check and the one before (at this one alone without ``second_look``, after an
         approval: an item also on its way as a notification is then stored once, the second copy being
-        "unchanged"); otherwise every item is fetched again, which also
+        "unchanged"), or, if still missing one round later, the next round's ``_follow_up``; otherwise
+        every item is fetched again, which also
         picks up items republished with new content while we were away.
 
         The periodic check does not fetch items held in the quarantine either: verifying the same refused
@@ -350,23 +352,23 @@ class Mirror:
             # would double the work exactly when the bridge is busiest. An item missing at two checks
             # in a row was lost (a remote restart, say) and is fetched now.
             suspects = self._missing.get((service, node), set()) if second_look else missing
-            unfetched = self._missing[(service, node)] = missing - suspects
+            self._missing[(service, node)] = missing - suspects
             to_fetch = [item_id for item_id in ids if item_id in missing & suspects]
         else:
-            to_fetch, unfetched = ids, set()
+            to_fetch = ids
 
-        async def fetch(item_id: str) -> None:
-            async with self._fetch_window:
-                await xmpp.fetch_item(service, node, item_id)
-
-        await asyncio.gather(*(fetch(item_id) for item_id in to_fetch))
+        await asyncio.gather(*(self._fetch(xmpp, service, node, item_id) for item_id in to_fetch))
         gone = retracted_while_away(states, ids, remote_capacity=remote_capacity)
         if gone and not await self._really_gone(xmpp, service, node, gone[0], len(gone)):
             gone = []
         for item_id in gone:
             self._retract(service, node, item_id)
         self.store.record_sync(service, node)
-        return CatchUp(len(ids), len(to_fetch), len(gone), len(unfetched))
+        return CatchUp(len(ids), len(to_fetch), len(gone))
+
+    async def _fetch(self, xmpp: BridgeComponent, service: str, node: str, item_id: str) -> None:
+        async with self._fetch_window:
+            await xmpp.fetch_item(service, node, item_id)
 
     async def _really_gone(self, xmpp: BridgeComponent, service: str, node: str, item_id: str,
                            count: int) -> bool:
@@ -412,11 +414,37 @@ class Mirror:
             if not xmpp.online.is_set():
                 continue
             await self._renew_subscriptions(xmpp)
+            await self._follow_up(xmpp)
             turn = self.pace.next_node(self._synced, time.monotonic(), self.config.check_interval)
             if turn is not None:
-                result = await self._check(xmpp, *turn)
-                if result is not None and result.missing:
-                    self.pace.found_missing(turn)
+                await self._check(xmpp, *turn)
+
+    async def _follow_up(self, xmpp: BridgeComponent) -> None:
+        """Fetch what the last check of a node found missing and we still lack a round later: its
+        notification was lost, not on its way. Without listing the node again: a paced listing may be
+        minutes away (``listing.ListingPace``), and a second listing would cost the peer as much as the
+        first."""
+        for key in sorted(self._missing):
+            service, node = key
+            if key not in self._synced or not self._missing[key]:
+                continue
+            held = {s.item_id for s in self.store.item_states(service, node) if not s.deleted}
+            quarantined = self.store.held_reject_ids(service, node)
+            echoes = self._echoes.get(key, set())
+            lost = sorted(self._missing[key] - held - quarantined - echoes)
+            if not lost:
+                self._missing[key] = set()
+                continue
+            try:
+                async with self._node_locks.setdefault(key, asyncio.Lock()):
+                    await asyncio.gather(*(self._fetch(xmpp, service, node, item_id) for item_id in lost))
+            except Exception as exc:  # noqa: BLE001 - a peer being away is normal; try again next round
+                log.debug("fetching what %s on %s lacked failed: %s", node, service, explain(exc))
+                self.peers.failed(service, exc)
+                continue
+            self._missing[key] = set()
+            self.peers.answered(service)
+            log.info("caught up on %s on %s: %d missing items fetched", node, service, len(lost))
 
     async def _renew_subscriptions(self, xmpp: BridgeComponent) -> None:
         """Subscribe again where a service no longer lists a subscription of ours: a remote server with
