@@ -227,6 +227,13 @@ async def test_the_next_round_fetches_what_a_check_found_missing_and_still_lacks
         assert remote.fetched == ["lost"] and listings == [NODE]
         await mirror._follow_up(remote)  # type: ignore[arg-type]
         assert remote.fetched == ["lost"]  # once
+        # Retracted since the check (the service answers item-not-found): not asked for at every round.
+        remote.ids, remote.fetched = ["csirt.example.org/in-flight", "gone"], []
+        await mirror.catch_up(remote, SERVICE, NODE, remote_capacity=100, only_missing=True)  # type: ignore[arg-type]
+        remote.refusal = "item-not-found"
+        await mirror._follow_up(remote)  # type: ignore[arg-type]
+        await mirror._follow_up(remote)  # type: ignore[arg-type]
+        assert remote.fetched == ["gone"]
 
 
 class TimedPeer(ScriptedPeer):

@@ -437,14 +437,27 @@ class Mirror:
                 continue
             try:
                 async with self._node_locks.setdefault(key, asyncio.Lock()):
-                    await asyncio.gather(*(self._fetch(xmpp, service, node, item_id) for item_id in lost))
+                    found = await asyncio.gather(*(self._fetch_if_there(xmpp, service, node, item_id)
+                                                   for item_id in lost))
             except Exception as exc:  # noqa: BLE001 - a peer being away is normal; try again next round
                 log.debug("fetching what %s on %s lacked failed: %s", node, service, explain(exc))
                 self.peers.failed(service, exc)
                 continue
             self._missing[key] = set()
             self.peers.answered(service)
-            log.info("caught up on %s on %s: %d missing items fetched", node, service, len(lost))
+            log.info("caught up on %s on %s: %d missing items fetched", node, service, sum(found))
+
+    async def _fetch_if_there(self, xmpp: BridgeComponent, service: str, node: str, item_id: str) -> bool:
+        """Fetch one item a check listed; False if it is gone since (retracted) or refused: the node's
+        next listing says what is there then, rather than this item being asked for at every round."""
+        try:
+            async with self._fetch_window:
+                return await xmpp.fetch_item(service, node, item_id)
+        except PublishFailed as exc:
+            if exc.transient:
+                raise
+            log.debug("not fetching %s of %s on %s: %s", item_id, node, service, exc.condition)
+            return False
 
     async def _renew_subscriptions(self, xmpp: BridgeComponent) -> None:
         """Subscribe again where a service no longer lists a subscription of ours: a remote server with
