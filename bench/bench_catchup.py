@@ -8,7 +8,10 @@ N. Compared with a raw slixmpp component (as bridge.b.test, bridge stopped) list
 The shipped Prosody keeps 5000 items per node (pubsub_max_items), so N is spread over as many of the 20
 restriction/purpose nodes as it needs, at least 4: the issue's 100,000 fill all 20.
 
-    python3 bench/bench_catchup.py [N] [RUNS]     # default 2000 items, 3 runs
+    python3 bench/bench_catchup.py [N] [RUNS] [--server-a prosody|ejabberd]     # default 2000 items, 3 runs
+
+``--server-a ejabberd`` runs A, the publisher whose nodes are listed and fetched, on ejabberd (its
+shipped single-node configuration, deploy/ejabberd); B stays on Prosody.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import RUNS, positional, table  # noqa: E402
+from bench.common import RUNS, choices, positional, table  # noqa: E402
 from bench.lab import (  # noqa: E402
     RESTRICTIONS,
     BenchConsortium,
@@ -91,10 +94,11 @@ async def raw_fetch(lab: BenchConsortium, nodes: dict[str, set[str]]) -> tuple[f
     return elapsed, listing
 
 
-def one_run(run: int, n: int) -> tuple[float, float, float, float]:
+def one_run(run: int, n: int, server_a: str) -> tuple[float, float, float, float]:
     """(bridge: process start -> all N stored, bridge: first -> last item stored, raw fetch, raw listing
     alone), seconds."""
-    with tempfile.TemporaryDirectory(prefix="bench-catchup-") as tmp, consortium(Path(tmp)) as lab:
+    with tempfile.TemporaryDirectory(prefix="bench-catchup-") as tmp, \
+            consortium(Path(tmp), servers={"a": server_a}) as lab:
         lab.start_bridge("a")
         lab.start_bridge("b")
         submit(lab, "WARM", 4)  # creates the nodes; B discovers and subscribes to them
@@ -117,15 +121,18 @@ def one_run(run: int, n: int) -> tuple[float, float, float, float]:
 
 
 def main() -> None:
-    args = positional()
+    args = positional("--server-a")
     n = int(args[0]) if args else N
     runs = int(args[1]) if len(args) > 1 else RUNS
-    results = [one_run(run, n) for run in range(runs)]
+    server_a, *more = choices("--server-a", ("prosody", "ejabberd"), "prosody")
+    if more:
+        sys.exit("--server-a: one server kind, prosody or ejabberd")
+    results = [one_run(run, n, server_a) for run in range(runs)]
     converged = statistics.median(r[0] for r in results)
     stored = statistics.median(r[1] for r in results)
     raw = statistics.median(r[2] for r in results)
-    print(f"Catch-up of N={n} items missed while B's bridge was down ({len(categories_for(n))} nodes), "
-          f"median of {runs} run{'s' if runs > 1 else ''}, fresh servers per run")
+    print(f"Catch-up of N={n} items missed while B's bridge was down ({len(categories_for(n))} nodes, A on "
+          f"{server_a}), median of {runs} run{'s' if runs > 1 else ''}, fresh servers per run")
     print(table([
         ["bridge B: process start -> all stored", f"{converged:.2f}", f"{n / converged:.0f}",
          f"[{', '.join(f'{r[0]:.2f}' for r in results)}]", f"{raw / converged:.2f}"],

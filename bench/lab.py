@@ -97,7 +97,8 @@ class BenchConsortium(Consortium):
 @contextmanager
 def consortium(workdir: Path, names: tuple[str, ...] = ("a", "b"), *, pubsub_wal: bool = False,
                ips: dict[str, str] = IPS,
-               store_urls: dict[str, str] | None = None) -> Iterator[BenchConsortium]:
+               store_urls: dict[str, str] | None = None,
+               servers: dict[str, str] | None = None) -> Iterator[BenchConsortium]:
     """Prosody of each member in ``names`` started, no bridges yet; everything stopped on the way out.
 
     Both members are in the registry whichever servers run: with A alone, B is the audience of A's
@@ -105,9 +106,9 @@ def consortium(workdir: Path, names: tuple[str, ...] = ("a", "b"), *, pubsub_wal
     there, ``audience-empty``). ``pubsub_wal``: create each pubsub service's SQLite file in WAL mode
     before Prosody opens it (the mode is kept in the file; Prosody 0.12 has no setting for it), as
     deploy/prosody/domain.cfg.lua.in suggests for busy services. ``store_urls``: members whose store is
-    PostgreSQL (``store.url``)."""
+    PostgreSQL (``store.url``); ``servers``: members whose server is not Prosody (``{"a": "ejabberd"}``)."""
     lab = BenchConsortium(workdir, dict(ips), feed_port_base=FEED_PORT_BASE,
-                          discovery_interval=1.0, check_interval=60.0)
+                          discovery_interval=1.0, check_interval=60.0, servers=servers)
     for name, url in (store_urls or {}).items():
         lab[name].store_url = url
     lab.write_files(subscriptions={"a": [], "b": ["a"] if "b" in names else []})
