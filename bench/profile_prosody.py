@@ -24,7 +24,7 @@ import runpy
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -71,7 +71,7 @@ def activity(stack: tuple[str, ...]) -> str:
     return OTHER
 
 
-def inclusive(stacks: Counter[tuple[str, ...]], key) -> Counter[str]:  # noqa: ANN001 - frame -> str
+def inclusive(stacks: Counter[tuple[str, ...]], key: Callable[[str], str]) -> Counter[str]:
     counts: Counter[str] = Counter()
     for stack, n in stacks.items():
         for k in {key(frame) for frame in stack}:
@@ -107,7 +107,7 @@ def _selfs(stacks: Counter[tuple[str, ...]]) -> Counter[str]:
     return counts
 
 
-def profiled(member: str, out: Path, every: int):  # noqa: ANN201 - ProsodyServer.write_config
+def profiled(member: str, out: Path, every: int) -> Callable[[prosody.ProsodyServer], Path]:
     """``ProsodyServer.write_config`` that also loads the profiler, for ``member``'s server only."""
     write_config = prosody.ProsodyServer.write_config
 

@@ -22,7 +22,6 @@ from xmppbridge.policy.sources import Sources
 from xmppbridge.store import Store
 from xmppbridge.store.subscriptions import ItemState
 from xmppbridge.xmpp import mirror as mirror_module
-from xmppbridge.xmpp.listing import ListingPace
 from xmppbridge.xmpp.mirror import Mirror, retracted_while_away
 from xmppbridge.xmpp.servers import RECONNECT_MAX_DELAY, backoff_delay
 
@@ -186,7 +185,8 @@ class ScriptedPeer:
 
 async def test_each_check_lists_one_node_and_renews_every_subscription(tmp_path: Path) -> None:
     nodes = [f"iodef/public/{purpose}" for purpose in ("mitigation", "reporting", "watch")]
-    config = SimpleNamespace(subscriptions=[Subscription(SERVICE, tuple(nodes))], check_interval=0.01)
+    config = SimpleNamespace(subscriptions=[Subscription(SERVICE, tuple(nodes))], check_interval=0.01,
+                             check_pause=100.0)
     with Store(tmp_path / "m.sqlite") as store:
         mirror = Mirror(config, store, None)  # type: ignore[arg-type]
         peer = ScriptedPeer(nodes)
@@ -259,10 +259,10 @@ async def test_a_service_slow_to_answer_its_listings_is_listed_less_often(tmp_pa
     slow, quick = SERVICE, "pubsub.c.test"
     nodes = [f"iodef/public/{purpose}" for purpose in ("mitigation", "reporting")]
     config = SimpleNamespace(subscriptions=[Subscription(service, tuple(nodes)) for service in (slow, quick)],
-                             check_interval=0.05)  # at most 0.5 s of pause, more than 10 x 0.04 s
+                             check_interval=0.05,  # at most 0.5 s of pause, more than 10 x 0.04 s
+                             check_pause=10.0)
     with Store(tmp_path / "m.sqlite") as store:
         mirror = Mirror(config, store, None)  # type: ignore[arg-type]
-        mirror.pace = ListingPace(pause=10.0)
         peer = TimedPeer(nodes, {slow: 0.04, quick: 0.0})
         await mirror.sync_all(peer)  # type: ignore[arg-type]  # the catch-up lists all, unpaced
         assert len(peer.listings) == 4

@@ -8,12 +8,13 @@ than its whole fan-out (SCALING.md, "What a Prosody hub's server is busy with").
 that share grows with the nodes and with the number of spokes, until the listings starve the hub.
 
 So, after a listing of one of a service's nodes, the next periodic listing of that service waits
-``pause`` times as long as that listing took to answer (at least ``check_interval`` passes as before,
-since the check runs once a round). A bridge then takes at most 1/``pause`` of a peer's time with its
-checks, whatever the size of the peer's nodes, and a peer slow to answer (busy, or with full nodes) is
-listed less often by every bridge at once, without any of them knowing how many others there are. The
-answer time includes the peer's queue, so a busy peer is spared more. Where a bridge follows many
-services (a mesh), each service's turn comes once in as many rounds anyway, and the pace changes little.
+``pause`` (``pubsub.check_pause``) times as long as that listing took to answer (at least
+``check_interval`` passes as before, since the check runs once a round). A bridge then takes at most
+1/``pause`` of a peer's time with its checks, whatever the size of the peer's nodes, and a peer slow to
+answer (busy, or with full nodes) is listed less often by every bridge at once, without any of them
+knowing how many others there are. The answer time includes the peer's queue, so a busy peer is spared
+more. Where a bridge follows many services (a mesh), each service's turn comes once in as many rounds
+anyway, and the pace changes little.
 
 The catch-up after a (re)connection and after an approval lists without waiting: those are the listings
 that find what a gap lost. Only answered listings set the pace (a failed one is the peer's health,
@@ -41,9 +42,8 @@ Node = tuple[str, str]  # (service, node)
 class ListingPace:
     """Which followed node the periodic check lists next. Services take turns, and each service's nodes
     take turns, so that a service left waiting does not make one of its nodes lose its turn to the
-    others for good."""
+    others for good. It keeps what was listed when and how fast; the settings come with each question."""
 
-    pause: float = PAUSE
     _listed: dict[str, tuple[float, float]] = field(default_factory=dict)  # service -> (answered at, took)
     _service_turn: int = 0
     _node_turns: dict[str, int] = field(default_factory=dict)
@@ -52,17 +52,18 @@ class ListingPace:
         """A listing of one of ``service``'s nodes was answered ``took`` seconds after it was asked."""
         self._listed[service] = (now, max(took, 0.0))
 
-    def due(self, service: str, now: float, longest: float) -> bool:
-        """Whether ``service`` may be listed at ``now``, waiting at most ``longest`` seconds."""
+    def due(self, service: str, now: float, pause: float, longest: float) -> bool:
+        """Whether ``service`` may be listed at ``now``: ``pause`` times its last listing's answer time
+        has passed since, or ``longest`` seconds."""
         if service not in self._listed:
             return True
         at, took = self._listed[service]
-        return now >= at + min(self.pause * took, longest)
+        return now >= at + min(pause * took, longest)
 
-    def next_node(self, nodes: Iterable[Node], now: float, interval: float) -> Node | None:
+    def next_node(self, nodes: Iterable[Node], now: float, interval: float, pause: float) -> Node | None:
         """The (service, node) to check this round, of ``nodes``, the check running every ``interval``
-        seconds: the next service in turn that may be listed now, and its next node in turn; None if no
-        service may be listed."""
+        seconds with ``pause``: the next service in turn that may be listed now, and its next node in
+        turn; None if no service may be listed."""
         by_service: dict[str, list[str]] = {}
         for service, node in sorted(set(nodes)):
             by_service.setdefault(service, []).append(node)
@@ -70,7 +71,7 @@ class ListingPace:
         for step in range(len(services)):
             index = (self._service_turn + step) % len(services)
             service = services[index]
-            if self.due(service, now, MAX_PAUSE_ROUNDS * interval):
+            if self.due(service, now, pause, MAX_PAUSE_ROUNDS * interval):
                 self._service_turn = index + 1
                 turn = self._node_turns.get(service, 0)
                 self._node_turns[service] = turn + 1

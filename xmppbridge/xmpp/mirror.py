@@ -29,7 +29,6 @@ from xmppbridge.store.contracts import Batches, Entries, PeerRecords, Quarantine
 from xmppbridge.store.items import ItemRef, Refused
 from xmppbridge.store.subscriptions import ItemState
 from xmppbridge.xmpp.component import BridgeComponent, explain, peer_failure
-from xmppbridge.xmpp.listing import PAUSE as LISTING_PAUSE
 from xmppbridge.xmpp.listing import ListingPace
 from xmppbridge.xmpp.peers import PeerNotes
 
@@ -146,8 +145,7 @@ class Mirror:
         self._fetch_window = asyncio.Semaphore(FETCH_WINDOW)
         self._list_window = asyncio.Semaphore(LIST_WINDOW)
         self._missing: dict[tuple[str, str], set[str]] = {}  # per node: listed, not held, at the last check
-        # Which node the next check lists, and when (``recheck``); ``check_pause`` 0 lists every round.
-        self.pace = ListingPace(getattr(config, "check_pause", LISTING_PAUSE))
+        self.pace = ListingPace()  # which node the next check lists, and when (``recheck``)
         self.peers = PeerNotes(store)
 
     def on_item(self, service: str, node: str, item_id: str, payload: ET.Element | None) -> None:
@@ -345,9 +343,7 @@ class Mirror:
             offered_again = [item_id for item_id in ids if item_id in quarantined and item_id not in held]
             if offered_again:
                 self.store.reject_seen_again(service, node, offered_again)
-            echoes = self._echoes.get((service, node), set())
-            missing = {item_id for item_id in ids
-                       if item_id not in held and item_id not in quarantined and item_id not in echoes}
+            missing = self._lacking((service, node), ids, held, quarantined)
             # During a burst, many listed items are still on their way as notifications; fetching them
             # would double the work exactly when the bridge is busiest. An item missing at two checks
             # in a row was lost (a remote restart, say) and is fetched now.
@@ -366,9 +362,17 @@ class Mirror:
         self.store.record_sync(service, node)
         return CatchUp(len(ids), len(to_fetch), len(gone))
 
-    async def _fetch(self, xmpp: BridgeComponent, service: str, node: str, item_id: str) -> None:
+    def _lacking(self, key: tuple[str, str], ids: Iterable[str], held: set[str],
+                 quarantined: set[str]) -> set[str]:
+        """Of ``ids`` listed on ``key``'s node, those a check should fetch: not held, not refused before
+        (the quarantine keeps them), and not our own items relayed back to us (``_echoes``)."""
+        echoes = self._echoes.get(key, set())
+        return {item_id for item_id in ids if item_id not in held and item_id not in quarantined
+                and item_id not in echoes}
+
+    async def _fetch(self, xmpp: BridgeComponent, service: str, node: str, item_id: str) -> bool:
         async with self._fetch_window:
-            await xmpp.fetch_item(service, node, item_id)
+            return await xmpp.fetch_item(service, node, item_id)
 
     async def _really_gone(self, xmpp: BridgeComponent, service: str, node: str, item_id: str,
                            count: int) -> bool:
@@ -415,7 +419,8 @@ class Mirror:
                 continue
             await self._renew_subscriptions(xmpp)
             await self._follow_up(xmpp)
-            turn = self.pace.next_node(self._synced, time.monotonic(), self.config.check_interval)
+            turn = self.pace.next_node(self._synced, time.monotonic(), self.config.check_interval,
+                                       self.config.check_pause)
             if turn is not None:
                 await self._check(xmpp, *turn)
 
@@ -430,8 +435,7 @@ class Mirror:
                 continue
             held = {s.item_id for s in self.store.item_states(service, node) if not s.deleted}
             quarantined = self.store.held_reject_ids(service, node)
-            echoes = self._echoes.get(key, set())
-            lost = sorted(self._missing[key] - held - quarantined - echoes)
+            lost = sorted(self._lacking(key, self._missing[key], held, quarantined))
             if not lost:
                 self._missing[key] = set()
                 continue
@@ -451,8 +455,7 @@ class Mirror:
         """Fetch one item a check listed; False if it is gone since (retracted) or refused: the node's
         next listing says what is there then, rather than this item being asked for at every round."""
         try:
-            async with self._fetch_window:
-                return await xmpp.fetch_item(service, node, item_id)
+            return await self._fetch(xmpp, service, node, item_id)
         except PublishFailed as exc:
             if exc.transient:
                 raise
