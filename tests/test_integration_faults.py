@@ -174,6 +174,35 @@ def test_items_retracted_while_receiver_was_down(pair: Consortium) -> None:
     assert set(mirrored_at_b(pair, "X6")) == published - retracted  # the rest untouched
 
 
+def test_items_revised_while_receiver_was_down(pair: Consortium) -> None:
+    """A revision keeps the item id of the version it replaces (one id per IncidentID), so no listing
+    shows it, and no periodic check fetches it. The catch-up after B's restart fetches what B holds
+    again: B ends with the revisions, each once, and the rest untouched."""
+    published = submit_burst(pair, "R7", 40)
+    assert_converged(pair, "R7", published)
+    pair.stop_bridge("b")
+    a = pair["a"]
+    identity = load_identity(a.workdir / "keys/a.key", a.workdir / "keys/a.crt")
+    revised: set[Key] = set()
+    with closing(store(pair, "a")) as outbox:
+        publisher = Publisher(outbox, identity, prefix="iodef", max_bytes=400_000)
+        for i in range(0, 40, 3):
+            data = document(f"R7-{i:05d}", RESTRICTIONS[i % 4]).replace(b"(fault-injection burst)",
+                                                                        b"(revised while B was away)")
+            revised |= {(x.item.node, x.item.item_id) for x in publisher.submit(data, source="test")}
+    assert revised < published  # the same item ids
+    wait_until_published(pair, 0)
+    pair.start_bridge("b")  # ready = subscribed and caught up
+    with closing(store(pair, "b")) as s:
+        found = {key: s.find_entry("pubsub.a.test", *key) for key in published}
+    assert all(entry is not None and not entry.deleted for entry in found.values())
+    now_revised = {key for key, entry in found.items() if entry and b"revised while B was away" in entry.xml}
+    assert now_revised == revised
+    assert {key: entry.revision for key, entry in found.items() if entry} == \
+        {key: 2 if key in revised else 1 for key in published}
+    assert sorted(mirrored_at_b(pair, "R7")) == sorted(published)  # once each
+
+
 # Prosody 0.12 keeps each node's ``subscribers`` map as one JSON value of its ``pubsub_nodes`` store.
 A_NODE_SUBSCRIBERS = "host = 'pubsub.a.test' AND store = 'pubsub_nodes' AND key = 'subscribers'"
 
