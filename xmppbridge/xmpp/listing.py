@@ -50,7 +50,7 @@ class ListingPace:
 
     def listed(self, service: str, took: float, now: float) -> None:
         """A listing of one of ``service``'s nodes was answered ``took`` seconds after it was asked (for a
-        periodic check, until the fetches it made after the listing were answered: ``sweep``)."""
+        periodic check, with its sweep of held items after it: ``sweep``)."""
         self._listed[service] = (now, max(took, 0.0))
 
     def due(self, service: str, now: float, pause: float, longest: float) -> bool:

@@ -362,11 +362,14 @@ class Mirror:
         else:
             to_fetch, swept = ids, []
 
-        await asyncio.gather(*(self._fetch(xmpp, service, node, item_id) for item_id in to_fetch + swept))
-        if only_missing:
-            # The pause follows what the whole check cost the peer: the listing, and the fetches after it.
+        await asyncio.gather(*(self._fetch(xmpp, service, node, item_id) for item_id in to_fetch))
+        if swept:
+            # The pause follows what the check costs the peer: the listing, and the sweep's fetches of
+            # bytes we hold (what was missing is verified as it comes, and that time is ours).
+            sweeping = time.monotonic()
+            await asyncio.gather(*(self._fetch(xmpp, service, node, item_id) for item_id in swept))
             done = time.monotonic()
-            self.pace.listed(service, done - started, done)
+            self.pace.listed(service, (answered - started) + (done - sweeping), done)
         gone = retracted_while_away(states, ids, remote_capacity=remote_capacity)
         if gone and not await self._really_gone(xmpp, service, node, gone[0], len(gone)):
             gone = []
