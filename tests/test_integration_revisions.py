@@ -16,6 +16,7 @@ from contextlib import closing
 import pytest
 
 from tests.integration import eventually, loopback_consortium, running
+from tests.test_integration_federation import iodef2
 from xmppbridge.demo.consortium import Consortium
 from xmppbridge.paths.publish import Publisher, prepare
 from xmppbridge.signing.keys import load_identity
@@ -34,17 +35,6 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consortium]:
     consortium.write_files(subscriptions={"a": [], "b": ["a"]})
     with running(consortium):
         yield consortium
-
-
-def document(incident_id: str, restriction: str, description: str) -> bytes:
-    return f"""<IODEF-Document version="2.00" xml:lang="en" xmlns="urn:ietf:params:xml:ns:iodef-2.0">
-  <Incident purpose="mitigation" restriction="{restriction}">
-    <IncidentID name="csirt.a.test">{incident_id}</IncidentID>
-    <GenerationTime>2026-11-20T08:30:00Z</GenerationTime>
-    <Description>{description}</Description>
-    <Contact role="creator" type="organization"><Email><EmailTo>csirt@a.test</EmailTo></Email></Contact>
-  </Incident>
-</IODEF-Document>""".encode()
 
 
 def held_at_b(pair: Consortium, keys: set[Key]) -> dict[Key, tuple[bytes, int]]:
@@ -72,7 +62,7 @@ def test_a_revision_whose_notification_was_lost_is_found_by_the_checks(pair: Con
     with closing(Store(a.store_path)) as outbox:
         publisher = Publisher(outbox, identity, prefix="iodef", max_bytes=400_000)
         for i in range(12):
-            data = document(f"LOST-{i:02d}", RESTRICTIONS[i % 4], "First assessment")
+            data = iodef2(f"LOST-{i:02d}", restriction=RESTRICTIONS[i % 4], description="First assessment")
             keys |= {(x.item.node, x.item.item_id) for x in publisher.submit(data, source="test")}
     eventually(lambda: len(held_at_b(pair, keys)) == len(keys), timeout=60, what="B to mirror the 12 items")
     reconnections = pair.log_path("b").read_text().count("connected to ")
@@ -80,7 +70,8 @@ def test_a_revision_whose_notification_was_lost_is_found_by_the_checks(pair: Con
     a.prosody.stop()
     revised: dict[Key, bytes] = {}
     for i in range(0, 12, 3):
-        [item] = prepare(document(f"LOST-{i:02d}", RESTRICTIONS[i % 4], "Revised: also 192.0.2.77"),
+        [item] = prepare(iodef2(f"LOST-{i:02d}", restriction=RESTRICTIONS[i % 4],
+                                description="Revised: also 192.0.2.77"),
                          prefix="iodef", identity=identity, max_bytes=400_000)
         revised[(item.node, item.item_id)] = item.xml
         replace_on_a(pair, (item.node, item.item_id), item.xml)
