@@ -321,5 +321,5 @@ async def test_a_spoke_does_not_fetch_its_own_echoes_again_at_every_check(tmp_pa
         remote = ScriptedNode(mirror, ["csirt.a.test/E-3"])
         for _ in range(3):
             await mirror.catch_up(remote, "pubsub.h.test", "iodef/need-to-know/mitigation",  # type: ignore[arg-type]
-                                  remote_capacity=100, only_missing=True)
+                                  remote_capacity=100, kind="check")
         assert remote.fetched == []

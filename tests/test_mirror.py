@@ -24,6 +24,7 @@ from xmppbridge.store.subscriptions import ItemState
 from xmppbridge.xmpp import mirror as mirror_module
 from xmppbridge.xmpp.mirror import Mirror, retracted_while_away
 from xmppbridge.xmpp.servers import RECONNECT_MAX_DELAY, backoff_delay
+from xmppbridge.xmpp.sweep import Sweep
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -118,9 +119,9 @@ async def test_a_node_listed_empty_that_refuses_our_items_requests_retracts_noth
         held = [mirrored(store, "KEPT-1"), mirrored(store, "KEPT-2")]
         remote = ScriptedNode(mirror, [])
         remote.refusal = "forbidden"
-        for only_missing in (False, True):
+        for kind in ("catch-up", "check"):
             result = await mirror.catch_up(remote, SERVICE, NODE, remote_capacity=100,  # type: ignore[arg-type]
-                                           only_missing=only_missing)
+                                           kind=kind)
             assert result.retracted == 0
         assert remote.fetched == [held[0], held[0]]  # one item asked for, each time
         assert not any(store.find_entry(SERVICE, NODE, i).deleted for i in held)  # type: ignore[union-attr]
@@ -136,16 +137,52 @@ async def test_the_periodic_check_fetches_an_item_missing_at_two_checks_in_a_row
         async def check() -> list[str]:
             remote.fetched = []
             await mirror.catch_up(remote, SERVICE, NODE, remote_capacity=100,  # type: ignore[arg-type]
-                                  only_missing=True)
+                                  kind="check")
             return remote.fetched
 
         assert await check() == []  # both may still be on their way as notifications
         store_document(store, iodef2("in-flight"), service=SERVICE)  # its notification arrives
-        remote.ids = ["csirt.example.org/in-flight", "lost"]
-        assert await check() == ["lost"]  # missing twice: lost, fetched
+        held = "csirt.example.org/in-flight"
+        remote.ids = [held, "lost"]
+        # Missing twice: lost, fetched; and the held item again, for a lost revision (``Sweep``).
+        assert await check() == ["lost", held]
         # The fake stores nothing, so "lost" stays missing: fetched again at every second check only.
-        assert await check() == []
-        assert await check() == ["lost"]
+        assert await check() == [held]
+        assert await check() == ["lost", held]
+
+
+async def test_each_check_fetches_a_share_of_the_held_items_again_and_is_paced_by_all_it_asked(
+        tmp_path: Path) -> None:
+    """A revision keeps its item id, so no listing shows one whose notification was lost: each check
+    fetches a share of what it holds again, in turn (``Sweep``). Those fetches cost the peer too, so the
+    pause after the check counts them. An approval's catch-up fetches only what came meanwhile."""
+    with Store(tmp_path / "m.sqlite") as store:
+        mirror = Mirror(SimpleNamespace(), store, None)  # type: ignore[arg-type]
+        mirror.sweep = Sweep(2)
+        held = sorted(mirrored(store, f"HELD-{i}") for i in range(3))
+        remote = ScriptedNode(mirror, held)
+        fetch = remote.fetch_item
+
+        async def slow_fetch(service: str, node: str, item_id: str) -> bool:
+            await asyncio.sleep(0.05)
+            return await fetch(service, node, item_id)
+
+        remote.fetch_item = slow_fetch  # type: ignore[method-assign]
+        rounds = []
+        for _ in range(3):
+            remote.fetched = []
+            result = await mirror.catch_up(remote, SERVICE, NODE, remote_capacity=100, kind="check")  # type: ignore[arg-type]
+            rounds.append(remote.fetched)
+            assert result.fetched == 0  # nothing was missing
+        assert rounds == [held[:2], [held[2], held[0]], held[1:]]
+        # The listing answered at once; its two fetches, side by side, took 0.05 s: the pause, 100 times
+        # the whole check, is 5 s (and not a few milliseconds).
+        now = time.monotonic()
+        assert not mirror.pace.due(SERVICE, now + 3, 100, 1000)
+        assert mirror.pace.due(SERVICE, now + 11, 100, 1000)
+        remote.fetched = []
+        await mirror.catch_up(remote, SERVICE, NODE, remote_capacity=100, kind="approval")  # type: ignore[arg-type]
+        assert remote.fetched == []
 
 
 class ScriptedPeer:
@@ -220,7 +257,7 @@ async def test_the_next_round_fetches_what_a_check_found_missing_and_still_lacks
             return await listing(service, node)
 
         remote.list_item_ids = counted  # type: ignore[method-assign]
-        await mirror.catch_up(remote, SERVICE, NODE, remote_capacity=100, only_missing=True)  # type: ignore[arg-type]
+        await mirror.catch_up(remote, SERVICE, NODE, remote_capacity=100, kind="check")  # type: ignore[arg-type]
         assert remote.fetched == []  # both may still be on their way as notifications
         store_document(store, iodef2("in-flight"), service=SERVICE)  # its notification arrives
         await mirror._follow_up(remote)  # type: ignore[arg-type]  # the next round
@@ -229,11 +266,11 @@ async def test_the_next_round_fetches_what_a_check_found_missing_and_still_lacks
         assert remote.fetched == ["lost"]  # once
         # Retracted since the check (the service answers item-not-found): not asked for at every round.
         remote.ids, remote.fetched = ["csirt.example.org/in-flight", "gone"], []
-        await mirror.catch_up(remote, SERVICE, NODE, remote_capacity=100, only_missing=True)  # type: ignore[arg-type]
+        await mirror.catch_up(remote, SERVICE, NODE, remote_capacity=100, kind="check")  # type: ignore[arg-type]
         remote.refusal = "item-not-found"
         await mirror._follow_up(remote)  # type: ignore[arg-type]
         await mirror._follow_up(remote)  # type: ignore[arg-type]
-        assert remote.fetched == ["gone"]
+        assert remote.fetched == ["csirt.example.org/in-flight", "gone"]  # the check's sweep, then once
 
 
 class TimedPeer(ScriptedPeer):

@@ -140,7 +140,7 @@ async def test_the_periodic_check_skips_quarantined_items_and_counts_them_seen(s
         remote = ScriptedNode(mirror, ["refused", "lost"])
         for _ in range(3):
             await mirror.catch_up(remote, PEER, NODE, remote_capacity=100,  # type: ignore[arg-type]
-                                  only_missing=True)
+                                  kind="check")
         assert remote.fetched == ["lost"]  # missing twice in a row; "refused" never
         [record] = store.rejects()
         assert record.seen_count == 4 and store.count_rejects() == 1

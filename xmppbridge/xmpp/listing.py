@@ -49,7 +49,8 @@ class ListingPace:
     _node_turns: dict[str, int] = field(default_factory=dict)
 
     def listed(self, service: str, took: float, now: float) -> None:
-        """A listing of one of ``service``'s nodes was answered ``took`` seconds after it was asked."""
+        """A listing of one of ``service``'s nodes was answered ``took`` seconds after it was asked (for a
+        periodic check, with its sweep of held items after it: ``sweep``)."""
         self._listed[service] = (now, max(took, 0.0))
 
     def due(self, service: str, now: float, pause: float, longest: float) -> bool:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 from xml.etree import ElementTree as ET
 
 from xmppbridge.config.settings import Config, Subscription
@@ -31,6 +31,7 @@ from xmppbridge.store.subscriptions import ItemState
 from xmppbridge.xmpp.component import BridgeComponent, explain, peer_failure
 from xmppbridge.xmpp.listing import ListingPace
 from xmppbridge.xmpp.peers import PeerNotes
+from xmppbridge.xmpp.sweep import Sweep
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,11 @@ DROP_GRACE = 60.0
 # An owner's bridge approves a member within milliseconds, but the request's answer said "pending", and
 # what is published before we know it is approved reaches us through no notification.
 APPROVAL_LOOKS = (1.0, 5.0, 20.0)
+
+
+# What a reconciliation with a remote node is for (``Mirror.catch_up``): after a (re)connection, fetch
+# everything again; the periodic check; or, once an owner approved our pending request, what came meanwhile.
+Reconciling = Literal["catch-up", "check", "approval"]
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,7 @@ class Mirror:
         self._list_window = asyncio.Semaphore(LIST_WINDOW)
         self._missing: dict[tuple[str, str], set[str]] = {}  # per node: listed, not held, at the last check
         self.pace = ListingPace()  # which node the next check lists, and when (``recheck``)
+        self.sweep = Sweep()  # which held items each check fetches again (``catch_up``)
         self.peers = PeerNotes(store)
 
     def on_item(self, service: str, node: str, item_id: str, payload: ET.Element | None) -> None:
@@ -221,6 +228,7 @@ class Mirror:
         self._cancel |= leaving
         for key in leaving:
             self._missing.pop(key, None)
+            self.sweep.forget(key)
         if xmpp.online.is_set():
             await self._cancel_dropped(xmpp)
             await self.subscribe_all(xmpp)
@@ -317,18 +325,18 @@ class Mirror:
                  result.listed, result.retracted)
 
     async def catch_up(self, xmpp: BridgeComponent, service: str, node: str, *,
-                       remote_capacity: int, only_missing: bool = False,
-                       second_look: bool = True) -> CatchUp:
-        """Reconcile with the remote node. ``only_missing`` (the periodic check) fetches just the ids we
-        did not hold at this check and the one before (at this one alone without ``second_look``, after an
-        approval: an item also on its way as a notification is then stored once, the second copy being
-        "unchanged"), or, if still missing one round later, the next round's ``_follow_up``; otherwise
-        every item is fetched again, which also
-        picks up items republished with new content while we were away.
+                       remote_capacity: int, kind: Reconciling = "catch-up") -> CatchUp:
+        """Reconcile with the remote node. A ``check`` (the periodic one) fetches the ids we did not hold
+        at this check and the one before, or, if still missing one round later, the next round's
+        ``_follow_up``, and a share of what we hold, in turn, for revisions whose notification was lost
+        (``sweep.Sweep``). An ``approval`` fetches what we do not hold now (an item also on its way as a
+        notification is then stored once, the second copy being "unchanged"). A ``catch-up`` fetches
+        every item again, which also picks up items republished with new content while we were away.
 
         The periodic check does not fetch items held in the quarantine either: verifying the same refused
         bytes again is wasted work, and used to count the refusal again at every check. It counts them as
         seen again (``seen_count``) instead; the catch-up after a reconnection still fetches them."""
+        only_missing = kind != "catch-up"
         async with self._list_window:
             # What we hold is read *before* the remote listing: an item that arrives while the listing
             # is on its way was published after the listing was made, and must not count as retracted.
@@ -347,13 +355,21 @@ class Mirror:
             # During a burst, many listed items are still on their way as notifications; fetching them
             # would double the work exactly when the bridge is busiest. An item missing at two checks
             # in a row was lost (a remote restart, say) and is fetched now.
-            suspects = self._missing.get((service, node), set()) if second_look else missing
+            suspects = self._missing.get((service, node), set()) if kind == "check" else missing
             self._missing[(service, node)] = missing - suspects
             to_fetch = [item_id for item_id in ids if item_id in missing & suspects]
+            swept = self.sweep.take((service, node), [i for i in ids if i in held]) if kind == "check" else []
         else:
-            to_fetch = ids
+            to_fetch, swept = ids, []
 
         await asyncio.gather(*(self._fetch(xmpp, service, node, item_id) for item_id in to_fetch))
+        if swept:
+            # The pause follows what the check costs the peer: the listing, and the sweep's fetches of
+            # bytes we hold (what was missing is verified as it comes, and that time is ours).
+            sweeping = time.monotonic()
+            await asyncio.gather(*(self._fetch(xmpp, service, node, item_id) for item_id in swept))
+            done = time.monotonic()
+            self.pace.listed(service, (answered - started) + (done - sweeping), done)
         gone = retracted_while_away(states, ids, remote_capacity=remote_capacity)
         if gone and not await self._really_gone(xmpp, service, node, gone[0], len(gone)):
             gone = []
@@ -527,7 +543,7 @@ class Mirror:
         service, node = key
         # Before the first await: a renewal round and ``watch_approvals`` may both see it approved.
         self._awaiting_owner.discard(key)
-        result = await self._check(xmpp, service, node, second_look=False)
+        result = await self._check(xmpp, service, node, kind="approval")
         if result is None:
             self._awaiting_owner.add(key)  # tried again next round
             return
@@ -568,16 +584,16 @@ class Mirror:
         return False
 
     async def _check(self, xmpp: BridgeComponent, service: str, node: str, *,
-                     second_look: bool = True) -> CatchUp | None:
-        """Fetch what ``node`` lists and we lack (``catch_up``'s ``only_missing``); None if the service
-        is no longer configured or the check failed."""
+                     kind: Reconciling = "check") -> CatchUp | None:
+        """Fetch what ``node`` lists and we lack (``catch_up``'s ``check`` or ``approval``); None if the
+        service is no longer configured or the check failed."""
         subscription = next((s for s in self.config.subscriptions if s.service == service), None)
         if subscription is None:
             return None  # no longer configured
         try:
             async with self._node_locks.setdefault((service, node), asyncio.Lock()):
                 result = await self.catch_up(xmpp, service, node, remote_capacity=subscription.max_items,
-                                             only_missing=True, second_look=second_look)
+                                             kind=kind)
         except Exception as exc:  # noqa: BLE001 - a peer being away is normal; try again next round
             log.debug("checking %s on %s failed: %s", node, service, explain(exc))
             self.peers.failed(service, exc)
