@@ -32,7 +32,6 @@ go into SCALING.md.
 
 from __future__ import annotations
 
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -47,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.bench_scale import FEED_PORT, HOST_BASE, incident, server_root, slot  # noqa: E402
 from bench.common import choices, option, positional, table  # noqa: E402
 from bench.cpu import Usage, tree_usage  # noqa: E402
-from bench.lab import RESTRICTIONS, epoch, percentile, wait_for  # noqa: E402
+from bench.lab import RESTRICTIONS, epoch, percentile, sql, wait_for  # noqa: E402
 from xmppbridge.config.settings import load_config  # noqa: E402
 from xmppbridge.demo.consortium import Consortium  # noqa: E402
 from xmppbridge.demo.topology import member_names  # noqa: E402
@@ -70,7 +69,6 @@ class Window:
     server_cpu: float = 0.0  # a's server over the window
     listings: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
-    trickled: int = 0
     lost: int = 0
     duplicated: int = 0
 
@@ -80,22 +78,14 @@ def server_cpu(consortium: Consortium) -> float:
     return sum((u for u in tree_usage(server_root(consortium, "a")).values()), Usage(0, 0)).cpu
 
 
-def query(consortium: Consortium, name: str, statement: str, *args: object) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(consortium[name].store_path, timeout=30)
-    try:
-        return conn.execute(statement, args).fetchall()
-    finally:
-        conn.close()
-
-
 def held(consortium: Consortium, name: str, tag: str) -> int:
-    return query(consortium, name, "SELECT count(*) FROM entries WHERE origin = 'remote' AND incident_id"
-                 " LIKE ?", f"{tag}-%")[0][0]
+    return sql(consortium[name].store_path, "SELECT count(*) FROM entries WHERE origin = 'remote'"
+               " AND incident_id LIKE ?", f"{tag}-%")[0][0]
 
 
 def syncs(consortium: Consortium, name: str) -> dict[str, str]:
-    return {str(node): str(at) for node, at in query(consortium, name, "SELECT node, last_sync_at FROM"
-                                                                        " subscriptions") if at}
+    rows = sql(consortium[name].store_path, "SELECT node, last_sync_at FROM subscriptions")
+    return {str(node): str(at) for node, at in rows if at}
 
 
 def submit(publisher: Publisher, tag: str, i: int) -> str:
@@ -151,13 +141,13 @@ def window(consortium: Consortium, publisher: Publisher, followers: list[str], r
             before[name] = now_syncs
         time.sleep(1.0)
     run.seconds, run.server_cpu = time.monotonic() - t0, server_cpu(consortium) - cpu
-    run.listings, run.trickled = listings, len(submitted)
+    run.listings = listings
     # The last trickle item has a check round to land, as a lost notification would (it is not lost).
     wait_for(lambda: all(held(consortium, name, tag) >= len(submitted) for name in followers), CHECK * 3,
              "every follower to hold the trickle", 1.0)
     for name in followers:
-        rows = query(consortium, name, "SELECT item_id, received_at FROM entries WHERE origin = 'remote'"
-                     " AND incident_id LIKE ?", f"{tag}-%")
+        rows = sql(consortium[name].store_path, "SELECT item_id, received_at FROM entries WHERE"
+                   " origin = 'remote' AND incident_id LIKE ?", f"{tag}-%")
         ids = [str(item_id) for item_id, _ in rows]
         run.duplicated += len(ids) - len(set(ids))
         run.lost += len(set(submitted) - set(ids))

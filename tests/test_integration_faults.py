@@ -53,13 +53,18 @@ def store(pair: Consortium, name: str) -> Store:
     return Store(pair[name].workdir / "data" / f"{name}.sqlite")
 
 
-def submit_burst(pair: Consortium, tag: str, count: int = BURST) -> set[Key]:
-    """Commit ``count`` signed documents to A's outbox, as `xmppbridge publish` would."""
+def publisher_at_a(pair: Consortium, outbox: Store) -> Publisher:
+    """A's publish path into ``outbox`` (A's store), signing with A's key."""
     a = pair["a"]
     identity = load_identity(a.workdir / "keys/a.key", a.workdir / "keys/a.crt")
+    return Publisher(outbox, identity, prefix="iodef", max_bytes=400_000)
+
+
+def submit_burst(pair: Consortium, tag: str, count: int = BURST) -> set[Key]:
+    """Commit ``count`` signed documents to A's outbox, as `xmppbridge publish` would."""
     keys: set[Key] = set()
     with closing(store(pair, "a")) as outbox:
-        publisher = Publisher(outbox, identity, prefix="iodef", max_bytes=400_000)
+        publisher = publisher_at_a(pair, outbox)
         for i in range(count):
             for accepted in publisher.submit(document(f"{tag}-{i:05d}", RESTRICTIONS[i % 4]), source="test"):
                 keys.add((accepted.item.node, accepted.item.item_id))
@@ -158,10 +163,8 @@ def test_items_retracted_while_receiver_was_down(pair: Consortium) -> None:
     published = submit_burst(pair, "X6", 400)
     assert_converged(pair, "X6", published)
     pair.stop_bridge("b")
-    a = pair["a"]
-    identity = load_identity(a.workdir / "keys/a.key", a.workdir / "keys/a.crt")
     with closing(store(pair, "a")) as outbox:
-        publisher = Publisher(outbox, identity, prefix="iodef", max_bytes=400_000)
+        publisher = publisher_at_a(pair, outbox)
         gone = [e for e in outbox.entries(limit=1_000_000) if e.origin == "local"
                 and e.incident.id.startswith("X6") and int(e.incident.id.rsplit("-", 1)[1]) % 3 == 0]
         for entry in gone:
@@ -181,11 +184,9 @@ def test_items_revised_while_receiver_was_down(pair: Consortium) -> None:
     published = submit_burst(pair, "R7", 40)
     assert_converged(pair, "R7", published)
     pair.stop_bridge("b")
-    a = pair["a"]
-    identity = load_identity(a.workdir / "keys/a.key", a.workdir / "keys/a.crt")
     revised: set[Key] = set()
     with closing(store(pair, "a")) as outbox:
-        publisher = Publisher(outbox, identity, prefix="iodef", max_bytes=400_000)
+        publisher = publisher_at_a(pair, outbox)
         for i in range(0, 40, 3):
             data = document(f"R7-{i:05d}", RESTRICTIONS[i % 4]).replace(b"(fault-injection burst)",
                                                                         b"(revised while B was away)")
