@@ -12,7 +12,10 @@ real work, its notifications. Member a (``--server prosody|ejabberd``) publishes
    (re)connected bridge fetches every item of every node it follows again, to pick up items
    republished with new content while it was away (``Mirror.catch_up``); held bytes are passed over
    unverified (``Mirror.on_item``). Timed from the process start to ready (connected, subscribed,
-   caught up), with a's server CPU over it;
+   caught up), with a's server CPU over it and each restarted bridge's own CPU to ready. a's bridge,
+   which follows no one, restarts first: its CPU to ready is a start without a catch-up, so a
+   follower's CPU less a's, over the items, is a bridge's cost per held item (what a hub's restart
+   pays for every spoke's items);
 3. the load, once per pace: every follower's bridge restarts with it (a second catch-up of everything
    held, at once, timed like the first), then for ``--window`` seconds (default 900) a publishes one new
    item every 5 s (a trickle, round the four full nodes). Per window: a's server CPU, the listings the
@@ -61,10 +64,16 @@ FOLLOWERS, WINDOW = 4, 900.0
 
 
 @dataclass
+class Restart:
+    ready: dict[str, float]  # name -> seconds from its start to ready
+    bridge_cpu: dict[str, float]  # name -> its bridge's CPU from its start to ready, s
+    server_cpu: float  # a's server over it, s
+
+
+@dataclass
 class Window:
     pause: int
-    catch_up: dict[str, float] = field(default_factory=dict)  # follower -> start to ready, s
-    catch_up_cpu: float = 0.0  # a's server over the catch-up
+    catch_up: Restart  # every follower's, at once, before the window
     seconds: float = 0.0
     server_cpu: float = 0.0  # a's server over the window
     listings: dict[str, int] = field(default_factory=dict)
@@ -101,9 +110,16 @@ def set_pause(consortium: Consortium, name: str, pause: int) -> None:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def restart(consortium: Consortium, names: list[str], timeout: float) -> tuple[dict[str, float], float]:
-    """Stop and start the bridges of ``names`` at once: each one's seconds from its start to ready, and
-    a's server CPU over it."""
+def bridge_cpu(consortium: Consortium, name: str) -> float:
+    """``name``'s bridge process (and any children: feed processes) on a core so far, seconds."""
+    bridge = consortium[name].bridge
+    assert bridge is not None
+    return sum((u for u in tree_usage(bridge.pid).values()), Usage(0, 0)).cpu
+
+
+def restart(consortium: Consortium, names: list[str], timeout: float) -> Restart:
+    """Stop and start the bridges of ``names`` at once: each one's seconds and CPU from its start to
+    ready, and a's server CPU over it."""
     for name in names:
         consortium.stop_bridge(name)
     cpu, started = server_cpu(consortium), {}
@@ -111,18 +127,20 @@ def restart(consortium: Consortium, names: list[str], timeout: float) -> tuple[d
         consortium.launch_bridge(name)
         started[name] = time.monotonic()
     ready: dict[str, float] = {}
+    used: dict[str, float] = {}
     deadline = time.monotonic() + timeout
     while len(ready) < len(names):
         for name in names:
             if name not in ready and consortium.health(name).get("ready"):
                 ready[name] = time.monotonic() - started[name]
+                used[name] = bridge_cpu(consortium, name)
             bridge = consortium[name].bridge
             if bridge is not None and bridge.poll() is not None:
                 raise RuntimeError(f"bridge {name} exited:\n{consortium.log_tail(name)}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"not ready within {timeout:.0f} s: {sorted(set(names) - set(ready))}")
         time.sleep(0.2)
-    return ready, server_cpu(consortium) - cpu
+    return Restart(ready, used, server_cpu(consortium) - cpu)
 
 
 def window(consortium: Consortium, publisher: Publisher, followers: list[str], run: Window,
@@ -155,8 +173,15 @@ def window(consortium: Consortium, publisher: Publisher, followers: list[str], r
                           if str(item_id) in submitted]
 
 
-def one_run(followers: int, seconds: float, server: str, per_node: int,
-            workdir: Path) -> tuple[float, dict[str, float], float, list[Window]]:
+@dataclass
+class Result:
+    filled: float  # s, the fill published and held by every follower
+    idle: Restart  # a's bridge, which follows no one
+    alone: Restart  # b's bridge alone
+    runs: list[Window]
+
+
+def one_run(followers: int, seconds: float, server: str, per_node: int, workdir: Path) -> Result:
     names = member_names(followers + 1)
     addresses = {name: f"127.0.{slot()}.{HOST_BASE + i}" for i, name in enumerate(names)}
     consortium = Consortium(workdir, addresses, feed_port_base=FEED_PORT, discovery_interval=10.0,
@@ -175,41 +200,49 @@ def one_run(followers: int, seconds: float, server: str, per_node: int,
         wait_for(lambda: all(held(consortium, name, "F") >= count for name in names[1:]), 3600.0,
                  "every follower to hold the fill", 2.0)
         filled = time.monotonic() - start
-        alone, alone_cpu = restart(consortium, ["b"], 1800.0)
+        # a follows no one: its restart is a bridge's start without a catch-up, the baseline for the
+        # followers' bridge CPU per held item.
+        idle = restart(consortium, ["a"], 300.0)
+        alone = restart(consortium, ["b"], 1800.0)
         runs = []
         for pause in PACES:
-            run = Window(pause)
             for name in names[1:]:
                 set_pause(consortium, name, pause)
-            run.catch_up, run.catch_up_cpu = restart(consortium, names[1:], 3600.0)
+            run = Window(pause, restart(consortium, names[1:], 3600.0))
             window(consortium, publisher, names[1:], run, seconds)
             runs.append(run)
-        return filled, alone, alone_cpu, runs
+        return Result(filled, idle, alone, runs)
     finally:
         if store is not None:
             store.close()
         consortium.stop()
 
 
-def report(followers: int, server: str, per_node: int, filled: float, alone: dict[str, float],
-           alone_cpu: float, runs: list[Window]) -> str:
+def report(followers: int, server: str, per_node: int, result: Result) -> str:
     count = per_node * len(RESTRICTIONS)
+    baseline = result.idle.bridge_cpu["a"]
     lines = [f"a on {server} with {len(RESTRICTIONS)} nodes of {per_node} items ({count} in all), "
              f"{followers} followers on Prosody, check_interval {CHECK:.0f} s; one run",
-             f"fill: {count} items published and received by every follower in {filled:.0f} s", "",
+             f"fill: {count} items published and received by every follower in {result.filled:.0f} s", "",
+             f"a's bridge (follows no one) from its start to ready: {result.idle.ready['a']:.1f} s, "
+             f"{baseline:.1f} s of CPU: the baseline a follower's bridge CPU per item is counted from", "",
              "A catch-up of items already held (every item fetched again, passed over as held):"]
-    rows = [["b alone", f"{alone['b']:.1f}", f"{count / alone['b']:.0f}", f"{alone_cpu:.1f}"]]
-    for run in runs:
-        slowest = max(run.catch_up.values())
-        rows.append([f"{followers} at once (before pause {run.pause})", f"{slowest:.1f} (median "
-                     f"{statistics.median(run.catch_up.values()):.1f})", f"{followers * count / slowest:.0f}",
-                     f"{run.catch_up_cpu:.1f}"])
+
+    def row(who: str, restarted: Restart, fetched: int) -> list[str]:
+        ready, used = restarted.ready.values(), statistics.median(restarted.bridge_cpu.values())
+        return [who, f"{max(ready):.1f} (median {statistics.median(ready):.1f})",
+                f"{fetched / max(ready):.0f}", f"{restarted.server_cpu:.1f}",
+                f"{used:.1f} ({(used - baseline) / count * 1e3:.2f} ms)"]
+
+    rows = [row("b alone", result.alone, count)]
+    rows += [row(f"{followers} at once (before pause {run.pause})", run.catch_up, followers * count)
+             for run in result.runs]
     lines.append(table(rows, ["who restarts", "s to ready (slowest)", "items/s fetched in all",
-                              "a's server CPU s"]))
+                              "a's server CPU s", "a follower's bridge CPU s, median (per item)"]))
     lines += ["", f"Over each window: a publishes one item every {TRICKLE:.0f} s; a's server's CPU, the "
               "followers' listings, and the trickle's delivery:"]
     rows = []
-    for run in runs:
+    for run in result.runs:
         listed = sum(run.listings.values())
         spread = (f"{percentile(run.latencies, 50):.2f} / {percentile(run.latencies, 99):.2f} / "
                   f"{max(run.latencies):.2f}")
@@ -219,7 +252,7 @@ def report(followers: int, server: str, per_node: int, filled: float, alone: dic
                      spread, f"{len(run.latencies)}", f"{run.lost} / {run.duplicated}"])
     lines.append(table(rows, ["check_pause", "window s", "a's server CPU s (share of a core)",
                               "listings", "delivery p50 / p99 / max s", "deliveries", "lost / duplicated"]))
-    paced, unpaced = runs
+    paced, unpaced = result.runs
     # Per second of window, so that windows of different lengths compare.
     more = sum(unpaced.listings.values()) / unpaced.seconds - sum(paced.listings.values()) / paced.seconds
     if more > 0:
@@ -237,8 +270,8 @@ def main() -> None:
     if more or not 1 <= followers <= 15 or not 1 <= per_node <= PER_NODE:
         sys.exit(f"--server: one server kind; --followers: 1 to 15; --per-node: 1 to {PER_NODE}")
     with tempfile.TemporaryDirectory(prefix="bench-listing-") as tmp:
-        filled, alone, alone_cpu, runs = one_run(followers, seconds, server, per_node, Path(tmp))
-    print(report(followers, server, per_node, filled, alone, alone_cpu, runs))
+        result = one_run(followers, seconds, server, per_node, Path(tmp))
+    print(report(followers, server, per_node, result))
 
 
 if __name__ == "__main__":
