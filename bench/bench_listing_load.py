@@ -39,6 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,7 +68,7 @@ FOLLOWERS, WINDOW = 4, 900.0
 class Restart:
     ready: dict[str, float]  # name -> seconds from its start to ready
     bridge_cpu: dict[str, float]  # name -> its bridge's CPU from its start to ready, s
-    server_cpu: float  # a's server over it, s
+    server_cpu: float  # the servers asked (a's), over it, s
 
 
 @dataclass
@@ -78,13 +79,16 @@ class Window:
     server_cpu: float = 0.0  # a's server over the window
     listings: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
+    published: list[float] = field(default_factory=list)  # submit to a's server's answer (a's outbox)
+    listed_at: list[float] = field(default_factory=list)  # s into the window, each listing seen
+    slow: list[tuple[float, float]] = field(default_factory=list)  # (s into the window, slowest delivery)
     lost: int = 0
     duplicated: int = 0
 
 
-def server_cpu(consortium: Consortium) -> float:
-    """a's server process tree on a core, seconds (ejabberd: its VM and ejabberdctl)."""
-    return sum((u for u in tree_usage(server_root(consortium, "a")).values()), Usage(0, 0)).cpu
+def server_cpu(consortium: Consortium, name: str = "a") -> float:
+    """``name``'s server process tree on a core, seconds (ejabberd: its VM and ejabberdctl)."""
+    return sum((u for u in tree_usage(server_root(consortium, name)).values()), Usage(0, 0)).cpu
 
 
 def held(consortium: Consortium, name: str, tag: str) -> int:
@@ -97,9 +101,10 @@ def syncs(consortium: Consortium, name: str) -> dict[str, str]:
     return {str(node): str(at) for node, at in rows if at}
 
 
-def submit(publisher: Publisher, tag: str, i: int) -> str:
+def submit(publisher: Publisher, tag: str, i: int, name: str = "a") -> str:
+    """Member ``name``'s item ``i`` of ``tag``, round the restrictions' nodes."""
     restriction = RESTRICTIONS[i % len(RESTRICTIONS)]
-    [accepted] = publisher.submit(incident("a", tag, i, restriction), source="bench")
+    [accepted] = publisher.submit(incident(name, tag, i, restriction), source="bench")
     return accepted.item.item_id
 
 
@@ -117,12 +122,16 @@ def bridge_cpu(consortium: Consortium, name: str) -> float:
     return sum((u for u in tree_usage(bridge.pid).values()), Usage(0, 0)).cpu
 
 
-def restart(consortium: Consortium, names: list[str], timeout: float) -> Restart:
+def restart(consortium: Consortium, names: list[str], timeout: float,
+            servers: Sequence[str] = ("a",)) -> Restart:
     """Stop and start the bridges of ``names`` at once: each one's seconds and CPU from its start to
-    ready, and a's server CPU over it."""
+    ready, and the CPU of the servers of ``servers`` over it."""
+    def servers_cpu() -> float:
+        return sum(server_cpu(consortium, name) for name in servers)
+
     for name in names:
         consortium.stop_bridge(name)
-    cpu, started = server_cpu(consortium), {}
+    cpu, started = servers_cpu(), {}
     for name in names:
         consortium.launch_bridge(name)
         started[name] = time.monotonic()
@@ -140,7 +149,7 @@ def restart(consortium: Consortium, names: list[str], timeout: float) -> Restart
         if time.monotonic() > deadline:
             raise TimeoutError(f"not ready within {timeout:.0f} s: {sorted(set(names) - set(ready))}")
         time.sleep(0.2)
-    return Restart(ready, used, server_cpu(consortium) - cpu)
+    return Restart(ready, used, servers_cpu() - cpu)
 
 
 def window(consortium: Consortium, publisher: Publisher, followers: list[str], run: Window,
@@ -149,13 +158,15 @@ def window(consortium: Consortium, publisher: Publisher, followers: list[str], r
     before = {name: syncs(consortium, name) for name in followers}
     listings = dict.fromkeys(followers, 0)
     submitted: dict[str, float] = {}
-    cpu, t0 = server_cpu(consortium), time.monotonic()
+    cpu, t0, w0 = server_cpu(consortium), time.monotonic(), time.time()
     while (now := time.monotonic()) - t0 < seconds:
         if len(submitted) * TRICKLE <= now - t0:
             submitted[submit(publisher, tag, len(submitted))] = time.time()
         for name in followers:  # a listing recorded since the last poll (at most one per round)
             now_syncs = syncs(consortium, name)
-            listings[name] += sum(1 for node, at in now_syncs.items() if before[name].get(node) != at)
+            new = sum(1 for node, at in now_syncs.items() if before[name].get(node) != at)
+            listings[name] += new
+            run.listed_at += [now - t0] * new
             before[name] = now_syncs
         time.sleep(1.0)
     run.seconds, run.server_cpu = time.monotonic() - t0, server_cpu(consortium) - cpu
@@ -163,6 +174,7 @@ def window(consortium: Consortium, publisher: Publisher, followers: list[str], r
     # The last trickle item has a check round to land, as a lost notification would (it is not lost).
     wait_for(lambda: all(held(consortium, name, tag) >= len(submitted) for name in followers), CHECK * 3,
              "every follower to hold the trickle", 1.0)
+    slowest: dict[str, float] = {}  # item -> its slowest delivery
     for name in followers:
         rows = sql(consortium[name].store_path, "SELECT item_id, received_at FROM entries WHERE"
                    " origin = 'remote' AND incident_id LIKE ?", f"{tag}-%")
@@ -171,6 +183,14 @@ def window(consortium: Consortium, publisher: Publisher, followers: list[str], r
         run.lost += len(set(submitted) - set(ids))
         run.latencies += [epoch(str(at)) - submitted[str(item_id)] for item_id, at in rows
                           if str(item_id) in submitted]
+        for item_id, at in ((str(i), epoch(str(a))) for i, a in rows if str(i) in submitted):
+            slowest[item_id] = max(slowest.get(item_id, 0.0), at - submitted[item_id])
+    # Where a slow delivery's time went: before a's server answered the publish, or after it.
+    answered = {str(item_id): epoch(str(at)) for item_id, at in sql(
+        consortium["a"].store_path, "SELECT item_id, published_at FROM outbox WHERE status = 'published'")
+        if str(item_id) in submitted}
+    run.published = [answered[item_id] - at for item_id, at in submitted.items() if item_id in answered]
+    run.slow = sorted((submitted[item_id] - w0, late) for item_id, late in slowest.items() if late > 1.0)
 
 
 @dataclass
@@ -246,12 +266,20 @@ def report(followers: int, server: str, per_node: int, result: Result) -> str:
         listed = sum(run.listings.values())
         spread = (f"{percentile(run.latencies, 50):.2f} / {percentile(run.latencies, 99):.2f} / "
                   f"{max(run.latencies):.2f}")
+        answered = (f"{percentile(run.published, 50):.2f} / {percentile(run.published, 99):.2f} / "
+                    f"{max(run.published):.2f}") if run.published else "-"
         rows.append([f"{run.pause}" + (" (shipped)" if run.pause == PACES[0] else " (unpaced)"),
                      f"{run.seconds:.0f}", f"{run.server_cpu:.1f} ({run.server_cpu / run.seconds:.1%})",
                      f"{listed} ({listed * 60 / run.seconds / followers:.2f}/min each)",
-                     spread, f"{len(run.latencies)}", f"{run.lost} / {run.duplicated}"])
-    lines.append(table(rows, ["check_pause", "window s", "a's server CPU s (share of a core)",
-                              "listings", "delivery p50 / p99 / max s", "deliveries", "lost / duplicated"]))
+                     spread, answered, f"{len(run.latencies)}", f"{run.lost} / {run.duplicated}"])
+    lines.append(table(rows, ["check_pause", "window s", "a's server CPU s (share of a core)", "listings",
+                              "delivery p50 / p99 / max s", "a's publish answered p50 / p99 / max s",
+                              "deliveries", "lost / duplicated"]))
+    for run in result.runs:  # when the slow deliveries were, against when the listings were seen
+        listed = ", ".join(f"{t:.0f}" for t in run.listed_at) or "-"
+        slow = ", ".join(f"{t:.0f}: {late:.1f}" for t, late in run.slow) or "none"
+        lines.append(f"pause {run.pause}: listings seen at {listed} s into the window; items delivered later"
+                     f" than 1 s somewhere (submitted at s: slowest s): {slow}")
     paced, unpaced = result.runs
     # Per second of window, so that windows of different lengths compare.
     more = sum(unpaced.listings.values()) / unpaced.seconds - sum(paced.listings.values()) / paced.seconds

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -413,6 +414,87 @@ async def test_a_sync_waits_for_the_catch_up_already_under_way(tmp_path: Path) -
         release.set()
         await asyncio.gather(rediscovery, reconnection)
         assert sorted(peer.listed) == sorted(nodes)  # each node caught up once, not twice
+
+
+class OverlapPeer(ScriptedPeer):
+    """Records how many listings are in flight, per service and in all."""
+
+    def __init__(self, nodes: list[str]) -> None:
+        super().__init__(nodes)
+        self.in_flight: Counter[str] = Counter()
+        self.most: Counter[str] = Counter()
+        self.most_in_all = 0
+
+    async def list_item_ids(self, service: str, node: str) -> list[str]:
+        self.in_flight[service] += 1
+        self.most[service] = max(self.most[service], self.in_flight[service])
+        self.most_in_all = max(self.most_in_all, self.in_flight.total())
+        await asyncio.sleep(0.02)
+        self.in_flight[service] -= 1
+        return await super().list_item_ids(service, node)
+
+
+async def test_services_are_listed_side_by_side_and_each_one_node_at_a_time(tmp_path: Path) -> None:
+    # A hub catches up from every spoke's server after a restart: one listing at a time per server
+    # (Prosody loads a node's every item to list it), but not one at a time in all.
+    nodes = ["iodef/public/mitigation", "iodef/public/watch"]
+    other = "pubsub.c.test"
+    subscriptions = [Subscription(service, tuple(nodes)) for service in (SERVICE, other)]
+    config = SimpleNamespace(subscriptions=subscriptions, discovery_interval=60)
+    with Store(tmp_path / "m.sqlite") as store:
+        mirror = Mirror(config, store, None)  # type: ignore[arg-type]
+        peer = OverlapPeer(nodes)
+        await mirror.sync_all(peer)  # type: ignore[arg-type]
+    assert len(peer.listed) == 4
+    assert peer.most == {SERVICE: 1, other: 1}
+    assert peer.most_in_all == 2
+
+
+class FetchCountingPeer(ScriptedPeer):
+    """Lists ``count`` items on every node, and records how many fetches are in flight, per service and
+    in all."""
+
+    def __init__(self, nodes: list[str], count: int) -> None:
+        super().__init__(nodes)
+        self.count = count
+        self.fetched: Counter[str] = Counter()
+        self.in_flight: Counter[str] = Counter()
+        self.most: Counter[str] = Counter()
+        self.most_in_all = 0
+
+    async def list_item_ids(self, service: str, node: str) -> list[str]:
+        await super().list_item_ids(service, node)
+        return [f"item-{i}" for i in range(self.count)]
+
+    async def fetch_item(self, service: str, node: str, item_id: str) -> bool:
+        self.in_flight[service] += 1
+        self.most[service] = max(self.most[service], self.in_flight[service])
+        self.most_in_all = max(self.most_in_all, self.in_flight.total())
+        await asyncio.sleep(0.005)
+        self.in_flight[service] -= 1
+        self.fetched[service] += 1
+        return False
+
+
+@pytest.mark.parametrize("cap", [mirror_module.FETCH_WINDOW_ALL, 20])
+async def test_each_service_has_its_own_fetch_window_under_a_cap_in_all(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap: int) -> None:
+    # One shared window is served first come, first served: a hub's catch-up fetched one spoke's every
+    # item before the next spoke's, leaving the other servers idle.
+    monkeypatch.setattr(mirror_module, "FETCH_WINDOW_ALL", cap)
+    nodes = ["iodef/public/mitigation", "iodef/public/watch"]
+    services = [SERVICE, "pubsub.c.test", "pubsub.d.test"]
+    config = SimpleNamespace(subscriptions=[Subscription(service, tuple(nodes)) for service in services],
+                             discovery_interval=60)
+    with Store(tmp_path / "m.sqlite") as store:
+        mirror = Mirror(config, store, None)  # type: ignore[arg-type]
+        peer = FetchCountingPeer(nodes, 40)
+        await mirror.sync_all(peer)  # type: ignore[arg-type]
+    assert peer.fetched == dict.fromkeys(services, 80)
+    assert max(peer.most.values()) == mirror_module.FETCH_WINDOW  # no more per service than before
+    if cap >= 3 * mirror_module.FETCH_WINDOW:
+        assert peer.most == dict.fromkeys(services, mirror_module.FETCH_WINDOW)  # every one busy at once
+    assert peer.most_in_all == min(cap, 3 * mirror_module.FETCH_WINDOW)
 
 
 async def test_a_notification_from_a_service_not_subscribed_to_is_quarantined(

@@ -35,12 +35,18 @@ from xmppbridge.xmpp.sweep import Sweep
 
 log = logging.getLogger(__name__)
 
-# Item fetches in flight during catch-up, over all nodes together: enough to hide the s2s round trip
-# (INTEROP.md §1: windows of 16-64).
+# Item fetches in flight during catch-up, per service over all its nodes: enough to hide the s2s round
+# trip (INTEROP.md §1: windows of 16-64). Each service has its own, so that a hub catching up from every
+# spoke keeps them all busy rather than one after the other (the windows are first come, first served:
+# one shared window fetched one node's every item before the next node's). FETCH_WINDOW_ALL caps them
+# together: slixmpp slows down with thousands of requests in flight (INTEROP.md §1).
 FETCH_WINDOW = 16
-# Node listings in flight. Prosody 0.12 loads every item of a node, payloads included, to list its ids
-# (a second or more for a full node); twenty at once starve the server until the IQs time out. One at a
-# time still keeps the link busy: a node's fetches overlap with the next node's listing.
+FETCH_WINDOW_ALL = 64
+# Node listings in flight at one service. Prosody 0.12 loads every item of a node, payloads included, to
+# list its ids (a second or more for a full node); twenty at once starve the server until the IQs time
+# out. One at a time still keeps the link busy: a node's fetches overlap with the next node's listing.
+# Different services are different servers, listed side by side: a hub that catches up from every spoke
+# would otherwise wait for each spoke's listings in turn (bench_hub_restart.py).
 LIST_WINDOW = 1
 CONTACT_NOTE_INTERVAL = 5.0
 # Seconds after a reload dropped a service in which what it sends is passed over: longer than an IQ's
@@ -146,10 +152,11 @@ class Mirror:
         # waits for the one under way instead of starting another or going on as if it were done.
         self._node_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._last_noted: dict[tuple[str, str], float] = {}
-        # Shared by every node's catch-up: nodes are caught up side by side, so that one node's
-        # tail of fetches does not leave the link idle (benchmark 5 in BENCHMARKS.md).
-        self._fetch_window = asyncio.Semaphore(FETCH_WINDOW)
-        self._list_window = asyncio.Semaphore(LIST_WINDOW)
+        # Shared by every node's catch-up (a service's window by its nodes'): nodes are caught up side
+        # by side, so that one node's tail of fetches does not leave the link idle (BENCHMARKS.md §5).
+        self._fetch_windows: dict[str, asyncio.Semaphore] = {}  # per service
+        self._fetch_window = asyncio.Semaphore(FETCH_WINDOW_ALL)
+        self._list_windows: dict[str, asyncio.Semaphore] = {}  # per service
         self._missing: dict[tuple[str, str], set[str]] = {}  # per node: listed, not held, at the last check
         self.pace = ListingPace()  # which node the next check lists, and when (``recheck``)
         self.sweep = Sweep()  # which held items each check fetches again (``catch_up``)
@@ -337,7 +344,7 @@ class Mirror:
         bytes again is wasted work, and used to count the refusal again at every check. It counts them as
         seen again (``seen_count``) instead; the catch-up after a reconnection still fetches them."""
         only_missing = kind != "catch-up"
-        async with self._list_window:
+        async with self._list_windows.setdefault(service, asyncio.Semaphore(LIST_WINDOW)):
             # What we hold is read *before* the remote listing: an item that arrives while the listing
             # is on its way was published after the listing was made, and must not count as retracted.
             states = self.store.item_states(service, node)
@@ -387,7 +394,8 @@ class Mirror:
                 and item_id not in echoes}
 
     async def _fetch(self, xmpp: BridgeComponent, service: str, node: str, item_id: str) -> bool:
-        async with self._fetch_window:
+        window = self._fetch_windows.setdefault(service, asyncio.Semaphore(FETCH_WINDOW))
+        async with window, self._fetch_window:
             return await xmpp.fetch_item(service, node, item_id)
 
     async def _really_gone(self, xmpp: BridgeComponent, service: str, node: str, item_id: str,
