@@ -4,7 +4,7 @@ last listing took to answer, at most ten check intervals; services, and each ser
 
 from __future__ import annotations
 
-from xmppbridge.xmpp.listing import MAX_PAUSE_ROUNDS, ListingPace
+from xmppbridge.xmpp.listing import MAX_PAUSE_ROUNDS, ROUND_JITTER, ListingPace, round_delay
 
 A, B = "pubsub.a.test", "pubsub.b.test"
 NODES = [(A, "iodef/public/mitigation"), (A, "iodef/public/watch"), (B, "iodef/public/mitigation")]
@@ -59,3 +59,11 @@ def test_a_pause_of_zero_lists_every_round_as_before() -> None:
     pace = ListingPace()
     pace.listed(A, 3.5, now=0.0)
     assert pace.due(A, 0.0, 0.0, 600.0)  # pubsub.check_pause: 0
+
+
+def test_check_rounds_are_drawn_round_the_interval_so_that_bridges_started_together_drift_apart() -> None:
+    assert round_delay(60.0, lambda low, high: low) == 60.0 * (1 - ROUND_JITTER)
+    assert round_delay(60.0, lambda low, high: high) == 60.0 * (1 + ROUND_JITTER)
+    delays = [round_delay(60.0) for _ in range(200)]
+    assert all(48.0 <= delay <= 72.0 for delay in delays)
+    assert max(delays) - min(delays) > 12.0  # two bridges' rounds do not stay in step

@@ -27,7 +27,8 @@ again (``Mirror.recheck``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import random
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 # A bridge's periodic listings take at most 1 % of a peer's time...
@@ -35,7 +36,22 @@ PAUSE = 100.0
 # ...or a service is listed at least once in this many check intervals (10 minutes at the shipped 60 s).
 MAX_PAUSE_ROUNDS = 10
 
+# Each check round waits the check interval give or take this share of it, drawn anew every round.
+ROUND_JITTER = 0.2
+
 Node = tuple[str, str]  # (service, node)
+
+
+def round_delay(interval: float, draw: Callable[[float, float], float] = random.uniform) -> float:
+    """Seconds until the next check round: ``interval``, give or take ``ROUND_JITTER`` of it, at random.
+
+    Bridges started together (a consortium upgraded at once, or the benchmark's followers restarted
+    together) would otherwise check in step for good: the pace gives each one the same pause after the
+    same long answer, so their listings of a peer keep arriving at the same moment, and each one's
+    answer is slow because the others' are queued with it. Four followers listing a full Prosody node in
+    the same second held its publishes and notifications up for 15 s (SCALING.md, "the spokes' checks
+    of a full hub"). Drawn every round, the rounds drift apart, and the pace keeps them apart."""
+    return interval * draw(1.0 - ROUND_JITTER, 1.0 + ROUND_JITTER)
 
 
 @dataclass

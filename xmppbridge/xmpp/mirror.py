@@ -29,7 +29,7 @@ from xmppbridge.store.contracts import Batches, Entries, PeerRecords, Quarantine
 from xmppbridge.store.items import ItemRef, Refused
 from xmppbridge.store.subscriptions import ItemState
 from xmppbridge.xmpp.component import BridgeComponent, explain, peer_failure
-from xmppbridge.xmpp.listing import ListingPace
+from xmppbridge.xmpp.listing import ListingPace, round_delay
 from xmppbridge.xmpp.peers import PeerNotes
 from xmppbridge.xmpp.sweep import Sweep
 
@@ -431,14 +431,15 @@ class Mirror:
         remote listing. This matters when the *remote* server restarted: our own link never dropped, so
         nothing else tells us that notifications may have been lost or subscriptions forgotten.
 
-        One node per round, in turn, and on its own interval rather than discovery's, because listing a
+        One node per round (every ``check_interval``, give or take a fifth: ``listing.round_delay``), in
+        turn, and on its own interval rather than discovery's, because listing a
         node costs its server a load of every item (Prosody 0.12: about 3 s of CPU for 5000 items);
         listing all twenty nodes of a busy peer every round kept that server at full CPU and slowed its
         real work to a third (BENCHMARKS.md §5). A service is listed again only once its last listing's
         pause is over (``listing.ListingPace``): the round checks the next node in turn of the next
         service in turn that may be listed, or none."""
         while True:
-            await asyncio.sleep(self.config.check_interval)
+            await asyncio.sleep(round_delay(self.config.check_interval))  # not in step with other bridges
             if not xmpp.online.is_set():
                 continue
             await self._renew_subscriptions(xmpp)
