@@ -48,6 +48,16 @@ def test_full_node_keeps_items_that_may_have_been_evicted() -> None:
     assert retracted_while_away(mirrored, ["i3", "i5", "i6"], remote_capacity=3) == ["i4"]
 
 
+@pytest.mark.xfail(strict=True, reason="known, not fixed: our store time stands in for the peer's publish "
+                   "order, and an item stored late (fetched by a check) looks newer than it is")
+def test_a_full_node_keeps_an_evicted_item_that_was_stored_late() -> None:
+    # The peer published i1, i2, i3, then i4, and its node of capacity 3 evicted i1. We had stored i1
+    # last: it was published while our bridge was starting, and a check fetched it after i2 and i3
+    # arrived as notifications (bench_listing_load.py: every follower marked 24 such items deleted).
+    mirrored = states("i2", "i3", "i1")
+    assert retracted_while_away(mirrored, ["i2", "i3", "i4"], remote_capacity=3) == []
+
+
 def test_already_deleted_and_new_items_are_not_reported() -> None:
     mirrored = states("i1", "i2", deleted=("i1",))
     assert retracted_while_away(mirrored, ["i2", "i9"], remote_capacity=10) == []
