@@ -113,9 +113,9 @@ def one_run(spokes: int, per_node: int, rounds: int, trees: dict[str, Path], wor
                 with bridges_from(trees[name]):
                     done = restart(consortium, [HUB], 3600.0, servers=names[1:])
                 result.restarts.setdefault(name, []).append(done)
-                if entries(consortium) != (total, total):
-                    raise AssertionError(f"after a restart from {name}, a holds {entries(consortium)} "
-                                         f"(rows, distinct), not {total} once each")
+                if (holds := entries(consortium)) != (total, total):
+                    raise AssertionError(f"after a restart from {name}, a holds {holds} (rows, distinct), "
+                                         f"not {total} once each")
         return result
     finally:
         consortium.stop()

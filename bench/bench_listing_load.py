@@ -181,10 +181,11 @@ def window(consortium: Consortium, publisher: Publisher, followers: list[str], r
         ids = [str(item_id) for item_id, _ in rows]
         run.duplicated += len(ids) - len(set(ids))
         run.lost += len(set(submitted) - set(ids))
-        run.latencies += [epoch(str(at)) - submitted[str(item_id)] for item_id, at in rows
-                          if str(item_id) in submitted]
-        for item_id, at in ((str(i), epoch(str(a))) for i, a in rows if str(i) in submitted):
-            slowest[item_id] = max(slowest.get(item_id, 0.0), at - submitted[item_id])
+        for item_id, at in rows:
+            if (key := str(item_id)) in submitted:
+                late = epoch(str(at)) - submitted[key]
+                run.latencies.append(late)
+                slowest[key] = max(slowest.get(key, 0.0), late)
     # Where a slow delivery's time went: before a's server answered the publish, or after it.
     answered = {str(item_id): epoch(str(at)) for item_id, at in sql(
         consortium["a"].store_path, "SELECT item_id, published_at FROM outbox WHERE status = 'published'")

@@ -53,7 +53,7 @@ def test_full_node_keeps_items_that_may_have_been_evicted() -> None:
 def test_a_full_node_keeps_an_evicted_item_that_was_stored_late() -> None:
     # The peer published i1, i2, i3, then i4, and its node of capacity 3 evicted i1. We had stored i1
     # last: it was published while our bridge was starting, and a check fetched it after i2 and i3
-    # arrived as notifications (bench_listing_load.py: every follower marked 24 such items deleted).
+    # arrived as notifications (bench_listing_load.py: every follower marked 189 such items deleted).
     mirrored = states("i2", "i3", "i1")
     assert retracted_while_away(mirrored, ["i2", "i3", "i4"], remote_capacity=3) == []
 
@@ -426,21 +426,32 @@ async def test_a_sync_waits_for_the_catch_up_already_under_way(tmp_path: Path) -
         assert sorted(peer.listed) == sorted(nodes)  # each node caught up once, not twice
 
 
+class InFlight:
+    """How many requests are in flight, per service and in all, and the most there ever were."""
+
+    def __init__(self) -> None:
+        self.now: Counter[str] = Counter()
+        self.most: Counter[str] = Counter()
+        self.most_in_all = 0
+
+    async def take(self, service: str, seconds: float) -> None:
+        """One request to ``service`` that takes ``seconds`` to answer."""
+        self.now[service] += 1
+        self.most[service] = max(self.most[service], self.now[service])
+        self.most_in_all = max(self.most_in_all, self.now.total())
+        await asyncio.sleep(seconds)
+        self.now[service] -= 1
+
+
 class OverlapPeer(ScriptedPeer):
     """Records how many listings are in flight, per service and in all."""
 
     def __init__(self, nodes: list[str]) -> None:
         super().__init__(nodes)
-        self.in_flight: Counter[str] = Counter()
-        self.most: Counter[str] = Counter()
-        self.most_in_all = 0
+        self.listings = InFlight()
 
     async def list_item_ids(self, service: str, node: str) -> list[str]:
-        self.in_flight[service] += 1
-        self.most[service] = max(self.most[service], self.in_flight[service])
-        self.most_in_all = max(self.most_in_all, self.in_flight.total())
-        await asyncio.sleep(0.02)
-        self.in_flight[service] -= 1
+        await self.listings.take(service, 0.02)
         return await super().list_item_ids(service, node)
 
 
@@ -456,8 +467,8 @@ async def test_services_are_listed_side_by_side_and_each_one_node_at_a_time(tmp_
         peer = OverlapPeer(nodes)
         await mirror.sync_all(peer)  # type: ignore[arg-type]
     assert len(peer.listed) == 4
-    assert peer.most == {SERVICE: 1, other: 1}
-    assert peer.most_in_all == 2
+    assert peer.listings.most == {SERVICE: 1, other: 1}
+    assert peer.listings.most_in_all == 2
 
 
 class FetchCountingPeer(ScriptedPeer):
@@ -468,20 +479,14 @@ class FetchCountingPeer(ScriptedPeer):
         super().__init__(nodes)
         self.count = count
         self.fetched: Counter[str] = Counter()
-        self.in_flight: Counter[str] = Counter()
-        self.most: Counter[str] = Counter()
-        self.most_in_all = 0
+        self.fetches = InFlight()
 
     async def list_item_ids(self, service: str, node: str) -> list[str]:
         await super().list_item_ids(service, node)
         return [f"item-{i}" for i in range(self.count)]
 
     async def fetch_item(self, service: str, node: str, item_id: str) -> bool:
-        self.in_flight[service] += 1
-        self.most[service] = max(self.most[service], self.in_flight[service])
-        self.most_in_all = max(self.most_in_all, self.in_flight.total())
-        await asyncio.sleep(0.005)
-        self.in_flight[service] -= 1
+        await self.fetches.take(service, 0.005)
         self.fetched[service] += 1
         return False
 
@@ -501,10 +506,10 @@ async def test_each_service_has_its_own_fetch_window_under_a_cap_in_all(
         peer = FetchCountingPeer(nodes, 40)
         await mirror.sync_all(peer)  # type: ignore[arg-type]
     assert peer.fetched == dict.fromkeys(services, 80)
-    assert max(peer.most.values()) == mirror_module.FETCH_WINDOW  # no more per service than before
+    assert max(peer.fetches.most.values()) == mirror_module.FETCH_WINDOW  # no more per service than before
     if cap >= 3 * mirror_module.FETCH_WINDOW:
-        assert peer.most == dict.fromkeys(services, mirror_module.FETCH_WINDOW)  # every one busy at once
-    assert peer.most_in_all == min(cap, 3 * mirror_module.FETCH_WINDOW)
+        assert peer.fetches.most == dict.fromkeys(services, mirror_module.FETCH_WINDOW)  # all busy at once
+    assert peer.fetches.most_in_all == min(cap, 3 * mirror_module.FETCH_WINDOW)
 
 
 async def test_a_notification_from_a_service_not_subscribed_to_is_quarantined(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -154,9 +155,11 @@ class Mirror:
         self._last_noted: dict[tuple[str, str], float] = {}
         # Shared by every node's catch-up (a service's window by its nodes'): nodes are caught up side
         # by side, so that one node's tail of fetches does not leave the link idle (BENCHMARKS.md §5).
-        self._fetch_windows: dict[str, asyncio.Semaphore] = {}  # per service
+        self._fetch_windows: defaultdict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(FETCH_WINDOW))  # per service
         self._fetch_window = asyncio.Semaphore(FETCH_WINDOW_ALL)
-        self._list_windows: dict[str, asyncio.Semaphore] = {}  # per service
+        self._list_windows: defaultdict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(LIST_WINDOW))  # per service
         self._missing: dict[tuple[str, str], set[str]] = {}  # per node: listed, not held, at the last check
         self.pace = ListingPace()  # which node the next check lists, and when (``recheck``)
         self.sweep = Sweep()  # which held items each check fetches again (``catch_up``)
@@ -344,7 +347,7 @@ class Mirror:
         bytes again is wasted work, and used to count the refusal again at every check. It counts them as
         seen again (``seen_count``) instead; the catch-up after a reconnection still fetches them."""
         only_missing = kind != "catch-up"
-        async with self._list_windows.setdefault(service, asyncio.Semaphore(LIST_WINDOW)):
+        async with self._list_windows[service]:
             # What we hold is read *before* the remote listing: an item that arrives while the listing
             # is on its way was published after the listing was made, and must not count as retracted.
             states = self.store.item_states(service, node)
@@ -394,8 +397,7 @@ class Mirror:
                 and item_id not in echoes}
 
     async def _fetch(self, xmpp: BridgeComponent, service: str, node: str, item_id: str) -> bool:
-        window = self._fetch_windows.setdefault(service, asyncio.Semaphore(FETCH_WINDOW))
-        async with window, self._fetch_window:
+        async with self._fetch_windows[service], self._fetch_window:
             return await xmpp.fetch_item(service, node, item_id)
 
     async def _really_gone(self, xmpp: BridgeComponent, service: str, node: str, item_id: str,
